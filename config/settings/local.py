@@ -1,0 +1,15 @@
+"""Development: DEBUG on, and with no Stripe key the service talks to the local Stripe sandbox
+that ships with the project (``python -m stripe_sandbox``)."""
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import env
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="local-development-only-not-a-secret")
+
+SANDBOX_URL = env.str("STRIPE_SANDBOX_URL", default="http://127.0.0.1:12111")
+if not STRIPE_SECRET_KEY:  # noqa: F405
+    STRIPE_SECRET_KEY = "sk_test_local_sandbox"
+    STRIPE_API_BASE = env.str("STRIPE_API_BASE", default=SANDBOX_URL)
+if not STRIPE_WEBHOOK_SECRETS:  # noqa: F405
+    STRIPE_WEBHOOK_SECRETS = ["whsec_local_sandbox"]

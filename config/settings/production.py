@@ -1,0 +1,25 @@
+"""Production: every secret is required and a missing one stops start-up, naming it."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.settings.base import *  # noqa: F403
+
+
+def _require(name: str, value: object) -> None:
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set in production")
+
+
+_require("DJANGO_SECRET_KEY", SECRET_KEY)  # noqa: F405
+_require("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)  # noqa: F405
+_require("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRETS)  # noqa: F405
+if DEBUG:  # noqa: F405
+    raise ImproperlyConfigured("DJANGO_DEBUG must be false in production")
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)  # noqa: F405
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)  # noqa: F405
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True

@@ -1,0 +1,136 @@
+"""Sellers, orders and refunds. Money is an integer in minor units; currency a lowercase ISO
+code. Order and refund statuses are plain fields: only the seller transfer (``payouts``) has a
+guarded state machine, because only it moves money out of the platform."""
+
+from django.db import models
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
+
+CURRENCY_FORMAT = Q(currency__regex=r"^[a-z]{3}$")
+
+
+def _not_empty(field: str) -> Q:
+    return ~Q(**{field: ""})
+
+
+class Seller(models.Model):
+    name = models.CharField(max_length=200)
+    email = models.EmailField()
+    stripe_account_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="Stripe Connect account (acct_…)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stripe_account_id"],
+                condition=_not_empty("stripe_account_id"),
+                name="uniq_seller_stripe_account_id",
+            ),
+            models.CheckConstraint(
+                condition=Q(stripe_account_id="") | Q(stripe_account_id__startswith="acct_"),
+                name="chk_seller_stripe_account_id_format",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "pending"
+    PAID = "paid"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class Order(models.Model):
+    Status = OrderStatus
+
+    buyer_email = models.EmailField()
+    currency = models.CharField(max_length=3, default="usd")
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+    stripe_payment_intent_id = models.CharField(max_length=255, blank=True, default="")
+    stripe_charge_id = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=OrderStatus.values), name="chk_order_status"
+            ),
+            models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_order_currency"),
+            models.UniqueConstraint(
+                fields=["stripe_payment_intent_id"],
+                condition=_not_empty("stripe_payment_intent_id"),
+                name="uniq_order_stripe_payment_intent_id",
+            ),
+            models.UniqueConstraint(
+                fields=["stripe_charge_id"],
+                condition=_not_empty("stripe_charge_id"),
+                name="uniq_order_stripe_charge_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order {self.pk}"
+
+    @property
+    def total(self) -> int:
+        """The order total is the sum of its items (SPEC §3), never a stored copy."""
+        return self.items.aggregate(total=Coalesce(Sum("amount"), 0))["total"]
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items")
+    seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="order_items")
+    description = models.CharField(max_length=500)
+    amount = models.BigIntegerField(help_text="Minor units (cents).")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="chk_order_item_amount"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.description} ({self.amount})"
+
+
+class Refund(models.Model):
+    Status = RefundStatus
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    stripe_refund_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="Stripe refund (re_…)."
+    )
+    amount = models.BigIntegerField(help_text="Minor units (cents).")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=RefundStatus.values), name="chk_refund_status"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="chk_refund_amount"),
+            models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_refund_currency"),
+            models.UniqueConstraint(
+                fields=["stripe_refund_id"],
+                condition=_not_empty("stripe_refund_id"),
+                name="uniq_refund_stripe_refund_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.stripe_refund_id or f"Refund {self.pk}"

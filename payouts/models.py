@@ -1,0 +1,151 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from marketplace.models import CURRENCY_FORMAT, Order, Seller
+from payouts.managers import SellerTransferManager
+from payouts.transitions import TransferStatus
+
+
+def _not_empty(field: str) -> Q:
+    return ~Q(**{field: ""})
+
+
+class SellerTransfer(models.Model):
+    """One seller's share of one order, paid with a Stripe Connect Transfer.
+
+    ``status`` changes only through ``SellerTransfer.objects.transition`` (SPEC §4); rows are
+    created with their initial status.
+    """
+
+    Status = TransferStatus
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="transfers")
+    seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="transfers")
+    amount = models.BigIntegerField(help_text="Net amount sent to the seller, minor units.")
+    platform_fee = models.BigIntegerField(default=0, help_text="Minor units kept by the platform.")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+    stripe_transfer_id = models.CharField(max_length=255, blank=True, default="")
+    stripe_reversal_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="The latest reversal (trr_…)."
+    )
+    amount_reversed = models.BigIntegerField(default=0)
+    transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    reversal_idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    retry_count = models.PositiveIntegerField(default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SellerTransferManager()
+
+    class Meta:
+        permissions = [("retry_sellertransfer", "Can retry a failed seller transfer")]
+        constraints = [
+            models.UniqueConstraint(fields=["order", "seller"], name="uniq_transfer_order_seller"),
+            models.CheckConstraint(
+                condition=Q(status__in=TransferStatus.values),
+                name="chk_transfer_status",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="chk_transfer_amount"),
+            models.CheckConstraint(
+                condition=Q(platform_fee__gte=0), name="chk_transfer_platform_fee"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_reversed__gte=0) & Q(amount_reversed__lte=F("amount")),
+                name="chk_transfer_amount_reversed_range",
+            ),
+            models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_transfer_currency"),
+            models.CheckConstraint(
+                condition=~Q(status=TransferStatus.REVERSAL_PENDING)
+                | Q(next_retry_at__isnull=False),
+                name="chk_reversal_pending_has_next_retry_at",
+            ),
+            models.UniqueConstraint(
+                fields=["stripe_transfer_id"],
+                condition=_not_empty("stripe_transfer_id"),
+                name="uniq_transfer_stripe_transfer_id",
+            ),
+            models.UniqueConstraint(
+                fields=["stripe_reversal_id"],
+                condition=_not_empty("stripe_reversal_id"),
+                name="uniq_transfer_stripe_reversal_id",
+            ),
+        ]
+        indexes = [
+            # The two worker queries: due rows of one status, oldest first. Partial, so their
+            # size follows the backlog, not the millions of settled rows.
+            models.Index(
+                fields=["next_retry_at", "id"],
+                condition=Q(status=TransferStatus.REVERSAL_PENDING),
+                name="idx_transfer_due_reversal",
+            ),
+            models.Index(
+                fields=["next_retry_at", "id"],
+                condition=Q(status=TransferStatus.FAILED),
+                name="idx_transfer_due_retry",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Transfer {self.pk} ({self.status})"
+
+
+class SellerTransferEvent(models.Model):
+    """Append-only audit row, one per successful transition (a database trigger refuses
+    UPDATE and DELETE)."""
+
+    transfer = models.ForeignKey(SellerTransfer, on_delete=models.PROTECT, related_name="events")
+    from_status = models.CharField(max_length=32)
+    to_status = models.CharField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+    caused_by = models.CharField(
+        max_length=255,
+        help_text="What made the move: worker:<task>, webhook:<event id>, staff:<username>.",
+    )
+    # PROTECT: the audit trail is append-only, so a staff user with history is deactivated,
+    # never deleted.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status} → {self.to_status} ({self.caused_by})"
+
+
+class WebhookOutcome(models.TextChoices):
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class WebhookEvent(models.Model):
+    """The inbox: one row per Stripe event id, whatever its type, stored before processing."""
+
+    Outcome = WebhookOutcome
+
+    stripe_event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=255)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RECEIVED)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(outcome__in=WebhookOutcome.values), name="chk_webhook_outcome"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stripe_event_id} ({self.type})"

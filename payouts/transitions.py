@@ -1,0 +1,66 @@
+"""The seller transfer state machine (SPEC §4): the one table of allowed moves.
+
+``SellerTransferManager.transition`` is the only code that changes a transfer's status, and it
+asks ``can_transition`` first. A same-state move is allowed for every known status: it is how a
+worker records another attempt (``retry_count``, ``next_retry_at``) with an audit row.
+"""
+
+from collections.abc import Mapping
+
+from django.db import models
+
+
+class TransferStatus(models.TextChoices):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PERMANENTLY_FAILED = "permanently_failed"
+    REVERSAL_PENDING = "reversal_pending"
+    REVERSED = "reversed"
+
+
+S = TransferStatus
+
+ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
+    S.PENDING: frozenset({S.COMPLETED, S.FAILED}),
+    S.COMPLETED: frozenset({S.REVERSAL_PENDING}),
+    S.FAILED: frozenset({S.COMPLETED, S.PERMANENTLY_FAILED}),
+    S.REVERSAL_PENDING: frozenset({S.REVERSED, S.PERMANENTLY_FAILED}),
+    S.REVERSED: frozenset(),
+    S.PERMANENTLY_FAILED: frozenset(),
+}
+
+TERMINAL_STATUSES = frozenset(s for s, exits in ALLOWED_TRANSITIONS.items() if not exits)
+
+
+def can_transition(from_status: str, to_status: str) -> bool:
+    """True when the table allows ``from_status → to_status``; an unknown status allows nothing."""
+    exits = ALLOWED_TRANSITIONS.get(from_status)
+    if exits is None:
+        return False
+    return to_status == from_status or to_status in exits
+
+
+class TransitionNotAllowed(Exception):
+    """The table forbids the move; raised before the database is touched."""
+
+    def __init__(self, transfer_id: int | None, from_status: str, to_status: str):
+        super().__init__(
+            f"seller transfer {transfer_id}: {from_status} → {to_status} is not allowed"
+        )
+        self.transfer_id = transfer_id
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+class ConcurrentTransition(Exception):
+    """The guarded update matched no row: another actor moved the transfer first."""
+
+    def __init__(self, transfer_id: int | None, expected_status: str, to_status: str):
+        super().__init__(
+            f"seller transfer {transfer_id} is no longer {expected_status}; "
+            f"someone else moved it before {to_status}"
+        )
+        self.transfer_id = transfer_id
+        self.expected_status = expected_status
+        self.to_status = to_status

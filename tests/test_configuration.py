@@ -1,0 +1,138 @@
+"""Configuration is parsed at start-up: a bad value stops the process and names the variable."""
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.durations import parse_duration
+from config.payouts_config import load_payouts_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("500ms", timedelta(milliseconds=500)),
+        ("30s", timedelta(seconds=30)),
+        ("1m", timedelta(minutes=1)),
+        ("1h", timedelta(hours=1)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("2m15s", timedelta(minutes=2, seconds=15)),
+        (" 10S ", timedelta(seconds=10)),
+    ],
+)
+def test_durations_parse(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["soon", "", "30", "1d", "m", "1m1h", "-1s", "0s", "1.5s"])
+def test_malformed_durations_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.fixture
+def config_from(monkeypatch):
+    """Parse the payouts knobs from an environment holding only the given variables."""
+
+    def parse(**variables: str):
+        for name in list(os.environ):
+            if name.startswith(("REVERSAL_", "TRANSFER_RETRY_", "PLATFORM_FEE_")):
+                monkeypatch.delenv(name)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        return load_payouts_config(environ.Env())
+
+    return parse
+
+
+def test_defaults_follow_the_spec(config_from):
+    config = config_from()
+
+    assert config.platform_fee_bps == 1000
+    for policy in (config.reversal, config.transfer_retry):
+        assert policy.enabled is True
+        assert policy.max_retries == 5
+        assert policy.check_interval == timedelta(minutes=1)
+        assert policy.backoff_base == timedelta(minutes=1)
+        assert policy.backoff_max == timedelta(hours=1)
+
+
+def test_the_backoff_rule_is_pinned_and_capped(config_from):
+    policy = config_from(
+        REVERSAL_BACKOFF_BASE="1s", REVERSAL_BACKOFF_MAX="10s", REVERSAL_MAX_RETRIES="5"
+    ).reversal
+
+    delays = [policy.delay_after_failure(n) for n in range(1, 7)]
+
+    assert delays == [timedelta(seconds=s) for s in (1, 2, 4, 8, 10)] + [None]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REVERSAL_BACKOFF_BASE", "soon"),
+        ("REVERSAL_BACKOFF_MAX", "forever"),
+        ("REVERSAL_CHECK_INTERVAL", "60"),
+        ("REVERSAL_MAX_RETRIES", "five"),
+        ("REVERSAL_MAX_RETRIES", "-1"),
+        ("REVERSAL_WORKER_ENABLED", "maybe"),
+        ("TRANSFER_RETRY_BACKOFF_BASE", "1x"),
+        ("TRANSFER_RETRY_WORKER_ENABLED", "nope"),
+        ("PLATFORM_FEE_BPS", "10001"),
+    ],
+)
+def test_a_bad_value_names_its_variable(config_from, variable, value):
+    with pytest.raises(ImproperlyConfigured, match=variable):
+        config_from(**{variable: value})
+
+
+def _start_django(settings_module: str, **variables: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, **variables}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_bad_backoff_base_stops_startup_naming_the_variable():
+    result = _start_django("config.settings.local", REVERSAL_BACKOFF_BASE="soon")
+
+    assert result.returncode != 0
+    assert "REVERSAL_BACKOFF_BASE" in result.stderr
+    assert "soon" in result.stderr
+
+
+def test_startup_succeeds_with_good_values():
+    result = _start_django("config.settings.local", REVERSAL_BACKOFF_BASE="30s")
+
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "missing", ["DJANGO_SECRET_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"]
+)
+def test_production_refuses_to_start_without_a_secret(missing):
+    secrets = {
+        "DJANGO_SECRET_KEY": "x" * 60,
+        "STRIPE_SECRET_KEY": "sk_live_example",
+        "STRIPE_WEBHOOK_SECRET": "whsec_example",
+        "DJANGO_DEBUG": "false",
+    }
+    secrets[missing] = ""
+
+    result = _start_django("config.settings.production", **secrets)
+
+    assert result.returncode != 0
+    assert f"{missing} must be set in production" in result.stderr

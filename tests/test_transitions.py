@@ -1,0 +1,52 @@
+import itertools
+
+import pytest
+
+from payouts.transitions import (
+    ALLOWED_TRANSITIONS,
+    TERMINAL_STATUSES,
+    TransferStatus,
+    can_transition,
+)
+
+S = TransferStatus
+
+EXPECTED_ALLOWED = {
+    (S.PENDING, S.COMPLETED),
+    (S.PENDING, S.FAILED),
+    (S.COMPLETED, S.REVERSAL_PENDING),
+    (S.FAILED, S.COMPLETED),
+    (S.FAILED, S.PERMANENTLY_FAILED),
+    (S.REVERSAL_PENDING, S.REVERSED),
+    (S.REVERSAL_PENDING, S.PERMANENTLY_FAILED),
+} | {(s, s) for s in S}
+
+ALL_PAIRS = list(itertools.product(S, repeat=2))
+
+
+def test_there_are_36_pairs_and_13_are_allowed():
+    assert len(ALL_PAIRS) == 36
+    assert len(EXPECTED_ALLOWED) == 13
+    assert sum(can_transition(a, b) for a, b in ALL_PAIRS) == 13
+
+
+@pytest.mark.parametrize(("from_status", "to_status"), ALL_PAIRS)
+def test_every_pair_matches_the_spec_table(from_status, to_status):
+    assert can_transition(from_status, to_status) is ((from_status, to_status) in EXPECTED_ALLOWED)
+
+
+@pytest.mark.parametrize("terminal", [S.REVERSED, S.PERMANENTLY_FAILED])
+def test_terminal_states_have_no_exits(terminal):
+    assert terminal in TERMINAL_STATUSES
+    assert not any(can_transition(terminal, other) for other in S if other != terminal)
+
+
+@pytest.mark.parametrize("unknown", ["", "paid", "REVERSED", "partially_reversed", None])
+def test_an_unknown_from_status_allows_nothing(unknown):
+    assert not any(can_transition(unknown, to) for to in S)
+    assert not can_transition(unknown, unknown)
+
+
+def test_the_table_keys_are_exactly_the_statuses():
+    assert set(ALLOWED_TRANSITIONS) == set(S.values)
+    assert all(exits <= set(S.values) for exits in ALLOWED_TRANSITIONS.values())
