@@ -33,6 +33,9 @@ class SellerTransfer(models.Model):
     amount_reversed = models.BigIntegerField(default=0)
     transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     reversal_idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    # Set when an attempt failed in a way that may have moved money (a 5xx) and the next attempt
+    # uses a new idempotency key: Stripe's state is read before that attempt sends anything.
+    needs_reconcile = models.BooleanField(default=False)
     retry_count = models.PositiveIntegerField(default=0)
     next_retry_at = models.DateTimeField(null=True, blank=True)
     error_message = models.TextField(blank=True, default="")
@@ -82,10 +85,11 @@ class SellerTransfer(models.Model):
                 condition=Q(status=TransferStatus.REVERSAL_PENDING),
                 name="idx_transfer_due_reversal",
             ),
+            # Failed rows, and pending rows whose sender died (their lease runs out).
             models.Index(
                 fields=["next_retry_at", "id"],
-                condition=Q(status=TransferStatus.FAILED),
-                name="idx_transfer_due_retry",
+                condition=Q(status__in=[TransferStatus.PENDING, TransferStatus.FAILED]),
+                name="idx_transfer_due_send",
             ),
         ]
 

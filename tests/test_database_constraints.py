@@ -102,7 +102,7 @@ def test_the_worker_queries_have_partial_indexes():
         )
         indexes = dict(cursor.fetchall())
 
-    assert (
-        "WHERE ((status)::text = 'reversal_pending'::text)" in indexes["idx_transfer_due_reversal"]
-    )
-    assert "WHERE ((status)::text = 'failed'::text)" in indexes["idx_transfer_due_retry"]
+    due_reversal, due_send = indexes["idx_transfer_due_reversal"], indexes["idx_transfer_due_send"]
+    assert "WHERE ((status)::text = 'reversal_pending'::text)" in due_reversal
+    assert "'pending'::character varying" in due_send
+    assert "'failed'::character varying" in due_send

@@ -1,0 +1,321 @@
+"""The one boundary to Stripe (SPEC §5).
+
+Only this module calls the Stripe API. It returns our own small results and raises our own small
+exceptions, so services, Celery, logs and tests never depend on stripe-python's types.
+
+Error classification reads ``http_status``, ``error.type``, ``error.code`` and the message, never
+the exception class alone: stripe-python raises every 402 as ``CardError``, whatever the body.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import stripe
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StripeTransfer:
+    id: str
+    amount: int
+    amount_reversed: int
+    currency: str
+    destination: str
+    transfer_group: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fully_reversed(self) -> bool:
+        return self.amount_reversed >= self.amount
+
+
+@dataclass(frozen=True, slots=True)
+class StripeReversal:
+    id: str
+    amount: int
+    transfer_id: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises; carries what Stripe said, if anything."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        error_type: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.error_type = error_type
+        self.code = code
+
+    def describe(self) -> str:
+        """One line for ``error_message`` columns and logs."""
+        status = self.http_status if self.http_status is not None else "no response"
+        code = f" {self.code}" if self.code else ""
+        return f"Stripe {status}{code}: {self.message}"
+
+
+class TransferNotFound(GatewayError):
+    """404 ``resource_missing`` on a transfer: terminal, never retried."""
+
+
+class TransferAlreadyReversed(GatewayError):
+    """Stripe refused a reversal because the transfer is already fully reversed."""
+
+
+class StripeTransientError(GatewayError):
+    """Anything else; retried with backoff.
+
+    ``response_seen`` is False when we do not know what Stripe did (timeout, dropped connection,
+    409 ``idempotency_key_in_use``): the same idempotency key must be used again so that Stripe
+    replays the real outcome. ``may_have_executed`` is True after a 5xx or a response we did not
+    see: before any attempt with a *new* key, Stripe's state must be read first.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        response_seen: bool,
+        may_have_executed: bool,
+        rate_limited: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(message, **kwargs)
+        self.response_seen = response_seen
+        self.may_have_executed = may_have_executed
+        self.rate_limited = rate_limited
+
+
+def _is_already_reversed_message(message: str) -> bool:
+    # Stripe has no error code for this; its text is "The transfer tr_… is already fully
+    # reversed." Match the two stems, case-insensitively, and nothing more specific.
+    lowered = message.lower()
+    return "already" in lowered and "revers" in lowered
+
+
+def classify(exc: stripe.StripeError) -> GatewayError:
+    """Turn a stripe-python error into ours. Pure: no I/O, decided from the response body."""
+    status = exc.http_status
+    error = exc.error
+    error_type = getattr(error, "type", None)
+    code = getattr(error, "code", None) or exc.code
+    message = (getattr(error, "message", None) or exc.user_message or str(exc)).strip()
+    details = {"http_status": status, "error_type": error_type, "code": code}
+
+    if status is None:
+        # Timeout or connection failure: the request may or may not have reached Stripe.
+        return StripeTransientError(
+            message or "network error", response_seen=False, may_have_executed=True, **details
+        )
+    if status == 404 and code == "resource_missing":
+        return TransferNotFound(message, **details)
+    if status == 400 and _is_already_reversed_message(message):
+        return TransferAlreadyReversed(message, **details)
+    if status == 409 and code == "idempotency_key_in_use":
+        # The first request with this key is still running at Stripe: its outcome is unknown.
+        return StripeTransientError(
+            message, response_seen=False, may_have_executed=True, **details
+        )
+    if status == 429:
+        # Stripe stores nothing for a 429; the same key may be sent again.
+        return StripeTransientError(
+            message, response_seen=True, may_have_executed=False, rate_limited=True, **details
+        )
+    # A 5xx is stored by Stripe and may hide an executed request; an idempotency_error means the
+    # key was already used for something else, which did execute.
+    may_have_executed = status >= 500 or error_type == "idempotency_error"
+    return StripeTransientError(
+        message, response_seen=True, may_have_executed=may_have_executed, **details
+    )
+
+
+def _transfer(obj: Any) -> StripeTransfer:
+    return StripeTransfer(
+        id=obj["id"],
+        amount=int(obj["amount"]),
+        amount_reversed=int(obj.get("amount_reversed") or 0),
+        currency=obj["currency"],
+        destination=obj.get("destination") or "",
+        transfer_group=obj.get("transfer_group") or "",
+        metadata=dict(obj.get("metadata") or {}),
+    )
+
+
+def _reversal(obj: Any) -> StripeReversal:
+    return StripeReversal(
+        id=obj["id"],
+        amount=int(obj["amount"]),
+        transfer_id=obj.get("transfer") or "",
+        metadata=dict(obj.get("metadata") or {}),
+    )
+
+
+class StripeGateway:
+    def __init__(self, client: stripe.StripeClient):
+        self._client = client
+
+    def _call(self, operation: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            result = func(*args, **kwargs)
+        except stripe.StripeError as exc:
+            classified = classify(exc)
+            logger.warning(
+                "stripe call failed",
+                extra={
+                    "stripe_operation": operation,
+                    "outcome": type(classified).__name__,
+                    "http_status": classified.http_status,
+                    "code": classified.code,
+                    "duration_ms": round((time.monotonic() - started) * 1000),
+                },
+            )
+            raise classified from exc
+        logger.info(
+            "stripe call succeeded",
+            extra={
+                "stripe_operation": operation,
+                "stripe_id": getattr(result, "id", None),
+                "duration_ms": round((time.monotonic() - started) * 1000),
+            },
+        )
+        return result
+
+    def create_transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str,
+        source_transaction: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> StripeTransfer:
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency,
+            "destination": destination,
+            "transfer_group": transfer_group,
+            "metadata": metadata,
+        }
+        if source_transaction:
+            params["source_transaction"] = source_transaction
+        obj = self._call(
+            "transfers.create",
+            self._client.v1.transfers.create,
+            params=params,
+            options={"idempotency_key": idempotency_key},
+        )
+        if not obj.get("id"):
+            raise StripeTransientError(
+                "Stripe answered a transfer creation without an id",
+                response_seen=True,
+                may_have_executed=True,
+            )
+        return _transfer(obj)
+
+    def reverse_transfer(
+        self,
+        stripe_transfer_id: str,
+        *,
+        amount: int | None = None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> StripeReversal:
+        """Reverse ``amount`` of the transfer (everything left when ``None``).
+
+        A refusal worded "already … reversed" is confirmed by reading the transfer: only when
+        Stripe's own figures say it is fully reversed is ``TransferAlreadyReversed`` raised.
+        """
+        params: dict[str, Any] = {"metadata": metadata}
+        if amount is not None:
+            params["amount"] = amount
+        try:
+            obj = self._call(
+                "reversals.create",
+                self._client.v1.transfers.reversals.create,
+                stripe_transfer_id,
+                params=params,
+                options={"idempotency_key": idempotency_key},
+            )
+        except TransferAlreadyReversed as refused:
+            self._confirm_fully_reversed(stripe_transfer_id, refused)
+            raise
+        if not obj.get("id"):
+            raise StripeTransientError(
+                "Stripe answered a reversal without an id",
+                response_seen=True,
+                may_have_executed=True,
+            )
+        return _reversal(obj)
+
+    def _confirm_fully_reversed(self, stripe_transfer_id: str, refused: GatewayError) -> None:
+        transfer = self.retrieve_transfer(stripe_transfer_id)
+        if not transfer.fully_reversed:
+            raise StripeTransientError(
+                f"{refused.message} (but Stripe reports {transfer.amount_reversed} of "
+                f"{transfer.amount} reversed)",
+                response_seen=True,
+                may_have_executed=False,
+                http_status=refused.http_status,
+            )
+
+    def retrieve_transfer(self, stripe_transfer_id: str) -> StripeTransfer:
+        obj = self._call(
+            "transfers.retrieve", self._client.v1.transfers.retrieve, stripe_transfer_id
+        )
+        return _transfer(obj)
+
+    def list_reversals(self, stripe_transfer_id: str) -> list[StripeReversal]:
+        page = self._call(
+            "reversals.list",
+            self._client.v1.transfers.reversals.list,
+            stripe_transfer_id,
+            params={"limit": 100},
+        )
+        return [_reversal(obj) for obj in page.auto_paging_iter()]
+
+    def find_transfers(self, *, transfer_group: str) -> list[StripeTransfer]:
+        page = self._call(
+            "transfers.list",
+            self._client.v1.transfers.list,
+            params={"transfer_group": transfer_group, "limit": 100},
+        )
+        return [_transfer(obj) for obj in page.auto_paging_iter()]
+
+
+def build_client() -> stripe.StripeClient:
+    return stripe.StripeClient(
+        settings.STRIPE_SECRET_KEY,
+        base_addresses={"api": settings.STRIPE_API_BASE},
+        max_network_retries=settings.STRIPE_MAX_NETWORK_RETRIES,
+        http_client=stripe.RequestsClient(timeout=settings.STRIPE_TIMEOUT.total_seconds()),
+    )
+
+
+@lru_cache(maxsize=1)
+def _cached_gateway(key: str, api_base: str, retries: int, timeout: float) -> StripeGateway:
+    return StripeGateway(build_client())
+
+
+def get_gateway() -> StripeGateway:
+    """The process's gateway; rebuilt when the Stripe settings change (tests override them)."""
+    return _cached_gateway(
+        settings.STRIPE_SECRET_KEY,
+        settings.STRIPE_API_BASE,
+        settings.STRIPE_MAX_NETWORK_RETRIES,
+        settings.STRIPE_TIMEOUT.total_seconds(),
+    )
