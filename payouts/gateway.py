@@ -42,6 +42,17 @@ class StripeReversal:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StripeRefund:
+    id: str
+    amount: int
+    currency: str
+    status: str
+    charge_id: str
+    payment_intent_id: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
 class GatewayError(Exception):
     """Base of every error the gateway raises; carries what Stripe said, if anything."""
 
@@ -125,9 +136,7 @@ def classify(exc: stripe.StripeError) -> GatewayError:
         return TransferAlreadyReversed(message, **details)
     if status == 409 and code == "idempotency_key_in_use":
         # The first request with this key is still running at Stripe: its outcome is unknown.
-        return StripeTransientError(
-            message, response_seen=False, may_have_executed=True, **details
-        )
+        return StripeTransientError(message, response_seen=False, may_have_executed=True, **details)
     if status == 429:
         # Stripe stores nothing for a 429; the same key may be sent again.
         return StripeTransientError(
@@ -162,14 +171,31 @@ def _reversal(obj: Any) -> StripeReversal:
     )
 
 
+def _refund(obj: Any) -> StripeRefund:
+    return StripeRefund(
+        id=obj["id"],
+        amount=int(obj["amount"]),
+        currency=obj["currency"],
+        status=obj.get("status") or "",
+        charge_id=obj.get("charge") or "",
+        payment_intent_id=obj.get("payment_intent") or "",
+        metadata=dict(obj.get("metadata") or {}),
+    )
+
+
 class StripeGateway:
     def __init__(self, client: stripe.StripeClient):
         self._client = client
 
     def _call(self, operation: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one API call (a list is read to its end) and return plain dicts."""
         started = time.monotonic()
         try:
             result = func(*args, **kwargs)
+            if isinstance(result, stripe.ListObject):
+                result = [item.to_dict() for item in result.auto_paging_iter()]
+            else:
+                result = result.to_dict()
         except stripe.StripeError as exc:
             classified = classify(exc)
             logger.warning(
@@ -187,7 +213,7 @@ class StripeGateway:
             "stripe call succeeded",
             extra={
                 "stripe_operation": operation,
-                "stripe_id": getattr(result, "id", None),
+                "stripe_id": result.get("id") if isinstance(result, dict) else None,
                 "duration_ms": round((time.monotonic() - started) * 1000),
             },
         )
@@ -280,21 +306,29 @@ class StripeGateway:
         return _transfer(obj)
 
     def list_reversals(self, stripe_transfer_id: str) -> list[StripeReversal]:
-        page = self._call(
+        objs = self._call(
             "reversals.list",
             self._client.v1.transfers.reversals.list,
             stripe_transfer_id,
             params={"limit": 100},
         )
-        return [_reversal(obj) for obj in page.auto_paging_iter()]
+        return [_reversal(obj) for obj in objs]
 
     def find_transfers(self, *, transfer_group: str) -> list[StripeTransfer]:
-        page = self._call(
+        objs = self._call(
             "transfers.list",
             self._client.v1.transfers.list,
             params={"transfer_group": transfer_group, "limit": 100},
         )
-        return [_transfer(obj) for obj in page.auto_paging_iter()]
+        return [_transfer(obj) for obj in objs]
+
+    def list_refunds(self, *, charge_id: str) -> list[StripeRefund]:
+        objs = self._call(
+            "refunds.list",
+            self._client.v1.refunds.list,
+            params={"charge": charge_id, "limit": 100},
+        )
+        return [_refund(obj) for obj in objs]
 
 
 def build_client() -> stripe.StripeClient:

@@ -100,7 +100,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Stripe -------------------------------------------------------------------------------
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
@@ -115,6 +114,21 @@ except ValueError as exc:
 
 # --- Payouts knobs (SPEC §8), parsed once into a typed object -------------------------------
 PAYOUTS = load_payouts_config(env)
+
+# Beat runs each worker every interval; `expires` ≈ the interval so a backlog of ticks (beat
+# running while workers were down) never piles up into a burst.
+CELERY_BEAT_SCHEDULE = {
+    "process-reversals": {
+        "task": "payouts.tasks.process_reversals",
+        "schedule": PAYOUTS.reversal.check_interval.total_seconds(),
+        "options": {"expires": PAYOUTS.reversal.check_interval.total_seconds()},
+    },
+    "retry-failed-transfers": {
+        "task": "payouts.tasks.retry_failed_transfers",
+        "schedule": PAYOUTS.transfer_retry.check_interval.total_seconds(),
+        "options": {"expires": PAYOUTS.transfer_retry.check_interval.total_seconds()},
+    },
+}
 
 LOGGING = {
     "version": 1,

@@ -5,69 +5,206 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Order',
+            name="Order",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('buyer_email', models.EmailField(max_length=254)),
-                ('currency', models.CharField(default='usd', max_length=3)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('paid', 'Paid'), ('partially_refunded', 'Partially Refunded'), ('refunded', 'Refunded')], default='pending', max_length=32)),
-                ('stripe_payment_intent_id', models.CharField(blank=True, default='', max_length=255)),
-                ('stripe_charge_id', models.CharField(blank=True, default='', max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("buyer_email", models.EmailField(max_length=254)),
+                ("currency", models.CharField(default="usd", max_length=3)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("paid", "Paid"),
+                            ("partially_refunded", "Partially Refunded"),
+                            ("refunded", "Refunded"),
+                        ],
+                        default="pending",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "stripe_payment_intent_id",
+                    models.CharField(blank=True, default="", max_length=255),
+                ),
+                ("stripe_charge_id", models.CharField(blank=True, default="", max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'paid', 'partially_refunded', 'refunded'])), name='chk_order_status'), models.CheckConstraint(condition=models.Q(('currency__regex', '^[a-z]{3}$')), name='chk_order_currency'), models.UniqueConstraint(condition=models.Q(('stripe_payment_intent_id', ''), _negated=True), fields=('stripe_payment_intent_id',), name='uniq_order_stripe_payment_intent_id'), models.UniqueConstraint(condition=models.Q(('stripe_charge_id', ''), _negated=True), fields=('stripe_charge_id',), name='uniq_order_stripe_charge_id')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("status__in", ["pending", "paid", "partially_refunded", "refunded"])
+                        ),
+                        name="chk_order_status",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("currency__regex", "^[a-z]{3}$")),
+                        name="chk_order_currency",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("stripe_payment_intent_id", ""), _negated=True),
+                        fields=("stripe_payment_intent_id",),
+                        name="uniq_order_stripe_payment_intent_id",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("stripe_charge_id", ""), _negated=True),
+                        fields=("stripe_charge_id",),
+                        name="uniq_order_stripe_charge_id",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Seller',
+            name="Seller",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('email', models.EmailField(max_length=254)),
-                ('stripe_account_id', models.CharField(blank=True, default='', help_text='Stripe Connect account (acct_…).', max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("email", models.EmailField(max_length=254)),
+                (
+                    "stripe_account_id",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="Stripe Connect account (acct_…).",
+                        max_length=255,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(condition=models.Q(('stripe_account_id', ''), _negated=True), fields=('stripe_account_id',), name='uniq_seller_stripe_account_id'), models.CheckConstraint(condition=models.Q(('stripe_account_id', ''), ('stripe_account_id__startswith', 'acct_'), _connector='OR'), name='chk_seller_stripe_account_id_format')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("stripe_account_id", ""), _negated=True),
+                        fields=("stripe_account_id",),
+                        name="uniq_seller_stripe_account_id",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("stripe_account_id", ""),
+                            ("stripe_account_id__startswith", "acct_"),
+                            _connector="OR",
+                        ),
+                        name="chk_seller_stripe_account_id_format",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Refund',
+            name="Refund",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stripe_refund_id', models.CharField(blank=True, default='', help_text='Stripe refund (re_…).', max_length=255)),
-                ('amount', models.BigIntegerField(help_text='Minor units (cents).')),
-                ('currency', models.CharField(max_length=3)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='pending', max_length=32)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='refunds', to='marketplace.order')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "stripe_refund_id",
+                    models.CharField(
+                        blank=True, default="", help_text="Stripe refund (re_…).", max_length=255
+                    ),
+                ),
+                ("amount", models.BigIntegerField(help_text="Minor units (cents).")),
+                ("currency", models.CharField(max_length=3)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="pending",
+                        max_length=32,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="refunds",
+                        to="marketplace.order",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'succeeded', 'failed', 'canceled'])), name='chk_refund_status'), models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='chk_refund_amount'), models.CheckConstraint(condition=models.Q(('currency__regex', '^[a-z]{3}$')), name='chk_refund_currency'), models.UniqueConstraint(condition=models.Q(('stripe_refund_id', ''), _negated=True), fields=('stripe_refund_id',), name='uniq_refund_stripe_refund_id')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("status__in", ["pending", "succeeded", "failed", "canceled"])
+                        ),
+                        name="chk_refund_status",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("amount__gt", 0)), name="chk_refund_amount"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("currency__regex", "^[a-z]{3}$")),
+                        name="chk_refund_currency",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("stripe_refund_id", ""), _negated=True),
+                        fields=("stripe_refund_id",),
+                        name="uniq_refund_stripe_refund_id",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='OrderItem',
+            name="OrderItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('description', models.CharField(max_length=500)),
-                ('amount', models.BigIntegerField(help_text='Minor units (cents).')),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='marketplace.order')),
-                ('seller', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='order_items', to='marketplace.seller')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("description", models.CharField(max_length=500)),
+                ("amount", models.BigIntegerField(help_text="Minor units (cents).")),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="marketplace.order",
+                    ),
+                ),
+                (
+                    "seller",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="order_items",
+                        to="marketplace.seller",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='chk_order_item_amount')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("amount__gt", 0)), name="chk_order_item_amount"
+                    )
+                ],
             },
         ),
     ]

@@ -6,116 +6,271 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('marketplace', '0001_initial'),
+        ("marketplace", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SellerTransfer',
+            name="SellerTransfer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount', models.BigIntegerField(help_text='Net amount sent to the seller, minor units.')),
-                ('platform_fee', models.BigIntegerField(default=0, help_text='Minor units kept by the platform.')),
-                ('currency', models.CharField(max_length=3)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('completed', 'Completed'), ('failed', 'Failed'), ('permanently_failed', 'Permanently Failed'), ('reversal_pending', 'Reversal Pending'), ('reversed', 'Reversed')], default='pending', max_length=32)),
-                ('stripe_transfer_id', models.CharField(blank=True, default='', max_length=255)),
-                ('stripe_reversal_id', models.CharField(blank=True, default='', help_text='The latest reversal (trr_…).', max_length=255)),
-                ('amount_reversed', models.BigIntegerField(default=0)),
-                ('transfer_idempotency_key', models.CharField(blank=True, default='', max_length=255)),
-                ('reversal_idempotency_key', models.CharField(blank=True, default='', max_length=255)),
-                ('needs_reconcile', models.BooleanField(default=False)),
-                ('retry_count', models.PositiveIntegerField(default=0)),
-                ('next_retry_at', models.DateTimeField(blank=True, null=True)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='transfers', to='marketplace.order')),
-                ('seller', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='transfers', to='marketplace.seller')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "amount",
+                    models.BigIntegerField(help_text="Net amount sent to the seller, minor units."),
+                ),
+                (
+                    "platform_fee",
+                    models.BigIntegerField(
+                        default=0, help_text="Minor units kept by the platform."
+                    ),
+                ),
+                ("currency", models.CharField(max_length=3)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("permanently_failed", "Permanently Failed"),
+                            ("reversal_pending", "Reversal Pending"),
+                            ("reversed", "Reversed"),
+                        ],
+                        default="pending",
+                        max_length=32,
+                    ),
+                ),
+                ("stripe_transfer_id", models.CharField(blank=True, default="", max_length=255)),
+                (
+                    "stripe_reversal_id",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="The latest reversal (trr_…).",
+                        max_length=255,
+                    ),
+                ),
+                ("amount_reversed", models.BigIntegerField(default=0)),
+                (
+                    "transfer_idempotency_key",
+                    models.CharField(blank=True, default="", max_length=255),
+                ),
+                (
+                    "reversal_idempotency_key",
+                    models.CharField(blank=True, default="", max_length=255),
+                ),
+                ("needs_reconcile", models.BooleanField(default=False)),
+                ("retry_count", models.PositiveIntegerField(default=0)),
+                ("next_retry_at", models.DateTimeField(blank=True, null=True)),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="transfers",
+                        to="marketplace.order",
+                    ),
+                ),
+                (
+                    "seller",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="transfers",
+                        to="marketplace.seller",
+                    ),
+                ),
             ],
             options={
-                'permissions': [('retry_sellertransfer', 'Can retry a failed seller transfer')],
+                "permissions": [("retry_sellertransfer", "Can retry a failed seller transfer")],
             },
         ),
         migrations.CreateModel(
-            name='SellerTransferEvent',
+            name="SellerTransferEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_status', models.CharField(max_length=32)),
-                ('to_status', models.CharField(max_length=32)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('caused_by', models.CharField(help_text='What made the move: worker:<task>, webhook:<event id>, staff:<username>.', max_length=255)),
-                ('detail', models.JSONField(blank=True, default=dict)),
-                ('transfer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='events', to='payouts.sellertransfer')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("from_status", models.CharField(max_length=32)),
+                ("to_status", models.CharField(max_length=32)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "caused_by",
+                    models.CharField(
+                        help_text="What made the move: worker:<task>, webhook:<event id>, staff:<username>.",
+                        max_length=255,
+                    ),
+                ),
+                ("detail", models.JSONField(blank=True, default=dict)),
+                (
+                    "transfer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="events",
+                        to="payouts.sellertransfer",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookEvent',
+            name="WebhookEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stripe_event_id', models.CharField(max_length=255, unique=True)),
-                ('type', models.CharField(max_length=255)),
-                ('payload', models.JSONField()),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('outcome', models.CharField(choices=[('received', 'Received'), ('processed', 'Processed'), ('ignored', 'Ignored'), ('failed', 'Failed')], default='received', max_length=16)),
-                ('error', models.TextField(blank=True, default='')),
-                ('attempts', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("stripe_event_id", models.CharField(max_length=255, unique=True)),
+                ("type", models.CharField(max_length=255)),
+                ("payload", models.JSONField()),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("received", "Received"),
+                            ("processed", "Processed"),
+                            ("ignored", "Ignored"),
+                            ("failed", "Failed"),
+                        ],
+                        default="received",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True, default="")),
+                ("attempts", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('outcome__in', ['received', 'processed', 'ignored', 'failed'])), name='chk_webhook_outcome')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("outcome__in", ["received", "processed", "ignored", "failed"])
+                        ),
+                        name="chk_webhook_outcome",
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='sellertransfer',
-            index=models.Index(condition=models.Q(('status', 'reversal_pending')), fields=['next_retry_at', 'id'], name='idx_transfer_due_reversal'),
+            model_name="sellertransfer",
+            index=models.Index(
+                condition=models.Q(("status", "reversal_pending")),
+                fields=["next_retry_at", "id"],
+                name="idx_transfer_due_reversal",
+            ),
         ),
         migrations.AddIndex(
-            model_name='sellertransfer',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'failed'])), fields=['next_retry_at', 'id'], name='idx_transfer_due_send'),
+            model_name="sellertransfer",
+            index=models.Index(
+                condition=models.Q(("status__in", ["pending", "failed"])),
+                fields=["next_retry_at", "id"],
+                name="idx_transfer_due_send",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.UniqueConstraint(fields=('order', 'seller'), name='uniq_transfer_order_seller'),
+            model_name="sellertransfer",
+            constraint=models.UniqueConstraint(
+                fields=("order", "seller"), name="uniq_transfer_order_seller"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'completed', 'failed', 'permanently_failed', 'reversal_pending', 'reversed'])), name='chk_transfer_status'),
+            model_name="sellertransfer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "status__in",
+                        [
+                            "pending",
+                            "completed",
+                            "failed",
+                            "permanently_failed",
+                            "reversal_pending",
+                            "reversed",
+                        ],
+                    )
+                ),
+                name="chk_transfer_status",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='chk_transfer_amount'),
+            model_name="sellertransfer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="chk_transfer_amount"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.CheckConstraint(condition=models.Q(('platform_fee__gte', 0)), name='chk_transfer_platform_fee'),
+            model_name="sellertransfer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("platform_fee__gte", 0)), name="chk_transfer_platform_fee"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.CheckConstraint(condition=models.Q(('amount_reversed__gte', 0), ('amount_reversed__lte', models.F('amount'))), name='chk_transfer_amount_reversed_range'),
+            model_name="sellertransfer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("amount_reversed__gte", 0), ("amount_reversed__lte", models.F("amount"))
+                ),
+                name="chk_transfer_amount_reversed_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.CheckConstraint(condition=models.Q(('currency__regex', '^[a-z]{3}$')), name='chk_transfer_currency'),
+            model_name="sellertransfer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("currency__regex", "^[a-z]{3}$")), name="chk_transfer_currency"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'reversal_pending'), _negated=True), ('next_retry_at__isnull', False), _connector='OR'), name='chk_reversal_pending_has_next_retry_at'),
+            model_name="sellertransfer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "reversal_pending"), _negated=True),
+                    ("next_retry_at__isnull", False),
+                    _connector="OR",
+                ),
+                name="chk_reversal_pending_has_next_retry_at",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.UniqueConstraint(condition=models.Q(('stripe_transfer_id', ''), _negated=True), fields=('stripe_transfer_id',), name='uniq_transfer_stripe_transfer_id'),
+            model_name="sellertransfer",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("stripe_transfer_id", ""), _negated=True),
+                fields=("stripe_transfer_id",),
+                name="uniq_transfer_stripe_transfer_id",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sellertransfer',
-            constraint=models.UniqueConstraint(condition=models.Q(('stripe_reversal_id', ''), _negated=True), fields=('stripe_reversal_id',), name='uniq_transfer_stripe_reversal_id'),
+            model_name="sellertransfer",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("stripe_reversal_id", ""), _negated=True),
+                fields=("stripe_reversal_id",),
+                name="uniq_transfer_stripe_reversal_id",
+            ),
         ),
     ]

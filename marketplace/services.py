@@ -1,0 +1,142 @@
+"""Order and refund writes. Called by ``payouts`` inside its own transactions; nothing here talks
+to Stripe or knows about seller transfers."""
+
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Sum
+
+from marketplace.models import Order, OrderStatus, Refund, RefundStatus
+
+logger = logging.getLogger(__name__)
+
+# A refund never goes back to `pending`, and a failed or canceled one never succeeds later:
+# events arrive out of order, and only these moves are real at Stripe.
+_REFUND_MOVES = {
+    RefundStatus.PENDING: {RefundStatus.SUCCEEDED, RefundStatus.FAILED, RefundStatus.CANCELED},
+    RefundStatus.SUCCEEDED: {RefundStatus.FAILED, RefundStatus.CANCELED},
+    RefundStatus.FAILED: set(),
+    RefundStatus.CANCELED: set(),
+}
+
+
+class OrderMismatch(ValueError):
+    """What Stripe says about a payment disagrees with the order."""
+
+
+def order_mark_paid(
+    *, order: Order, amount: int, currency: str, payment_intent_id: str, charge_id: str
+) -> bool:
+    """Record the payment; True when the order became paid now, False when it already was.
+
+    Raises ``OrderMismatch`` (changing nothing) when the amount or currency differ from the order.
+    """
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order.pk)
+        if currency.lower() != order.currency or amount != order.total:
+            raise OrderMismatch(
+                f"order {order.pk} expects {order.total} {order.currency}, "
+                f"payment {payment_intent_id} is {amount} {currency.lower()}"
+            )
+        if order.status != OrderStatus.PENDING:
+            return False
+        order.status = OrderStatus.PAID
+        order.stripe_payment_intent_id = payment_intent_id
+        order.stripe_charge_id = charge_id
+        order.save(
+            update_fields=["status", "stripe_payment_intent_id", "stripe_charge_id", "updated_at"]
+        )
+        return True
+
+
+@dataclass(frozen=True)
+class RefundChange:
+    refund: Refund
+    previous_status: str | None  # None when the refund was new to us
+
+    @property
+    def became_succeeded(self) -> bool:
+        return (
+            self.refund.status == RefundStatus.SUCCEEDED
+            and self.previous_status != RefundStatus.SUCCEEDED
+        )
+
+    @property
+    def failed_after_success(self) -> bool:
+        return self.previous_status == RefundStatus.SUCCEEDED and self.refund.status in (
+            RefundStatus.FAILED,
+            RefundStatus.CANCELED,
+        )
+
+
+def refund_record(
+    *, order: Order, stripe_refund_id: str, amount: int, currency: str, status: str
+) -> RefundChange:
+    """Create or update the refund from what Stripe says; must run inside a transaction.
+
+    Duplicates and stale (out-of-order) statuses change nothing. The order's status follows the
+    sum of its succeeded refunds.
+    """
+    refund, created = Refund.objects.select_for_update().get_or_create(
+        stripe_refund_id=stripe_refund_id,
+        defaults={"order": order, "amount": amount, "currency": currency, "status": status},
+    )
+    if created:
+        previous = None
+    else:
+        previous = refund.status
+        if status != refund.status and status in _REFUND_MOVES[refund.status]:
+            refund.status = status
+            refund.save(update_fields=["status", "updated_at"])
+        elif status != refund.status:
+            logger.info(
+                "refund status change ignored",
+                extra={"refund": stripe_refund_id, "stored": refund.status, "received": status},
+            )
+    order_apply_refunds(order=order)
+    return RefundChange(refund=refund, previous_status=previous)
+
+
+def order_apply_refunds(*, order: Order) -> Order:
+    """Set a paid order's status from the sum of its succeeded refunds."""
+    order = Order.objects.select_for_update().get(pk=order.pk)
+    if order.status == OrderStatus.PENDING:
+        return order
+    refunded = (
+        order.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(s=Sum("amount"))["s"] or 0
+    )
+    if refunded == 0:
+        status = OrderStatus.PAID
+    elif refunded >= order.total:
+        status = OrderStatus.REFUNDED
+    else:
+        status = OrderStatus.PARTIALLY_REFUNDED
+    if status != order.status:
+        order.status = status
+        order.save(update_fields=["status", "updated_at"])
+    return order
+
+
+def order_find_for_payment(*, order_id: str | None, payment_intent_id: str) -> Order | None:
+    if order_id and str(order_id).isdigit():
+        order = Order.objects.filter(pk=int(order_id)).first()
+        if order is not None:
+            return order
+    return Order.objects.filter(stripe_payment_intent_id=payment_intent_id).first()
+
+
+def order_find_for_refund(
+    *, charge_id: str | None, payment_intent_id: str | None, order_id: str | None
+) -> Order | None:
+    if charge_id:
+        order = Order.objects.filter(stripe_charge_id=charge_id).first()
+        if order is not None:
+            return order
+    if payment_intent_id:
+        order = Order.objects.filter(stripe_payment_intent_id=payment_intent_id).first()
+        if order is not None:
+            return order
+    if order_id and str(order_id).isdigit():
+        return Order.objects.filter(pk=int(order_id)).first()
+    return None

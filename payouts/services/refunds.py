@@ -1,0 +1,78 @@
+"""Refunds seen at Stripe → our refund rows, the order's status, and the reversals (SPEC §7.2).
+
+The refund's update, the order's status and the move of every ``completed`` transfer to
+``reversal_pending`` happen in one short transaction with no Stripe call, so the buyer-facing
+refund completes whatever Stripe Connect's health. Duplicate and out-of-order deliveries have one
+effect (see ``marketplace.services.refund_record``).
+"""
+
+import logging
+
+from django.db import transaction
+
+from marketplace.models import OrderStatus, RefundStatus
+from marketplace.services import order_find_for_refund, refund_record
+from payouts.gateway import StripeGateway, StripeRefund, get_gateway
+from payouts.services.reversals import transfers_schedule_reversal
+
+logger = logging.getLogger(__name__)
+
+_STATUS_FROM_STRIPE = {
+    "succeeded": RefundStatus.SUCCEEDED,
+    "pending": RefundStatus.PENDING,
+    "requires_action": RefundStatus.PENDING,
+    "failed": RefundStatus.FAILED,
+    "canceled": RefundStatus.CANCELED,
+}
+
+
+class UnknownRefundOrder(LookupError):
+    """The refund belongs to no order we know."""
+
+
+def refund_apply(*, refund: StripeRefund, status: str | None = None, caused_by: str) -> int:
+    """Apply what Stripe says about ``refund``; returns how many transfers were scheduled for
+    reversal. ``status`` overrides the refund's own (``refund.failed`` events)."""
+    status = _STATUS_FROM_STRIPE.get(status or refund.status)
+    if status is None:
+        raise ValueError(f"refund {refund.id} has an unknown status {refund.status!r}")
+    order = order_find_for_refund(
+        charge_id=refund.charge_id,
+        payment_intent_id=refund.payment_intent_id,
+        order_id=refund.metadata.get("order_id"),
+    )
+    if order is None:
+        raise UnknownRefundOrder(f"no order for refund {refund.id} (charge {refund.charge_id!r})")
+    with transaction.atomic():
+        change = refund_record(
+            order=order,
+            stripe_refund_id=refund.id,
+            amount=refund.amount,
+            currency=refund.currency.lower(),
+            status=status,
+        )
+        log = {"order_id": order.pk, "refund": refund.id}
+        if change.failed_after_success:
+            # Money already went back to the buyer's bank or not; either way we never re-send
+            # seller transfers automatically. A person decides.
+            logger.error("refund failed after it had succeeded; staff must review", extra=log)
+        if not change.became_succeeded:
+            return 0
+        order.refresh_from_db()
+        if order.status != OrderStatus.REFUNDED:
+            logger.warning(
+                "partial refund recorded; seller reversals wait until the order is fully refunded",
+                extra=log,
+            )
+            return 0
+        return transfers_schedule_reversal(order=order, caused_by=caused_by)
+
+
+def refunds_sync_for_charge(*, charge_id: str, gateway: StripeGateway | None = None) -> int:
+    """Safety net for ``charge.refunded``: fetch the charge's refunds and apply any we missed.
+    Returns how many transfers were scheduled for reversal."""
+    gateway = gateway or get_gateway()
+    scheduled = 0
+    for refund in gateway.list_refunds(charge_id=charge_id):
+        scheduled += refund_apply(refund=refund, caused_by=f"worker:sync_charge:{charge_id}")
+    return scheduled

@@ -1,0 +1,137 @@
+"""The Stripe webhook inbox (SPEC §6): store every event once, then process it.
+
+Processing is database-only and runs right away; anything that needs Stripe (sending transfers,
+fetching a charge's refunds) is handed to Celery after commit, so the HTTP answer never waits on
+Stripe. Each event's row is locked while it is processed, so two simultaneous deliveries of one
+event have one effect. A failing handler changes nothing (savepoint) and its error is recorded on
+the row for a replay (admin action, ``manage.py replay_webhook_events``).
+"""
+
+import logging
+from collections.abc import Callable
+
+from django.db import transaction
+from django.utils import timezone
+
+from marketplace.services import OrderMismatch, order_find_for_payment, order_mark_paid
+from payouts import tasks
+from payouts.gateway import StripeRefund
+from payouts.models import WebhookEvent, WebhookOutcome
+from payouts.services.refunds import UnknownRefundOrder, refund_apply
+from payouts.services.transfers import transfers_create_for_order
+
+logger = logging.getLogger(__name__)
+
+DONE = (WebhookOutcome.PROCESSED, WebhookOutcome.IGNORED)
+
+
+class WebhookRejected(Exception):
+    """The event is well-formed but cannot be applied (unknown order, amounts that disagree)."""
+
+
+def webhook_event_ingest(*, payload: dict) -> WebhookEvent:
+    """Store ``payload`` in the inbox unless its event id is there already, then process it
+    unless an earlier delivery already did."""
+    WebhookEvent.objects.bulk_create(
+        [WebhookEvent(stripe_event_id=payload["id"], type=payload["type"], payload=payload)],
+        ignore_conflicts=True,
+    )
+    event = WebhookEvent.objects.get(stripe_event_id=payload["id"])
+    if event.outcome in DONE:
+        return event
+    return webhook_event_process(event_id=event.pk)
+
+
+def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent:
+    """Process one stored event (again, for a replay). Already processed or ignored events are
+    left alone unless ``force`` (every handler is idempotent)."""
+    with transaction.atomic():
+        event = WebhookEvent.objects.select_for_update().get(pk=event_id)
+        if event.outcome in DONE and not force:
+            return event
+        handler = HANDLERS.get(event.type)
+        event.attempts += 1
+        event.processed_at = timezone.now()
+        if handler is None:
+            event.outcome, event.error = WebhookOutcome.IGNORED, ""
+        else:
+            try:
+                with transaction.atomic():
+                    handler(event)
+            except Exception as exc:  # noqa: BLE001 - recorded on the row for a replay
+                event.outcome, event.error = WebhookOutcome.FAILED, f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "webhook event failed",
+                    extra={"stripe_event_id": event.stripe_event_id, "error": event.error},
+                )
+            else:
+                event.outcome, event.error = WebhookOutcome.PROCESSED, ""
+        event.save(update_fields=["outcome", "error", "attempts", "processed_at"])
+    return event
+
+
+def _object(event: WebhookEvent) -> dict:
+    return event.payload["data"]["object"]
+
+
+def _caused_by(event: WebhookEvent) -> str:
+    return f"webhook:{event.stripe_event_id}"
+
+
+def _payment_intent_succeeded(event: WebhookEvent) -> None:
+    intent = _object(event)
+    order = order_find_for_payment(
+        order_id=(intent.get("metadata") or {}).get("order_id"), payment_intent_id=intent["id"]
+    )
+    if order is None:
+        raise WebhookRejected(f"no order for payment intent {intent['id']}")
+    charge = intent.get("latest_charge") or ""
+    if isinstance(charge, dict):
+        charge = charge.get("id", "")
+    try:
+        order_mark_paid(
+            order=order,
+            amount=int(intent.get("amount_received") or intent["amount"]),
+            currency=intent["currency"],
+            payment_intent_id=intent["id"],
+            charge_id=charge,
+        )
+    except OrderMismatch as exc:
+        raise WebhookRejected(str(exc)) from exc
+    transfers_create_for_order(order=order)
+    transaction.on_commit(lambda: tasks.send_transfers.delay(order_id=order.pk))
+
+
+def _refund_changed(event: WebhookEvent) -> None:
+    obj = _object(event)
+    refund = StripeRefund(
+        id=obj["id"],
+        amount=int(obj["amount"]),
+        currency=obj["currency"],
+        status=obj.get("status") or "",
+        charge_id=obj.get("charge") or "",
+        payment_intent_id=obj.get("payment_intent") or "",
+        metadata=dict(obj.get("metadata") or {}),
+    )
+    status = "failed" if event.type == "refund.failed" else None
+    try:
+        refund_apply(refund=refund, status=status, caused_by=_caused_by(event))
+    except UnknownRefundOrder as exc:
+        raise WebhookRejected(str(exc)) from exc
+
+
+def _charge_refunded(event: WebhookEvent) -> None:
+    # The charge carries totals, not the refunds: fetch them (outside this request) and apply
+    # only those we have not seen, never the totals.
+    charge_id = _object(event)["id"]
+    transaction.on_commit(lambda: tasks.sync_charge_refunds.delay(charge_id=charge_id))
+
+
+HANDLERS: dict[str, Callable[[WebhookEvent], None]] = {
+    "payment_intent.succeeded": _payment_intent_succeeded,
+    "refund.created": _refund_changed,
+    "refund.updated": _refund_changed,
+    "refund.failed": _refund_changed,
+    "charge.refund.updated": _refund_changed,
+    "charge.refunded": _charge_refunded,
+}

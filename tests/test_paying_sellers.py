@@ -1,0 +1,79 @@
+"""Paying sellers (SPEC §7.1): a signed payment event → one Stripe transfer per seller."""
+
+import pytest
+
+from marketplace.models import Order
+from payouts.models import SellerTransfer
+from payouts.services.transfers import platform_fee
+from payouts.transitions import TransferStatus
+from tests.factories import OrderFactory, OrderItemFactory, SellerFactory
+from tests.stripe_events import make_event, post_event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def connected_seller(stripe_client, **fields):
+    account = stripe_client.v1.accounts.create(params={"type": "express"})
+    return SellerFactory(stripe_account_id=account.id, **fields)
+
+
+def paid_intent(stripe_client, order: Order) -> dict:
+    intent = stripe_client.v1.payment_intents.create(
+        params={
+            "amount": order.total,
+            "currency": order.currency,
+            "metadata": {"order_id": str(order.pk)},
+            "confirm": True,
+            "payment_method": "pm_card_visa",
+        }
+    )
+    return intent.to_dict()
+
+
+@pytest.fixture
+def three_seller_order(stripe_client):
+    order = OrderFactory()
+    sellers = [connected_seller(stripe_client) for _ in range(3)]
+    for seller, amounts in zip(sellers, [(1000,), (1500, 505), (3333,)], strict=True):
+        for amount in amounts:
+            OrderItemFactory(order=order, seller=seller, amount=amount)
+    return order, sellers
+
+
+@pytest.mark.parametrize(
+    ("gross", "bps", "fee"),
+    [(1000, 1000, 100), (2005, 1000, 201), (3333, 1000, 333), (5, 1000, 1), (4, 1000, 0)],
+)
+def test_platform_fee_rounds_half_up(gross, bps, fee):
+    assert platform_fee(gross, bps) == fee
+
+
+def test_one_payment_event_pays_three_sellers_their_net_share(
+    client, sandbox, stripe_client, three_seller_order
+):
+    order, sellers = three_seller_order
+
+    response = post_event(
+        client, make_event("payment_intent.succeeded", paid_intent(stripe_client, order))
+    )
+
+    assert response.status_code == 200, response.content
+    order.refresh_from_db()
+    assert order.status == Order.Status.PAID
+    assert order.stripe_charge_id.startswith("ch_")
+    transfers = {t.seller_id: t for t in SellerTransfer.objects.filter(order=order)}
+    expected = {sellers[0].pk: (900, 100), sellers[1].pk: (1804, 201), sellers[2].pk: (3000, 333)}
+    assert {pk: (t.amount, t.platform_fee) for pk, t in transfers.items()} == expected
+    assert {t.status for t in transfers.values()} == {TransferStatus.COMPLETED}
+    at_stripe = {t["id"]: t for t in sandbox.state()["transfers"]}
+    assert len(at_stripe) == 3
+    for transfer in transfers.values():
+        remote = at_stripe[transfer.stripe_transfer_id]
+        assert remote["amount"] == transfer.amount
+        assert remote["destination"] == transfer.seller.stripe_account_id
+        assert remote["transfer_group"] == f"order_{order.pk}"
+        assert remote["source_transaction"] == order.stripe_charge_id
+        assert remote["metadata"] == {
+            "order_id": str(order.pk),
+            "seller_transfer_id": str(transfer.pk),
+        }
