@@ -1,0 +1,282 @@
+"""The reversal worker's outcome table and backoff rule (SPEC §7.2), against the sandbox."""
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from payouts import tasks
+from payouts.models import SellerTransfer
+from payouts.transitions import TransferStatus
+from tests.factories import SellerTransferFactory
+
+S = TransferStatus
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def reversal_policy(settings):
+    """Set reversal knobs for one test: ``reversal_policy(max_retries=3, ...)``."""
+
+    def configure(**changes):
+        settings.PAYOUTS = replace(
+            settings.PAYOUTS, reversal=replace(settings.PAYOUTS.reversal, **changes)
+        )
+        return settings.PAYOUTS.reversal
+
+    return configure
+
+
+def stripe_transfer(stripe_client, amount: int = 900) -> str:
+    account = stripe_client.v1.accounts.create(params={"type": "express"})
+    transfer = stripe_client.v1.transfers.create(
+        params={"amount": amount, "currency": "usd", "destination": account.id}
+    )
+    return transfer.id
+
+
+def due_row(stripe_client, amount: int = 900, **fields) -> SellerTransfer:
+    return SellerTransferFactory(
+        reversal_due=True,
+        amount=amount,
+        stripe_transfer_id=stripe_transfer(stripe_client, amount),
+        **fields,
+    )
+
+
+def remote(sandbox, stripe_transfer_id: str) -> dict:
+    """The sandbox ledger's view of one transfer: amount_reversed, reversal_count, …"""
+    return next(t for t in sandbox.ledger()["transfers"] if t["id"] == stripe_transfer_id)
+
+
+def remote_reversal_ids(sandbox, stripe_transfer_id: str) -> list[str]:
+    return [
+        r["id"]
+        for r in sandbox.state()["transfer_reversals"]
+        if r["transfer"] == stripe_transfer_id
+    ]
+
+
+def make_due_again(transfer: SellerTransfer) -> None:
+    # Not a status write: only the time the row is due moves.
+    SellerTransfer.objects.filter(pk=transfer.pk).update(
+        next_retry_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def test_happy_path_reverses_the_transfer(sandbox, stripe_client):
+    row = due_row(stripe_client, amount=900)
+
+    summary = tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert summary == {"reversed": 1}
+    assert row.status == S.REVERSED
+    assert row.stripe_reversal_id.startswith("trr_")
+    assert row.amount_reversed == 900
+    assert row.next_retry_at is None
+    assert remote(sandbox, row.stripe_transfer_id)["amount_reversed"] == 900
+    assert remote_reversal_ids(sandbox, row.stripe_transfer_id) == [row.stripe_reversal_id]
+
+
+def test_already_reversed_at_stripe_is_reversed_with_an_informative_message(sandbox, stripe_client):
+    row = due_row(stripe_client)
+    stripe_client.v1.transfers.reversals.create(row.stripe_transfer_id)
+
+    summary = tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert summary == {"already_reversed": 1}
+    assert row.status == S.REVERSED
+    assert row.amount_reversed == row.amount
+    assert "already fully reversed" in row.error_message
+    assert row.next_retry_at is None
+    assert remote(sandbox, row.stripe_transfer_id)["reversal_count"] == 1
+
+
+def test_not_found_is_terminal_after_one_call(sandbox):
+    row = SellerTransferFactory(reversal_due=True, stripe_transfer_id="tr_doesnotexist")
+
+    summary = tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert summary == {"not_found": 1}
+    assert row.status == S.PERMANENTLY_FAILED
+    assert "not found" in row.error_message
+    assert row.next_retry_at is None
+    assert len(sandbox.calls()) == 1
+
+
+def test_transient_503_stays_pending_with_one_retry_after_the_base_delay(
+    sandbox, stripe_client, reversal_policy
+):
+    policy = reversal_policy(backoff_base=timedelta(minutes=1))
+    row = due_row(stripe_client)
+    sandbox.script(
+        "reversals.create", [{"status": 503, "error": {"type": "api_error", "message": "down"}}]
+    )
+    before = timezone.now()
+
+    summary = tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert summary == {"retry_scheduled": 1}
+    assert row.status == S.REVERSAL_PENDING
+    assert row.retry_count == 1
+    assert before + policy.backoff_base <= row.next_retry_at <= timezone.now() + policy.backoff_base
+    assert "503" in row.error_message
+    assert remote(sandbox, row.stripe_transfer_id)["amount_reversed"] == 0
+
+
+def test_backoff_is_capped_at_the_maximum(sandbox, stripe_client, reversal_policy):
+    reversal_policy(
+        backoff_base=timedelta(seconds=1), backoff_max=timedelta(seconds=10), max_retries=5
+    )
+    row = due_row(stripe_client, retry_count=4)
+    sandbox.script(
+        "reversals.create", [{"status": 503, "error": {"type": "api_error", "message": "down"}}]
+    )
+    before = timezone.now()
+
+    tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert row.retry_count == 5
+    waited = row.next_retry_at - before
+    assert timedelta(seconds=10) <= waited < timedelta(seconds=11)  # 10 s, not 2^4 = 16 s
+
+
+def test_retries_exhausted_is_permanently_failed_after_one_plus_max_attempts(
+    sandbox, stripe_client, reversal_policy
+):
+    reversal_policy(max_retries=3)
+    row = due_row(stripe_client)
+    sandbox.set_faults("reversals.create", error_500_rate=1.0)
+
+    outcomes = []
+    for _ in range(10):
+        outcomes.append(tasks.process_reversals())
+        row.refresh_from_db()
+        if row.status != S.REVERSAL_PENDING:
+            break
+        make_due_again(row)
+
+    assert row.status == S.PERMANENTLY_FAILED
+    assert row.next_retry_at is None
+    assert outcomes[-1] == {"permanently_failed": 1}
+    assert len(sandbox.calls("reversals.create")) == 1 + 3
+    # After each 5xx the key changes, so each retry first reads Stripe's reversals.
+    assert len(sandbox.calls("reversals.list")) == 3
+    keys = [call["idempotency_key"] for call in sandbox.calls("reversals.create")]
+    assert len(set(keys)) == 4
+
+
+def test_legacy_row_without_transfer_id_fails_without_calling_stripe(sandbox):
+    row = SellerTransferFactory(
+        status=S.REVERSAL_PENDING, stripe_transfer_id="", next_retry_at=timezone.now()
+    )
+
+    summary = tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert summary == {"no_transfer_id": 1}
+    assert row.status == S.PERMANENTLY_FAILED
+    assert "no stripe_transfer_id" in row.error_message
+    assert sandbox.calls() == []
+
+
+def test_only_reversal_pending_rows_are_picked(sandbox, stripe_client):
+    past = timezone.now() - timedelta(hours=1)
+    others = [
+        SellerTransferFactory(status=status, next_retry_at=past, stripe_transfer_id=f"tr_{status}")
+        for status in S
+        if status != S.REVERSAL_PENDING
+    ]
+    snapshot = {t.pk: (t.status, t.updated_at, t.next_retry_at) for t in others}
+    due = due_row(stripe_client)
+
+    summary = tasks.process_reversals()
+
+    assert summary == {"reversed": 1}
+    due.refresh_from_db()
+    assert due.status == S.REVERSED
+    after = {
+        t.pk: (t.status, t.updated_at, t.next_retry_at)
+        for t in SellerTransfer.objects.filter(pk__in=snapshot)
+    }
+    assert after == snapshot
+    assert len(sandbox.calls("reversals.create")) == 1
+
+
+def test_rows_with_a_future_next_retry_at_are_skipped(sandbox, stripe_client):
+    later = timezone.now() + timedelta(minutes=5)
+    row = due_row(stripe_client, next_retry_at=later)
+
+    summary = tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert summary == {}
+    assert (row.status, row.next_retry_at, row.retry_count) == (S.REVERSAL_PENDING, later, 0)
+    assert sandbox.calls("reversals.create") == []
+
+
+def test_the_worker_can_be_switched_off(sandbox, stripe_client, reversal_policy):
+    reversal_policy(enabled=False)
+    row = due_row(stripe_client)
+
+    assert tasks.process_reversals() == {"disabled": 1}
+    row.refresh_from_db()
+    assert row.status == S.REVERSAL_PENDING
+    assert sandbox.calls("reversals.create") == []
+
+
+def test_one_run_drains_a_backlog_larger_than_a_batch(sandbox, stripe_client):
+    rows = [due_row(stripe_client, amount=100 + i) for i in range(120)]
+
+    summary = tasks.process_reversals()
+
+    assert summary == {"reversed": 120}
+    assert set(
+        SellerTransfer.objects.filter(pk__in=[r.pk for r in rows]).values_list("status", flat=True)
+    ) == {S.REVERSED}
+
+
+def test_a_dropped_response_is_recovered_with_the_same_key_and_no_second_reversal(
+    sandbox, stripe_client
+):
+    row = due_row(stripe_client)
+    sandbox.script("reversals.create", [{"action": "drop_after_perform"}])
+
+    first = tasks.process_reversals()
+    row.refresh_from_db()
+    kept_key = row.reversal_idempotency_key
+    make_due_again(row)
+    second = tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert (first, second) == ({"retry_scheduled": 1}, {"reversed": 1})
+    assert row.status == S.REVERSED
+    at_stripe = remote(sandbox, row.stripe_transfer_id)
+    assert (at_stripe["reversal_count"], at_stripe["amount_reversed"]) == (1, row.amount)
+    assert [c["idempotency_key"] for c in sandbox.calls("reversals.create")] == [kept_key] * 2
+
+
+def test_a_5xx_that_hid_a_performed_reversal_is_found_before_a_new_key_is_sent(
+    sandbox, stripe_client
+):
+    row = due_row(stripe_client)
+    # Someone (an earlier attempt of this row) reversed it, then Stripe answered 500.
+    stripe_client.v1.transfers.reversals.create(
+        row.stripe_transfer_id, params={"metadata": {"seller_transfer_id": str(row.pk)}}
+    )
+    SellerTransfer.objects.filter(pk=row.pk).update(needs_reconcile=True)
+    row.refresh_from_db()
+    reversals_before = len(sandbox.calls("reversals.create"))
+
+    summary = tasks.process_reversals()
+
+    row.refresh_from_db()
+    assert summary == {"reversed": 1}
+    assert len(sandbox.calls("reversals.create")) == reversals_before
+    assert remote(sandbox, row.stripe_transfer_id)["reversal_count"] == 1
