@@ -1,0 +1,102 @@
+"""Several worker processes on one backlog (SPEC §7.5): each transfer is reversed exactly once at
+the sandbox, even when the sandbox performs a reversal and then drops the response."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from marketplace.models import Seller
+from payouts.models import SellerTransfer
+from payouts.transitions import TransferStatus
+from tests.factories import PaidOrderFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = 500
+WORKERS = 4
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def worker_environment(sandbox_url: str) -> dict[str, str]:
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "STRIPE_API_BASE": sandbox_url,
+        "STRIPE_SECRET_KEY": "sk_test_suite",
+        "STRIPE_MAX_NETWORK_RETRIES": "0",
+        "STRIPE_TIMEOUT": "2s",
+        "REVERSAL_BACKOFF_BASE": "100ms",
+        "REVERSAL_BACKOFF_MAX": "500ms",
+        "REVERSAL_MAX_RETRIES": "30",
+    }
+
+
+def backlog(stripe_client, size: int) -> list[SellerTransfer]:
+    account = stripe_client.v1.accounts.create(params={"type": "express"})
+    order = PaidOrderFactory()
+    sellers = Seller.objects.bulk_create(
+        Seller(name=f"s{i}", email=f"s{i}@example.com", stripe_account_id=f"acct_bulk{i}")
+        for i in range(size)
+    )
+    now = timezone.now()
+    rows = []
+    for i, seller in enumerate(sellers):
+        amount = 100 + i
+        transfer = stripe_client.v1.transfers.create(
+            params={"amount": amount, "currency": "usd", "destination": account.id}
+        )
+        rows.append(
+            SellerTransfer(
+                order=order,
+                seller=seller,
+                amount=amount,
+                currency="usd",
+                status=TransferStatus.REVERSAL_PENDING,
+                stripe_transfer_id=transfer.id,
+                next_retry_at=now,
+            )
+        )
+    return SellerTransfer.objects.bulk_create(rows)
+
+
+@pytest.mark.slow
+def test_four_worker_processes_reverse_each_transfer_exactly_once_despite_dropped_responses(
+    sandbox, sandbox_server, stripe_client
+):
+    rows = backlog(stripe_client, ROWS)
+    sandbox.set_faults("reversals.create", drop_after_perform_rate=0.10)
+
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "process_reversals", "--drain", "--max-seconds", "120"],
+            cwd=ROOT,
+            env=worker_environment(sandbox_server.url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(WORKERS)
+    ]
+    outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+
+    assert [w.returncode for w in workers] == [0] * WORKERS, outputs
+    statuses = SellerTransfer.objects.filter(pk__in=[r.pk for r in rows]).values_list(
+        "status", flat=True
+    )
+    assert set(statuses) == {TransferStatus.REVERSED}
+    ledger = {t["id"]: t for t in sandbox.ledger()["transfers"]}
+    for row in SellerTransfer.objects.filter(pk__in=[r.pk for r in rows]):
+        at_stripe = ledger[row.stripe_transfer_id]
+        assert at_stripe["reversal_count"] == 1, row.stripe_transfer_id
+        assert at_stripe["amount_reversed"] == row.amount == row.amount_reversed
+    dropped = sandbox.calls("reversals.create", outcome="dropped_after_perform")
+    assert len(dropped) >= ROWS * 0.05  # the fault really happened
+    busy_workers = sum(1 for out in outputs if '"reversed"' in out)
+    assert busy_workers >= 2  # the backlog really was shared
