@@ -7,9 +7,9 @@ from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
+from tests.factories import OrderFactory, OrderItemFactory
 from tests.stripe_events import make_event, post_event
 from tests.test_paying_sellers import connected_seller, paid_intent
-from tests.factories import OrderFactory, OrderItemFactory
 
 S = TransferStatus
 pytestmark = pytest.mark.django_db(transaction=True)
