@@ -1,0 +1,42 @@
+"""SPEC §2: `marketplace` never imports `payouts`; only the gateway (and the webhook signature
+check) import stripe."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STRIPE_IMPORTERS = {Path("payouts/gateway.py"), Path("payouts/webhook_signature.py")}
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+    return modules
+
+
+def application_files():
+    for package in ("config", "marketplace", "payouts"):
+        yield from (p.relative_to(ROOT) for p in (ROOT / package).rglob("*.py"))
+
+
+def test_marketplace_never_imports_payouts():
+    offenders = [
+        str(path)
+        for path in application_files()
+        if path.parts[0] == "marketplace"
+        and any(m == "payouts" or m.startswith("payouts.") for m in imported_modules(ROOT / path))
+    ]
+    assert offenders == []
+
+
+def test_only_the_gateway_and_the_signature_check_import_stripe():
+    importers = {
+        path
+        for path in application_files()
+        if any(m == "stripe" or m.startswith("stripe.") for m in imported_modules(ROOT / path))
+    }
+    assert importers == STRIPE_IMPORTERS
