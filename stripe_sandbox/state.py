@@ -1,0 +1,594 @@
+"""The in-memory Stripe objects and the operations that change them.
+
+``Store`` is deliberately not thread-safe: the ``Sandbox`` calls it only while
+holding its single lock, which keeps every operation atomic (a reversal can
+never observe a half-updated transfer) without per-object locking.
+
+Objects are kept in Stripe's shape and copied on the way out, so a response
+stored for idempotent replay never changes when the object changes later.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import invalid_request, resource_missing
+from .forms import Params
+
+API_VERSION = "2024-06-20"
+REVERSALS_EMBEDDED = 10  # Stripe embeds only the most recent reversals in a transfer.
+REFUND_STATUSES = ("pending", "succeeded", "failed", "canceled")
+_ALPHABET = string.ascii_letters + string.digits
+_ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx"}
+
+
+def new_id(prefix: str) -> str:
+    # Unseeded on purpose: ids must stay unique across resets and processes even
+    # when fault injection is seeded for determinism.
+    return prefix + "_1" + "".join(secrets.choice(_ALPHABET) for _ in range(23))
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _money(amount: int, currency: str) -> str:
+    if currency in _ZERO_DECIMAL:
+        return f"{amount} {currency.upper()}"
+    value = f"{amount / 100:.2f}"
+    return f"${value}" if currency == "usd" else f"{value} {currency.upper()}"
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asked for a change; copied into the ``request`` field of events."""
+
+    request_id: str | None = None
+    idempotency_key: str | None = None
+
+
+class Store:
+    def __init__(self) -> None:
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.payment_intents: dict[str, dict[str, Any]] = {}
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.transfers: dict[str, dict[str, Any]] = {}
+        self.reversals: dict[str, dict[str, Any]] = {}
+        self.reversals_by_transfer: dict[str, list[str]] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        self.deliveries: list[dict[str, Any]] = []
+        # Events created by the current operation, collected by the Sandbox for delivery.
+        self.outbox: list[dict[str, Any]] = []
+        self.new_refund_status = "succeeded"
+
+    # -- events -------------------------------------------------------------
+
+    def emit(self, event_type: str, obj: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        event = self.build_event(event_type, obj, ctx)
+        self.events[event["id"]] = event
+        self.outbox.append(event)
+        return event
+
+    @staticmethod
+    def build_event(
+        event_type: str, obj: dict[str, Any], ctx: RequestContext, event_id: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "id": event_id or new_id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": _now(),
+            "type": event_type,
+            "livemode": False,
+            "pending_webhooks": 1,
+            "data": {"object": copy.deepcopy(obj)},
+            "request": {"id": ctx.request_id, "idempotency_key": ctx.idempotency_key},
+        }
+
+    def take_outbox(self) -> list[dict[str, Any]]:
+        events, self.outbox = self.outbox, []
+        return events
+
+    # -- lookups ------------------------------------------------------------
+
+    @staticmethod
+    def _get(table: dict[str, dict[str, Any]], noun: str, object_id: str, **kwargs):
+        found = table.get(object_id)
+        if found is None:
+            raise resource_missing(noun, object_id, **kwargs)
+        return found
+
+    def render_transfer(self, transfer: dict[str, Any]) -> dict[str, Any]:
+        rendered = copy.deepcopy(transfer)
+        ids = self.reversals_by_transfer.get(transfer["id"], [])
+        newest = [copy.deepcopy(self.reversals[i]) for i in reversed(ids)]
+        rendered["reversals"] = {
+            "object": "list",
+            "data": newest[:REVERSALS_EMBEDDED],
+            "has_more": len(newest) > REVERSALS_EMBEDDED,
+            "total_count": len(newest),
+            "url": f"/v1/transfers/{transfer['id']}/reversals",
+        }
+        return rendered
+
+    # -- accounts -------------------------------------------------------------
+
+    def create_account(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        account_type = params.choice("type", ("standard", "express", "custom"), "standard")
+        country = (params.string("country") or "US").upper()
+        account = {
+            "id": new_id("acct"),
+            "object": "account",
+            "business_type": params.string("business_type"),
+            "capabilities": {"card_payments": "active", "transfers": "active"},
+            "charges_enabled": True,
+            "country": country,
+            "created": _now(),
+            "default_currency": params.currency("default_currency", required=False) or "usd",
+            "details_submitted": True,
+            "email": params.string("email"),
+            "livemode": False,
+            "metadata": params.metadata(),
+            "payouts_enabled": True,
+            "type": account_type,
+        }
+        self.accounts[account["id"]] = account
+        return copy.deepcopy(account)
+
+    def retrieve_account(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        return copy.deepcopy(self._get(self.accounts, "account", args[0]))
+
+    # -- payment intents and charges ----------------------------------------
+
+    def create_payment_intent(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        payment_method = params.string("payment_method")
+        intent = {
+            "id": new_id("pi"),
+            "object": "payment_intent",
+            "amount": params.integer("amount", required=True, minimum=1),
+            "amount_received": 0,
+            "capture_method": "automatic",
+            "client_secret": None,
+            "created": _now(),
+            "currency": params.currency(),
+            "customer": params.string("customer"),
+            "description": params.string("description"),
+            "latest_charge": None,
+            "livemode": False,
+            "metadata": params.metadata(),
+            "payment_method": payment_method,
+            "status": "requires_confirmation" if payment_method else "requires_payment_method",
+            "transfer_group": params.string("transfer_group"),
+        }
+        intent["client_secret"] = f"{intent['id']}_secret_{secrets.token_hex(12)}"
+        confirm = params.boolean("confirm")
+        if confirm and not payment_method:
+            # Fail before storing so a rejected create leaves nothing behind.
+            self._confirm(intent, None, ctx)
+        self.payment_intents[intent["id"]] = intent
+        if confirm:
+            self._confirm(intent, None, ctx)
+        return copy.deepcopy(intent)
+
+    def confirm_payment_intent(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        intent = self._get(self.payment_intents, "payment_intent", args[0])
+        self._confirm(intent, params.string("payment_method"), ctx)
+        return copy.deepcopy(intent)
+
+    def _confirm(self, intent: dict[str, Any], payment_method: str | None, ctx: RequestContext):
+        if intent["status"] not in ("requires_payment_method", "requires_confirmation"):
+            raise invalid_request(
+                "You cannot confirm this PaymentIntent because it has a status of "
+                f"{intent['status']}. Only a PaymentIntent with one of the following statuses "
+                "may be confirmed: requires_confirmation, requires_action, "
+                "requires_payment_method.",
+                code="payment_intent_unexpected_state",
+            )
+        payment_method = payment_method or intent["payment_method"]
+        if not payment_method:
+            raise invalid_request(
+                "You cannot confirm this PaymentIntent because it's missing a payment method. "
+                "You can either update the PaymentIntent with a payment method and then "
+                "confirm it again, or confirm it again directly with a payment method.",
+                code="payment_intent_unexpected_state",
+            )
+        charge = {
+            "id": new_id("ch"),
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"],
+            "amount_refunded": 0,
+            "balance_transaction": new_id("txn"),
+            "captured": True,
+            "created": _now(),
+            "currency": intent["currency"],
+            "description": intent["description"],
+            "livemode": False,
+            "metadata": copy.deepcopy(intent["metadata"]),
+            "paid": True,
+            "payment_intent": intent["id"],
+            "payment_method": payment_method,
+            "refunded": False,
+            "status": "succeeded",
+            "transfer_group": intent["transfer_group"],
+        }
+        self.charges[charge["id"]] = charge
+        intent.update(
+            payment_method=payment_method,
+            status="succeeded",
+            amount_received=intent["amount"],
+            latest_charge=charge["id"],
+        )
+        self.emit("payment_intent.succeeded", intent, ctx)
+
+    def retrieve_payment_intent(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        return copy.deepcopy(self._get(self.payment_intents, "payment_intent", args[0]))
+
+    def retrieve_charge(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        return copy.deepcopy(self._get(self.charges, "charge", args[0]))
+
+    # -- refunds ------------------------------------------------------------
+
+    def create_refund(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        charge = self._refund_target(params)
+        currency = charge["currency"]
+        remaining = charge["amount"] - charge["amount_refunded"]
+        if remaining <= 0:
+            raise invalid_request(
+                f"Charge {charge['id']} has already been refunded.",
+                code="charge_already_refunded",
+            )
+        amount = params.integer("amount", minimum=1)
+        if amount is None:
+            amount = remaining
+        if amount > remaining:
+            raise invalid_request(
+                f"Refund amount ({_money(amount, currency)}) is greater than unrefunded amount "
+                f"on charge ({_money(remaining, currency)})",
+                param="amount",
+                code="amount_too_large",
+            )
+        reason = params.choice("reason", ("duplicate", "fraudulent", "requested_by_customer"))
+        refund = {
+            "id": new_id("re"),
+            "object": "refund",
+            "amount": amount,
+            "balance_transaction": new_id("txn"),
+            "charge": charge["id"],
+            "created": _now(),
+            "currency": currency,
+            "failure_reason": None,
+            "metadata": params.metadata(),
+            "payment_intent": charge["payment_intent"],
+            "reason": reason,
+            "status": self.new_refund_status,
+            "livemode": False,
+        }
+        self.refunds[refund["id"]] = refund
+        self._adjust_refunded(charge, amount)
+        self.emit("charge.refunded", charge, ctx)
+        self.emit("refund.created", refund, ctx)
+        return copy.deepcopy(refund)
+
+    def _refund_target(self, params: Params) -> dict[str, Any]:
+        intent_id = params.string("payment_intent")
+        charge_id = params.string("charge")
+        if not intent_id and not charge_id:
+            raise invalid_request(
+                "One of the following params should be provided for this request: "
+                "payment_intent or charge.",
+                code="parameter_missing",
+            )
+        if intent_id:
+            intent = self._get(
+                self.payment_intents,
+                "payment_intent",
+                intent_id,
+                param="payment_intent",
+                status=400,
+            )
+            if not intent["latest_charge"]:
+                raise invalid_request(
+                    f"This PaymentIntent ({intent_id}) does not have a successful charge to "
+                    "refund.",
+                    param="payment_intent",
+                    code="charge_not_refundable",
+                )
+            if charge_id and charge_id != intent["latest_charge"]:
+                raise invalid_request(
+                    f"The charge {charge_id} does not belong to PaymentIntent {intent_id}.",
+                    param="charge",
+                )
+            charge_id = intent["latest_charge"]
+        return self._get(self.charges, "charge", charge_id, param="charge", status=400)
+
+    def _adjust_refunded(self, charge: dict[str, Any], delta: int) -> None:
+        charge["amount_refunded"] += delta
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+
+    def set_refund_status(self, refund_id: str, status: str, ctx: RequestContext):
+        refund = self._get(self.refunds, "refund", refund_id)
+        if status not in REFUND_STATUSES:
+            raise invalid_request(
+                f"Invalid status: must be one of {', '.join(REFUND_STATUSES)}", param="status"
+            )
+        previous = refund["status"]
+        if previous == status:
+            return copy.deepcopy(refund)
+        if previous in ("failed", "canceled"):
+            raise invalid_request(f"Refund {refund_id} is already {previous}.", param="status")
+        charge = self.charges[refund["charge"]]
+        if status in ("failed", "canceled"):
+            # A refund that does not go through gives the money back to the charge.
+            self._adjust_refunded(charge, -refund["amount"])
+        if status == "failed":
+            refund["failure_reason"] = "declined"
+        refund["status"] = status
+        self.emit("refund.failed" if status == "failed" else "refund.updated", refund, ctx)
+        return copy.deepcopy(refund)
+
+    def retrieve_refund(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        return copy.deepcopy(self._get(self.refunds, "refund", args[0]))
+
+    def list_refunds(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        charge_id = params.string("charge")
+        intent_id = params.string("payment_intent")
+        items = [
+            r
+            for r in self.refunds.values()
+            if (charge_id is None or r["charge"] == charge_id)
+            and (intent_id is None or r["payment_intent"] == intent_id)
+        ]
+        return self._page(items, params, "/v1/refunds", "refund", copy.deepcopy)
+
+    # -- transfers and reversals --------------------------------------------
+
+    def create_transfer(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        amount = params.integer("amount", required=True, minimum=1)
+        currency = params.currency()
+        destination = params.string("destination", required=True)
+        if destination not in self.accounts:
+            raise resource_missing("destination", destination, param="destination", status=400)
+        source_transaction = params.string("source_transaction")
+        if source_transaction is not None and source_transaction not in self.charges:
+            raise resource_missing(
+                "charge", source_transaction, param="source_transaction", status=400
+            )
+        transfer = {
+            "id": new_id("tr"),
+            "object": "transfer",
+            "amount": amount,
+            "amount_reversed": 0,
+            "balance_transaction": new_id("txn"),
+            "created": _now(),
+            "currency": currency,
+            "description": params.string("description"),
+            "destination": destination,
+            "destination_payment": new_id("py"),
+            "livemode": False,
+            "metadata": params.metadata(),
+            "reversed": False,
+            "source_transaction": source_transaction,
+            "source_type": "card",
+            "transfer_group": params.string("transfer_group"),
+        }
+        self.transfers[transfer["id"]] = transfer
+        self.reversals_by_transfer[transfer["id"]] = []
+        rendered = self.render_transfer(transfer)
+        self.emit("transfer.created", rendered, ctx)
+        return rendered
+
+    def retrieve_transfer(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        return self.render_transfer(self._get(self.transfers, "transfer", args[0]))
+
+    def list_transfers(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        group = params.string("transfer_group")
+        destination = params.string("destination")
+        items = [
+            t
+            for t in self.transfers.values()
+            if (group is None or t["transfer_group"] == group)
+            and (destination is None or t["destination"] == destination)
+        ]
+        return self._page(items, params, "/v1/transfers", "transfer", self.render_transfer)
+
+    def create_reversal(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        return self.reverse(
+            args[0],
+            params.integer("amount", minimum=1),
+            params.metadata(),
+            params.string("description"),
+            ctx,
+        )
+
+    def reverse(
+        self,
+        transfer_id: str,
+        amount: int | None,
+        metadata: dict[str, str],
+        description: str | None,
+        ctx: RequestContext,
+    ) -> dict[str, Any]:
+        transfer = self._get(self.transfers, "transfer", transfer_id)
+        remaining = transfer["amount"] - transfer["amount_reversed"]
+        if remaining <= 0:
+            raise invalid_request(f"The transfer {transfer_id} is already fully reversed.")
+        if amount is None:
+            amount = remaining
+        if amount > remaining:
+            raise invalid_request(
+                f"Amount ({amount}) is greater than the unreversed amount ({remaining}) on the "
+                "transfer.",
+                param="amount",
+            )
+        reversal = {
+            "id": new_id("trr"),
+            "object": "transfer_reversal",
+            "amount": amount,
+            "balance_transaction": new_id("txn"),
+            "created": _now(),
+            "currency": transfer["currency"],
+            "description": description,
+            "destination_payment_refund": new_id("pyr"),
+            "livemode": False,
+            "metadata": metadata,
+            "source_refund": None,
+            "transfer": transfer_id,
+        }
+        self.reversals[reversal["id"]] = reversal
+        self.reversals_by_transfer[transfer_id].append(reversal["id"])
+        transfer["amount_reversed"] += amount
+        transfer["reversed"] = transfer["amount_reversed"] >= transfer["amount"]
+        self.emit("transfer.reversed", self.render_transfer(transfer), ctx)
+        return copy.deepcopy(reversal)
+
+    def list_reversals(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        transfer = self._get(self.transfers, "transfer", args[0])
+        items = [self.reversals[i] for i in self.reversals_by_transfer[transfer["id"]]]
+        url = f"/v1/transfers/{transfer['id']}/reversals"
+        return self._page(items, params, url, "transfer_reversal", copy.deepcopy)
+
+    def retrieve_reversal(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        transfer = self._get(self.transfers, "transfer", args[0])
+        reversal = self.reversals.get(args[1])
+        if reversal is None or reversal["transfer"] != transfer["id"]:
+            raise resource_missing("transfer_reversal", args[1])
+        return copy.deepcopy(reversal)
+
+    # -- events -------------------------------------------------------------
+
+    def retrieve_event(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        return copy.deepcopy(self._get(self.events, "event", args[0]))
+
+    # -- shared ---------------------------------------------------------------
+
+    @staticmethod
+    def _page(items, params: Params, url: str, noun: str, render) -> dict[str, Any]:
+        limit = params.integer("limit", minimum=1)
+        if limit is None:
+            limit = 10
+        if limit > 100:
+            raise invalid_request(
+                "This value must be less than or equal to 100.",
+                param="limit",
+                code="parameter_invalid_integer",
+            )
+        newest = list(reversed(items))
+        ids = [item["id"] for item in newest]
+        after = params.string("starting_after")
+        before = params.string("ending_before")
+        if after is not None:
+            if after not in ids:
+                raise resource_missing(noun, after, param="starting_after", status=400)
+            rest = newest[ids.index(after) + 1 :]
+            page, has_more = rest[:limit], len(rest) > limit
+        elif before is not None:
+            if before not in ids:
+                raise resource_missing(noun, before, param="ending_before", status=400)
+            rest = newest[: ids.index(before)]
+            page, has_more = rest[-limit:], len(rest) > limit
+        else:
+            page, has_more = newest[:limit], len(newest) > limit
+        return {
+            "object": "list",
+            "data": [render(item) for item in page],
+            "has_more": has_more,
+            "url": url,
+        }
+
+    # -- inspection (control API) -------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(
+            {
+                "accounts": list(self.accounts.values()),
+                "payment_intents": list(self.payment_intents.values()),
+                "charges": list(self.charges.values()),
+                "refunds": list(self.refunds.values()),
+                "transfers": [self.render_transfer(t) for t in self.transfers.values()],
+                "transfer_reversals": list(self.reversals.values()),
+                "events": list(self.events.values()),
+                "deliveries": self.deliveries,
+                "config": {"new_refund_status": self.new_refund_status},
+            }
+        )
+
+    def ledger(self) -> dict[str, Any]:
+        transfers = []
+        for transfer in self.transfers.values():
+            amounts = [
+                self.reversals[i]["amount"] for i in self.reversals_by_transfer[transfer["id"]]
+            ]
+            transfers.append(
+                {
+                    "id": transfer["id"],
+                    "amount": transfer["amount"],
+                    "amount_reversed": transfer["amount_reversed"],
+                    "currency": transfer["currency"],
+                    "destination": transfer["destination"],
+                    "transfer_group": transfer["transfer_group"],
+                    "reversed": transfer["reversed"],
+                    "reversal_count": len(amounts),
+                    "reversal_amounts": amounts,
+                    "consistent": sum(amounts) == transfer["amount_reversed"]
+                    and transfer["amount_reversed"] <= transfer["amount"],
+                }
+            )
+        charges = []
+        for charge in self.charges.values():
+            refunds = [r for r in self.refunds.values() if r["charge"] == charge["id"]]
+            live = sum(r["amount"] for r in refunds if r["status"] in ("pending", "succeeded"))
+            charges.append(
+                {
+                    "id": charge["id"],
+                    "payment_intent": charge["payment_intent"],
+                    "amount": charge["amount"],
+                    "amount_refunded": charge["amount_refunded"],
+                    "refund_count": len(refunds),
+                    "refunds": [
+                        {"id": r["id"], "amount": r["amount"], "status": r["status"]}
+                        for r in refunds
+                    ],
+                    "consistent": live == charge["amount_refunded"]
+                    and charge["amount_refunded"] <= charge["amount"],
+                }
+            )
+        return {
+            "transfers": transfers,
+            "charges": charges,
+            "totals": {
+                "transferred": sum(t["amount"] for t in transfers),
+                "reversed": sum(t["amount_reversed"] for t in transfers),
+                "refunded": sum(c["amount_refunded"] for c in charges),
+            },
+            "consistent": all(t["consistent"] for t in transfers)
+            and all(c["consistent"] for c in charges),
+        }
+
+
+# Operation name -> Store method. The names are what fault injection, scripts and
+# the call log refer to.
+OPERATIONS = {
+    "accounts.create": Store.create_account,
+    "accounts.retrieve": Store.retrieve_account,
+    "payment_intents.create": Store.create_payment_intent,
+    "payment_intents.confirm": Store.confirm_payment_intent,
+    "payment_intents.retrieve": Store.retrieve_payment_intent,
+    "charges.retrieve": Store.retrieve_charge,
+    "refunds.create": Store.create_refund,
+    "refunds.retrieve": Store.retrieve_refund,
+    "refunds.list": Store.list_refunds,
+    "transfers.create": Store.create_transfer,
+    "transfers.retrieve": Store.retrieve_transfer,
+    "transfers.list": Store.list_transfers,
+    "reversals.create": Store.create_reversal,
+    "reversals.list": Store.list_reversals,
+    "reversals.retrieve": Store.retrieve_reversal,
+    "events.retrieve": Store.retrieve_event,
+}
