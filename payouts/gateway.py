@@ -171,7 +171,8 @@ def _reversal(obj: Any) -> StripeReversal:
     )
 
 
-def _refund(obj: Any) -> StripeRefund:
+def refund_from_stripe(obj: Any) -> StripeRefund:
+    """Our refund from Stripe's JSON (an API answer or a webhook's ``data.object``)."""
     return StripeRefund(
         id=obj["id"],
         amount=int(obj["amount"]),
@@ -328,7 +329,7 @@ class StripeGateway:
             self._client.v1.refunds.list,
             params={"charge": charge_id, "limit": 100},
         )
-        return [_refund(obj) for obj in objs]
+        return [refund_from_stripe(obj) for obj in objs]
 
 
 def build_client() -> stripe.StripeClient:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from marketplace.services import OrderMismatch, order_find_for_payment, order_mark_paid
 from payouts import tasks
-from payouts.gateway import StripeRefund
+from payouts.gateway import refund_from_stripe
 from payouts.models import WebhookEvent, WebhookOutcome
 from payouts.services.refunds import UnknownRefundOrder, refund_apply
 from payouts.services.transfers import transfers_create_for_order
@@ -103,16 +103,7 @@ def _payment_intent_succeeded(event: WebhookEvent) -> None:
 
 
 def _refund_changed(event: WebhookEvent) -> None:
-    obj = _object(event)
-    refund = StripeRefund(
-        id=obj["id"],
-        amount=int(obj["amount"]),
-        currency=obj["currency"],
-        status=obj.get("status") or "",
-        charge_id=obj.get("charge") or "",
-        payment_intent_id=obj.get("payment_intent") or "",
-        metadata=dict(obj.get("metadata") or {}),
-    )
+    refund = refund_from_stripe(_object(event))
     status = "failed" if event.type == "refund.failed" else None
     try:
         refund_apply(refund=refund, status=status, caused_by=_caused_by(event))
