@@ -5,6 +5,7 @@ import logging
 
 from django.conf import settings
 from rest_framework import status
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser
 from rest_framework.response import Response
@@ -78,18 +79,26 @@ class StripeWebhookView(APIView):
             payload = json.loads(raw)
         except ValueError:
             raise BadWebhook("Body is not JSON.") from None
-        if not (
-            isinstance(payload, dict)
-            and isinstance(payload.get("id"), str)
-            and payload["id"]
-            and isinstance(payload.get("type"), str)
-            and isinstance((payload.get("data") or {}).get("object"), dict)
-        ):
+        if not _is_stripe_event(payload):
             raise BadWebhook("Body is not a Stripe event (id, type, data.object).")
         event = webhook_event_ingest(payload=payload)
         if event.outcome == WebhookOutcome.FAILED:
             raise EventNotApplicable(event.error)
         return Response({"id": event.stripe_event_id, "outcome": event.outcome})
+
+
+def _is_stripe_event(payload: object) -> bool:
+    if not isinstance(payload, dict):
+        return False
+    event_id, event_type, data = payload.get("id"), payload.get("type"), payload.get("data")
+    return (
+        isinstance(event_id, str)
+        and 0 < len(event_id) <= 255
+        and isinstance(event_type, str)
+        and 0 < len(event_type) <= 255
+        and isinstance(data, dict)
+        and isinstance(data.get("object"), dict)
+    )
 
 
 class CanRetryTransfers(BasePermission):
@@ -102,6 +111,8 @@ class CanRetryTransfers(BasePermission):
 class TransferRetryView(APIView):
     """``POST /api/admin/transfers/<id>/retry/``: retry one ``failed`` transfer now."""
 
+    # Basic first: its WWW-Authenticate challenge turns a missing login into a 401, not a 403.
+    authentication_classes = [BasicAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser, CanRetryTransfers]
 
     def post(self, request, pk: int):

@@ -1,0 +1,197 @@
+"""Staff retry of a failed transfer (SPEC §7.4): the HTTP API, spoken to over real HTTP with
+Basic auth against the live server, and the Django admin action."""
+
+from datetime import timedelta
+
+import pytest
+import requests
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django.utils import timezone
+
+from marketplace.services import order_mark_paid
+from payouts.models import SellerTransfer, SellerTransferEvent
+from payouts.transitions import TransferStatus
+from tests.factories import OrderFactory, OrderItemFactory, SellerTransferFactory, UserFactory
+from tests.test_paying_sellers import connected_seller, paid_intent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "correct horse battery staple"
+STRIPE_500 = {"status": 500, "error": {"type": "api_error", "message": "boom"}}
+
+
+def user_with(*, is_staff: bool, may_retry: bool, **fields):
+    user = UserFactory(is_staff=is_staff, **fields)
+    if may_retry:
+        user.user_permissions.add(Permission.objects.get(codename="retry_sellertransfer"))
+    return user
+
+
+@pytest.fixture
+def staff(db):
+    return user_with(is_staff=True, may_retry=True)
+
+
+def retry(live_server, pk: int, auth: tuple[str, str] | None) -> requests.Response:
+    url = f"{live_server.url}/api/admin/transfers/{pk}/retry/"
+    return requests.post(url, auth=auth, timeout=30)
+
+
+@pytest.fixture
+def failed_transfer(sandbox, stripe_client):
+    """A ``failed`` transfer of an order paid at the sandbox, to a seller connected there."""
+    seller = connected_seller(stripe_client)
+    order = OrderFactory()
+    OrderItemFactory(order=order, seller=seller, amount=2000)
+    intent = paid_intent(stripe_client, order)
+    order_mark_paid(
+        order=order,
+        amount=intent["amount_received"],
+        currency=intent["currency"],
+        payment_intent_id=intent["id"],
+        charge_id=intent["latest_charge"],
+    )
+    return SellerTransferFactory(
+        order=order,
+        seller=seller,
+        amount=1800,
+        platform_fee=200,
+        status=TransferStatus.FAILED,
+        retry_count=1,
+        error_message="Stripe 500: earlier outage",
+        next_retry_at=timezone.now() + timedelta(minutes=5),
+    )
+
+
+def test_retrying_a_failed_transfer_answers_200_with_the_completed_transfer(
+    live_server, sandbox, failed_transfer, staff
+):
+    response = retry(live_server, failed_transfer.pk, (staff.username, PASSWORD))
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    [remote] = sandbox.state()["transfers"]
+    assert body["id"] == failed_transfer.pk
+    assert body["status"] == TransferStatus.COMPLETED
+    assert body["stripe_transfer_id"] == remote["id"]
+    assert body["error_message"] == ""
+    failed_transfer.refresh_from_db()
+    assert failed_transfer.status == TransferStatus.COMPLETED
+    assert failed_transfer.stripe_transfer_id == remote["id"]
+    event = SellerTransferEvent.objects.filter(transfer=failed_transfer).last()
+    assert (event.from_status, event.to_status) == (TransferStatus.FAILED, TransferStatus.COMPLETED)
+    assert (event.user, event.caused_by) == (staff, f"staff:{staff.username}")
+
+
+def test_a_stripe_500_on_retry_answers_502_with_stripes_error_and_the_row_stays_failed(
+    live_server, sandbox, failed_transfer, staff
+):
+    sandbox.script("transfers.create", [STRIPE_500])
+
+    response = retry(live_server, failed_transfer.pk, (staff.username, PASSWORD))
+
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert body["code"] == "stripe_error"
+    assert "boom" in body["detail"]
+    assert body["transfer"]["status"] == TransferStatus.FAILED
+    failed_transfer.refresh_from_db()
+    assert failed_transfer.status == TransferStatus.FAILED
+    assert "boom" in failed_transfer.error_message
+    assert sandbox.state()["transfers"] == []
+
+
+@pytest.mark.parametrize(
+    ("status", "fields"),
+    [
+        pytest.param(TransferStatus.PENDING, {}, id="pending"),
+        pytest.param(
+            TransferStatus.COMPLETED, {"stripe_transfer_id": "tr_staff_completed"}, id="completed"
+        ),
+        pytest.param(
+            TransferStatus.PERMANENTLY_FAILED, {"error_message": "gave up"}, id="permanently_failed"
+        ),
+        pytest.param(
+            TransferStatus.REVERSAL_PENDING,
+            {"stripe_transfer_id": "tr_staff_reversing", "next_retry_at": timezone.now()},
+            id="reversal_pending",
+        ),
+        pytest.param(
+            TransferStatus.REVERSED,
+            {"stripe_transfer_id": "tr_staff_reversed", "amount_reversed": 900},
+            id="reversed",
+        ),
+    ],
+)
+def test_retrying_a_transfer_that_is_not_failed_answers_409_and_changes_nothing(
+    live_server, sandbox, staff, status, fields
+):
+    transfer = SellerTransferFactory(status=status, amount=900, **fields)
+    before = SellerTransfer.objects.values().get(pk=transfer.pk)
+
+    response = retry(live_server, transfer.pk, (staff.username, PASSWORD))
+
+    assert response.status_code == 409, response.text
+    assert SellerTransfer.objects.values().get(pk=transfer.pk) == before
+    assert sandbox.calls() == []
+
+
+def test_retrying_an_unknown_transfer_answers_404(live_server, sandbox, staff):
+    response = retry(live_server, 987_654_321, (staff.username, PASSWORD))
+
+    assert response.status_code == 404, response.text
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    ["none", "wrong-password"],
+)
+def test_retrying_without_valid_credentials_answers_401(
+    live_server, sandbox, failed_transfer, staff, credentials
+):
+    auth = None if credentials == "none" else (staff.username, "not the password")
+
+    response = retry(live_server, failed_transfer.pk, auth)
+
+    assert response.status_code == 401, response.text
+    assert response.headers.get("WWW-Authenticate", "").startswith("Basic")
+    failed_transfer.refresh_from_db()
+    assert failed_transfer.status == TransferStatus.FAILED
+    assert sandbox.calls("transfers.create") == []
+
+
+@pytest.mark.parametrize(
+    ("is_staff", "may_retry"),
+    [(False, True), (True, False)],
+    ids=["not-staff-with-permission", "staff-without-permission"],
+)
+def test_retrying_without_staff_status_and_the_permission_answers_403(
+    live_server, sandbox, failed_transfer, is_staff, may_retry
+):
+    user = user_with(is_staff=is_staff, may_retry=may_retry)
+
+    response = retry(live_server, failed_transfer.pk, (user.username, PASSWORD))
+
+    assert response.status_code == 403, response.text
+    failed_transfer.refresh_from_db()
+    assert failed_transfer.status == TransferStatus.FAILED
+    assert sandbox.calls("transfers.create") == []
+
+
+def test_the_admin_retry_action_completes_a_failed_transfer(client, sandbox, failed_transfer):
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    assert client.login(username=admin.username, password=PASSWORD)
+
+    response = client.post(
+        reverse("admin:payouts_sellertransfer_changelist"),
+        {"action": "retry_failed", "_selected_action": [str(failed_transfer.pk)]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    failed_transfer.refresh_from_db()
+    assert failed_transfer.status == TransferStatus.COMPLETED
+    assert [t["id"] for t in sandbox.state()["transfers"]] == [failed_transfer.stripe_transfer_id]
+    messages = [str(m) for m in response.context["messages"]]
+    assert f"transfer {failed_transfer.pk} completed" in messages
