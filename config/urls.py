@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from payouts.views import StripeWebhookView, TransferRetryView
+from payouts.views import OrderRefundView, StripeWebhookView, TransferRetryView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,4 +11,5 @@ urlpatterns = [
         TransferRetryView.as_view(),
         name="transfer-retry",
     ),
+    path("api/admin/orders/<int:pk>/refund/", OrderRefundView.as_view(), name="order-refund"),
 ]

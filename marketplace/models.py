@@ -64,6 +64,7 @@ class Order(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [("refund_order", "Can refund an order at Stripe")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=OrderStatus.values), name="chk_order_status"
@@ -115,6 +116,9 @@ class Refund(models.Model):
     amount = models.BigIntegerField(help_text="Minor units (cents).")
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+    # Set for refunds staff started here: the key of the Stripe call that created it.
+    stripe_idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

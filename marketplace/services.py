@@ -71,17 +71,40 @@ class RefundChange:
 
 
 def refund_record(
-    *, order: Order, stripe_refund_id: str, amount: int, currency: str, status: str
+    *,
+    order: Order,
+    stripe_refund_id: str,
+    amount: int,
+    currency: str,
+    status: str,
+    local_refund_id: str | None = None,
 ) -> RefundChange:
     """Create or update the refund from what Stripe says; must run inside a transaction.
 
-    Duplicates and stale (out-of-order) statuses change nothing. The order's status follows the
-    sum of its succeeded refunds.
+    A refund staff started here (``local_refund_id``, from the Stripe refund's metadata) is
+    matched to its row even before that row learned its Stripe id. Duplicates and stale
+    (out-of-order) statuses change nothing. The order's status follows the sum of its succeeded
+    refunds.
     """
-    refund, created = Refund.objects.select_for_update().get_or_create(
-        stripe_refund_id=stripe_refund_id,
-        defaults={"order": order, "amount": amount, "currency": currency, "status": status},
-    )
+    refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund_id).first()
+    if refund is None and local_refund_id and str(local_refund_id).isdigit():
+        refund = (
+            Refund.objects.select_for_update()
+            .filter(pk=int(local_refund_id), order=order, stripe_refund_id="")
+            .first()
+        )
+        if refund is not None:
+            refund.stripe_refund_id = stripe_refund_id
+            refund.save(update_fields=["stripe_refund_id", "updated_at"])
+    created = refund is None
+    if created:
+        refund = Refund.objects.create(
+            order=order,
+            stripe_refund_id=stripe_refund_id,
+            amount=amount,
+            currency=currency,
+            status=status,
+        )
     if created:
         previous = None
     else:
@@ -96,6 +119,45 @@ def refund_record(
             )
     order_apply_refunds(order=order)
     return RefundChange(refund=refund, previous_status=previous)
+
+
+class RefundRefused(ValueError):
+    """A staff refund that cannot be made (nothing paid, or more than what is left)."""
+
+
+def refund_open_by_staff(*, order_id: int, amount: int | None) -> Refund:
+    """Reserve a staff refund of ``amount`` (everything left when ``None``) as a ``pending`` row.
+
+    Refunds still pending or succeeded count against what is left, so two staff members can never
+    refund the same money. Raises ``Order.DoesNotExist`` or ``RefundRefused``; changes nothing
+    then.
+    """
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.status == OrderStatus.PENDING or not order.stripe_payment_intent_id:
+            raise RefundRefused(f"order {order.pk} is not paid")
+        taken = (
+            order.refunds.filter(
+                status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]
+            ).aggregate(s=Sum("amount"))["s"]
+            or 0
+        )
+        left = order.total - taken
+        amount = left if amount is None else amount
+        if amount <= 0 or amount > left:
+            raise RefundRefused(
+                f"order {order.pk} has {left} {order.currency} left to refund; asked {amount}"
+            )
+        return Refund.objects.create(
+            order=order, amount=amount, currency=order.currency, status=RefundStatus.PENDING
+        )
+
+
+def refund_mark_failed(*, refund: Refund, error: str) -> None:
+    """A staff refund Stripe definitely refused: it no longer holds back any amount."""
+    Refund.objects.filter(pk=refund.pk, status=RefundStatus.PENDING).update(
+        status=RefundStatus.FAILED, error_message=error
+    )
 
 
 def order_apply_refunds(*, order: Order) -> Order:

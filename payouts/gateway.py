@@ -323,6 +323,22 @@ class StripeGateway:
         )
         return [_transfer(obj) for obj in objs]
 
+    def create_refund(
+        self,
+        *,
+        payment_intent_id: str,
+        amount: int,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> StripeRefund:
+        obj = self._call(
+            "refunds.create",
+            self._client.v1.refunds.create,
+            params={"payment_intent": payment_intent_id, "amount": amount, "metadata": metadata},
+            options={"idempotency_key": idempotency_key},
+        )
+        return refund_from_stripe(obj)
+
     def list_refunds(self, *, charge_id: str) -> list[StripeRefund]:
         objs = self._call(
             "refunds.list",

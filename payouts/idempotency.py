@@ -30,7 +30,11 @@ def transfer_key(transfer) -> str:
 
 
 def reversal_key(transfer) -> str:
-    return transfer.reversal_idempotency_key or _key("reversal", transfer, 0)
+    """Each reversal of a transfer gets its own key: partial reversals are told apart by how much
+    was already reversed when they were sent."""
+    if transfer.reversal_idempotency_key:
+        return transfer.reversal_idempotency_key
+    return _key(f"reversal-r{transfer.amount_reversed}", transfer, 0)
 
 
 def key_after_failure(key: str, error: StripeTransientError) -> str:

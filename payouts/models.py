@@ -31,6 +31,10 @@ class SellerTransfer(models.Model):
         max_length=255, blank=True, default="", help_text="The latest reversal (trr_…)."
     )
     amount_reversed = models.BigIntegerField(default=0)
+    # How much of ``amount`` should be reversed in all, from the order's succeeded refunds
+    # (proportional shares, SPEC §7.3) or reversals seen at Stripe. The worker reverses
+    # ``reversal_target - amount_reversed``; it only ever grows.
+    reversal_target = models.BigIntegerField(default=0)
     transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     reversal_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     # Set when an attempt failed in a way that may have moved money (a 5xx) and the next attempt
@@ -59,6 +63,10 @@ class SellerTransfer(models.Model):
             models.CheckConstraint(
                 condition=Q(amount_reversed__gte=0) & Q(amount_reversed__lte=F("amount")),
                 name="chk_transfer_amount_reversed_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(reversal_target__gte=0) & Q(reversal_target__lte=F("amount")),
+                name="chk_transfer_reversal_target_range",
             ),
             models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_transfer_currency"),
             models.CheckConstraint(

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from marketplace.models import Refund
 from payouts.models import SellerTransfer
 
 
@@ -22,5 +23,27 @@ class SellerTransferSerializer(serializers.ModelSerializer):
             "error_message",
             "created_at",
             "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class RefundRequestSerializer(serializers.Serializer):
+    amount = serializers.IntegerField(
+        required=False, min_value=1, help_text="Minor units; everything left when omitted."
+    )
+
+
+class RefundSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Refund
+        fields = [
+            "id",
+            "order",
+            "stripe_refund_id",
+            "amount",
+            "currency",
+            "status",
+            "error_message",
+            "created_at",
         ]
         read_only_fields = fields

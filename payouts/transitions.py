@@ -16,6 +16,7 @@ class TransferStatus(models.TextChoices):
     FAILED = "failed"
     PERMANENTLY_FAILED = "permanently_failed"
     REVERSAL_PENDING = "reversal_pending"
+    PARTIALLY_REVERSED = "partially_reversed"
     REVERSED = "reversed"
 
 
@@ -25,7 +26,8 @@ ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
     S.PENDING: frozenset({S.COMPLETED, S.FAILED}),
     S.COMPLETED: frozenset({S.REVERSAL_PENDING}),
     S.FAILED: frozenset({S.COMPLETED, S.PERMANENTLY_FAILED}),
-    S.REVERSAL_PENDING: frozenset({S.REVERSED, S.PERMANENTLY_FAILED}),
+    S.REVERSAL_PENDING: frozenset({S.REVERSED, S.PARTIALLY_REVERSED, S.PERMANENTLY_FAILED}),
+    S.PARTIALLY_REVERSED: frozenset({S.REVERSAL_PENDING}),
     S.REVERSED: frozenset(),
     S.PERMANENTLY_FAILED: frozenset(),
 }

@@ -11,8 +11,11 @@ from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from marketplace.models import Order
+from marketplace.services import RefundRefused
 from payouts.models import SellerTransfer, WebhookOutcome
-from payouts.serializers import SellerTransferSerializer
+from payouts.serializers import RefundRequestSerializer, RefundSerializer, SellerTransferSerializer
+from payouts.services.refunds import StaffRefundFailed, order_refund_by_staff
 from payouts.services.transfers import (
     StaffRetryFailed,
     TransferNotRetryable,
@@ -132,3 +135,44 @@ class TransferRetryView(APIView):
                 status=StripeFailed.status_code,
             )
         return Response(SellerTransferSerializer(transfer).data)
+
+
+class CanRefundOrders(BasePermission):
+    message = "Refunding orders needs the marketplace.refund_order permission."
+
+    def has_permission(self, request, view):
+        return request.user.has_perm("marketplace.refund_order")
+
+
+class OrderRefundView(APIView):
+    """``POST /api/admin/orders/<id>/refund/`` with optional ``{"amount": cents}`` (full when
+    omitted): creates the refund at Stripe; its webhook completes it (202)."""
+
+    authentication_classes = [BasicAuthentication, SessionAuthentication]
+    permission_classes = [IsAdminUser, CanRefundOrders]
+
+    def post(self, request, pk: int):
+        body = RefundRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            refund = order_refund_by_staff(order_id=pk, amount=body.validated_data.get("amount"))
+        except Order.DoesNotExist:
+            raise NotFound(f"No order {pk}.") from None
+        except RefundRefused as exc:
+            raise BadRefund(str(exc)) from None
+        except StaffRefundFailed as exc:
+            return Response(
+                {
+                    "detail": exc.error.describe(),
+                    "code": StripeFailed.default_code,
+                    "refund": RefundSerializer(exc.refund).data,
+                },
+                status=StripeFailed.status_code,
+            )
+        return Response(RefundSerializer(refund).data, status=status.HTTP_202_ACCEPTED)
+
+
+class BadRefund(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "This refund cannot be made."
+    default_code = "bad_refund"

@@ -84,6 +84,7 @@ class SellerTransferFactory(factory.django.DjangoModelFactory):
         )
         reversal_due = factory.Trait(
             status=TransferStatus.REVERSAL_PENDING,
+            reversal_target=factory.SelfAttribute("amount"),
             stripe_transfer_id=factory.Sequence(lambda n: f"tr_due{n:08d}"),
             next_retry_at=factory.LazyFunction(timezone.now),
         )

@@ -59,6 +59,7 @@ def backlog(stripe_client, size: int) -> list[SellerTransfer]:
                 amount=amount,
                 currency="usd",
                 status=TransferStatus.REVERSAL_PENDING,
+                reversal_target=amount,
                 stripe_transfer_id=transfer.id,
                 next_retry_at=now,
             )

@@ -10,10 +10,21 @@ import logging
 
 from django.db import transaction
 
-from marketplace.models import OrderStatus, RefundStatus
-from marketplace.services import order_find_for_refund, refund_record
-from payouts.gateway import StripeGateway, StripeRefund, get_gateway
-from payouts.services.reversals import transfers_schedule_reversal
+from marketplace.models import Refund, RefundStatus
+from marketplace.services import (
+    order_find_for_refund,
+    refund_mark_failed,
+    refund_open_by_staff,
+    refund_record,
+)
+from payouts.gateway import (
+    GatewayError,
+    StripeGateway,
+    StripeRefund,
+    StripeTransientError,
+    get_gateway,
+)
+from payouts.services.reversals import transfers_apply_refunds
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +61,7 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, caused_by: 
             amount=refund.amount,
             currency=refund.currency.lower(),
             status=status,
+            local_refund_id=refund.metadata.get("refund_id"),
         )
         log = {"order_id": order.pk, "refund": refund.id}
         if change.failed_after_success:
@@ -58,14 +70,7 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, caused_by: 
             logger.error("refund failed after it had succeeded; staff must review", extra=log)
         if not change.became_succeeded:
             return 0
-        order.refresh_from_db()
-        if order.status != OrderStatus.REFUNDED:
-            logger.warning(
-                "partial refund recorded; seller reversals wait until the order is fully refunded",
-                extra=log,
-            )
-            return 0
-        return transfers_schedule_reversal(order=order, caused_by=caused_by)
+        return transfers_apply_refunds(order=order, caused_by=caused_by)
 
 
 def refunds_sync_for_charge(*, charge_id: str, gateway: StripeGateway | None = None) -> int:
@@ -76,3 +81,46 @@ def refunds_sync_for_charge(*, charge_id: str, gateway: StripeGateway | None = N
     for refund in gateway.list_refunds(charge_id=charge_id):
         scheduled += refund_apply(refund=refund, caused_by=f"worker:sync_charge:{charge_id}")
     return scheduled
+
+
+class StaffRefundFailed(Exception):
+    """Stripe did not create the refund (``refund`` holds what we know)."""
+
+    def __init__(self, refund: Refund, error: GatewayError):
+        super().__init__(error.describe())
+        self.refund = refund
+        self.error = error
+
+
+def order_refund_by_staff(
+    *, order_id: int, amount: int | None, gateway: StripeGateway | None = None
+) -> Refund:
+    """Refund ``amount`` of an order (all that is left when ``None``) at Stripe.
+
+    The refund row is reserved first (so over-refunding is impossible even with two staff members
+    at once), then created at Stripe with no transaction open and a key built from the row. The
+    refund's webhook completes it and schedules the sellers' reversals, like any other refund.
+    Raises ``Order.DoesNotExist``, ``RefundRefused`` or ``StaffRefundFailed``.
+    """
+    gateway = gateway or get_gateway()
+    refund = refund_open_by_staff(order_id=order_id, amount=amount)
+    key = f"payouts-refund-{refund.pk}-{int(refund.created_at.timestamp() * 1_000_000)}"
+    Refund.objects.filter(pk=refund.pk).update(stripe_idempotency_key=key)
+    try:
+        created = gateway.create_refund(
+            payment_intent_id=refund.order.stripe_payment_intent_id,
+            amount=refund.amount,
+            metadata={"order_id": str(refund.order_id), "refund_id": str(refund.pk)},
+            idempotency_key=key,
+        )
+    except GatewayError as error:
+        unknown = isinstance(error, StripeTransientError) and error.may_have_executed
+        if not unknown:
+            refund_mark_failed(refund=refund, error=error.describe())
+        # An unknown outcome keeps the reservation: if Stripe did refund, its webhook (metadata
+        # refund_id) settles this row.
+        refund.refresh_from_db()
+        raise StaffRefundFailed(refund, error) from error
+    Refund.objects.filter(pk=refund.pk, stripe_refund_id="").update(stripe_refund_id=created.id)
+    refund.refresh_from_db()
+    return refund

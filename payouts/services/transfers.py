@@ -15,12 +15,13 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from marketplace.models import Order
+from marketplace.models import Order, OrderStatus
 from payouts.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
 from payouts.idempotency import transfer_key
 from payouts.locks import claim_due, claim_lease
 from payouts.models import SellerTransfer
 from payouts.services.attempts import record_retryable_failure
+from payouts.services.reversals import transfers_apply_refunds
 from payouts.transitions import ConcurrentTransition, TransferStatus
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,9 @@ def transfer_send(
         )
 
     try:
+        order.refresh_from_db(fields=["status"])
+        if order.status == OrderStatus.REFUNDED:
+            return _give_up_refunded(transfer, caused_by=caused_by)
         if not seller.stripe_account_id:
             return fail(f"seller {seller.pk} has no connected Stripe account yet", None)
         try:
@@ -159,7 +163,28 @@ def transfer_send(
         "seller transfer completed",
         extra={"transfer_id": transfer.pk, "order_id": order.pk, "stripe_transfer_id": result.id},
     )
+    # A refund may have succeeded while this seller was still unpaid: take its share back now.
+    with transaction.atomic():
+        transfers_apply_refunds(order=order, caused_by=caused_by)
     return "completed"
+
+
+def _give_up_refunded(transfer: SellerTransfer, *, caused_by: str) -> str:
+    """The order was fully refunded before this seller was paid: never pay them."""
+    message = "order fully refunded before the seller was paid; transfer cancelled"
+    if transfer.status == TransferStatus.PENDING:
+        SellerTransfer.objects.transition(
+            transfer, TransferStatus.FAILED, caused_by=caused_by, error_message=message
+        )
+    SellerTransfer.objects.transition(
+        transfer,
+        TransferStatus.PERMANENTLY_FAILED,
+        caused_by=caused_by,
+        error_message=message,
+        next_retry_at=None,
+    )
+    logger.warning(message, extra={"transfer_id": transfer.pk, "order_id": transfer.order_id})
+    return "cancelled_refunded"
 
 
 def _find_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> StripeTransfer | None:

@@ -16,8 +16,9 @@ from django.utils import timezone
 from marketplace.services import OrderMismatch, order_find_for_payment, order_mark_paid
 from payouts import tasks
 from payouts.gateway import refund_from_stripe
-from payouts.models import WebhookEvent, WebhookOutcome
+from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.refunds import UnknownRefundOrder, refund_apply
+from payouts.services.reversals import transfer_reconcile
 from payouts.services.transfers import transfers_create_for_order
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,20 @@ def _charge_refunded(event: WebhookEvent) -> None:
     transaction.on_commit(lambda: tasks.sync_charge_refunds.delay(charge_id=charge_id))
 
 
+def _transfer_reversed(event: WebhookEvent) -> None:
+    stripe_transfer = _object(event)
+    transfer = SellerTransfer.objects.filter(stripe_transfer_id=stripe_transfer["id"]).first()
+    if transfer is None:
+        raise WebhookRejected(f"no seller transfer for {stripe_transfer['id']}")
+    transfer_reconcile(
+        transfer=transfer,
+        stripe_amount_reversed=int(stripe_transfer.get("amount_reversed") or 0),
+        caused_by=_caused_by(event),
+    )
+
+
 HANDLERS: dict[str, Callable[[WebhookEvent], None]] = {
+    "transfer.reversed": _transfer_reversed,
     "payment_intent.succeeded": _payment_intent_succeeded,
     "refund.created": _refund_changed,
     "refund.updated": _refund_changed,
