@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "marketplace",
     "payouts",
 ]
@@ -79,7 +80,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# `manage.py collectstatic` fills it (the Docker image does); whitenoise serves it in production.
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Probes and scrapers speak plain HTTP inside the network, behind the TLS-terminating proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -89,6 +94,21 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# OpenAPI 3 at /api/schema/. The views' annotations live in payouts/openapi.py.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Seller payouts",
+    "DESCRIPTION": (
+        "Stripe webhook intake and the staff API of the marketplace seller-payouts service."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "TransferStatusEnum": "payouts.transitions.TransferStatus",
+        "WebhookOutcomeEnum": "payouts.models.WebhookOutcome",
+    },
 }
 
 # --- Celery -------------------------------------------------------------------------------
@@ -100,6 +120,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# Celery logs through LOGGING below (one JSON line per record) instead of its own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Stripe -------------------------------------------------------------------------------
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
@@ -123,6 +145,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": PAYOUTS.reversal.check_interval.total_seconds(),
         "options": {"expires": PAYOUTS.reversal.check_interval.total_seconds()},
     },
+    "reconcile-transfers": {
+        "task": "payouts.tasks.reconcile_transfers",
+        "schedule": 24 * 60 * 60,
+        "options": {"expires": 60 * 60},
+    },
     "retry-failed-transfers": {
         "task": "payouts.tasks.retry_failed_transfers",
         "schedule": PAYOUTS.transfer_retry.check_interval.total_seconds(),
@@ -130,10 +157,30 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Logging: one JSON object per line on stderr, with every `extra` field the code passes
+# (transfer_id, order_id, stripe_operation, outcome, …). LOG_FORMAT=text for a human terminal.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="json").strip().lower()
+if LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT: {LOG_FORMAT!r} is not one of json, text")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Django gives these loggers handlers of their own (plain text, DEBUG only); route them
+    # through the one console handler so that no record is printed twice or in another format.
+    "loggers": {
+        name: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
+        for name in ("django", "django.server")
+    },
 }

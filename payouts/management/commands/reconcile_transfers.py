@@ -1,0 +1,25 @@
+"""Compare seller transfers with Stripe; report differences, and with --repair record what
+Stripe already did. Never moves money."""
+
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+
+from payouts.services.reconciliation import transfers_reconcile_with_stripe
+
+
+class Command(BaseCommand):
+    help = "Compare our seller transfers with Stripe's (report only unless --repair)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--repair", action="store_true", help="record reversals seen at Stripe")
+        parser.add_argument(
+            "--days", type=int, default=None, help="only transfers changed in the last N days"
+        )
+
+    def handle(self, *args, repair, days, **options):
+        since = timedelta(days=days) if days else None
+        differences = transfers_reconcile_with_stripe(repair=repair, since=since)
+        for difference in differences:
+            self.stdout.write(str(difference))
+        self.stdout.write(f"{len(differences)} difference(s)")
