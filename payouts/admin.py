@@ -1,5 +1,13 @@
-from django.contrib import admin, messages
+"""Admin for operations: seller transfers (with their audit trail, the staff retry and a
+"needs attention" filter), the webhook inbox (with replay), and the transfers of each order on
+the order page. Nothing that moves money is editable here: statuses change through services."""
 
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from marketplace.admin import OrderAdmin
+from marketplace.models import Order
+from payouts import selectors
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
 from payouts.services.transfers import (
     StaffRetryFailed,
@@ -19,6 +27,34 @@ class SellerTransferEventInline(admin.TabularInline):
         return False
 
 
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    """Rows a person must look at; the README's runbook says what to do with each kind."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+    ANY = "any"
+
+    def lookups(self, request, model_admin):
+        stale_minutes = int(selectors.STALE_REVERSAL_AFTER.total_seconds() // 60)
+        return [
+            (self.ANY, "Any reason"),
+            (selectors.ATTENTION_PERMANENTLY_FAILED, "Permanently failed"),
+            (
+                selectors.ATTENTION_STALE_REVERSAL,
+                f"Reversal pending, not updated for {stale_minutes} min",
+            ),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        reason = None if value == self.ANY else value
+        return selectors.transfers_needing_attention(
+            now=timezone.now(), reason=reason, queryset=queryset
+        )
+
+
 @admin.register(SellerTransfer)
 class SellerTransferAdmin(admin.ModelAdmin):
     list_display = (
@@ -34,17 +70,31 @@ class SellerTransferAdmin(admin.ModelAdmin):
         "stripe_reversal_id",
         "retry_count",
         "next_retry_at",
+        "updated_at",
     )
-    list_filter = ("status",)
+    list_filter = ("status", NeedsAttentionFilter, "currency")
+    # Any Stripe id we hold (transfer, reversal, charge, payment intent, refund, account), the
+    # order or transfer id, or the seller.
     search_fields = (
+        "=id",
+        "=order__id",
         "stripe_transfer_id",
         "stripe_reversal_id",
-        "=order__id",
         "order__stripe_charge_id",
-        "seller__name",
+        "order__stripe_payment_intent_id",
+        "order__refunds__stripe_refund_id",
         "seller__stripe_account_id",
+        "seller__name",
+        "seller__email",
+    )
+    search_help_text = (
+        "Transfer or order id, any Stripe id (tr_, trr_, ch_, pi_, re_, acct_), seller name or "
+        "email."
     )
     list_select_related = ("order", "seller")
+    ordering = ("-id",)
+    # The table holds every transfer ever made: skip the unfiltered COUNT(*) on each page.
+    show_full_result_count = False
     inlines = [SellerTransferEventInline]
     actions = ["retry_failed"]
 
@@ -80,9 +130,11 @@ class SellerTransferAdmin(admin.ModelAdmin):
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
-    list_display = ("stripe_event_id", "type", "outcome", "received_at", "processed_at")
+    list_display = ("stripe_event_id", "type", "outcome", "attempts", "received_at", "processed_at")
     list_filter = ("outcome", "type")
     search_fields = ("stripe_event_id",)
+    ordering = ("-id",)
+    show_full_result_count = False
     actions = ["replay"]
 
     @admin.action(description="Replay selected events")
@@ -99,3 +151,43 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class SellerTransferInline(admin.TabularInline):
+    """The order's seller transfers, read-only, each linking to its own page (audit trail,
+    retry)."""
+
+    model = SellerTransfer
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = (
+        "seller",
+        "status",
+        "amount",
+        "platform_fee",
+        "amount_reversed",
+        "currency",
+        "stripe_transfer_id",
+        "stripe_reversal_id",
+        "retry_count",
+        "next_retry_at",
+        "error_message",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+# The order page shows its transfers too. The inline lives here because marketplace never
+# imports payouts: payouts extends marketplace's order admin instead.
+class OrderWithTransfersAdmin(OrderAdmin):
+    inlines = [*OrderAdmin.inlines, SellerTransferInline]
+
+
+admin.site.unregister(Order)
+admin.site.register(Order, OrderWithTransfersAdmin)

@@ -16,6 +16,8 @@ from typing import Any
 import stripe
 from django.conf import settings
 
+from payouts.rate_limit import StripeRateLimiter
+
 logger = logging.getLogger(__name__)
 
 
@@ -185,11 +187,14 @@ def refund_from_stripe(obj: Any) -> StripeRefund:
 
 
 class StripeGateway:
-    def __init__(self, client: stripe.StripeClient):
+    def __init__(self, client: stripe.StripeClient, rate_limiter: StripeRateLimiter | None = None):
         self._client = client
+        self._rate_limiter = rate_limiter
 
     def _call(self, operation: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one API call (a list is read to its end) and return plain dicts."""
+        if self._rate_limiter is not None:
+            self._rate_limiter.acquire()
         started = time.monotonic()
         try:
             result = func(*args, **kwargs)
@@ -199,6 +204,8 @@ class StripeGateway:
                 result = result.to_dict()
         except stripe.StripeError as exc:
             classified = classify(exc)
+            if self._rate_limiter is not None and getattr(classified, "rate_limited", False):
+                self._rate_limiter.slow_down()
             logger.warning(
                 "stripe call failed",
                 extra={
@@ -357,16 +364,21 @@ def build_client() -> stripe.StripeClient:
     )
 
 
-@lru_cache(maxsize=1)
-def _cached_gateway(key: str, api_base: str, retries: int, timeout: float) -> StripeGateway:
-    return StripeGateway(build_client())
+@lru_cache(maxsize=4)
+def _cached_gateway(
+    key: str, api_base: str, retries: int, timeout: float, per_second: int, redis_url: str
+) -> StripeGateway:
+    limiter = StripeRateLimiter(redis_url, per_second) if per_second else None
+    return StripeGateway(build_client(), limiter)
 
 
 def get_gateway() -> StripeGateway:
-    """The process's gateway; rebuilt when the Stripe settings change (tests override them)."""
+    """The process's gateway (thread-safe); rebuilt when the Stripe settings change."""
     return _cached_gateway(
         settings.STRIPE_SECRET_KEY,
         settings.STRIPE_API_BASE,
         settings.STRIPE_MAX_NETWORK_RETRIES,
         settings.STRIPE_TIMEOUT.total_seconds(),
+        settings.STRIPE_MAX_REQUESTS_PER_SECOND,
+        settings.STRIPE_RATE_LIMIT_REDIS_URL,
     )

@@ -21,7 +21,7 @@ def claim_lease() -> timedelta:
     """Longer than the longest Stripe call stripe-python can make (timeout × attempts), with a
     margin, so a live worker never loses its row to the next tick."""
     attempts = settings.STRIPE_MAX_NETWORK_RETRIES + 1
-    return settings.STRIPE_TIMEOUT * attempts + timedelta(seconds=30)
+    return settings.STRIPE_TIMEOUT * attempts + settings.CLAIM_LEASE_MARGIN
 
 
 def claim_due(

@@ -4,6 +4,7 @@ the sandbox, even when the sandbox performs a reversal and then drops the respon
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from django.utils import timezone
 
 from marketplace.models import Seller
 from payouts.models import SellerTransfer
+from payouts.rate_limit import StripeRateLimiter
+from payouts.services.reversals import reversals_process_due
 from payouts.transitions import TransferStatus
 from tests.factories import PaidOrderFactory
 
@@ -35,7 +38,21 @@ def worker_environment(sandbox_url: str) -> dict[str, str]:
         "REVERSAL_BACKOFF_BASE": "100ms",
         "REVERSAL_BACKOFF_MAX": "500ms",
         "REVERSAL_MAX_RETRIES": "30",
+        "REVERSAL_CONCURRENCY": "4",
+        "STRIPE_MAX_REQUESTS_PER_SECOND": "0",
     }
+
+
+def most_calls_in_flight(calls: list[dict]) -> int:
+    """The largest number of sandbox calls that were being served at the same moment."""
+    edges = sorted(
+        [(c["time"], 1) for c in calls] + [(c["time"] + c["duration_ms"] / 1000, -1) for c in calls]
+    )
+    busy = most = 0
+    for _, change in edges:
+        busy += change
+        most = max(most, busy)
+    return most
 
 
 def backlog(stripe_client, size: int) -> list[SellerTransfer]:
@@ -101,3 +118,42 @@ def test_four_worker_processes_reverse_each_transfer_exactly_once_despite_droppe
     assert len(dropped) >= ROWS * 0.05  # the fault really happened
     busy_workers = sum(1 for out in outputs if '"reversed"' in out)
     assert busy_workers >= 2  # the backlog really was shared
+
+
+def test_one_run_keeps_several_stripe_calls_in_flight_and_reverses_each_row_once(
+    sandbox, stripe_client, settings
+):
+    settings.REVERSAL_CONCURRENCY = 8
+    rows = backlog(stripe_client, 120)
+    sandbox.set_faults("reversals.create", latency_ms=50)
+
+    summary = reversals_process_due()
+
+    assert summary == {"reversed": 120}
+    ledger = {t["id"]: t for t in sandbox.ledger()["transfers"]}
+    assert all(ledger[r.stripe_transfer_id]["reversal_count"] == 1 for r in rows)
+    assert most_calls_in_flight(sandbox.calls("reversals.create")) > 1
+
+
+def test_the_shared_rate_limiter_caps_the_whole_fleet(settings):
+    limiter = StripeRateLimiter(
+        settings.STRIPE_RATE_LIMIT_REDIS_URL, 20, namespace=f"t{time.time()}"
+    )
+    started = time.monotonic()
+    for _ in range(50):
+        limiter.acquire()
+
+    # 20 per moving second: the first 20 pass at once, the next 20 a second later, and so on.
+    assert time.monotonic() - started >= 2.0
+
+
+def test_a_429_pauses_every_process_sharing_the_limiter(settings):
+    namespace = f"t{time.time()}"
+    first = StripeRateLimiter(settings.STRIPE_RATE_LIMIT_REDIS_URL, 1000, namespace=namespace)
+    second = StripeRateLimiter(settings.STRIPE_RATE_LIMIT_REDIS_URL, 1000, namespace=namespace)
+    first.slow_down(0.5)
+    started = time.monotonic()
+
+    second.acquire()
+
+    assert time.monotonic() - started >= 0.4

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 from config.durations import parse_duration
 from config.payouts_config import load_payouts_config
@@ -129,6 +130,16 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 # Several comma-separated secrets are accepted while an endpoint secret is being rotated.
 STRIPE_WEBHOOK_SECRETS = [s for s in env.list("STRIPE_WEBHOOK_SECRET", default=[]) if s]
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+# Requests per second all processes together may send to Stripe (Redis-shared moving window).
+# Stripe allows 25/s in test mode and 100/s in live mode; 0 turns the limiter off.
+STRIPE_MAX_REQUESTS_PER_SECOND = env.int("STRIPE_MAX_REQUESTS_PER_SECOND", default=25)
+STRIPE_RATE_LIMIT_REDIS_URL = env.str("STRIPE_RATE_LIMIT_REDIS_URL", default=CELERY_BROKER_URL)
+# Stripe calls one reversal worker run keeps in flight at once (threads).
+REVERSAL_CONCURRENCY = env.int("REVERSAL_CONCURRENCY", default=8)
+try:
+    CLAIM_LEASE_MARGIN = parse_duration(env.str("CLAIM_LEASE_MARGIN", default="30s"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"CLAIM_LEASE_MARGIN: {exc}") from None
 try:
     STRIPE_TIMEOUT = parse_duration(env.str("STRIPE_TIMEOUT", default="20s"))
 except ValueError as exc:
@@ -170,8 +181,11 @@ LOGGING = {
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "fmt": "%(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",  # ISO 8601, UTC
+            # Django's request logs carry the request (or its socket) itself: noise in a line.
+            "reserved_attrs": [*RESERVED_ATTRS, "request", "server_time"],
         },
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },

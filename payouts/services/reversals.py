@@ -21,6 +21,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from marketplace.models import Order, RefundStatus
+from payouts.concurrency import run_in_threads
 from payouts.gateway import (
     GatewayError,
     StripeGateway,
@@ -164,10 +165,14 @@ def reversals_process_due(
     budget = (time_budget or policy.check_interval * 0.8).total_seconds()
     deadline = time.monotonic() + budget
     summary: Counter[str] = Counter()
+    threads = settings.REVERSAL_CONCURRENCY
     while time.monotonic() < deadline:
         rows = claim_due(statuses=[S.REVERSAL_PENDING], now=timezone.now(), limit=batch_size)
-        for row in rows:
-            summary[transfer_reverse(row, gateway=gateway)] += 1
+        summary.update(
+            run_in_threads(
+                rows, lambda row: transfer_reverse(row, gateway=gateway), threads=threads
+            )
+        )
         if len(rows) < batch_size:
             break
     return dict(summary)

@@ -1,6 +1,7 @@
 """Run the reversal worker from a shell: once (like one beat tick), or until nothing is left."""
 
 import json
+import resource
 import time
 from collections import Counter
 from datetime import timedelta
@@ -30,4 +31,5 @@ class Command(BaseCommand):
             if not drain or not pending.exists() or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        self.stdout.write(json.dumps(dict(total), sort_keys=True))
+        peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        self.stdout.write(json.dumps({**total, "peak_rss_kb": peak_rss_kb}, sort_keys=True))

@@ -1,0 +1,110 @@
+"""Prometheus metrics, exposed at ``GET /metrics``.
+
+Two kinds:
+
+- **Computed at scrape time from the database** (``TransferStateCollector``): transitions by
+  from/to (counted from the append-only audit table, so they are right whichever process made
+  the move), rows per status, due rows, and the age of the oldest due reversal. Every web
+  process answers the same.
+- **Counted in the process that does the work** (``STRIPE_CALLS``): Stripe API calls by
+  operation and outcome. The gateway runs in Celery workers as well as in the web app, so a
+  scrape of one process sees only that process's calls unless Prometheus' multiprocess mode is
+  on: set ``PROMETHEUS_MULTIPROC_DIR`` to one empty directory shared by the web app and the
+  workers on a host (``make run`` does) and every process's counts are summed at scrape time.
+  Without it the counter covers the answering process only.
+"""
+
+import os
+from collections.abc import Iterator
+
+from django.db import connection, transaction
+from django.utils import timezone
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from payouts import selectors
+from payouts.transitions import TransferStatus
+
+# A scrape must never become the database's problem: its queries give up after this long.
+SCRAPE_STATEMENT_TIMEOUT_MS = 5_000
+
+STRIPE_CALLS = Counter(
+    "payouts_stripe_calls",
+    "Stripe API calls made by this service, by operation and outcome "
+    "(succeeded, or the gateway's error class).",
+    ["operation", "outcome"],
+)
+
+
+def stripe_call_observed(*, operation: str, outcome: str) -> None:
+    """Count one Stripe call; the gateway calls this once per API call it makes."""
+    STRIPE_CALLS.labels(operation=operation, outcome=outcome).inc()
+
+
+class TransferStateCollector:
+    """Seller-transfer gauges and transition counters, read from Postgres on each scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        now = timezone.now()
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
+            by_status = selectors.transfer_counts_by_status()
+            transitions = selectors.transition_counts()
+            due = selectors.due_transfer_counts(now=now)
+            oldest_due = selectors.oldest_due_reversal_age(now=now)
+
+        transitions_total = CounterMetricFamily(
+            "payouts_transfer_transitions",
+            "Seller transfer transitions by from/to status, same-state retries included "
+            "(from the audit trail).",
+            labels=["from_status", "to_status"],
+        )
+        for (from_status, to_status), count in sorted(transitions.items()):
+            transitions_total.add_metric([from_status, to_status], count)
+        yield transitions_total
+
+        rows = GaugeMetricFamily(
+            "payouts_transfers", "Seller transfer rows per status.", labels=["status"]
+        )
+        for status, count in sorted(by_status.items()):
+            rows.add_metric([status], count)
+        yield rows
+
+        due_rows = GaugeMetricFamily(
+            "payouts_transfers_due",
+            "Rows a worker would take now (next_retry_at <= now): reversal_pending for the "
+            "reversal worker, failed for the transfer retry worker.",
+            labels=["status"],
+        )
+        for status, count in sorted(due.items()):
+            due_rows.add_metric([status], count)
+        yield due_rows
+
+        yield GaugeMetricFamily(
+            "payouts_oldest_due_reversal_age_seconds",
+            f"Seconds the oldest due {TransferStatus.REVERSAL_PENDING} row has been due "
+            "(0 when none is due). Growing means the reversal worker is not keeping up.",
+            value=oldest_due.total_seconds(),
+        )
+
+
+class _ProcessMetrics:
+    """Forwards this process's own registry (the Stripe counter, process and platform
+    metrics) into a scrape's registry."""
+
+    def collect(self) -> Iterator[Metric]:
+        return REGISTRY.collect()
+
+
+def metrics_exposition() -> tuple[bytes, str]:
+    """The text of one scrape and its content type."""
+    registry = CollectorRegistry()
+    registry.register(TransferStateCollector())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(_ProcessMetrics())
+    return generate_latest(registry), CONTENT_TYPE_LATEST
