@@ -1,12 +1,19 @@
 # One virtualenv at .venv/, created and filled when missing or when pyproject.toml changes.
+# VENV=/path/to/venv uses an existing virtualenv as it is and installs nothing into it (a clone
+# of the project can borrow a checkout's environment without repointing its editable install).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: run test lint format venv
+.PHONY: run demo test lint format venv
 
+ifeq ($(VENV),.venv)
 venv: $(VENV)/.installed
+else
+venv:
+	@test -x $(BIN)/python || { echo "VENV=$(VENV) has no bin/python" >&2; exit 1; }
+endif
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,12 +21,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-## Command one: create the database if missing, migrate, print a staff login, start the service.
+## Command one: create the database if missing, migrate, print a staff login, then run web,
+## Celery worker, Celery beat (and the Stripe sandbox when STRIPE_SECRET_KEY is unset) in the
+## foreground until Ctrl-C. PORT picks the web port (default 8000).
 run: venv
 	$(MANAGE) ensure_database
 	$(MANAGE) migrate --no-input
 	$(MANAGE) ensure_dev_staff
-	$(MANAGE) runserver 127.0.0.1:8000
+	$(MANAGE) run_service
+
+## While `make run` is up in another terminal: pay an order of three sellers and refund it,
+## through the sandbox and the service, and print what happened to each seller transfer.
+demo: venv
+	$(BIN)/python -m demo
 
 ## Command two: lint, format check and the whole test suite against Postgres.
 test: venv

@@ -1,10 +1,15 @@
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
 
+from payouts.ops_views import healthz, metrics
 from payouts.views import OrderRefundView, StripeWebhookView, TransferRetryView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("webhooks/stripe/", StripeWebhookView.as_view(), name="stripe-webhook"),
     path(
         "api/admin/transfers/<int:pk>/retry/",

@@ -3,12 +3,15 @@
 the order page. Nothing that moves money is editable here: statuses change through services."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.utils import timezone
 
 from marketplace.admin import OrderAdmin
 from marketplace.models import Order
+from marketplace.services import RefundRefused
 from payouts import selectors
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
+from payouts.services.refunds import StaffRefundFailed, order_refund_by_staff
 from payouts.services.transfers import (
     StaffRetryFailed,
     TransferNotRetryable,
@@ -49,6 +52,8 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
+        if value not in {choice for choice, _ in self.lookup_choices}:
+            raise IncorrectLookupParameters(f"unknown attention filter {value!r}")
         reason = None if value == self.ANY else value
         return selectors.transfers_needing_attention(
             now=timezone.now(), reason=reason, queryset=queryset
@@ -187,6 +192,27 @@ class SellerTransferInline(admin.TabularInline):
 # imports payouts: payouts extends marketplace's order admin instead.
 class OrderWithTransfersAdmin(OrderAdmin):
     inlines = [*OrderAdmin.inlines, SellerTransferInline]
+    actions = ["refund_in_full"]
+
+    @admin.action(description="Refund selected orders in full at Stripe", permissions=["refund"])
+    def refund_in_full(self, request, queryset):
+        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                refund = order_refund_by_staff(order_id=pk, amount=None)
+            except RefundRefused as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            except StaffRefundFailed as exc:
+                self.message_user(request, f"order {pk}: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"order {pk}: refund {refund.stripe_refund_id} of {refund.amount} created; "
+                    "its webhook completes it",
+                    messages.SUCCESS,
+                )
+
+    def has_refund_permission(self, request):
+        return request.user.has_perm("marketplace.refund_order")
 
 
 admin.site.unregister(Order)

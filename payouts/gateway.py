@@ -16,6 +16,7 @@ from typing import Any
 import stripe
 from django.conf import settings
 
+from payouts.metrics import stripe_call_observed
 from payouts.rate_limit import StripeRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ class StripeGateway:
                 result = result.to_dict()
         except stripe.StripeError as exc:
             classified = classify(exc)
+            stripe_call_observed(operation=operation, outcome=type(classified).__name__)
             if self._rate_limiter is not None and getattr(classified, "rate_limited", False):
                 self._rate_limiter.slow_down()
             logger.warning(
@@ -217,6 +219,7 @@ class StripeGateway:
                 },
             )
             raise classified from exc
+        stripe_call_observed(operation=operation, outcome="succeeded")
         logger.info(
             "stripe call succeeded",
             extra={

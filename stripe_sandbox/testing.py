@@ -102,6 +102,10 @@ class SandboxControl:
     def set_rate_limit(self, per_second: float | None, burst: float | None = None) -> dict:
         return self._call("POST", "rate_limit", {"per_second": per_second, "burst": burst})
 
+    def config(self) -> dict:
+        """``{"new_refund_status", "seed", "webhook_url"}`` as the sandbox has them now."""
+        return self._call("GET", "config")
+
     def configure(self, **settings: Any) -> dict:
         """E.g. ``configure(new_refund_status="pending")`` or ``configure(seed=7)``."""
         return self._call("POST", "config", settings)

@@ -309,3 +309,37 @@ def test_reconcile_reports_then_repairs_a_reversal_whose_webhook_was_lost(
     follow_up = StringIO()
     call_command("reconcile_transfers", stdout=follow_up)
     assert follow_up.getvalue().strip().endswith("0 difference(s)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_action_refunds_an_order_in_full_at_stripe(
+    client, sandbox, three_seller_order, refunder
+):
+    refunder.is_superuser = True
+    refunder.save()
+    client.force_login(refunder)
+
+    response = client.post(
+        "/admin/marketplace/order/",
+        {"action": "refund_in_full", "_selected_action": [three_seller_order.pk]},
+    )
+
+    assert response.status_code == 302
+    refund = Refund.objects.get(order=three_seller_order)
+    assert (refund.amount, refund.status) == (6333, Refund.Status.PENDING)
+    assert refund.stripe_refund_id.startswith("re_")
+    assert len(sandbox.calls("refunds.create")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_refund_action_is_hidden_without_the_permission(
+    client, sandbox, three_seller_order
+):
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_order"))
+    client.force_login(staff)
+
+    page = client.get("/admin/marketplace/order/")
+
+    assert page.status_code == 200
+    assert b"refund_in_full" not in page.content

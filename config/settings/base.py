@@ -194,7 +194,12 @@ LOGGING = {
     # Django gives these loggers handlers of their own (plain text, DEBUG only); route them
     # through the one console handler so that no record is printed twice or in another format.
     "loggers": {
-        name: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
-        for name in ("django", "django.server")
+        **{
+            name: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
+            for name in ("django", "django.server")
+        },
+        # stripe-python logs every request at INFO; the gateway logs each call itself, with
+        # our fields (stripe_operation, outcome, duration_ms).
+        "stripe": {"level": "WARNING"},
     },
 }

@@ -8,7 +8,10 @@ DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="local-development-only-not-a-secret")
 
 SANDBOX_URL = env.str("STRIPE_SANDBOX_URL", default="http://127.0.0.1:12111")
-if not STRIPE_SECRET_KEY:  # noqa: F405
+# True when no real key is configured: `make run` then starts the sandbox at SANDBOX_URL and
+# `make demo` drives it. The sandbox signs its webhooks with the first webhook secret below.
+STRIPE_USES_LOCAL_SANDBOX = not STRIPE_SECRET_KEY  # noqa: F405
+if STRIPE_USES_LOCAL_SANDBOX:
     STRIPE_SECRET_KEY = "sk_test_local_sandbox"
     STRIPE_API_BASE = env.str("STRIPE_API_BASE", default=SANDBOX_URL)
 if not STRIPE_WEBHOOK_SECRETS:  # noqa: F405

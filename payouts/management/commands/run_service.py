@@ -41,7 +41,7 @@ def plan_service(*, web_port: int, environ: dict[str, str]) -> Plan:
         "PROMETHEUS_MULTIPROC_DIR": str(RUN_DIR / "prometheus"),
     }
     processes = ["web", "worker", "beat"]
-    if settings.STRIPE_USES_LOCAL_SANDBOX:
+    if getattr(settings, "STRIPE_USES_LOCAL_SANDBOX", False):
         sandbox = urlsplit(settings.SANDBOX_URL)
         processes.append("sandbox")
         environment.update(
