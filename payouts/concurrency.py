@@ -1,57 +1,52 @@
 """A bounded set of threads with Stripe calls in flight, for one worker run (SPEC §10).
 
-Each thread takes rows from a shared queue, runs one row at a time and closes its own database
-connection when the queue is empty. An unexpected error costs only its row: the row stays leased
-and the next tick after the lease retries it with the same idempotency key.
+Each thread runs the same loop (claim a row, call Stripe, settle it) until nothing is due or the
+run's time is up, so a slow row never holds the others back, a row's lease starts when its own
+call is about to start, and each thread keeps one database connection for the whole run (closed
+when it ends). An unexpected error costs only its row: the row stays leased and a later tick
+retries it with the same idempotency key.
 """
 
 import logging
-import queue
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
 
 from django.db import connection
 
 logger = logging.getLogger(__name__)
 
-Row = TypeVar("Row")
 
-
-def run_in_threads(rows: list[Row], work: Callable[[Row], str], *, threads: int) -> Counter:
-    """Run ``work`` on every row with at most ``threads`` in parallel; count the outcomes.
-
-    With one thread (or one row) the rows run in the calling thread, on its connection.
-    """
+def run_loops(step: Callable[[], str | None], *, threads: int) -> Counter:
+    """Call ``step`` repeatedly in ``threads`` threads until it returns ``None`` (nothing left)
+    in each of them; count the outcomes it returns. With one thread the loop runs in the calling
+    thread, on its connection."""
     outcomes: Counter[str] = Counter()
-    if threads <= 1 or len(rows) <= 1:
-        for row in rows:
-            outcomes[work(row)] += 1
-        return outcomes
-    pending: queue.SimpleQueue = queue.SimpleQueue()
-    for row in rows:
-        pending.put(row)
     lock = threading.Lock()
 
-    def drain() -> None:
+    def loop() -> None:
+        while True:
+            try:
+                outcome = step()
+            except Exception:
+                logger.exception("worker row failed unexpectedly; it stays leased")
+                outcome = "error"
+            if outcome is None:
+                return
+            with lock:
+                outcomes[outcome] += 1
+
+    if threads <= 1:
+        loop()
+        return outcomes
+
+    def loop_then_close() -> None:
         try:
-            while True:
-                try:
-                    row = pending.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    outcome = work(row)
-                except Exception:
-                    logger.exception("worker row failed unexpectedly; it stays leased")
-                    outcome = "error"
-                with lock:
-                    outcomes[outcome] += 1
+            loop()
         finally:
             connection.close()
 
-    pool = [threading.Thread(target=drain, daemon=True) for _ in range(min(threads, len(rows)))]
+    pool = [threading.Thread(target=loop_then_close, daemon=True) for _ in range(threads)]
     for thread in pool:
         thread.start()
     for thread in pool:

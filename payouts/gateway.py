@@ -7,6 +7,7 @@ Error classification reads ``http_status``, ``error.type``, ``error.code`` and t
 the exception class alone: stripe-python raises every 402 as ``CardError``, whatever the body.
 """
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -371,7 +372,9 @@ def build_client() -> stripe.StripeClient:
 def _cached_gateway(
     key: str, api_base: str, retries: int, timeout: float, per_second: int, redis_url: str
 ) -> StripeGateway:
-    limiter = StripeRateLimiter(redis_url, per_second) if per_second else None
+    # One budget per Stripe account: the namespace carries a digest of the key, never the key.
+    namespace = f"payouts:stripe:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    limiter = StripeRateLimiter(redis_url, per_second, namespace=namespace) if per_second else None
     return StripeGateway(build_client(), limiter)
 
 

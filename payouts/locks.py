@@ -24,6 +24,22 @@ def claim_lease() -> timedelta:
     return settings.STRIPE_TIMEOUT * attempts + settings.CLAIM_LEASE_MARGIN
 
 
+# One statement, one round trip: lock due rows that no other worker holds (SKIP LOCKED, in a
+# fixed order), push their next_retry_at past the lease, and return them. The inner SELECT is
+# served by the partial due-row indexes, so its cost does not grow with settled rows.
+_CLAIM_SQL = """
+    UPDATE payouts_sellertransfer SET next_retry_at = %(lease_until)s
+    WHERE id IN (
+        SELECT id FROM payouts_sellertransfer
+        WHERE status = ANY(%(statuses)s) AND next_retry_at <= %(now)s {order_filter}
+        ORDER BY next_retry_at, id
+        LIMIT %(limit)s
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+    RETURNING *
+"""
+
+
 def claim_due(
     *,
     statuses: Iterable[str],
@@ -32,20 +48,18 @@ def claim_due(
     order_id: int | None = None,
 ) -> list[SellerTransfer]:
     """Claim up to ``limit`` due rows in the given statuses, oldest ``next_retry_at`` first."""
-    lease_until = now + claim_lease()
+    params = {
+        "lease_until": now + claim_lease(),
+        "statuses": list(statuses),
+        "now": now,
+        "limit": limit,
+        "order_id": order_id,
+    }
+    order_filter = "AND order_id = %(order_id)s" if order_id is not None else ""
     with transaction.atomic():
-        due = SellerTransfer.objects.filter(status__in=list(statuses), next_retry_at__lte=now)
-        if order_id is not None:
-            due = due.filter(order_id=order_id)
         rows = list(
-            due.select_for_update(skip_locked=True, no_key=True, of=("self",))
-            .select_related("order", "seller")
-            .order_by("next_retry_at", "id")[:limit]
+            SellerTransfer.objects.raw(_CLAIM_SQL.format(order_filter=order_filter), params)
         )
-        if rows:
-            SellerTransfer.objects.filter(pk__in=[row.pk for row in rows]).update(
-                next_retry_at=lease_until
-            )
-    for row in rows:
-        row.next_retry_at = lease_until
+    rows.sort(key=lambda row: row.pk)  # RETURNING has no order; keep the fixed lock order
+
     return rows

@@ -40,6 +40,7 @@ class StripeRateLimiter:
             time.sleep(min(max(reset_at - time.time(), 0.002), 0.05))
         logger.warning("rate limiter wait timed out; sending anyway")
 
-    def slow_down(self, seconds: float = 1.0) -> None:
-        """Stripe answered 429: every process pauses for ``seconds``."""
-        self._redis.set(self._cooldown_key, 1, px=max(int(seconds * 1000), 1))
+    def slow_down(self, seconds: float = 0.25) -> None:
+        """Stripe answered 429: every process pauses for ``seconds``. A pause under way is not
+        extended by the 429s it already caused, so a burst of them costs one pause, not many."""
+        self._redis.set(self._cooldown_key, 1, px=max(int(seconds * 1000), 1), nx=True)

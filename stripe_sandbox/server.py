@@ -43,6 +43,13 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up mid-request (a killed worker, a client timeout) is routine
+        # here, not worth a traceback; anything else still gets the default report.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def process_request(self, request, client_address) -> None:
         with self._connections_lock:
             self._connections.add(request)

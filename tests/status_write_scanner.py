@@ -11,6 +11,7 @@ writes whose expression mentions a transfer do, since the AST carries no types.
 """
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +91,16 @@ def _status_write(node: ast.AST) -> tuple[str, ast.AST] | None:
     return None
 
 
+_SQL_SET_STATUS = re.compile(r"update payouts_sellertransfer\s+set\s+(?:(?!\bwhere\b).)*\bstatus\b")
+
+
 def _raw_sql_status_write(node: ast.AST) -> bool:
+    """SQL text that updates the transfer table with ``status`` in its SET list (a WHERE on the
+    status is only a read)."""
     if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
         return False
     sql = " ".join(node.value.lower().split())
-    return "update payouts_sellertransfer " in sql and "status" in sql
+    return _SQL_SET_STATUS.search(sql) is not None
 
 
 def scan_source(source: str, relative_path: Path) -> list[Violation]:

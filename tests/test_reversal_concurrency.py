@@ -1,46 +1,24 @@
 """Several worker processes on one backlog (SPEC §7.5): each transfer is reversed exactly once at
 the sandbox, even when the sandbox performs a reversal and then drops the response."""
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
-from django.utils import timezone
 
-from marketplace.models import Seller
 from payouts.models import SellerTransfer
 from payouts.rate_limit import StripeRateLimiter
 from payouts.services.reversals import reversals_process_due
 from payouts.transitions import TransferStatus
-from tests.factories import PaidOrderFactory
+from tests.reversal_backlog import reversal_backlog, worker_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 500
 WORKERS = 4
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def worker_environment(sandbox_url: str) -> dict[str, str]:
-    db = connection.settings_dict
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "STRIPE_API_BASE": sandbox_url,
-        "STRIPE_SECRET_KEY": "sk_test_suite",
-        "STRIPE_MAX_NETWORK_RETRIES": "0",
-        "STRIPE_TIMEOUT": "2s",
-        "REVERSAL_BACKOFF_BASE": "100ms",
-        "REVERSAL_BACKOFF_MAX": "500ms",
-        "REVERSAL_MAX_RETRIES": "30",
-        "REVERSAL_CONCURRENCY": "4",
-        "STRIPE_MAX_REQUESTS_PER_SECOND": "0",
-    }
 
 
 def most_calls_in_flight(calls: list[dict]) -> int:
@@ -55,40 +33,11 @@ def most_calls_in_flight(calls: list[dict]) -> int:
     return most
 
 
-def backlog(stripe_client, size: int) -> list[SellerTransfer]:
-    account = stripe_client.v1.accounts.create(params={"type": "express"})
-    order = PaidOrderFactory()
-    sellers = Seller.objects.bulk_create(
-        Seller(name=f"s{i}", email=f"s{i}@example.com", stripe_account_id=f"acct_bulk{i}")
-        for i in range(size)
-    )
-    now = timezone.now()
-    rows = []
-    for i, seller in enumerate(sellers):
-        amount = 100 + i
-        transfer = stripe_client.v1.transfers.create(
-            params={"amount": amount, "currency": "usd", "destination": account.id}
-        )
-        rows.append(
-            SellerTransfer(
-                order=order,
-                seller=seller,
-                amount=amount,
-                currency="usd",
-                status=TransferStatus.REVERSAL_PENDING,
-                reversal_target=amount,
-                stripe_transfer_id=transfer.id,
-                next_retry_at=now,
-            )
-        )
-    return SellerTransfer.objects.bulk_create(rows)
-
-
 @pytest.mark.slow
 def test_four_worker_processes_reverse_each_transfer_exactly_once_despite_dropped_responses(
     sandbox, sandbox_server, stripe_client
 ):
-    rows = backlog(stripe_client, ROWS)
+    rows = reversal_backlog(stripe_client, ROWS)
     sandbox.set_faults("reversals.create", drop_after_perform_rate=0.10)
 
     workers = [
@@ -124,7 +73,7 @@ def test_one_run_keeps_several_stripe_calls_in_flight_and_reverses_each_row_once
     sandbox, stripe_client, settings
 ):
     settings.REVERSAL_CONCURRENCY = 8
-    rows = backlog(stripe_client, 120)
+    rows = reversal_backlog(stripe_client, 120)
     sandbox.set_faults("reversals.create", latency_ms=50)
 
     summary = reversals_process_due()

@@ -27,6 +27,7 @@ PLANTED = [
     "SellerTransfer.objects.bulk_update(rows, fields=('status',))",
     "transfer.save(update_fields=['status'])",
     "cursor.execute('UPDATE payouts_sellertransfer SET status = %s WHERE id = %s', args)",
+    "cursor.execute('update payouts_sellertransfer set retry_count = 1, status = %s', args)",
 ]
 
 
@@ -62,6 +63,7 @@ def test_the_scanner_catches_a_violation_planted_in_a_real_tree(tmp_path):
         "SellerTransfer.objects.filter(status='failed').update(retry_count=0)",
         "order.status = 'paid'",
         "SellerTransfer.objects.transition(transfer, 'completed', caused_by='x')",
+        "SQL = 'UPDATE payouts_sellertransfer SET next_retry_at = %s WHERE status = %s'",
     ],
 )
 def test_reads_creates_and_non_transfer_writes_outside_payouts_pass(line):

@@ -12,7 +12,6 @@ guarded transition, until no due row is left or its time budget is spent.
 
 import logging
 import time
-from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
@@ -21,7 +20,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from marketplace.models import Order, RefundStatus
-from payouts.concurrency import run_in_threads
+from payouts.concurrency import run_loops
 from payouts.gateway import (
     GatewayError,
     StripeGateway,
@@ -152,30 +151,29 @@ def transfer_reconcile(*, transfer: SellerTransfer, stripe_amount_reversed: int,
 
 def reversals_process_due(
     *,
-    batch_size: int = 50,
     time_budget: timedelta | None = None,
     gateway: StripeGateway | None = None,
 ) -> dict[str, int]:
-    """Reverse due transfers until none is due or ``time_budget`` (default: most of the beat
-    interval) is spent. Returns counts per outcome."""
+    """Reverse due transfers, ``REVERSAL_CONCURRENCY`` at a time, until none is due or
+    ``time_budget`` (default: most of the beat interval) is spent. Returns counts per outcome.
+
+    Each thread claims one row at a time, so a claimed row's call starts right away and its lease
+    is never spent waiting behind other rows.
+    """
     policy = settings.PAYOUTS.reversal
     if not policy.enabled:
         return {"disabled": 1}
     gateway = gateway or get_gateway()
     budget = (time_budget or policy.check_interval * 0.8).total_seconds()
     deadline = time.monotonic() + budget
-    summary: Counter[str] = Counter()
-    threads = settings.REVERSAL_CONCURRENCY
-    while time.monotonic() < deadline:
-        rows = claim_due(statuses=[S.REVERSAL_PENDING], now=timezone.now(), limit=batch_size)
-        summary.update(
-            run_in_threads(
-                rows, lambda row: transfer_reverse(row, gateway=gateway), threads=threads
-            )
-        )
-        if len(rows) < batch_size:
-            break
-    return dict(summary)
+
+    def step() -> str | None:
+        if time.monotonic() >= deadline:
+            return None
+        rows = claim_due(statuses=[S.REVERSAL_PENDING], now=timezone.now(), limit=1)
+        return transfer_reverse(rows[0], gateway=gateway) if rows else None
+
+    return dict(run_loops(step, threads=settings.REVERSAL_CONCURRENCY))
 
 
 def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> str:

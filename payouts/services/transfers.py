@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Sum, prefetch_related_objects
 from django.utils import timezone
 
 from marketplace.models import Order, OrderStatus
@@ -85,6 +85,7 @@ def transfers_send_due(
     summary: Counter[str] = Counter()
     while True:
         rows = claim_due(statuses=SENDABLE, now=timezone.now(), limit=limit, order_id=order_id)
+        prefetch_related_objects(rows, "order", "seller")
         for row in rows:
             summary[transfer_send(row, gateway=gateway, caused_by="worker:send_transfers")] += 1
         if len(rows) < limit:

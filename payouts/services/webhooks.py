@@ -33,6 +33,19 @@ class WebhookRejected(Exception):
 def webhook_event_ingest(*, payload: dict) -> WebhookEvent:
     """Store ``payload`` in the inbox unless its event id is there already, then process it
     unless an earlier delivery already did."""
+    if payload["type"] not in HANDLERS:
+        # Most of what Stripe sends is not ours to act on: one INSERT, already ignored.
+        now = timezone.now()
+        event = WebhookEvent(
+            stripe_event_id=payload["id"],
+            type=payload["type"],
+            payload=payload,
+            outcome=WebhookOutcome.IGNORED,
+            processed_at=now,
+            attempts=1,
+        )
+        WebhookEvent.objects.bulk_create([event], ignore_conflicts=True)
+        return event
     WebhookEvent.objects.bulk_create(
         [WebhookEvent(stripe_event_id=payload["id"], type=payload["type"], payload=payload)],
         ignore_conflicts=True,

@@ -1,7 +1,6 @@
 """Run the reversal worker from a shell: once (like one beat tick), or until nothing is left."""
 
 import json
-import resource
 import time
 from collections import Counter
 from datetime import timedelta
@@ -31,5 +30,17 @@ class Command(BaseCommand):
             if not drain or not pending.exists() or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        self.stdout.write(json.dumps({**total, "peak_rss_kb": peak_rss_kb}, sort_keys=True))
+        self.stdout.write(json.dumps({**total, "peak_rss_kb": _peak_rss_kb()}, sort_keys=True))
+
+
+def _peak_rss_kb() -> int | None:
+    """This process's own memory high-water mark (``ru_maxrss`` would report the launcher's when
+    that was larger: Linux carries it over exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
