@@ -3,9 +3,10 @@
 The table grows to each size in ``--sizes`` with settled transfers (completed, reversed,
 permanently failed; inserted in SQL), beside 100 due ``reversal_pending`` rows. At each size:
 ``VACUUM ANALYZE``, then ``payouts.locks.claim_due(limit=50)`` is timed in this process (a
-Django process on the bench database: its transaction, the ``SELECT … FOR NO KEY UPDATE SKIP
-LOCKED`` and the lease ``UPDATE``), the claimed rows' ``next_retry_at`` restored after each run;
-then the claim's SELECT, as Django sent it, is shown under ``EXPLAIN (ANALYZE, BUFFERS)``.
+Django process on the bench database: its transaction and the one ``UPDATE … WHERE id IN
+(SELECT … FOR NO KEY UPDATE SKIP LOCKED) RETURNING *`` statement that takes the lease), the
+claimed rows' ``next_retry_at`` restored after each run;
+then the claim statement, as Django sent it, is shown under ``EXPLAIN (ANALYZE, BUFFERS)``.
 
     .venv/bin/python bench/tick_cost.py [--sizes 10000 100000 1000000] [--runs 50] [--keep]
 
@@ -219,19 +220,16 @@ def measure_claims(conn, settled: int, restore: dict, options) -> dict:
         claim()
     conn.execute(RESTORE_DUE_SQL, restore)
     statements = [q["sql"] for q in captured.captured_queries]
-    select_sql = next((q for q in statements if q.startswith("SELECT")), None)
-    update_sql = next((q for q in statements if q.startswith("UPDATE")), None)
-    if select_sql is None or update_sql is None:
+    claim_sql = next((q for q in statements if q.lstrip().startswith("UPDATE")), None)
+    if claim_sql is None:
         raise RuntimeError(f"unexpected claim queries: {statements}")
 
-    # The same two statements without the ORM: what the database itself spends per claim.
-    raw = {"select": [], "update": [], "commit": [], "total": []}
+    # The same statement without the ORM: what the database itself spends per claim.
+    raw = {"statement": [], "commit": [], "total": []}
     for run in range(options.warmup + options.runs):
         marks = [time.perf_counter()]
         conn.execute("BEGIN")
-        claimed = conn.execute(select_sql).fetchall()
-        marks.append(time.perf_counter())
-        conn.execute(update_sql)
+        claimed = conn.execute(claim_sql).fetchall()
         marks.append(time.perf_counter())
         conn.execute("COMMIT")
         marks.append(time.perf_counter())
@@ -239,16 +237,14 @@ def measure_claims(conn, settled: int, restore: dict, options) -> dict:
             raise RuntimeError(f"raw claim saw {len(claimed)} rows, expected {BATCH}")
         conn.execute(RESTORE_DUE_SQL, restore)
         if run >= options.warmup:
-            for name, (start, end) in zip(
-                ("select", "update", "commit"), zip(marks, marks[1:], strict=False), strict=True
-            ):
-                raw[name].append((end - start) * 1000)
+            raw["statement"].append((marks[1] - marks[0]) * 1000)
+            raw["commit"].append((marks[2] - marks[1]) * 1000)
             raw["total"].append((marks[-1] - marks[0]) * 1000)
 
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + select_sql)
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + claim_sql)
         plan = [line for (line,) in cursor.fetchall()]
-        transaction.set_rollback(True)  # EXPLAIN ANALYZE really locked the rows
+        transaction.set_rollback(True)  # EXPLAIN ANALYZE really ran the UPDATE
 
     execution_ms = next(
         (float(line.split(":")[1].split()[0]) for line in plan if "Execution Time" in line), 0.0
@@ -267,17 +263,14 @@ def measure_claims(conn, settled: int, restore: dict, options) -> dict:
             for name, values in (
                 ("claim_due() in Django", django_ms),
                 ("same SQL, raw: total", raw["total"]),
-                ("  SELECT … SKIP LOCKED", raw["select"]),
-                ("  UPDATE lease", raw["update"]),
+                ("  UPDATE … (SELECT … SKIP LOCKED) RETURNING", raw["statement"]),
                 ("  COMMIT", raw["commit"]),
             )
         ],
     )
-    print("claim SELECT (as sent by Django):")
-    print("  " + select_sql)
-    print("lease UPDATE (as sent by Django, ids elided):")
-    print("  " + update_sql.split(" IN (")[0] + " IN (…)")
-    print("EXPLAIN (ANALYZE, BUFFERS) of the SELECT:")
+    print("claim statement (as sent by Django):")
+    print("  " + " ".join(claim_sql.split()))
+    print("EXPLAIN (ANALYZE, BUFFERS) of the claim:")
     for line in plan:
         print("  " + line)
     return {
