@@ -135,7 +135,7 @@ STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 STRIPE_MAX_REQUESTS_PER_SECOND = env.int("STRIPE_MAX_REQUESTS_PER_SECOND", default=25)
 STRIPE_RATE_LIMIT_REDIS_URL = env.str("STRIPE_RATE_LIMIT_REDIS_URL", default=CELERY_BROKER_URL)
 # Stripe calls one reversal worker run keeps in flight at once (threads).
-REVERSAL_CONCURRENCY = env.int("REVERSAL_CONCURRENCY", default=8)
+REVERSAL_CONCURRENCY = env.int("REVERSAL_CONCURRENCY", default=16)
 try:
     CLAIM_LEASE_MARGIN = parse_duration(env.str("CLAIM_LEASE_MARGIN", default="30s"))
 except ValueError as exc:
