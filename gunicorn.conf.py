@@ -6,6 +6,8 @@ app's, so that one log pipeline parses everything.
 
 import os
 
+from config.log_format import JSON_FORMATTER
+
 bind = f"{os.environ.get('WEB_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Requests never wait on Stripe for long (webhooks answer before any Stripe call; the staff
@@ -19,12 +21,7 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(levelname)s %(name)s %(process)d %(message)s",
-            "rename_fields": {"levelname": "level", "name": "logger"},
-            "timestamp": "time",
-        }
+        "json": JSON_FORMATTER,
     },
     "handlers": {
         "console": {

@@ -7,6 +7,20 @@ from django.contrib import admin
 from marketplace.models import Order, OrderItem, Refund, Seller
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that record money and what Stripe said: shown, never added, edited or deleted by
+    hand (they change through services only)."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Seller)
 class SellerAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "email", "stripe_account_id", "created_at")
@@ -72,18 +86,9 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Refund)
-class RefundAdmin(admin.ModelAdmin):
+class RefundAdmin(ReadOnlyAdmin):
     list_display = ("id", "order", "stripe_refund_id", "amount", "currency", "status", "created_at")
     list_filter = ("status",)
     search_fields = ("=id", "stripe_refund_id", "=order__id", "order__stripe_charge_id")
     list_select_related = ("order",)
     ordering = ("-id",)
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -85,7 +85,12 @@ def refund_record(
     matched to its row even before that row learned its Stripe id. Duplicates and stale
     (out-of-order) statuses change nothing. The order's status follows the sum of its succeeded
     refunds.
+
+    The order is locked first (then the refund, then the order's transfers, as every refund path
+    does), so two different events about one new refund arriving together are applied one after
+    the other instead of racing to create it.
     """
+    Order.objects.select_for_update().filter(pk=order.pk).first()
     refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund_id).first()
     if refund is None and local_refund_id and str(local_refund_id).isdigit():
         refund = (

@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.utils import timezone
 
-from marketplace.admin import OrderAdmin
+from marketplace.admin import OrderAdmin, ReadOnlyAdmin
 from marketplace.models import Order
 from marketplace.services import RefundRefused
 from payouts import selectors
@@ -61,7 +61,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(SellerTransfer)
-class SellerTransferAdmin(admin.ModelAdmin):
+class SellerTransferAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "order",
@@ -122,19 +122,9 @@ class SellerTransferAdmin(admin.ModelAdmin):
     def has_retry_permission(self, request):
         return request.user.has_perm("payouts.retry_sellertransfer")
 
-    # Status and money fields are never edited by hand: they change through services only.
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(ReadOnlyAdmin):
     list_display = ("stripe_event_id", "type", "outcome", "attempts", "received_at", "processed_at")
     list_filter = ("outcome", "type")
     search_fields = ("stripe_event_id",)
@@ -150,15 +140,6 @@ class WebhookEventAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"{event.stripe_event_id}: {event.outcome} {event.error}", level
             )
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class SellerTransferInline(admin.TabularInline):

@@ -1,14 +1,20 @@
 """Refund events → reversal_pending → reversed, end to end through the signed webhook endpoint
 and the worker (SPEC §6 refund events, §7.2)."""
 
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+import requests
+from django.db import connections
 
 from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
 from tests.factories import OrderFactory, OrderItemFactory
-from tests.stripe_events import make_event, post_event
+from tests.stripe_events import make_event, post_event, sign
 from tests.test_paying_sellers import connected_seller, paid_intent
 
 S = TransferStatus
@@ -155,3 +161,34 @@ def test_charge_refunded_fetches_refunds_not_seen_and_never_double_counts(
         ).count()
         == 2
     )
+
+
+def test_two_different_events_about_one_new_refund_at_once_record_it_once(
+    live_server, sandbox, stripe_client, paid_order
+):
+    refund = refund_at_stripe(stripe_client, paid_order)
+    events = [make_event("refund.created", refund), make_event("refund.updated", refund)]
+    barrier = threading.Barrier(len(events))
+
+    def deliver(event):
+        body = json.dumps(event).encode()
+        barrier.wait()
+        try:
+            return requests.post(
+                f"{live_server.url}/webhooks/stripe/",
+                data=body,
+                headers={"Stripe-Signature": sign(body), "Content-Type": "application/json"},
+                timeout=10,
+            ).status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(len(events)) as pool:
+        statuses = list(pool.map(deliver, events))
+
+    assert statuses == [200, 200]
+    assert Refund.objects.filter(stripe_refund_id=refund["id"]).count() == 1
+    moves = SellerTransferEvent.objects.filter(
+        transfer__order=paid_order, to_status=S.REVERSAL_PENDING
+    )
+    assert moves.count() == 2

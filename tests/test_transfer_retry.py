@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from marketplace.models import Order
 from marketplace.services import order_mark_paid
 from payouts import tasks
 from payouts.gateway import get_gateway
@@ -20,6 +21,7 @@ from tests.factories import (
     SellerFactory,
     SellerTransferFactory,
 )
+from tests.stripe_events import make_event, post_event
 from tests.test_paying_sellers import connected_seller, paid_intent
 
 pytestmark = pytest.mark.django_db
@@ -270,3 +272,59 @@ def test_with_the_retry_worker_disabled_a_tick_reports_disabled_and_touches_noth
     assert summary == {"disabled": 1}
     assert SellerTransfer.objects.values().get(pk=transfer.pk) == before
     assert sandbox.calls() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_seller_not_yet_paid_when_the_order_is_fully_refunded_is_never_paid(
+    client, sandbox, stripe_client
+):
+    order = refunded_order_with_one_unpaid_seller(
+        client, sandbox, stripe_client, script=[STRIPE_500]
+    )
+    row = SellerTransfer.objects.get(order=order)
+    creates_before = len(sandbox.calls("transfers.create"))
+
+    tasks.retry_failed_transfers()
+
+    row.refresh_from_db()
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
+    assert "fully refunded before the seller was paid" in row.error_message
+    assert len(sandbox.calls("transfers.create")) == creates_before
+    assert sandbox.state()["transfers"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transfer_paid_behind_a_lost_answer_is_reversed_not_forgotten_after_a_full_refund(
+    client, sandbox, stripe_client
+):
+    order = refunded_order_with_one_unpaid_seller(
+        client, sandbox, stripe_client, script=[{"action": "drop_after_perform"}]
+    )
+    row = SellerTransfer.objects.get(order=order)
+    [paid_at_stripe] = sandbox.state()["transfers"]
+    assert row.status == TransferStatus.FAILED  # we never saw Stripe's answer
+
+    tasks.retry_failed_transfers()
+
+    row.refresh_from_db()
+    assert row.stripe_transfer_id == paid_at_stripe["id"]
+    assert (row.status, row.reversal_target) == (TransferStatus.REVERSAL_PENDING, row.amount)
+    assert len(sandbox.state()["transfers"]) == 1
+
+
+def refunded_order_with_one_unpaid_seller(client, sandbox, stripe_client, *, script):
+    """An order of one seller whose first transfer attempt meets ``script``, then is refunded
+    in full (the refund webhook arrives while the row is ``failed``); the row is due again."""
+    order = OrderFactory()
+    OrderItemFactory(order=order, seller=connected_seller(stripe_client), amount=1000)
+    sandbox.script("transfers.create", script)
+    post_event(client, make_event("payment_intent.succeeded", paid_intent(stripe_client, order)))
+    order.refresh_from_db()
+    refund = stripe_client.v1.refunds.create(
+        params={"payment_intent": order.stripe_payment_intent_id}
+    ).to_dict()
+    assert post_event(client, make_event("refund.created", refund)).status_code == 200
+    order.refresh_from_db()
+    assert order.status == Order.Status.REFUNDED
+    SellerTransfer.objects.filter(order=order).update(next_retry_at=timezone.now())
+    return order

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from pythonjsonlogger.core import RESERVED_ATTRS
 
 from config.durations import parse_duration
+from config.log_format import JSON_FORMATTER
 from config.payouts_config import load_payouts_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -179,14 +179,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(levelname)s %(name)s %(process)d %(message)s",
-            "rename_fields": {"levelname": "level", "name": "logger"},
-            "timestamp": "time",  # ISO 8601, UTC
-            # Django's request logs carry the request (or its socket) itself: noise in a line.
-            "reserved_attrs": [*RESERVED_ATTRS, "request", "server_time"],
-        },
+        "json": JSON_FORMATTER,
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},

@@ -126,14 +126,16 @@ def transfer_send(
 
     try:
         order.refresh_from_db(fields=["status"])
-        if order.status == OrderStatus.REFUNDED:
-            return _give_up_refunded(transfer, caused_by=caused_by)
-        if not seller.stripe_account_id:
+        refunded = order.status == OrderStatus.REFUNDED
+        if not refunded and not seller.stripe_account_id:
             return fail(f"seller {seller.pk} has no connected Stripe account yet", None)
         try:
             existing = None
-            if transfer.needs_reconcile or now - transfer.created_at > KEY_MEMORY:
+            if refunded or transfer.needs_reconcile or now - transfer.created_at > KEY_MEMORY:
+                # An earlier attempt may have paid the seller behind an answer we never saw.
                 existing = _find_at_stripe(transfer, gateway)
+            if existing is None and refunded:
+                return _give_up_refunded(transfer, caused_by=caused_by)
             result = existing or gateway.create_transfer(
                 amount=transfer.amount,
                 currency=transfer.currency,
@@ -171,7 +173,8 @@ def transfer_send(
 
 
 def _give_up_refunded(transfer: SellerTransfer, *, caused_by: str) -> str:
-    """The order was fully refunded before this seller was paid: never pay them."""
+    """The order was fully refunded and Stripe holds no transfer of this row: never pay the
+    seller."""
     message = "order fully refunded before the seller was paid; transfer cancelled"
     if transfer.status == TransferStatus.PENDING:
         SellerTransfer.objects.transition(
