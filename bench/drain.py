@@ -1,4 +1,4 @@
-"""How close the reversal workers drain a backlog to Stripe's rate limit (SPEC §10).
+"""How close the reversal workers drain a backlog to Stripe's rate limit.
 
 A backlog of due ``reversal_pending`` rows, each with a real transfer at the sandbox; the sandbox
 answers ``reversals.create`` after 50 ms and admits 100 requests a second (token bucket, burst

@@ -257,7 +257,7 @@ def insert_reversal_backlog(
         columns = (
             "order_id, seller_id, amount, platform_fee, currency, status, stripe_transfer_id, "
             "stripe_reversal_id, amount_reversed, reversal_target, transfer_idempotency_key, "
-            "reversal_idempotency_key, needs_reconcile, retry_count, next_retry_at, "
+            "reversal_idempotency_key, read_stripe_first, retry_count, next_retry_at, "
             "error_message, created_at, updated_at"
         )
         with conn.cursor().copy(f"COPY payouts_sellertransfer ({columns}) FROM STDIN") as copy:

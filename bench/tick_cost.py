@@ -1,4 +1,4 @@
-"""What one reversal tick costs to find and claim its rows as settled rows pile up (SPEC §10).
+"""What one reversal tick costs to find and claim its rows as settled rows pile up.
 
 The table grows to each size in ``--sizes`` with settled transfers (completed, reversed,
 permanently failed; inserted in SQL), beside 100 due ``reversal_pending`` rows. At each size:
@@ -46,7 +46,7 @@ WITH new_orders AS (
 INSERT INTO payouts_sellertransfer (
     order_id, seller_id, amount, platform_fee, currency, status, stripe_transfer_id,
     stripe_reversal_id, amount_reversed, reversal_target, transfer_idempotency_key,
-    reversal_idempotency_key, needs_reconcile, retry_count, next_retry_at, error_message,
+    reversal_idempotency_key, read_stripe_first, retry_count, next_retry_at, error_message,
     created_at, updated_at)
 SELECT order_id, seller_id, amount, amount / 9, 'usd', status,
        'tr_bench_' || order_id || '_' || seller_id,
@@ -70,7 +70,7 @@ WITH due_order AS (
 INSERT INTO payouts_sellertransfer (
     order_id, seller_id, amount, platform_fee, currency, status, stripe_transfer_id,
     stripe_reversal_id, amount_reversed, reversal_target, transfer_idempotency_key,
-    reversal_idempotency_key, needs_reconcile, retry_count, next_retry_at, error_message,
+    reversal_idempotency_key, read_stripe_first, retry_count, next_retry_at, error_message,
     created_at, updated_at)
 SELECT due_order.id, s.id, 1000, 100, 'usd', 'reversal_pending', 'tr_due_' || s.id, '', 0,
        1000, '', '', false, 0, now() - interval '1 hour', '', now(), now()

@@ -1,4 +1,4 @@
-"""Webhook intake throughput and latency against trivial requests in the same server (SPEC §6).
+"""Webhook intake throughput and latency against trivial requests in the same server.
 
 gunicorn serves ``bench/trivial_wsgi.py`` (the service's WSGI application plus two constant
 JSON answers) with sync workers on a free port, on a scratch database, with

@@ -26,6 +26,7 @@ import stripe
 from django.conf import settings
 
 from marketplace.models import Order, OrderItem, Seller
+from marketplace.selectors import order_total
 from payouts.models import SellerTransfer
 from payouts.transitions import TransferStatus
 from stripe_sandbox.testing import SandboxControl, SandboxControlError
@@ -82,12 +83,12 @@ def run_story(*, web_url: str, timeout: float, out: TextIO) -> list[SellerTransf
                 order=order, seller=seller, description=description, amount=amount
             )
             say(f"   {description:<26} {_money(amount):>8}  from {seller.name}")
-    say(f"   order {order.pk}, total {_money(order.total)}")
+    say(f"   order {order.pk}, total {_money(order_total(order=order))}")
 
     say("\n3. The buyer pays; the sandbox sends payment_intent.succeeded to the web app")
     intent = client.v1.payment_intents.create(
         params={
-            "amount": order.total,
+            "amount": order_total(order=order),
             "currency": order.currency,
             "payment_method": "pm_card_visa",
             "confirm": True,

@@ -3,8 +3,7 @@ code. Order and refund statuses are plain fields: only the seller transfer (``pa
 guarded state machine, because only it moves money out of the platform."""
 
 from django.db import models
-from django.db.models import Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 
 CURRENCY_FORMAT = Q(currency__regex=r"^[a-z]{3}$")
 
@@ -84,11 +83,6 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"Order {self.pk}"
-
-    @property
-    def total(self) -> int:
-        """The order total is the sum of its items (SPEC §3), never a stored copy."""
-        return self.items.aggregate(total=Coalesce(Sum("amount"), 0))["total"]
 
 
 class OrderItem(models.Model):

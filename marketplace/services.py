@@ -5,9 +5,10 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Sum
 
+from config.errors import InvalidInput, NotFound
 from marketplace.models import Order, OrderStatus, Refund, RefundStatus
+from marketplace.selectors import order_refund_reserved_amount, order_refunded_amount, order_total
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,25 @@ class OrderMismatch(ValueError):
     """What Stripe says about a payment disagrees with the order."""
 
 
+class UnknownOrder(NotFound):
+    code = "unknown_order"
+
+
+class RefundRefused(InvalidInput):
+    """A staff refund that cannot be made (nothing paid, or more than what is left)."""
+
+    code = "refund_refused"
+
+
+def order_lock(order_id: int) -> Order:
+    """Lock the order row until the caller's transaction ends and return it, fresh. Every path
+    that locks an order and its refunds or transfers takes the order first."""
+    try:
+        return Order.objects.select_for_update(of=("self",)).get(pk=order_id)
+    except Order.DoesNotExist:
+        raise UnknownOrder(f"No order {order_id}.") from None
+
+
 def order_mark_paid(
     *, order: Order, amount: int, currency: str, payment_intent_id: str, charge_id: str
 ) -> bool:
@@ -33,10 +53,11 @@ def order_mark_paid(
     Raises ``OrderMismatch`` (changing nothing) when the amount or currency differ from the order.
     """
     with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order.pk)
-        if currency.lower() != order.currency or amount != order.total:
+        order = order_lock(order.pk)
+        total = order_total(order=order)
+        if currency.lower() != order.currency or amount != total:
             raise OrderMismatch(
-                f"order {order.pk} expects {order.total} {order.currency}, "
+                f"order {order.pk} expects {total} {order.currency}, "
                 f"payment {payment_intent_id} is {amount} {currency.lower()}"
             )
         if order.status != OrderStatus.PENDING:
@@ -90,7 +111,7 @@ def refund_record(
     does), so two different events about one new refund arriving together are applied one after
     the other instead of racing to create it.
     """
-    Order.objects.select_for_update().filter(pk=order.pk).first()
+    order_lock(order.pk)
     refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund_id).first()
     if refund is None and local_refund_id and str(local_refund_id).isdigit():
         refund = (
@@ -126,28 +147,17 @@ def refund_record(
     return RefundChange(refund=refund, previous_status=previous)
 
 
-class RefundRefused(ValueError):
-    """A staff refund that cannot be made (nothing paid, or more than what is left)."""
-
-
 def refund_open_by_staff(*, order_id: int, amount: int | None) -> Refund:
     """Reserve a staff refund of ``amount`` (everything left when ``None``) as a ``pending`` row.
 
     Refunds still pending or succeeded count against what is left, so two staff members can never
-    refund the same money. Raises ``Order.DoesNotExist`` or ``RefundRefused``; changes nothing
-    then.
+    refund the same money. Raises ``UnknownOrder`` or ``RefundRefused``; changes nothing then.
     """
     with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order_id)
+        order = order_lock(order_id)
         if order.status == OrderStatus.PENDING or not order.stripe_payment_intent_id:
             raise RefundRefused(f"order {order.pk} is not paid")
-        taken = (
-            order.refunds.filter(
-                status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]
-            ).aggregate(s=Sum("amount"))["s"]
-            or 0
-        )
-        left = order.total - taken
+        left = order_total(order=order) - order_refund_reserved_amount(order=order)
         amount = left if amount is None else amount
         if amount <= 0 or amount > left:
             raise RefundRefused(
@@ -167,15 +177,13 @@ def refund_mark_failed(*, refund: Refund, error: str) -> None:
 
 def order_apply_refunds(*, order: Order) -> Order:
     """Set a paid order's status from the sum of its succeeded refunds."""
-    order = Order.objects.select_for_update().get(pk=order.pk)
+    order = order_lock(order.pk)
     if order.status == OrderStatus.PENDING:
         return order
-    refunded = (
-        order.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(s=Sum("amount"))["s"] or 0
-    )
+    refunded = order_refunded_amount(order=order)
     if refunded == 0:
         status = OrderStatus.PAID
-    elif refunded >= order.total:
+    elif refunded >= order_total(order=order):
         status = OrderStatus.REFUNDED
     else:
         status = OrderStatus.PARTIALLY_REFUNDED

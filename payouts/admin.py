@@ -6,17 +6,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.utils import timezone
 
+from config.errors import DomainError, admin_message
 from marketplace.admin import OrderAdmin, ReadOnlyAdmin
 from marketplace.models import Order
-from marketplace.services import RefundRefused
 from payouts import selectors
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
-from payouts.services.refunds import StaffRefundFailed, order_refund_by_staff
-from payouts.services.transfers import (
-    StaffRetryFailed,
-    TransferNotRetryable,
-    transfer_retry_by_staff,
-)
+from payouts.serializers import TRANSFER_FIELDS
+from payouts.services.refunds import order_refund_by_staff
+from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_process
 
 
@@ -108,14 +105,9 @@ class SellerTransferAdmin(ReadOnlyAdmin):
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
                 transfer_retry_by_staff(transfer_id=pk, user=request.user)
-            except TransferNotRetryable as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-            except StaffRetryFailed as exc:
-                self.message_user(
-                    request,
-                    f"transfer {pk}: Stripe refused: {exc.transfer.error_message}",
-                    messages.ERROR,
-                )
+            except DomainError as error:
+                level, text = admin_message(error, about=f"transfer {pk}")
+                self.message_user(request, text, level)
             else:
                 self.message_user(request, f"transfer {pk} completed", messages.SUCCESS)
 
@@ -150,19 +142,7 @@ class SellerTransferInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = (
-        "seller",
-        "status",
-        "amount",
-        "platform_fee",
-        "amount_reversed",
-        "currency",
-        "stripe_transfer_id",
-        "stripe_reversal_id",
-        "retry_count",
-        "next_retry_at",
-        "error_message",
-    )
+    fields = tuple(f for f in TRANSFER_FIELDS if f not in {"id", "order", "created_at"})
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -180,10 +160,9 @@ class OrderWithTransfersAdmin(OrderAdmin):
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
                 refund = order_refund_by_staff(order_id=pk, amount=None)
-            except RefundRefused as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-            except StaffRefundFailed as exc:
-                self.message_user(request, f"order {pk}: {exc}", messages.ERROR)
+            except DomainError as error:
+                level, text = admin_message(error, about=f"order {pk}")
+                self.message_user(request, text, level)
             else:
                 self.message_user(
                     request,

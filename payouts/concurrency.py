@@ -1,4 +1,4 @@
-"""A bounded set of threads with Stripe calls in flight, for one worker run (SPEC §10).
+"""A bounded set of threads with Stripe calls in flight, for one worker run.
 
 Each thread runs the same loop (claim a row, call Stripe, settle it) until nothing is due or the
 run's time is up, so a slow row never holds the others back, a row's lease starts when its own

@@ -1,4 +1,4 @@
-"""The one boundary to Stripe (SPEC §5).
+"""The one boundary to Stripe.
 
 Only this module calls the Stripe API. It returns our own small results and raises our own small
 exceptions, so services, Celery, logs and tests never depend on stripe-python's types.
@@ -58,7 +58,14 @@ class StripeRefund:
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway raises; carries what Stripe said, if anything."""
+    """Base of every error the gateway raises; carries what Stripe said, if anything.
+
+    ``response_seen`` is False when we do not know what Stripe did (timeout, dropped connection,
+    409 ``idempotency_key_in_use``): the same idempotency key must be sent again so that Stripe
+    replays the real outcome. ``may_have_executed`` is True after a 5xx or an answer we did not
+    see: before any attempt with a *new* key, Stripe's state must be read first.
+    ``rate_limited``: a 429, for which Stripe stores nothing.
+    """
 
     def __init__(
         self,
@@ -67,12 +74,18 @@ class GatewayError(Exception):
         http_status: int | None = None,
         error_type: str | None = None,
         code: str | None = None,
+        response_seen: bool = True,
+        may_have_executed: bool = False,
+        rate_limited: bool = False,
     ):
         super().__init__(message)
         self.message = message
         self.http_status = http_status
         self.error_type = error_type
         self.code = code
+        self.response_seen = response_seen
+        self.may_have_executed = may_have_executed
+        self.rate_limited = rate_limited
 
     def describe(self) -> str:
         """One line for ``error_message`` columns and logs."""
@@ -90,27 +103,7 @@ class TransferAlreadyReversed(GatewayError):
 
 
 class StripeTransientError(GatewayError):
-    """Anything else; retried with backoff.
-
-    ``response_seen`` is False when we do not know what Stripe did (timeout, dropped connection,
-    409 ``idempotency_key_in_use``): the same idempotency key must be used again so that Stripe
-    replays the real outcome. ``may_have_executed`` is True after a 5xx or a response we did not
-    see: before any attempt with a *new* key, Stripe's state must be read first.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        response_seen: bool,
-        may_have_executed: bool,
-        rate_limited: bool = False,
-        **kwargs: Any,
-    ):
-        super().__init__(message, **kwargs)
-        self.response_seen = response_seen
-        self.may_have_executed = may_have_executed
-        self.rate_limited = rate_limited
+    """Anything else; retried with backoff."""
 
 
 def _is_already_reversed_message(message: str) -> bool:
@@ -363,14 +356,14 @@ def build_client() -> stripe.StripeClient:
     return stripe.StripeClient(
         settings.STRIPE_SECRET_KEY,
         base_addresses={"api": settings.STRIPE_API_BASE},
-        max_network_retries=settings.STRIPE_MAX_NETWORK_RETRIES,
-        http_client=stripe.RequestsClient(timeout=settings.STRIPE_TIMEOUT.total_seconds()),
+        max_network_retries=settings.PAYOUTS.stripe.max_network_retries,
+        http_client=stripe.RequestsClient(timeout=settings.PAYOUTS.stripe.timeout.total_seconds()),
     )
 
 
 @lru_cache(maxsize=4)
 def _cached_gateway(
-    key: str, api_base: str, retries: int, timeout: float, per_second: int, redis_url: str
+    key: str, api_base: str, retries: int, timeout: float, per_second: int | None, redis_url: str
 ) -> StripeGateway:
     # One budget per Stripe account: the namespace carries a digest of the key, never the key.
     namespace = f"payouts:stripe:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
@@ -383,8 +376,8 @@ def get_gateway() -> StripeGateway:
     return _cached_gateway(
         settings.STRIPE_SECRET_KEY,
         settings.STRIPE_API_BASE,
-        settings.STRIPE_MAX_NETWORK_RETRIES,
-        settings.STRIPE_TIMEOUT.total_seconds(),
-        settings.STRIPE_MAX_REQUESTS_PER_SECOND,
+        settings.PAYOUTS.stripe.max_network_retries,
+        settings.PAYOUTS.stripe.timeout.total_seconds(),
+        settings.PAYOUTS.stripe.max_requests_per_second,
         settings.STRIPE_RATE_LIMIT_REDIS_URL,
     )

@@ -1,20 +1,24 @@
-"""Deterministic Stripe idempotency keys (SPEC §5), stored on the seller transfer row.
+"""Deterministic Stripe idempotency keys, stored on the seller transfer row.
 
 A key is built from the row's id and creation time (so a rebuilt database never collides with
 keys Stripe still remembers) plus a generation number. Stripe replays the first response for a
-key for 24 hours, errors included, and stores nothing for 429s or requests it never saw. Hence:
+key for 24 hours, errors included, and stores nothing for 429s or requests it never saw. Hence
+(``next_attempt``):
 
 * an outcome we did not see (timeout, dropped connection, 409 in flight) keeps the key, so the
   next attempt replays whatever really happened;
 * a 429 keeps the key too (nothing was stored);
 * any other definite response (4xx, 5xx) takes the next generation, because Stripe would replay
-  that error forever. After a 5xx the caller must first read Stripe's state
-  (``StripeTransientError.may_have_executed``) before it sends with the new key.
+  that error forever. After a 5xx the next attempt first reads Stripe's state
+  (``read_stripe_first``) before it sends with the new key.
+
+``docs/idempotency.md`` tells the whole story.
 """
 
 import re
+from dataclasses import dataclass
 
-from payouts.gateway import StripeTransientError
+from payouts.gateway import GatewayError
 
 _GENERATION = re.compile(r"^(?P<stem>.+)-g(?P<generation>\d+)$")
 
@@ -37,11 +41,22 @@ def reversal_key(transfer) -> str:
     return _key(f"reversal-r{transfer.amount_reversed}", transfer, 0)
 
 
-def key_after_failure(key: str, error: StripeTransientError) -> str:
-    """The key the next attempt must use after ``error``."""
-    if not error.response_seen or error.rate_limited:
-        return key
+@dataclass(frozen=True, slots=True)
+class NextAttempt:
+    """What the attempt after a failure must do: which key to send with, and whether to read
+    Stripe's state before sending anything."""
+
+    key: str
+    read_stripe_first: bool
+
+
+def next_attempt(key: str, error: GatewayError | None, *, read_stripe_first: bool) -> NextAttempt:
+    """The next attempt after ``error`` (``None``: Stripe was not called). Once set, the
+    read-first flag stays until an attempt succeeds."""
+    if error is None or not error.response_seen or error.rate_limited:
+        return NextAttempt(key, read_stripe_first)
     match = _GENERATION.match(key)
     if match is None:
         raise ValueError(f"not one of our idempotency keys: {key!r}")
-    return f"{match['stem']}-g{int(match['generation']) + 1}"
+    following = f"{match['stem']}-g{int(match['generation']) + 1}"
+    return NextAttempt(following, read_stripe_first or error.may_have_executed)

@@ -1,4 +1,4 @@
-"""Row claiming for the workers, in one place (STYLE.md: lock helpers live together).
+"""Every row lock and claim on seller transfers, in one place.
 
 A claim is a lease: in one short transaction, due rows are locked with
 ``FOR NO KEY UPDATE SKIP LOCKED`` (so concurrent workers and overlapping ticks take disjoint
@@ -9,19 +9,36 @@ same idempotency key. A lease is not a status change, so no transition is involv
 """
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from payouts.models import SellerTransfer
 
 
-def claim_lease() -> timedelta:
-    """Longer than the longest Stripe call stripe-python can make (timeout × attempts), with a
-    margin, so a live worker never loses its row to the next tick."""
-    attempts = settings.STRIPE_MAX_NETWORK_RETRIES + 1
-    return settings.STRIPE_TIMEOUT * attempts + settings.CLAIM_LEASE_MARGIN
+def _for_update():
+    # NO KEY: the lock does not block inserts of rows that reference the transfer (audit events).
+    return SellerTransfer.objects.select_for_update(no_key=True, of=("self",))
+
+
+def transfer_lock(transfer_id: int) -> SellerTransfer:
+    """Lock one transfer row until the caller's transaction ends and return it, fresh."""
+    return _for_update().select_related("order", "seller").get(pk=transfer_id)
+
+
+def order_transfers_lock(order_id: int) -> list[SellerTransfer]:
+    """Lock every transfer of one order, in id order (the fixed lock order of every path that
+    locks several), and return them fresh."""
+    return list(_for_update().filter(order_id=order_id).order_by("pk"))
+
+
+def lease_take(transfer_id: int) -> None:
+    """Push the row's ``next_retry_at`` past the claim lease, so no worker takes it while the
+    caller (a staff retry) calls Stripe for it. Not a status change."""
+    lease_until = timezone.now() + settings.PAYOUTS.claim_lease
+    SellerTransfer.objects.filter(pk=transfer_id).update(next_retry_at=lease_until)
 
 
 # One statement, one round trip: lock due rows that no other worker holds (SKIP LOCKED, in a
@@ -49,7 +66,7 @@ def claim_due(
 ) -> list[SellerTransfer]:
     """Claim up to ``limit`` due rows in the given statuses, oldest ``next_retry_at`` first."""
     params = {
-        "lease_until": now + claim_lease(),
+        "lease_until": now + settings.PAYOUTS.claim_lease,
         "statuses": list(statuses),
         "now": now,
         "limit": limit,

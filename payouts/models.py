@@ -4,7 +4,7 @@ from django.db.models import F, Q
 
 from marketplace.models import CURRENCY_FORMAT, Order, Seller
 from payouts.managers import SellerTransferManager
-from payouts.transitions import TransferStatus
+from payouts.transitions import EndReason, TransferStatus
 
 
 def _not_empty(field: str) -> Q:
@@ -14,8 +14,8 @@ def _not_empty(field: str) -> Q:
 class SellerTransfer(models.Model):
     """One seller's share of one order, paid with a Stripe Connect Transfer.
 
-    ``status`` changes only through ``SellerTransfer.objects.transition`` (SPEC §4); rows are
-    created with their initial status.
+    ``status`` changes only through the named moves of ``payouts.moves``, each one guarded
+    ``SellerTransfer.objects.transition``; rows are created with their initial status.
     """
 
     Status = TransferStatus
@@ -31,18 +31,20 @@ class SellerTransfer(models.Model):
         max_length=255, blank=True, default="", help_text="The latest reversal (trr_…)."
     )
     amount_reversed = models.BigIntegerField(default=0)
-    # How much of ``amount`` should be reversed in all, from the order's succeeded refunds
-    # (proportional shares, SPEC §7.3) or reversals seen at Stripe. The worker reverses
-    # ``reversal_target - amount_reversed``; it only ever grows.
+    # How much of ``amount`` should be reversed in all: the transfer's proportional share of the
+    # order's succeeded refunds (payouts/services/refund_shares.py), or what Stripe reports
+    # reversed. The worker reverses ``reversal_target - amount_reversed``; it only ever grows.
     reversal_target = models.BigIntegerField(default=0)
     transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     reversal_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     # Set when an attempt failed in a way that may have moved money (a 5xx) and the next attempt
     # uses a new idempotency key: Stripe's state is read before that attempt sends anything.
-    needs_reconcile = models.BooleanField(default=False)
+    read_stripe_first = models.BooleanField(default=False)
     retry_count = models.PositiveIntegerField(default=0)
     next_retry_at = models.DateTimeField(null=True, blank=True)
     error_message = models.TextField(blank=True, default="")
+    # Why a permanently_failed row ended (empty otherwise).
+    end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -69,6 +71,10 @@ class SellerTransfer(models.Model):
                 name="chk_transfer_reversal_target_range",
             ),
             models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_transfer_currency"),
+            models.CheckConstraint(
+                condition=Q(end_reason="") | Q(end_reason__in=EndReason.values),
+                name="chk_transfer_end_reason",
+            ),
             models.CheckConstraint(
                 condition=~Q(status=TransferStatus.REVERSAL_PENDING)
                 | Q(next_retry_at__isnull=False),

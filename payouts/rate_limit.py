@@ -1,4 +1,4 @@
-"""One Stripe request budget for every worker process, kept in Redis (SPEC §10).
+"""One Stripe request budget for every worker process, kept in Redis.
 
 A moving one-second window (the ``limits`` library's Redis storage) caps the requests all
 processes send together, so the fleet stays under Stripe's token bucket instead of each process

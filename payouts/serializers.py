@@ -3,27 +3,31 @@ from rest_framework import serializers
 from marketplace.models import Refund
 from payouts.models import SellerTransfer
 
+# What staff see of a seller transfer, in the API and on the order's admin page.
+TRANSFER_FIELDS = (
+    "id",
+    "order",
+    "seller",
+    "status",
+    "amount",
+    "platform_fee",
+    "currency",
+    "amount_reversed",
+    "stripe_transfer_id",
+    "stripe_reversal_id",
+    "retry_count",
+    "next_retry_at",
+    "error_message",
+    "end_reason",
+    "created_at",
+    "updated_at",
+)
+
 
 class SellerTransferSerializer(serializers.ModelSerializer):
     class Meta:
         model = SellerTransfer
-        fields = [
-            "id",
-            "order",
-            "seller",
-            "status",
-            "amount",
-            "platform_fee",
-            "currency",
-            "amount_reversed",
-            "stripe_transfer_id",
-            "stripe_reversal_id",
-            "retry_count",
-            "next_retry_at",
-            "error_message",
-            "created_at",
-            "updated_at",
-        ]
+        fields = TRANSFER_FIELDS
         read_only_fields = fields
 
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from payouts.services.reconciliation import transfers_reconcile_with_stripe
+from payouts.services.reconciliation import transfers_compare_with_stripe
 from payouts.services.refunds import refunds_sync_for_charge
 from payouts.services.reversals import reversals_process_due
 from payouts.services.transfers import transfers_send_due
@@ -35,5 +35,5 @@ def sync_charge_refunds(charge_id: str) -> dict[str, int]:
 
 @shared_task
 def reconcile_transfers() -> dict[str, int]:
-    differences = transfers_reconcile_with_stripe(repair=True, since=timedelta(days=30))
+    differences = transfers_compare_with_stripe(repair=True, since=timedelta(days=30))
     return {"differences": len(differences), "repaired": sum(d.repaired for d in differences)}

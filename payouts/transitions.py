@@ -1,13 +1,17 @@
-"""The seller transfer state machine (SPEC §4): the one table of allowed moves.
+"""The seller transfer state machine: the one table of allowed moves.
 
 ``SellerTransferManager.transition`` is the only code that changes a transfer's status, and it
-asks ``can_transition`` first. A same-state move is allowed for every known status: it is how a
-worker records another attempt (``retry_count``, ``next_retry_at``) with an audit row.
+asks ``can_transition`` first; ``payouts.moves`` names each edge and is its only caller. A
+same-state move is allowed for every known status: it is how a worker records another attempt
+(``retry_count``, ``next_retry_at``) with an audit row. ``docs/states.md`` draws the table, and a
+test keeps the README's diagram equal to it.
 """
 
 from collections.abc import Mapping
 
 from django.db import models
+
+from config.errors import Conflict
 
 
 class TransferStatus(models.TextChoices):
@@ -20,10 +24,23 @@ class TransferStatus(models.TextChoices):
     REVERSED = "reversed"
 
 
+class EndReason(models.TextChoices):
+    """Why a transfer ended ``permanently_failed``."""
+
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    # Stripe answered 404 for the transfer to reverse: it never existed in this account/mode.
+    TRANSFER_MISSING = "transfer_missing"
+    # A legacy row with no Stripe transfer id: nothing to reverse at Stripe.
+    NO_STRIPE_TRANSFER = "no_stripe_transfer"
+    # The order was refunded in full before the seller was paid: the seller is never paid.
+    ORDER_REFUNDED = "order_refunded"
+
+
 S = TransferStatus
 
 ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.COMPLETED, S.FAILED}),
+    # pending → permanently_failed: the order was refunded in full before the seller was paid.
+    S.PENDING: frozenset({S.COMPLETED, S.FAILED, S.PERMANENTLY_FAILED}),
     S.COMPLETED: frozenset({S.REVERSAL_PENDING}),
     S.FAILED: frozenset({S.COMPLETED, S.PERMANENTLY_FAILED}),
     S.REVERSAL_PENDING: frozenset({S.REVERSED, S.PARTIALLY_REVERSED, S.PERMANENTLY_FAILED}),
@@ -43,8 +60,10 @@ def can_transition(from_status: str, to_status: str) -> bool:
     return to_status == from_status or to_status in exits
 
 
-class TransitionNotAllowed(Exception):
+class TransitionNotAllowed(Conflict):
     """The table forbids the move; raised before the database is touched."""
+
+    code = "transition_not_allowed"
 
     def __init__(self, transfer_id: int | None, from_status: str, to_status: str):
         super().__init__(
@@ -55,8 +74,10 @@ class TransitionNotAllowed(Exception):
         self.to_status = to_status
 
 
-class ConcurrentTransition(Exception):
+class ConcurrentTransition(Conflict):
     """The guarded update matched no row: another actor moved the transfer first."""
+
+    code = "concurrent_change"
 
     def __init__(self, transfer_id: int | None, expected_status: str, to_status: str):
         super().__init__(

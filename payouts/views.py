@@ -1,26 +1,34 @@
-"""HTTP interfaces: the Stripe webhook endpoint and the staff API. Thin: parse, call one service."""
+"""HTTP interfaces: the Stripe webhook endpoint and the staff API. Each is parse → call one
+service → serialize; errors are rendered by ``payouts.api.exception_handler``."""
 
 import json
 import logging
 
 from django.conf import settings
-from rest_framework import status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.exceptions import APIException, NotFound
-from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from marketplace.models import Order
-from marketplace.services import RefundRefused
-from payouts.models import SellerTransfer, WebhookOutcome
-from payouts.serializers import RefundRequestSerializer, RefundSerializer, SellerTransferSerializer
-from payouts.services.refunds import StaffRefundFailed, order_refund_by_staff
-from payouts.services.transfers import (
-    StaffRetryFailed,
-    TransferNotRetryable,
-    transfer_retry_by_staff,
+from payouts.api import (
+    STAFF_AUTHENTICATION,
+    STAFF_ERRORS,
+    error_response,
+    error_with,
+    staff_permission,
 )
+from payouts.models import WebhookOutcome
+from payouts.serializers import RefundRequestSerializer, RefundSerializer, SellerTransferSerializer
+from payouts.services.refunds import order_refund_by_staff
+from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_ingest
 from payouts.webhook_signature import signature_is_valid
 
@@ -47,18 +55,6 @@ class EventNotApplicable(APIException):
     default_code = "event_not_applicable"
 
 
-class TransitionConflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The transfer is not in a state that allows this."
-    default_code = "transition_conflict"
-
-
-class StripeFailed(APIException):
-    status_code = status.HTTP_502_BAD_GATEWAY
-    default_detail = "Stripe refused the request."
-    default_code = "stripe_error"
-
-
 class StripeWebhookView(APIView):
     """``POST /webhooks/stripe/``: no auth (the signature is the auth), CSRF-exempt (APIView
     without session authentication), never inside a request-wide transaction."""
@@ -67,27 +63,67 @@ class StripeWebhookView(APIView):
     permission_classes = [AllowAny]
     parser_classes: list = []
 
+    @extend_schema(
+        operation_id="stripe_webhook_receive",
+        summary="Receive a Stripe event",
+        description=(
+            "Called by Stripe, authenticated by the `Stripe-Signature` header over the raw body "
+            "(300 s tolerance). The event is stored in the inbox once per id; a duplicate "
+            "delivery answers 200 with no second effect, and an unknown type is stored as "
+            "`ignored`."
+        ),
+        tags=["webhooks"],
+        auth=[],
+        parameters=[
+            OpenApiParameter(
+                "Stripe-Signature",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="`t=<unix time>,v1=<HMAC-SHA256 of t.body>`.",
+            )
+        ],
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={
+            200: inline_serializer(
+                "WebhookAccepted",
+                fields={
+                    "id": serializers.CharField(help_text="The Stripe event id."),
+                    "outcome": serializers.ChoiceField(choices=WebhookOutcome.choices),
+                },
+            ),
+            400: error_response("Bad or missing signature, or not a Stripe event."),
+            413: error_response("Body over 256 KiB."),
+            422: error_response("Stored, but it cannot be applied (kept for a replay)."),
+        },
+    )
     def post(self, request):
-        declared = request.META.get("CONTENT_LENGTH") or "0"
-        if declared.isdigit() and int(declared) > MAX_WEBHOOK_BODY:
-            raise PayloadTooLarge()
-        raw = request.body  # raw bytes, read before anything parses them
-        if len(raw) > MAX_WEBHOOK_BODY:
-            raise PayloadTooLarge()
-        header = request.META.get("HTTP_STRIPE_SIGNATURE")
-        if not signature_is_valid(raw, header, settings.STRIPE_WEBHOOK_SECRETS):
-            logger.warning("webhook refused: bad or missing Stripe-Signature")
-            raise BadWebhook("Missing or invalid Stripe-Signature.")
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            raise BadWebhook("Body is not JSON.") from None
-        if not _is_stripe_event(payload):
-            raise BadWebhook("Body is not a Stripe event (id, type, data.object).")
+        payload = _verified_event(request)
         event = webhook_event_ingest(payload=payload)
         if event.outcome == WebhookOutcome.FAILED:
             raise EventNotApplicable(event.error)
         return Response({"id": event.stripe_event_id, "outcome": event.outcome})
+
+
+def _verified_event(request) -> dict:
+    """The event in the body, once its size, signature and shape are checked."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BODY:
+        raise PayloadTooLarge()
+    raw = request.body  # raw bytes, read before anything parses them
+    if len(raw) > MAX_WEBHOOK_BODY:
+        raise PayloadTooLarge()
+    header = request.META.get("HTTP_STRIPE_SIGNATURE")
+    if not signature_is_valid(raw, header, settings.STRIPE_WEBHOOK_SECRETS):
+        logger.warning("webhook refused: bad or missing Stripe-Signature")
+        raise BadWebhook("Missing or invalid Stripe-Signature.")
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        raise BadWebhook("Body is not JSON.") from None
+    if not _is_stripe_event(payload):
+        raise BadWebhook("Body is not a Stripe event (id, type, data.object).")
+    return payload
 
 
 def _is_stripe_event(payload: object) -> bool:
@@ -104,75 +140,75 @@ def _is_stripe_event(payload: object) -> bool:
     )
 
 
-class CanRetryTransfers(BasePermission):
-    message = "Retrying transfers needs the payouts.retry_sellertransfer permission."
-
-    def has_permission(self, request, view):
-        return request.user.has_perm("payouts.retry_sellertransfer")
-
-
 class TransferRetryView(APIView):
     """``POST /api/admin/transfers/<id>/retry/``: retry one ``failed`` transfer now."""
 
-    # Basic first: its WWW-Authenticate challenge turns a missing login into a 401, not a 403.
-    authentication_classes = [BasicAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser, CanRetryTransfers]
+    authentication_classes = STAFF_AUTHENTICATION
+    permission_classes = [IsAdminUser, staff_permission("payouts.retry_sellertransfer")]
 
+    @extend_schema(
+        operation_id="transfer_retry",
+        summary="Retry a failed seller transfer now",
+        description=(
+            "Only for `failed` transfers; needs staff status and the "
+            "`payouts.retry_sellertransfer` permission."
+        ),
+        tags=["staff"],
+        request=None,
+        responses={
+            200: OpenApiResponse(
+                SellerTransferSerializer, description="The transfer, now completed."
+            ),
+            **STAFF_ERRORS,
+            409: error_response(
+                "The transfer is not `failed`, another actor moved it, or (`order_refunded`) "
+                "its order was refunded in full and the transfer was cancelled."
+            ),
+            502: error_with(
+                "TransferRetryRefused",
+                "transfer",
+                SellerTransferSerializer(),
+                "Stripe refused the transfer; the error is recorded on the row, still `failed`.",
+            ),
+        },
+    )
     def post(self, request, pk: int):
-        try:
-            transfer = transfer_retry_by_staff(transfer_id=pk, user=request.user)
-        except SellerTransfer.DoesNotExist:
-            raise NotFound(f"No seller transfer {pk}.") from None
-        except TransferNotRetryable as exc:
-            raise TransitionConflict(str(exc)) from None
-        except StaffRetryFailed as exc:
-            return Response(
-                {
-                    "detail": exc.transfer.error_message,
-                    "code": StripeFailed.default_code,
-                    "transfer": SellerTransferSerializer(exc.transfer).data,
-                },
-                status=StripeFailed.status_code,
-            )
+        transfer = transfer_retry_by_staff(transfer_id=pk, user=request.user)
         return Response(SellerTransferSerializer(transfer).data)
 
 
-class CanRefundOrders(BasePermission):
-    message = "Refunding orders needs the marketplace.refund_order permission."
-
-    def has_permission(self, request, view):
-        return request.user.has_perm("marketplace.refund_order")
-
-
 class OrderRefundView(APIView):
-    """``POST /api/admin/orders/<id>/refund/`` with optional ``{"amount": cents}`` (full when
-    omitted): creates the refund at Stripe; its webhook completes it (202)."""
+    """``POST /api/admin/orders/<id>/refund/`` with optional ``{"amount": minor units}`` (all
+    that is left when omitted): creates the refund at Stripe; its webhook completes it (202)."""
 
-    authentication_classes = [BasicAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser, CanRefundOrders]
+    authentication_classes = STAFF_AUTHENTICATION
+    permission_classes = [IsAdminUser, staff_permission("marketplace.refund_order")]
 
+    @extend_schema(
+        operation_id="order_refund",
+        summary="Refund an order (in full, or part of it)",
+        description=(
+            "Creates the refund at Stripe; its webhook completes it and schedules the seller "
+            "reversals. Needs staff status and the `marketplace.refund_order` permission."
+        ),
+        tags=["staff"],
+        request=RefundRequestSerializer,
+        responses={
+            202: OpenApiResponse(
+                RefundSerializer, description="Created at Stripe; completes by webhook."
+            ),
+            400: error_response("The amount is invalid or exceeds what is left to refund."),
+            **STAFF_ERRORS,
+            502: error_with(
+                "OrderRefundRefused",
+                "refund",
+                RefundSerializer(),
+                "Stripe refused the refund (or did not answer); the refund row says which.",
+            ),
+        },
+    )
     def post(self, request, pk: int):
         body = RefundRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            refund = order_refund_by_staff(order_id=pk, amount=body.validated_data.get("amount"))
-        except Order.DoesNotExist:
-            raise NotFound(f"No order {pk}.") from None
-        except RefundRefused as exc:
-            raise BadRefund(str(exc)) from None
-        except StaffRefundFailed as exc:
-            return Response(
-                {
-                    "detail": exc.error.describe(),
-                    "code": StripeFailed.default_code,
-                    "refund": RefundSerializer(exc.refund).data,
-                },
-                status=StripeFailed.status_code,
-            )
+        refund = order_refund_by_staff(order_id=pk, amount=body.validated_data.get("amount"))
         return Response(RefundSerializer(refund).data, status=status.HTTP_202_ACCEPTED)
-
-
-class BadRefund(APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "This refund cannot be made."
-    default_code = "bad_refund"

@@ -2,6 +2,7 @@
 database), Redis, and the project's own Stripe sandbox spoken to over HTTP by the real
 stripe-python client."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -27,8 +28,12 @@ def sandbox(sandbox_server, settings):
     sandbox_server.control.reset()
     settings.STRIPE_API_BASE = sandbox_server.url
     settings.STRIPE_SECRET_KEY = "sk_test_suite"
-    settings.STRIPE_MAX_NETWORK_RETRIES = 0
-    settings.STRIPE_TIMEOUT = timedelta(seconds=2)
+    settings.PAYOUTS = replace(
+        settings.PAYOUTS,
+        stripe=replace(
+            settings.PAYOUTS.stripe, max_network_retries=0, timeout=timedelta(seconds=2)
+        ),
+    )
     settings.STRIPE_WEBHOOK_SECRETS = [WEBHOOK_SECRET]
     yield sandbox_server.control
     sandbox_server.control.reset()

@@ -1,5 +1,5 @@
-"""Static guard for SPEC §4: a seller transfer's status changes only in
-``SellerTransferManager.transition``.
+"""Static guard: a seller transfer's status changes only in ``SellerTransferManager.transition``,
+and only the named moves of ``payouts/moves.py`` call it.
 
 It walks the AST of the application packages and reports every direct status write outside
 ``payouts/managers.py``: ``x.status = …`` (plain, augmented, annotated or tuple targets),
@@ -7,7 +7,8 @@ It walks the AST of the application packages and reports every direct status wri
 ``.bulk_update(…, ["status", …])``, ``.save(update_fields=[…"status"…])`` and raw SQL that
 updates ``payouts_sellertransfer``'s status. In ``payouts`` (which owns transfers and hands
 order and refund changes to ``marketplace`` services) every such write counts; elsewhere only
-writes whose expression mentions a transfer do, since the AST carries no types.
+writes whose expression mentions a transfer do, since the AST carries no types. Any call of a
+``.transition(…)`` method outside ``payouts/moves.py`` counts too: every edge has a name there.
 """
 
 import ast
@@ -17,6 +18,7 @@ from pathlib import Path
 
 TRANSFER_PACKAGE = "payouts"
 ALLOWED_FILES = {Path("payouts/managers.py")}
+MOVES = Path("payouts/moves.py")
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,22 @@ def _raw_sql_status_write(node: ast.AST) -> bool:
     return _SQL_SET_STATUS.search(sql) is not None
 
 
+def _calls_transition(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "transition"
+    )
+
+
 def scan_source(source: str, relative_path: Path) -> list[Violation]:
     tree = ast.parse(source, filename=str(relative_path))
     in_transfer_package = relative_path.parts[0] == TRANSFER_PACKAGE
     violations = []
     for node in ast.walk(tree):
+        if relative_path != MOVES and _calls_transition(node):
+            violations.append(Violation(relative_path, node.lineno, "calls transition()"))
+            continue
         found = _status_write(node)
         if found is not None:
             what, receiver = found

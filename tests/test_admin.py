@@ -1,4 +1,4 @@
-"""The Django admin as operations use it (issue 6): the transfer list with its filters and
+"""The Django admin as operations use it: the transfer list with its filters and
 search, read-only statuses, and the order page showing its transfers. Through the test client,
 logged in as a superuser."""
 

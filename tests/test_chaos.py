@@ -1,4 +1,4 @@
-"""Chaos (SPEC §7.5, §10): two reversal worker processes drain a backlog while the sandbox fails a
+"""Chaos: two reversal worker processes drain a backlog while the sandbox fails a
 quarter of the reversal calls (500s, 429s, timeouts, reversals performed and then not answered)
 and the workers are SIGKILLed at random moments, ten times, and restarted. In the end every
 transfer is reversed exactly once at Stripe and the database says exactly what Stripe says.

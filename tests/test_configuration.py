@@ -11,7 +11,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from config.durations import parse_duration
-from config.payouts_config import load_payouts_config
+from payouts.conf import load_payouts_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The Stripe gateway's error classification and idempotency rules (SPEC §5), through the real
+"""The Stripe gateway's error classification and idempotency rules, through the real
 stripe-python client speaking HTTP to the sandbox."""
 
 import pytest
@@ -9,7 +9,7 @@ from payouts.gateway import (
     TransferNotFound,
     get_gateway,
 )
-from payouts.idempotency import key_after_failure
+from payouts.idempotency import NextAttempt, next_attempt
 
 
 @pytest.fixture
@@ -124,7 +124,8 @@ def test_429s_are_transient_and_rate_limited(sandbox, gateway, transfer_id, code
         reverse(gateway, transfer_id)
 
     assert caught.value.rate_limited
-    assert key_after_failure("k-g0", caught.value) == "k-g0"  # Stripe stored nothing
+    # Stripe stored nothing: the same key again, nothing to read first.
+    assert next_attempt("k-g0", caught.value, read_stripe_first=False) == NextAttempt("k-g0", False)
 
 
 def test_the_sandbox_rate_limit_is_a_transient_429(sandbox, gateway, transfer_id):
@@ -156,7 +157,7 @@ def test_a_key_in_flight_keeps_the_key(sandbox, gateway, transfer_id):
         reverse(gateway, transfer_id)
 
     assert not caught.value.response_seen
-    assert key_after_failure("k-g0", caught.value) == "k-g0"
+    assert next_attempt("k-g0", caught.value, read_stripe_first=False).key == "k-g0"
 
 
 def test_a_5xx_takes_a_new_key_and_flags_a_possible_execution(sandbox, gateway, transfer_id):
@@ -166,7 +167,7 @@ def test_a_5xx_takes_a_new_key_and_flags_a_possible_execution(sandbox, gateway, 
         reverse(gateway, transfer_id)
 
     assert caught.value.may_have_executed
-    assert key_after_failure("k-g0", caught.value) == "k-g1"
+    assert next_attempt("k-g0", caught.value, read_stripe_first=False) == NextAttempt("k-g1", True)
 
 
 def test_a_timeout_is_transient_and_keeps_the_key(sandbox, gateway, transfer_id):
@@ -177,7 +178,7 @@ def test_a_timeout_is_transient_and_keeps_the_key(sandbox, gateway, transfer_id)
         reverse(gateway, transfer_id)
 
     assert caught.value.http_status is None
-    assert key_after_failure("k-g0", caught.value) == "k-g0"
+    assert next_attempt("k-g0", caught.value, read_stripe_first=False).key == "k-g0"
 
 
 def test_replaying_the_key_after_a_dropped_response_returns_the_same_reversal(

@@ -1,4 +1,4 @@
-"""SPEC §2: `marketplace` never imports `payouts`; only the gateway (and the webhook signature
+"""The layout's rules (docs/architecture.md): `marketplace` never imports `payouts`; only the gateway (and the webhook signature
 check) import stripe."""
 
 import ast

@@ -1,4 +1,4 @@
-"""Operations surface (issue 6): /healthz, /metrics, /api/schema/, JSON logs, the process plan of
+"""Operations surface: /healthz, /metrics, /api/schema/, JSON logs, the process plan of
 `make run`, and production settings that pass Django's deployment checks."""
 
 import json
@@ -14,7 +14,7 @@ import yaml
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from payouts.management.commands.run_service import PROCFILE, plan_service
+from devtools.management.commands.run_service import PROCFILE, plan_service
 from payouts.metrics import stripe_call_observed
 from payouts.transitions import TransferStatus
 from tests.factories import SellerTransferEventFactory, SellerTransferFactory

@@ -1,4 +1,4 @@
-"""Partial refunds (SPEC §7.3), staff refunds and reconciliation with Stripe (issue 8)."""
+"""Partial refunds, staff refunds and reconciliation with Stripe."""
 
 from io import StringIO
 
@@ -9,7 +9,7 @@ from django.core.management import call_command
 from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer
-from payouts.services.reversals import proportional_targets
+from payouts.services.refund_shares import proportional_targets
 from payouts.transitions import TransferStatus
 from tests.factories import OrderFactory, OrderItemFactory, UserFactory
 from tests.stripe_events import make_event, post_event

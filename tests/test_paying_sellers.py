@@ -1,8 +1,9 @@
-"""Paying sellers (SPEC §7.1): a signed payment event → one Stripe transfer per seller."""
+"""Paying sellers: a signed payment event → one Stripe transfer per seller."""
 
 import pytest
 
 from marketplace.models import Order
+from marketplace.selectors import order_total
 from payouts.models import SellerTransfer
 from payouts.services.transfers import platform_fee
 from payouts.transitions import TransferStatus
@@ -20,7 +21,7 @@ def connected_seller(stripe_client, **fields):
 def paid_intent(stripe_client, order: Order) -> dict:
     intent = stripe_client.v1.payment_intents.create(
         params={
-            "amount": order.total,
+            "amount": order_total(order=order),
             "currency": order.currency,
             "metadata": {"order_id": str(order.pk)},
             "confirm": True,

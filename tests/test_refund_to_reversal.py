@@ -1,5 +1,5 @@
 """Refund events → reversal_pending → reversed, end to end through the signed webhook endpoint
-and the worker (SPEC §6 refund events, §7.2)."""
+and the worker."""
 
 import json
 import threading

@@ -1,9 +1,10 @@
-"""Several worker processes on one backlog (SPEC §7.5): each transfer is reversed exactly once at
+"""Several worker processes on one backlog: each transfer is reversed exactly once at
 the sandbox, even when the sandbox performs a reversal and then drops the response."""
 
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_four_worker_processes_reverse_each_transfer_exactly_once_despite_droppe
 def test_one_run_keeps_several_stripe_calls_in_flight_and_reverses_each_row_once(
     sandbox, stripe_client, settings
 ):
-    settings.REVERSAL_CONCURRENCY = 8
+    settings.PAYOUTS = replace(settings.PAYOUTS, reversal_concurrency=8)
     rows = reversal_backlog(stripe_client, 120)
     sandbox.set_faults("reversals.create", latency_ms=50)
 

@@ -1,4 +1,4 @@
-"""The reversal worker's outcome table and backoff rule (SPEC §7.2), against the sandbox."""
+"""The reversal worker's outcome table and backoff rule (docs/flows.md), against the sandbox."""
 
 from dataclasses import replace
 from datetime import timedelta
@@ -270,7 +270,7 @@ def test_a_5xx_that_hid_a_performed_reversal_is_found_before_a_new_key_is_sent(
     stripe_client.v1.transfers.reversals.create(
         row.stripe_transfer_id, params={"metadata": {"seller_transfer_id": str(row.pk)}}
     )
-    SellerTransfer.objects.filter(pk=row.pk).update(needs_reconcile=True)
+    SellerTransfer.objects.filter(pk=row.pk).update(read_stripe_first=True)
     row.refresh_from_db()
     reversals_before = len(sandbox.calls("reversals.create"))
 

@@ -1,4 +1,4 @@
-"""The service as it really runs (issue 6): separate processes talking over HTTP, Redis and
+"""The service as it really runs: separate processes talking over HTTP, Redis and
 Postgres, nothing called by hand.
 
 - web under gunicorn, a Celery worker and Celery beat (1 s interval), all with production
@@ -30,6 +30,7 @@ from django.db import connection
 from psycopg import sql
 
 from marketplace.models import Order
+from marketplace.selectors import order_total
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
 from stripe_sandbox.testing import SandboxControl, SandboxProcess
@@ -212,7 +213,7 @@ def test_signed_webhooks_over_http_pay_the_sellers_then_beat_reverses_them_after
         )
     intent = client.v1.payment_intents.create(
         params={
-            "amount": order.total,
+            "amount": order_total(order=order),
             "currency": "usd",
             "payment_method": "pm_card_visa",
             "confirm": True,

@@ -1,4 +1,4 @@
-"""Staff retry of a failed transfer (SPEC §7.4): the HTTP API, spoken to over real HTTP with
+"""Staff retry of a failed transfer: the HTTP API, spoken to over real HTTP with
 Basic auth against the live server, and the Django admin action."""
 
 from datetime import timedelta
@@ -6,13 +6,21 @@ from datetime import timedelta
 import pytest
 import requests
 from django.contrib.auth.models import Permission
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from marketplace.services import order_mark_paid
+from marketplace.models import Refund
+from marketplace.services import order_apply_refunds, order_mark_paid
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
-from tests.factories import OrderFactory, OrderItemFactory, SellerTransferFactory, UserFactory
+from tests.factories import (
+    OrderFactory,
+    OrderItemFactory,
+    RefundFactory,
+    SellerTransferFactory,
+    UserFactory,
+)
 from tests.test_paying_sellers import connected_seller, paid_intent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -195,3 +203,20 @@ def test_the_admin_retry_action_completes_a_failed_transfer(client, sandbox, fai
     assert [t["id"] for t in sandbox.state()["transfers"]] == [failed_transfer.stripe_transfer_id]
     messages = [str(m) for m in response.context["messages"]]
     assert f"transfer {failed_transfer.pk} completed" in messages
+
+
+def test_retrying_a_transfer_whose_order_was_refunded_answers_409_order_refunded(
+    live_server, sandbox, failed_transfer, staff
+):
+    RefundFactory(order=failed_transfer.order, amount=2000, status=Refund.Status.SUCCEEDED)
+    with transaction.atomic():
+        order_apply_refunds(order=failed_transfer.order)
+
+    response = retry(live_server, failed_transfer.pk, (staff.username, PASSWORD))
+
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["code"] == "order_refunded"
+    assert body["transfer"]["status"] == TransferStatus.PERMANENTLY_FAILED
+    assert body["transfer"]["end_reason"] == "order_refunded"
+    assert sandbox.calls("transfers.create") == []

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APPLICATION_PACKAGES = ("config", "marketplace", "payouts")
 
 
-def test_no_code_outside_the_manager_writes_a_transfer_status():
+def test_no_code_outside_the_manager_writes_a_transfer_status_nor_outside_moves_calls_it():
     violations = scan_tree(ROOT, APPLICATION_PACKAGES)
 
     assert violations == [], "\n".join(map(str, violations))
@@ -28,6 +28,7 @@ PLANTED = [
     "transfer.save(update_fields=['status'])",
     "cursor.execute('UPDATE payouts_sellertransfer SET status = %s WHERE id = %s', args)",
     "cursor.execute('update payouts_sellertransfer set retry_count = 1, status = %s', args)",
+    "SellerTransfer.objects.transition(transfer, 'completed', caused_by='x')",
 ]
 
 
@@ -62,9 +63,17 @@ def test_the_scanner_catches_a_violation_planted_in_a_real_tree(tmp_path):
         "SellerTransfer.objects.create(status='pending', amount=1)",
         "SellerTransfer.objects.filter(status='failed').update(retry_count=0)",
         "order.status = 'paid'",
-        "SellerTransfer.objects.transition(transfer, 'completed', caused_by='x')",
         "SQL = 'UPDATE payouts_sellertransfer SET next_retry_at = %s WHERE status = %s'",
     ],
 )
 def test_reads_creates_and_non_transfer_writes_outside_payouts_pass(line):
     assert scan_source(f"{line}\n", Path("marketplace/clean.py")) == []
+
+
+def test_only_the_named_moves_may_call_transition():
+    call = "SellerTransfer.objects.transition(transfer, 'completed', caused_by='x')\n"
+
+    assert scan_source(call, Path("payouts/moves.py")) == []
+    assert [v.what for v in scan_source(call, Path("payouts/services/x.py"))] == [
+        "calls transition()"
+    ]

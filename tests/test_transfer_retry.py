@@ -1,4 +1,4 @@
-"""The transfer sender and its retry worker (SPEC §7.1, §7.4), against the Stripe sandbox."""
+"""The transfer sender and its retry worker against the Stripe sandbox."""
 
 from dataclasses import replace
 from datetime import timedelta

@@ -1,4 +1,4 @@
-"""Webhook intake (SPEC §6): what the endpoint accepts, what it refuses, and what it stores."""
+"""Webhook intake: what the endpoint accepts, what it refuses, and what it stores."""
 
 import json
 import threading
@@ -12,6 +12,7 @@ from django.db import connections
 from django.test import Client
 
 from marketplace.models import Order
+from marketplace.selectors import order_total
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.transitions import TransferStatus
 from tests.factories import OrderFactory, OrderItemFactory
@@ -32,8 +33,8 @@ def intent_for(order: Order) -> dict:
     return {
         "id": f"pi_intake{order.pk:08d}",
         "object": "payment_intent",
-        "amount": order.total,
-        "amount_received": order.total,
+        "amount": order_total(order=order),
+        "amount_received": order_total(order=order),
         "currency": order.currency,
         "status": "succeeded",
         "latest_charge": f"ch_intake{order.pk:08d}",

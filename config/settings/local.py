@@ -5,6 +5,8 @@ from config.settings.base import *  # noqa: F403
 from config.settings.base import env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# `make run`'s own commands (ensure_database, ensure_dev_staff, run_service).
+INSTALLED_APPS = [*INSTALLED_APPS, "devtools"]  # noqa: F405
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="local-development-only-not-a-secret")
 
 SANDBOX_URL = env.str("STRIPE_SANDBOX_URL", default="http://127.0.0.1:12111")

@@ -2,6 +2,7 @@
 
 from config.settings.local import *  # noqa: F403
 from config.settings.local import env
+from payouts.conf import load_payouts_config
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Test connections are closed per test; persistent connections only hide leaks here.
@@ -12,12 +13,16 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 
-# The shared Stripe rate limiter is exercised by its own tests; elsewhere it must not pace the
-# suite (the sandbox fixture leaves it on at this generous rate).
-STRIPE_MAX_REQUESTS_PER_SECOND = env.int("STRIPE_MAX_REQUESTS_PER_SECOND", default=1000)
 STRIPE_RATE_LIMIT_REDIS_URL = env.str(
     "STRIPE_RATE_LIMIT_REDIS_URL", default="redis://127.0.0.1:6379/15"
 )
-# Worker threads use their own database connections, which cannot see rows created inside a
-# test's transaction; tests that exercise in-run concurrency commit their rows and raise this.
-REVERSAL_CONCURRENCY = env.int("REVERSAL_CONCURRENCY", default=1)
+PAYOUTS = load_payouts_config(
+    env,
+    # The shared Stripe rate limiter is exercised by its own tests; elsewhere it must not pace
+    # the suite (the sandbox fixture leaves it on at this generous rate).
+    STRIPE_MAX_REQUESTS_PER_SECOND="1000",
+    # Worker threads use their own database connections, which cannot see rows created inside
+    # a test's transaction; tests that exercise in-run concurrency commit their rows and raise
+    # this.
+    REVERSAL_CONCURRENCY="1",
+)

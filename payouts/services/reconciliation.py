@@ -1,21 +1,65 @@
-"""Compare our seller transfers with Stripe's and report (or repair) differences.
+"""Reconciliation: record what Stripe did that we did not, and compare our rows with Stripe's.
 
-Repairs only ever record what Stripe already did (``transfer_reconcile``); nothing here moves
-money. Differences that a repair cannot settle (Stripe reports less reversed than we recorded, a
-different amount, a transfer missing at Stripe) are reported for staff.
+Nothing here moves money. ``transfer_record_stripe_reversals`` brings ``amount_reversed`` up to
+what Stripe reports (a reversal made in the Dashboard, or one whose answer we lost);
+``transfers_compare_with_stripe`` reads every paid transfer at Stripe and reports differences,
+repairing only those that recording Stripe's reversals settles. Differences a repair cannot
+settle (Stripe reports less reversed than we recorded, a different amount, a transfer missing at
+Stripe) are reported for staff.
 """
 
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 
+from django.db import transaction
 from django.utils import timezone
 
+from payouts import moves
 from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
+from payouts.locks import transfer_lock
 from payouts.models import SellerTransfer
-from payouts.services.reversals import PAID, transfer_reconcile
+from payouts.moves import Actor
+from payouts.services.refund_shares import PAID
+from payouts.transitions import TransferStatus
 
 logger = logging.getLogger(__name__)
+
+S = TransferStatus
+# States whose row can record a reversal Stripe made.
+_CAN_RECORD_REVERSAL = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED)
+
+
+class RecordOutcome(StrEnum):
+    IN_SYNC = "in_sync"
+    RECORDED = "recorded"
+    NEEDS_STAFF = "needs_staff"
+
+
+def transfer_record_stripe_reversals(
+    *, transfer_id: int, stripe_amount_reversed: int, actor: Actor
+) -> RecordOutcome:
+    """Record that Stripe has reversed ``stripe_amount_reversed`` of the transfer in all."""
+    with transaction.atomic():
+        row = transfer_lock(transfer_id)
+        seen = min(stripe_amount_reversed, row.amount)
+        log = {"transfer_id": row.pk, "stripe": seen, "ours": row.amount_reversed}
+        if seen == row.amount_reversed:
+            return RecordOutcome.IN_SYNC
+        if seen < row.amount_reversed:
+            logger.error(
+                "Stripe reports less reversed than we recorded; staff must review", extra=log
+            )
+            return RecordOutcome.NEEDS_STAFF
+        if row.status not in _CAN_RECORD_REVERSAL:
+            logger.error(
+                "Stripe reports a reversal on a transfer in a state that cannot take it",
+                extra={**log, "status": row.status},
+            )
+            return RecordOutcome.NEEDS_STAFF
+        moves.reversal_seen_at_stripe(row, amount_reversed=seen, actor=actor)
+    return RecordOutcome.RECORDED
 
 
 @dataclass(frozen=True)
@@ -30,9 +74,10 @@ class Difference:
         return f"transfer {self.transfer_id} ({self.stripe_transfer_id}): {self.problem} [{state}]"
 
 
-def transfers_reconcile_with_stripe(
+def transfers_compare_with_stripe(
     *, repair: bool, since: timedelta | None = None, gateway: StripeGateway | None = None
 ) -> list[Difference]:
+    """Read every paid transfer (changed within ``since``) at Stripe; return the differences."""
     gateway = gateway or get_gateway()
     rows = SellerTransfer.objects.exclude(stripe_transfer_id="").filter(status__in=PAID)
     if since is not None:
@@ -65,9 +110,9 @@ def _compare(row: SellerTransfer, *, gateway: StripeGateway, repair: bool) -> Di
     problem = f"amount_reversed {row.amount_reversed} here, {at_stripe.amount_reversed} at Stripe"
     if not repair or at_stripe.amount_reversed < row.amount_reversed:
         return differs(problem)
-    outcome = transfer_reconcile(
-        transfer=row,
+    outcome = transfer_record_stripe_reversals(
+        transfer_id=row.pk,
         stripe_amount_reversed=at_stripe.amount_reversed,
-        caused_by="worker:reconcile_transfers",
+        actor=Actor.worker("reconcile_transfers"),
     )
-    return differs(problem, repaired=outcome == "updated")
+    return differs(problem, repaired=outcome == RecordOutcome.RECORDED)

@@ -1,15 +1,16 @@
-"""Refunds seen at Stripe → our refund rows, the order's status, and the reversals (SPEC §7.2).
+"""Refunds: what Stripe says about them, and the ones staff start here.
 
-The refund's update, the order's status and the move of every ``completed`` transfer to
-``reversal_pending`` happen in one short transaction with no Stripe call, so the buyer-facing
-refund completes whatever Stripe Connect's health. Duplicate and out-of-order deliveries have one
-effect (see ``marketplace.services.refund_record``).
+A refund seen at Stripe updates our refund row, the order's status and each seller's share to
+take back (``refund_shares``) in one short transaction with no Stripe call, so the buyer-facing
+refund completes whatever Stripe Connect's health. Duplicate and out-of-order deliveries have
+one effect (see ``marketplace.services.refund_record``).
 """
 
 import logging
 
 from django.db import transaction
 
+from config.errors import StripeRefused
 from marketplace.models import Refund, RefundStatus
 from marketplace.services import (
     order_find_for_refund,
@@ -17,14 +18,9 @@ from marketplace.services import (
     refund_open_by_staff,
     refund_record,
 )
-from payouts.gateway import (
-    GatewayError,
-    StripeGateway,
-    StripeRefund,
-    StripeTransientError,
-    get_gateway,
-)
-from payouts.services.reversals import transfers_apply_refunds
+from payouts.gateway import GatewayError, StripeGateway, StripeRefund, get_gateway
+from payouts.moves import Actor
+from payouts.services.refund_shares import transfers_apply_refunds
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +37,7 @@ class UnknownRefundOrder(LookupError):
     """The refund belongs to no order we know."""
 
 
-def refund_apply(*, refund: StripeRefund, status: str | None = None, caused_by: str) -> int:
+def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Actor) -> int:
     """Apply what Stripe says about ``refund``; returns how many transfers were scheduled for
     reversal. ``status`` overrides the refund's own (``refund.failed`` events)."""
     status = _STATUS_FROM_STRIPE.get(status or refund.status)
@@ -70,7 +66,7 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, caused_by: 
             logger.error("refund failed after it had succeeded; staff must review", extra=log)
         if not change.became_succeeded:
             return 0
-        return transfers_apply_refunds(order=order, caused_by=caused_by)
+        return transfers_apply_refunds(order=order, actor=actor)
 
 
 def refunds_sync_for_charge(*, charge_id: str, gateway: StripeGateway | None = None) -> int:
@@ -79,17 +75,8 @@ def refunds_sync_for_charge(*, charge_id: str, gateway: StripeGateway | None = N
     gateway = gateway or get_gateway()
     scheduled = 0
     for refund in gateway.list_refunds(charge_id=charge_id):
-        scheduled += refund_apply(refund=refund, caused_by=f"worker:sync_charge:{charge_id}")
+        scheduled += refund_apply(refund=refund, actor=Actor.worker(f"sync_charge:{charge_id}"))
     return scheduled
-
-
-class StaffRefundFailed(Exception):
-    """Stripe did not create the refund (``refund`` holds what we know)."""
-
-    def __init__(self, refund: Refund, error: GatewayError):
-        super().__init__(error.describe())
-        self.refund = refund
-        self.error = error
 
 
 def order_refund_by_staff(
@@ -100,7 +87,7 @@ def order_refund_by_staff(
     The refund row is reserved first (so over-refunding is impossible even with two staff members
     at once), then created at Stripe with no transaction open and a key built from the row. The
     refund's webhook completes it and schedules the sellers' reversals, like any other refund.
-    Raises ``Order.DoesNotExist``, ``RefundRefused`` or ``StaffRefundFailed``.
+    Raises ``UnknownOrder``, ``RefundRefused`` or ``StripeRefused`` (with the refund row).
     """
     gateway = gateway or get_gateway()
     refund = refund_open_by_staff(order_id=order_id, amount=amount)
@@ -114,13 +101,12 @@ def order_refund_by_staff(
             idempotency_key=key,
         )
     except GatewayError as error:
-        unknown = isinstance(error, StripeTransientError) and error.may_have_executed
-        if not unknown:
+        if not error.may_have_executed:
             refund_mark_failed(refund=refund, error=error.describe())
         # An unknown outcome keeps the reservation: if Stripe did refund, its webhook (metadata
         # refund_id) settles this row.
         refund.refresh_from_db()
-        raise StaffRefundFailed(refund, error) from error
+        raise StripeRefused(error.describe(), subject=refund) from error
     Refund.objects.filter(pk=refund.pk, stripe_refund_id="").update(stripe_refund_id=created.id)
     refund.refresh_from_db()
     return refund

@@ -1,35 +1,52 @@
-"""Paying sellers (SPEC §7.1, §7.4): one Stripe transfer per seller of a paid order.
+"""Paying sellers: one Stripe transfer per seller of a paid order.
 
-Rows are created ``pending`` and due at once; the sender claims due ``pending``/``failed`` rows
-(see ``payouts.locks``), calls Stripe with no transaction open, and records the outcome with a
-guarded transition. The same code serves the first send, the retry worker, recovery of rows a
-crashed sender left ``pending``, and the staff retry.
+A payment creates one ``pending`` row per seller, due at once, and a Celery task sent after
+commit pays them. The sender claims due ``pending``/``failed`` rows (see ``payouts.locks``),
+calls Stripe with no transaction open, and records the outcome with a named move. The same code
+serves the first send, the retry worker, recovery of rows a crashed sender left ``pending``, and
+the staff retry.
 """
 
 import logging
 from collections import Counter
 from datetime import timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum, prefetch_related_objects
 from django.utils import timezone
 
+from config.errors import Conflict, NotFound, StripeRefused
 from marketplace.models import Order, OrderStatus
+from marketplace.services import order_lock, order_mark_paid
+from payouts import moves
 from payouts.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
-from payouts.idempotency import transfer_key
-from payouts.locks import claim_due, claim_lease
+from payouts.idempotency import next_attempt, transfer_key
+from payouts.locks import claim_due, lease_take, transfer_lock
 from payouts.models import SellerTransfer
-from payouts.services.attempts import record_retryable_failure
-from payouts.services.reversals import transfers_apply_refunds
+from payouts.moves import Actor
+from payouts.services.refund_shares import transfers_apply_refunds
 from payouts.transitions import ConcurrentTransition, TransferStatus
+from payouts.wakeups import send_transfers_after_commit
 
 logger = logging.getLogger(__name__)
 
 SENDABLE = (TransferStatus.PENDING, TransferStatus.FAILED)
-# Stripe forgets idempotency keys after 24 hours; a pending row older than this is checked
-# against Stripe before its key is sent again.
+# Stripe forgets idempotency keys after 24 hours; a row older than this is checked against
+# Stripe before its key is sent again.
 KEY_MEMORY = timedelta(hours=23)
+SENDER = Actor.worker("send_transfers")
+
+
+class SendOutcome(StrEnum):
+    COMPLETED = "completed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    GAVE_UP = "permanently_failed"
+    # The order was refunded in full before the seller was paid: never paid.
+    CANCELLED = "cancelled_refunded"
+    SKIPPED = "skipped"
+    LOST_RACE = "lost_race"
 
 
 def platform_fee(gross: int, bps: int) -> int:
@@ -39,6 +56,23 @@ def platform_fee(gross: int, bps: int) -> int:
 
 def transfer_group(order: Order) -> str:
     return f"order_{order.pk}"
+
+
+def order_paid(
+    *, order: Order, amount: int, currency: str, payment_intent_id: str, charge_id: str
+) -> list[SellerTransfer]:
+    """Stripe took the buyer's payment: mark the order paid, create its seller transfers, and
+    pay them after commit. Idempotent; raises ``OrderMismatch`` when the amounts disagree."""
+    order_mark_paid(
+        order=order,
+        amount=amount,
+        currency=currency,
+        payment_intent_id=payment_intent_id,
+        charge_id=charge_id,
+    )
+    rows = transfers_create_for_order(order=order)
+    send_transfers_after_commit(order_id=order.pk)
+    return rows
 
 
 def transfers_create_for_order(*, order: Order) -> list[SellerTransfer]:
@@ -87,108 +121,72 @@ def transfers_send_due(
         rows = claim_due(statuses=SENDABLE, now=timezone.now(), limit=limit, order_id=order_id)
         prefetch_related_objects(rows, "order", "seller")
         for row in rows:
-            summary[transfer_send(row, gateway=gateway, caused_by="worker:send_transfers")] += 1
+            summary[transfer_send(row, gateway=gateway, actor=SENDER)] += 1
         if len(rows) < limit:
             return dict(summary)
 
 
 def transfer_send(
-    transfer: SellerTransfer,
-    *,
-    gateway: StripeGateway,
-    caused_by: str,
-    user=None,
-    by_staff: bool = False,
-) -> str:
-    """One attempt to pay ``transfer``; returns ``completed``, ``retry_scheduled``,
-    ``permanently_failed``, ``skipped`` or ``lost_race``."""
+    transfer: SellerTransfer, *, gateway: StripeGateway, actor: Actor, may_give_up: bool = True
+) -> SendOutcome:
+    """One attempt to pay a claimed ``transfer``. A staff retry (``may_give_up=False``) never
+    gives up: a person asked for one more attempt, not for the worker's budget."""
     if transfer.status not in SENDABLE:
-        return "skipped"
-    now = timezone.now()
-    key = transfer_key(transfer)
-    order, seller = transfer.order, transfer.seller
-    policy = settings.PAYOUTS.transfer_retry
-
-    def fail(message: str, error: GatewayError | None) -> str:
-        return record_retryable_failure(
-            transfer,
-            message=message,
-            error=error,
-            policy=policy,
-            retry_status=TransferStatus.FAILED,
-            key_field="transfer_idempotency_key",
-            key=key,
-            now=now,
-            caused_by=caused_by,
-            may_give_up=not by_staff,
-            user=user,
-        )
-
+        return SendOutcome.SKIPPED
+    transfer.order.refresh_from_db(fields=["status"])
     try:
-        order.refresh_from_db(fields=["status"])
-        refunded = order.status == OrderStatus.REFUNDED
-        if not refunded and not seller.stripe_account_id:
-            return fail(f"seller {seller.pk} has no connected Stripe account yet", None)
-        try:
-            existing = None
-            if refunded or transfer.needs_reconcile or now - transfer.created_at > KEY_MEMORY:
-                # An earlier attempt may have paid the seller behind an answer we never saw.
-                existing = _find_at_stripe(transfer, gateway)
-            if existing is None and refunded:
-                return _give_up_refunded(transfer, caused_by=caused_by)
-            result = existing or gateway.create_transfer(
-                amount=transfer.amount,
-                currency=transfer.currency,
-                destination=seller.stripe_account_id,
-                transfer_group=transfer_group(order),
-                source_transaction=order.stripe_charge_id or None,
-                metadata={"order_id": str(order.pk), "seller_transfer_id": str(transfer.pk)},
-                idempotency_key=key,
-            )
-        except GatewayError as error:
-            return fail(error.describe(), error)
-        SellerTransfer.objects.transition(
-            transfer,
-            TransferStatus.COMPLETED,
-            caused_by=caused_by,
-            user=user,
-            detail={"stripe_transfer_id": result.id, "adopted": existing is not None},
-            stripe_transfer_id=result.id,
-            transfer_idempotency_key=key,
-            next_retry_at=None,
-            error_message="",
-            needs_reconcile=False,
-        )
+        return _attempt(transfer, gateway=gateway, actor=actor, may_give_up=may_give_up)
     except ConcurrentTransition:
         logger.info("another actor moved the transfer first", extra={"transfer_id": transfer.pk})
-        return "lost_race"
-    logger.info(
-        "seller transfer completed",
-        extra={"transfer_id": transfer.pk, "order_id": order.pk, "stripe_transfer_id": result.id},
+        return SendOutcome.LOST_RACE
+
+
+def _attempt(
+    transfer: SellerTransfer, *, gateway: StripeGateway, actor: Actor, may_give_up: bool
+) -> SendOutcome:
+    order, seller = transfer.order, transfer.seller
+    refunded = order.status == OrderStatus.REFUNDED
+    key = transfer_key(transfer)
+
+    def failed(message: str, error: GatewayError | None) -> SendOutcome:
+        return _attempt_failed(
+            transfer, message=message, error=error, key=key, actor=actor, may_give_up=may_give_up
+        )
+
+    if not refunded and not seller.stripe_account_id:
+        return failed(f"seller {seller.pk} has no connected Stripe account yet", None)
+    try:
+        existing = None
+        stale_key = timezone.now() - transfer.created_at > KEY_MEMORY
+        if refunded or transfer.read_stripe_first or stale_key:
+            # An earlier attempt may have paid the seller behind an answer we never saw.
+            existing = _find_at_stripe(transfer, gateway)
+        if existing is None and refunded:
+            moves.cancelled(transfer, actor=actor)
+            return SendOutcome.CANCELLED
+        result = existing or _create_at_stripe(transfer, gateway, key)
+    except GatewayError as error:
+        return failed(error.describe(), error)
+    moves.paid(
+        transfer, stripe_transfer_id=result.id, key=key, adopted=existing is not None, actor=actor
     )
     # A refund may have succeeded while this seller was still unpaid: take its share back now.
     with transaction.atomic():
-        transfers_apply_refunds(order=order, caused_by=caused_by)
-    return "completed"
+        transfers_apply_refunds(order=order_lock(order.pk), actor=actor)
+    return SendOutcome.COMPLETED
 
 
-def _give_up_refunded(transfer: SellerTransfer, *, caused_by: str) -> str:
-    """The order was fully refunded and Stripe holds no transfer of this row: never pay the
-    seller."""
-    message = "order fully refunded before the seller was paid; transfer cancelled"
-    if transfer.status == TransferStatus.PENDING:
-        SellerTransfer.objects.transition(
-            transfer, TransferStatus.FAILED, caused_by=caused_by, error_message=message
-        )
-    SellerTransfer.objects.transition(
-        transfer,
-        TransferStatus.PERMANENTLY_FAILED,
-        caused_by=caused_by,
-        error_message=message,
-        next_retry_at=None,
+def _create_at_stripe(transfer: SellerTransfer, gateway: StripeGateway, key: str):
+    order = transfer.order
+    return gateway.create_transfer(
+        amount=transfer.amount,
+        currency=transfer.currency,
+        destination=transfer.seller.stripe_account_id,
+        transfer_group=transfer_group(order),
+        source_transaction=order.stripe_charge_id or None,
+        metadata={"order_id": str(order.pk), "seller_transfer_id": str(transfer.pk)},
+        idempotency_key=key,
     )
-    logger.warning(message, extra={"transfer_id": transfer.pk, "order_id": transfer.order_id})
-    return "cancelled_refunded"
 
 
 def _find_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> StripeTransfer | None:
@@ -199,47 +197,72 @@ def _find_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> StripeT
     return None
 
 
-class TransferNotRetryable(Exception):
+def _attempt_failed(
+    transfer: SellerTransfer,
+    *,
+    message: str,
+    error: GatewayError | None,
+    key: str,
+    actor: Actor,
+    may_give_up: bool,
+) -> SendOutcome:
+    policy = settings.PAYOUTS.transfer_retry
+    follow = next_attempt(key, error, read_stripe_first=transfer.read_stripe_first)
+    delay = policy.delay_after_failure(transfer.retry_count + 1)
+    if delay is None and may_give_up:
+        moves.send_given_up(transfer, message=message, follow=follow, actor=actor)
+        return SendOutcome.GAVE_UP
+    retry_at = timezone.now() + (delay or policy.backoff_max)
+    moves.send_failed(transfer, message=message, follow=follow, retry_at=retry_at, actor=actor)
+    return SendOutcome.RETRY_SCHEDULED
+
+
+class UnknownTransfer(NotFound):
+    code = "unknown_transfer"
+
+
+class TransferNotRetryable(Conflict):
     """Staff asked to retry a transfer that is not ``failed`` (or another actor won the race)."""
 
+    code = "not_retryable"
 
-def transfer_retry_by_staff(*, transfer_id: int, user, gateway: StripeGateway | None = None):
-    """Retry one ``failed`` transfer now, on behalf of ``user``. Returns the refreshed transfer.
 
-    Raises ``SellerTransfer.DoesNotExist``, ``TransferNotRetryable``, or ``GatewayError`` (the
-    row stays ``failed`` with the error recorded).
+class TransferCancelled(Conflict):
+    """The staff retry found the order refunded in full: the transfer was cancelled instead."""
+
+    code = "order_refunded"
+
+
+def transfer_retry_by_staff(
+    *, transfer_id: int, user, gateway: StripeGateway | None = None
+) -> SellerTransfer:
+    """Retry one ``failed`` transfer now, on behalf of ``user``. Returns the paid transfer.
+
+    Raises ``UnknownTransfer``, ``TransferNotRetryable``, ``TransferCancelled`` or
+    ``StripeRefused`` (the row stays ``failed`` with Stripe's error recorded).
     """
-    gateway = gateway or get_gateway()
     with transaction.atomic():
-        transfer = (
-            SellerTransfer.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("order", "seller")
-            .get(pk=transfer_id)
-        )
+        try:
+            transfer = transfer_lock(transfer_id)
+        except SellerTransfer.DoesNotExist:
+            raise UnknownTransfer(f"No seller transfer {transfer_id}.") from None
         if transfer.status != TransferStatus.FAILED:
-            raise TransferNotRetryable(f"transfer {transfer_id} is {transfer.status}, not failed")
-        # Take the row's lease so the retry worker leaves it alone while staff retries it.
-        SellerTransfer.objects.filter(pk=transfer.pk).update(
-            next_retry_at=timezone.now() + claim_lease()
-        )
+            raise TransferNotRetryable(
+                f"transfer {transfer_id} is {transfer.status}, not failed", subject=transfer
+            )
+        lease_take(transfer.pk)  # the retry worker leaves the row alone while staff retries it
     outcome = transfer_send(
-        transfer,
-        gateway=gateway,
-        caused_by=f"staff:{user.get_username()}",
-        user=user,
-        by_staff=True,
+        transfer, gateway=gateway or get_gateway(), actor=Actor.staff(user), may_give_up=False
     )
-    if outcome == "lost_race":
-        raise TransferNotRetryable(f"transfer {transfer_id} was moved by another actor")
     transfer.refresh_from_db()
-    if outcome != "completed":
-        raise StaffRetryFailed(transfer)
+    if outcome == SendOutcome.LOST_RACE:
+        raise TransferNotRetryable(f"transfer {transfer_id} was moved by another actor")
+    if outcome == SendOutcome.CANCELLED:
+        raise TransferCancelled(
+            f"transfer {transfer_id} was cancelled: its order was refunded in full before the "
+            "seller was paid, and Stripe holds no transfer of it",
+            subject=transfer,
+        )
+    if outcome != SendOutcome.COMPLETED:
+        raise StripeRefused(transfer.error_message, subject=transfer)
     return transfer
-
-
-class StaffRetryFailed(Exception):
-    """Stripe refused the staff retry; the row stays ``failed`` with the error recorded."""
-
-    def __init__(self, transfer: SellerTransfer):
-        super().__init__(transfer.error_message)
-        self.transfer = transfer

@@ -1,4 +1,4 @@
-"""The Stripe webhook inbox (SPEC §6): store every event once, then process it.
+"""The Stripe webhook inbox: store every event once, then process it.
 
 Processing is database-only and runs right away; anything that needs Stripe (sending transfers,
 fetching a charge's refunds) is handed to Celery after commit, so the HTTP answer never waits on
@@ -13,13 +13,14 @@ from collections.abc import Callable
 from django.db import transaction
 from django.utils import timezone
 
-from marketplace.services import OrderMismatch, order_find_for_payment, order_mark_paid
-from payouts import tasks
+from marketplace.services import OrderMismatch, order_find_for_payment
 from payouts.gateway import refund_from_stripe
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
+from payouts.moves import Actor
+from payouts.services.reconciliation import transfer_record_stripe_reversals
 from payouts.services.refunds import UnknownRefundOrder, refund_apply
-from payouts.services.reversals import transfer_reconcile
-from payouts.services.transfers import transfers_create_for_order
+from payouts.services.transfers import order_paid
+from payouts.wakeups import sync_charge_refunds_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ def _object(event: WebhookEvent) -> dict:
     return event.payload["data"]["object"]
 
 
-def _caused_by(event: WebhookEvent) -> str:
-    return f"webhook:{event.stripe_event_id}"
+def _actor(event: WebhookEvent) -> Actor:
+    return Actor.webhook(event.stripe_event_id)
 
 
 def _payment_intent_succeeded(event: WebhookEvent) -> None:
@@ -103,7 +104,7 @@ def _payment_intent_succeeded(event: WebhookEvent) -> None:
     if isinstance(charge, dict):
         charge = charge.get("id", "")
     try:
-        order_mark_paid(
+        order_paid(
             order=order,
             amount=int(intent.get("amount_received") or intent["amount"]),
             currency=intent["currency"],
@@ -112,15 +113,13 @@ def _payment_intent_succeeded(event: WebhookEvent) -> None:
         )
     except OrderMismatch as exc:
         raise WebhookRejected(str(exc)) from exc
-    transfers_create_for_order(order=order)
-    transaction.on_commit(lambda: tasks.send_transfers.delay(order_id=order.pk))
 
 
 def _refund_changed(event: WebhookEvent) -> None:
     refund = refund_from_stripe(_object(event))
     status = "failed" if event.type == "refund.failed" else None
     try:
-        refund_apply(refund=refund, status=status, caused_by=_caused_by(event))
+        refund_apply(refund=refund, status=status, actor=_actor(event))
     except UnknownRefundOrder as exc:
         raise WebhookRejected(str(exc)) from exc
 
@@ -129,7 +128,7 @@ def _charge_refunded(event: WebhookEvent) -> None:
     # The charge carries totals, not the refunds: fetch them (outside this request) and apply
     # only those we have not seen, never the totals.
     charge_id = _object(event)["id"]
-    transaction.on_commit(lambda: tasks.sync_charge_refunds.delay(charge_id=charge_id))
+    sync_charge_refunds_after_commit(charge_id=charge_id)
 
 
 def _transfer_reversed(event: WebhookEvent) -> None:
@@ -137,10 +136,10 @@ def _transfer_reversed(event: WebhookEvent) -> None:
     transfer = SellerTransfer.objects.filter(stripe_transfer_id=stripe_transfer["id"]).first()
     if transfer is None:
         raise WebhookRejected(f"no seller transfer for {stripe_transfer['id']}")
-    transfer_reconcile(
-        transfer=transfer,
+    transfer_record_stripe_reversals(
+        transfer_id=transfer.pk,
         stripe_amount_reversed=int(stripe_transfer.get("amount_reversed") or 0),
-        caused_by=_caused_by(event),
+        actor=_actor(event),
     )
 
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand
 
-from payouts.services.reconciliation import transfers_reconcile_with_stripe
+from payouts.services.reconciliation import transfers_compare_with_stripe
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, repair, days, **options):
         since = timedelta(days=days) if days else None
-        differences = transfers_reconcile_with_stripe(repair=repair, since=since)
+        differences = transfers_compare_with_stripe(repair=repair, since=since)
         for difference in differences:
             self.stdout.write(str(difference))
         self.stdout.write(f"{len(differences)} difference(s)")

@@ -1,0 +1,148 @@
+"""The payouts app's settings: every knob read from the environment once, typed and range-checked,
+into one frozen object (``settings.PAYOUTS``).
+
+A bad value stops start-up with ``ImproperlyConfigured`` naming the variable, so a typo in a
+deployment never turns into a silently different retry policy or a negative lease. The
+variables, their defaults and their meaning are listed in ``.env.template`` and
+``docs/configuration.md``.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from config.durations import parse_duration
+
+# Stripe replays an idempotency key's first answer for 24 hours, then forgets it. A retry that
+# reuses a key after an unseen outcome must come well inside that window.
+STRIPE_KEY_MEMORY = timedelta(hours=24)
+# The longest backoff that still leaves an hour of margin before Stripe forgets a kept key.
+LONGEST_BACKOFF = STRIPE_KEY_MEMORY - timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a worker runs and how it backs off after a failed attempt."""
+
+    enabled: bool
+    max_retries: int
+    check_interval: timedelta
+    backoff_base: timedelta
+    backoff_max: timedelta
+
+    def delay_after_failure(self, attempt: int) -> timedelta | None:
+        """Delay before retry number ``attempt`` (1 for the first retry):
+        ``min(base × 2^(attempt−1), max)``; ``None`` when ``attempt`` exceeds ``max_retries``
+        and the row must give up."""
+        if attempt > self.max_retries:
+            return None
+        return min(self.backoff_base * 2 ** (attempt - 1), self.backoff_max)
+
+
+@dataclass(frozen=True, slots=True)
+class StripeLimits:
+    """How the gateway talks to Stripe."""
+
+    timeout: timedelta
+    max_network_retries: int
+    # Requests per second every process together may send (a Redis-shared window); None: off.
+    max_requests_per_second: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutsConfig:
+    platform_fee_bps: int
+    reversal: RetryPolicy
+    transfer_retry: RetryPolicy
+    stripe: StripeLimits
+    # Stripe calls one reversal worker run keeps in flight at once (threads).
+    reversal_concurrency: int
+    # Added to the longest possible Stripe call to make a worker's claim lease.
+    claim_lease_margin: timedelta
+
+    @property
+    def claim_lease(self) -> timedelta:
+        """Longer than the longest Stripe call stripe-python can make (timeout × attempts),
+        with a margin, so a live worker never loses its row to the next tick."""
+        attempts = self.stripe.max_network_retries + 1
+        return self.stripe.timeout * attempts + self.claim_lease_margin
+
+
+class _Reader:
+    """Reads one variable at a time, with the defaults a settings module chose."""
+
+    def __init__(self, env: environ.Env, defaults: Mapping[str, str]):
+        self._env = env
+        self._defaults = defaults
+
+    def raw(self, name: str, default: str) -> str:
+        return self._env.str(name, default=self._defaults.get(name, default)).strip()
+
+    def duration(self, name: str, default: str, *, high: timedelta | None = None) -> timedelta:
+        raw = self.raw(name, default)
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {exc}") from None
+        if high is not None and value > high:
+            raise ImproperlyConfigured(f"{name}: {raw} is longer than the maximum, {high}")
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        raw = self.raw(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {raw!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ImproperlyConfigured(f"{name}: {value} is outside {low}..{high}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.raw(name, str(default)).lower()
+        if raw in {"1", "true", "yes", "on"}:
+            return True
+        if raw in {"0", "false", "no", "off"}:
+            return False
+        raise ImproperlyConfigured(f"{name}: {raw!r} is not a boolean (true/false)")
+
+    def retry_policy(self, prefix: str, *, switch: str) -> RetryPolicy:
+        policy = RetryPolicy(
+            enabled=self.boolean(switch, True),
+            max_retries=self.integer(f"{prefix}_MAX_RETRIES", 5, low=0, high=100),
+            check_interval=self.duration(f"{prefix}_CHECK_INTERVAL", "1m", high=LONGEST_BACKOFF),
+            backoff_base=self.duration(f"{prefix}_BACKOFF_BASE", "1m", high=LONGEST_BACKOFF),
+            backoff_max=self.duration(f"{prefix}_BACKOFF_MAX", "1h", high=LONGEST_BACKOFF),
+        )
+        if policy.backoff_max < policy.backoff_base:
+            raise ImproperlyConfigured(
+                f"{prefix}_BACKOFF_MAX must not be shorter than {prefix}_BACKOFF_BASE"
+            )
+        return policy
+
+    def stripe_limits(self) -> StripeLimits:
+        rate = self.raw("STRIPE_MAX_REQUESTS_PER_SECOND", "25")
+        return StripeLimits(
+            timeout=self.duration("STRIPE_TIMEOUT", "20s", high=timedelta(minutes=5)),
+            max_network_retries=self.integer("STRIPE_MAX_NETWORK_RETRIES", 2, low=0, high=10),
+            max_requests_per_second=None
+            if rate.lower() == "off"
+            else self.integer("STRIPE_MAX_REQUESTS_PER_SECOND", 25, low=1, high=10_000),
+        )
+
+
+def load_payouts_config(env: environ.Env, **defaults: str) -> PayoutsConfig:
+    """Parse every payouts knob; ``defaults`` replace the built-in default of a variable
+    (a settings module for tests, say), never a value the environment sets."""
+    read = _Reader(env, defaults)
+    return PayoutsConfig(
+        platform_fee_bps=read.integer("PLATFORM_FEE_BPS", 1000, low=0, high=10_000),
+        reversal=read.retry_policy("REVERSAL", switch="REVERSAL_WORKER_ENABLED"),
+        transfer_retry=read.retry_policy("TRANSFER_RETRY", switch="TRANSFER_RETRY_WORKER_ENABLED"),
+        stripe=read.stripe_limits(),
+        reversal_concurrency=read.integer("REVERSAL_CONCURRENCY", 16, low=1, high=256),
+        claim_lease_margin=read.duration("CLAIM_LEASE_MARGIN", "30s", high=timedelta(hours=1)),
+    )

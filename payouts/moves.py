@@ -1,0 +1,287 @@
+"""Named moves: one function per edge of the seller transfer state diagram.
+
+This module is the only caller of ``SellerTransfer.objects.transition`` (a test scans the source
+for any other). Each move takes one edge (or one family of edges that ends where the amounts
+say) and owns exactly the fields it writes; the services decide *which* move to make, after a
+Stripe call, a refund or a staff request. What happens when a reversal settles is
+``reversal_settled``, and nowhere else.
+
+Every move runs the guarded ``UPDATE … WHERE status = <from>`` and writes its audit event in the
+same transaction; ``ConcurrentTransition`` means another actor moved the row first.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from payouts.idempotency import NextAttempt
+from payouts.models import SellerTransfer
+from payouts.transitions import EndReason, TransferStatus
+
+logger = logging.getLogger(__name__)
+
+S = TransferStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who or what made a move; recorded on its audit event."""
+
+    caused_by: str
+    user: Any = None
+
+    @classmethod
+    def worker(cls, task: str) -> "Actor":
+        return cls(f"worker:{task}")
+
+    @classmethod
+    def webhook(cls, stripe_event_id: str) -> "Actor":
+        return cls(f"webhook:{stripe_event_id}")
+
+    @classmethod
+    def staff(cls, user: Any) -> "Actor":
+        return cls(f"staff:{user.get_username()}", user)
+
+
+def _move(transfer: SellerTransfer, to: str, actor: Actor, detail: dict, **fields: Any):
+    return SellerTransfer.objects.transition(
+        transfer, to, caused_by=actor.caused_by, user=actor.user, detail=detail, **fields
+    )
+
+
+def _log(transfer: SellerTransfer, level: int, message: str, **extra: Any) -> None:
+    logger.log(
+        level, message, extra={"transfer_id": transfer.pk, "order_id": transfer.order_id, **extra}
+    )
+
+
+# --- Paying the seller --------------------------------------------------------------------------
+
+
+def paid(
+    transfer: SellerTransfer, *, stripe_transfer_id: str, key: str, adopted: bool, actor: Actor
+) -> SellerTransfer:
+    """pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
+    earlier attempt whose answer was lost (``adopted``)."""
+    _move(
+        transfer,
+        S.COMPLETED,
+        actor,
+        {"stripe_transfer_id": stripe_transfer_id, "adopted": adopted},
+        stripe_transfer_id=stripe_transfer_id,
+        transfer_idempotency_key=key,
+        next_retry_at=None,
+        error_message="",
+        read_stripe_first=False,
+    )
+    _log(transfer, logging.INFO, "seller paid", stripe_transfer_id=stripe_transfer_id)
+    return transfer
+
+
+def send_failed(
+    transfer: SellerTransfer,
+    *,
+    message: str,
+    follow: NextAttempt,
+    retry_at: datetime,
+    actor: Actor,
+) -> SellerTransfer:
+    """pending | failed → failed: one attempt to pay failed; the next is due at ``retry_at``."""
+    attempt = transfer.retry_count + 1
+    _move(
+        transfer,
+        S.FAILED,
+        actor,
+        {"error": message, "attempt": attempt, "next_retry_at": retry_at.isoformat()},
+        error_message=message,
+        retry_count=attempt,
+        next_retry_at=retry_at,
+        transfer_idempotency_key=follow.key,
+        read_stripe_first=follow.read_stripe_first,
+    )
+    _log(transfer, logging.WARNING, "paying the seller failed; will retry", error=message)
+    return transfer
+
+
+def send_given_up(
+    transfer: SellerTransfer, *, message: str, follow: NextAttempt, actor: Actor
+) -> SellerTransfer:
+    """pending | failed → permanently_failed: retries exhausted; the seller is not paid."""
+    attempt = transfer.retry_count + 1
+    _move(
+        transfer,
+        S.PERMANENTLY_FAILED,
+        actor,
+        {"error": message, "attempt": attempt, "reason": EndReason.RETRIES_EXHAUSTED},
+        error_message=message,
+        retry_count=attempt,
+        next_retry_at=None,
+        end_reason=EndReason.RETRIES_EXHAUSTED,
+        transfer_idempotency_key=follow.key,
+        read_stripe_first=follow.read_stripe_first,
+    )
+    _log(transfer, logging.ERROR, "paying the seller gave up after retries", error=message)
+    return transfer
+
+
+def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
+    """pending | failed → permanently_failed: the order was refunded in full before the seller
+    was paid, and Stripe holds no transfer of this row. The seller is never paid."""
+    message = "order fully refunded before the seller was paid; transfer cancelled"
+    _move(
+        transfer,
+        S.PERMANENTLY_FAILED,
+        actor,
+        {"reason": EndReason.ORDER_REFUNDED},
+        error_message=message,
+        next_retry_at=None,
+        end_reason=EndReason.ORDER_REFUNDED,
+    )
+    _log(transfer, logging.WARNING, message)
+    return transfer
+
+
+# --- Taking a refund's share back ---------------------------------------------------------------
+
+
+def reversal_scheduled(
+    transfer: SellerTransfer, *, target: int, refunded: int, actor: Actor
+) -> SellerTransfer:
+    """completed | partially_reversed → reversal_pending, due now with a fresh retry budget: the
+    seller's share of the order's refunds grew to ``target``. A reversal already pending just
+    grows its target and keeps its schedule (it may be in flight)."""
+    detail = {"reversal_target": target, "refunded": refunded}
+    if transfer.status == S.REVERSAL_PENDING:
+        return _move(transfer, S.REVERSAL_PENDING, actor, detail, reversal_target=target)
+    return _move(
+        transfer,
+        S.REVERSAL_PENDING,
+        actor,
+        detail,
+        reversal_target=target,
+        next_retry_at=timezone.now(),
+        retry_count=0,
+        error_message="",
+        read_stripe_first=False,
+    )
+
+
+def reversal_failed(
+    transfer: SellerTransfer,
+    *,
+    message: str,
+    follow: NextAttempt,
+    retry_at: datetime,
+    actor: Actor,
+) -> SellerTransfer:
+    """reversal_pending → reversal_pending: one attempt failed; the next is due at
+    ``retry_at``."""
+    attempt = transfer.retry_count + 1
+    _move(
+        transfer,
+        S.REVERSAL_PENDING,
+        actor,
+        {"error": message, "attempt": attempt, "next_retry_at": retry_at.isoformat()},
+        error_message=message,
+        retry_count=attempt,
+        next_retry_at=retry_at,
+        reversal_idempotency_key=follow.key,
+        read_stripe_first=follow.read_stripe_first,
+    )
+    _log(transfer, logging.WARNING, "reversal attempt failed; will retry", error=message)
+    return transfer
+
+
+def reversal_given_up(
+    transfer: SellerTransfer,
+    *,
+    reason: EndReason,
+    message: str,
+    follow: NextAttempt | None = None,
+    actor: Actor,
+) -> SellerTransfer:
+    """reversal_pending → permanently_failed: the transfer cannot be reversed (``reason``); what
+    is left of the seller's share stays with the seller until staff act."""
+    fields: dict[str, Any] = {"retry_count": transfer.retry_count}
+    if follow is not None:
+        fields.update(
+            retry_count=transfer.retry_count + 1,
+            reversal_idempotency_key=follow.key,
+            read_stripe_first=follow.read_stripe_first,
+        )
+    _move(
+        transfer,
+        S.PERMANENTLY_FAILED,
+        actor,
+        {"error": message, "reason": reason},
+        error_message=message,
+        next_retry_at=None,
+        end_reason=reason,
+        **fields,
+    )
+    _log(transfer, logging.ERROR, "reversal gave up", reason=reason, error=message)
+    return transfer
+
+
+def reversal_settled(
+    transfer: SellerTransfer,
+    *,
+    amount_reversed: int,
+    stripe_reversal_id: str = "",
+    message: str = "",
+    actor: Actor,
+) -> SellerTransfer:
+    """Record that Stripe has reversed ``amount_reversed`` in all. reversal_pending → reversed
+    (all of the amount), → partially_reversed (the target is reached), or stays reversal_pending,
+    due now, when a refund raised the target while this attempt was in flight.
+
+    The caller holds the row's lock, so the target it sees is the latest."""
+    total = min(max(transfer.amount_reversed, amount_reversed), transfer.amount)
+    target = max(transfer.reversal_target, total)
+    if total >= transfer.amount:
+        to, next_retry_at = S.REVERSED, None
+    elif total >= target:
+        to, next_retry_at = S.PARTIALLY_REVERSED, None
+    else:
+        to, next_retry_at = S.REVERSAL_PENDING, timezone.now()
+    _move(
+        transfer,
+        to,
+        actor,
+        {"stripe_reversal_id": stripe_reversal_id, "amount_reversed": total},
+        amount_reversed=total,
+        reversal_target=target,
+        stripe_reversal_id=stripe_reversal_id or transfer.stripe_reversal_id,
+        # The next partial reversal gets a fresh key (see payouts.idempotency).
+        reversal_idempotency_key="",
+        retry_count=0,
+        read_stripe_first=False,
+        next_retry_at=next_retry_at,
+        error_message=message,
+    )
+    _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=total)
+    return transfer
+
+
+def reversal_seen_at_stripe(
+    transfer: SellerTransfer, *, amount_reversed: int, actor: Actor
+) -> SellerTransfer:
+    """completed | partially_reversed | reversal_pending → reversal_pending: Stripe reports more
+    reversed than we recorded (a Dashboard reversal, or an answer we lost). Records it, never
+    moves money; the worker then settles the status without a call."""
+    fields: dict[str, Any] = {
+        "amount_reversed": amount_reversed,
+        "reversal_target": max(transfer.reversal_target, amount_reversed),
+    }
+    if transfer.status != S.REVERSAL_PENDING:
+        fields.update(next_retry_at=timezone.now(), retry_count=0, read_stripe_first=False)
+    return _move(
+        transfer,
+        S.REVERSAL_PENDING,
+        actor,
+        {"stripe_amount_reversed": amount_reversed, "seen_at_stripe": True},
+        **fields,
+    )

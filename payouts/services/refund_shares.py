@@ -1,0 +1,68 @@
+"""A refund's share of each seller transfer: what must be taken back from each seller.
+
+Each paid transfer's ``reversal_target`` is its proportional share of what the order has
+refunded so far; rows with more to take back become ``reversal_pending``, due now, and the
+reversal worker (``payouts.services.reversals``) does the rest. This runs inside the caller's
+short transaction (the refund's, or the payment's of a seller paid late), with no Stripe call, so
+the buyer's refund is complete whatever Stripe Connect's health.
+"""
+
+import logging
+
+from marketplace.models import Order
+from marketplace.selectors import order_refunded_amount, order_total
+from payouts import moves
+from payouts.locks import order_transfers_lock
+from payouts.moves import Actor
+from payouts.transitions import TransferStatus
+
+logger = logging.getLogger(__name__)
+
+S = TransferStatus
+# Transfers that moved money to a seller, so a refund's share can be taken back from them.
+PAID = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED, S.REVERSED)
+
+
+def proportional_targets(*, refunded: int, order_total: int, amounts: dict[int, int]) -> dict:
+    """Each transfer's share of ``refunded / order_total`` of its amount, in whole minor units.
+
+    The shares add up to the rounded (half up) exact total; the units lost by flooring go to the
+    largest remainders (ties: lowest id). Never above a transfer's amount; all of it when the
+    order is fully refunded.
+    """
+    if order_total <= 0 or refunded <= 0:
+        return dict.fromkeys(amounts, 0)
+    refunded = min(refunded, order_total)
+    exact = {pk: refunded * amount for pk, amount in amounts.items()}  # share × order_total
+    shares = {pk: value // order_total for pk, value in exact.items()}
+    total = (2 * sum(exact.values()) + order_total) // (2 * order_total)
+    by_remainder = sorted(amounts, key=lambda pk: (-(exact[pk] % order_total), pk))
+    for pk in by_remainder[: max(total - sum(shares.values()), 0)]:
+        shares[pk] += 1
+    return {pk: min(share, amounts[pk]) for pk, share in shares.items()}
+
+
+def transfers_apply_refunds(*, order: Order, actor: Actor) -> int:
+    """Raise each paid transfer's ``reversal_target`` to its share of the order's succeeded
+    refunds; rows with more to take back are scheduled for reversal. Must run inside the
+    caller's transaction, which has locked the order. Returns how many rows were scheduled."""
+    refunded = order_refunded_amount(order=order)
+    rows = order_transfers_lock(order.pk)
+    paid = {row.pk: row.amount for row in rows if row.status in PAID}
+    targets = proportional_targets(
+        refunded=refunded, order_total=order_total(order=order), amounts=paid
+    )
+    scheduled = 0
+    for row in rows:
+        if row.pk not in paid:
+            if refunded:
+                logger.warning(
+                    "refunded order has a transfer that was never paid; nothing to reverse",
+                    extra={"order_id": order.pk, "transfer_id": row.pk, "status": row.status},
+                )
+            continue
+        if targets[row.pk] <= row.reversal_target or row.status == S.REVERSED:
+            continue
+        moves.reversal_scheduled(row, target=targets[row.pk], refunded=refunded, actor=actor)
+        scheduled += 1
+    return scheduled
