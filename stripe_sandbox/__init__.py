@@ -5,6 +5,8 @@ in tests, with ``stripe_sandbox.testing.RunningSandbox``.
 """
 
 from .faults import ACTIONS, KNOBS
+from .money import ZERO_DECIMAL_CURRENCIES
+from .persistence import StateFileError
 from .sandbox import Sandbox
 from .state import API_VERSION, OPERATIONS
 from .testing import RunningSandbox, SandboxControl, SandboxControlError, SandboxProcess
@@ -20,5 +22,7 @@ __all__ = [
     "SandboxControl",
     "SandboxControlError",
     "SandboxProcess",
+    "StateFileError",
+    "ZERO_DECIMAL_CURRENCIES",
     "signature_header",
 ]

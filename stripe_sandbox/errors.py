@@ -114,3 +114,30 @@ def idempotency_in_use(key: str) -> StripeApiError:
         f"{key}. Please try again later.",
         code="idempotency_key_in_use",
     )
+
+
+class ControlError(Exception):
+    """A control-API request the sandbox refuses; answered as a ``sandbox_error``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def mask_api_key(api_key: str | None) -> str:
+    """Stripe's way of quoting a key back: prefix, asterisks, the last four characters."""
+    if not api_key or len(api_key) <= 12:
+        return "****"
+    return api_key[:8] + "*" * (len(api_key) - 12) + api_key[-4:]
+
+
+def account_access_denied(account_id: str, api_key: str | None) -> StripeApiError:
+    """What Stripe answers (403, code ``account_invalid``) once an account is out of reach."""
+    return StripeApiError(
+        403,
+        "invalid_request_error",
+        f"The provided key '{mask_api_key(api_key)}' does not have access to account "
+        f"'{account_id}' (or that account does not exist). Application access may have been "
+        "revoked.",
+        code="account_invalid",
+    )

@@ -122,6 +122,19 @@ class Params:
             )
         return raw
 
+    def string_list(self, name: str) -> list[str]:
+        """An array parameter, sent as ``name[]=a`` or, like stripe-python does, ``name[0]=a``."""
+        raw = self.data.get(name)
+        if raw is None or raw == "":
+            return []
+        if isinstance(raw, str):
+            return [raw]
+        if isinstance(raw, dict) and all(key.isdigit() for key in raw):
+            raw = [raw[key] for key in sorted(raw, key=int)]
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            raise invalid_request(f"Invalid array: {name}", param=name)
+        return raw
+
     def metadata(self) -> dict[str, str]:
         raw = self.data.get("metadata")
         if raw is None or raw == "":

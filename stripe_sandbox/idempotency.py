@@ -62,3 +62,32 @@ class IdempotencyStore:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def dump(self) -> list[dict[str, Any]]:
+        """Completed entries as JSON-ready data (in-flight ones die with the process)."""
+        return [
+            {
+                "key": key,
+                "fingerprint": [entry.fingerprint[0], entry.fingerprint[1], entry.fingerprint[2]],
+                "status": entry.status,
+                "body": entry.body.decode("utf-8"),
+                "headers": entry.headers,
+                "request_id": entry.request_id,
+            }
+            for key, entry in self._entries.items()
+            if entry.done
+        ]
+
+    def restore(self, saved: list[dict[str, Any]]) -> None:
+        self._entries.clear()
+        for item in saved:
+            method, path, pairs = item["fingerprint"]
+            fingerprint = (method, path, tuple(tuple(pair) for pair in pairs))
+            self._entries[item["key"]] = Entry(
+                fingerprint,
+                done=True,
+                status=item["status"],
+                body=item["body"].encode("utf-8"),
+                headers=dict(item["headers"]),
+                request_id=item["request_id"],
+            )

@@ -25,8 +25,15 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", "/v1/transfers/{id}/reversals", "reversals.list"),
         ("GET", "/v1/transfers/{id}/reversals/{id}", "reversals.retrieve"),
         ("GET", "/v1/events/{id}", "events.retrieve"),
+        ("GET", "/v1/balance", "balance.retrieve"),
+        ("GET", "/v1/balance_transactions/{id}", "balance_transactions.retrieve"),
+        ("GET", "/v1/disputes", "disputes.list"),
+        ("GET", "/v1/disputes/{id}", "disputes.retrieve"),
     ]
 ]
+
+# Operations that change state: the ones a state file is saved after.
+MUTATING = frozenset(operation for method, _, operation in ROUTES if method == "POST")
 
 
 def match(method: str, path: str) -> tuple[str, tuple[str, ...]] | None:

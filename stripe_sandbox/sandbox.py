@@ -8,23 +8,35 @@ Every API request goes through, in order: authentication, routing, parameter
 parsing, the global rate limit, the idempotency lookup, the fault draw (which
 may reserve the key), injected latency (slept without the lock), and finally
 the operation itself, performed and stored under the key in one locked step.
+A request made as a connected account (``Stripe-Account`` header) is refused
+with Stripe's 403 when the platform can't reach that account.
+
+The control API (``/_sandbox/…``) is listed in ``control``; the endpoints that
+predate it are handled here, the newer ones there. Both change the store through
+``Sandbox.mutate`` so their events are delivered like the API's.
+
+With a state file, the state is saved after every successful mutating request
+(API ``POST`` or control ``POST``) and when the sandbox closes; see ``persistence``.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
+import os
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import routes
+from . import control, routes
 from .errors import (
+    ControlError,
     StripeApiError,
     api_error_500,
     authentication_failed,
@@ -37,7 +49,8 @@ from .errors import (
 from .faults import NO_FAULT, Fault, FaultConfigError, FaultPlan
 from .forms import Params, decode, parse_pairs
 from .idempotency import Entry, IdempotencyStore
-from .state import OPERATIONS, RequestContext, Store, new_id
+from .persistence import StateFile, StateFileError
+from .state import OPERATIONS, STATE_VERSION, RequestContext, Store, new_id
 from .webhooks import WebhookSender, deliver
 
 NEW_REFUND_STATUSES = ("succeeded", "pending")
@@ -58,12 +71,6 @@ class Reply:
     hold_seconds: float = 0.0
     operation: str | None = None
     outcome: str | None = None
-
-
-class ControlError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _api_key(authorization: str | None) -> str | None:
@@ -90,8 +97,17 @@ class Sandbox:
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         webhook_workers: int = 4,
+        connect_webhook_url: str | None = None,
+        connect_webhook_secret: str | None = None,
+        state_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._initial = {"seed": seed, "url": webhook_url, "secret": webhook_secret}
+        self._initial = {
+            "seed": seed,
+            "url": webhook_url,
+            "secret": webhook_secret,
+            "connect_url": connect_webhook_url,
+            "connect_secret": connect_webhook_secret,
+        }
         # One lock for all state; operations are short, and anything slow
         # (latency, holds, webhook delivery) happens outside it.
         self.lock = threading.Lock()
@@ -104,6 +120,12 @@ class Sandbox:
         self.generation = 0
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
+        self.connect_webhook_url = connect_webhook_url
+        self.connect_webhook_secret = connect_webhook_secret
+        self.state_file = StateFile(state_file) if state_file is not None else None
+        self._saves = 0
+        # How many objects came back from the state file (None: no state file).
+        self.restored = self._load_state()
         self.sender = WebhookSender(
             self._record_delivery, lambda g: g == self.generation, workers=webhook_workers
         )
@@ -111,6 +133,55 @@ class Sandbox:
     def close(self) -> None:
         self.closing.set()
         self.sender.stop()
+        self.save_state()
+
+    # -- state file -----------------------------------------------------------
+
+    def _load_state(self) -> int | None:
+        if self.state_file is None:
+            return None
+        data = self.state_file.load()
+        if data is None:
+            return 0
+        try:
+            self.store = Store.restore(data["store"])
+            self.idempotency.restore(data.get("idempotency", []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFileError(f"{self.state_file.path} is not a sandbox state: {exc}") from exc
+        hooks = data.get("webhooks") or {}
+        # Endpoints given at start-up win over the ones saved from the control API.
+        if not self.webhook_url:
+            self.webhook_url, self.webhook_secret = hooks.get("url"), hooks.get("secret")
+        if not self.connect_webhook_url:
+            self.connect_webhook_url = hooks.get("connect_url")
+            self.connect_webhook_secret = hooks.get("connect_secret")
+        tables = ("accounts", "payment_intents", "charges", "refunds", "transfers", "disputes")
+        return sum(len(getattr(self.store, table)) for table in tables)
+
+    def save_state(self) -> None:
+        """Write the state file (if any) with everything as it is now."""
+        if self.state_file is None:
+            return
+        with self.lock:
+            self._saves += 1
+            sequence = self._saves
+            text = json.dumps(
+                {
+                    "version": STATE_VERSION,
+                    "store": self.store.dump(),
+                    "idempotency": self.idempotency.dump(),
+                    "webhooks": {
+                        "url": self.webhook_url,
+                        "secret": self.webhook_secret,
+                        "connect_url": self.connect_webhook_url,
+                        "connect_secret": self.connect_webhook_secret,
+                    },
+                }
+            )
+        try:
+            self.state_file.save(sequence, text)
+        except OSError as exc:
+            print(f"stripe_sandbox: could not save state: {exc}", file=sys.stderr, flush=True)
 
     # -- API requests -------------------------------------------------------
 
@@ -204,13 +275,16 @@ class Sandbox:
                             key, reservation, reply.status, reply.body, reply.headers, request_id
                         )
                 return finish(reply, fault.outcome)
-            ctx = RequestContext(request_id, key)
+            account = headers.get("Stripe-Account") or None
+            ctx = RequestContext(request_id, key, account, api_key)
             reply = self._perform(operation, params, args, ctx, reservation)
         finally:
             if reservation is not None:
                 with self.lock:
                     self.idempotency.release(key, reservation)
 
+        if method == "POST" and reply.status == 200:
+            self.save_state()
         if fault.kind == "drop_after_perform":
             return finish(Reply(None, action="drop"), "dropped_after_perform")
         return finish(reply, reply.outcome or "performed")
@@ -235,6 +309,7 @@ class Sandbox:
         handler = OPERATIONS[operation]
         with self.lock:
             try:
+                self.store.check_account_access(ctx)
                 result = handler(self.store, params, args, ctx)
                 reply = Reply(200, to_json(result), outcome="performed")
             except StripeApiError as exc:
@@ -263,10 +338,16 @@ class Sandbox:
 
     def _dispatch(self, events: list[dict[str, Any]]) -> None:
         """Queue events for delivery. Caller holds the lock."""
-        if not (self.webhook_url and self.webhook_secret):
-            return
         for event in events:
-            self.sender.submit(self.webhook_url, self.webhook_secret, event, self.generation)
+            url, secret, endpoint = self._endpoint_for(event)
+            if url and secret:
+                self.sender.submit(url, secret, event, self.generation, endpoint)
+
+    def _endpoint_for(self, event: dict[str, Any]) -> tuple[str | None, str | None, str]:
+        """Connect events (they name an ``account``) go to the Connect endpoint only."""
+        if event.get("account"):
+            return self.connect_webhook_url, self.connect_webhook_secret, "connect"
+        return self.webhook_url, self.webhook_secret, "platform"
 
     def _record_delivery(self, record: dict[str, Any], generation: int) -> None:
         with self.lock:
@@ -284,6 +365,8 @@ class Sandbox:
             if not isinstance(payload, dict):
                 raise ControlError("the request body must be a JSON object")
             result = self._control(method, path, query, payload)
+            if method == "POST":
+                self.save_state()
             return Reply(200, to_json(result), {}, operation="control", outcome="control")
         except json.JSONDecodeError as exc:
             return self._control_error(ControlError(f"invalid JSON: {exc}"))
@@ -324,7 +407,12 @@ class Sandbox:
                     parts[1], payload.get("amount"), payload.get("metadata") or {}
                 )
             if len(parts) == 3 and name == "refunds" and parts[2] == "status":
-                return self.set_refund_status(parts[1], payload.get("status"))
+                return self.set_refund_status(
+                    parts[1], payload.get("status"), payload.get("failure_reason")
+                )
+        found, result = control.dispatch(self, method, parts, payload)
+        if found:
+            return result
         raise ControlError(f"unknown control endpoint {method} {path}", status=404)
 
     def reset(self, payload: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -337,7 +425,16 @@ class Sandbox:
             self._sequence = itertools.count(1)
             self.webhook_url = self._initial["url"]
             self.webhook_secret = self._initial["secret"]
+            self.connect_webhook_url = self._initial["connect_url"]
+            self.connect_webhook_secret = self._initial["connect_secret"]
         return {"ok": True}
+
+    def forget_idempotency_keys(self) -> dict[str, Any]:
+        """What Stripe does 24 hours after a key's first use: the key is unknown again."""
+        with self.lock:
+            forgotten = len(self.idempotency)
+            self.idempotency.clear()
+        return {"forgotten": forgotten}
 
     def _set_faults(self, payload: dict[str, Any]) -> dict[str, Any]:
         knobs = dict(payload)
@@ -364,15 +461,27 @@ class Sandbox:
         with self.lock:
             return self.faults.describe()
 
-    def _configure_webhooks(self, payload: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _webhook_endpoint(payload: dict[str, Any]) -> tuple[str | None, str | None]:
         url, secret = payload.get("url"), payload.get("secret")
         if url is not None and not isinstance(url, str):
             raise ControlError("url must be a string or null")
         if url and not (isinstance(secret, str) and secret):
             raise ControlError("a webhook url needs a secret")
+        return url or None, (secret if url else None)
+
+    def _configure_webhooks(self, payload: dict[str, Any]) -> dict[str, Any]:
+        url, secret = self._webhook_endpoint(payload)
         with self.lock:
-            self.webhook_url, self.webhook_secret = url or None, (secret if url else None)
+            self.webhook_url, self.webhook_secret = url, secret
             return {"url": self.webhook_url, "secret": self.webhook_secret}
+
+    def configure_connect_webhooks(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The Connect endpoint: connected accounts' events, signed with its own secret."""
+        url, secret = self._webhook_endpoint(payload)
+        with self.lock:
+            self.connect_webhook_url, self.connect_webhook_secret = url, secret
+            return {"url": url, "secret": secret}
 
     def _set_config(self, payload: dict[str, Any]) -> dict[str, Any]:
         unknown = set(payload) - {"new_refund_status", "seed"}
@@ -394,30 +503,66 @@ class Sandbox:
                 "new_refund_status": self.store.new_refund_status,
                 "seed": self.faults.seed,
                 "webhook_url": self.webhook_url,
+                "connect_webhook_url": self.connect_webhook_url,
+                "settlement": copy.deepcopy(self.store.settlement),
+                "state_file": str(self.state_file.path) if self.state_file else None,
             }
 
     def send_event(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Build (or look up) an event and deliver it synchronously."""
+        """Build (or look up) an event and deliver it synchronously.
+
+        It goes to the endpoint its kind goes to (Connect if it names an
+        ``account``) unless the payload gives a ``url`` and ``secret``.
+        """
         with self.lock:
-            url = payload.get("url") or self.webhook_url
-            secret = payload.get("secret") or self.webhook_secret
-            resend = payload.get("event_id")
-            if resend:
-                event = self.store.events.get(resend)
-                if event is None:
-                    raise ControlError(f"no such event: {resend}", status=404)
-            else:
-                event_type, obj = payload.get("type"), payload.get("object")
-                if not isinstance(event_type, str) or not isinstance(obj, dict):
-                    raise ControlError("send an event 'type' (string) and 'object' (object)")
-                event = Store.build_event(event_type, obj, RequestContext(), payload.get("id"))
-                self.store.events.setdefault(event["id"], event)
+            event = self._event_to_send(payload)
+            url, secret, endpoint = self._endpoint_for(event)
+            url, secret = payload.get("url") or url, payload.get("secret") or secret
             generation = self.generation
         if not (url and secret):
             raise ControlError("webhooks are not configured; set a url and secret first")
-        record = deliver(url, secret, event)
+        record = deliver(url, secret, event, endpoint=endpoint)
         self._record_delivery(record, generation)
         return {"event": event, "status": record["status"], "error": record["error"]}
+
+    def _event_to_send(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Caller holds the lock."""
+        resend = payload.get("event_id")
+        if resend:
+            event = self.store.events.get(resend)
+            if event is None:
+                raise ControlError(f"no such event: {resend}", status=404)
+            return event
+        event_type, obj = payload.get("type"), payload.get("object")
+        if not isinstance(event_type, str) or not isinstance(obj, dict):
+            raise ControlError("send an event 'type' (string) and 'object' (object)")
+        account = payload.get("account")
+        if account is not None and not isinstance(account, str):
+            raise ControlError("account must be a string (a Connect event's account id)")
+        event = Store.build_event(
+            event_type, obj, RequestContext(), payload.get("id"), account=account
+        )
+        self.store.events.setdefault(event["id"], event)
+        return event
+
+    def mutate(self, change: Callable[[Store, RequestContext], Any]) -> Any:
+        """Change the store for the control API: atomically, with its events delivered.
+
+        A change that raises leaves no events behind (Store operations check
+        before they change anything).
+        """
+        with self.lock:
+            try:
+                result = change(self.store, RequestContext())
+            except BaseException:
+                self.store.outbox.clear()
+                raise
+            self._dispatch(self.store.take_outbox())
+        return result
+
+    def read(self, view: Callable[[Store], Any]) -> Any:
+        with self.lock:
+            return view(self.store)
 
     def reverse_out_of_band(self, transfer_id: str, amount: Any, metadata: Any) -> dict:
         if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
@@ -427,22 +572,16 @@ class Sandbox:
         if not isinstance(metadata, dict):
             raise ControlError("metadata must be an object")
         metadata = {str(k): str(v) for k, v in metadata.items()}
-        with self.lock:
-            try:
-                reversal = self.store.reverse(transfer_id, amount, metadata, None, RequestContext())
-            finally:
-                events = self.store.take_outbox()
-            self._dispatch(events)
-        return reversal
+        return self.mutate(
+            lambda store, ctx: store.reverse(transfer_id, amount, metadata, None, ctx)
+        )
 
-    def set_refund_status(self, refund_id: str, status: Any) -> dict[str, Any]:
-        with self.lock:
-            try:
-                refund = self.store.set_refund_status(refund_id, status, RequestContext())
-            finally:
-                events = self.store.take_outbox()
-            self._dispatch(events)
-        return refund
+    def set_refund_status(
+        self, refund_id: str, status: Any, failure_reason: Any = None
+    ) -> dict[str, Any]:
+        return self.mutate(
+            lambda store, ctx: store.set_refund_status(refund_id, status, ctx, failure_reason)
+        )
 
     _POSTS = {
         "reset": reset,

@@ -2,57 +2,109 @@
 
 ``Store`` is deliberately not thread-safe: the ``Sandbox`` calls it only while
 holding its single lock, which keeps every operation atomic (a reversal can
-never observe a half-updated transfer) without per-object locking.
+never observe a half-updated transfer) without per-object locking. Operations
+check everything that can fail before they change anything, so a refused
+request leaves no trace.
 
 Objects are kept in Stripe's shape and copied on the way out, so a response
 stored for idempotent replay never changes when the object changes later.
+
+The Store is assembled from parts: money at rest (``balances``), disputes
+(``disputes``), connected accounts' capabilities and deauthorization
+(``connect``); the ``ledger`` view lives in ``ledger``. ``dump``/``restore``
+turn the whole store into JSON and back for ``--state-file``.
 """
 
 from __future__ import annotations
 
 import copy
 import secrets
-import string
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import invalid_request, resource_missing
+from .balances import BalancesMixin, default_settlement
+from .common import changed_attributes, new_id, snapshot_fields
+from .common import now as _now
+from .connect import ConnectMixin, requirements
+from .disputes import DisputesMixin
+from .errors import account_access_denied, invalid_request, resource_missing
 from .forms import Params
+from .ledger import build_ledger
+from .money import format_money as _money
 
 API_VERSION = "2024-06-20"
 REVERSALS_EMBEDDED = 10  # Stripe embeds only the most recent reversals in a transfer.
 REFUND_STATUSES = ("pending", "succeeded", "failed", "canceled")
-_ALPHABET = string.ascii_letters + string.digits
-_ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx"}
-
-
-def new_id(prefix: str) -> str:
-    # Unseeded on purpose: ids must stay unique across resets and processes even
-    # when fault injection is seeded for determinism.
-    return prefix + "_1" + "".join(secrets.choice(_ALPHABET) for _ in range(23))
-
-
-def _now() -> int:
-    return int(time.time())
-
-
-def _money(amount: int, currency: str) -> str:
-    if currency in _ZERO_DECIMAL:
-        return f"{amount} {currency.upper()}"
-    value = f"{amount / 100:.2f}"
-    return f"${value}" if currency == "usd" else f"{value} {currency.upper()}"
+REFUND_FAILURE_REASONS = (
+    "lost_or_stolen_card",
+    "expired_or_canceled_card",
+    "charge_for_pending_refund_disputed",
+    "insufficient_funds",
+    "declined",
+    "merchant_request",
+    "unknown",
+)
+# Fields that name another object and can be expanded; the object is found by its
+# id prefix (``source`` on a balance transaction can be any of them).
+_EXPANDABLE = frozenset(
+    {
+        "balance_transaction",
+        "charge",
+        "failure_balance_transaction",
+        "latest_charge",
+        "payment_intent",
+        "source",
+    }
+)
+_TABLE_BY_PREFIX = {
+    "ch": "charges",
+    "dp": "disputes",
+    "pi": "payment_intents",
+    "po": "payouts",
+    "re": "refunds",
+    "tr": "transfers",
+    "trr": "reversals",
+    "txn": "balance_transactions",
+}
+# What ``dump`` writes and ``restore`` reads back.
+PERSISTED = (
+    "accounts",
+    "payment_intents",
+    "charges",
+    "refunds",
+    "transfers",
+    "reversals",
+    "reversals_by_transfer",
+    "events",
+    "deliveries",
+    "new_refund_status",
+    "settlement",
+    "balance_transactions",
+    "txn_owner",
+    "balances",
+    "disputes",
+    "payouts",
+    "deauthorized",
+    "application",
+)
+STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
 class RequestContext:
-    """Who asked for a change; copied into the ``request`` field of events."""
+    """Who asked for a change; copied into the ``request`` field of events.
+
+    ``stripe_account`` is the ``Stripe-Account`` header (a request made as a
+    connected account); ``api_key`` is only used to quote it back, masked, in errors.
+    """
 
     request_id: str | None = None
     idempotency_key: str | None = None
+    stripe_account: str | None = None
+    api_key: str | None = None
 
 
-class Store:
+class Store(BalancesMixin, DisputesMixin, ConnectMixin):
     def __init__(self) -> None:
         self.accounts: dict[str, dict[str, Any]] = {}
         self.payment_intents: dict[str, dict[str, Any]] = {}
@@ -66,30 +118,78 @@ class Store:
         # Events created by the current operation, collected by the Sandbox for delivery.
         self.outbox: list[dict[str, Any]] = []
         self.new_refund_status = "succeeded"
+        self.settlement = default_settlement()
+        self.balance_transactions: dict[str, dict[str, Any]] = {}
+        # Balance transactions of connected accounts (payouts) -> the account; the rest
+        # are the platform's.
+        self.txn_owner: dict[str, str] = {}
+        # Connected account -> currency -> available amount.
+        self.balances: dict[str, dict[str, int]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
+        self.payouts: dict[str, dict[str, Any]] = {}
+        # Accounts the platform was deauthorized from -> when.
+        self.deauthorized: dict[str, int] = {}
+        self.application = {"id": new_id("ca"), "object": "application", "name": "stripe_sandbox"}
+
+    # -- persistence ----------------------------------------------------------
+
+    def dump(self) -> dict[str, Any]:
+        """Everything worth keeping across a restart, as JSON-ready data (not a copy)."""
+        return {"version": STATE_VERSION, **{name: getattr(self, name) for name in PERSISTED}}
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> Store:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported state version {data.get('version')!r}")
+        store = cls()
+        for name in PERSISTED:
+            if name in data:
+                setattr(store, name, data[name])
+        return store
 
     # -- events -------------------------------------------------------------
 
-    def emit(self, event_type: str, obj: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        event = self.build_event(event_type, obj, ctx)
+    def emit(
+        self,
+        event_type: str,
+        obj: dict[str, Any],
+        ctx: RequestContext,
+        *,
+        account: str | None = None,
+        previous: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        event = self.build_event(event_type, obj, ctx, account=account, previous=previous)
         self.events[event["id"]] = event
         self.outbox.append(event)
         return event
 
     @staticmethod
     def build_event(
-        event_type: str, obj: dict[str, Any], ctx: RequestContext, event_id: str | None = None
+        event_type: str,
+        obj: dict[str, Any],
+        ctx: RequestContext,
+        event_id: str | None = None,
+        *,
+        account: str | None = None,
+        previous: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return {
-            "id": event_id or new_id("evt"),
-            "object": "event",
-            "api_version": API_VERSION,
-            "created": _now(),
-            "type": event_type,
-            "livemode": False,
-            "pending_webhooks": 1,
-            "data": {"object": copy.deepcopy(obj)},
-            "request": {"id": ctx.request_id, "idempotency_key": ctx.idempotency_key},
-        }
+        """Stripe's event envelope; Connect events name their ``account``."""
+        event: dict[str, Any] = {"id": event_id or new_id("evt"), "object": "event"}
+        if account:
+            event["account"] = account
+        data: dict[str, Any] = {"object": copy.deepcopy(obj)}
+        if previous:
+            data["previous_attributes"] = copy.deepcopy(previous)
+        event.update(
+            api_version=API_VERSION,
+            created=_now(),
+            type=event_type,
+            livemode=False,
+            pending_webhooks=1,
+            data=data,
+            request={"id": ctx.request_id, "idempotency_key": ctx.idempotency_key},
+        )
+        return event
 
     def take_outbox(self) -> list[dict[str, Any]]:
         events, self.outbox = self.outbox, []
@@ -117,6 +217,34 @@ class Store:
         }
         return rendered
 
+    def expand(self, obj: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+        """Replace ids by objects along each ``expand[]`` path.
+
+        Paths can go deep: ``latest_charge.balance_transaction`` on a payment intent.
+        """
+        for path in paths:
+            self._expand_path(obj, path.split("."), path)
+        return obj
+
+    def _expand_path(self, obj: dict[str, Any], parts: list[str], path: str) -> None:
+        field = parts[0]
+        if field not in _EXPANDABLE or field not in obj:
+            raise invalid_request(f"This property cannot be expanded ({path}).")
+        value = obj[field]
+        if isinstance(value, str):
+            found = self._lookup(value)
+            if found is not None:
+                obj[field] = value = found
+        if isinstance(value, dict) and len(parts) > 1:
+            self._expand_path(value, parts[1:], path)
+
+    def _lookup(self, object_id: str) -> dict[str, Any] | None:
+        table = _TABLE_BY_PREFIX.get(object_id.split("_", 1)[0])
+        found = getattr(self, table).get(object_id) if table else None
+        if found is None:
+            return None
+        return self.render_transfer(found) if table == "transfers" else copy.deepcopy(found)
+
     # -- accounts -------------------------------------------------------------
 
     def create_account(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
@@ -136,13 +264,17 @@ class Store:
             "livemode": False,
             "metadata": params.metadata(),
             "payouts_enabled": True,
+            "requirements": requirements(),
             "type": account_type,
         }
         self.accounts[account["id"]] = account
         return copy.deepcopy(account)
 
     def retrieve_account(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
-        return copy.deepcopy(self._get(self.accounts, "account", args[0]))
+        account = self._get(self.accounts, "account", args[0])
+        if account["id"] in self.deauthorized:
+            raise account_access_denied(account["id"], ctx.api_key)
+        return copy.deepcopy(account)
 
     # -- payment intents and charges ----------------------------------------
 
@@ -198,26 +330,8 @@ class Store:
                 "confirm it again, or confirm it again directly with a payment method.",
                 code="payment_intent_unexpected_state",
             )
-        charge = {
-            "id": new_id("ch"),
-            "object": "charge",
-            "amount": intent["amount"],
-            "amount_captured": intent["amount"],
-            "amount_refunded": 0,
-            "balance_transaction": new_id("txn"),
-            "captured": True,
-            "created": _now(),
-            "currency": intent["currency"],
-            "description": intent["description"],
-            "livemode": False,
-            "metadata": copy.deepcopy(intent["metadata"]),
-            "paid": True,
-            "payment_intent": intent["id"],
-            "payment_method": payment_method,
-            "refunded": False,
-            "status": "succeeded",
-            "transfer_group": intent["transfer_group"],
-        }
+        charge = self._new_charge(intent, payment_method)
+        self._settle_charge(charge)
         self.charges[charge["id"]] = charge
         intent.update(
             payment_method=payment_method,
@@ -227,16 +341,43 @@ class Store:
         )
         self.emit("payment_intent.succeeded", intent, ctx)
 
+    @staticmethod
+    def _new_charge(intent: dict[str, Any], payment_method: str) -> dict[str, Any]:
+        return {
+            "id": new_id("ch"),
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"],
+            "amount_refunded": 0,
+            "balance_transaction": None,
+            "captured": True,
+            "created": _now(),
+            "currency": intent["currency"],
+            "description": intent["description"],
+            "disputed": False,
+            "livemode": False,
+            "metadata": copy.deepcopy(intent["metadata"]),
+            "paid": True,
+            "payment_intent": intent["id"],
+            "payment_method": payment_method,
+            "refunded": False,
+            "status": "succeeded",
+            "transfer_group": intent["transfer_group"],
+        }
+
     def retrieve_payment_intent(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
-        return copy.deepcopy(self._get(self.payment_intents, "payment_intent", args[0]))
+        intent = copy.deepcopy(self._get(self.payment_intents, "payment_intent", args[0]))
+        return self.expand(intent, params.string_list("expand"))
 
     def retrieve_charge(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
-        return copy.deepcopy(self._get(self.charges, "charge", args[0]))
+        charge = copy.deepcopy(self._get(self.charges, "charge", args[0]))
+        return self.expand(charge, params.string_list("expand"))
 
     # -- refunds ------------------------------------------------------------
 
     def create_refund(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         charge = self._refund_target(params)
+        self._check_refundable(charge)
         currency = charge["currency"]
         remaining = charge["amount"] - charge["amount_refunded"]
         if remaining <= 0:
@@ -255,26 +396,30 @@ class Store:
                 code="amount_too_large",
             )
         reason = params.choice("reason", ("duplicate", "fraudulent", "requested_by_customer"))
-        refund = {
-            "id": new_id("re"),
-            "object": "refund",
-            "amount": amount,
-            "balance_transaction": new_id("txn"),
-            "charge": charge["id"],
-            "created": _now(),
-            "currency": currency,
-            "failure_reason": None,
-            "metadata": params.metadata(),
-            "payment_intent": charge["payment_intent"],
-            "reason": reason,
-            "status": self.new_refund_status,
-            "livemode": False,
-        }
+        refund = self._new_refund(charge, amount, reason, params.metadata())
+        refund["balance_transaction"] = self._refund_txn(refund)
         self.refunds[refund["id"]] = refund
         self._adjust_refunded(charge, amount)
         self.emit("charge.refunded", charge, ctx)
         self.emit("refund.created", refund, ctx)
         return copy.deepcopy(refund)
+
+    def _new_refund(self, charge, amount: int, reason: str | None, metadata) -> dict[str, Any]:
+        return {
+            "id": new_id("re"),
+            "object": "refund",
+            "amount": amount,
+            "balance_transaction": None,
+            "charge": charge["id"],
+            "created": _now(),
+            "currency": charge["currency"],
+            "failure_reason": None,
+            "metadata": metadata,
+            "payment_intent": charge["payment_intent"],
+            "reason": reason,
+            "status": self.new_refund_status,
+            "livemode": False,
+        }
 
     def _refund_target(self, params: Params) -> dict[str, Any]:
         intent_id = params.string("payment_intent")
@@ -312,29 +457,63 @@ class Store:
         charge["amount_refunded"] += delta
         charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
 
-    def set_refund_status(self, refund_id: str, status: str, ctx: RequestContext):
+    def set_refund_status(
+        self,
+        refund_id: str,
+        status: Any,
+        ctx: RequestContext,
+        failure_reason: Any = None,
+    ) -> dict[str, Any]:
+        """Move a refund on (control API); ``failed``/``canceled`` give the money back."""
         refund = self._get(self.refunds, "refund", refund_id)
         if status not in REFUND_STATUSES:
             raise invalid_request(
                 f"Invalid status: must be one of {', '.join(REFUND_STATUSES)}", param="status"
+            )
+        if failure_reason is not None and (
+            status != "failed" or failure_reason not in REFUND_FAILURE_REASONS
+        ):
+            raise invalid_request(
+                "failure_reason goes with status failed and must be one of "
+                f"{', '.join(REFUND_FAILURE_REASONS)}",
+                param="failure_reason",
             )
         previous = refund["status"]
         if previous == status:
             return copy.deepcopy(refund)
         if previous in ("failed", "canceled"):
             raise invalid_request(f"Refund {refund_id} is already {previous}.", param="status")
-        charge = self.charges[refund["charge"]]
+        before = snapshot_fields(
+            refund, ("status", "failure_reason", "failure_balance_transaction")
+        )
         if status in ("failed", "canceled"):
-            # A refund that does not go through gives the money back to the charge.
-            self._adjust_refunded(charge, -refund["amount"])
-        if status == "failed":
-            refund["failure_reason"] = "declined"
+            self._undo_refund(refund, status, failure_reason or "declined")
         refund["status"] = status
-        self.emit("refund.failed" if status == "failed" else "refund.updated", refund, ctx)
+        changes = changed_attributes(before, refund)
+        self.emit("charge.refund.updated", refund, ctx, previous=changes)
+        self.emit("refund.updated", refund, ctx, previous=changes)
+        if status == "failed":
+            self.emit("refund.failed", refund, ctx)
         return copy.deepcopy(refund)
 
+    def _undo_refund(self, refund: dict[str, Any], status: str, failure_reason: str) -> None:
+        """A refund that does not go through gives the money back to the charge and balance."""
+        self._adjust_refunded(self.charges[refund["charge"]], -refund["amount"])
+        restored = self._refund_failure_txn(refund)
+        if status == "failed":
+            refund["failure_reason"] = failure_reason
+            refund["failure_balance_transaction"] = restored
+
+    def fail_refund(self, refund_id: str, failure_reason: Any, ctx: RequestContext):
+        """A refund that fails after it succeeded (or while pending) (control API)."""
+        refund = self._get(self.refunds, "refund", refund_id)
+        if refund["status"] in ("failed", "canceled"):
+            raise invalid_request(f"Refund {refund_id} is already {refund['status']}.")
+        return self.set_refund_status(refund_id, "failed", ctx, failure_reason or "declined")
+
     def retrieve_refund(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
-        return copy.deepcopy(self._get(self.refunds, "refund", args[0]))
+        refund = copy.deepcopy(self._get(self.refunds, "refund", args[0]))
+        return self.expand(refund, params.string_list("expand"))
 
     def list_refunds(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         charge_id = params.string("charge")
@@ -353,19 +532,19 @@ class Store:
         amount = params.integer("amount", required=True, minimum=1)
         currency = params.currency()
         destination = params.string("destination", required=True)
-        if destination not in self.accounts:
-            raise resource_missing("destination", destination, param="destination", status=400)
+        self._check_destination(destination)
         source_transaction = params.string("source_transaction")
-        if source_transaction is not None and source_transaction not in self.charges:
-            raise resource_missing(
-                "charge", source_transaction, param="source_transaction", status=400
+        if source_transaction is not None:
+            charge = self._get(
+                self.charges, "charge", source_transaction, param="source_transaction", status=400
             )
+            self._check_source_funds(charge, amount, currency)
         transfer = {
             "id": new_id("tr"),
             "object": "transfer",
             "amount": amount,
             "amount_reversed": 0,
-            "balance_transaction": new_id("txn"),
+            "balance_transaction": None,
             "created": _now(),
             "currency": currency,
             "description": params.string("description"),
@@ -378,6 +557,7 @@ class Store:
             "source_type": "card",
             "transfer_group": params.string("transfer_group"),
         }
+        transfer["balance_transaction"] = self._transfer_txn(transfer)
         self.transfers[transfer["id"]] = transfer
         self.reversals_by_transfer[transfer["id"]] = []
         rendered = self.render_transfer(transfer)
@@ -427,20 +607,9 @@ class Store:
                 "transfer.",
                 param="amount",
             )
-        reversal = {
-            "id": new_id("trr"),
-            "object": "transfer_reversal",
-            "amount": amount,
-            "balance_transaction": new_id("txn"),
-            "created": _now(),
-            "currency": transfer["currency"],
-            "description": description,
-            "destination_payment_refund": new_id("pyr"),
-            "livemode": False,
-            "metadata": metadata,
-            "source_refund": None,
-            "transfer": transfer_id,
-        }
+        self._check_reversal_funds(transfer, amount)
+        reversal = _new_reversal(transfer, amount, metadata, description)
+        reversal["balance_transaction"] = self._reversal_txn(reversal, transfer["destination"])
         self.reversals[reversal["id"]] = reversal
         self.reversals_by_transfer[transfer_id].append(reversal["id"])
         transfer["amount_reversed"] += amount
@@ -513,6 +682,11 @@ class Store:
                 "refunds": list(self.refunds.values()),
                 "transfers": [self.render_transfer(t) for t in self.transfers.values()],
                 "transfer_reversals": list(self.reversals.values()),
+                "balance_transactions": list(self.balance_transactions.values()),
+                "disputes": list(self.disputes.values()),
+                "payouts": list(self.payouts.values()),
+                "balances": self.balances,
+                "deauthorized": sorted(self.deauthorized),
                 "events": list(self.events.values()),
                 "deliveries": self.deliveries,
                 "config": {"new_refund_status": self.new_refund_status},
@@ -520,56 +694,24 @@ class Store:
         )
 
     def ledger(self) -> dict[str, Any]:
-        transfers = []
-        for transfer in self.transfers.values():
-            amounts = [
-                self.reversals[i]["amount"] for i in self.reversals_by_transfer[transfer["id"]]
-            ]
-            transfers.append(
-                {
-                    "id": transfer["id"],
-                    "amount": transfer["amount"],
-                    "amount_reversed": transfer["amount_reversed"],
-                    "currency": transfer["currency"],
-                    "destination": transfer["destination"],
-                    "transfer_group": transfer["transfer_group"],
-                    "reversed": transfer["reversed"],
-                    "reversal_count": len(amounts),
-                    "reversal_amounts": amounts,
-                    "consistent": sum(amounts) == transfer["amount_reversed"]
-                    and transfer["amount_reversed"] <= transfer["amount"],
-                }
-            )
-        charges = []
-        for charge in self.charges.values():
-            refunds = [r for r in self.refunds.values() if r["charge"] == charge["id"]]
-            live = sum(r["amount"] for r in refunds if r["status"] in ("pending", "succeeded"))
-            charges.append(
-                {
-                    "id": charge["id"],
-                    "payment_intent": charge["payment_intent"],
-                    "amount": charge["amount"],
-                    "amount_refunded": charge["amount_refunded"],
-                    "refund_count": len(refunds),
-                    "refunds": [
-                        {"id": r["id"], "amount": r["amount"], "status": r["status"]}
-                        for r in refunds
-                    ],
-                    "consistent": live == charge["amount_refunded"]
-                    and charge["amount_refunded"] <= charge["amount"],
-                }
-            )
-        return {
-            "transfers": transfers,
-            "charges": charges,
-            "totals": {
-                "transferred": sum(t["amount"] for t in transfers),
-                "reversed": sum(t["amount_reversed"] for t in transfers),
-                "refunded": sum(c["amount_refunded"] for c in charges),
-            },
-            "consistent": all(t["consistent"] for t in transfers)
-            and all(c["consistent"] for c in charges),
-        }
+        return build_ledger(self)
+
+
+def _new_reversal(transfer, amount: int, metadata, description: str | None) -> dict[str, Any]:
+    return {
+        "id": new_id("trr"),
+        "object": "transfer_reversal",
+        "amount": amount,
+        "balance_transaction": None,
+        "created": _now(),
+        "currency": transfer["currency"],
+        "description": description,
+        "destination_payment_refund": new_id("pyr"),
+        "livemode": False,
+        "metadata": metadata,
+        "source_refund": None,
+        "transfer": transfer["id"],
+    }
 
 
 # Operation name -> Store method. The names are what fault injection, scripts and
@@ -591,4 +733,8 @@ OPERATIONS = {
     "reversals.list": Store.list_reversals,
     "reversals.retrieve": Store.retrieve_reversal,
     "events.retrieve": Store.retrieve_event,
+    "balance.retrieve": Store.retrieve_balance,
+    "balance_transactions.retrieve": Store.retrieve_balance_transaction,
+    "disputes.retrieve": Store.retrieve_dispute,
+    "disputes.list": Store.list_disputes,
 }

@@ -1,6 +1,9 @@
 """Helpers for tests: run a sandbox in-process or as a subprocess, and drive its control API.
 
-``SandboxControl`` uses only ``urllib`` so it works wherever the sandbox does.
+``SandboxControl`` uses only ``urllib`` so it works wherever the sandbox does;
+it has one method per control endpoint (listed in ``stripe_sandbox.control``).
+``RunningSandbox`` keeps its state in memory; ``SandboxProcess`` can keep it in
+a ``state_file`` that survives stopping and starting the process again.
 """
 
 from __future__ import annotations
@@ -82,6 +85,10 @@ class SandboxControl:
     def reset(self) -> None:
         self._call("POST", "reset", {})
 
+    def forget_idempotency_keys(self) -> dict:
+        """Forget every idempotency key, as Stripe does 24 hours after a key's first use."""
+        return self._call("POST", "idempotency/forget", {})
+
     # -- faults -------------------------------------------------------------
 
     def set_faults(self, operation: str, **knobs: float | None) -> dict:
@@ -103,7 +110,8 @@ class SandboxControl:
         return self._call("POST", "rate_limit", {"per_second": per_second, "burst": burst})
 
     def config(self) -> dict:
-        """``{"new_refund_status", "seed", "webhook_url"}`` as the sandbox has them now."""
+        """The sandbox's configuration now: ``new_refund_status``, ``seed``, ``webhook_url``,
+        ``connect_webhook_url``, ``settlement`` and ``state_file``."""
         return self._call("GET", "config")
 
     def configure(self, **settings: Any) -> dict:
@@ -141,9 +149,15 @@ class SandboxControl:
     def configure_webhooks(self, url: str | None, secret: str | None) -> dict:
         return self._call("POST", "webhooks", {"url": url, "secret": secret})
 
-    def send_event(self, type: str, obj: dict, *, event_id: str | None = None) -> dict:
-        """Deliver an arbitrary signed event now; returns ``{"event", "status", "error"}``."""
-        return self._call("POST", "events", {"type": type, "object": obj, "id": event_id})
+    def send_event(
+        self, type: str, obj: dict, *, event_id: str | None = None, account: str | None = None
+    ) -> dict:
+        """Deliver an arbitrary signed event now; returns ``{"event", "status", "error"}``.
+
+        With ``account`` it is a Connect event, delivered to the Connect endpoint.
+        """
+        payload = {"type": type, "object": obj, "id": event_id, "account": account}
+        return self._call("POST", "events", payload)
 
     def resend_event(self, event_id: str) -> dict:
         """Deliver an event the sandbox already sent again, same id and payload."""
@@ -155,8 +169,102 @@ class SandboxControl:
         payload = {"amount": amount, "metadata": metadata or {}}
         return self._call("POST", f"transfers/{transfer_id}/reverse", payload)
 
-    def set_refund_status(self, refund_id: str, status: str) -> dict:
-        return self._call("POST", f"refunds/{refund_id}/status", {"status": status})
+    def set_refund_status(
+        self, refund_id: str, status: str, *, failure_reason: str | None = None
+    ) -> dict:
+        payload = {"status": status, "failure_reason": failure_reason}
+        return self._call("POST", f"refunds/{refund_id}/status", payload)
+
+    def fail_refund(self, refund_id: str, failure_reason: str = "declined") -> dict:
+        """A succeeded (or pending) refund fails; returns the refund."""
+        payload = {"failure_reason": failure_reason}
+        return self._call("POST", f"refunds/{refund_id}/fail", payload)
+
+    # -- settlement -----------------------------------------------------------
+
+    def settlement(self) -> dict:
+        return self._call("GET", "settlement")
+
+    def set_settlement(
+        self,
+        currency: str | None = None,
+        rates: dict[str, float | None] | None = None,
+        *,
+        replace_rates: bool = False,
+        fee_percent: float | None = None,
+        fee_fixed: int | None = None,
+        dispute_fee: int | None = None,
+    ) -> dict:
+        """Settlement currency and rates (1 unit of a currency -> settlement currency)."""
+        payload = {
+            "currency": currency,
+            "rates": rates,
+            "replace_rates": replace_rates,
+            "fee_percent": fee_percent,
+            "fee_fixed": fee_fixed,
+            "dispute_fee": dispute_fee,
+        }
+        return self._call("POST", "settlement", payload)
+
+    # -- disputes -------------------------------------------------------------
+
+    def open_dispute(
+        self,
+        charge_id: str,
+        *,
+        amount: int | None = None,
+        reason: str | None = None,
+        due_by: int | None = None,
+        inquiry: bool = False,
+        metadata: dict | None = None,
+    ) -> dict:
+        """A chargeback (funds withdrawn at once) or, with ``inquiry``, an inquiry."""
+        payload = {
+            "charge": charge_id,
+            "amount": amount,
+            "reason": reason,
+            "due_by": due_by,
+            "inquiry": inquiry,
+            "metadata": metadata or {},
+        }
+        return self._call("POST", "disputes", payload)
+
+    def advance_dispute(self, dispute_id: str, status: str) -> dict:
+        return self._call("POST", f"disputes/{dispute_id}/advance", {"status": status})
+
+    # -- connected accounts ---------------------------------------------------
+
+    def set_transfers_capability(
+        self,
+        account_id: str,
+        status: str,
+        *,
+        disabled_reason: str | None = None,
+        requirements: list[str] | None = None,
+    ) -> dict:
+        """``active``, ``inactive`` or ``pending``; returns the account."""
+        payload = {
+            "status": status,
+            "disabled_reason": disabled_reason,
+            "requirements": requirements,
+        }
+        return self._call("POST", f"accounts/{account_id}/capabilities/transfers", payload)
+
+    def deauthorize_account(self, account_id: str) -> dict:
+        """The account disconnects the platform; returns ``{"account", "application"}``."""
+        return self._call("POST", f"accounts/{account_id}/deauthorize", {})
+
+    def simulate_payout(self, account_id: str, amount: int, currency: str | None = None) -> dict:
+        """Pay ``amount`` out of the account's available balance; returns the payout."""
+        payload = {"amount": amount, "currency": currency}
+        return self._call("POST", f"accounts/{account_id}/payout", payload)
+
+    def account_balance(self, account_id: str) -> dict:
+        return self._call("GET", f"accounts/{account_id}/balance")
+
+    def configure_connect_webhooks(self, url: str | None, secret: str | None) -> dict:
+        """The Connect endpoint: connected accounts' events, signed with ``secret``."""
+        return self._call("POST", "webhooks/connect", {"url": url, "secret": secret})
 
 
 class RunningSandbox:
@@ -172,12 +280,16 @@ class RunningSandbox:
         webhook_secret: str | None = None,
         webhook_workers: int = 4,
         log_stream: TextIO | None = None,
+        connect_webhook_url: str | None = None,
+        connect_webhook_secret: str | None = None,
     ) -> None:
         self.sandbox = Sandbox(
             seed=seed,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             webhook_workers=webhook_workers,
+            connect_webhook_url=connect_webhook_url,
+            connect_webhook_secret=connect_webhook_secret,
         )
         self.server = make_server(self.sandbox, host, port, log_stream=log_stream)
         self.url = self.server.url
@@ -227,12 +339,15 @@ class SandboxProcess:
         log_path: str | os.PathLike[str] | None = None,
         extra_args: tuple[str, ...] = (),
         startup_timeout: float = 15.0,
+        state_file: str | os.PathLike[str] | None = None,
     ) -> None:
         args = [sys.executable, "-m", "stripe_sandbox", "--host", host, "--port", str(port)]
         if seed is not None:
             args += ["--seed", str(seed)]
         if webhook_url:
             args += ["--webhook-url", webhook_url, "--webhook-secret", webhook_secret or ""]
+        if state_file is not None:
+            args += ["--state-file", str(state_file)]
         args += list(extra_args)
         if log_path is None:
             handle, log_path = tempfile.mkstemp(prefix="stripe-sandbox-", suffix=".log")

@@ -4,6 +4,11 @@ Deliveries run on background threads so an API response never waits for the
 receiver. Several senders run at once; like Stripe, the sandbox makes no
 promise about the order in which events arrive. Each event gets one attempt;
 tests deliver duplicates explicitly through the control API.
+
+There are two endpoints, like a Stripe platform has: the platform endpoint gets
+the platform's own events, the Connect endpoint (its own URL and signing
+secret) gets the events of connected accounts, the ones whose envelope carries
+``"account"``. Each delivery record says which endpoint it went to.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ def encode_event(event: dict[str, Any]) -> bytes:
     return json.dumps(event, indent=2).encode()
 
 
-def deliver(url: str, secret: str, event: dict[str, Any], timeout: float = 10.0):
+def deliver(
+    url: str,
+    secret: str,
+    event: dict[str, Any],
+    timeout: float = 10.0,
+    endpoint: str = "platform",
+) -> dict[str, Any]:
     """POST one event; returns a delivery record (never raises)."""
     payload = encode_event(event)
     request = urllib.request.Request(
@@ -51,6 +62,7 @@ def deliver(url: str, secret: str, event: dict[str, Any], timeout: float = 10.0)
         "event_id": event["id"],
         "type": event["type"],
         "url": url,
+        "endpoint": endpoint,
         "status": None,
         "error": None,
         "at": time.time(),
@@ -90,8 +102,15 @@ class WebhookSender:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, url: str, secret: str, event: dict[str, Any], generation: int) -> None:
-        self._queue.put((url, secret, event, generation))
+    def submit(
+        self,
+        url: str,
+        secret: str,
+        event: dict[str, Any],
+        generation: int,
+        endpoint: str = "platform",
+    ) -> None:
+        self._queue.put((url, secret, event, generation, endpoint))
 
     def stop(self) -> None:
         for _ in self._threads:
@@ -102,8 +121,9 @@ class WebhookSender:
             item = self._queue.get()
             if item is _STOP:
                 return
-            url, secret, event, generation = item
+            url, secret, event, generation, endpoint = item
             # Events queued before a reset belong to a world that no longer exists.
             if not self._is_current(generation):
                 continue
-            self._on_delivery(deliver(url, secret, event, self._timeout), generation)
+            record = deliver(url, secret, event, self._timeout, endpoint)
+            self._on_delivery(record, generation)

@@ -1,0 +1,192 @@
+"""Control API: everything under /_sandbox/, JSON in and out. Not part of Stripe's API.
+
+Errors come back as {"error": {"type": "sandbox_error", "message": ...}} (400,
+404 for unknown endpoints, 409 for a change the object's state forbids), or in
+Stripe's own error shape when the change is one Stripe itself would refuse.
+
+Inspection
+  GET  /_sandbox/health                    {"ok": true}
+  GET  /_sandbox/state                     every object, event and delivery; the config
+  GET  /_sandbox/ledger                    where the money went, with consistency checks
+  GET  /_sandbox/calls?operation=&outcome= the API call log
+  GET  /_sandbox/faults                    fault knobs, scripts and rate limit
+  GET  /_sandbox/config                    refund status, seed, webhooks, settlement
+
+Set-up and faults
+  POST /_sandbox/reset                     forget everything, back to the start-up config
+  POST /_sandbox/faults      {"operation", "latency_ms", "timeout_seconds", "*_rate"...}
+  POST /_sandbox/script      {"operation", "responses": [...], "replace"}
+  POST /_sandbox/rate_limit  {"per_second", "burst"}
+  POST /_sandbox/config      {"new_refund_status": "succeeded"|"pending", "seed"}
+  POST /_sandbox/idempotency/forget
+       forget every idempotency key, as Stripe does 24 hours after a key's first use
+  GET  /_sandbox/settlement
+  POST /_sandbox/settlement  {"currency": "usd", "rates": {"eur": 1.0873, "jpy": 0.0067},
+                              "replace_rates", "fee_percent", "fee_fixed", "dispute_fee"}
+       The settlement currency (default usd) and rates converting 1 unit of a
+       presentment currency into it; rates merge (null removes one) unless
+       replace_rates. A currency without a rate settles unconverted. Fees
+       default to 0; the dispute fee to 1500 minor units.
+
+Webhooks
+  POST /_sandbox/webhooks          {"url", "secret"}  platform endpoint (null url: off)
+  POST /_sandbox/webhooks/connect  {"url", "secret"}  Connect endpoint, with its own secret:
+       it gets the connected accounts' events (those with "account"), and only those
+  POST /_sandbox/events  {"type", "object", "id", "account"} or {"event_id"}
+       deliver one event now (a new one, or again one the sandbox already sent)
+
+Out-of-band changes: what happens at Stripe without the service asking
+  POST /_sandbox/transfers/{id}/reverse  {"amount", "metadata"}
+  POST /_sandbox/refunds/{id}/status     {"status", "failure_reason"}
+  POST /_sandbox/refunds/{id}/fail       {"failure_reason": "expired_or_canceled_card"}
+       a (succeeded or pending) refund fails: money back to the charge and balance,
+       refund.failed, refund.updated and charge.refund.updated
+  POST /_sandbox/disputes  {"charge", "amount", "reason", "due_by", "inquiry", "metadata"}
+       open a chargeback (funds withdrawn at once) or, with inquiry, an inquiry
+  POST /_sandbox/disputes/{id}/advance  {"status"}
+       under_review | won | lost | warning_under_review | warning_closed | needs_response
+  POST /_sandbox/accounts/{id}/capabilities/transfers
+                                         {"status", "disabled_reason", "requirements"}
+       active | inactive | pending; emits account.updated and capability.updated
+  POST /_sandbox/accounts/{id}/deauthorize   emits account.application.deauthorized
+  POST /_sandbox/accounts/{id}/payout   {"amount", "currency"}  pay out of its balance
+  GET  /_sandbox/accounts/{id}/balance  its available balance, as Stripe's balance object
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ControlError
+
+_ID = None  # a path segment that is an object id
+
+
+def _integer(payload: dict[str, Any], name: str, *, required: bool = False) -> int | None:
+    value = payload.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ControlError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _string(payload: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = payload.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ControlError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _strings(payload: dict[str, Any], name: str) -> list[str] | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ControlError(f"{name} must be a list of strings, got {value!r}")
+    return value
+
+
+def _metadata(payload: dict[str, Any]) -> dict[str, str]:
+    value = payload.get("metadata") or {}
+    if not isinstance(value, dict):
+        raise ControlError("metadata must be an object")
+    return {str(key): str(item) for key, item in value.items()}
+
+
+def _settlement(sandbox, ids, payload):
+    return sandbox.read(lambda store: copy.deepcopy(store.settlement))
+
+
+def _set_settlement(sandbox, ids, payload):
+    return sandbox.mutate(lambda store, ctx: store.configure_settlement(payload, ctx))
+
+
+def _fail_refund(sandbox, ids, payload):
+    reason = _string(payload, "failure_reason")
+    return sandbox.mutate(lambda store, ctx: store.fail_refund(ids[0], reason, ctx))
+
+
+def _open_dispute(sandbox, ids, payload):
+    charge = _string(payload, "charge", required=True)
+    spec = {
+        "amount": _integer(payload, "amount"),
+        "reason": _string(payload, "reason"),
+        "due_by": _integer(payload, "due_by"),
+        "inquiry": bool(payload.get("inquiry", False)),
+        "metadata": _metadata(payload),
+    }
+    return sandbox.mutate(lambda store, ctx: store.open_dispute(charge, spec, ctx))
+
+
+def _advance_dispute(sandbox, ids, payload):
+    status = _string(payload, "status", required=True)
+    return sandbox.mutate(lambda store, ctx: store.advance_dispute(ids[0], status, ctx))
+
+
+def _set_transfers_capability(sandbox, ids, payload):
+    status = _string(payload, "status", required=True)
+    reason = _string(payload, "disabled_reason")
+    fields = _strings(payload, "requirements")
+    return sandbox.mutate(
+        lambda store, ctx: store.set_transfers_capability(ids[0], status, reason, fields, ctx)
+    )
+
+
+def _deauthorize(sandbox, ids, payload):
+    return sandbox.mutate(lambda store, ctx: store.deauthorize_account(ids[0], ctx))
+
+
+def _payout(sandbox, ids, payload):
+    amount = _integer(payload, "amount", required=True)
+    currency = _string(payload, "currency")
+    if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
+        raise ControlError(f"currency must be a three-letter code, got {currency!r}")
+
+    chosen = currency.lower() if currency else None
+    return sandbox.mutate(lambda store, ctx: store.simulate_payout(ids[0], amount, chosen, ctx))
+
+
+def _account_balance(sandbox, ids, payload):
+    return sandbox.read(lambda store: store.account_balance(ids[0]))
+
+
+def _connect_webhooks(sandbox, ids, payload):
+    return sandbox.configure_connect_webhooks(payload)
+
+
+def _forget_idempotency_keys(sandbox, ids, payload):
+    return sandbox.forget_idempotency_keys()
+
+
+Handler = Callable[[Any, tuple[str, ...], dict[str, Any]], Any]
+ROUTES: list[tuple[str, tuple[str | None, ...], Handler]] = [
+    ("GET", ("settlement",), _settlement),
+    ("POST", ("settlement",), _set_settlement),
+    ("POST", ("refunds", _ID, "fail"), _fail_refund),
+    ("POST", ("disputes",), _open_dispute),
+    ("POST", ("disputes", _ID, "advance"), _advance_dispute),
+    ("POST", ("accounts", _ID, "capabilities", "transfers"), _set_transfers_capability),
+    ("POST", ("accounts", _ID, "deauthorize"), _deauthorize),
+    ("POST", ("accounts", _ID, "payout"), _payout),
+    ("GET", ("accounts", _ID, "balance"), _account_balance),
+    ("POST", ("webhooks", "connect"), _connect_webhooks),
+    ("POST", ("idempotency", "forget"), _forget_idempotency_keys),
+]
+
+
+def dispatch(sandbox, method: str, parts: list[str], payload: dict[str, Any]):
+    """Run the endpoint ``parts`` names: ``(True, result)``, or ``(False, None)`` if none does."""
+    for route_method, pattern, handler in ROUTES:
+        if route_method != method or len(pattern) != len(parts):
+            continue
+        pairs = list(zip(pattern, parts, strict=True))
+        if all(segment is _ID or segment == part for segment, part in pairs):
+            ids = tuple(part for segment, part in pairs if segment is _ID)
+            return True, handler(sandbox, ids, payload)
+    return False, None
