@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: run demo test lint format venv
+.PHONY: run demo test test-fast lint format venv
 
 ifeq ($(VENV),.venv)
 venv: $(VENV)/.installed
@@ -40,6 +40,13 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+## The inner loop while coding: lint, and the tests that start no process (no worker processes,
+## no gunicorn, no subprocess start-up checks), on a test database kept between runs. CI runs
+## `make test`, which runs everything.
+test-fast: venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow" --reuse-db -q
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -12,12 +12,14 @@ import json
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,11 +34,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from stripe_sandbox.testing import SandboxProcess  # noqa: E402 - needs ROOT on the path
+from stripe_sandbox.webhooks import signature_header  # noqa: E402
 
 PYTHON = sys.executable
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 SANDBOX_KEY = "sk_test_bench"
 BENCH_REDIS_URL = "redis://127.0.0.1:6379/11"
+# A Celery broker of the benchmarks' own, so no other worker on the machine takes their tasks.
+BENCH_BROKER_URL = "redis://127.0.0.1:6379/12"
 # Statuses a reversal can end in; anything else still needs the worker.
 TERMINAL = ("reversed", "permanently_failed")
 
@@ -213,6 +218,36 @@ class _SandboxClient(threading.local):
                 raise RuntimeError(f"sandbox POST {path} -> {response.status}: {payload}")
             return payload
         raise AssertionError("unreachable")
+
+
+def signed_event(
+    event_type: str, obj: dict, secret: str, *, event_id: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A Stripe event around ``obj``, as the body and headers Stripe would POST."""
+    event = {
+        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "type": event_type,
+        "created": int(time.time()),
+        "data": {"object": obj},
+    }
+    body = json.dumps(event).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Stripe-Signature": signature_header(body, secret),
+    }
+    return body, headers
+
+
+def sandbox_client(base_url: str) -> _SandboxClient:
+    """A client of the sandbox's Stripe API: ``post(path, form params)`` returns the JSON."""
+    return _SandboxClient(base_url)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def create_transfers(base_url: str, amounts: Sequence[int], *, threads: int = 6) -> list[str]:

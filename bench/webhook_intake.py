@@ -22,9 +22,7 @@ Target: webhook throughput at least 0.5 of the trivial view, p99 under 100 ms.
 
 import argparse
 import http.client
-import json
 import multiprocessing
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,6 @@ import time
 import uuid
 
 import harness
-
-from tests.stripe_events import make_event, sign
 
 WEBHOOK_SECRET = "whsec_local_sandbox"
 SCENARIOS = {
@@ -78,14 +74,12 @@ def client_process(port, method, path, event_type, quota, threads, start_at, dea
     def one(number: int) -> None:
         body, headers = None, {}
         if event_type:
-            event = make_event(
-                event_type, event_object(event_type, number), event_id=f"{prefix}{number}"
+            body, headers = harness.signed_event(
+                event_type,
+                event_object(event_type, number),
+                WEBHOOK_SECRET,
+                event_id=f"{prefix}{number}",
             )
-            body = json.dumps(event).encode()
-            headers = {
-                "Content-Type": "application/json",
-                "Stripe-Signature": sign(body, WEBHOOK_SECRET),
-            }
         started = time.perf_counter()
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
@@ -154,12 +148,6 @@ def run_scenario(port, scenario, *, requests, seconds, processes, threads) -> di
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -198,7 +186,7 @@ def main() -> int:
     )
     results = []
     with harness.scratch_database(options.db, keep=options.keep) as db:
-        port = free_port()
+        port = harness.free_port()
         log_dir = harness.log_directory("bench-webhook")
         env = harness.service_environment(
             db, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, STRIPE_SECRET_KEY=""

@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import IsAdminUser
 
+from payouts.api import STAFF_AUTHENTICATION
 from payouts.ops_views import healthz, metrics
 from payouts.views import OrderRefundView, StripeWebhookView, TransferRetryView
 
@@ -9,7 +11,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(
+            authentication_classes=STAFF_AUTHENTICATION, permission_classes=[IsAdminUser]
+        ),
+        name="openapi-schema",
+    ),
     path("webhooks/stripe/", StripeWebhookView.as_view(), name="stripe-webhook"),
     path(
         "api/admin/transfers/<int:pk>/retry/",

@@ -4,12 +4,15 @@ the seller transfers to the order page (``payouts/admin.py``): this app never im
 
 from django.contrib import admin
 
-from marketplace.models import Order, OrderItem, Refund, Seller
+from marketplace.models import Order, OrderItem, Refund, Seller, SellerAccountChange
+from marketplace.services import seller_account_set
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows that record money and what Stripe said: shown, never added, edited or deleted by
-    hand (they change through services only)."""
+    hand, not even by a superuser (they change through services only). The change page is a
+    view page with no Save button; actions on the list still run, each with its own
+    permission."""
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in self.model._meta.fields]
@@ -17,7 +20,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class SellerAccountChangeInline(admin.TabularInline):
+    model = SellerAccountChange
+    extra = 0
+    can_delete = False
+    fields = ("changed_at", "old_account", "new_account", "changed_by")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
         return False
 
 
@@ -25,6 +42,18 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class SellerAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "email", "stripe_account_id", "created_at")
     search_fields = ("=id", "name", "email", "stripe_account_id")
+    inlines = [SellerAccountChangeInline]
+
+    def save_model(self, request, obj, form, change):
+        # Where the seller's money goes is audited: a change of connected account is recorded
+        # with who made it, in the same transaction as the change.
+        if change and "stripe_account_id" in form.changed_data:
+            account = obj.stripe_account_id
+            obj.stripe_account_id = form.initial.get("stripe_account_id", "")
+            super().save_model(request, obj, form, change)
+            seller_account_set(seller=obj, stripe_account_id=account, user=request.user)
+        else:
+            super().save_model(request, obj, form, change)
 
 
 class OrderItemInline(admin.TabularInline):
@@ -80,6 +109,13 @@ class OrderAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+
+    def get_readonly_fields(self, request, obj=None):
+        # Once paid, the buyer and the currency are what Stripe charged: history, not input.
+        if obj is not None and obj.status != Order.Status.PENDING:
+            return (*self.readonly_fields, "buyer_email", "currency")
+        return self.readonly_fields
+
     ordering = ("-id",)
     show_full_result_count = False
     inlines = [OrderItemInline, RefundInline]

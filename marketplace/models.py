@@ -2,6 +2,7 @@
 code. Order and refund statuses are plain fields: only the seller transfer (``payouts``) has a
 guarded state machine, because only it moves money out of the platform."""
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -132,3 +133,22 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return self.stripe_refund_id or f"Refund {self.pk}"
+
+
+class SellerAccountChange(models.Model):
+    """Append-only record of each change of a seller's connected account: where the seller's
+    money goes."""
+
+    seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="account_changes")
+    old_account = models.CharField(max_length=255, blank=True)
+    new_account = models.CharField(max_length=255, blank=True)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.old_account or '-'} → {self.new_account or '-'}"

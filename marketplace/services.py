@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from config.errors import InvalidInput, NotFound
-from marketplace.models import Order, OrderStatus, Refund, RefundStatus
+from marketplace.models import (
+    Order,
+    OrderStatus,
+    Refund,
+    RefundStatus,
+    Seller,
+    SellerAccountChange,
+)
 from marketplace.selectors import order_refund_reserved_amount, order_refunded_amount, order_total
 
 logger = logging.getLogger(__name__)
@@ -215,3 +222,25 @@ def order_find_for_refund(
     if order_id and str(order_id).isdigit():
         return Order.objects.filter(pk=int(order_id)).first()
     return None
+
+
+def seller_account_set(*, seller: Seller, stripe_account_id: str, user=None) -> Seller:
+    """Point the seller's payouts at another connected account, audited in the same
+    transaction."""
+    with transaction.atomic():
+        locked = Seller.objects.select_for_update().get(pk=seller.pk)
+        if locked.stripe_account_id == stripe_account_id:
+            return locked
+        SellerAccountChange.objects.create(
+            seller=locked,
+            old_account=locked.stripe_account_id,
+            new_account=stripe_account_id,
+            changed_by=user,
+        )
+        locked.stripe_account_id = stripe_account_id
+        locked.save(update_fields=["stripe_account_id"])
+    logger.warning(
+        "seller connected account changed",
+        extra={"seller_id": seller.pk, "by": getattr(user, "pk", None)},
+    )
+    return locked

@@ -7,12 +7,12 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.utils import timezone
 
 from config.errors import DomainError, admin_message
-from marketplace.admin import OrderAdmin, ReadOnlyAdmin
-from marketplace.models import Order
+from marketplace.admin import OrderAdmin, ReadOnlyAdmin, RefundAdmin
+from marketplace.models import Order, Refund
 from payouts import selectors
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
 from payouts.serializers import TRANSFER_FIELDS
-from payouts.services.refunds import order_refund_by_staff
+from payouts.services.refunds import order_refund_by_staff, staff_refund_settle
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_process
 
@@ -124,7 +124,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     actions = ["replay"]
 
-    @admin.action(description="Replay selected events")
+    @admin.action(description="Replay selected events", permissions=["replay"])
     def replay(self, request, queryset):
         for pk in queryset.order_by("received_at").values_list("pk", flat=True):
             event = webhook_event_process(event_id=pk, force=True)
@@ -132,6 +132,9 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             self.message_user(
                 request, f"{event.stripe_event_id}: {event.outcome} {event.error}", level
             )
+
+    def has_replay_permission(self, request):
+        return request.user.has_perm("payouts.replay_webhookevent")
 
 
 class SellerTransferInline(admin.TabularInline):
@@ -175,5 +178,26 @@ class OrderWithTransfersAdmin(OrderAdmin):
         return request.user.has_perm("marketplace.refund_order")
 
 
+class RefundWithSettleAdmin(RefundAdmin):
+    """The refund list, with the action that settles a staff refund whose Stripe call ended
+    without a definite answer (marketplace never imports payouts: payouts extends its admin)."""
+
+    actions = ["settle_reservation"]
+
+    @admin.action(
+        description="Settle selected pending staff refunds (release when Stripe holds none)",
+        permissions=["refund"],
+    )
+    def settle_reservation(self, request, queryset):
+        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+            outcome = staff_refund_settle(refund_id=pk, release=True)
+            self.message_user(request, f"refund {pk}: {outcome}", messages.INFO)
+
+    def has_refund_permission(self, request):
+        return request.user.has_perm("marketplace.refund_order")
+
+
 admin.site.unregister(Order)
 admin.site.register(Order, OrderWithTransfersAdmin)
+admin.site.unregister(Refund)
+admin.site.register(Refund, RefundWithSettleAdmin)

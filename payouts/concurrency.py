@@ -9,12 +9,18 @@ retries it with the same idempotency key.
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
 from django.db import connection
 
 logger = logging.getLogger(__name__)
+
+# After an unexpected error a loop waits before its next step, doubling up to the maximum, so
+# that a database or network that is down is not hammered (hundreds of attempts a second).
+ERROR_PAUSE_FIRST = 0.1
+ERROR_PAUSE_MAX = 5.0
 
 
 def run_loops(step: Callable[[], str | None], *, threads: int) -> Counter:
@@ -25,12 +31,16 @@ def run_loops(step: Callable[[], str | None], *, threads: int) -> Counter:
     lock = threading.Lock()
 
     def loop() -> None:
+        errors_in_a_row = 0
         while True:
             try:
                 outcome = step()
-            except Exception:
-                logger.exception("worker row failed unexpectedly; it stays leased")
+            except Exception as error:
+                errors_in_a_row += 1
+                _pause_after_error(error, errors_in_a_row)
                 outcome = "error"
+            else:
+                errors_in_a_row = 0
             if outcome is None:
                 return
             with lock:
@@ -52,3 +62,18 @@ def run_loops(step: Callable[[], str | None], *, threads: int) -> Counter:
     for thread in pool:
         thread.join()
     return outcomes
+
+
+def _pause_after_error(error: Exception, errors_in_a_row: int) -> None:
+    pause = min(ERROR_PAUSE_FIRST * 2 ** (errors_in_a_row - 1), ERROR_PAUSE_MAX)
+    if errors_in_a_row == 1:
+        logger.exception("worker step failed unexpectedly; its row stays leased")
+    else:
+        logger.warning(
+            "worker step failed again; pausing",
+            extra={"error": repr(error), "errors_in_a_row": errors_in_a_row, "pause_s": pause},
+        )
+    # A broken connection is replaced on the next step instead of failing every step after.
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
+    time.sleep(pause)

@@ -32,6 +32,7 @@ class StripeTransfer:
     destination: str
     transfer_group: str
     metadata: dict[str, str] = field(default_factory=dict)
+    created: int = 0  # Unix time at Stripe
 
     @property
     def fully_reversed(self) -> bool:
@@ -147,22 +148,31 @@ def classify(exc: stripe.StripeError) -> GatewayError:
     )
 
 
+def minor_units(value: Any, *, field: str = "amount") -> int:
+    """A Stripe amount: an integer number of minor units, never a string or a fraction (a
+    hostile or broken body must not turn "500" or 700.9 into money)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{field} must be a non-negative integer of minor units, got {value!r}")
+    return value
+
+
 def _transfer(obj: Any) -> StripeTransfer:
     return StripeTransfer(
         id=obj["id"],
-        amount=int(obj["amount"]),
-        amount_reversed=int(obj.get("amount_reversed") or 0),
+        amount=minor_units(obj["amount"]),
+        amount_reversed=minor_units(obj.get("amount_reversed") or 0, field="amount_reversed"),
         currency=obj["currency"],
         destination=obj.get("destination") or "",
         transfer_group=obj.get("transfer_group") or "",
         metadata=dict(obj.get("metadata") or {}),
+        created=int(obj.get("created") or 0),
     )
 
 
 def _reversal(obj: Any) -> StripeReversal:
     return StripeReversal(
         id=obj["id"],
-        amount=int(obj["amount"]),
+        amount=minor_units(obj["amount"]),
         transfer_id=obj.get("transfer") or "",
         metadata=dict(obj.get("metadata") or {}),
     )
@@ -172,7 +182,7 @@ def refund_from_stripe(obj: Any) -> StripeRefund:
     """Our refund from Stripe's JSON (an API answer or a webhook's ``data.object``)."""
     return StripeRefund(
         id=obj["id"],
-        amount=int(obj["amount"]),
+        amount=minor_units(obj["amount"]),
         currency=obj["currency"],
         status=obj.get("status") or "",
         charge_id=obj.get("charge") or "",

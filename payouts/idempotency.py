@@ -17,8 +17,12 @@ key for 24 hours, errors included, and stores nothing for 429s or requests it ne
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from payouts.gateway import GatewayError
+
+# Stripe keeps a key for 24 hours; an hour of margin for clocks and slow calls.
+KEY_MEMORY = timedelta(hours=23)
 
 _GENERATION = re.compile(r"^(?P<stem>.+)-g(?P<generation>\d+)$")
 
@@ -48,6 +52,8 @@ class NextAttempt:
 
     key: str
     read_stripe_first: bool
+    # True when ``key`` is a new generation (its first use is still to come).
+    renewed: bool = False
 
 
 def next_attempt(key: str, error: GatewayError | None, *, read_stripe_first: bool) -> NextAttempt:
@@ -59,4 +65,11 @@ def next_attempt(key: str, error: GatewayError | None, *, read_stripe_first: boo
     if match is None:
         raise ValueError(f"not one of our idempotency keys: {key!r}")
     following = f"{match['stem']}-g{int(match['generation']) + 1}"
-    return NextAttempt(following, read_stripe_first or error.may_have_executed)
+    return NextAttempt(following, read_stripe_first or error.may_have_executed, renewed=True)
+
+
+def key_may_be_forgotten(transfer, *, now: datetime) -> bool:
+    """True when the row's kept key may be older than Stripe's memory of it: sending it again
+    could execute a second time, so Stripe's state must be read first."""
+    first_sent = transfer.key_first_sent_at
+    return first_sent is not None and now - first_sent > KEY_MEMORY

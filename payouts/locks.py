@@ -13,6 +13,8 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from payouts.models import SellerTransfer
@@ -36,16 +38,22 @@ def order_transfers_lock(order_id: int) -> list[SellerTransfer]:
 
 def lease_take(transfer_id: int) -> None:
     """Push the row's ``next_retry_at`` past the claim lease, so no worker takes it while the
-    caller (a staff retry) calls Stripe for it. Not a status change."""
-    lease_until = timezone.now() + settings.PAYOUTS.claim_lease
-    SellerTransfer.objects.filter(pk=transfer_id).update(next_retry_at=lease_until)
+    caller (a staff retry) calls Stripe for it, as a worker's claim does. Not a status
+    change."""
+    now = timezone.now()
+    SellerTransfer.objects.filter(pk=transfer_id).update(
+        next_retry_at=now + settings.PAYOUTS.claim_lease,
+        key_first_sent_at=Coalesce("key_first_sent_at", Value(now)),
+    )
 
 
 # One statement, one round trip: lock due rows that no other worker holds (SKIP LOCKED, in a
-# fixed order), push their next_retry_at past the lease, and return them. The inner SELECT is
+# fixed order), push their next_retry_at past the lease, note when their current idempotency key
+# is first sent (a claim precedes every send), and return them. The inner SELECT is
 # served by the partial due-row indexes, so its cost does not grow with settled rows.
 _CLAIM_SQL = """
-    UPDATE payouts_sellertransfer SET next_retry_at = %(lease_until)s
+    UPDATE payouts_sellertransfer
+    SET next_retry_at = %(lease_until)s, key_first_sent_at = COALESCE(key_first_sent_at, %(now)s)
     WHERE id IN (
         SELECT id FROM payouts_sellertransfer
         WHERE status = ANY(%(statuses)s) AND next_retry_at <= %(now)s {order_filter}

@@ -43,6 +43,18 @@ def stripe_call_observed(*, operation: str, outcome: str) -> None:
     STRIPE_CALLS.labels(operation=operation, outcome=outcome).inc()
 
 
+EVENTS_REFUSED = Counter(
+    "payouts_events_refused",
+    "Stripe events stored but refused because applying them would move money wrongly "
+    "(e.g. a refund in another currency than its order). Alert on any increase.",
+    ["reason"],
+)
+
+
+def event_refused(*, reason: str) -> None:
+    EVENTS_REFUSED.labels(reason=reason).inc()
+
+
 class TransferStateCollector:
     """Seller-transfer gauges and transition counters, read from Postgres on each scrape."""
 
@@ -55,6 +67,7 @@ class TransferStateCollector:
             transitions = selectors.transition_counts()
             due = selectors.due_transfer_counts(now=now)
             oldest_due = selectors.oldest_due_reversal_age(now=now)
+            over_reversed = selectors.over_reversed_count()
 
         transitions_total = CounterMetricFamily(
             "payouts_transfer_transitions",
@@ -88,6 +101,13 @@ class TransferStateCollector:
             f"Seconds the oldest due {TransferStatus.REVERSAL_PENDING} row has been due "
             "(0 when none is due). Growing means the reversal worker is not keeping up.",
             value=oldest_due.total_seconds(),
+        )
+
+        yield GaugeMetricFamily(
+            "payouts_transfers_over_reversed",
+            "Seller transfers Stripe has reversed beyond their share of the order's refunds "
+            "(a reversal made outside this service, or a key Stripe forgot). Alert on > 0.",
+            value=over_reversed,
         )
 
 

@@ -40,6 +40,10 @@ class SellerTransfer(models.Model):
     # Set when an attempt failed in a way that may have moved money (a 5xx) and the next attempt
     # uses a new idempotency key: Stripe's state is read before that attempt sends anything.
     read_stripe_first = models.BooleanField(default=False)
+    # When the row's current idempotency key was first sent (set by the claim that precedes every
+    # send; cleared when the key changes). Stripe forgets a key after 24 hours: a key kept longer
+    # than that must not be sent before Stripe's state is read.
+    key_first_sent_at = models.DateTimeField(null=True, blank=True)
     retry_count = models.PositiveIntegerField(default=0)
     next_retry_at = models.DateTimeField(null=True, blank=True)
     error_message = models.TextField(blank=True, default="")
@@ -105,6 +109,12 @@ class SellerTransfer(models.Model):
                 condition=Q(status__in=[TransferStatus.PENDING, TransferStatus.FAILED]),
                 name="idx_transfer_due_send",
             ),
+            # Rows Stripe reversed beyond the refunds' share (an alert; normally empty).
+            models.Index(
+                fields=["id"],
+                condition=Q(amount_reversed__gt=F("reversal_target")),
+                name="idx_transfer_over_reversed",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -159,9 +169,18 @@ class WebhookEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
 
     class Meta:
+        permissions = [("replay_webhookevent", "Can replay a stored Stripe event")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(outcome__in=WebhookOutcome.values), name="chk_webhook_outcome"
+            ),
+        ]
+        indexes = [
+            # The sweep's query: stored events not processed yet (normally none).
+            models.Index(
+                fields=["received_at"],
+                condition=Q(outcome=WebhookOutcome.RECEIVED),
+                name="idx_webhook_unprocessed",
             ),
         ]
 

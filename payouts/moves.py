@@ -52,6 +52,15 @@ def _move(transfer: SellerTransfer, to: str, actor: Actor, detail: dict, **field
     )
 
 
+def _key_fields(key_field: str, follow: NextAttempt) -> dict[str, Any]:
+    """The key the next attempt sends, and whether it reads Stripe first. A renewed key has not
+    been sent yet: when it first is, the claim notes the time."""
+    fields: dict[str, Any] = {key_field: follow.key, "read_stripe_first": follow.read_stripe_first}
+    if follow.renewed:
+        fields["key_first_sent_at"] = None
+    return fields
+
+
 def _log(transfer: SellerTransfer, level: int, message: str, **extra: Any) -> None:
     logger.log(
         level, message, extra={"transfer_id": transfer.pk, "order_id": transfer.order_id, **extra}
@@ -76,6 +85,7 @@ def paid(
         next_retry_at=None,
         error_message="",
         read_stripe_first=False,
+        key_first_sent_at=None,
     )
     _log(transfer, logging.INFO, "seller paid", stripe_transfer_id=stripe_transfer_id)
     return transfer
@@ -99,8 +109,7 @@ def send_failed(
         error_message=message,
         retry_count=attempt,
         next_retry_at=retry_at,
-        transfer_idempotency_key=follow.key,
-        read_stripe_first=follow.read_stripe_first,
+        **_key_fields("transfer_idempotency_key", follow),
     )
     _log(transfer, logging.WARNING, "paying the seller failed; will retry", error=message)
     return transfer
@@ -120,8 +129,7 @@ def send_given_up(
         retry_count=attempt,
         next_retry_at=None,
         end_reason=EndReason.RETRIES_EXHAUSTED,
-        transfer_idempotency_key=follow.key,
-        read_stripe_first=follow.read_stripe_first,
+        **_key_fields("transfer_idempotency_key", follow),
     )
     _log(transfer, logging.ERROR, "paying the seller gave up after retries", error=message)
     return transfer
@@ -166,6 +174,7 @@ def reversal_scheduled(
         retry_count=0,
         error_message="",
         read_stripe_first=False,
+        key_first_sent_at=None,
     )
 
 
@@ -188,8 +197,7 @@ def reversal_failed(
         error_message=message,
         retry_count=attempt,
         next_retry_at=retry_at,
-        reversal_idempotency_key=follow.key,
-        read_stripe_first=follow.read_stripe_first,
+        **_key_fields("reversal_idempotency_key", follow),
     )
     _log(transfer, logging.WARNING, "reversal attempt failed; will retry", error=message)
     return transfer
@@ -209,8 +217,7 @@ def reversal_given_up(
     if follow is not None:
         fields.update(
             retry_count=transfer.retry_count + 1,
-            reversal_idempotency_key=follow.key,
-            read_stripe_first=follow.read_stripe_first,
+            **_key_fields("reversal_idempotency_key", follow),
         )
     _move(
         transfer,
@@ -238,9 +245,10 @@ def reversal_settled(
     (all of the amount), → partially_reversed (the target is reached), or stays reversal_pending,
     due now, when a refund raised the target while this attempt was in flight.
 
-    The caller holds the row's lock, so the target it sees is the latest."""
+    The caller holds the row's lock, so the target it sees is the latest. The target is the
+    refunds' share and stays so: Stripe reversing more than that is reported, never adopted."""
     total = min(max(transfer.amount_reversed, amount_reversed), transfer.amount)
-    target = max(transfer.reversal_target, total)
+    target = transfer.reversal_target
     if total >= transfer.amount:
         to, next_retry_at = S.REVERSED, None
     elif total >= target:
@@ -253,16 +261,17 @@ def reversal_settled(
         actor,
         {"stripe_reversal_id": stripe_reversal_id, "amount_reversed": total},
         amount_reversed=total,
-        reversal_target=target,
         stripe_reversal_id=stripe_reversal_id or transfer.stripe_reversal_id,
         # The next partial reversal gets a fresh key (see payouts.idempotency).
         reversal_idempotency_key="",
+        key_first_sent_at=None,
         retry_count=0,
         read_stripe_first=False,
         next_retry_at=next_retry_at,
         error_message=message,
     )
     _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=total)
+    _report_over_reversal(transfer)
     return transfer
 
 
@@ -271,17 +280,29 @@ def reversal_seen_at_stripe(
 ) -> SellerTransfer:
     """completed | partially_reversed | reversal_pending → reversal_pending: Stripe reports more
     reversed than we recorded (a Dashboard reversal, or an answer we lost). Records it, never
-    moves money; the worker then settles the status without a call."""
-    fields: dict[str, Any] = {
-        "amount_reversed": amount_reversed,
-        "reversal_target": max(transfer.reversal_target, amount_reversed),
-    }
+    moves money; the worker then settles the status without a call. The target (the refunds'
+    share) is not raised to match: more reversed than refunded is reported for staff."""
+    fields: dict[str, Any] = {"amount_reversed": amount_reversed}
     if transfer.status != S.REVERSAL_PENDING:
         fields.update(next_retry_at=timezone.now(), retry_count=0, read_stripe_first=False)
-    return _move(
+    _move(
         transfer,
         S.REVERSAL_PENDING,
         actor,
         {"stripe_amount_reversed": amount_reversed, "seen_at_stripe": True},
         **fields,
     )
+    _report_over_reversal(transfer)
+    return transfer
+
+
+def _report_over_reversal(transfer: SellerTransfer) -> None:
+    # The gauge payouts_transfers_over_reversed counts these rows for alerting.
+    if transfer.amount_reversed > transfer.reversal_target:
+        _log(
+            transfer,
+            logging.ERROR,
+            "Stripe has reversed more of the transfer than the refunds' share; staff must review",
+            amount_reversed=transfer.amount_reversed,
+            reversal_target=transfer.reversal_target,
+        )

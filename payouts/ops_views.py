@@ -1,6 +1,10 @@
-"""Operations endpoints, outside the API: ``GET /healthz`` for probes and ``GET /metrics`` for
-Prometheus. Plain Django views: no authentication, no session, nothing written."""
+"""Operations endpoints, outside the API: ``GET /healthz`` for probes (public: it says only
+"ok" or "unavailable" per dependency) and ``GET /metrics`` for Prometheus (staff, or a scraper
+with ``Authorization: Bearer <METRICS_TOKEN>``). Nothing here writes."""
 
+import hmac
+
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -20,8 +24,27 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(checks, status=code)
 
 
+def _may_scrape(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if token and scheme.lower() == "bearer":
+        return hmac.compare_digest(credentials.strip().encode(), token.encode())
+    user = getattr(request, "user", None)
+    return bool(user and user.is_authenticated and user.is_staff)
+
+
 @never_cache
 @require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
+    if not _may_scrape(request):
+        response = JsonResponse(
+            {
+                "detail": "Metrics need a staff login or `Authorization: Bearer <METRICS_TOKEN>`.",
+                "code": "not_authenticated",
+            },
+            status=status.HTTP_401_UNAUTHORIZED,
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     body, content_type = metrics_exposition()
     return HttpResponse(body, content_type=content_type)

@@ -7,7 +7,7 @@ and stay cheap however many settled rows the table holds.
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Min, Q, QuerySet
+from django.db.models import Count, F, Min, Q, QuerySet
 
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
@@ -70,6 +70,12 @@ def due_transfer_counts(*, now: datetime) -> dict[str, int]:
         status: SellerTransfer.objects.filter(status=status, next_retry_at__lte=now).count()
         for status in (TransferStatus.REVERSAL_PENDING, TransferStatus.FAILED)
     }
+
+
+def over_reversed_count() -> int:
+    """Transfers Stripe reversed beyond their share of the refunds (served by a partial
+    index, normally empty)."""
+    return SellerTransfer.objects.filter(amount_reversed__gt=F("reversal_target")).count()
 
 
 def oldest_due_reversal_age(*, now: datetime) -> timedelta:

@@ -5,15 +5,21 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from payouts.services.reconciliation import transfers_compare_with_stripe
-from payouts.services.refunds import refunds_sync_for_charge
-from payouts.services.reversals import reversals_process_due
+from payouts.services.reconciliation import reconciliation_run
+from payouts.services.refunds import refunds_sync_for_charge, staff_refunds_settle
+from payouts.services.reversals import reversals_drain, reversals_process_due
 from payouts.services.transfers import transfers_send_due
+from payouts.services.webhooks import webhook_events_process_stranded
 
 
 @shared_task
 def process_reversals() -> dict[str, int]:
     return reversals_process_due()
+
+
+@shared_task
+def drain_reversals() -> dict[str, int]:
+    return reversals_drain()
 
 
 @shared_task
@@ -35,5 +41,14 @@ def sync_charge_refunds(charge_id: str) -> dict[str, int]:
 
 @shared_task
 def reconcile_transfers() -> dict[str, int]:
-    differences = transfers_compare_with_stripe(repair=True, since=timedelta(days=30))
-    return {"differences": len(differences), "repaired": sum(d.repaired for d in differences)}
+    return reconciliation_run(since=timedelta(days=30))
+
+
+@shared_task
+def settle_staff_refunds() -> dict[str, int]:
+    return staff_refunds_settle()
+
+
+@shared_task
+def process_stranded_webhook_events() -> dict[str, int]:
+    return webhook_events_process_stranded()

@@ -3,6 +3,7 @@ service → serialize; errors are rendered by ``payouts.api.exception_handler``.
 
 import json
 import logging
+import time
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
@@ -119,11 +120,57 @@ def _verified_event(request) -> dict:
         raise BadWebhook("Missing or invalid Stripe-Signature.")
     try:
         payload = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadWebhook("Body is not JSON.") from None
+    problem = storable_json_problem(payload)
+    if problem:
+        raise BadWebhook(f"Body cannot be stored: {problem}.")
     if not _is_stripe_event(payload):
         raise BadWebhook("Body is not a Stripe event (id, type, data.object).")
+    if not _created_is_plausible(payload.get("created")):
+        raise BadWebhook("The event's `created` is not a Unix time up to now.")
     return payload
+
+
+# Stripe's events are a few levels deep; thousands of levels are an attack on the parser.
+MAX_JSON_DEPTH = 64
+# Clocks disagree a little; an event "created" far in the future was not made by Stripe.
+CLOCK_SKEW_SECONDS = 600
+
+
+def storable_json_problem(value: object) -> str | None:
+    """Why a parsed JSON value cannot be stored as PostgreSQL ``jsonb`` (which refuses NUL
+    characters and text that is not UTF-8, such as lone surrogates), or is nested too deep;
+    ``None`` when it can be. Iterative, so depth cannot exhaust the stack."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str) and ("\0" in item or not _is_utf8(item)):
+            return "a string holds a NUL character or is not valid UTF-8"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _created_is_plausible(created: object) -> bool:
+    if created is None:
+        return True
+    if isinstance(created, bool) or not isinstance(created, int):
+        return False
+    return 0 < created <= time.time() + CLOCK_SKEW_SECONDS
 
 
 def _is_stripe_event(payload: object) -> bool:

@@ -1,26 +1,110 @@
-"""Work that a transaction makes due now is started right after it commits.
+"""Work that a transaction makes due is started when it is due, not at beat's next tick.
+
+- A refund schedules reversals: one **drain** of the reversal worker starts right after commit.
+  Wake-ups coalesce: a burst of refunds sends one drain (and at most one more while it runs),
+  not one task per refund fighting for rows, because a drain takes every due row.
+- A payment creates transfers: one task per order pays that order's sellers.
+- A failed attempt due again in a few seconds wakes the worker at that moment (a countdown task,
+  one per second of due time at most); longer backoffs are left to the sweep.
 
 Services call these instead of importing the Celery tasks: the tasks import the services, so
-the tasks module is looked up when a wake-up is sent, not when this module is loaded. Nothing
-here is the only way work gets done: beat's sweep finds whatever a lost message left behind, and
-the claim (``SKIP LOCKED`` and a lease) makes a wake-up and the sweep racing for a row harmless.
+the tasks module is looked up when a wake-up is sent, not when this module is loaded.
+
+Nothing here is the only way work gets done: beat's sweep finds whatever a lost message left
+behind, and the claim (``SKIP LOCKED`` and a lease) makes a wake-up and the sweep racing for a
+row harmless. So a broker (or Redis) that cannot be reached costs a warning and some latency,
+never an error to the caller: its transaction has committed, and answering Stripe 500 now would
+only make it redeliver an event that is already stored.
 """
 
+import logging
+from datetime import datetime, timedelta
+from functools import lru_cache
 from importlib import import_module
 
+import redis
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnreachable
+
+logger = logging.getLogger(__name__)
+
+_NAMESPACE = "payouts:wake"
+# How long a wake-up's coalescing mark lives if its task is lost: new wake-ups for the same work
+# are absorbed by it until then (the sweep covers the gap).
+_MARK_SECONDS = 60
+# Backoffs longer than this are left to beat's sweep rather than to a countdown task, which a
+# Redis broker holds in the worker's memory until it is due.
+COUNTDOWN_LIMIT = timedelta(minutes=15)
 
 
-def _tasks():
-    return import_module("payouts.tasks")
+@lru_cache(maxsize=2)
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+
+
+def _first_mark(name: str) -> bool:
+    """True for the first wake-up of ``name`` while its mark lives (the others coalesce)."""
+    client = _redis(settings.CELERY_BROKER_URL)
+    return bool(client.set(f"{_NAMESPACE}:{name}", 1, nx=True, ex=_MARK_SECONDS))
+
+
+def clear_mark(name: str) -> None:
+    """A drain starts: wake-ups from now on need a new drain (the running one may have passed
+    their rows already)."""
+    try:
+        _redis(settings.CELERY_BROKER_URL).delete(f"{_NAMESPACE}:{name}")
+    except redis.RedisError as error:
+        logger.warning("could not clear a wake-up mark", extra={"mark": name, "error": str(error)})
+
+
+def _send(task_name: str, *, mark: str | None = None, eta: datetime | None = None, **kwargs):
+    if eta is not None and settings.CELERY_TASK_ALWAYS_EAGER:
+        # An eager Celery (the tests) would run a countdown at once, ahead of its time, inside
+        # the attempt that failed: the sweep is the countdown there.
+        return
+    try:
+        if mark is not None and not _first_mark(mark):
+            return
+        task = getattr(import_module("payouts.tasks"), task_name)
+        task.apply_async(kwargs=kwargs, eta=eta)
+    except (BrokerUnreachable, redis.RedisError) as error:
+        logger.warning(
+            "could not wake a worker; beat's sweep will pick the work up",
+            extra={"task": task_name, "error": str(error), **kwargs},
+        )
+
+
+def _after_commit(task_name: str, **options) -> None:
+    transaction.on_commit(lambda: _send(task_name, **options))
+
+
+def reversals_due_after_commit() -> None:
+    """Reversals became due now: drain them once the transaction commits."""
+    _after_commit("drain_reversals", mark="reversals")
+
+
+def reversals_due_at(when: datetime) -> None:
+    """A reversal is due again at ``when`` (after a failed attempt): wake a drain then."""
+    if when - timezone.now() <= COUNTDOWN_LIMIT:
+        second = int(when.timestamp())
+        _after_commit("drain_reversals", mark=f"reversals:{second}", eta=when)
+
+
+def transfers_due_at(when: datetime) -> None:
+    """A seller transfer is due again at ``when``: wake the transfer sender then."""
+    if when - timezone.now() <= COUNTDOWN_LIMIT:
+        second = int(when.timestamp())
+        _after_commit("retry_failed_transfers", mark=f"transfers:{second}", eta=when)
 
 
 def send_transfers_after_commit(*, order_id: int) -> None:
     """Pay the order's due seller transfers once the current transaction commits."""
-    transaction.on_commit(lambda: _tasks().send_transfers.delay(order_id=order_id))
+    _after_commit("send_transfers", order_id=order_id)
 
 
 def sync_charge_refunds_after_commit(*, charge_id: str) -> None:
     """Fetch the charge's refunds from Stripe (outside the request) once the transaction
     commits."""
-    transaction.on_commit(lambda: _tasks().sync_charge_refunds.delay(charge_id=charge_id))
+    _after_commit("sync_charge_refunds", charge_id=charge_id)

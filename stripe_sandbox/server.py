@@ -14,6 +14,11 @@ from typing import TextIO
 from .errors import api_error_500
 from .sandbox import Reply, Sandbox, to_json
 
+
+class TruncatedRequest(Exception):
+    """The connection closed before the whole body arrived."""
+
+
 CONTROL_PREFIX = "/_sandbox"
 _LOG_LOCK = threading.Lock()
 
@@ -107,6 +112,11 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         sandbox = self.server.sandbox
         try:
             body = self._read_body()
+        except TruncatedRequest:
+            self.close_connection = True
+            self.server.log(f"{self.client_address[0]} {method} {self.path} -> body cut short")
+            return
+        try:
             if self.path == CONTROL_PREFIX or self.path.startswith(CONTROL_PREFIX + "/"):
                 reply = sandbox.handle_control(method, self.path, body)
             else:
@@ -140,10 +150,18 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise TruncatedRequest
+                chunks.append(chunk)
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client went away mid-body (a killed worker): Stripe never performs a request
+            # it did not receive whole, so neither may the sandbox.
+            raise TruncatedRequest
+        return body
 
     def _send(self, reply: Reply) -> None:
         try:

@@ -1,6 +1,14 @@
 """Shared fixtures. The suite runs against the real Postgres (pytest-django creates the test
 database), Redis, and the project's own Stripe sandbox spoken to over HTTP by the real
-stripe-python client."""
+stripe-python client.
+
+Database tests run inside a transaction that is rolled back (``django_db``), so
+``transaction.on_commit`` work (the Celery wake-ups, run eagerly in tests) runs only where a test
+wraps the code that commits in ``django_capture_on_commit_callbacks(execute=True)``; elsewhere it
+is dropped with the transaction, as if the broker had lost it. Only tests whose other threads or
+processes must see the rows (``live_server``, threads with their own connections, worker
+processes) use ``django_db(transaction=True)``.
+"""
 
 from dataclasses import replace
 from datetime import timedelta
@@ -9,7 +17,7 @@ import pytest
 import stripe
 
 from stripe_sandbox.testing import RunningSandbox
-from tests.stripe_events import WEBHOOK_SECRET
+from tests.builders import WEBHOOK_SECRET, paid_order
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +59,48 @@ def stripe_client(sandbox_server):
 def webhook_secret(settings):
     settings.STRIPE_WEBHOOK_SECRETS = [WEBHOOK_SECRET]
     return WEBHOOK_SECRET
+
+
+@pytest.fixture
+def three_seller_order(client, sandbox, stripe_client):
+    """Items of 1,000 / 2,000 / 3,333 cents from three sellers, paid through the webhook:
+    transfers of 900 / 1,800 / 3,000, completed."""
+    order, transfers = paid_order(stripe_client, [1000, 2000, 3333], webhook=client)
+    assert sorted(t.amount for t in transfers) == [900, 1800, 3000]
+    return order
+
+
+@pytest.fixture
+def celery_queueing(settings):
+    """Celery really queueing to the broker at ``url`` (not running tasks eagerly), for the test
+    that calls ``celery_queueing(url)``; the wake-ups' coalescing marks go to the same Redis."""
+    from config.celery import app
+
+    conf = app.conf
+    saved = conf.task_always_eager, conf.broker_url
+
+    def queue_to(url: str) -> None:
+        conf.task_always_eager = False
+        conf.broker_url = url
+        settings.CELERY_TASK_ALWAYS_EAGER = False
+        settings.CELERY_BROKER_URL = url
+        app._after_fork()  # forget connections to the broker used so far
+
+    yield queue_to
+    conf.task_always_eager, conf.broker_url = saved
+    app._after_fork()
+
+
+@pytest.fixture
+def broker_down(celery_queueing):
+    """Celery queueing to a broker nobody listens on."""
+    celery_queueing("redis://127.0.0.1:1/0")
+
+
+@pytest.fixture
+def short_stripe_timeout(sandbox, settings):
+    """Stripe calls give up after 0.3 s, so a test of a timeout does not wait the usual 2 s."""
+    settings.PAYOUTS = replace(
+        settings.PAYOUTS,
+        stripe=replace(settings.PAYOUTS.stripe, timeout=timedelta(milliseconds=300)),
+    )

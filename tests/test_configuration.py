@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
         (" 10S ", timedelta(seconds=10)),
     ],
 )
-def test_durations_parse(text, expected):
+def test_a_duration_parses_to_its_timedelta(text, expected):
     assert parse_duration(text) == expected
 
 
@@ -53,7 +53,7 @@ def config_from(monkeypatch):
     return parse
 
 
-def test_defaults_follow_the_spec(config_from):
+def test_the_fee_and_the_retry_policies_default_to_the_documented_values(config_from):
     config = config_from()
 
     assert config.platform_fee_bps == 1000
@@ -106,6 +106,7 @@ def _start_django(settings_module: str, **variables: str) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow  # starts manage.py in a process
 def test_a_bad_backoff_base_stops_startup_naming_the_variable():
     result = _start_django("config.settings.local", REVERSAL_BACKOFF_BASE="soon")
 
@@ -114,12 +115,14 @@ def test_a_bad_backoff_base_stops_startup_naming_the_variable():
     assert "soon" in result.stderr
 
 
+@pytest.mark.slow  # starts manage.py in a process
 def test_startup_succeeds_with_good_values():
     result = _start_django("config.settings.local", REVERSAL_BACKOFF_BASE="30s")
 
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # starts manage.py in a process
 @pytest.mark.parametrize(
     "missing", ["DJANGO_SECRET_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"]
 )

@@ -10,6 +10,7 @@ from payouts.gateway import (
     get_gateway,
 )
 from payouts.idempotency import NextAttempt, next_attempt
+from tests.builders import stripe_transfer
 
 
 @pytest.fixture
@@ -18,11 +19,9 @@ def gateway(sandbox):
 
 
 @pytest.fixture
-def transfer_id(stripe_client):
-    account = stripe_client.v1.accounts.create(params={"type": "express"})
-    return stripe_client.v1.transfers.create(
-        params={"amount": 1000, "currency": "usd", "destination": account.id}
-    ).id
+def transfer_id(sandbox, stripe_client):
+    """A transfer of 1,000 at the sandbox."""
+    return stripe_transfer(stripe_client, 1000)
 
 
 def reverse(gateway, transfer_id, *, key="key-g0", amount=None):
@@ -167,15 +166,17 @@ def test_a_5xx_takes_a_new_key_and_flags_a_possible_execution(sandbox, gateway, 
         reverse(gateway, transfer_id)
 
     assert caught.value.may_have_executed
-    assert next_attempt("k-g0", caught.value, read_stripe_first=False) == NextAttempt("k-g1", True)
+    assert next_attempt("k-g0", caught.value, read_stripe_first=False) == NextAttempt(
+        "k-g1", read_stripe_first=True, renewed=True
+    )
 
 
-def test_a_timeout_is_transient_and_keeps_the_key(sandbox, gateway, transfer_id):
-    # The sandbox holds the request past the client's 2 s timeout (see the sandbox fixture).
-    sandbox.script("reversals.create", [{"action": "timeout", "timeout_seconds": 4}])
+def test_a_timeout_is_transient_and_keeps_the_key(sandbox, short_stripe_timeout, transfer_id):
+    # The sandbox holds the request past the client's timeout.
+    sandbox.script("reversals.create", [{"action": "timeout", "timeout_seconds": 1}])
 
     with pytest.raises(StripeTransientError) as caught:
-        reverse(gateway, transfer_id)
+        reverse(get_gateway(), transfer_id)
 
     assert caught.value.http_status is None
     assert next_attempt("k-g0", caught.value, read_stripe_first=False).key == "k-g0"

@@ -1,5 +1,5 @@
-"""The layout's rules (docs/architecture.md): `marketplace` never imports `payouts`; only the gateway (and the webhook signature
-check) import stripe."""
+"""The layout's rules (docs/architecture.md): `marketplace` never imports `payouts`; only the
+gateway (and the webhook signature check) import stripe."""
 
 import ast
 from pathlib import Path

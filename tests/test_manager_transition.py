@@ -1,3 +1,6 @@
+"""The guarded transition, ``SellerTransfer.objects.transition``: one conditional UPDATE plus one
+audit row for an allowed move; nothing at all for a forbidden, stale or concurrent one."""
+
 import threading
 import time
 
@@ -115,7 +118,7 @@ def _backend_pids_waiting_on_a_lock() -> int:
         return cursor.fetchone()[0]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True)  # two threads, two connections, one row lock
 def test_two_concurrent_transitions_of_one_row_exactly_one_wins():
     transfer = SellerTransferFactory(status=S.PENDING)
     first_has_updated = threading.Event()

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.management.commands.run_service import PROCFILE, plan_service
 from payouts.metrics import stripe_call_observed
 from payouts.transitions import TransferStatus
-from tests.factories import SellerTransferEventFactory, SellerTransferFactory
+from tests.factories import SellerTransferEventFactory, SellerTransferFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 S = TransferStatus
@@ -62,7 +62,8 @@ def test_healthz_needs_no_login_and_is_never_cached(client):
 
 
 def scrape(client) -> dict[str, dict[tuple, float]]:
-    """``{sample name: {sorted label items: value}}`` from one scrape."""
+    """``{sample name: {sorted label items: value}}`` from one scrape, as staff."""
+    client.force_login(UserFactory(username="metrics-reader", is_staff=True))
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
@@ -143,6 +144,7 @@ def test_metrics_count_stripe_calls_by_operation_and_outcome(client):
 
 @pytest.mark.django_db
 def test_the_openapi_schema_describes_the_webhook_and_the_staff_api(client):
+    client.force_login(UserFactory(is_staff=True))
     response = client.get("/api/schema/")
 
     assert response.status_code == 200
@@ -153,6 +155,7 @@ def test_the_openapi_schema_describes_the_webhook_and_the_staff_api(client):
     assert {"200", "401", "403", "404", "409", "502"} <= set(retry["responses"])
 
 
+@pytest.mark.slow  # starts manage.py in a process
 def test_the_schema_generates_without_a_single_warning():
     result = subprocess.run(
         [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn"],
@@ -169,6 +172,7 @@ def test_the_schema_generates_without_a_single_warning():
 # --- Logs ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts manage.py in a process
 def test_every_log_record_is_one_json_line_with_its_extra_fields():
     code = (
         "import logging; logging.getLogger('payouts.gateway').warning('stripe call failed', "
@@ -202,6 +206,7 @@ def test_every_log_record_is_one_json_line_with_its_extra_fields():
     assert record["time"].endswith("+00:00")
 
 
+@pytest.mark.slow  # starts manage.py in a process
 def test_an_unknown_log_format_stops_startup_naming_the_variable():
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
@@ -268,6 +273,7 @@ def test_honcho_is_kept_from_reading_dotenv_over_the_environment(settings):
 # --- Production settings ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts manage.py in a process
 def test_production_settings_pass_the_deployment_checks():
     environment = {
         **os.environ,

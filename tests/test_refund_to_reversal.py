@@ -13,65 +13,52 @@ from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
-from tests.factories import OrderFactory, OrderItemFactory
-from tests.stripe_events import make_event, post_event, sign
-from tests.test_paying_sellers import connected_seller, paid_intent
+from tests.builders import make_event, paid_order, post_event, refund_at_stripe, sign
 
 S = TransferStatus
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def paid_order(client, sandbox, stripe_client):
+def two_seller_order(client, sandbox, stripe_client):
     """An order across two sellers, paid through the webhook: both transfers completed."""
-    order = OrderFactory()
-    for amount in (1000, 2000):
-        OrderItemFactory(order=order, seller=connected_seller(stripe_client), amount=amount)
-    intent = paid_intent(stripe_client, order)
-    response = post_event(client, make_event("payment_intent.succeeded", intent))
-    assert response.status_code == 200, response.content
-    order.refresh_from_db()
-    assert set(order.transfers.values_list("status", flat=True)) == {S.COMPLETED}
+    order, transfers = paid_order(stripe_client, [1000, 2000], webhook=client)
+    assert {t.status for t in transfers} == {S.COMPLETED}
     return order
 
 
-def refund_at_stripe(stripe_client, order: Order, amount: int | None = None) -> dict:
-    params = {"payment_intent": order.stripe_payment_intent_id}
-    if amount is not None:
-        params["amount"] = amount
-    return stripe_client.v1.refunds.create(params=params).to_dict()
-
-
-def test_refund_succeeded_reverses_every_seller_transfer(
-    client, sandbox, stripe_client, paid_order
+def test_a_succeeded_full_refund_reverses_every_seller_transfer(
+    client, sandbox, stripe_client, two_seller_order
 ):
-    refund = refund_at_stripe(stripe_client, paid_order)
+    refund = refund_at_stripe(stripe_client, two_seller_order)
 
     response = post_event(client, make_event("refund.created", refund))
 
     assert response.status_code == 200, response.content
-    paid_order.refresh_from_db()
-    assert paid_order.status == Order.Status.REFUNDED
+    two_seller_order.refresh_from_db()
+    assert two_seller_order.status == Order.Status.REFUNDED
     assert Refund.objects.get(stripe_refund_id=refund["id"]).status == Refund.Status.SUCCEEDED
-    rows = list(paid_order.transfers.order_by("pk"))
+    rows = list(two_seller_order.transfers.order_by("pk"))
     assert {(r.status, r.retry_count) for r in rows} == {(S.REVERSAL_PENDING, 0)}
     assert all(r.next_retry_at is not None for r in rows)
 
     assert tasks.process_reversals() == {"reversed": 2}
 
     reversal_ids = {r["id"] for r in sandbox.state()["transfer_reversals"]}
-    for row in paid_order.transfers.all():
+    for row in two_seller_order.transfers.all():
         assert row.status == S.REVERSED
         assert row.stripe_reversal_id in reversal_ids
         assert row.amount_reversed == row.amount
 
 
 def test_an_invalid_transfer_id_ends_permanently_failed_after_one_call(
-    client, sandbox, stripe_client, paid_order
+    client, sandbox, stripe_client, two_seller_order
 ):
-    broken = paid_order.transfers.order_by("pk").first()
+    broken = two_seller_order.transfers.order_by("pk").first()
     SellerTransfer.objects.filter(pk=broken.pk).update(stripe_transfer_id="tr_invalid")
-    post_event(client, make_event("refund.created", refund_at_stripe(stripe_client, paid_order)))
+    post_event(
+        client, make_event("refund.created", refund_at_stripe(stripe_client, two_seller_order))
+    )
 
     tasks.process_reversals()
 
@@ -82,11 +69,13 @@ def test_an_invalid_transfer_id_ends_permanently_failed_after_one_call(
 
 
 def test_a_transfer_already_reversed_out_of_band_ends_reversed_with_a_message(
-    client, sandbox, stripe_client, paid_order
+    client, sandbox, stripe_client, two_seller_order
 ):
-    first = paid_order.transfers.order_by("pk").first()
+    first = two_seller_order.transfers.order_by("pk").first()
     sandbox.reverse_out_of_band(first.stripe_transfer_id)
-    post_event(client, make_event("refund.created", refund_at_stripe(stripe_client, paid_order)))
+    post_event(
+        client, make_event("refund.created", refund_at_stripe(stripe_client, two_seller_order))
+    )
 
     tasks.process_reversals()
 
@@ -96,9 +85,9 @@ def test_a_transfer_already_reversed_out_of_band_ends_reversed_with_a_message(
 
 
 def test_duplicate_and_out_of_order_refund_events_have_one_effect(
-    client, sandbox, stripe_client, paid_order
+    client, sandbox, stripe_client, two_seller_order
 ):
-    refund = refund_at_stripe(stripe_client, paid_order)
+    refund = refund_at_stripe(stripe_client, two_seller_order)
     succeeded = make_event("refund.updated", refund)
     created_as_pending = make_event("refund.created", {**refund, "status": "pending"})
 
@@ -107,31 +96,31 @@ def test_duplicate_and_out_of_order_refund_events_have_one_effect(
 
     assert Refund.objects.get(stripe_refund_id=refund["id"]).status == Refund.Status.SUCCEEDED
     moves = SellerTransferEvent.objects.filter(
-        transfer__order=paid_order, to_status=S.REVERSAL_PENDING
+        transfer__order=two_seller_order, to_status=S.REVERSAL_PENDING
     )
     assert moves.count() == 2  # one per transfer, not one per delivery
 
 
 def test_the_buyer_refund_completes_while_stripe_connect_is_down(
-    client, sandbox, stripe_client, paid_order
+    client, sandbox, stripe_client, two_seller_order
 ):
-    refund = refund_at_stripe(stripe_client, paid_order)
+    refund = refund_at_stripe(stripe_client, two_seller_order)
     sandbox.set_faults("*", error_500_rate=1.0)
     calls_before = len(sandbox.calls())
 
     response = post_event(client, make_event("refund.created", refund))
 
     assert response.status_code == 200
-    paid_order.refresh_from_db()
-    assert paid_order.status == Order.Status.REFUNDED
-    assert set(paid_order.transfers.values_list("status", flat=True)) == {S.REVERSAL_PENDING}
+    two_seller_order.refresh_from_db()
+    assert two_seller_order.status == Order.Status.REFUNDED
+    assert set(two_seller_order.transfers.values_list("status", flat=True)) == {S.REVERSAL_PENDING}
     assert len(sandbox.calls()) == calls_before  # the webhook never waits on Stripe
 
 
 def test_a_refund_that_fails_after_succeeding_resends_nothing(
-    client, sandbox, stripe_client, paid_order
+    client, sandbox, stripe_client, two_seller_order
 ):
-    refund = refund_at_stripe(stripe_client, paid_order)
+    refund = refund_at_stripe(stripe_client, two_seller_order)
     post_event(client, make_event("refund.created", refund))
     tasks.process_reversals()
     transfers_before = len(sandbox.state()["transfers"])
@@ -140,33 +129,40 @@ def test_a_refund_that_fails_after_succeeding_resends_nothing(
 
     assert Refund.objects.get(stripe_refund_id=refund["id"]).status == Refund.Status.FAILED
     assert len(sandbox.state()["transfers"]) == transfers_before
-    assert set(paid_order.transfers.values_list("status", flat=True)) == {S.REVERSED}
+    assert set(two_seller_order.transfers.values_list("status", flat=True)) == {S.REVERSED}
 
 
 def test_charge_refunded_fetches_refunds_not_seen_and_never_double_counts(
-    client, sandbox, stripe_client, paid_order
+    client, sandbox, stripe_client, two_seller_order, django_capture_on_commit_callbacks
 ):
-    refund = refund_at_stripe(stripe_client, paid_order)
-    charge = stripe_client.v1.charges.retrieve(paid_order.stripe_charge_id).to_dict()
+    refund = refund_at_stripe(stripe_client, two_seller_order)
+    charge = stripe_client.v1.charges.retrieve(two_seller_order.stripe_charge_id).to_dict()
 
     for _ in range(2):
-        assert post_event(client, make_event("charge.refunded", charge)).status_code == 200
+        with django_capture_on_commit_callbacks(execute=True):
+            response = post_event(client, make_event("charge.refunded", charge))
+        assert response.status_code == 200
 
-    assert Refund.objects.filter(order=paid_order).count() == 1
+    assert Refund.objects.filter(order=two_seller_order).count() == 1
     assert Refund.objects.get().stripe_refund_id == refund["id"]
-    assert set(paid_order.transfers.values_list("status", flat=True)) == {S.REVERSAL_PENDING}
+    # Scheduled once per seller; the wake-up after commit reversed each once.
     assert (
         SellerTransferEvent.objects.filter(
-            transfer__order=paid_order, to_status=S.REVERSAL_PENDING
+            transfer__order=two_seller_order, to_status=S.REVERSAL_PENDING
         ).count()
         == 2
     )
+    assert set(two_seller_order.transfers.values_list("status", flat=True)) == {S.REVERSED}
+    reversals = [t["reversal_count"] for t in sandbox.ledger()["transfers"]]
+    assert reversals == [1, 1]
 
 
+@pytest.mark.django_db(transaction=True)  # the live server's threads have their own connections
+@pytest.mark.slow
 def test_two_different_events_about_one_new_refund_at_once_record_it_once(
-    live_server, sandbox, stripe_client, paid_order
+    live_server, sandbox, stripe_client, two_seller_order
 ):
-    refund = refund_at_stripe(stripe_client, paid_order)
+    refund = refund_at_stripe(stripe_client, two_seller_order)
     events = [make_event("refund.created", refund), make_event("refund.updated", refund)]
     barrier = threading.Barrier(len(events))
 
@@ -189,6 +185,6 @@ def test_two_different_events_about_one_new_refund_at_once_record_it_once(
     assert statuses == [200, 200]
     assert Refund.objects.filter(stripe_refund_id=refund["id"]).count() == 1
     moves = SellerTransferEvent.objects.filter(
-        transfer__order=paid_order, to_status=S.REVERSAL_PENDING
+        transfer__order=two_seller_order, to_status=S.REVERSAL_PENDING
     )
     assert moves.count() == 2

@@ -1,5 +1,9 @@
-"""Several worker processes on one backlog: each transfer is reversed exactly once at
-the sandbox, even when the sandbox performs a reversal and then drops the response."""
+"""Several workers on one backlog, as processes or as threads of one run: each transfer is
+reversed exactly once at the sandbox, even when the sandbox performs a reversal and then drops
+the response; and the Stripe request budget they share.
+
+The workers have their own database connections, so the backlog is committed
+(``transaction=True``)."""
 
 import subprocess
 import sys
@@ -13,13 +17,11 @@ from payouts.models import SellerTransfer
 from payouts.rate_limit import StripeRateLimiter
 from payouts.services.reversals import reversals_process_due
 from payouts.transitions import TransferStatus
-from tests.reversal_backlog import reversal_backlog, worker_environment
+from tests.builders import reversal_backlog, worker_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 500
 WORKERS = 4
-
-pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def most_calls_in_flight(calls: list[dict]) -> int:
@@ -34,6 +36,7 @@ def most_calls_in_flight(calls: list[dict]) -> int:
     return most
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_four_worker_processes_reverse_each_transfer_exactly_once_despite_dropped_responses(
     sandbox, sandbox_server, stripe_client
@@ -70,6 +73,8 @@ def test_four_worker_processes_reverse_each_transfer_exactly_once_despite_droppe
     assert busy_workers >= 2  # the backlog really was shared
 
 
+@pytest.mark.slow  # seconds of paced Stripe calls
+@pytest.mark.django_db(transaction=True)
 def test_one_run_keeps_several_stripe_calls_in_flight_and_reverses_each_row_once(
     sandbox, stripe_client, settings
 ):
@@ -85,6 +90,7 @@ def test_one_run_keeps_several_stripe_calls_in_flight_and_reverses_each_row_once
     assert most_calls_in_flight(sandbox.calls("reversals.create")) > 1
 
 
+@pytest.mark.slow  # seconds of paced Stripe calls
 def test_the_shared_rate_limiter_caps_the_whole_fleet(settings):
     limiter = StripeRateLimiter(
         settings.STRIPE_RATE_LIMIT_REDIS_URL, 20, namespace=f"t{time.time()}"

@@ -9,6 +9,7 @@ from django.utils import timezone
 from payouts import tasks
 from payouts.models import SellerTransfer
 from payouts.transitions import TransferStatus
+from tests.builders import due_row, make_due, reversal_backlog
 from tests.factories import SellerTransferFactory
 
 S = TransferStatus
@@ -28,23 +29,6 @@ def reversal_policy(settings):
     return configure
 
 
-def stripe_transfer(stripe_client, amount: int = 900) -> str:
-    account = stripe_client.v1.accounts.create(params={"type": "express"})
-    transfer = stripe_client.v1.transfers.create(
-        params={"amount": amount, "currency": "usd", "destination": account.id}
-    )
-    return transfer.id
-
-
-def due_row(stripe_client, amount: int = 900, **fields) -> SellerTransfer:
-    return SellerTransferFactory(
-        reversal_due=True,
-        amount=amount,
-        stripe_transfer_id=stripe_transfer(stripe_client, amount),
-        **fields,
-    )
-
-
 def remote(sandbox, stripe_transfer_id: str) -> dict:
     """The sandbox ledger's view of one transfer: amount_reversed, reversal_count, …"""
     return next(t for t in sandbox.ledger()["transfers"] if t["id"] == stripe_transfer_id)
@@ -58,14 +42,7 @@ def remote_reversal_ids(sandbox, stripe_transfer_id: str) -> list[str]:
     ]
 
 
-def make_due_again(transfer: SellerTransfer) -> None:
-    # Not a status write: only the time the row is due moves.
-    SellerTransfer.objects.filter(pk=transfer.pk).update(
-        next_retry_at=timezone.now() - timedelta(seconds=1)
-    )
-
-
-def test_happy_path_reverses_the_transfer(sandbox, stripe_client):
+def test_a_due_row_is_reversed_in_full_at_stripe_and_settled(sandbox, stripe_client):
     row = due_row(stripe_client, amount=900)
 
     summary = tasks.process_reversals()
@@ -160,7 +137,7 @@ def test_retries_exhausted_is_permanently_failed_after_one_plus_max_attempts(
         row.refresh_from_db()
         if row.status != S.REVERSAL_PENDING:
             break
-        make_due_again(row)
+        make_due(row)
 
     assert row.status == S.PERMANENTLY_FAILED
     assert row.next_retry_at is None
@@ -221,7 +198,9 @@ def test_rows_with_a_future_next_retry_at_are_skipped(sandbox, stripe_client):
     assert sandbox.calls("reversals.create") == []
 
 
-def test_the_worker_can_be_switched_off(sandbox, stripe_client, reversal_policy):
+def test_a_switched_off_worker_reports_disabled_and_reverses_nothing(
+    sandbox, stripe_client, reversal_policy
+):
     reversal_policy(enabled=False)
     row = due_row(stripe_client)
 
@@ -231,8 +210,9 @@ def test_the_worker_can_be_switched_off(sandbox, stripe_client, reversal_policy)
     assert sandbox.calls("reversals.create") == []
 
 
+@pytest.mark.slow  # a backlog of hundreds of Stripe calls
 def test_one_run_drains_a_backlog_larger_than_a_batch(sandbox, stripe_client):
-    rows = [due_row(stripe_client, amount=100 + i) for i in range(120)]
+    rows = reversal_backlog(stripe_client, 120)
 
     summary = tasks.process_reversals()
 
@@ -251,7 +231,7 @@ def test_a_dropped_response_is_recovered_with_the_same_key_and_no_second_reversa
     first = tasks.process_reversals()
     row.refresh_from_db()
     kept_key = row.reversal_idempotency_key
-    make_due_again(row)
+    make_due(row)
     second = tasks.process_reversals()
 
     row.refresh_from_db()

@@ -11,22 +11,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from marketplace.models import Refund
-from marketplace.services import order_apply_refunds, order_mark_paid
+from marketplace.services import order_apply_refunds
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
-from tests.factories import (
-    OrderFactory,
-    OrderItemFactory,
-    RefundFactory,
-    SellerTransferFactory,
-    UserFactory,
-)
-from tests.test_paying_sellers import connected_seller, paid_intent
+from tests.builders import STRIPE_500, paid_order
+from tests.factories import RefundFactory, SellerTransferFactory, UserFactory
 
+# The API is spoken to over real HTTP: the live server's thread has its own connection and must
+# see the rows, so these tests commit (the admin action's test, in-thread, does not need to).
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "correct horse battery staple"
-STRIPE_500 = {"status": 500, "error": {"type": "api_error", "message": "boom"}}
 
 
 def user_with(*, is_staff: bool, may_retry: bool, **fields):
@@ -48,28 +43,18 @@ def retry(live_server, pk: int, auth: tuple[str, str] | None) -> requests.Respon
 
 @pytest.fixture
 def failed_transfer(sandbox, stripe_client):
-    """A ``failed`` transfer of an order paid at the sandbox, to a seller connected there."""
-    seller = connected_seller(stripe_client)
-    order = OrderFactory()
-    OrderItemFactory(order=order, seller=seller, amount=2000)
-    intent = paid_intent(stripe_client, order)
-    order_mark_paid(
-        order=order,
-        amount=intent["amount_received"],
-        currency=intent["currency"],
-        payment_intent_id=intent["id"],
-        charge_id=intent["latest_charge"],
-    )
-    return SellerTransferFactory(
-        order=order,
-        seller=seller,
-        amount=1800,
-        platform_fee=200,
+    """A ``failed`` transfer of an order paid at the sandbox, to a seller connected there: its
+    row was never sent, and is written as an earlier outage left it (Stripe not called)."""
+    _, [transfer] = paid_order(stripe_client, [2000], unpaid=[0])
+    assert (transfer.amount, transfer.platform_fee) == (1800, 200)
+    SellerTransfer.objects.filter(pk=transfer.pk).update(
         status=TransferStatus.FAILED,
         retry_count=1,
         error_message="Stripe 500: earlier outage",
         next_retry_at=timezone.now() + timedelta(minutes=5),
     )
+    transfer.refresh_from_db()
+    return transfer
 
 
 def test_retrying_a_failed_transfer_answers_200_with_the_completed_transfer(
@@ -187,6 +172,7 @@ def test_retrying_without_staff_status_and_the_permission_answers_403(
     assert sandbox.calls("transfers.create") == []
 
 
+@pytest.mark.django_db  # the admin runs in the test's thread: rollback is enough
 def test_the_admin_retry_action_completes_a_failed_transfer(client, sandbox, failed_transfer):
     admin = UserFactory(is_staff=True, is_superuser=True)
     assert client.login(username=admin.username, password=PASSWORD)

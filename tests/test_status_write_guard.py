@@ -1,3 +1,7 @@
+"""The status-write guard (``tests/status_write_scanner.py``): the application writes a transfer's
+status only through the manager, called only by the named moves; and the scanner does catch
+every form of a direct write planted in code."""
+
 from pathlib import Path
 
 import pytest

@@ -7,26 +7,25 @@ import pytest
 from django.utils import timezone
 
 from marketplace.models import Order
-from marketplace.services import order_mark_paid
 from payouts import tasks
 from payouts.gateway import get_gateway
 from payouts.idempotency import transfer_key
 from payouts.locks import claim_due
 from payouts.models import SellerTransfer
-from payouts.services.transfers import transfer_group, transfers_create_for_order
+from payouts.services.transfers import transfer_group
 from payouts.transitions import TransferStatus
-from tests.factories import (
-    OrderFactory,
-    OrderItemFactory,
-    SellerFactory,
-    SellerTransferFactory,
+from tests.builders import (
+    STRIPE_500,
+    make_due,
+    make_event,
+    paid_order,
+    post_event,
+    refund_at_stripe,
+    transfers_at_stripe_for,
 )
-from tests.stripe_events import make_event, post_event
-from tests.test_paying_sellers import connected_seller, paid_intent
+from tests.factories import SellerFactory, SellerTransferFactory
 
 pytestmark = pytest.mark.django_db
-
-STRIPE_500 = {"status": 500, "error": {"type": "api_error", "message": "boom"}}
 
 
 @pytest.fixture
@@ -45,37 +44,13 @@ def retry_policy(settings):
     return settings.PAYOUTS.transfer_retry
 
 
-def unsent_transfer(stripe_client, *, seller=None, amount: int = 2000) -> SellerTransfer:
-    """A one-seller order paid at the sandbox, with its transfer row created and not yet sent."""
-    seller = seller or connected_seller(stripe_client)
-    order = OrderFactory()
-    OrderItemFactory(order=order, seller=seller, amount=amount)
-    intent = paid_intent(stripe_client, order)
-    order_mark_paid(
-        order=order,
-        amount=intent["amount_received"],
-        currency=intent["currency"],
-        payment_intent_id=intent["id"],
-        charge_id=intent["latest_charge"],
+def unsent_transfer(stripe_client, *, seller=None) -> SellerTransfer:
+    """A one-seller order of 2,000 paid at the sandbox, with its transfer row created and not yet
+    sent."""
+    _, [transfer] = paid_order(
+        stripe_client, [2000], unpaid=[0], sellers=[seller] if seller else None
     )
-    order.refresh_from_db()
-    [transfer] = transfers_create_for_order(order=order)
     return transfer
-
-
-def make_due(transfer: SellerTransfer) -> None:
-    # Moving the clock, not the status: the row's backoff (or lease) has run out.
-    SellerTransfer.objects.filter(pk=transfer.pk).update(
-        next_retry_at=timezone.now() - timedelta(seconds=1)
-    )
-
-
-def at_stripe_for(sandbox, transfer: SellerTransfer) -> list[dict]:
-    return [
-        t
-        for t in sandbox.state()["transfers"]
-        if t["metadata"].get("seller_transfer_id") == str(transfer.pk)
-    ]
 
 
 def test_a_stripe_500_leaves_the_row_failed_with_the_error_and_the_first_backoff(
@@ -113,7 +88,7 @@ def test_the_retry_after_a_500_reads_stripe_first_then_completes_with_one_transf
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.COMPLETED
     assert (transfer.error_message, transfer.next_retry_at) == ("", None)
-    [remote] = at_stripe_for(sandbox, transfer)
+    [remote] = transfers_at_stripe_for(sandbox, transfer)
     assert transfer.stripe_transfer_id == remote["id"]
     # Stripe stored the 500 under the first key, so the retry took a new one, and looked for
     # a transfer the 500 might have hidden before sending with it.
@@ -151,7 +126,7 @@ def test_the_retry_after_a_500_adopts_the_transfer_stripe_made_despite_the_error
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.COMPLETED
     assert transfer.stripe_transfer_id == hidden.id
-    assert [t["id"] for t in at_stripe_for(sandbox, transfer)] == [hidden.id]
+    assert [t["id"] for t in transfers_at_stripe_for(sandbox, transfer)] == [hidden.id]
 
 
 def test_a_row_failing_past_max_retries_ends_permanently_failed_after_one_plus_max_attempts(
@@ -206,7 +181,7 @@ def test_a_response_lost_after_stripe_performed_keeps_the_key_and_the_retry_repl
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.FAILED
     assert transfer.transfer_idempotency_key == first_key
-    [made] = at_stripe_for(sandbox, transfer)
+    [made] = transfers_at_stripe_for(sandbox, transfer)
 
     make_due(transfer)
     tasks.retry_failed_transfers()
@@ -214,7 +189,7 @@ def test_a_response_lost_after_stripe_performed_keeps_the_key_and_the_retry_repl
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.COMPLETED
     assert transfer.stripe_transfer_id == made["id"]
-    assert len(at_stripe_for(sandbox, transfer)) == 1
+    assert len(transfers_at_stripe_for(sandbox, transfer)) == 1
     creates = sandbox.calls("transfers.create")
     assert [(c["idempotency_key"], c["outcome"]) for c in creates] == [
         (first_key, "dropped_after_perform"),
@@ -237,7 +212,11 @@ def test_a_pending_row_whose_worker_died_after_paying_completes_without_a_second
         destination=claimed.seller.stripe_account_id,
         transfer_group=transfer_group(order),
         source_transaction=order.stripe_charge_id or None,
-        metadata={"order_id": str(order.pk), "seller_transfer_id": str(claimed.pk)},
+        metadata={
+            "order_id": str(order.pk),
+            "seller_transfer_id": str(claimed.pk),
+            "seller_transfer_created": str(int(claimed.created_at.timestamp() * 1_000_000)),
+        },
         idempotency_key=transfer_key(claimed),
     )
     make_due(claimed)  # its lease ran out
@@ -250,7 +229,7 @@ def test_a_pending_row_whose_worker_died_after_paying_completes_without_a_second
     claimed.refresh_from_db()
     assert claimed.status == TransferStatus.COMPLETED
     assert claimed.stripe_transfer_id == paid.id
-    assert [t["id"] for t in at_stripe_for(sandbox, claimed)] == [paid.id]
+    assert [t["id"] for t in transfers_at_stripe_for(sandbox, claimed)] == [paid.id]
 
 
 def test_with_the_retry_worker_disabled_a_tick_reports_disabled_and_touches_nothing(
@@ -274,7 +253,6 @@ def test_with_the_retry_worker_disabled_a_tick_reports_disabled_and_touches_noth
     assert sandbox.calls() == []
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_seller_not_yet_paid_when_the_order_is_fully_refunded_is_never_paid(
     client, sandbox, stripe_client
 ):
@@ -293,7 +271,6 @@ def test_a_seller_not_yet_paid_when_the_order_is_fully_refunded_is_never_paid(
     assert sandbox.state()["transfers"] == []
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_transfer_paid_behind_a_lost_answer_is_reversed_not_forgotten_after_a_full_refund(
     client, sandbox, stripe_client
 ):
@@ -315,14 +292,9 @@ def test_a_transfer_paid_behind_a_lost_answer_is_reversed_not_forgotten_after_a_
 def refunded_order_with_one_unpaid_seller(client, sandbox, stripe_client, *, script):
     """An order of one seller whose first transfer attempt meets ``script``, then is refunded
     in full (the refund webhook arrives while the row is ``failed``); the row is due again."""
-    order = OrderFactory()
-    OrderItemFactory(order=order, seller=connected_seller(stripe_client), amount=1000)
     sandbox.script("transfers.create", script)
-    post_event(client, make_event("payment_intent.succeeded", paid_intent(stripe_client, order)))
-    order.refresh_from_db()
-    refund = stripe_client.v1.refunds.create(
-        params={"payment_intent": order.stripe_payment_intent_id}
-    ).to_dict()
+    order, _ = paid_order(stripe_client, [1000], webhook=client)
+    refund = refund_at_stripe(stripe_client, order)
     assert post_event(client, make_event("refund.created", refund)).status_code == 200
     order.refresh_from_db()
     assert order.status == Order.Status.REFUNDED

@@ -1,3 +1,6 @@
+"""The transfer state table (``payouts/transitions.py``): exactly the documented moves, and no
+way out of a terminal state."""
+
 import itertools
 
 import pytest

@@ -15,9 +15,15 @@ from marketplace.models import Order
 from marketplace.selectors import order_total
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.transitions import TransferStatus
+from tests.builders import (
+    connected_seller,
+    make_event,
+    paid_intent,
+    post_event,
+    seller_order,
+    sign,
+)
 from tests.factories import OrderFactory, OrderItemFactory
-from tests.stripe_events import make_event, post_event, sign
-from tests.test_paying_sellers import connected_seller, paid_intent
 
 WEBHOOK_URL = "/webhooks/stripe/"
 
@@ -190,12 +196,9 @@ def test_an_unknown_event_type_is_answered_200_and_stored_as_ignored(client, web
 # --- events that cannot be applied -----------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_an_event_for_an_unknown_order_is_422_recorded_and_replayable_once_the_order_exists(
-    client, sandbox, stripe_client
-):
-    seller = connected_seller(stripe_client)
-    intent = stripe_client.v1.payment_intents.create(
+def payment_for_no_order(stripe_client) -> dict:
+    """A payment of 2,500 that succeeded at the sandbox before the checkout stored its order."""
+    return stripe_client.v1.payment_intents.create(
         params={
             "amount": 2500,
             "currency": "usd",
@@ -203,9 +206,16 @@ def test_an_event_for_an_unknown_order_is_422_recorded_and_replayable_once_the_o
             "payment_method": "pm_card_visa",
         }
     ).to_dict()
-    event = make_event("payment_intent.succeeded", intent)
 
-    response = post_event(client, event)
+
+@pytest.mark.django_db
+def test_an_event_for_an_unknown_order_is_422_and_recorded_as_failed(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    intent = payment_for_no_order(stripe_client)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_event(client, make_event("payment_intent.succeeded", intent))
 
     assert response.status_code == 422, response.content
     stored = WebhookEvent.objects.get()
@@ -214,11 +224,23 @@ def test_an_event_for_an_unknown_order_is_422_recorded_and_replayable_once_the_o
     assert not SellerTransfer.objects.exists()
     assert sandbox.calls("transfers.create") == []
 
+
+@pytest.mark.django_db
+def test_an_event_for_an_unknown_order_is_replayable_once_the_order_exists(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    seller = connected_seller(stripe_client)
+    intent = payment_for_no_order(stripe_client)
+    event = make_event("payment_intent.succeeded", intent)
+    assert post_event(client, event).status_code == 422
+    stored = WebhookEvent.objects.get()
+
     # The checkout commits the order after Stripe's event arrived; staff replay the event.
     order = OrderFactory(stripe_payment_intent_id=intent["id"])
     OrderItemFactory(order=order, seller=seller, amount=2500)
     out = StringIO()
-    call_command("replay_webhook_events", event["id"], stdout=out)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("replay_webhook_events", event["id"], stdout=out)
 
     assert "processed" in out.getvalue()
     stored.refresh_from_db()
@@ -231,14 +253,14 @@ def test_an_event_for_an_unknown_order_is_422_recorded_and_replayable_once_the_o
     assert [t["id"] for t in sandbox.state()["transfers"]] == [transfer.stripe_transfer_id]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("amount_delta", "currency"),
     [(1, "usd"), (-1, "usd"), (0, "eur")],
     ids=["amount-over", "amount-under", "other-currency"],
 )
 def test_a_payment_that_disagrees_with_the_order_is_422_and_pays_nobody(
-    client, sandbox, stripe_client, amount_delta, currency
+    client, sandbox, stripe_client, amount_delta, currency, django_capture_on_commit_callbacks
 ):
     order = OrderFactory(currency="usd")
     OrderItemFactory(order=order, seller=connected_seller(stripe_client), amount=2000)
@@ -252,7 +274,8 @@ def test_a_payment_that_disagrees_with_the_order_is_422_and_pays_nobody(
         }
     ).to_dict()
 
-    response = post_event(client, make_event("payment_intent.succeeded", intent))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_event(client, make_event("payment_intent.succeeded", intent))
 
     assert response.status_code == 422, response.content
     stored = WebhookEvent.objects.get()
@@ -268,13 +291,12 @@ def test_a_payment_that_disagrees_with_the_order_is_422_and_pays_nobody(
 # --- duplicates ------------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True)  # the live server's threads have their own connections
+@pytest.mark.slow
 def test_five_deliveries_of_one_payment_two_at_once_pay_each_seller_once(
     live_server, sandbox, stripe_client
 ):
-    order = OrderFactory()
-    for amount in (1000, 2000, 3000):
-        OrderItemFactory(order=order, seller=connected_seller(stripe_client), amount=amount)
+    order = seller_order(stripe_client, [1000, 2000, 3000])
     event = make_event("payment_intent.succeeded", paid_intent(stripe_client, order))
     body = json.dumps(event).encode()
     url = f"{live_server.url}{WEBHOOK_URL}"

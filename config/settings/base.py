@@ -83,9 +83,14 @@ USE_TZ = True
 STATIC_URL = "static/"
 # `manage.py collectstatic` fills it (the Docker image does); whitenoise serves it in production.
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Without DEBUG (production, or the sandbox image), the app serves the collected admin static
+# files itself, right after SecurityMiddleware.
+WHITENOISE_MIDDLEWARE = "whitenoise.middleware.WhiteNoiseMiddleware"
 
 # Probes and scrapers speak plain HTTP inside the network, behind the TLS-terminating proxy.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# /metrics answers staff, or a scraper sending `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -127,6 +132,16 @@ CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Stripe -------------------------------------------------------------------------------
+# The key and webhook secrets the project's own sandbox setups use. They are public (in this
+# repository), so production refuses them.
+PUBLIC_SANDBOX_SECRETS = frozenset(
+    {
+        "sk_test_local_sandbox",
+        "whsec_local_sandbox",
+        "sk_test_compose_sandbox",
+        "whsec_compose_sandbox",
+    }
+)
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 # Several comma-separated secrets are accepted while an endpoint secret is being rotated.
@@ -149,6 +164,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.tasks.reconcile_transfers",
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
+    },
+    # Stored Stripe events whose processing never ran (the process died after storing).
+    "process-stranded-webhook-events": {
+        "task": "payouts.tasks.process_stranded_webhook_events",
+        "schedule": 60,
+        "options": {"expires": 60},
+    },
+    "settle-staff-refunds": {
+        "task": "payouts.tasks.settle_staff_refunds",
+        "schedule": 10 * 60,
+        "options": {"expires": 10 * 60},
     },
     "retry-failed-transfers": {
         "task": "payouts.tasks.retry_failed_transfers",

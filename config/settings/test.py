@@ -9,8 +9,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 
 # Tasks enqueued after commit run in the calling thread, so a test sees their effect. Tests that
-# need real queueing run a Celery worker process against Redis instead.
-CELERY_TASK_ALWAYS_EAGER = True
+# need real queueing run a Celery worker process against Redis instead (with this off).
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
 
 STRIPE_RATE_LIMIT_REDIS_URL = env.str(

@@ -1,4 +1,5 @@
-"""Reconciliation: record what Stripe did that we did not, and compare our rows with Stripe's.
+"""Reconciliation: record what Stripe did that we did not, compare our rows with Stripe's, and
+recompute each paid transfer's share of its order's refunds.
 
 Nothing here moves money. ``transfer_record_stripe_reversals`` brings ``amount_reversed`` up to
 what Stripe reports (a reversal made in the Dashboard, or one whose answer we lost);
@@ -14,15 +15,19 @@ from datetime import timedelta
 from enum import StrEnum
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from marketplace.models import Order, OrderStatus
+from marketplace.services import order_lock
 from payouts import moves
 from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
 from payouts.locks import transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
-from payouts.services.refund_shares import PAID
+from payouts.services.refund_shares import PAID, transfers_apply_refunds
 from payouts.transitions import TransferStatus
+from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ def transfer_record_stripe_reversals(
             )
             return RecordOutcome.NEEDS_STAFF
         moves.reversal_seen_at_stripe(row, amount_reversed=seen, actor=actor)
+        reversals_due_after_commit()  # the worker settles the row's status
     return RecordOutcome.RECORDED
 
 
@@ -116,3 +122,38 @@ def _compare(row: SellerTransfer, *, gateway: StripeGateway, repair: bool) -> Di
         actor=Actor.worker("reconcile_transfers"),
     )
     return differs(problem, repaired=outcome == RecordOutcome.RECORDED)
+
+
+def refund_shares_recheck(*, since: timedelta | None = None) -> int:
+    """Recompute every paid transfer's share of its order's refunds (orders whose refunds or
+    transfers changed within ``since``; all refunded orders when ``None``) and schedule any
+    share a transfer missed, whatever the cause. Returns how many transfers were scheduled."""
+    orders = Order.objects.filter(status__in=[OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED])
+    if since is not None:
+        cutoff = timezone.now() - since
+        changed = Q(refunds__updated_at__gte=cutoff) | Q(transfers__updated_at__gte=cutoff)
+        orders = orders.filter(changed)
+    actor = Actor.worker("reconcile_transfers")
+    scheduled = 0
+    for order_id in orders.values_list("pk", flat=True).distinct().order_by("pk").iterator():
+        with transaction.atomic():
+            missed = transfers_apply_refunds(order=order_lock(order_id), actor=actor)
+        if missed:
+            logger.error(
+                "transfers had missed their share of the order's refunds; scheduled now",
+                extra={"order_id": order_id, "scheduled": missed},
+            )
+        scheduled += missed
+    return scheduled
+
+
+def reconciliation_run(*, since: timedelta | None) -> dict[str, int]:
+    """The daily run: every missed refund share scheduled, then every paid transfer compared
+    with Stripe (repairing what recording Stripe's reversals settles)."""
+    scheduled = refund_shares_recheck(since=since)
+    differences = transfers_compare_with_stripe(repair=True, since=since)
+    return {
+        "missed_shares_scheduled": scheduled,
+        "differences": len(differences),
+        "repaired": sum(d.repaired for d in differences),
+    }

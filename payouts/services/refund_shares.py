@@ -4,7 +4,8 @@ Each paid transfer's ``reversal_target`` is its proportional share of what the o
 refunded so far; rows with more to take back become ``reversal_pending``, due now, and the
 reversal worker (``payouts.services.reversals``) does the rest. This runs inside the caller's
 short transaction (the refund's, or the payment's of a seller paid late), with no Stripe call, so
-the buyer's refund is complete whatever Stripe Connect's health.
+the buyer's refund is complete whatever Stripe Connect's health; the reversal worker is woken the
+moment that transaction commits (``payouts.wakeups``).
 """
 
 import logging
@@ -15,6 +16,7 @@ from payouts import moves
 from payouts.locks import order_transfers_lock
 from payouts.moves import Actor
 from payouts.transitions import TransferStatus
+from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -65,4 +67,6 @@ def transfers_apply_refunds(*, order: Order, actor: Actor) -> int:
             continue
         moves.reversal_scheduled(row, target=targets[row.pk], refunded=refunded, actor=actor)
         scheduled += 1
+    if scheduled:
+        reversals_due_after_commit()
     return scheduled

@@ -7,8 +7,12 @@ one effect (see ``marketplace.services.refund_record``).
 """
 
 import logging
+from collections import Counter
+from datetime import timedelta
+from enum import StrEnum
 
 from django.db import transaction
+from django.utils import timezone
 
 from config.errors import StripeRefused
 from marketplace.models import Refund, RefundStatus
@@ -19,6 +23,8 @@ from marketplace.services import (
     refund_record,
 )
 from payouts.gateway import GatewayError, StripeGateway, StripeRefund, get_gateway
+from payouts.idempotency import KEY_MEMORY
+from payouts.metrics import event_refused
 from payouts.moves import Actor
 from payouts.services.refund_shares import transfers_apply_refunds
 
@@ -37,6 +43,11 @@ class UnknownRefundOrder(LookupError):
     """The refund belongs to no order we know."""
 
 
+class RefundCurrencyMismatch(ValueError):
+    """The refund is in another currency than its order: applying it would take shares in the
+    wrong unit from the sellers."""
+
+
 def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Actor) -> int:
     """Apply what Stripe says about ``refund``; returns how many transfers were scheduled for
     reversal. ``status`` overrides the refund's own (``refund.failed`` events)."""
@@ -50,6 +61,16 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Acto
     )
     if order is None:
         raise UnknownRefundOrder(f"no order for refund {refund.id} (charge {refund.charge_id!r})")
+    if refund.currency.lower() != order.currency:
+        event_refused(reason="refund_currency")
+        logger.error(
+            "refund in another currency than its order; not applied",
+            extra={"order_id": order.pk, "refund": refund.id, "currency": refund.currency},
+        )
+        raise RefundCurrencyMismatch(
+            f"refund {refund.id} is in {refund.currency.lower()}, order {order.pk} in "
+            f"{order.currency}: not applied, nothing reversed"
+        )
     with transaction.atomic():
         change = refund_record(
             order=order,
@@ -89,24 +110,110 @@ def order_refund_by_staff(
     refund's webhook completes it and schedules the sellers' reversals, like any other refund.
     Raises ``UnknownOrder``, ``RefundRefused`` or ``StripeRefused`` (with the refund row).
     """
-    gateway = gateway or get_gateway()
     refund = refund_open_by_staff(order_id=order_id, amount=amount)
     key = f"payouts-refund-{refund.pk}-{int(refund.created_at.timestamp() * 1_000_000)}"
     Refund.objects.filter(pk=refund.pk).update(stripe_idempotency_key=key)
+    refund.stripe_idempotency_key = key
+    try:
+        _create_at_stripe(refund, gateway or get_gateway())
+    except GatewayError as error:
+        # An unknown outcome keeps the reservation: if Stripe did refund, its webhook (metadata
+        # refund_id) settles this row; if not, staff_refunds_settle releases it.
+        refund.refresh_from_db()
+        raise StripeRefused(error.describe(), subject=refund) from error
+    refund.refresh_from_db()
+    return refund
+
+
+def _create_at_stripe(refund: Refund, gateway: StripeGateway) -> None:
+    """Send the reserved refund to Stripe with its own key; record its id, or release the
+    reservation when Stripe definitely refused. Raises ``GatewayError``."""
     try:
         created = gateway.create_refund(
             payment_intent_id=refund.order.stripe_payment_intent_id,
             amount=refund.amount,
             metadata={"order_id": str(refund.order_id), "refund_id": str(refund.pk)},
-            idempotency_key=key,
+            idempotency_key=refund.stripe_idempotency_key,
         )
     except GatewayError as error:
-        if not error.may_have_executed:
+        if error.response_seen and not error.may_have_executed:
             refund_mark_failed(refund=refund, error=error.describe())
-        # An unknown outcome keeps the reservation: if Stripe did refund, its webhook (metadata
-        # refund_id) settles this row.
-        refund.refresh_from_db()
-        raise StripeRefused(error.describe(), subject=refund) from error
+        raise
     Refund.objects.filter(pk=refund.pk, stripe_refund_id="").update(stripe_refund_id=created.id)
-    refund.refresh_from_db()
-    return refund
+
+
+class ReservationOutcome(StrEnum):
+    RECORDED = "recorded"  # Stripe holds the refund: applied like its webhook would be
+    RESENT = "resent"  # sent again with its own key; Stripe now holds it
+    RELEASED = "released"  # Stripe holds no refund: the amount can be refunded again
+    UNKNOWN = "unknown"  # Stripe could not be asked; tried again later
+
+
+# A reservation younger than this may still have its first request in flight at Stripe.
+RESERVATION_SETTLE_AFTER = timedelta(minutes=10)
+
+
+def staff_refunds_settle(*, gateway: StripeGateway | None = None) -> dict[str, int]:
+    """Settle every staff refund still reserved (``pending``, no Stripe id) after its call
+    failed without a definite answer. Returns counts per outcome."""
+    gateway = gateway or get_gateway()
+    stuck = Refund.objects.filter(
+        status=RefundStatus.PENDING,
+        stripe_refund_id="",
+        created_at__lte=timezone.now() - RESERVATION_SETTLE_AFTER,
+    ).exclude(stripe_idempotency_key="")
+    outcomes: Counter[str] = Counter()
+    for refund_id in stuck.order_by("pk").values_list("pk", flat=True):
+        outcomes[staff_refund_settle(refund_id=refund_id, gateway=gateway)] += 1
+    return dict(outcomes)
+
+
+def staff_refund_settle(
+    *, refund_id: int, release: bool = False, gateway: StripeGateway | None = None
+) -> ReservationOutcome:
+    """Settle one reserved staff refund: record it when Stripe holds it (found by our
+    metadata); otherwise release it when asked to (``release``) or when its key may be
+    forgotten, else send it again with its own key so Stripe replays or completes it."""
+    gateway = gateway or get_gateway()
+    refund = Refund.objects.select_related("order").get(pk=refund_id)
+    if refund.status != RefundStatus.PENDING or refund.stripe_refund_id:
+        return ReservationOutcome.RECORDED
+    try:
+        found = _find_at_stripe(refund, gateway)
+    except GatewayError as error:
+        return _still_unknown(refund, error)
+    if found is not None:
+        refund_apply(refund=found, actor=Actor.worker("settle_staff_refunds"))
+        return ReservationOutcome.RECORDED
+    if release or timezone.now() - refund.created_at > KEY_MEMORY:
+        return _release(refund, "Stripe holds no such refund")
+    try:
+        _create_at_stripe(refund, gateway)
+    except GatewayError as error:
+        if not error.response_seen:
+            return _still_unknown(refund, error)
+        # Stripe holds no refund of ours and answered the resend with an error (a 5xx it stored
+        # for the key is replayed as it was): nothing was refunded.
+        return _release(refund, error.describe())
+    return ReservationOutcome.RESENT
+
+
+def _release(refund: Refund, why: str) -> ReservationOutcome:
+    refund_mark_failed(refund=refund, error=f"released: {why}")
+    logger.warning("staff refund reservation released", extra={"refund_id": refund.pk})
+    return ReservationOutcome.RELEASED
+
+
+def _still_unknown(refund: Refund, error: GatewayError) -> ReservationOutcome:
+    logger.warning(
+        "staff refund reservation still unknown",
+        extra={"refund_id": refund.pk, "error": error.describe()},
+    )
+    return ReservationOutcome.UNKNOWN
+
+
+def _find_at_stripe(refund: Refund, gateway: StripeGateway) -> StripeRefund | None:
+    for candidate in gateway.list_refunds(charge_id=refund.order.stripe_charge_id):
+        if candidate.metadata.get("refund_id") == str(refund.pk):
+            return candidate
+    return None

@@ -34,11 +34,12 @@ from payouts.gateway import (
     TransferNotFound,
     get_gateway,
 )
-from payouts.idempotency import next_attempt, reversal_key
+from payouts.idempotency import key_may_be_forgotten, next_attempt, reversal_key
 from payouts.locks import claim_due, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
 from payouts.transitions import ConcurrentTransition, EndReason, TransferStatus
+from payouts.wakeups import clear_mark, reversals_due_at
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,13 @@ def reversals_process_due(
     return dict(run_loops(step, threads=settings.PAYOUTS.reversal_concurrency))
 
 
+def reversals_drain() -> dict[str, int]:
+    """Reverse every due transfer now (a wake-up after a refund or a backoff). Wake-ups sent
+    while this drain runs start another one, which finds what this one passed by."""
+    clear_mark("reversals")
+    return reversals_process_due()
+
+
 def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> ReversalOutcome:
     """One reversal attempt of a claimed ``reversal_pending`` row."""
     if transfer.status != S.REVERSAL_PENDING:
@@ -113,7 +121,8 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
 def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
     key = reversal_key(transfer)
     try:
-        seen = _reversed_at_stripe(transfer, gateway) if transfer.read_stripe_first else None
+        must_read = transfer.read_stripe_first or key_may_be_forgotten(transfer, now=timezone.now())
+        seen = _reversed_at_stripe(transfer, gateway) if must_read else None
         if seen is not None:
             return _settle(transfer, amount_reversed=seen)
         remaining = transfer.reversal_target - transfer.amount_reversed
@@ -148,7 +157,8 @@ def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcom
 
 def _reversed_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> int | None:
     """The last attempt may have reversed money behind an error, and this one would use a new
-    key: read what Stripe holds first. The total reversed when it is more than recorded."""
+    key (or one Stripe may have forgotten): read what Stripe holds first. The total reversed when
+    it is more than recorded."""
     total = sum(reversal.amount for reversal in gateway.list_reversals(transfer.stripe_transfer_id))
     return total if total > transfer.amount_reversed else None
 
@@ -176,11 +186,9 @@ def _attempt_failed(transfer: SellerTransfer, *, error: GatewayError, key: str) 
             actor=WORKER,
         )
         return ReversalOutcome.GAVE_UP
+    retry_at = timezone.now() + delay
     moves.reversal_failed(
-        transfer,
-        message=error.describe(),
-        follow=follow,
-        retry_at=timezone.now() + delay,
-        actor=WORKER,
+        transfer, message=error.describe(), follow=follow, retry_at=retry_at, actor=WORKER
     )
+    reversals_due_at(retry_at)
     return ReversalOutcome.RETRY_SCHEDULED

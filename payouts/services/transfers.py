@@ -9,7 +9,6 @@ the staff retry.
 
 import logging
 from collections import Counter
-from datetime import timedelta
 from enum import StrEnum
 
 from django.conf import settings
@@ -22,20 +21,19 @@ from marketplace.models import Order, OrderStatus
 from marketplace.services import order_lock, order_mark_paid
 from payouts import moves
 from payouts.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
-from payouts.idempotency import next_attempt, transfer_key
+from payouts.idempotency import key_may_be_forgotten, next_attempt, transfer_key
 from payouts.locks import claim_due, lease_take, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
 from payouts.services.refund_shares import transfers_apply_refunds
 from payouts.transitions import ConcurrentTransition, TransferStatus
-from payouts.wakeups import send_transfers_after_commit
+from payouts.wakeups import send_transfers_after_commit, transfers_due_at
 
 logger = logging.getLogger(__name__)
 
 SENDABLE = (TransferStatus.PENDING, TransferStatus.FAILED)
-# Stripe forgets idempotency keys after 24 hours; a row older than this is checked against
-# Stripe before its key is sent again.
-KEY_MEMORY = timedelta(hours=23)
+# How far Stripe's clock and ours may disagree when telling an old transfer from ours.
+CLOCK_SLACK_SECONDS = 300
 SENDER = Actor.worker("send_transfers")
 
 
@@ -157,7 +155,7 @@ def _attempt(
         return failed(f"seller {seller.pk} has no connected Stripe account yet", None)
     try:
         existing = None
-        stale_key = timezone.now() - transfer.created_at > KEY_MEMORY
+        stale_key = key_may_be_forgotten(transfer, now=timezone.now())
         if refunded or transfer.read_stripe_first or stale_key:
             # An earlier attempt may have paid the seller behind an answer we never saw.
             existing = _find_at_stripe(transfer, gateway)
@@ -167,13 +165,27 @@ def _attempt(
         result = existing or _create_at_stripe(transfer, gateway, key)
     except GatewayError as error:
         return failed(error.describe(), error)
-    moves.paid(
-        transfer, stripe_transfer_id=result.id, key=key, adopted=existing is not None, actor=actor
-    )
-    # A refund may have succeeded while this seller was still unpaid: take its share back now.
-    with transaction.atomic():
-        transfers_apply_refunds(order=order_lock(order.pk), actor=actor)
+    _record_paid(transfer, result, key=key, adopted=existing is not None, actor=actor)
     return SendOutcome.COMPLETED
+
+
+def _record_paid(
+    transfer: SellerTransfer, result: StripeTransfer, *, key: str, adopted: bool, actor: Actor
+) -> None:
+    """Paid, and the order's earlier refunds applied to the new payment, in one transaction: a
+    refund may have succeeded while this seller was still unpaid, and its share must be taken
+    back whatever happens to this process next. The order is locked first, as every path that
+    locks an order's transfers does."""
+    with transaction.atomic():
+        order = order_lock(transfer.order_id)
+        moves.paid(transfer, stripe_transfer_id=result.id, key=key, adopted=adopted, actor=actor)
+        transfers_apply_refunds(order=order, actor=actor)
+
+
+def _row_stamp(transfer: SellerTransfer) -> str:
+    """The row's creation time in microseconds: with the row id, it names this row even after
+    a database restore or rebuild reuses ids."""
+    return str(int(transfer.created_at.timestamp() * 1_000_000))
 
 
 def _create_at_stripe(transfer: SellerTransfer, gateway: StripeGateway, key: str):
@@ -184,17 +196,40 @@ def _create_at_stripe(transfer: SellerTransfer, gateway: StripeGateway, key: str
         destination=transfer.seller.stripe_account_id,
         transfer_group=transfer_group(order),
         source_transaction=order.stripe_charge_id or None,
-        metadata={"order_id": str(order.pk), "seller_transfer_id": str(transfer.pk)},
+        metadata={
+            "order_id": str(order.pk),
+            "seller_transfer_id": str(transfer.pk),
+            "seller_transfer_created": _row_stamp(transfer),
+        },
         idempotency_key=key,
     )
 
 
 def _find_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> StripeTransfer | None:
-    """A Stripe transfer an earlier attempt of this row already made, found by our metadata."""
+    """A Stripe transfer an earlier attempt of this row already made: same amount, currency,
+    destination and row (id and creation time). Anything else is someone else's transfer, and
+    adopting it would mark our seller paid while they never were."""
     for candidate in gateway.find_transfers(transfer_group=transfer_group(transfer.order)):
-        if candidate.metadata.get("seller_transfer_id") == str(transfer.pk):
+        if _is_ours(candidate, transfer):
             return candidate
     return None
+
+
+def _is_ours(candidate: StripeTransfer, transfer: SellerTransfer) -> bool:
+    metadata = candidate.metadata
+    same_payment = (
+        candidate.amount == transfer.amount
+        and candidate.currency.lower() == transfer.currency
+        and candidate.destination == transfer.seller.stripe_account_id
+        and metadata.get("seller_transfer_id") == str(transfer.pk)
+    )
+    if not same_payment:
+        return False
+    if "seller_transfer_created" in metadata:
+        return metadata["seller_transfer_created"] == _row_stamp(transfer)
+    # Made before rows carried their creation time: it must not be older than the row (a few
+    # minutes of slack for the two clocks).
+    return candidate.created >= transfer.created_at.timestamp() - CLOCK_SLACK_SECONDS
 
 
 def _attempt_failed(
@@ -214,6 +249,7 @@ def _attempt_failed(
         return SendOutcome.GAVE_UP
     retry_at = timezone.now() + (delay or policy.backoff_max)
     moves.send_failed(transfer, message=message, follow=follow, retry_at=retry_at, actor=actor)
+    transfers_due_at(retry_at)
     return SendOutcome.RETRY_SCHEDULED
 
 

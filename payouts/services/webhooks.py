@@ -8,17 +8,19 @@ the row for a replay (admin action, ``manage.py replay_webhook_events``).
 """
 
 import logging
+from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
 from marketplace.services import OrderMismatch, order_find_for_payment
-from payouts.gateway import refund_from_stripe
+from payouts.gateway import minor_units, refund_from_stripe
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
 from payouts.services.reconciliation import transfer_record_stripe_reversals
-from payouts.services.refunds import UnknownRefundOrder, refund_apply
+from payouts.services.refunds import RefundCurrencyMismatch, UnknownRefundOrder, refund_apply
 from payouts.services.transfers import order_paid
 from payouts.wakeups import sync_charge_refunds_after_commit
 
@@ -85,6 +87,22 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent
     return event
 
 
+# An event still `received` after this long was stored by a process that died before processing
+# it (or whose processing never ran): the sweep processes it.
+UNPROCESSED_AFTER = timedelta(minutes=1)
+
+
+def webhook_events_process_stranded(*, limit: int = 500) -> dict[str, int]:
+    """Process stored events whose processing never ran. Returns counts per outcome."""
+    stranded = WebhookEvent.objects.filter(
+        outcome=WebhookOutcome.RECEIVED, received_at__lte=timezone.now() - UNPROCESSED_AFTER
+    ).order_by("received_at")
+    outcomes: Counter[str] = Counter()
+    for event_id in stranded.values_list("pk", flat=True)[:limit]:
+        outcomes[webhook_event_process(event_id=event_id).outcome] += 1
+    return dict(outcomes)
+
+
 def _object(event: WebhookEvent) -> dict:
     return event.payload["data"]["object"]
 
@@ -106,7 +124,7 @@ def _payment_intent_succeeded(event: WebhookEvent) -> None:
     try:
         order_paid(
             order=order,
-            amount=int(intent.get("amount_received") or intent["amount"]),
+            amount=minor_units(intent.get("amount_received") or intent["amount"]),
             currency=intent["currency"],
             payment_intent_id=intent["id"],
             charge_id=charge,
@@ -120,7 +138,7 @@ def _refund_changed(event: WebhookEvent) -> None:
     status = "failed" if event.type == "refund.failed" else None
     try:
         refund_apply(refund=refund, status=status, actor=_actor(event))
-    except UnknownRefundOrder as exc:
+    except (UnknownRefundOrder, RefundCurrencyMismatch) as exc:
         raise WebhookRejected(str(exc)) from exc
 
 
@@ -138,7 +156,9 @@ def _transfer_reversed(event: WebhookEvent) -> None:
         raise WebhookRejected(f"no seller transfer for {stripe_transfer['id']}")
     transfer_record_stripe_reversals(
         transfer_id=transfer.pk,
-        stripe_amount_reversed=int(stripe_transfer.get("amount_reversed") or 0),
+        stripe_amount_reversed=minor_units(
+            stripe_transfer.get("amount_reversed") or 0, field="amount_reversed"
+        ),
         actor=_actor(event),
     )
 

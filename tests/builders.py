@@ -1,0 +1,309 @@
+"""Scenario builders shared by the test modules.
+
+A builder goes through the Stripe sandbox (and, where it says so, the service's own webhook), so
+the rows it returns agree with what Stripe holds. Rows put straight into the database, in any
+status, come from ``tests/factories.py``; fixtures (the sandbox, a Stripe client, the after-commit
+guard) live in ``tests/conftest.py``. Test modules import from here and from factories, never
+from one another (``tests/test_suite_layout.py`` checks it).
+
+- Stripe events: ``WEBHOOK_SECRET``, ``make_event``, ``sign``, ``post_event``, ``STRIPE_500``
+- sellers and orders: ``connected_seller``, ``seller_order``, ``paid_intent``, ``paid_order``,
+  ``refund_at_stripe``
+- transfers: ``stripe_transfer``, ``due_row``, ``make_due``, ``age_transfer``,
+  ``transfers_at_stripe_for``
+- worker processes: ``reversal_backlog``, ``worker_environment``
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.db import connection
+from django.db.models import F
+from django.test import TestCase
+from django.utils import timezone
+
+from marketplace.models import Order, Seller
+from marketplace.selectors import order_total
+from marketplace.services import order_mark_paid
+from payouts import tasks
+from payouts.models import SellerTransfer
+from payouts.services.transfers import transfers_create_for_order
+from payouts.transitions import TransferStatus
+from tests.factories import (
+    OrderFactory,
+    OrderItemFactory,
+    PaidOrderFactory,
+    SellerFactory,
+    SellerTransferFactory,
+)
+
+# --- Stripe events, signed exactly as Stripe signs them ----------------------------------------
+
+WEBHOOK_SECRET = "whsec_test_suite"
+# A scripted sandbox answer: Stripe failed with a 500 (and performed nothing).
+STRIPE_500 = {"status": 500, "error": {"type": "api_error", "message": "boom"}}
+
+
+def make_event(event_type: str, obj: dict, *, event_id: str | None = None) -> dict:
+    return {
+        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": int(time.time()),
+        "type": event_type,
+        "livemode": False,
+        "data": {"object": obj},
+    }
+
+
+def sign(body: bytes, secret: str = WEBHOOK_SECRET, *, timestamp: int | None = None) -> str:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signed = f"{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def post_event(client, event: dict, *, secret: str = WEBHOOK_SECRET):
+    """POST ``event`` to the webhook endpoint with a valid signature, through Django's test
+    client (in the test's thread and transaction)."""
+    body = json.dumps(event).encode()
+    return client.post(
+        "/webhooks/stripe/",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(body, secret),
+    )
+
+
+# --- Sellers and orders, paid at the sandbox ---------------------------------------------------
+
+
+def connected_seller(stripe_client, **fields) -> Seller:
+    """A seller with an Express account connected at the sandbox."""
+    account = stripe_client.v1.accounts.create(params={"type": "express"})
+    return SellerFactory(stripe_account_id=account.id, **fields)
+
+
+ItemAmounts = int | tuple[int, ...]
+
+
+def seller_order(
+    stripe_client, amounts: Sequence[ItemAmounts], *, sellers: Sequence[Seller] | None = None
+) -> Order:
+    """A pending order with one seller per entry of ``amounts``: an item of that amount, or one
+    item per amount of a tuple. Each seller is connected at the sandbox, unless ``sellers``
+    gives them."""
+    order = OrderFactory()
+    sellers = sellers or [connected_seller(stripe_client) for _ in amounts]
+    for seller, entry in zip(sellers, amounts, strict=True):
+        for amount in entry if isinstance(entry, tuple) else (entry,):
+            OrderItemFactory(order=order, seller=seller, amount=amount)
+    return order
+
+
+def paid_intent(stripe_client, order: Order) -> dict:
+    """A payment intent for ``order``'s total, confirmed (succeeded) at the sandbox."""
+    intent = stripe_client.v1.payment_intents.create(
+        params={
+            "amount": order_total(order=order),
+            "currency": order.currency,
+            "metadata": {"order_id": str(order.pk)},
+            "confirm": True,
+            "payment_method": "pm_card_visa",
+        }
+    )
+    return intent.to_dict()
+
+
+def paid_order(
+    stripe_client,
+    amounts: Sequence[ItemAmounts],
+    *,
+    webhook=None,
+    mark_paid: bool = True,
+    unpaid: Collection[int] = (),
+    sellers: Sequence[Seller] | None = None,
+) -> tuple[Order, list[SellerTransfer]]:
+    """``seller_order(amounts)``, its buyer's payment succeeded at the sandbox; the order and its
+    seller transfer rows, in the order of ``amounts``.
+
+    - ``webhook`` (a Django test client): the service hears of the payment as in production.
+      The signed ``payment_intent.succeeded`` is posted to the endpoint (which must answer 200)
+      and what it queued for after its commit runs: each seller is paid, or meets whatever the
+      sandbox was scripted to answer.
+    - ``mark_paid=False``: the service has not heard of it yet. The order is pending, carrying
+      the payment intent's id as the checkout left it; no rows.
+    - otherwise the order is marked paid directly, its rows are created and each seller is paid
+      at the sandbox, except the sellers at the indices in ``unpaid``: their rows stay
+      ``pending``, never sent.
+    """
+    order = seller_order(stripe_client, amounts, sellers=sellers)
+    intent = paid_intent(stripe_client, order)
+    if webhook is not None:
+        assert mark_paid and not unpaid, "through the webhook every seller is sent"
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            response = post_event(webhook, make_event("payment_intent.succeeded", intent))
+        assert response.status_code == 200, response.content
+    elif not mark_paid:
+        Order.objects.filter(pk=order.pk).update(stripe_payment_intent_id=intent["id"])
+    else:
+        order_mark_paid(
+            order=order,
+            amount=intent["amount_received"],
+            currency=intent["currency"],
+            payment_intent_id=intent["id"],
+            charge_id=intent["latest_charge"],
+        )
+        order.refresh_from_db()
+        transfers_create_for_order(order=order)
+        rows = _rows_by_seller(order)
+        _send_all_but(order, held=[rows[index] for index in unpaid])
+    order.refresh_from_db()
+    return order, _rows_by_seller(order)
+
+
+def _rows_by_seller(order: Order) -> list[SellerTransfer]:
+    """The order's transfer rows in the order its sellers' items were added."""
+    first_items = {}
+    for item in order.items.order_by("pk"):
+        first_items.setdefault(item.seller_id, len(first_items))
+    return sorted(order.transfers.all(), key=lambda row: first_items[row.seller_id])
+
+
+def _send_all_but(order: Order, *, held: list[SellerTransfer]) -> None:
+    """Pay the order's due rows as the wake-up after the payment does, while the ``held`` rows
+    are out of reach (due tomorrow); then they are due as they were, never sent."""
+    SellerTransfer.objects.filter(pk__in=[row.pk for row in held]).update(
+        next_retry_at=timezone.now() + timedelta(days=1)
+    )
+    tasks.send_transfers(order_id=order.pk)
+    for row in held:
+        SellerTransfer.objects.filter(pk=row.pk).update(next_retry_at=row.next_retry_at)
+
+
+def refund_at_stripe(stripe_client, order: Order, amount: int | None = None) -> dict:
+    """Refund ``amount`` of the order's payment at the sandbox (all of it when ``None``), as
+    someone at Stripe would; the service has not heard of it yet."""
+    params: dict = {"payment_intent": order.stripe_payment_intent_id}
+    if amount is not None:
+        params["amount"] = amount
+    return stripe_client.v1.refunds.create(params=params).to_dict()
+
+
+# --- Seller transfers and their Stripe transfers -----------------------------------------------
+
+
+def stripe_transfer(stripe_client, amount: int = 900) -> str:
+    """A transfer of ``amount`` cents to a newly connected account at the sandbox; its id."""
+    account = stripe_client.v1.accounts.create(params={"type": "express"})
+    transfer = stripe_client.v1.transfers.create(
+        params={"amount": amount, "currency": "usd", "destination": account.id}
+    )
+    return transfer.id
+
+
+def due_row(stripe_client, amount: int = 900, **fields) -> SellerTransfer:
+    """A ``reversal_pending`` row due now, for a real transfer of ``amount`` at the sandbox."""
+    return SellerTransferFactory(
+        reversal_due=True,
+        amount=amount,
+        stripe_transfer_id=stripe_transfer(stripe_client, amount),
+        **fields,
+    )
+
+
+def make_due(transfer: SellerTransfer) -> None:
+    """Move the clock, not the status: the row's backoff (or its lease) has run out."""
+    SellerTransfer.objects.filter(pk=transfer.pk).update(
+        next_retry_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def age_transfer(transfer: SellerTransfer, by: timedelta) -> None:
+    """As if ``by`` passed with no worker running: every time the row keeps about its progress
+    (when it last changed, when its current idempotency key was first sent, when it is due)
+    moves ``by`` into the past. Its creation time stays: it names the row in its idempotency
+    keys and at Stripe."""
+    kept = {field.name for field in SellerTransfer._meta.get_fields()}
+    clocks = [name for name in ("updated_at", "key_first_sent_at", "next_retry_at") if name in kept]
+    SellerTransfer.objects.filter(pk=transfer.pk).update(**{name: F(name) - by for name in clocks})
+    transfer.refresh_from_db()
+
+
+def transfers_at_stripe_for(sandbox, transfer: SellerTransfer) -> list[dict]:
+    """The sandbox's transfers made for one seller transfer row (by their metadata)."""
+    return [
+        t
+        for t in sandbox.state()["transfers"]
+        if t["metadata"].get("seller_transfer_id") == str(transfer.pk)
+    ]
+
+
+# --- A reversal backlog for worker processes ---------------------------------------------------
+
+
+def reversal_backlog(stripe_client, size: int) -> list[SellerTransfer]:
+    """``size`` due rows, one seller each on one refunded order, each with a real transfer at the
+    sandbox (made four at a time)."""
+    account = stripe_client.v1.accounts.create(params={"type": "express"})
+    order = PaidOrderFactory()
+    sellers = Seller.objects.bulk_create(
+        Seller(name=f"s{i}", email=f"s{i}@example.com", stripe_account_id=f"acct_backlog{i}")
+        for i in range(size)
+    )
+    amounts = [100 + i for i in range(size)]
+
+    def create_transfer(amount: int) -> str:
+        params = {"amount": amount, "currency": "usd", "destination": account.id}
+        return stripe_client.v1.transfers.create(params=params).id
+
+    with ThreadPoolExecutor(4) as pool:
+        transfer_ids = list(pool.map(create_transfer, amounts))
+    now = timezone.now()
+    return SellerTransfer.objects.bulk_create(
+        SellerTransfer(
+            order=order,
+            seller=seller,
+            amount=amount,
+            currency="usd",
+            status=TransferStatus.REVERSAL_PENDING,
+            reversal_target=amount,
+            stripe_transfer_id=transfer_id,
+            next_retry_at=now,
+        )
+        for seller, amount, transfer_id in zip(sellers, amounts, transfer_ids, strict=True)
+    )
+
+
+def worker_environment(sandbox_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of a ``manage.py process_reversals`` process pointed at the test database
+    (the test must commit its rows: ``transaction=True``) and at the sandbox."""
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "STRIPE_API_BASE": sandbox_url,
+        "STRIPE_SECRET_KEY": "sk_test_suite",
+        "STRIPE_MAX_NETWORK_RETRIES": "0",
+        "STRIPE_TIMEOUT": "1s",
+        # A killed worker's rows come back when their lease (timeout x attempts + margin) ends;
+        # the default 30 s margin would make a test wait half a minute after the last kill.
+        "CLAIM_LEASE_MARGIN": "2s",
+        "REVERSAL_BACKOFF_BASE": "100ms",
+        "REVERSAL_BACKOFF_MAX": "500ms",
+        "REVERSAL_MAX_RETRIES": "50",
+        "REVERSAL_CONCURRENCY": "4",
+        # The shared limiter is off: with injected 429s its fleet-wide pause per 429 would
+        # stretch the run, and its Redis keys would be shared with other suites running now.
+        "STRIPE_MAX_REQUESTS_PER_SECOND": "off",
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
