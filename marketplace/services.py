@@ -119,18 +119,8 @@ def refund_record(
     the other instead of racing to create it.
     """
     order_lock(order.pk)
-    refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund_id).first()
-    if refund is None and local_refund_id and str(local_refund_id).isdigit():
-        refund = (
-            Refund.objects.select_for_update()
-            .filter(pk=int(local_refund_id), order=order, stripe_refund_id="")
-            .first()
-        )
-        if refund is not None:
-            refund.stripe_refund_id = stripe_refund_id
-            refund.save(update_fields=["stripe_refund_id", "updated_at"])
-    created = refund is None
-    if created:
+    refund = _refund_locked(order, stripe_refund_id, local_refund_id)
+    if refund is None:
         refund = Refund.objects.create(
             order=order,
             stripe_refund_id=stripe_refund_id,
@@ -138,20 +128,42 @@ def refund_record(
             currency=currency,
             status=status,
         )
-    if created:
         previous = None
     else:
         previous = refund.status
-        if status != refund.status and status in _REFUND_MOVES[refund.status]:
-            refund.status = status
-            refund.save(update_fields=["status", "updated_at"])
-        elif status != refund.status:
-            logger.info(
-                "refund status change ignored",
-                extra={"refund": stripe_refund_id, "stored": refund.status, "received": status},
-            )
+        _refund_move(refund, status)
     order_apply_refunds(order=order)
     return RefundChange(refund=refund, previous_status=previous)
+
+
+def _refund_locked(order: Order, stripe_refund_id: str, local_refund_id: str | None):
+    """The refund row, locked: by its Stripe id, else the staff reservation it came from (which
+    learns its Stripe id now); ``None`` when it is new to us."""
+    refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund_id).first()
+    if refund is not None or not (local_refund_id and str(local_refund_id).isdigit()):
+        return refund
+    refund = (
+        Refund.objects.select_for_update()
+        .filter(pk=int(local_refund_id), order=order, stripe_refund_id="")
+        .first()
+    )
+    if refund is not None:
+        refund.stripe_refund_id = stripe_refund_id
+        refund.save(update_fields=["stripe_refund_id", "updated_at"])
+    return refund
+
+
+def _refund_move(refund: Refund, status: str) -> None:
+    if status == refund.status:
+        return
+    if status not in _REFUND_MOVES[refund.status]:
+        logger.info(
+            "refund status change ignored",
+            extra={"refund": refund.stripe_refund_id, "stored": refund.status, "received": status},
+        )
+        return
+    refund.status = status
+    refund.save(update_fields=["status", "updated_at"])
 
 
 def refund_open_by_staff(*, order_id: int, amount: int | None) -> Refund:

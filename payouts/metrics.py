@@ -55,6 +55,13 @@ def event_refused(*, reason: str) -> None:
     EVENTS_REFUSED.labels(reason=reason).inc()
 
 
+def _family(kind, name: str, documentation: str, labels: list[str], items) -> Metric:
+    family = kind(name, documentation, labels=labels)
+    for label_values, value in sorted(items):
+        family.add_metric(list(label_values), value)
+    return family
+
+
 class TransferStateCollector:
     """Seller-transfer gauges and transition counters, read from Postgres on each scrape."""
 
@@ -63,46 +70,40 @@ class TransferStateCollector:
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
-            by_status = selectors.transfer_counts_by_status()
             transitions = selectors.transition_counts()
+            by_status = selectors.transfer_counts_by_status()
             due = selectors.due_transfer_counts(now=now)
             oldest_due = selectors.oldest_due_reversal_age(now=now)
             over_reversed = selectors.over_reversed_count()
-
-        transitions_total = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "payouts_transfer_transitions",
             "Seller transfer transitions by from/to status, same-state retries included "
             "(from the audit trail).",
-            labels=["from_status", "to_status"],
+            ["from_status", "to_status"],
+            transitions.items(),
         )
-        for (from_status, to_status), count in sorted(transitions.items()):
-            transitions_total.add_metric([from_status, to_status], count)
-        yield transitions_total
-
-        rows = GaugeMetricFamily(
-            "payouts_transfers", "Seller transfer rows per status.", labels=["status"]
+        yield _family(
+            GaugeMetricFamily,
+            "payouts_transfers",
+            "Seller transfer rows per status.",
+            ["status"],
+            (((status,), count) for status, count in by_status.items()),
         )
-        for status, count in sorted(by_status.items()):
-            rows.add_metric([status], count)
-        yield rows
-
-        due_rows = GaugeMetricFamily(
+        yield _family(
+            GaugeMetricFamily,
             "payouts_transfers_due",
             "Rows a worker would take now (next_retry_at <= now): reversal_pending for the "
             "reversal worker, failed for the transfer retry worker.",
-            labels=["status"],
+            ["status"],
+            (((status,), count) for status, count in due.items()),
         )
-        for status, count in sorted(due.items()):
-            due_rows.add_metric([status], count)
-        yield due_rows
-
         yield GaugeMetricFamily(
             "payouts_oldest_due_reversal_age_seconds",
             f"Seconds the oldest due {TransferStatus.REVERSAL_PENDING} row has been due "
             "(0 when none is due). Growing means the reversal worker is not keeping up.",
             value=oldest_due.total_seconds(),
         )
-
         yield GaugeMetricFamily(
             "payouts_transfers_over_reversed",
             "Seller transfers Stripe has reversed beyond their share of the order's refunds "
