@@ -239,6 +239,24 @@ def signed_event(
     return body, headers
 
 
+def wait_until_serving(port: int, server: subprocess.Popen, path: str, timeout: float = 60):
+    """Until ``GET path`` on the local ``port`` answers 200 (``server`` must keep running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", path)
+            if connection.getresponse().status == 200:
+                connection.close()
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing served {path} on port {port} in time")
+
+
 def sandbox_client(base_url: str) -> _SandboxClient:
     """A client of the sandbox's Stripe API: ``post(path, form params)`` returns the JSON."""
     return _SandboxClient(base_url)

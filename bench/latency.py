@@ -57,22 +57,6 @@ def post_event(port: int, event_type: str, obj: dict) -> float:
     return sent
 
 
-def wait_for_web(port: int, web: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if web.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {web.returncode}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not start serving in time")
-
-
 def create_orders(conn, client, count: int) -> list[int]:
     """``count`` pending orders of three sellers each, every seller with a connected account."""
     order_ids = []
@@ -177,7 +161,7 @@ def run(options, db: str, sandbox, log_dir) -> tuple[list[float], list[float]]:
         for name, command in commands.items():
             processes[name] = start(name, command, env, log_dir)
             stack.callback(stop, processes[name])
-        wait_for_web(port, processes["web"])
+        harness.wait_until_serving(port, processes["web"], "/healthz")
         client = harness.sandbox_client(sandbox.url)
         orders = create_orders(conn, client, options.orders)
         time.sleep(2)  # the worker is up and listening

@@ -148,23 +148,6 @@ def run_scenario(port, scenario, *, requests, seconds, processes, threads) -> di
     }
 
 
-def wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {server.returncode}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/bench/trivial-django")
-            if connection.getresponse().status == 200:
-                connection.close()
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not start serving in time")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000, help="per scenario (default 5000)")
@@ -203,7 +186,7 @@ def main() -> int:
         with open(log_dir / "gunicorn.log", "wb") as log:
             server = subprocess.Popen(command, cwd=harness.ROOT, env=env, stdout=log, stderr=log)
         try:
-            wait_until_serving(port, server)
+            harness.wait_until_serving(port, server, "/bench/trivial-django", timeout=30)
             print(f"gunicorn on 127.0.0.1:{port}, log {log_dir / 'gunicorn.log'}")
             for scenario in SCENARIOS:
                 common = {"processes": options.client_processes, "threads": options.client_threads}

@@ -61,6 +61,22 @@ def _key_fields(key_field: str, follow: NextAttempt) -> dict[str, Any]:
     return fields
 
 
+def _attempt_failed(transfer, to, key_field, message, follow, retry_at, actor) -> None:
+    """What a failed attempt records, whichever money it was moving: one more retry, when the
+    next one is due, why, and the key it will send."""
+    attempt = transfer.retry_count + 1
+    _move(
+        transfer,
+        to,
+        actor,
+        {"error": message, "attempt": attempt, "next_retry_at": retry_at.isoformat()},
+        error_message=message,
+        retry_count=attempt,
+        next_retry_at=retry_at,
+        **_key_fields(key_field, follow),
+    )
+
+
 def _log(transfer: SellerTransfer, level: int, message: str, **extra: Any) -> None:
     logger.log(
         level, message, extra={"transfer_id": transfer.pk, "order_id": transfer.order_id, **extra}
@@ -100,16 +116,8 @@ def send_failed(
     actor: Actor,
 ) -> SellerTransfer:
     """pending | failed → failed: one attempt to pay failed; the next is due at ``retry_at``."""
-    attempt = transfer.retry_count + 1
-    _move(
-        transfer,
-        S.FAILED,
-        actor,
-        {"error": message, "attempt": attempt, "next_retry_at": retry_at.isoformat()},
-        error_message=message,
-        retry_count=attempt,
-        next_retry_at=retry_at,
-        **_key_fields("transfer_idempotency_key", follow),
+    _attempt_failed(
+        transfer, S.FAILED, "transfer_idempotency_key", message, follow, retry_at, actor
     )
     _log(transfer, logging.WARNING, "paying the seller failed; will retry", error=message)
     return transfer
@@ -188,17 +196,8 @@ def reversal_failed(
 ) -> SellerTransfer:
     """reversal_pending → reversal_pending: one attempt failed; the next is due at
     ``retry_at``."""
-    attempt = transfer.retry_count + 1
-    _move(
-        transfer,
-        S.REVERSAL_PENDING,
-        actor,
-        {"error": message, "attempt": attempt, "next_retry_at": retry_at.isoformat()},
-        error_message=message,
-        retry_count=attempt,
-        next_retry_at=retry_at,
-        **_key_fields("reversal_idempotency_key", follow),
-    )
+    key_field = "reversal_idempotency_key"
+    _attempt_failed(transfer, S.REVERSAL_PENDING, key_field, message, follow, retry_at, actor)
     _log(transfer, logging.WARNING, "reversal attempt failed; will retry", error=message)
     return transfer
 
