@@ -3,7 +3,8 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import IsAdminUser
 
-from payouts.api import STAFF_AUTHENTICATION
+from config.api import STAFF_AUTHENTICATION
+from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
 from payouts.ops_views import healthz, metrics
 from payouts.views import OrderRefundView, StripeWebhookView, TransferRetryView
 
@@ -25,4 +26,15 @@ urlpatterns = [
         name="transfer-retry",
     ),
     path("api/admin/orders/<int:pk>/refund/", OrderRefundView.as_view(), name="order-refund"),
+    path("api/admin/sellers/<int:pk>/balance/", SellerBalanceView.as_view(), name="seller-balance"),
+    path(
+        "api/admin/sellers/<int:pk>/statement/",
+        SellerStatementView.as_view(),
+        name="seller-statement",
+    ),
+    path(
+        "api/admin/sellers/<int:pk>/debt/write-off/",
+        SellerDebtWriteOffView.as_view(),
+        name="seller-debt-write-off",
+    ),
 ]

@@ -103,8 +103,18 @@ class TransferAlreadyReversed(GatewayError):
     """Stripe refused a reversal because the transfer is already fully reversed."""
 
 
+class SellerBalanceInsufficient(GatewayError):
+    """Stripe refused a reversal because the seller's Stripe balance cannot cover it (they were
+    paid out already). Retrying on the usual schedule will not help: the share becomes the
+    seller's debt."""
+
+
 class StripeTransientError(GatewayError):
     """Anything else; retried with backoff."""
+
+
+# Stripe's codes for a reversal the connected account's balance cannot cover.
+_SELLER_BALANCE_CODES = frozenset({"balance_insufficient", "insufficient_funds"})
 
 
 def _is_already_reversed_message(message: str) -> bool:
@@ -294,6 +304,12 @@ class StripeGateway:
             )
         except TransferAlreadyReversed as refused:
             self._confirm_fully_reversed(stripe_transfer_id, refused)
+            raise
+        except StripeTransientError as refused:
+            if refused.http_status == 400 and refused.code in _SELLER_BALANCE_CODES:
+                raise SellerBalanceInsufficient(
+                    refused.message, http_status=400, code=refused.code
+                ) from refused
             raise
         if not obj.get("id"):
             raise StripeTransientError(

@@ -75,6 +75,7 @@ class TransferStateCollector:
             due = selectors.due_transfer_counts(now=now)
             oldest_due = selectors.oldest_due_reversal_age(now=now)
             over_reversed = selectors.over_reversed_count()
+            ledger_breaks = selectors.ledger_breaks_last_run()
         yield _family(
             CounterMetricFamily,
             "payouts_transfer_transitions",
@@ -109,6 +110,12 @@ class TransferStateCollector:
             "Seller transfers Stripe has reversed beyond their share of the order's refunds "
             "(a reversal made outside this service, or a key Stripe forgot). Alert on > 0.",
             value=over_reversed,
+        )
+        yield GaugeMetricFamily(
+            "payouts_ledger_breaks",
+            "Breaks the latest ledger_check found between the book, the transfer rows and "
+            "Stripe (listed in the admin). Alert on > 0.",
+            value=ledger_breaks,
         )
 
 

@@ -31,6 +31,12 @@ class SellerTransfer(models.Model):
         max_length=255, blank=True, default="", help_text="The latest reversal (trr_…)."
     )
     amount_reversed = models.BigIntegerField(default=0)
+    # Part of ``amount`` kept to settle the seller's debt instead of being sent (decided when
+    # the row is created): the Stripe transfer is ``amount - amount_netted``.
+    amount_netted = models.BigIntegerField(default=0, db_default=0)
+    # Part of the refund shares that could not be taken back at Stripe (the seller's balance
+    # refused it, or it was never sent to them): recorded as the seller's debt.
+    amount_owed = models.BigIntegerField(default=0, db_default=0)
     # How much of ``amount`` should be reversed in all: the transfer's proportional share of the
     # order's succeeded refunds (payouts/services/refund_shares.py), or what Stripe reports
     # reversed. The worker reverses ``reversal_target - amount_reversed``; it only ever grows.
@@ -48,7 +54,9 @@ class SellerTransfer(models.Model):
     next_retry_at = models.DateTimeField(null=True, blank=True)
     error_message = models.TextField(blank=True, default="")
     # Why a permanently_failed row ended (empty otherwise).
-    end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True, default="")
+    end_reason = models.CharField(
+        max_length=32, choices=EndReason.choices, blank=True, default="", db_default=""
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -67,8 +75,18 @@ class SellerTransfer(models.Model):
                 condition=Q(platform_fee__gte=0), name="chk_transfer_platform_fee"
             ),
             models.CheckConstraint(
-                condition=Q(amount_reversed__gte=0) & Q(amount_reversed__lte=F("amount")),
+                condition=Q(amount_netted__gte=0) & Q(amount_netted__lte=F("amount")),
+                name="chk_transfer_amount_netted_range",
+            ),
+            # Only what was sent at Stripe can be reversed there.
+            models.CheckConstraint(
+                condition=Q(amount_reversed__gte=0)
+                & Q(amount_reversed__lte=F("amount") - F("amount_netted")),
                 name="chk_transfer_amount_reversed_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_owed__gte=0) & Q(amount_owed__lte=F("amount")),
+                name="chk_transfer_amount_owed_range",
             ),
             models.CheckConstraint(
                 condition=Q(reversal_target__gte=0) & Q(reversal_target__lte=F("amount")),

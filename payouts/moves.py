@@ -7,7 +7,9 @@ Stripe call, a refund or a staff request. What happens when a reversal settles i
 ``reversal_settled``, and nowhere else.
 
 Every move runs the guarded ``UPDATE … WHERE status = <from>`` and writes its audit event in the
-same transaction; ``ConcurrentTransition`` means another actor moved the row first.
+same transaction; ``ConcurrentTransition`` means another actor moved the row first. A move that
+moves money (or decides to) posts its entry in the book (``ledger.services``) in that same
+transaction, so the book can never miss a movement nor count one that did not happen.
 """
 
 import logging
@@ -15,8 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
+from ledger import services as book
 from payouts.idempotency import NextAttempt
 from payouts.models import SellerTransfer
 from payouts.transitions import EndReason, TransferStatus
@@ -49,6 +53,16 @@ class Actor:
 def _move(transfer: SellerTransfer, to: str, actor: Actor, detail: dict, **fields: Any):
     return SellerTransfer.objects.transition(
         transfer, to, caused_by=actor.caused_by, user=actor.user, detail=detail, **fields
+    )
+
+
+def book_ref(transfer: SellerTransfer) -> book.TransferRef:
+    """The transfer as the book names it."""
+    return book.TransferRef(
+        transfer_id=transfer.pk,
+        order_id=transfer.order_id,
+        seller_id=transfer.seller_id,
+        currency=transfer.currency,
     )
 
 
@@ -90,19 +104,26 @@ def paid(
     transfer: SellerTransfer, *, stripe_transfer_id: str, key: str, adopted: bool, actor: Actor
 ) -> SellerTransfer:
     """pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
-    earlier attempt whose answer was lost (``adopted``)."""
-    _move(
-        transfer,
-        S.COMPLETED,
-        actor,
-        {"stripe_transfer_id": stripe_transfer_id, "adopted": adopted},
-        stripe_transfer_id=stripe_transfer_id,
-        transfer_idempotency_key=key,
-        next_retry_at=None,
-        error_message="",
-        read_stripe_first=False,
-        key_first_sent_at=None,
-    )
+    earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
+    debt, there was nothing to send (no Stripe transfer)."""
+    sent = transfer.amount - transfer.amount_netted
+    with transaction.atomic():
+        _move(
+            transfer,
+            S.COMPLETED,
+            actor,
+            {"stripe_transfer_id": stripe_transfer_id, "adopted": adopted, "sent": sent},
+            stripe_transfer_id=stripe_transfer_id,
+            transfer_idempotency_key=key,
+            next_retry_at=None,
+            error_message="",
+            read_stripe_first=False,
+            key_first_sent_at=None,
+        )
+        if sent:
+            book.post_transfer_sent(
+                book_ref(transfer), amount=sent, stripe_transfer_id=stripe_transfer_id
+            )
     _log(transfer, logging.INFO, "seller paid", stripe_transfer_id=stripe_transfer_id)
     return transfer
 
@@ -147,15 +168,21 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
     """pending | failed → permanently_failed: the order was refunded in full before the seller
     was paid, and Stripe holds no transfer of this row. The seller is never paid."""
     message = "order fully refunded before the seller was paid; transfer cancelled"
-    _move(
-        transfer,
-        S.PERMANENTLY_FAILED,
-        actor,
-        {"reason": EndReason.ORDER_REFUNDED},
-        error_message=message,
-        next_retry_at=None,
-        end_reason=EndReason.ORDER_REFUNDED,
-    )
+    netted = transfer.amount_netted
+    with transaction.atomic():
+        _move(
+            transfer,
+            S.PERMANENTLY_FAILED,
+            actor,
+            {"reason": EndReason.ORDER_REFUNDED, "netting_released": netted},
+            error_message=message,
+            next_retry_at=None,
+            end_reason=EndReason.ORDER_REFUNDED,
+            amount_netted=0,
+        )
+        if netted:
+            book.post_netting_released(book_ref(transfer), amount=netted)
+        book.post_transfer_cancelled(book_ref(transfer), amount=transfer.amount)
     _log(transfer, logging.WARNING, message)
     return transfer
 
@@ -170,20 +197,20 @@ def reversal_scheduled(
     seller's share of the order's refunds grew to ``target``. A reversal already pending just
     grows its target and keeps its schedule (it may be in flight)."""
     detail = {"reversal_target": target, "refunded": refunded}
-    if transfer.status == S.REVERSAL_PENDING:
-        return _move(transfer, S.REVERSAL_PENDING, actor, detail, reversal_target=target)
-    return _move(
-        transfer,
-        S.REVERSAL_PENDING,
-        actor,
-        detail,
-        reversal_target=target,
-        next_retry_at=timezone.now(),
-        retry_count=0,
-        error_message="",
-        read_stripe_first=False,
-        key_first_sent_at=None,
-    )
+    previous_target = transfer.reversal_target
+    fields: dict[str, Any] = {"reversal_target": target}
+    if transfer.status != S.REVERSAL_PENDING:
+        fields.update(
+            next_retry_at=timezone.now(),
+            retry_count=0,
+            error_message="",
+            read_stripe_first=False,
+            key_first_sent_at=None,
+        )
+    with transaction.atomic():
+        _move(transfer, S.REVERSAL_PENDING, actor, detail, **fields)
+        book.post_refund_share(book_ref(transfer), previous_target=previous_target, target=target)
+    return transfer
 
 
 def reversal_failed(
@@ -245,30 +272,39 @@ def reversal_settled(
     due now, when a refund raised the target while this attempt was in flight.
 
     The caller holds the row's lock, so the target it sees is the latest. The target is the
-    refunds' share and stays so: Stripe reversing more than that is reported, never adopted."""
-    total = min(max(transfer.amount_reversed, amount_reversed), transfer.amount)
-    target = transfer.reversal_target
-    if total >= transfer.amount:
+    refunds' share and stays so: Stripe reversing more than that is reported, never adopted.
+    What was recorded as the seller's debt (``amount_owed``) counts as handled."""
+    previous = transfer.amount_reversed
+    total = min(max(previous, amount_reversed), transfer.amount - transfer.amount_netted)
+    handled = total + transfer.amount_owed
+    if handled >= transfer.amount:
         to, next_retry_at = S.REVERSED, None
-    elif total >= target:
+    elif handled >= transfer.reversal_target:
         to, next_retry_at = S.PARTIALLY_REVERSED, None
     else:
         to, next_retry_at = S.REVERSAL_PENDING, timezone.now()
-    _move(
-        transfer,
-        to,
-        actor,
-        {"stripe_reversal_id": stripe_reversal_id, "amount_reversed": total},
-        amount_reversed=total,
-        stripe_reversal_id=stripe_reversal_id or transfer.stripe_reversal_id,
-        # The next partial reversal gets a fresh key (see payouts.idempotency).
-        reversal_idempotency_key="",
-        key_first_sent_at=None,
-        retry_count=0,
-        read_stripe_first=False,
-        next_retry_at=next_retry_at,
-        error_message=message,
-    )
+    with transaction.atomic():
+        _move(
+            transfer,
+            to,
+            actor,
+            {"stripe_reversal_id": stripe_reversal_id, "amount_reversed": total},
+            amount_reversed=total,
+            stripe_reversal_id=stripe_reversal_id or transfer.stripe_reversal_id,
+            # The next partial reversal gets a fresh key (see payouts.idempotency).
+            reversal_idempotency_key="",
+            key_first_sent_at=None,
+            retry_count=0,
+            read_stripe_first=False,
+            next_retry_at=next_retry_at,
+            error_message=message,
+        )
+        book.post_reversal(
+            book_ref(transfer),
+            previous_reversed=previous,
+            reversed_total=total,
+            stripe_reversal_id=stripe_reversal_id,
+        )
     _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=total)
     _report_over_reversal(transfer)
     return transfer
@@ -281,17 +317,51 @@ def reversal_seen_at_stripe(
     reversed than we recorded (a Dashboard reversal, or an answer we lost). Records it, never
     moves money; the worker then settles the status without a call. The target (the refunds'
     share) is not raised to match: more reversed than refunded is reported for staff."""
+    previous = transfer.amount_reversed
     fields: dict[str, Any] = {"amount_reversed": amount_reversed}
     if transfer.status != S.REVERSAL_PENDING:
         fields.update(next_retry_at=timezone.now(), retry_count=0, read_stripe_first=False)
-    _move(
-        transfer,
-        S.REVERSAL_PENDING,
-        actor,
-        {"stripe_amount_reversed": amount_reversed, "seen_at_stripe": True},
-        **fields,
-    )
+    with transaction.atomic():
+        _move(
+            transfer,
+            S.REVERSAL_PENDING,
+            actor,
+            {"stripe_amount_reversed": amount_reversed, "seen_at_stripe": True},
+            **fields,
+        )
+        book.post_reversal(
+            book_ref(transfer),
+            previous_reversed=previous,
+            reversed_total=amount_reversed,
+            stripe_reversal_id=transfer.stripe_reversal_id,
+        )
     _report_over_reversal(transfer)
+    return transfer
+
+
+def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) -> SellerTransfer:
+    """reversal_pending → reversal_refused: what is left of the seller's share cannot be taken
+    back at Stripe (their balance refused it, or it was never sent to them at Stripe): it is
+    recorded as the seller's debt, to be netted from their next transfers."""
+    previous_owed = transfer.amount_owed
+    owed = transfer.reversal_target - transfer.amount_reversed
+    with transaction.atomic():
+        _move(
+            transfer,
+            S.REVERSAL_REFUSED,
+            actor,
+            {"error": message, "amount_owed": owed},
+            amount_owed=owed,
+            error_message=message,
+            next_retry_at=None,
+            retry_count=0,
+            reversal_idempotency_key="",
+            key_first_sent_at=None,
+            read_stripe_first=False,
+        )
+        book.seller_debt_lock(seller_id=transfer.seller_id, currency=transfer.currency)
+        book.post_reversal_refused(book_ref(transfer), previous_owed=previous_owed, owed_total=owed)
+    _log(transfer, logging.WARNING, "the rest of the share is now the seller's debt", owed=owed)
     return transfer
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, F, Min, Q, QuerySet
 
+from ledger.models import CheckRun
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
 
@@ -76,6 +77,12 @@ def over_reversed_count() -> int:
     """Transfers Stripe reversed beyond their share of the refunds (served by a partial
     index, normally empty)."""
     return SellerTransfer.objects.filter(amount_reversed__gt=F("reversal_target")).count()
+
+
+def ledger_breaks_last_run() -> int:
+    """Breaks the latest ``ledger_check`` found (0 before any run)."""
+    latest = CheckRun.objects.exclude(finished_at=None).order_by("-pk").first()
+    return latest.breaks_found if latest else 0
 
 
 def oldest_due_reversal_age(*, now: datetime) -> timedelta:

@@ -5,6 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
+from payouts.services.ledger_check import ledger_check_daily
 from payouts.services.reconciliation import reconciliation_run
 from payouts.services.refunds import refunds_sync_for_charge, staff_refunds_settle
 from payouts.services.reversals import reversals_drain, reversals_process_due
@@ -52,3 +53,8 @@ def settle_staff_refunds() -> dict[str, int]:
 @shared_task
 def process_stranded_webhook_events() -> dict[str, int]:
     return webhook_events_process_stranded()
+
+
+@shared_task
+def check_ledger() -> dict[str, int]:
+    return ledger_check_daily()

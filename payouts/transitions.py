@@ -22,6 +22,9 @@ class TransferStatus(models.TextChoices):
     REVERSAL_PENDING = "reversal_pending"
     PARTIALLY_REVERSED = "partially_reversed"
     REVERSED = "reversed"
+    # Stripe refused the reversal for the seller's balance: the rest of the share is the seller's
+    # debt (recovered by netting it from their next transfers, or written off).
+    REVERSAL_REFUSED = "reversal_refused"
 
 
 class EndReason(models.TextChoices):
@@ -43,8 +46,12 @@ ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
     S.PENDING: frozenset({S.COMPLETED, S.FAILED, S.PERMANENTLY_FAILED}),
     S.COMPLETED: frozenset({S.REVERSAL_PENDING}),
     S.FAILED: frozenset({S.COMPLETED, S.PERMANENTLY_FAILED}),
-    S.REVERSAL_PENDING: frozenset({S.REVERSED, S.PARTIALLY_REVERSED, S.PERMANENTLY_FAILED}),
+    S.REVERSAL_PENDING: frozenset(
+        {S.REVERSED, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED, S.PERMANENTLY_FAILED}
+    ),
     S.PARTIALLY_REVERSED: frozenset({S.REVERSAL_PENDING}),
+    # Another refund of the order: its share is tried at Stripe again.
+    S.REVERSAL_REFUSED: frozenset({S.REVERSAL_PENDING}),
     S.REVERSED: frozenset(),
     S.PERMANENTLY_FAILED: frozenset(),
 }

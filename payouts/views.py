@@ -19,7 +19,7 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from payouts.api import (
+from config.api import (
     STAFF_AUTHENTICATION,
     STAFF_ERRORS,
     error_response,

@@ -24,16 +24,18 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 from django.test import TestCase
 from django.utils import timezone
 
+from ledger import services as book
 from marketplace.models import Order, Seller
 from marketplace.selectors import order_total
 from marketplace.services import order_mark_paid
 from payouts import tasks
 from payouts.models import SellerTransfer
+from payouts.moves import book_ref
 from payouts.services.transfers import transfers_create_for_order
 from payouts.transitions import TransferStatus
 from tests.factories import (
@@ -267,7 +269,7 @@ def reversal_backlog(stripe_client, size: int) -> list[SellerTransfer]:
     with ThreadPoolExecutor(4) as pool:
         transfer_ids = list(pool.map(create_transfer, amounts))
     now = timezone.now()
-    return SellerTransfer.objects.bulk_create(
+    rows = SellerTransfer.objects.bulk_create(
         SellerTransfer(
             order=order,
             seller=seller,
@@ -280,6 +282,28 @@ def reversal_backlog(stripe_client, size: int) -> list[SellerTransfer]:
         )
         for seller, amount, transfer_id in zip(sellers, amounts, transfer_ids, strict=True)
     )
+    _book_paid_then_refunded(order, rows)
+    return rows
+
+
+def _book_paid_then_refunded(order: Order, rows: list[SellerTransfer]) -> None:
+    """The book's entries for rows put straight into the database as a paid, fully refunded
+    order leaves them: paid, each seller paid, the refund, each seller's share charged."""
+    total = sum(row.amount for row in rows)
+    shares = [book.Share(row.seller_id, row.amount, 0) for row in rows]
+    with transaction.atomic():
+        book.post_payment(
+            order_id=order.pk, charge_id="", currency="usd", total=total, shares=shares
+        )
+        book.post_refund(
+            order_id=order.pk, refund_id=f"re_backlog_{order.pk}", currency="usd", amount=total
+        )
+        for row in rows:
+            ref = book_ref(row)
+            book.post_transfer_sent(
+                ref, amount=row.amount, stripe_transfer_id=row.stripe_transfer_id
+            )
+            book.post_refund_share(ref, previous_target=0, target=row.amount)
 
 
 def worker_environment(sandbox_url: str, **overrides: str) -> dict[str, str]:

@@ -38,6 +38,7 @@ import pytest
 from django.db.models import Count
 
 from payouts.models import SellerTransfer, SellerTransferEvent
+from payouts.services.ledger_check import ledger_check
 from payouts.transitions import TransferStatus
 from tests.builders import reversal_backlog, worker_environment
 
@@ -204,3 +205,6 @@ def test_killed_workers_and_a_failing_stripe_still_reverse_every_transfer_exactl
     for outcome in ("injected_500", "rate_limited", "timeout", "dropped_after_perform"):
         assert outcomes[outcome] > 0, outcomes
     assert sandbox.calls("reversals.list"), "no reconcile read was made"
+    # And the book agrees with itself, the rows and Stripe, to the cent.
+    _, breaks = ledger_check()
+    assert breaks == [], breaks[:5]

@@ -1,8 +1,11 @@
-"""The layout's rules (docs/architecture.md): `marketplace` never imports `payouts`; only the
-gateway (and the webhook signature check) import stripe."""
+"""The layout's rules (docs/architecture.md): `marketplace` imports neither `payouts` nor
+`ledger`, `ledger` never imports `payouts`; only the gateway (and the webhook signature check)
+import stripe."""
 
 import ast
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STRIPE_IMPORTERS = {Path("payouts/gateway.py"), Path("payouts/webhook_signature.py")}
@@ -19,18 +22,25 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def application_files():
-    for package in ("config", "marketplace", "payouts"):
+    for package in ("config", "devtools", "ledger", "marketplace", "payouts"):
         yield from (p.relative_to(ROOT) for p in (ROOT / package).rglob("*.py"))
 
 
-def test_marketplace_never_imports_payouts():
-    offenders = [
+def importers_of(package: str, *, within: str) -> list[str]:
+    return [
         str(path)
         for path in application_files()
-        if path.parts[0] == "marketplace"
-        and any(m == "payouts" or m.startswith("payouts.") for m in imported_modules(ROOT / path))
+        if path.parts[0] == within
+        and any(m == package or m.startswith(f"{package}.") for m in imported_modules(ROOT / path))
     ]
-    assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper"),
+    [("marketplace", "payouts"), ("marketplace", "ledger"), ("ledger", "payouts")],
+)
+def test_a_lower_app_never_imports_a_higher_one(lower, upper):
+    assert importers_of(upper, within=lower) == []
 
 
 def test_only_the_gateway_and_the_signature_check_import_stripe():

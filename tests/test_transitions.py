@@ -25,13 +25,15 @@ EXPECTED_ALLOWED = {
     (S.REVERSAL_PENDING, S.PERMANENTLY_FAILED),
     (S.REVERSAL_PENDING, S.PARTIALLY_REVERSED),
     (S.PARTIALLY_REVERSED, S.REVERSAL_PENDING),
+    (S.REVERSAL_PENDING, S.REVERSAL_REFUSED),
+    (S.REVERSAL_REFUSED, S.REVERSAL_PENDING),
 } | {(s, s) for s in S}
 ALL_PAIRS = list(itertools.product(S, repeat=2))
 
 
-def test_seven_statuses_allow_17_of_their_49_pairs():
-    assert len(ALL_PAIRS) == 49
-    assert sum(can_transition(a, b) for a, b in ALL_PAIRS) == 17
+def test_eight_statuses_allow_20_of_their_64_pairs():
+    assert len(ALL_PAIRS) == 64
+    assert sum(can_transition(a, b) for a, b in ALL_PAIRS) == 20
 
 
 @pytest.mark.parametrize(("from_status", "to_status"), ALL_PAIRS)

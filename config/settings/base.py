@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "marketplace",
+    "ledger",
     "payouts",
 ]
 
@@ -103,6 +104,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # One error shape for every interface: {"detail", "code"} (config/errors.py).
     "EXCEPTION_HANDLER": "payouts.api.exception_handler",
+    # `?format=` is a parameter of ours (the seller statement's csv|json), not DRF's renderer
+    # override, so an unknown value is a 400 that says so rather than a 404.
+    "URL_FORMAT_OVERRIDE": None,
 }
 
 # OpenAPI 3 at /api/schema/, from the `@extend_schema` annotations on the views.
@@ -170,6 +174,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.tasks.process_stranded_webhook_events",
         "schedule": 60,
         "options": {"expires": 60},
+    },
+    # The book against itself, the transfer rows and Stripe (breaks stored for the admin).
+    "check-ledger": {
+        "task": "payouts.tasks.check_ledger",
+        "schedule": 24 * 60 * 60,
+        "options": {"expires": 60 * 60},
     },
     "settle-staff-refunds": {
         "task": "payouts.tasks.settle_staff_refunds",

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 S = TransferStatus
 # Transfers that moved money to a seller, so a refund's share can be taken back from them.
-PAID = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED, S.REVERSED)
+PAID = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED, S.REVERSED, S.REVERSAL_REFUSED)
 
 
 def proportional_targets(*, refunded: int, order_total: int, amounts: dict[int, int]) -> dict:

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import StripeRefused
+from ledger import services as book
 from marketplace.models import Refund, RefundStatus
 from marketplace.services import (
     order_find_for_refund,
@@ -87,6 +88,9 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Acto
             logger.error("refund failed after it had succeeded; staff must review", extra=log)
         if not change.became_succeeded:
             return 0
+        book.post_refund(
+            order_id=order.pk, refund_id=refund.id, currency=order.currency, amount=refund.amount
+        )
         return transfers_apply_refunds(order=order, actor=actor)
 
 

@@ -11,6 +11,7 @@ no ``stripe_transfer_id`` (legacy row)     permanently_failed, Stripe not called
 a reversal                                 reversed / partially_reversed
 the transfer is already fully reversed     reversed, with an explanatory message
 404 ``resource_missing``                   permanently_failed after exactly one call
+the seller's balance cannot cover it       reversal_refused: the rest is the seller's debt
 anything else                              reversal_pending again, after the backoff;
                                            permanently_failed once retries run out
 =========================================  ============================================
@@ -29,6 +30,7 @@ from payouts import moves
 from payouts.concurrency import run_loops
 from payouts.gateway import (
     GatewayError,
+    SellerBalanceInsufficient,
     StripeGateway,
     TransferAlreadyReversed,
     TransferNotFound,
@@ -54,6 +56,8 @@ class ReversalOutcome(StrEnum):
     MORE_TO_REVERSE = "more_to_reverse"
     ALREADY_REVERSED = "already_reversed"
     NOT_FOUND = "not_found"
+    # The seller's balance cannot cover it: the rest of the share is the seller's debt.
+    REFUSED = "reversal_refused"
     NO_TRANSFER_ID = "no_transfer_id"
     RETRY_SCHEDULED = "retry_scheduled"
     GAVE_UP = "permanently_failed"
@@ -104,7 +108,7 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
     if transfer.status != S.REVERSAL_PENDING:
         return ReversalOutcome.SKIPPED
     try:
-        if not transfer.stripe_transfer_id:
+        if not transfer.stripe_transfer_id and transfer.amount_netted < transfer.amount:
             moves.reversal_given_up(
                 transfer,
                 reason=EndReason.NO_STRIPE_TRANSFER,
@@ -120,20 +124,26 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
 
 def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
     key = reversal_key(transfer)
+    # What is left of the share, and how much of it Stripe still holds with the seller.
+    remaining = transfer.reversal_target - transfer.amount_reversed - transfer.amount_owed
+    at_stripe = transfer.amount - transfer.amount_netted - transfer.amount_reversed
     try:
         must_read = transfer.read_stripe_first or key_may_be_forgotten(transfer, now=timezone.now())
         seen = _reversed_at_stripe(transfer, gateway) if must_read else None
         if seen is not None:
             return _settle(transfer, amount_reversed=seen)
-        remaining = transfer.reversal_target - transfer.amount_reversed
         if remaining <= 0:
             return _settle(transfer, amount_reversed=transfer.amount_reversed)
+        if at_stripe <= 0:
+            return _refuse(transfer, "the rest of the share was never paid out at Stripe")
         reversal = gateway.reverse_transfer(
             transfer.stripe_transfer_id,
-            amount=remaining,
+            amount=min(remaining, at_stripe),
             metadata={"order_id": str(transfer.order_id), "seller_transfer_id": str(transfer.pk)},
             idempotency_key=key,
         )
+    except SellerBalanceInsufficient as error:
+        return _refuse(transfer, f"the seller's Stripe balance refused it: {error.describe()}")
     except TransferNotFound as error:
         moves.reversal_given_up(
             transfer,
@@ -147,7 +157,7 @@ def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcom
             "Stripe reports the transfer already fully reversed (outside this attempt); "
             f"marked reversed without a new reversal. {error.describe()}"
         )
-        _settle(transfer, amount_reversed=transfer.amount, message=message)
+        _settle(transfer, amount_reversed=transfer.amount - transfer.amount_netted, message=message)
         return ReversalOutcome.ALREADY_REVERSED
     except GatewayError as error:
         return _attempt_failed(transfer, error=error, key=key)
@@ -172,6 +182,17 @@ def _settle(transfer: SellerTransfer, **outcome) -> ReversalOutcome:
             raise ConcurrentTransition(row.pk, transfer.status, "settled")
         moves.reversal_settled(row, actor=WORKER, **outcome)
     return _SETTLED[row.status]
+
+
+def _refuse(transfer: SellerTransfer, why: str) -> ReversalOutcome:
+    """What is left of the share becomes the seller's debt, recorded under the row lock so a
+    refund that raised the target meanwhile is included."""
+    with transaction.atomic():
+        row = transfer_lock(transfer.pk)
+        if row.status != transfer.status:
+            raise ConcurrentTransition(row.pk, transfer.status, S.REVERSAL_REFUSED)
+        moves.reversal_refused(row, message=f"reversal refused: {why}", actor=WORKER)
+    return ReversalOutcome.REFUSED
 
 
 def _attempt_failed(transfer: SellerTransfer, *, error: GatewayError, key: str) -> ReversalOutcome:

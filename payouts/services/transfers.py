@@ -17,7 +17,9 @@ from django.db.models import Sum, prefetch_related_objects
 from django.utils import timezone
 
 from config.errors import Conflict, NotFound, StripeRefused
+from ledger import services as book
 from marketplace.models import Order, OrderStatus
+from marketplace.selectors import order_total
 from marketplace.services import order_lock, order_mark_paid
 from payouts import moves
 from payouts.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
@@ -61,51 +63,76 @@ def order_paid(
 ) -> list[SellerTransfer]:
     """Stripe took the buyer's payment: mark the order paid, create its seller transfers, and
     pay them after commit. Idempotent; raises ``OrderMismatch`` when the amounts disagree."""
-    order_mark_paid(
-        order=order,
-        amount=amount,
-        currency=currency,
-        payment_intent_id=payment_intent_id,
-        charge_id=charge_id,
-    )
-    rows = transfers_create_for_order(order=order)
-    send_transfers_after_commit(order_id=order.pk)
+    with transaction.atomic():
+        order_mark_paid(
+            order=order,
+            amount=amount,
+            currency=currency,
+            payment_intent_id=payment_intent_id,
+            charge_id=charge_id,
+        )
+        rows = transfers_create_for_order(order=order)
+        send_transfers_after_commit(order_id=order.pk)
     return rows
 
 
 def transfers_create_for_order(*, order: Order) -> list[SellerTransfer]:
-    """Create the order's seller transfer rows, one per seller, ``pending`` and due now.
+    """Create the order's seller transfer rows, one per seller, ``pending`` and due now, and
+    post the payment in the book. A seller who owes us (a refused reversal) has the debt netted
+    from the new row first, never below zero.
 
-    Idempotent: rows that exist are left alone (unique on order and seller), so duplicate or
-    replayed payment events never create a second row.
+    Idempotent: under the order's lock, an order that has its rows already gets nothing new, so
+    duplicate or replayed payment events never create a second row nor post twice.
     """
+    with transaction.atomic():
+        order = order_lock(order.pk)
+        existing = list(order.transfers.order_by("pk"))
+        if existing:
+            return existing
+        rows = _new_rows(order)
+        SellerTransfer.objects.bulk_create(rows)
+        for row in rows:
+            if row.amount_netted:
+                book.post_netting(moves.book_ref(row), amount=row.amount_netted)
+        book.post_payment(
+            order_id=order.pk,
+            charge_id=order.stripe_charge_id,
+            currency=order.currency,
+            total=order_total(order=order),
+            shares=[book.Share(row.seller_id, row.amount, row.platform_fee) for row in rows],
+        )
+    return rows
+
+
+def _new_rows(order: Order) -> list[SellerTransfer]:
     bps = settings.PAYOUTS.platform_fee_bps
-    now = timezone.now()
     gross_by_seller = (
         order.items.values("seller_id").annotate(gross=Sum("amount")).order_by("seller_id")
     )
     rows = []
     for entry in gross_by_seller:
-        fee = platform_fee(entry["gross"], bps)
-        if entry["gross"] - fee <= 0:
+        seller_id, fee = entry["seller_id"], platform_fee(entry["gross"], bps)
+        net = entry["gross"] - fee
+        if net <= 0:
             logger.warning(
                 "seller share is zero after the fee; no transfer",
-                extra={"order_id": order.pk, "seller_id": entry["seller_id"]},
+                extra={"order_id": order.pk, "seller_id": seller_id},
             )
             continue
+        debt = book.seller_debt_lock(seller_id=seller_id, currency=order.currency)
         rows.append(
             SellerTransfer(
                 order=order,
-                seller_id=entry["seller_id"],
-                amount=entry["gross"] - fee,
+                seller_id=seller_id,
+                amount=net,
                 platform_fee=fee,
+                amount_netted=min(max(debt, 0), net),
                 currency=order.currency,
                 status=TransferStatus.PENDING,
-                next_retry_at=now,
+                next_retry_at=timezone.now(),
             )
         )
-    SellerTransfer.objects.bulk_create(rows, ignore_conflicts=True)
-    return list(order.transfers.order_by("pk"))
+    return rows
 
 
 def transfers_send_due(
@@ -151,6 +178,10 @@ def _attempt(
             transfer, message=message, error=error, key=key, actor=actor, may_give_up=may_give_up
         )
 
+    if not refunded and transfer.amount_netted == transfer.amount:
+        # All of it settled the seller's debt: nothing to send.
+        _record_paid(transfer, stripe_transfer_id="", key="", adopted=False, actor=actor)
+        return SendOutcome.COMPLETED
     if not refunded and not seller.stripe_account_id:
         return failed(f"seller {seller.pk} has no connected Stripe account yet", None)
     try:
@@ -165,12 +196,13 @@ def _attempt(
         result = existing or _create_at_stripe(transfer, gateway, key)
     except GatewayError as error:
         return failed(error.describe(), error)
-    _record_paid(transfer, result, key=key, adopted=existing is not None, actor=actor)
+    adopted = existing is not None
+    _record_paid(transfer, stripe_transfer_id=result.id, key=key, adopted=adopted, actor=actor)
     return SendOutcome.COMPLETED
 
 
 def _record_paid(
-    transfer: SellerTransfer, result: StripeTransfer, *, key: str, adopted: bool, actor: Actor
+    transfer: SellerTransfer, *, stripe_transfer_id: str, key: str, adopted: bool, actor: Actor
 ) -> None:
     """Paid, and the order's earlier refunds applied to the new payment, in one transaction: a
     refund may have succeeded while this seller was still unpaid, and its share must be taken
@@ -178,7 +210,9 @@ def _record_paid(
     locks an order's transfers does."""
     with transaction.atomic():
         order = order_lock(transfer.order_id)
-        moves.paid(transfer, stripe_transfer_id=result.id, key=key, adopted=adopted, actor=actor)
+        moves.paid(
+            transfer, stripe_transfer_id=stripe_transfer_id, key=key, adopted=adopted, actor=actor
+        )
         transfers_apply_refunds(order=order, actor=actor)
 
 
@@ -191,7 +225,7 @@ def _row_stamp(transfer: SellerTransfer) -> str:
 def _create_at_stripe(transfer: SellerTransfer, gateway: StripeGateway, key: str):
     order = transfer.order
     return gateway.create_transfer(
-        amount=transfer.amount,
+        amount=transfer.amount - transfer.amount_netted,
         currency=transfer.currency,
         destination=transfer.seller.stripe_account_id,
         transfer_group=transfer_group(order),
@@ -218,7 +252,7 @@ def _find_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> StripeT
 def _is_ours(candidate: StripeTransfer, transfer: SellerTransfer) -> bool:
     metadata = candidate.metadata
     same_payment = (
-        candidate.amount == transfer.amount
+        candidate.amount == transfer.amount - transfer.amount_netted
         and candidate.currency.lower() == transfer.currency
         and candidate.destination == transfer.seller.stripe_account_id
         and metadata.get("seller_transfer_id") == str(transfer.pk)

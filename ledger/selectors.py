@@ -1,0 +1,87 @@
+"""Reads of the book: balances and seller statements."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+
+from ledger.models import AccountKind, Line
+
+K = AccountKind
+
+
+def account_balance(*, kind: str, seller_id: int | None = None, currency: str) -> int:
+    """The balance of one account in ``currency`` (debit positive)."""
+    lines = Line.objects.filter(account__kind=kind, currency=currency)
+    lines = (
+        lines.filter(account__seller_id=seller_id)
+        if seller_id
+        else lines.filter(account__seller__isnull=True)
+    )
+    return lines.aggregate(total=Coalesce(Sum("amount"), 0))["total"]
+
+
+def _seller_lines(seller_id: int) -> QuerySet:
+    return Line.objects.filter(
+        account__seller_id=seller_id, account__kind__in=[K.SELLER_PAYABLE, K.SELLER_DEBT]
+    )
+
+
+def _as_seller_sees(kind: str, total: int) -> int:
+    # The payable account is the platform's liability: a credit (negative) is owed to the
+    # seller. The debt account is an asset: a debit (positive) is owed by the seller.
+    return -total if kind == K.SELLER_PAYABLE else total
+
+
+def seller_balances(*, seller_id: int, before: datetime | None = None) -> dict[str, dict]:
+    """``{currency: {"payable": owed to the seller, "debt": owed by the seller}}``, every
+    currency the seller has lines in (as of ``before``, when given)."""
+    lines = _seller_lines(seller_id)
+    if before is not None:
+        lines = lines.filter(entry__posted_at__lt=before)
+    totals = lines.values_list("currency", "account__kind").annotate(total=Sum("amount"))
+    balances: dict[str, dict] = {}
+    for currency, kind, total in totals.order_by("currency"):
+        entry = balances.setdefault(currency, {"payable": 0, "debt": 0})
+        entry["payable" if kind == K.SELLER_PAYABLE else "debt"] = _as_seller_sees(kind, total)
+    return balances
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    posted_at: datetime
+    kind: str
+    account: str  # "payable" or "debt"
+    currency: str
+    amount: int  # as the seller sees it: payable owed to them, or debt owed by them
+    order_id: int | None
+    transfer_id: int | None
+    stripe_id: str
+    memo: str
+
+
+def seller_statement_lines(
+    *, seller_id: int, start: datetime | None, end: datetime | None
+) -> list[StatementLine]:
+    """Every line of the seller's accounts posted in ``[start, end)``, oldest first."""
+    period = Q()
+    if start is not None:
+        period &= Q(entry__posted_at__gte=start)
+    if end is not None:
+        period &= Q(entry__posted_at__lt=end)
+    lines = _seller_lines(seller_id).filter(period).select_related("entry", "account")
+    return [
+        StatementLine(
+            posted_at=line.entry.posted_at,
+            kind=line.entry.kind,
+            account="payable" if line.account.kind == K.SELLER_PAYABLE else "debt",
+            currency=line.currency,
+            amount=_as_seller_sees(line.account.kind, line.amount),
+            order_id=line.entry.order_id,
+            transfer_id=line.entry.transfer_id,
+            stripe_id=line.entry.stripe_id,
+            memo=line.entry.memo,
+        )
+        for line in lines.order_by("entry__posted_at", "entry_id", "pk")
+    ]

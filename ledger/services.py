@@ -1,0 +1,169 @@
+"""The posting rules: one function per kind of money event, each posting one balanced entry.
+
+The payouts app calls these from the named moves (and the payment and refund services), inside
+the transaction that moves the money. Every function takes plain values (ids, amounts, a
+currency), so the book depends on nothing but sellers and orders.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from config.errors import InvalidInput
+from ledger.models import Account, AccountKind, EntryKind
+from ledger.posting import Leg, account_ids, entry_post
+from ledger.selectors import account_balance
+
+K = AccountKind
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One seller's part of a payment: what they are owed (net) and the platform's fee."""
+
+    seller_id: int
+    net: int
+    fee: int
+
+
+def post_payment(
+    *, order_id: int, charge_id: str, currency: str, total: int, shares: Sequence[Share]
+) -> None:
+    """The buyer paid ``total``: cash in, each seller's net owed to them, the rest earned as
+    fee (every seller's fee, and all of a share too small to pay)."""
+    owed = sum(share.net for share in shares)
+    legs = [Leg(K.PLATFORM_CASH, total), Leg(K.FEE_REVENUE, -(total - owed))]
+    legs += [Leg(K.SELLER_PAYABLE, -share.net, share.seller_id) for share in shares]
+    entry_post(
+        kind=EntryKind.PAYMENT,
+        external_id=f"order:{order_id}",
+        currency=currency,
+        legs=legs,
+        order_id=order_id,
+        stripe_id=charge_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRef:
+    """Which seller transfer an entry concerns."""
+
+    transfer_id: int
+    order_id: int
+    seller_id: int
+    currency: str
+
+    def post(self, kind: str, level: object, legs: list[Leg], **extra) -> int | None:
+        return entry_post(
+            kind=kind,
+            external_id=f"transfer:{self.transfer_id}:{level}",
+            currency=self.currency,
+            legs=legs,
+            order_id=self.order_id,
+            seller_id=self.seller_id,
+            transfer_id=self.transfer_id,
+            **extra,
+        )
+
+
+def post_transfer_sent(ref: TransferRef, *, amount: int, stripe_transfer_id: str) -> None:
+    """The seller was paid ``amount`` at Stripe."""
+    legs = [Leg(K.SELLER_PAYABLE, amount, ref.seller_id), Leg(K.PLATFORM_CASH, -amount)]
+    ref.post(EntryKind.TRANSFER, "sent", legs, stripe_id=stripe_transfer_id)
+
+
+def post_transfer_cancelled(ref: TransferRef, *, amount: int) -> None:
+    """The order was refunded in full before the seller was paid: nothing is owed to them, and
+    their unpaid share covers part of the buyer's refund."""
+    legs = [Leg(K.SELLER_PAYABLE, amount, ref.seller_id), Leg(K.BUYER_REFUNDS, -amount)]
+    ref.post(EntryKind.TRANSFER_CANCELLED, "cancelled", legs)
+
+
+def post_refund(*, order_id: int, refund_id: str, currency: str, amount: int) -> None:
+    """Stripe returned ``amount`` to the buyer."""
+    entry_post(
+        kind=EntryKind.REFUND,
+        external_id=refund_id,
+        currency=currency,
+        legs=[Leg(K.BUYER_REFUNDS, amount), Leg(K.PLATFORM_CASH, -amount)],
+        order_id=order_id,
+        stripe_id=refund_id,
+    )
+
+
+def post_refund_share(ref: TransferRef, *, previous_target: int, target: int) -> None:
+    """The seller's share of the order's refunds grew to ``target``: they owe the growth back."""
+    grown = target - previous_target
+    legs = [Leg(K.SELLER_PAYABLE, grown, ref.seller_id), Leg(K.BUYER_REFUNDS, -grown)]
+    ref.post(EntryKind.REFUND_SHARE, f"target:{target}", legs)
+
+
+def post_reversal(
+    ref: TransferRef, *, previous_reversed: int, reversed_total: int, stripe_reversal_id: str
+) -> None:
+    """Stripe took ``reversed_total`` back from the seller in all (the growth is new)."""
+    grown = reversed_total - previous_reversed
+    legs = [Leg(K.PLATFORM_CASH, grown), Leg(K.SELLER_PAYABLE, -grown, ref.seller_id)]
+    ref.post(EntryKind.REVERSAL, f"reversed:{reversed_total}", legs, stripe_id=stripe_reversal_id)
+
+
+def post_reversal_refused(ref: TransferRef, *, previous_owed: int, owed_total: int) -> None:
+    """What could not be taken back at Stripe is now the seller's debt."""
+    grown = owed_total - previous_owed
+    legs = [Leg(K.SELLER_DEBT, grown, ref.seller_id), Leg(K.SELLER_PAYABLE, -grown, ref.seller_id)]
+    ref.post(EntryKind.REVERSAL_REFUSED, f"owed:{owed_total}", legs)
+
+
+def post_netting(ref: TransferRef, *, amount: int) -> None:
+    """``amount`` of what the seller is owed for this transfer settles their debt instead."""
+    legs = [
+        Leg(K.SELLER_PAYABLE, amount, ref.seller_id),
+        Leg(K.SELLER_DEBT, -amount, ref.seller_id),
+    ]
+    ref.post(EntryKind.DEBT_NETTED, "netted", legs)
+
+
+def post_netting_released(ref: TransferRef, *, amount: int) -> None:
+    """The transfer was cancelled: the debt it settled is the seller's debt again."""
+    legs = [
+        Leg(K.SELLER_DEBT, amount, ref.seller_id),
+        Leg(K.SELLER_PAYABLE, -amount, ref.seller_id),
+    ]
+    ref.post(EntryKind.NETTING_RELEASED, "released", legs)
+
+
+def seller_debt_lock(*, seller_id: int, currency: str) -> int:
+    """Lock the seller's debt account until the transaction ends and return the debt in
+    ``currency``: every path that adds to or settles a debt takes this lock first, so two
+    payments never net the same debt."""
+    [account_id] = account_ids([(K.SELLER_DEBT, seller_id)]).values()
+    Account.objects.select_for_update().get(pk=account_id)
+    return account_balance(kind=K.SELLER_DEBT, seller_id=seller_id, currency=currency)
+
+
+class WriteOffRefused(InvalidInput):
+    code = "write_off_refused"
+
+
+def debt_write_off(*, seller_id: int, currency: str, amount: int, reason: str, user) -> int:
+    """Staff give up ``amount`` of the seller's debt in ``currency``, with a reason. Returns the
+    debt left. Raises ``WriteOffRefused`` (nothing changed) for a bad amount or reason."""
+    if not reason.strip():
+        raise WriteOffRefused("a write-off needs a reason")
+    with transaction.atomic():
+        debt = seller_debt_lock(seller_id=seller_id, currency=currency)
+        if amount <= 0 or amount > debt:
+            raise WriteOffRefused(
+                f"seller {seller_id} owes {debt} {currency}; cannot write off {amount}"
+            )
+        entry_post(
+            kind=EntryKind.DEBT_WRITTEN_OFF,
+            external_id=f"seller:{seller_id}:{currency}:debt:{debt}:off:{amount}",
+            currency=currency,
+            legs=[Leg(K.BAD_DEBT, amount), Leg(K.SELLER_DEBT, -amount, seller_id)],
+            seller_id=seller_id,
+            memo=reason.strip(),
+            user=user,
+        )
+    return debt - amount

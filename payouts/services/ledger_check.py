@@ -1,0 +1,232 @@
+"""Does the book agree with itself, with the seller transfer rows, and with Stripe?
+
+Four checks, each a break per difference (stored, so the admin lists them, and printed by
+``manage.py ledger_check``):
+
+1. every entry balances in each currency (the database refuses any other at commit; this is a
+   second look);
+2. each seller's payable and debt in the book equal what their transfer rows say: owed for
+   each payment, less what was sent, netted or cancelled, plus the refund shares, less what was
+   reversed or became debt; the debt is what became debt, less what was netted or written off;
+3. for each transfer, the money the book says went out and came back equals the row's;
+4. for each transfer paid at Stripe, Stripe's amount and amount reversed equal the row's (read
+   through the gateway, so the shared rate limit applies).
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from ledger.models import Break, BreakKind, CheckRun
+from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
+from payouts.models import SellerTransfer
+from payouts.services.refund_shares import PAID
+
+
+@dataclass(frozen=True)
+class Found:
+    kind: str
+    detail: str
+    seller_id: int | None = None
+    transfer_id: int | None = None
+    currency: str = ""
+
+    def __str__(self) -> str:
+        where = f"transfer {self.transfer_id}: " if self.transfer_id else ""
+        if self.seller_id and not self.transfer_id:
+            where = f"seller {self.seller_id} ({self.currency}): "
+        return f"{self.kind} {where}{self.detail}"
+
+
+def ledger_check(
+    *, stripe: bool = True, since: timedelta | None = None, gateway: StripeGateway | None = None
+) -> tuple[CheckRun, list[Found]]:
+    """Run every check (the per-transfer ones over transfers changed within ``since``, or all)
+    and store the run and its breaks."""
+    run = CheckRun.objects.create()
+    found = _unbalanced_entries() + _seller_accounts()
+    transfers = SellerTransfer.objects.all()
+    if since is not None:
+        transfers = transfers.filter(updated_at__gte=timezone.now() - since)
+    found += _transfers_in_the_book(transfers)
+    if stripe:
+        found += _transfers_at_stripe(transfers, gateway or get_gateway())
+    Break.objects.bulk_create(
+        Break(
+            run=run,
+            kind=f.kind,
+            seller_id=f.seller_id,
+            transfer_id=f.transfer_id,
+            currency=f.currency,
+            detail=f.detail,
+        )
+        for f in found
+    )
+    run.finished_at = timezone.now()
+    run.transfers_checked = transfers.count()
+    run.breaks_found = len(found)
+    run.save(update_fields=["finished_at", "transfers_checked", "breaks_found"])
+    return run, found
+
+
+def ledger_check_daily() -> dict[str, int]:
+    """Beat's daily run: the whole book, and the transfers changed in the last 30 days."""
+    run, found = ledger_check(since=timedelta(days=30))
+    return {"run": run.pk, "breaks": len(found)}
+
+
+def _rows(sql: str, params: list | None = None) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params or [])
+        return cursor.fetchall()
+
+
+def _unbalanced_entries() -> list[Found]:
+    rows = _rows(
+        "SELECT entry_id, currency, sum(amount) FROM ledger_line "
+        "GROUP BY entry_id, currency HAVING sum(amount) <> 0"
+    )
+    return [
+        Found(BreakKind.UNBALANCED_ENTRY, f"entry {entry} leaves {total} {currency} over")
+        for entry, currency, total in rows
+    ]
+
+
+# What a transfer row says the seller's payable account holds for it (debit positive): owed at
+# payment, then netted, sent, charged refund shares, reversed, made debt, cancelled.
+_ROW_PAYABLE = """
+    - t.amount + t.amount_netted + {sent} + t.reversal_target - t.amount_reversed
+    - t.amount_owed + CASE WHEN t.end_reason = 'order_refunded' THEN t.amount ELSE 0 END
+"""
+_SENT = """
+    CASE WHEN t.stripe_transfer_id <> '' OR t.status = ANY(%(paid)s)
+    THEN t.amount - t.amount_netted ELSE 0 END
+"""
+
+_BOOK_BY_SELLER = """
+    SELECT a.seller_id, l.currency, a.kind, sum(l.amount)
+    FROM ledger_line l JOIN ledger_account a ON a.id = l.account_id
+    WHERE a.kind IN ('seller_payable', 'seller_debt')
+    GROUP BY a.seller_id, l.currency, a.kind
+"""
+_ROWS_BY_SELLER = f"""
+    SELECT t.seller_id, t.currency,
+           sum({_ROW_PAYABLE.format(sent=_SENT)}),
+           sum(t.amount_owed - t.amount_netted)
+    FROM payouts_sellertransfer t GROUP BY t.seller_id, t.currency
+"""
+_WRITTEN_OFF = """
+    SELECT e.seller_id, l.currency, -sum(l.amount)
+    FROM ledger_entry e JOIN ledger_line l ON l.entry_id = e.id
+    JOIN ledger_account a ON a.id = l.account_id
+    WHERE e.kind = 'debt_written_off' AND a.kind = 'seller_debt'
+    GROUP BY e.seller_id, l.currency
+"""
+
+
+def _seller_accounts() -> list[Found]:
+    book: dict[tuple, int] = {}
+    for seller_id, currency, kind, total in _rows(_BOOK_BY_SELLER):
+        book[(seller_id, currency, kind)] = total
+    written_off = {(s, c): total for s, c, total in _rows(_WRITTEN_OFF)}
+    expected: dict[tuple, int] = {}
+    for seller_id, currency, payable, debt in _rows(_ROWS_BY_SELLER, {"paid": list(PAID)}):
+        expected[(seller_id, currency, "seller_payable")] = payable
+        off = written_off.get((seller_id, currency), 0)
+        expected[(seller_id, currency, "seller_debt")] = debt - off
+    found = []
+    for key in sorted(set(book) | set(expected), key=str):
+        ours, theirs = book.get(key, 0), expected.get(key, 0)
+        if ours != theirs:
+            seller_id, currency, kind = key
+            found.append(
+                Found(
+                    BreakKind.SELLER_PAYABLE if kind == "seller_payable" else BreakKind.SELLER_DEBT,
+                    f"{kind} is {ours} in the book, {theirs} by the transfer rows",
+                    seller_id=seller_id,
+                    currency=currency,
+                )
+            )
+    return found
+
+
+_BOOK_BY_TRANSFER = """
+    SELECT e.transfer_id,
+           -coalesce(sum(l.amount) FILTER (WHERE e.kind = 'transfer'), 0),
+           coalesce(sum(l.amount) FILTER (WHERE e.kind = 'reversal'), 0)
+    FROM ledger_entry e JOIN ledger_line l ON l.entry_id = e.id
+    JOIN ledger_account a ON a.id = l.account_id
+    WHERE a.kind = 'platform_cash' AND e.transfer_id = ANY(%(ids)s)
+    GROUP BY e.transfer_id
+"""
+
+
+def _transfers_in_the_book(transfers) -> list[Found]:
+    found = []
+    for chunk in _chunks(transfers.order_by("pk"), 2000):
+        book = {
+            pk: (sent, back)
+            for pk, sent, back in _rows(_BOOK_BY_TRANSFER, {"ids": [t.pk for t in chunk]})
+        }
+        for row in chunk:
+            paid = bool(row.stripe_transfer_id) or row.status in PAID
+            ours = (row.amount - row.amount_netted if paid else 0, row.amount_reversed)
+            theirs = book.get(row.pk, (0, 0))
+            if ours != theirs:
+                found.append(
+                    Found(
+                        BreakKind.TRANSFER_BOOK,
+                        f"sent/reversed {ours[0]}/{ours[1]} on the row, "
+                        f"{theirs[0]}/{theirs[1]} in the book",
+                        seller_id=row.seller_id,
+                        transfer_id=row.pk,
+                        currency=row.currency,
+                    )
+                )
+    return found
+
+
+def _transfers_at_stripe(transfers, gateway: StripeGateway) -> list[Found]:
+    found = []
+    for row in transfers.exclude(stripe_transfer_id="").order_by("pk").iterator(chunk_size=2000):
+        problem = _compare_at_stripe(row, gateway)
+        if problem:
+            found.append(
+                Found(
+                    BreakKind.TRANSFER_STRIPE,
+                    f"{row.stripe_transfer_id}: {problem}",
+                    seller_id=row.seller_id,
+                    transfer_id=row.pk,
+                    currency=row.currency,
+                )
+            )
+    return found
+
+
+def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | None:
+    try:
+        at_stripe = gateway.retrieve_transfer(row.stripe_transfer_id)
+    except TransferNotFound:
+        return "missing at Stripe"
+    except GatewayError as error:
+        return f"could not be read: {error.describe()}"
+    sent = row.amount - row.amount_netted
+    if (at_stripe.amount, at_stripe.amount_reversed) != (sent, row.amount_reversed):
+        return (
+            f"amount/reversed {sent}/{row.amount_reversed} here, "
+            f"{at_stripe.amount}/{at_stripe.amount_reversed} at Stripe"
+        )
+    return None
+
+
+def _chunks(queryset, size: int):
+    chunk = []
+    for row in queryset.iterator(chunk_size=size):
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
