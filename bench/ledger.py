@@ -79,17 +79,19 @@ FROM payouts_sellertransfer t CROSS JOIN kinds k;
 """
 LINES = """
 INSERT INTO ledger_line (entry_id, account_id, currency, amount)
-SELECT e.id, a.id, 'usd', v.amount
+SELECT e.id, coalesce(seller.id, platform.id), 'usd', v.amount
 FROM ledger_entry e
-JOIN LATERAL (VALUES
+JOIN (VALUES
     ('payment', 'platform_cash', 1000), ('payment', 'fee_revenue', -100),
     ('payment', 'seller_payable', -900),
     ('transfer', 'seller_payable', 900), ('transfer', 'platform_cash', -900),
     ('refund_share', 'seller_payable', 900), ('refund_share', 'buyer_refunds', -900),
     ('reversal', 'platform_cash', 900), ('reversal', 'seller_payable', -900)
 ) AS v(kind, account, amount) ON v.kind = e.kind
-JOIN ledger_account a ON a.kind = v.account
-    AND (a.seller_id = e.seller_id OR (a.seller_id IS NULL AND v.account <> 'seller_payable'));
+LEFT JOIN ledger_account seller
+    ON v.account = 'seller_payable' AND seller.kind = 'seller_payable'
+    AND seller.seller_id = e.seller_id
+LEFT JOIN ledger_account platform ON platform.kind = v.account AND platform.seller_id IS NULL;
 """
 
 

@@ -36,12 +36,20 @@ class Leg:
 def account_ids(keys: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int | None], int]:
     """The ids of the accounts named by (kind, seller id), created on first use."""
     wanted = set(keys)
-    Account.objects.bulk_create(
-        [Account(kind=kind, seller_id=seller_id) for kind, seller_id in wanted],
-        ignore_conflicts=True,
-    )
+    found = _existing_accounts(wanted)
+    missing = wanted - set(found)
+    if missing:
+        Account.objects.bulk_create(
+            [Account(kind=kind, seller_id=seller_id) for kind, seller_id in missing],
+            ignore_conflicts=True,
+        )
+        found.update(_existing_accounts(missing))
+    return found
+
+
+def _existing_accounts(keys: set[tuple[str, int | None]]) -> dict[tuple[str, int | None], int]:
     named = Q()
-    for kind, seller_id in wanted:
+    for kind, seller_id in keys:
         named |= Q(kind=kind, seller_id=seller_id) if seller_id else Q(kind=kind, seller=None)
     rows = Account.objects.filter(named).values_list("kind", "seller_id", "pk")
     return {(kind, seller_id): pk for kind, seller_id, pk in rows}
@@ -81,7 +89,8 @@ def entry_post(
             f"{kind} {external_id}: legs sum to {sum(leg.amount for leg in legs)}"
         )
     ids = account_ids((leg.kind, leg.seller_id) for leg in legs)
-    with transaction.atomic(), connection.cursor() as cursor:
+    # Entry and lines commit together (no savepoint: callers are in their own transaction).
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(
             _INSERT_ENTRY,
             [kind, external_id, order_id, seller_id, transfer_id, stripe_id, memo,

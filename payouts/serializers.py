@@ -13,6 +13,8 @@ TRANSFER_FIELDS = (
     "platform_fee",
     "currency",
     "amount_reversed",
+    "amount_netted",
+    "amount_owed",
     "stripe_transfer_id",
     "stripe_reversal_id",
     "retry_count",

@@ -47,10 +47,11 @@ def ledger_check(
     and store the run and its breaks."""
     run = CheckRun.objects.create()
     found = _unbalanced_entries() + _seller_accounts()
+    cutoff = None if since is None else timezone.now() - since
     transfers = SellerTransfer.objects.all()
-    if since is not None:
-        transfers = transfers.filter(updated_at__gte=timezone.now() - since)
-    found += _transfers_in_the_book(transfers)
+    if cutoff is not None:
+        transfers = transfers.filter(updated_at__gte=cutoff)
+    found += _transfers_in_the_book(cutoff)
     if stripe:
         found += _transfers_at_stripe(transfers, gateway or get_gateway())
     Break.objects.bulk_create(
@@ -152,40 +153,44 @@ def _seller_accounts() -> list[Found]:
     return found
 
 
-_BOOK_BY_TRANSFER = """
-    SELECT e.transfer_id,
-           -coalesce(sum(l.amount) FILTER (WHERE e.kind = 'transfer'), 0),
-           coalesce(sum(l.amount) FILTER (WHERE e.kind = 'reversal'), 0)
-    FROM ledger_entry e JOIN ledger_line l ON l.entry_id = e.id
-    JOIN ledger_account a ON a.id = l.account_id
-    WHERE a.kind = 'platform_cash' AND e.transfer_id = ANY(%(ids)s)
-    GROUP BY e.transfer_id
+# One pass over the transfers (changed since %(since)s, when given) and their cash lines: only
+# the transfers whose row and book disagree come back.
+_TRANSFER_VS_BOOK = f"""
+    WITH rows AS (
+        SELECT t.* FROM payouts_sellertransfer t
+        WHERE %(since)s::timestamptz IS NULL OR t.updated_at >= %(since)s
+    ), book AS (
+        SELECT e.transfer_id,
+               -coalesce(sum(l.amount) FILTER (WHERE e.kind = 'transfer'), 0) AS sent,
+               coalesce(sum(l.amount) FILTER (WHERE e.kind = 'reversal'), 0) AS reversed
+        FROM ledger_entry e JOIN ledger_line l ON l.entry_id = e.id
+        JOIN ledger_account a ON a.id = l.account_id AND a.kind = 'platform_cash'
+        WHERE e.transfer_id IN (SELECT id FROM rows)
+        GROUP BY e.transfer_id
+    )
+    SELECT t.id, t.seller_id, t.currency, {_SENT} AS sent, t.amount_reversed,
+           coalesce(b.sent, 0), coalesce(b.reversed, 0)
+    FROM rows t LEFT JOIN book b ON b.transfer_id = t.id
+    WHERE ({_SENT}, t.amount_reversed)
+        IS DISTINCT FROM (coalesce(b.sent, 0), coalesce(b.reversed, 0))
+    ORDER BY t.id
 """
 
 
-def _transfers_in_the_book(transfers) -> list[Found]:
-    found = []
-    for chunk in _chunks(transfers.order_by("pk"), 2000):
-        book = {
-            pk: (sent, back)
-            for pk, sent, back in _rows(_BOOK_BY_TRANSFER, {"ids": [t.pk for t in chunk]})
-        }
-        for row in chunk:
-            paid = bool(row.stripe_transfer_id) or row.status in PAID
-            ours = (row.amount - row.amount_netted if paid else 0, row.amount_reversed)
-            theirs = book.get(row.pk, (0, 0))
-            if ours != theirs:
-                found.append(
-                    Found(
-                        BreakKind.TRANSFER_BOOK,
-                        f"sent/reversed {ours[0]}/{ours[1]} on the row, "
-                        f"{theirs[0]}/{theirs[1]} in the book",
-                        seller_id=row.seller_id,
-                        transfer_id=row.pk,
-                        currency=row.currency,
-                    )
-                )
-    return found
+def _transfers_in_the_book(since) -> list[Found]:
+    params = {"paid": list(PAID), "since": since}
+    return [
+        Found(
+            BreakKind.TRANSFER_BOOK,
+            f"sent/reversed {sent}/{reversed_} on the row, {book_sent}/{book_back} in the book",
+            seller_id=seller_id,
+            transfer_id=pk,
+            currency=currency,
+        )
+        for pk, seller_id, currency, sent, reversed_, book_sent, book_back in _rows(
+            _TRANSFER_VS_BOOK, params
+        )
+    ]
 
 
 def _transfers_at_stripe(transfers, gateway: StripeGateway) -> list[Found]:
@@ -219,14 +224,3 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
             f"{at_stripe.amount}/{at_stripe.amount_reversed} at Stripe"
         )
     return None
-
-
-def _chunks(queryset, size: int):
-    chunk = []
-    for row in queryset.iterator(chunk_size=size):
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
