@@ -1,21 +1,30 @@
-"""Human durations for configuration: ``500ms``, ``30s``, ``1m``, ``1h``, ``1h30m``."""
+"""Human durations for configuration: ``500ms``, ``30s``, ``1m``, ``1h``, ``1h30m``, ``7d``."""
 
 import re
 from datetime import timedelta
 
-_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$")
+_DURATION = re.compile(
+    r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
+)
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, zero_allowed: bool = False) -> timedelta:
     """Parse a duration; raise ``ValueError`` for anything else (bare numbers included,
-    because "30" could mean seconds or minutes and a payouts knob must not be guessed)."""
+    because "30" could mean seconds or minutes and a payouts knob must not be guessed). With
+    ``zero_allowed``, ``0`` means no time at all (a knob that can be switched off)."""
     value = text.strip().lower()
+    if zero_allowed and value == "0":
+        return timedelta(0)
     match = _DURATION.match(value)
     if not value or match is None:
-        raise ValueError(f"{text!r} is not a duration (examples: 500ms, 30s, 1m, 1h, 1h30m)")
+        raise ValueError(f"{text!r} is not a duration (examples: 500ms, 30s, 1m, 1h30m, 7d)")
     parts = {unit: int(number) for unit, number in match.groupdict(default="0").items()}
     duration = timedelta(
-        hours=parts["h"], minutes=parts["m"], seconds=parts["s"], milliseconds=parts["ms"]
+        days=parts["d"],
+        hours=parts["h"],
+        minutes=parts["m"],
+        seconds=parts["s"],
+        milliseconds=parts["ms"],
     )
     if duration <= timedelta(0):
         raise ValueError(f"{text!r} must be longer than zero")

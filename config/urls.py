@@ -6,7 +6,13 @@ from rest_framework.permissions import IsAdminUser
 from config.api import STAFF_AUTHENTICATION
 from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
 from payouts.ops_views import healthz, metrics
-from payouts.views import OrderRefundView, StripeWebhookView, TransferRetryView
+from payouts.views import (
+    ConnectWebhookView,
+    OrderRefundView,
+    OrderReleaseView,
+    StripeWebhookView,
+    TransferRetryView,
+)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -20,12 +26,14 @@ urlpatterns = [
         name="openapi-schema",
     ),
     path("webhooks/stripe/", StripeWebhookView.as_view(), name="stripe-webhook"),
+    path("webhooks/stripe/connect/", ConnectWebhookView.as_view(), name="stripe-connect-webhook"),
     path(
         "api/admin/transfers/<int:pk>/retry/",
         TransferRetryView.as_view(),
         name="transfer-retry",
     ),
     path("api/admin/orders/<int:pk>/refund/", OrderRefundView.as_view(), name="order-refund"),
+    path("api/admin/orders/<int:pk>/release/", OrderReleaseView.as_view(), name="order-release"),
     path("api/admin/sellers/<int:pk>/balance/", SellerBalanceView.as_view(), name="seller-balance"),
     path(
         "api/admin/sellers/<int:pk>/statement/",

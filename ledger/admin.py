@@ -63,7 +63,7 @@ class SellerWithBookAdmin(SellerAdmin):
     """The seller's page with what the book says of them (the book extends the marketplace's
     seller admin: the marketplace never imports the book)."""
 
-    readonly_fields = ("balances",)
+    readonly_fields = (*SellerAdmin.readonly_fields, "balances")
     actions = ["download_statement", "write_off_debt"]
 
     @admin.display(description="balances (owed to them / owed by them)")

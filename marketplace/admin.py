@@ -40,8 +40,11 @@ class SellerAccountChangeInline(admin.TabularInline):
 
 @admin.register(Seller)
 class SellerAdmin(admin.ModelAdmin):
-    list_display = ("id", "name", "email", "stripe_account_id", "created_at")
+    list_display = ("id", "name", "email", "stripe_account_id", "account_status", "created_at")
+    list_filter = ("account_status",)
     search_fields = ("=id", "name", "email", "stripe_account_id")
+    # Whether the account can receive transfers is what Stripe says, never typed in.
+    readonly_fields = ("account_status", "account_status_reason", "account_status_at")
     inlines = [SellerAccountChangeInline]
 
     def save_model(self, request, obj, form, change):

@@ -13,12 +13,29 @@ def _not_empty(field: str) -> Q:
     return ~Q(**{field: ""})
 
 
+class AccountStatus(models.TextChoices):
+    """Whether the seller's connected account can receive transfers, as Stripe last said."""
+
+    UNKNOWN = "unknown"  # not heard yet: read from Stripe before the first transfer
+    READY = "ready"  # the `transfers` capability is active
+    RESTRICTED = "restricted"  # capability inactive or pending, requirements past due, rejected
+    DEAUTHORIZED = "deauthorized"  # the account disconnected the platform
+
+
 class Seller(models.Model):
+    AccountStatus = AccountStatus
+
     name = models.CharField(max_length=200)
     email = models.EmailField()
     stripe_account_id = models.CharField(
         max_length=255, blank=True, default="", help_text="Stripe Connect account (acct_…)."
     )
+    account_status = models.CharField(
+        max_length=16, choices=AccountStatus.choices, default=AccountStatus.UNKNOWN,
+        db_default=AccountStatus.UNKNOWN,
+    )  # fmt: skip
+    account_status_reason = models.CharField(max_length=255, blank=True, default="", db_default="")
+    account_status_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -31,6 +48,10 @@ class Seller(models.Model):
             models.CheckConstraint(
                 condition=Q(stripe_account_id="") | Q(stripe_account_id__startswith="acct_"),
                 name="chk_seller_stripe_account_id_format",
+            ),
+            models.CheckConstraint(
+                condition=Q(account_status__in=AccountStatus.values),
+                name="chk_seller_account_status",
             ),
         ]
 

@@ -5,9 +5,11 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils import timezone
 
 from config.errors import InvalidInput, NotFound
 from marketplace.models import (
+    AccountStatus,
     Order,
     OrderStatus,
     Refund,
@@ -250,9 +252,22 @@ def seller_account_set(*, seller: Seller, stripe_account_id: str, user=None) -> 
             changed_by=user,
         )
         locked.stripe_account_id = stripe_account_id
-        locked.save(update_fields=["stripe_account_id"])
+        # A new account must be checked before money is sent to it.
+        locked.account_status = AccountStatus.UNKNOWN
+        locked.account_status_reason = ""
+        locked.save(update_fields=["stripe_account_id", "account_status", "account_status_reason"])
     logger.warning(
         "seller connected account changed",
         extra={"seller_id": seller.pk, "by": getattr(user, "pk", None)},
     )
     return locked
+
+
+def seller_account_status_set(*, seller: Seller, status: str, reason: str = "") -> Seller:
+    """Record what Stripe says of the seller's connected account: whether it can receive
+    transfers, and why not."""
+    Seller.objects.filter(pk=seller.pk).update(
+        account_status=status, account_status_reason=reason[:255], account_status_at=timezone.now()
+    )
+    seller.refresh_from_db(fields=["account_status", "account_status_reason", "account_status_at"])
+    return seller

@@ -62,6 +62,9 @@ class PayoutsConfig:
     reversal_concurrency: int
     # Added to the longest possible Stripe call to make a worker's claim lease.
     claim_lease_margin: timedelta
+    # How long a paid order's seller transfers wait before they are sent (0: at once); staff
+    # or the marketplace release them earlier (on fulfilment, say).
+    transfer_hold: timedelta
 
     @property
     def claim_lease(self) -> timedelta:
@@ -81,10 +84,12 @@ class _Reader:
     def raw(self, name: str, default: str) -> str:
         return self._env.str(name, default=self._defaults.get(name, default)).strip()
 
-    def duration(self, name: str, default: str, *, high: timedelta | None = None) -> timedelta:
+    def duration(
+        self, name: str, default: str, *, high: timedelta | None = None, zero_allowed=False
+    ) -> timedelta:
         raw = self.raw(name, default)
         try:
-            value = parse_duration(raw)
+            value = parse_duration(raw, zero_allowed=zero_allowed)
         except ValueError as exc:
             raise ImproperlyConfigured(f"{name}: {exc}") from None
         if high is not None and value > high:
@@ -145,4 +150,7 @@ def load_payouts_config(env: environ.Env, **defaults: str) -> PayoutsConfig:
         stripe=read.stripe_limits(),
         reversal_concurrency=read.integer("REVERSAL_CONCURRENCY", 16, low=1, high=256),
         claim_lease_margin=read.duration("CLAIM_LEASE_MARGIN", "30s", high=timedelta(hours=1)),
+        transfer_hold=read.duration(
+            "TRANSFER_HOLD", "0", high=timedelta(days=365), zero_allowed=True
+        ),
     )

@@ -40,6 +40,28 @@ class StripeTransfer:
 
 
 @dataclass(frozen=True, slots=True)
+class StripeAccount:
+    """Whether a connected account can receive transfers, and if not, why."""
+
+    id: str
+    can_receive: bool
+    reason: str  # empty when it can receive
+
+
+def account_from_stripe(obj: Any) -> StripeAccount:
+    """Our view of a connected account (an API answer or an ``account.updated`` event)."""
+    transfers = (obj.get("capabilities") or {}).get("transfers") or "inactive"
+    requirements = obj.get("requirements") or {}
+    reason = requirements.get("disabled_reason") or ""
+    if transfers != "active":
+        reason = reason or f"transfers capability {transfers}"
+        past_due = requirements.get("past_due") or []
+        if past_due:
+            reason += f" (past due: {', '.join(past_due[:5])})"
+    return StripeAccount(id=obj["id"], can_receive=transfers == "active", reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
 class StripeReversal:
     id: str
     amount: int
@@ -109,12 +131,24 @@ class SellerBalanceInsufficient(GatewayError):
     seller's debt."""
 
 
+class DestinationCannotReceive(GatewayError):
+    """Stripe refused a transfer because the seller's account cannot receive one (the
+    ``transfers`` capability is not active) or no longer lets the platform in (deauthorized).
+    Retrying will not help until the account changes."""
+
+    @property
+    def deauthorized(self) -> bool:
+        return self.code == "account_invalid"
+
+
 class StripeTransientError(GatewayError):
     """Anything else; retried with backoff."""
 
 
 # Stripe's codes for a reversal the connected account's balance cannot cover.
 _SELLER_BALANCE_CODES = frozenset({"balance_insufficient", "insufficient_funds"})
+# Stripe's codes for a transfer the destination account cannot receive.
+_DESTINATION_CODES = frozenset({"insufficient_capabilities_for_transfer", "account_invalid"})
 
 
 def _is_already_reversed_message(message: str) -> bool:
@@ -264,12 +298,19 @@ class StripeGateway:
         }
         if source_transaction:
             params["source_transaction"] = source_transaction
-        obj = self._call(
-            "transfers.create",
-            self._client.v1.transfers.create,
-            params=params,
-            options={"idempotency_key": idempotency_key},
-        )
+        try:
+            obj = self._call(
+                "transfers.create",
+                self._client.v1.transfers.create,
+                params=params,
+                options={"idempotency_key": idempotency_key},
+            )
+        except StripeTransientError as refused:
+            if refused.http_status in (400, 403) and refused.code in _DESTINATION_CODES:
+                raise DestinationCannotReceive(
+                    refused.message, http_status=refused.http_status, code=refused.code
+                ) from refused
+            raise
         if not obj.get("id"):
             raise StripeTransientError(
                 "Stripe answered a transfer creation without an id",
@@ -329,6 +370,17 @@ class StripeGateway:
                 may_have_executed=False,
                 http_status=refused.http_status,
             )
+
+    def retrieve_account(self, account_id: str) -> StripeAccount:
+        """A connected account's ability to receive transfers. A deauthorized account (403
+        ``account_invalid``) cannot."""
+        try:
+            obj = self._call("accounts.retrieve", self._client.v1.accounts.retrieve, account_id)
+        except StripeTransientError as refused:
+            if refused.http_status == 403 and refused.code == "account_invalid":
+                return StripeAccount(account_id, can_receive=False, reason="deauthorized")
+            raise
+        return account_from_stripe(obj)
 
     def retrieve_transfer(self, stripe_transfer_id: str) -> StripeTransfer:
         obj = self._call(

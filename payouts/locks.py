@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from payouts.models import SellerTransfer
+from payouts.transitions import HeldReason, TransferStatus
 
 
 def _for_update():
@@ -34,6 +35,18 @@ def order_transfers_lock(order_id: int) -> list[SellerTransfer]:
     """Lock every transfer of one order, in id order (the fixed lock order of every path that
     locks several), and return them fresh."""
     return list(_for_update().filter(order_id=order_id).order_by("pk"))
+
+
+def held_due_lock(*, now: datetime, limit: int) -> list[SellerTransfer]:
+    """Lock up to ``limit`` held rows whose release time has come (``SKIP LOCKED``: another
+    sweep takes others), oldest first; the caller releases them in its transaction."""
+    due = SellerTransfer.objects.filter(
+        status=TransferStatus.HELD,
+        held_reason=HeldReason.AWAITING_RELEASE,
+        next_retry_at__lte=now,
+    )
+    locked = due.select_for_update(no_key=True, skip_locked=True, of=("self",))
+    return list(locked.order_by("next_retry_at", "pk")[:limit])
 
 
 def lease_take(transfer_id: int) -> None:

@@ -4,7 +4,7 @@ from django.db.models import F, Q
 
 from marketplace.models import CURRENCY_FORMAT, Order, Seller
 from payouts.managers import SellerTransferManager
-from payouts.transitions import EndReason, TransferStatus
+from payouts.transitions import EndReason, HeldReason, TransferStatus
 
 
 def _not_empty(field: str) -> Q:
@@ -37,6 +37,12 @@ class SellerTransfer(models.Model):
     # Part of the refund shares that could not be taken back at Stripe (the seller's balance
     # refused it, or it was never sent to them): recorded as the seller's debt.
     amount_owed = models.BigIntegerField(default=0, db_default=0)
+    # Part of the refund shares kept back before the transfer was sent (refunds during a hold):
+    # never sent, so never reversed. The Stripe transfer is amount - netted - withheld.
+    amount_withheld = models.BigIntegerField(default=0, db_default=0)
+    held_reason = models.CharField(
+        max_length=32, choices=HeldReason.choices, blank=True, default="", db_default=""
+    )
     # How much of ``amount`` should be reversed in all: the transfer's proportional share of the
     # order's succeeded refunds (payouts/services/refund_shares.py), or what Stripe reports
     # reversed. The worker reverses ``reversal_target - amount_reversed``; it only ever grows.
@@ -63,7 +69,10 @@ class SellerTransfer(models.Model):
     objects = SellerTransferManager()
 
     class Meta:
-        permissions = [("retry_sellertransfer", "Can retry a failed seller transfer")]
+        permissions = [
+            ("retry_sellertransfer", "Can retry a failed seller transfer"),
+            ("release_sellertransfer", "Can release an order's held seller transfers"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["order", "seller"], name="uniq_transfer_order_seller"),
             models.CheckConstraint(
@@ -81,12 +90,21 @@ class SellerTransfer(models.Model):
             # Only what was sent at Stripe can be reversed there.
             models.CheckConstraint(
                 condition=Q(amount_reversed__gte=0)
-                & Q(amount_reversed__lte=F("amount") - F("amount_netted")),
+                & Q(amount_reversed__lte=F("amount") - F("amount_netted") - F("amount_withheld")),
                 name="chk_transfer_amount_reversed_range",
             ),
             models.CheckConstraint(
                 condition=Q(amount_owed__gte=0) & Q(amount_owed__lte=F("amount")),
                 name="chk_transfer_amount_owed_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_withheld__gte=0)
+                & Q(amount_withheld__lte=F("amount") - F("amount_netted")),
+                name="chk_transfer_amount_withheld_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(held_reason="") | Q(held_reason__in=HeldReason.values),
+                name="chk_transfer_held_reason",
             ),
             models.CheckConstraint(
                 condition=Q(reversal_target__gte=0) & Q(reversal_target__lte=F("amount")),
@@ -126,6 +144,12 @@ class SellerTransfer(models.Model):
                 fields=["next_retry_at", "id"],
                 condition=Q(status__in=[TransferStatus.PENDING, TransferStatus.FAILED]),
                 name="idx_transfer_due_send",
+            ),
+            # Held rows whose release time has come (the release sweep's query).
+            models.Index(
+                fields=["next_retry_at", "id"],
+                condition=Q(status=TransferStatus.HELD),
+                name="idx_transfer_held_release",
             ),
             # Rows Stripe reversed beyond the refunds' share (an alert; normally empty).
             models.Index(
@@ -179,6 +203,8 @@ class WebhookEvent(models.Model):
 
     stripe_event_id = models.CharField(max_length=255, unique=True)
     type = models.CharField(max_length=255)
+    # The connected account a Connect event is about (empty for the platform's own events).
+    account = models.CharField(max_length=255, blank=True, default="", db_default="")
     payload = models.JSONField()
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)

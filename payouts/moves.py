@@ -23,7 +23,7 @@ from django.utils import timezone
 from ledger import services as book
 from payouts.idempotency import NextAttempt
 from payouts.models import SellerTransfer
-from payouts.transitions import EndReason, TransferStatus
+from payouts.transitions import EndReason, HeldReason, TransferStatus
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +106,15 @@ def paid(
     """pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
     earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
     debt, there was nothing to send (no Stripe transfer)."""
-    sent = transfer.amount - transfer.amount_netted
+    withheld = transfer.reversal_target  # refund shares kept back while it was not sent
+    sent = transfer.amount - transfer.amount_netted - withheld
     with transaction.atomic():
         _move(
             transfer,
             S.COMPLETED,
             actor,
             {"stripe_transfer_id": stripe_transfer_id, "adopted": adopted, "sent": sent},
+            amount_withheld=withheld,
             stripe_transfer_id=stripe_transfer_id,
             transfer_idempotency_key=key,
             next_retry_at=None,
@@ -165,10 +167,10 @@ def send_given_up(
 
 
 def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
-    """pending | failed → permanently_failed: the order was refunded in full before the seller
-    was paid, and Stripe holds no transfer of this row. The seller is never paid."""
+    """pending | failed | held → permanently_failed: the order was refunded in full before the
+    seller was paid, and Stripe holds no transfer of this row. The seller is never paid."""
     message = "order fully refunded before the seller was paid; transfer cancelled"
-    netted = transfer.amount_netted
+    netted, unpaid = transfer.amount_netted, transfer.amount - transfer.reversal_target
     with transaction.atomic():
         _move(
             transfer,
@@ -179,11 +181,68 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
             next_retry_at=None,
             end_reason=EndReason.ORDER_REFUNDED,
             amount_netted=0,
+            held_reason="",
         )
         if netted:
             book.post_netting_released(book_ref(transfer), amount=netted)
-        book.post_transfer_cancelled(book_ref(transfer), amount=transfer.amount)
+        # The refund shares already withheld from it were booked when they were withheld.
+        book.post_transfer_cancelled(book_ref(transfer), amount=unpaid)
     _log(transfer, logging.WARNING, message)
+    return transfer
+
+
+def held(
+    transfer: SellerTransfer,
+    *,
+    reason: HeldReason,
+    message: str,
+    until: datetime | None = None,
+    actor: Actor,
+) -> SellerTransfer:
+    """pending | failed → held: not sent now, on purpose (the order's hold until ``until``, or
+    the seller's account cannot receive). Spends no retry; a held row is due only at ``until``
+    (never, for an account hold: the account's next update releases it)."""
+    _move(
+        transfer,
+        S.HELD,
+        actor,
+        {"reason": reason, "message": message, "until": until.isoformat() if until else None},
+        held_reason=reason,
+        error_message=message,
+        next_retry_at=until,
+    )
+    _log(transfer, logging.INFO, "seller transfer held", reason=reason)
+    return transfer
+
+
+def released(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
+    """held → pending, due now: the hold is over (released, or the account can receive)."""
+    return _move(
+        transfer,
+        S.PENDING,
+        actor,
+        {"released_from": transfer.held_reason},
+        held_reason="",
+        error_message="",
+        next_retry_at=timezone.now(),
+    )
+
+
+def share_withheld(
+    transfer: SellerTransfer, *, target: int, refunded: int, actor: Actor
+) -> SellerTransfer:
+    """held → held: a refund during the hold; the seller's share of it grows to ``target`` and is
+    kept back from what will be sent (nothing to reverse later)."""
+    previous_target = transfer.reversal_target
+    with transaction.atomic():
+        _move(
+            transfer,
+            S.HELD,
+            actor,
+            {"withheld": target, "refunded": refunded},
+            reversal_target=target,
+        )
+        book.post_refund_share(book_ref(transfer), previous_target=previous_target, target=target)
     return transfer
 
 
@@ -275,8 +334,9 @@ def reversal_settled(
     refunds' share and stays so: Stripe reversing more than that is reported, never adopted.
     What was recorded as the seller's debt (``amount_owed``) counts as handled."""
     previous = transfer.amount_reversed
-    total = min(max(previous, amount_reversed), transfer.amount - transfer.amount_netted)
-    handled = total + transfer.amount_owed
+    sent = transfer.amount - transfer.amount_netted - transfer.amount_withheld
+    total = min(max(previous, amount_reversed), sent)
+    handled = total + transfer.amount_owed + transfer.amount_withheld
     if handled >= transfer.amount:
         to, next_retry_at = S.REVERSED, None
     elif handled >= transfer.reversal_target:
@@ -344,7 +404,7 @@ def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) ->
     back at Stripe (their balance refused it, or it was never sent to them at Stripe): it is
     recorded as the seller's debt, to be netted from their next transfers."""
     previous_owed = transfer.amount_owed
-    owed = transfer.reversal_target - transfer.amount_reversed
+    owed = transfer.reversal_target - transfer.amount_withheld - transfer.amount_reversed
     with transaction.atomic():
         _move(
             transfer,

@@ -5,6 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
+from payouts.services.holds import holds_release_due
 from payouts.services.ledger_check import ledger_check_daily
 from payouts.services.reconciliation import reconciliation_run
 from payouts.services.refunds import refunds_sync_for_charge, staff_refunds_settle
@@ -58,3 +59,8 @@ def process_stranded_webhook_events() -> dict[str, int]:
 @shared_task
 def check_ledger() -> dict[str, int]:
     return ledger_check_daily()
+
+
+@shared_task
+def release_held_transfers() -> dict[str, int]:
+    return holds_release_due()

@@ -25,6 +25,17 @@ class TransferStatus(models.TextChoices):
     # Stripe refused the reversal for the seller's balance: the rest of the share is the seller's
     # debt (recovered by netting it from their next transfers, or written off).
     REVERSAL_REFUSED = "reversal_refused"
+    # Not sent yet, on purpose: the order is held until released, or the seller's account cannot
+    # receive transfers (``held_reason``). Waiting spends no retries.
+    HELD = "held"
+
+
+class HeldReason(models.TextChoices):
+    """Why a transfer is ``held``."""
+
+    AWAITING_RELEASE = "awaiting_release"  # the order's hold (TRANSFER_HOLD) until release
+    ACCOUNT_RESTRICTED = "account_restricted"  # the seller's account cannot receive transfers
+    ACCOUNT_DEAUTHORIZED = "account_deauthorized"  # the seller disconnected the platform
 
 
 class EndReason(models.TextChoices):
@@ -43,9 +54,10 @@ S = TransferStatus
 
 ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
     # pending → permanently_failed: the order was refunded in full before the seller was paid.
-    S.PENDING: frozenset({S.COMPLETED, S.FAILED, S.PERMANENTLY_FAILED}),
+    S.PENDING: frozenset({S.COMPLETED, S.FAILED, S.HELD, S.PERMANENTLY_FAILED}),
+    S.HELD: frozenset({S.PENDING, S.PERMANENTLY_FAILED}),
     S.COMPLETED: frozenset({S.REVERSAL_PENDING}),
-    S.FAILED: frozenset({S.COMPLETED, S.PERMANENTLY_FAILED}),
+    S.FAILED: frozenset({S.COMPLETED, S.HELD, S.PERMANENTLY_FAILED}),
     S.REVERSAL_PENDING: frozenset(
         {S.REVERSED, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED, S.PERMANENTLY_FAILED}
     ),

@@ -27,7 +27,9 @@ from config.api import (
     staff_permission,
 )
 from payouts.models import WebhookOutcome
+from payouts.moves import Actor
 from payouts.serializers import RefundRequestSerializer, RefundSerializer, SellerTransferSerializer
+from payouts.services.holds import order_release
 from payouts.services.refunds import order_refund_by_staff
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_ingest
@@ -99,14 +101,50 @@ class StripeWebhookView(APIView):
         },
     )
     def post(self, request):
-        payload = _verified_event(request)
-        event = webhook_event_ingest(payload=payload)
-        if event.outcome == WebhookOutcome.FAILED:
-            raise EventNotApplicable(event.error)
-        return Response({"id": event.stripe_event_id, "outcome": event.outcome})
+        return _receive(request, connect=False)
 
 
-def _verified_event(request) -> dict:
+class ConnectWebhookView(APIView):
+    """``POST /webhooks/stripe/connect/``: the connected accounts' events (``account.updated``,
+    ``account.application.deauthorized``), signed with the Connect endpoint's own secret."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes: list = []
+
+    @extend_schema(
+        operation_id="stripe_connect_webhook_receive",
+        summary="Receive a Stripe Connect event (connected accounts)",
+        description=(
+            "Signed with `STRIPE_CONNECT_WEBHOOK_SECRET`; a platform-signed event is refused. "
+            "Stored in the same inbox as the platform's events, with the event's `account`."
+        ),
+        tags=["webhooks"],
+        auth=[],
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: error_response("Bad or missing signature, or not a Stripe event."),
+            413: error_response("Body over 256 KiB."),
+            422: error_response("Stored, but it cannot be applied (kept for a replay)."),
+        },
+    )
+    def post(self, request):
+        return _receive(request, connect=True)
+
+
+def _receive(request, *, connect: bool) -> Response:
+    secrets = (
+        settings.STRIPE_CONNECT_WEBHOOK_SECRETS if connect else settings.STRIPE_WEBHOOK_SECRETS
+    )
+    payload = _verified_event(request, secrets, connect=connect)
+    event = webhook_event_ingest(payload=payload, connect=connect)
+    if event.outcome == WebhookOutcome.FAILED:
+        raise EventNotApplicable(event.error)
+    return Response({"id": event.stripe_event_id, "outcome": event.outcome})
+
+
+def _verified_event(request, secrets: list[str], *, connect: bool) -> dict:
     """The event in the body, once its size, signature and shape are checked."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > MAX_WEBHOOK_BODY:
@@ -115,7 +153,7 @@ def _verified_event(request) -> dict:
     if len(raw) > MAX_WEBHOOK_BODY:
         raise PayloadTooLarge()
     header = request.META.get("HTTP_STRIPE_SIGNATURE")
-    if not signature_is_valid(raw, header, settings.STRIPE_WEBHOOK_SECRETS):
+    if not signature_is_valid(raw, header, secrets):
         logger.warning("webhook refused: bad or missing Stripe-Signature")
         raise BadWebhook("Missing or invalid Stripe-Signature.")
     try:
@@ -127,6 +165,11 @@ def _verified_event(request) -> dict:
         raise BadWebhook(f"Body cannot be stored: {problem}.")
     if not _is_stripe_event(payload):
         raise BadWebhook("Body is not a Stripe event (id, type, data.object).")
+    if bool(payload.get("account")) != connect:
+        where = "the Connect endpoint" if connect else "the platform endpoint"
+        raise BadWebhook(
+            f"Not an event for {where} (a connected account's events carry `account`)."
+        )
     if not _created_is_plausible(payload.get("created")):
         raise BadWebhook("The event's `created` is not a Unix time up to now.")
     return payload
@@ -259,3 +302,30 @@ class OrderRefundView(APIView):
         body.is_valid(raise_exception=True)
         refund = order_refund_by_staff(order_id=pk, amount=body.validated_data.get("amount"))
         return Response(RefundSerializer(refund).data, status=status.HTTP_202_ACCEPTED)
+
+
+class OrderReleaseView(APIView):
+    """``POST /api/admin/orders/<id>/release/``: send an order's held seller transfers now."""
+
+    authentication_classes = STAFF_AUTHENTICATION
+    permission_classes = [IsAdminUser, staff_permission("payouts.release_sellertransfer")]
+
+    @extend_schema(
+        operation_id="order_release",
+        summary="Release an order's held seller transfers now (fulfilled, say)",
+        description=(
+            "Ends the order's hold (`TRANSFER_HOLD`): each seller is paid what is left of their "
+            "share after any refunds during the hold. Needs staff status and the "
+            "`payouts.release_sellertransfer` permission."
+        ),
+        tags=["staff"],
+        request=None,
+        responses={
+            200: OpenApiResponse(SellerTransferSerializer(many=True), description="Released."),
+            **STAFF_ERRORS,
+            409: error_response("Not paid, refunded in full, or released already."),
+        },
+    )
+    def post(self, request, pk: int):
+        released = order_release(order_id=pk, actor=Actor.staff(request.user))
+        return Response(SellerTransferSerializer(released, many=True).data)

@@ -49,6 +49,7 @@ from tests.factories import (
 # --- Stripe events, signed exactly as Stripe signs them ----------------------------------------
 
 WEBHOOK_SECRET = "whsec_test_suite"
+CONNECT_WEBHOOK_SECRET = "whsec_test_suite_connect"
 # A scripted sandbox answer: Stripe failed with a 500 (and performed nothing).
 STRIPE_500 = {"status": 500, "error": {"type": "api_error", "message": "boom"}}
 
@@ -70,6 +71,18 @@ def sign(body: bytes, secret: str = WEBHOOK_SECRET, *, timestamp: int | None = N
     signed = f"{timestamp}.".encode() + body
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
+
+
+def post_connect_event(client, event_type: str, obj: dict, *, account: str, secret=None):
+    """POST a connected account's event to the Connect endpoint, signed with its own secret."""
+    event = {**make_event(event_type, obj), "account": account}
+    body = json.dumps(event).encode()
+    return client.post(
+        "/webhooks/stripe/connect/",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(body, secret or CONNECT_WEBHOOK_SECRET),
+    )
 
 
 def post_event(client, event: dict, *, secret: str = WEBHOOK_SECRET):

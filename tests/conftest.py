@@ -17,7 +17,7 @@ import pytest
 import stripe
 
 from stripe_sandbox.testing import RunningSandbox
-from tests.builders import WEBHOOK_SECRET, paid_order
+from tests.builders import CONNECT_WEBHOOK_SECRET, WEBHOOK_SECRET, paid_order
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +43,7 @@ def sandbox(sandbox_server, settings):
         ),
     )
     settings.STRIPE_WEBHOOK_SECRETS = [WEBHOOK_SECRET]
+    settings.STRIPE_CONNECT_WEBHOOK_SECRETS = [CONNECT_WEBHOOK_SECRET]
     yield sandbox_server.control
     sandbox_server.control.reset()
 

@@ -32,7 +32,7 @@ def test_a_duration_parses_to_its_timedelta(text, expected):
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["soon", "", "30", "1d", "m", "1m1h", "-1s", "0s", "1.5s"])
+@pytest.mark.parametrize("text", ["soon", "", "30", "1w", "m", "1m1h", "-1s", "0s", "1.5s"])
 def test_malformed_durations_are_refused(text):
     with pytest.raises(ValueError):
         parse_duration(text)

@@ -18,6 +18,10 @@ EXPECTED_ALLOWED = {
     (S.PENDING, S.COMPLETED),
     (S.PENDING, S.FAILED),
     (S.PENDING, S.PERMANENTLY_FAILED),
+    (S.PENDING, S.HELD),
+    (S.FAILED, S.HELD),
+    (S.HELD, S.PENDING),
+    (S.HELD, S.PERMANENTLY_FAILED),
     (S.COMPLETED, S.REVERSAL_PENDING),
     (S.FAILED, S.COMPLETED),
     (S.FAILED, S.PERMANENTLY_FAILED),
@@ -31,9 +35,9 @@ EXPECTED_ALLOWED = {
 ALL_PAIRS = list(itertools.product(S, repeat=2))
 
 
-def test_eight_statuses_allow_20_of_their_64_pairs():
-    assert len(ALL_PAIRS) == 64
-    assert sum(can_transition(a, b) for a, b in ALL_PAIRS) == 20
+def test_nine_statuses_allow_25_of_their_81_pairs():
+    assert len(ALL_PAIRS) == 81
+    assert sum(can_transition(a, b) for a, b in ALL_PAIRS) == 25
 
 
 @pytest.mark.parametrize(("from_status", "to_status"), ALL_PAIRS)

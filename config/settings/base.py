@@ -142,14 +142,21 @@ PUBLIC_SANDBOX_SECRETS = frozenset(
     {
         "sk_test_local_sandbox",
         "whsec_local_sandbox",
+        "whsec_local_sandbox_connect",
         "sk_test_compose_sandbox",
         "whsec_compose_sandbox",
+        "whsec_compose_sandbox_connect",
     }
 )
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 # Several comma-separated secrets are accepted while an endpoint secret is being rotated.
 STRIPE_WEBHOOK_SECRETS = [s for s in env.list("STRIPE_WEBHOOK_SECRET", default=[]) if s]
+# The Connect endpoint's own secret(s): connected accounts' events are signed with it, never with
+# the platform endpoint's. Unset: the Connect endpoint refuses everything.
+STRIPE_CONNECT_WEBHOOK_SECRETS = [
+    s for s in env.list("STRIPE_CONNECT_WEBHOOK_SECRET", default=[]) if s
+]
 STRIPE_RATE_LIMIT_REDIS_URL = env.str("STRIPE_RATE_LIMIT_REDIS_URL", default=CELERY_BROKER_URL)
 
 # --- The payouts knobs: retry policies, fee, Stripe limits, worker concurrency. Parsed once,
@@ -180,6 +187,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.tasks.check_ledger",
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
+    },
+    # Orders whose hold (TRANSFER_HOLD) has ended: their sellers are paid.
+    "release-held-transfers": {
+        "task": "payouts.tasks.release_held_transfers",
+        "schedule": PAYOUTS.transfer_retry.check_interval.total_seconds(),
+        "options": {"expires": PAYOUTS.transfer_retry.check_interval.total_seconds()},
     },
     "settle-staff-refunds": {
         "task": "payouts.tasks.settle_staff_refunds",

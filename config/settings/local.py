@@ -20,3 +20,5 @@ if STRIPE_USES_LOCAL_SANDBOX:
     STRIPE_API_BASE = env.str("STRIPE_API_BASE", default=SANDBOX_URL)
 if not STRIPE_WEBHOOK_SECRETS:  # noqa: F405
     STRIPE_WEBHOOK_SECRETS = ["whsec_local_sandbox"]
+if not STRIPE_CONNECT_WEBHOOK_SECRETS:  # noqa: F405
+    STRIPE_CONNECT_WEBHOOK_SECRETS = ["whsec_local_sandbox_connect"]

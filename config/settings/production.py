@@ -22,6 +22,7 @@ _require("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)  # noqa: F405
 _require("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRETS)  # noqa: F405
 _refuse_public("STRIPE_SECRET_KEY", [STRIPE_SECRET_KEY])  # noqa: F405
 _refuse_public("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRETS)  # noqa: F405
+_refuse_public("STRIPE_CONNECT_WEBHOOK_SECRET", STRIPE_CONNECT_WEBHOOK_SECRETS)  # noqa: F405
 if DEBUG:  # noqa: F405
     raise ImproperlyConfigured("DJANGO_DEBUG must be false in production")
 if METRICS_TOKEN and len(METRICS_TOKEN) < 32:  # noqa: F405

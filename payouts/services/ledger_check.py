@@ -99,11 +99,12 @@ def _unbalanced_entries() -> list[Found]:
 # payment, then netted, sent, charged refund shares, reversed, made debt, cancelled.
 _ROW_PAYABLE = """
     - t.amount + t.amount_netted + {sent} + t.reversal_target - t.amount_reversed
-    - t.amount_owed + CASE WHEN t.end_reason = 'order_refunded' THEN t.amount ELSE 0 END
+    - t.amount_owed
+    + CASE WHEN t.end_reason = 'order_refunded' THEN t.amount - t.reversal_target ELSE 0 END
 """
 _SENT = """
     CASE WHEN t.stripe_transfer_id <> '' OR t.status = ANY(%(paid)s)
-    THEN t.amount - t.amount_netted ELSE 0 END
+    THEN t.amount - t.amount_netted - t.amount_withheld ELSE 0 END
 """
 
 _BOOK_BY_SELLER = """
@@ -217,7 +218,7 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
         return "missing at Stripe"
     except GatewayError as error:
         return f"could not be read: {error.describe()}"
-    sent = row.amount - row.amount_netted
+    sent = row.amount - row.amount_netted - row.amount_withheld
     if (at_stripe.amount, at_stripe.amount_reversed) != (sent, row.amount_reversed):
         return (
             f"amount/reversed {sent}/{row.amount_reversed} here, "

@@ -48,15 +48,13 @@ def transfers_apply_refunds(*, order: Order, actor: Actor) -> int:
     """Raise each paid transfer's ``reversal_target`` to its share of the order's succeeded
     refunds; rows with more to take back are scheduled for reversal. Must run inside the
     caller's transaction, which has locked the order. Returns how many rows were scheduled."""
-    refunded = order_refunded_amount(order=order)
+    refunded, total = order_refunded_amount(order=order), order_total(order=order)
     rows = order_transfers_lock(order.pk)
-    paid = {row.pk: row.amount for row in rows if row.status in PAID}
-    targets = proportional_targets(
-        refunded=refunded, order_total=order_total(order=order), amounts=paid
-    )
+    shared = {row.pk: row.amount for row in rows if row.status in PAID or _on_hold(row)}
+    targets = proportional_targets(refunded=refunded, order_total=total, amounts=shared)
     scheduled = 0
     for row in rows:
-        if row.pk not in paid:
+        if row.pk not in shared:
             if refunded:
                 logger.warning(
                     "refunded order has a transfer that was never paid; nothing to reverse",
@@ -65,8 +63,24 @@ def transfers_apply_refunds(*, order: Order, actor: Actor) -> int:
             continue
         if targets[row.pk] <= row.reversal_target or row.status == S.REVERSED:
             continue
+        if _on_hold(row):
+            _keep_back(row, target=targets[row.pk], refunded=refunded, total=total, actor=actor)
+            continue
         moves.reversal_scheduled(row, target=targets[row.pk], refunded=refunded, actor=actor)
         scheduled += 1
     if scheduled:
         reversals_due_after_commit()
     return scheduled
+
+
+def _on_hold(row) -> bool:
+    """Held and never handed to Stripe (no claim ever noted a send): its share of a refund can
+    be kept back instead of sent and reversed."""
+    return row.status == S.HELD and row.key_first_sent_at is None
+
+
+def _keep_back(row, *, target: int, refunded: int, total: int, actor: Actor) -> None:
+    if refunded >= total:
+        moves.cancelled(row, actor=actor)  # refunded in full during the hold: never sent
+    else:
+        moves.share_withheld(row, target=target, refunded=refunded, actor=actor)

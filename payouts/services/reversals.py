@@ -108,7 +108,7 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
     if transfer.status != S.REVERSAL_PENDING:
         return ReversalOutcome.SKIPPED
     try:
-        if not transfer.stripe_transfer_id and transfer.amount_netted < transfer.amount:
+        if not transfer.stripe_transfer_id and _sent(transfer) > 0:
             moves.reversal_given_up(
                 transfer,
                 reason=EndReason.NO_STRIPE_TRANSFER,
@@ -125,8 +125,13 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
 def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
     key = reversal_key(transfer)
     # What is left of the share, and how much of it Stripe still holds with the seller.
-    remaining = transfer.reversal_target - transfer.amount_reversed - transfer.amount_owed
-    at_stripe = transfer.amount - transfer.amount_netted - transfer.amount_reversed
+    remaining = (
+        transfer.reversal_target
+        - transfer.amount_withheld
+        - transfer.amount_reversed
+        - transfer.amount_owed
+    )
+    at_stripe = _sent(transfer) - transfer.amount_reversed
     try:
         must_read = transfer.read_stripe_first or key_may_be_forgotten(transfer, now=timezone.now())
         seen = _reversed_at_stripe(transfer, gateway) if must_read else None
@@ -157,12 +162,18 @@ def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcom
             "Stripe reports the transfer already fully reversed (outside this attempt); "
             f"marked reversed without a new reversal. {error.describe()}"
         )
-        _settle(transfer, amount_reversed=transfer.amount - transfer.amount_netted, message=message)
+        _settle(transfer, amount_reversed=_sent(transfer), message=message)
         return ReversalOutcome.ALREADY_REVERSED
     except GatewayError as error:
         return _attempt_failed(transfer, error=error, key=key)
     total = transfer.amount_reversed + reversal.amount
     return _settle(transfer, amount_reversed=total, stripe_reversal_id=reversal.id)
+
+
+def _sent(transfer: SellerTransfer) -> int:
+    """What Stripe sent the seller: the amount, less what settled their debt, less the refund
+    shares kept back before it was sent."""
+    return transfer.amount - transfer.amount_netted - transfer.amount_withheld
 
 
 def _reversed_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> int | None:

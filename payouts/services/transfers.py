@@ -18,17 +18,23 @@ from django.utils import timezone
 
 from config.errors import Conflict, NotFound, StripeRefused
 from ledger import services as book
-from marketplace.models import Order, OrderStatus
+from marketplace.models import AccountStatus, Order, OrderStatus
 from marketplace.selectors import order_total
-from marketplace.services import order_lock, order_mark_paid
+from marketplace.services import order_lock, order_mark_paid, seller_account_status_set
 from payouts import moves
-from payouts.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
+from payouts.gateway import (
+    DestinationCannotReceive,
+    GatewayError,
+    StripeGateway,
+    StripeTransfer,
+    get_gateway,
+)
 from payouts.idempotency import key_may_be_forgotten, next_attempt, transfer_key
 from payouts.locks import claim_due, lease_take, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
 from payouts.services.refund_shares import transfers_apply_refunds
-from payouts.transitions import ConcurrentTransition, TransferStatus
+from payouts.transitions import ConcurrentTransition, HeldReason, TransferStatus
 from payouts.wakeups import send_transfers_after_commit, transfers_due_at
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,8 @@ SENDER = Actor.worker("send_transfers")
 
 class SendOutcome(StrEnum):
     COMPLETED = "completed"
+    # The seller's account cannot receive transfers: waits, spending no retry.
+    HELD = "held"
     RETRY_SCHEDULED = "retry_scheduled"
     GAVE_UP = "permanently_failed"
     # The order was refunded in full before the seller was paid: never paid.
@@ -128,11 +136,24 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
                 platform_fee=fee,
                 amount_netted=min(max(debt, 0), net),
                 currency=order.currency,
-                status=TransferStatus.PENDING,
-                next_retry_at=timezone.now(),
+                **_first_status(),
             )
         )
     return rows
+
+
+def _first_status() -> dict:
+    """Due now, or held until the order's hold (``TRANSFER_HOLD``) ends."""
+    now, hold = timezone.now(), settings.PAYOUTS.transfer_hold
+    if not hold:
+        return {"status": TransferStatus.PENDING, "next_retry_at": now}
+    until = now + hold
+    return {
+        "status": TransferStatus.HELD,
+        "held_reason": HeldReason.AWAITING_RELEASE,
+        "next_retry_at": until,
+        "error_message": f"held until {until:%Y-%m-%d %H:%M:%S %Z} or until released",
+    }
 
 
 def transfers_send_due(
@@ -178,13 +199,15 @@ def _attempt(
             transfer, message=message, error=error, key=key, actor=actor, may_give_up=may_give_up
         )
 
-    if not refunded and transfer.amount_netted == transfer.amount:
-        # All of it settled the seller's debt: nothing to send.
+    if not refunded and sendable(transfer) == 0:
+        # All of it settled the seller's debt, or was refunded during a hold: nothing to send.
         _record_paid(transfer, stripe_transfer_id="", key="", adopted=False, actor=actor)
         return SendOutcome.COMPLETED
     if not refunded and not seller.stripe_account_id:
         return failed(f"seller {seller.pk} has no connected Stripe account yet", None)
     try:
+        if not refunded and not _seller_can_receive(seller, gateway):
+            return _hold_for_the_account(transfer, seller, actor)
         existing = None
         stale_key = key_may_be_forgotten(transfer, now=timezone.now())
         if refunded or transfer.read_stripe_first or stale_key:
@@ -194,11 +217,49 @@ def _attempt(
             moves.cancelled(transfer, actor=actor)
             return SendOutcome.CANCELLED
         result = existing or _create_at_stripe(transfer, gateway, key)
+    except DestinationCannotReceive as error:
+        seller_account_status_set(
+            seller=seller,
+            status=AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED,
+            reason=error.describe(),
+        )
+        return _hold_for_the_account(transfer, seller, actor)
     except GatewayError as error:
         return failed(error.describe(), error)
     adopted = existing is not None
     _record_paid(transfer, stripe_transfer_id=result.id, key=key, adopted=adopted, actor=actor)
     return SendOutcome.COMPLETED
+
+
+def sendable(transfer: SellerTransfer) -> int:
+    """What an unpaid transfer sends to Stripe: its amount, less the debt it settles, less the
+    refund shares kept back during a hold."""
+    return transfer.amount - transfer.amount_netted - transfer.reversal_target
+
+
+def _seller_can_receive(seller, gateway: StripeGateway) -> bool:
+    """What we know of the seller's account; asked of Stripe (and recorded) when unknown."""
+    if seller.account_status == AccountStatus.UNKNOWN:
+        account = gateway.retrieve_account(seller.stripe_account_id)
+        deauthorized = account.reason == "deauthorized"
+        status = AccountStatus.READY if account.can_receive else AccountStatus.RESTRICTED
+        seller_account_status_set(
+            seller=seller,
+            status=AccountStatus.DEAUTHORIZED if deauthorized else status,
+            reason=account.reason,
+        )
+    return seller.account_status == AccountStatus.READY
+
+
+def _hold_for_the_account(transfer: SellerTransfer, seller, actor: Actor) -> SendOutcome:
+    reason = (
+        HeldReason.ACCOUNT_DEAUTHORIZED
+        if seller.account_status == AccountStatus.DEAUTHORIZED
+        else HeldReason.ACCOUNT_RESTRICTED
+    )
+    message = f"the seller's account cannot receive transfers: {seller.account_status_reason}"
+    moves.held(transfer, reason=reason, message=message.rstrip(": "), actor=actor)
+    return SendOutcome.HELD
 
 
 def _record_paid(
@@ -225,7 +286,7 @@ def _row_stamp(transfer: SellerTransfer) -> str:
 def _create_at_stripe(transfer: SellerTransfer, gateway: StripeGateway, key: str):
     order = transfer.order
     return gateway.create_transfer(
-        amount=transfer.amount - transfer.amount_netted,
+        amount=sendable(transfer),
         currency=transfer.currency,
         destination=transfer.seller.stripe_account_id,
         transfer_group=transfer_group(order),
@@ -252,7 +313,7 @@ def _find_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> StripeT
 def _is_ours(candidate: StripeTransfer, transfer: SellerTransfer) -> bool:
     metadata = candidate.metadata
     same_payment = (
-        candidate.amount == transfer.amount - transfer.amount_netted
+        candidate.amount == sendable(transfer)
         and candidate.currency.lower() == transfer.currency
         and candidate.destination == transfer.seller.stripe_account_id
         and metadata.get("seller_transfer_id") == str(transfer.pk)

@@ -16,9 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from marketplace.services import OrderMismatch, order_find_for_payment
-from payouts.gateway import minor_units, refund_from_stripe
+from payouts.gateway import account_from_stripe, minor_units, refund_from_stripe
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
+from payouts.services.holds import seller_account_updated, seller_deauthorized
 from payouts.services.reconciliation import transfer_record_stripe_reversals
 from payouts.services.refunds import RefundCurrencyMismatch, UnknownRefundOrder, refund_apply
 from payouts.services.transfers import order_paid
@@ -33,15 +34,17 @@ class WebhookRejected(Exception):
     """The event is well-formed but cannot be applied (unknown order, amounts that disagree)."""
 
 
-def webhook_event_ingest(*, payload: dict) -> WebhookEvent:
+def webhook_event_ingest(*, payload: dict, connect: bool = False) -> WebhookEvent:
     """Store ``payload`` in the inbox unless its event id is there already, then process it
-    unless an earlier delivery already did."""
-    if payload["type"] not in HANDLERS:
+    unless an earlier delivery already did. ``connect``: it came from the Connect endpoint (a
+    connected account's event, carrying its ``account``)."""
+    account = str(payload.get("account") or "") if connect else ""
+    fields = {"stripe_event_id": payload["id"], "type": payload["type"], "account": account}
+    if payload["type"] not in _handlers(account):
         # Most of what Stripe sends is not ours to act on: one INSERT, already ignored.
         now = timezone.now()
         event = WebhookEvent(
-            stripe_event_id=payload["id"],
-            type=payload["type"],
+            **fields,
             payload=payload,
             outcome=WebhookOutcome.IGNORED,
             processed_at=now,
@@ -50,8 +53,7 @@ def webhook_event_ingest(*, payload: dict) -> WebhookEvent:
         WebhookEvent.objects.bulk_create([event], ignore_conflicts=True)
         return event
     WebhookEvent.objects.bulk_create(
-        [WebhookEvent(stripe_event_id=payload["id"], type=payload["type"], payload=payload)],
-        ignore_conflicts=True,
+        [WebhookEvent(**fields, payload=payload)], ignore_conflicts=True
     )
     event = WebhookEvent.objects.get(stripe_event_id=payload["id"])
     if event.outcome in DONE:
@@ -66,7 +68,7 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent
         event = WebhookEvent.objects.select_for_update().get(pk=event_id)
         if event.outcome in DONE and not force:
             return event
-        handler = HANDLERS.get(event.type)
+        handler = _handlers(event.account).get(event.type)
         event.attempts += 1
         event.processed_at = timezone.now()
         if handler is None:
@@ -162,6 +164,25 @@ def _transfer_reversed(event: WebhookEvent) -> None:
         actor=_actor(event),
     )
 
+
+def _account_updated(event: WebhookEvent) -> None:
+    seller_account_updated(account=account_from_stripe(_object(event)), actor=_actor(event))
+
+
+def _account_deauthorized(event: WebhookEvent) -> None:
+    seller_deauthorized(account_id=event.account, actor=_actor(event))
+
+
+def _handlers(account: str) -> dict[str, Callable[[WebhookEvent], None]]:
+    """A connected account's events (stored with their account) and the platform's own are
+    told apart: neither endpoint can trigger the other's handlers."""
+    return CONNECT_HANDLERS if account else HANDLERS
+
+
+CONNECT_HANDLERS: dict[str, Callable[[WebhookEvent], None]] = {
+    "account.updated": _account_updated,
+    "account.application.deauthorized": _account_deauthorized,
+}
 
 HANDLERS: dict[str, Callable[[WebhookEvent], None]] = {
     "transfer.reversed": _transfer_reversed,

@@ -1,0 +1,127 @@
+"""Seller transfers that wait on purpose: the order's hold until release, and sellers whose
+connected account cannot receive transfers.
+
+A held transfer spends no retries. An order's hold (``TRANSFER_HOLD``) ends when its time comes
+(beat's release sweep), or at once when staff or the marketplace release it (on fulfilment,
+say); a refund during the hold keeps the seller's share back instead of sending and reversing
+it (``payouts.services.refund_shares``). An account hold ends when Stripe says the account can
+receive again (``account.updated`` on the Connect endpoint): the seller's transfers are sent at
+once.
+"""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from config.errors import Conflict
+from marketplace.models import AccountStatus, OrderStatus, Seller
+from marketplace.services import order_lock, seller_account_status_set
+from payouts import moves
+from payouts.gateway import StripeAccount
+from payouts.locks import held_due_lock, order_transfers_lock
+from payouts.models import SellerTransfer
+from payouts.moves import Actor
+from payouts.transitions import ConcurrentTransition, HeldReason, TransferStatus
+from payouts.wakeups import send_transfers_after_commit
+
+logger = logging.getLogger(__name__)
+
+S = TransferStatus
+ACCOUNT_HOLDS = (HeldReason.ACCOUNT_RESTRICTED, HeldReason.ACCOUNT_DEAUTHORIZED)
+
+
+class NothingToRelease(Conflict):
+    code = "nothing_to_release"
+
+
+def order_release(*, order_id: int, actor: Actor) -> list[SellerTransfer]:
+    """Release the order's held transfers now (fulfilled, say): each is sent after commit, or
+    held for its seller's account if that cannot receive. Raises ``UnknownOrder`` or
+    ``NothingToRelease`` (unpaid, refunded, or released already)."""
+    with transaction.atomic():
+        order = order_lock(order_id)
+        if order.status == OrderStatus.PENDING:
+            raise NothingToRelease(f"order {order_id} is not paid: nothing to release")
+        if order.status == OrderStatus.REFUNDED:
+            raise NothingToRelease(f"order {order_id} was refunded in full: nothing to pay")
+        waiting = [
+            row
+            for row in order_transfers_lock(order_id)
+            if row.status == S.HELD and row.held_reason == HeldReason.AWAITING_RELEASE
+        ]
+        if not waiting:
+            raise NothingToRelease(f"order {order_id} has no transfer waiting for release")
+        for row in waiting:
+            moves.released(row, actor=actor)
+        send_transfers_after_commit(order_id=order_id)
+    return waiting
+
+
+def holds_release_due(*, limit: int = 100) -> dict[str, int]:
+    """Beat's sweep: release every order hold whose time has come. Returns how many."""
+    actor = Actor.worker("release_held_transfers")
+    released = 0
+    while True:
+        with transaction.atomic():
+            rows = held_due_lock(now=timezone.now(), limit=limit)
+            for row in rows:
+                moves.released(row, actor=actor)
+                send_transfers_after_commit(order_id=row.order_id)
+        released += len(rows)
+        if len(rows) < limit:
+            return {"released": released}
+
+
+def seller_account_updated(*, account: StripeAccount, actor: Actor) -> int:
+    """Stripe says whether the seller's account can receive transfers. When it can, their
+    transfers held for the account are released and sent at once. Returns how many."""
+    seller = Seller.objects.filter(stripe_account_id=account.id).first()
+    if seller is None:
+        logger.info("account.updated for an account of no seller", extra={"account": account.id})
+        return 0
+    status = AccountStatus.READY if account.can_receive else AccountStatus.RESTRICTED
+    seller_account_status_set(seller=seller, status=status, reason=account.reason)
+    if not account.can_receive:
+        return 0
+    return _release_account_holds(seller, actor)
+
+
+def seller_deauthorized(*, account_id: str, actor: Actor) -> int:
+    """The seller disconnected the platform: their transfers not sent yet are held for staff.
+    Returns how many."""
+    seller = Seller.objects.filter(stripe_account_id=account_id).first()
+    if seller is None:
+        return 0
+    seller_account_status_set(
+        seller=seller, status=AccountStatus.DEAUTHORIZED, reason="the seller disconnected"
+    )
+    held = 0
+    for row in SellerTransfer.objects.filter(seller=seller, status__in=[S.PENDING, S.FAILED]):
+        try:
+            moves.held(
+                row,
+                reason=HeldReason.ACCOUNT_DEAUTHORIZED,
+                message="the seller disconnected the platform from their Stripe account",
+                actor=actor,
+            )
+            held += 1
+        except ConcurrentTransition:
+            pass  # sent or held meanwhile
+    return held
+
+
+def _release_account_holds(seller: Seller, actor: Actor) -> int:
+    rows = SellerTransfer.objects.filter(
+        seller=seller, status=S.HELD, held_reason__in=ACCOUNT_HOLDS
+    )
+    released = 0
+    for row in rows.order_by("pk"):
+        try:
+            with transaction.atomic():
+                moves.released(row, actor=actor)
+                send_transfers_after_commit(order_id=row.order_id)
+            released += 1
+        except ConcurrentTransition:
+            pass
+    return released
