@@ -40,7 +40,15 @@ class SellerAccountChangeInline(admin.TabularInline):
 
 @admin.register(Seller)
 class SellerAdmin(admin.ModelAdmin):
-    list_display = ("id", "name", "email", "stripe_account_id", "account_status", "created_at")
+    list_display = (
+        "id",
+        "name",
+        "email",
+        "stripe_account_id",
+        "account_status",
+        "account_status_reason",
+        "created_at",
+    )
     list_filter = ("account_status",)
     search_fields = ("=id", "name", "email", "stripe_account_id")
     # Whether the account can receive transfers is what Stripe says, never typed in.

@@ -11,7 +11,9 @@ from marketplace.admin import OrderAdmin, ReadOnlyAdmin, RefundAdmin
 from marketplace.models import Order, Refund
 from payouts import selectors
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
+from payouts.moves import Actor
 from payouts.serializers import TRANSFER_FIELDS
+from payouts.services.holds import order_release
 from payouts.services.refunds import order_refund_by_staff, staff_refund_settle
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_process
@@ -156,7 +158,7 @@ class SellerTransferInline(admin.TabularInline):
 # imports payouts: payouts extends marketplace's order admin instead.
 class OrderWithTransfersAdmin(OrderAdmin):
     inlines = [*OrderAdmin.inlines, SellerTransferInline]
-    actions = ["refund_in_full"]
+    actions = ["refund_in_full", "release_held"]
 
     @admin.action(description="Refund selected orders in full at Stripe", permissions=["refund"])
     def refund_in_full(self, request, queryset):
@@ -195,6 +197,22 @@ class RefundWithSettleAdmin(RefundAdmin):
 
     def has_refund_permission(self, request):
         return request.user.has_perm("marketplace.refund_order")
+
+    @admin.action(description="Release held seller transfers now", permissions=["release"])
+    def release_held(self, request, queryset):
+        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                released = order_release(order_id=pk, actor=Actor.staff(request.user))
+            except DomainError as error:
+                level, text = admin_message(error, about=f"order {pk}")
+                self.message_user(request, text, level)
+            else:
+                self.message_user(
+                    request, f"order {pk}: {len(released)} transfer(s) released", messages.SUCCESS
+                )
+
+    def has_release_permission(self, request):
+        return request.user.has_perm("payouts.release_sellertransfer")
 
 
 admin.site.unregister(Order)

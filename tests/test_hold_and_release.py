@@ -144,3 +144,20 @@ def test_releasing_needs_the_release_permission(client, sandbox, stripe_client, 
     client.force_login(UserFactory(is_staff=True))
 
     assert client.post(f"/api/admin/orders/{order.pk}/release/").status_code == 403
+
+
+def test_staff_release_an_order_from_the_admin(
+    client, sandbox, stripe_client, seven_day_hold, django_capture_on_commit_callbacks
+):
+    order, [row] = paid_order(stripe_client, [2000], webhook=client)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/admin/marketplace/order/",
+            {"action": "release_held", "_selected_action": [str(order.pk)]},
+            follow=True,
+        )
+
+    assert f"order {order.pk}: 1 transfer(s) released" in response.content.decode()
+    assert SellerTransfer.objects.get(pk=row.pk).status == S.COMPLETED

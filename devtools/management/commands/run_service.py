@@ -50,6 +50,8 @@ def plan_service(*, web_port: int, environ: dict[str, str]) -> Plan:
             SANDBOX_WEBHOOK_URL=f"http://127.0.0.1:{web_port}/webhooks/stripe/",
             # The app accepts the first of its webhook secrets (whsec_local_sandbox by default).
             SANDBOX_WEBHOOK_SECRET=settings.STRIPE_WEBHOOK_SECRETS[0],
+            SANDBOX_CONNECT_WEBHOOK_URL=f"http://127.0.0.1:{web_port}/webhooks/stripe/connect/",
+            SANDBOX_CONNECT_WEBHOOK_SECRET=settings.STRIPE_CONNECT_WEBHOOK_SECRETS[0],
         )
     honcho = str(Path(python).with_name("honcho"))
     argv = [
