@@ -179,6 +179,22 @@ class OrderWithTransfersAdmin(OrderAdmin):
     def has_refund_permission(self, request):
         return request.user.has_perm("marketplace.refund_order")
 
+    @admin.action(description="Release held seller transfers now", permissions=["release"])
+    def release_held(self, request, queryset):
+        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                released = order_release(order_id=pk, actor=Actor.staff(request.user))
+            except DomainError as error:
+                level, text = admin_message(error, about=f"order {pk}")
+                self.message_user(request, text, level)
+            else:
+                self.message_user(
+                    request, f"order {pk}: {len(released)} transfer(s) released", messages.SUCCESS
+                )
+
+    def has_release_permission(self, request):
+        return request.user.has_perm("payouts.release_sellertransfer")
+
 
 class RefundWithSettleAdmin(RefundAdmin):
     """The refund list, with the action that settles a staff refund whose Stripe call ended
@@ -197,22 +213,6 @@ class RefundWithSettleAdmin(RefundAdmin):
 
     def has_refund_permission(self, request):
         return request.user.has_perm("marketplace.refund_order")
-
-    @admin.action(description="Release held seller transfers now", permissions=["release"])
-    def release_held(self, request, queryset):
-        for pk in queryset.order_by("pk").values_list("pk", flat=True):
-            try:
-                released = order_release(order_id=pk, actor=Actor.staff(request.user))
-            except DomainError as error:
-                level, text = admin_message(error, about=f"order {pk}")
-                self.message_user(request, text, level)
-            else:
-                self.message_user(
-                    request, f"order {pk}: {len(released)} transfer(s) released", messages.SUCCESS
-                )
-
-    def has_release_permission(self, request):
-        return request.user.has_perm("payouts.release_sellertransfer")
 
 
 admin.site.unregister(Order)

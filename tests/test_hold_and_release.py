@@ -159,5 +159,6 @@ def test_staff_release_an_order_from_the_admin(
             follow=True,
         )
 
-    assert f"order {order.pk}: 1 transfer(s) released" in response.content.decode()
+    messages = [str(message) for message in response.context["messages"]]
+    assert messages == [f"order {order.pk}: 1 transfer(s) released"]
     assert SellerTransfer.objects.get(pk=row.pk).status == S.COMPLETED
