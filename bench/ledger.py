@@ -1,6 +1,6 @@
 """What the book costs: per transition, and for ``ledger_check`` over many transfers.
 
-1. Posting cost: the same named move timed with its entry posted (``reversal_scheduled``: the
+1. Posting cost: the same named move timed with its entry posted (``shares_changed``: the
    guarded update, the audit row, one balanced entry) and without one (``reversal_failed``, a
    same-state move that posts nothing), each in its own transaction, over ``--moves`` rows.
 2. ``ledger_check --no-stripe`` at ``--transfers`` transfers (default 100,000): that many paid,
@@ -41,7 +41,7 @@ def timed(move, rows):
         took.append((time.perf_counter() - started) * 1000)
     return statistics.median(took), sorted(took)[int(len(took) * 0.95)]
 
-scheduled = timed(lambda r: moves.reversal_scheduled(r, target=r.amount, refunded=r.amount,
+scheduled = timed(lambda r: moves.shares_changed(r, refund_target=r.amount, dispute_target=0,
                                                       actor=actor), rows[:half])
 pending = [SellerTransfer.objects.get(pk=r.pk) for r in rows[:half]]
 again = NextAttempt("k-g0", False)
@@ -141,7 +141,7 @@ def main() -> int:
         harness.print_table(
             ["measure", "value"],
             [
-                ["move with its entry (reversal_scheduled), median ms", posting[0]],
+                ["move with its entry (shares_changed), median ms", posting[0]],
                 ["  p95 ms", posting[1]],
                 ["move without an entry (reversal_failed), median ms", posting[2]],
                 ["  p95 ms", posting[3]],

@@ -75,6 +75,9 @@ class EntryKind(models.TextChoices):
     REVERSAL = "reversal"  # a share taken back at Stripe
     REVERSAL_REFUSED = "reversal_refused"  # Stripe refused it for the seller's balance: debt
     DEBT_WRITTEN_OFF = "debt_written_off"  # staff gave up a debt, with a reason
+    DISPUTE_FUNDS = "dispute_funds"  # Stripe withdrew (or reinstated) a chargeback's funds
+    DISPUTE_SHARE = "dispute_share"  # a seller's share of a chargeback, recovered or given back
+    DEBT_CANCELLED = "debt_cancelled"  # a debt given back instead of money (dispute won, say)
 
 
 class Entry(models.Model):

@@ -47,17 +47,19 @@ def post_payment(
 
 @dataclass(frozen=True, slots=True)
 class TransferRef:
-    """Which seller transfer an entry concerns."""
+    """Which seller transfer an entry concerns, and the step that posts it (the audit event of
+    the move, unique): a move posts its entries once, however often its amounts recur."""
 
     transfer_id: int
     order_id: int
     seller_id: int
     currency: str
+    step: object
 
-    def post(self, kind: str, level: object, legs: list[Leg], **extra) -> int | None:
+    def post(self, kind: str, legs: list[Leg], **extra) -> int | None:
         return entry_post(
             kind=kind,
-            external_id=f"transfer:{self.transfer_id}:{level}",
+            external_id=f"transfer:{self.transfer_id}:{self.step}",
             currency=self.currency,
             legs=legs,
             order_id=self.order_id,
@@ -70,14 +72,14 @@ class TransferRef:
 def post_transfer_sent(ref: TransferRef, *, amount: int, stripe_transfer_id: str) -> None:
     """The seller was paid ``amount`` at Stripe."""
     legs = [Leg(K.SELLER_PAYABLE, amount, ref.seller_id), Leg(K.PLATFORM_CASH, -amount)]
-    ref.post(EntryKind.TRANSFER, "sent", legs, stripe_id=stripe_transfer_id)
+    ref.post(EntryKind.TRANSFER, legs, stripe_id=stripe_transfer_id)
 
 
 def post_transfer_cancelled(ref: TransferRef, *, amount: int) -> None:
     """The order was refunded in full before the seller was paid: nothing is owed to them, and
     their unpaid share covers part of the buyer's refund."""
     legs = [Leg(K.SELLER_PAYABLE, amount, ref.seller_id), Leg(K.BUYER_REFUNDS, -amount)]
-    ref.post(EntryKind.TRANSFER_CANCELLED, "cancelled", legs)
+    ref.post(EntryKind.TRANSFER_CANCELLED, legs)
 
 
 def post_refund(*, order_id: int, refund_id: str, currency: str, amount: int) -> None:
@@ -93,10 +95,19 @@ def post_refund(*, order_id: int, refund_id: str, currency: str, amount: int) ->
 
 
 def post_refund_share(ref: TransferRef, *, previous_target: int, target: int) -> None:
-    """The seller's share of the order's refunds grew to ``target``: they owe the growth back."""
+    """The seller's share of the order's refunds moved to ``target``: they owe the growth back
+    (or are owed the drop, when a refund failed)."""
     grown = target - previous_target
     legs = [Leg(K.SELLER_PAYABLE, grown, ref.seller_id), Leg(K.BUYER_REFUNDS, -grown)]
-    ref.post(EntryKind.REFUND_SHARE, f"target:{target}", legs)
+    ref.post(EntryKind.REFUND_SHARE, legs)
+
+
+def post_dispute_share(ref: TransferRef, *, previous_target: int, target: int) -> None:
+    """The seller's share of the order's chargeback moved to ``target`` (recovered from them, or
+    given back when the dispute was won)."""
+    grown = target - previous_target
+    legs = [Leg(K.SELLER_PAYABLE, grown, ref.seller_id), Leg(K.DISPUTES, -grown)]
+    ref.post(EntryKind.DISPUTE_SHARE, legs)
 
 
 def post_reversal(
@@ -105,14 +116,14 @@ def post_reversal(
     """Stripe took ``reversed_total`` back from the seller in all (the growth is new)."""
     grown = reversed_total - previous_reversed
     legs = [Leg(K.PLATFORM_CASH, grown), Leg(K.SELLER_PAYABLE, -grown, ref.seller_id)]
-    ref.post(EntryKind.REVERSAL, f"reversed:{reversed_total}", legs, stripe_id=stripe_reversal_id)
+    ref.post(EntryKind.REVERSAL, legs, stripe_id=stripe_reversal_id)
 
 
 def post_reversal_refused(ref: TransferRef, *, previous_owed: int, owed_total: int) -> None:
     """What could not be taken back at Stripe is now the seller's debt."""
     grown = owed_total - previous_owed
     legs = [Leg(K.SELLER_DEBT, grown, ref.seller_id), Leg(K.SELLER_PAYABLE, -grown, ref.seller_id)]
-    ref.post(EntryKind.REVERSAL_REFUSED, f"owed:{owed_total}", legs)
+    ref.post(EntryKind.REVERSAL_REFUSED, legs)
 
 
 def post_netting(ref: TransferRef, *, amount: int) -> None:
@@ -121,7 +132,7 @@ def post_netting(ref: TransferRef, *, amount: int) -> None:
         Leg(K.SELLER_PAYABLE, amount, ref.seller_id),
         Leg(K.SELLER_DEBT, -amount, ref.seller_id),
     ]
-    ref.post(EntryKind.DEBT_NETTED, "netted", legs)
+    ref.post(EntryKind.DEBT_NETTED, legs)
 
 
 def post_netting_released(ref: TransferRef, *, amount: int) -> None:
@@ -130,7 +141,39 @@ def post_netting_released(ref: TransferRef, *, amount: int) -> None:
         Leg(K.SELLER_DEBT, amount, ref.seller_id),
         Leg(K.SELLER_PAYABLE, -amount, ref.seller_id),
     ]
-    ref.post(EntryKind.NETTING_RELEASED, "released", legs)
+    ref.post(EntryKind.NETTING_RELEASED, legs)
+
+
+def post_given_back(
+    ref: TransferRef, *, debt_cancelled: int, returned: int, stripe_transfer_id: str
+) -> None:
+    """Part of what was taken back from the seller is theirs again: ``debt_cancelled`` of their
+    debt cancelled, ``returned`` sent to them at Stripe."""
+    if debt_cancelled:
+        legs = [
+            Leg(K.SELLER_DEBT, -debt_cancelled, ref.seller_id),
+            Leg(K.SELLER_PAYABLE, debt_cancelled, ref.seller_id),
+        ]
+        ref.post(EntryKind.DEBT_CANCELLED, legs)
+    if returned:
+        legs = [Leg(K.SELLER_PAYABLE, returned, ref.seller_id), Leg(K.PLATFORM_CASH, -returned)]
+        ref.post(EntryKind.TRANSFER, legs, stripe_id=stripe_transfer_id)
+
+
+def post_dispute_funds(
+    *, order_id: int, balance_transaction_id: str, currency: str, amount: int, dispute_id: str
+) -> None:
+    """Stripe moved a dispute's funds on the platform's balance: ``amount`` negative when it
+    withdrew them (with its fee), positive when it reinstated them. Keyed on Stripe's balance
+    transaction, so every event that carries it posts it once."""
+    entry_post(
+        kind=EntryKind.DISPUTE_FUNDS,
+        external_id=balance_transaction_id,
+        currency=currency,
+        legs=[Leg(K.PLATFORM_CASH, amount), Leg(K.DISPUTES, -amount)],
+        order_id=order_id,
+        stripe_id=dispute_id,
+    )
 
 
 def seller_debt_lock(*, seller_id: int, currency: str) -> int:

@@ -173,3 +173,56 @@ class SellerAccountChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.old_account or '-'} → {self.new_account or '-'}"
+
+
+class DisputeStatus(models.TextChoices):
+    """Stripe's dispute statuses: ``warning_*`` are inquiries (no funds move), the others
+    chargebacks (funds withdrawn when opened)."""
+
+    WARNING_NEEDS_RESPONSE = "warning_needs_response"
+    WARNING_UNDER_REVIEW = "warning_under_review"
+    WARNING_CLOSED = "warning_closed"
+    NEEDS_RESPONSE = "needs_response"
+    UNDER_REVIEW = "under_review"
+    WON = "won"
+    LOST = "lost"
+
+
+CLOSED_DISPUTE_STATUSES = (DisputeStatus.WARNING_CLOSED, DisputeStatus.WON, DisputeStatus.LOST)
+
+
+class Dispute(models.Model):
+    """A buyer's bank disputing the order's charge, as Stripe last described it."""
+
+    Status = DisputeStatus
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="disputes")
+    stripe_dispute_id = models.CharField(max_length=255, unique=True, help_text="dp_…")
+    amount = models.BigIntegerField(help_text="Disputed amount, minor units.")
+    currency = models.CharField(max_length=3)
+    # What Stripe charged the platform for the dispute (0 until the funds are withdrawn).
+    fee = models.BigIntegerField(default=0)
+    reason = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=32, choices=Status.choices)
+    evidence_due_by = models.DateTimeField(null=True, blank=True)
+    funds_withdrawn = models.BooleanField(default=False)
+    funds_reinstated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=DisputeStatus.values), name="chk_dispute_status"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="chk_dispute_amount"),
+            models.CheckConstraint(condition=Q(fee__gte=0), name="chk_dispute_fee"),
+            models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_dispute_currency"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stripe_dispute_id} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in CLOSED_DISPUTE_STATUSES

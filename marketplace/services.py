@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from config.errors import InvalidInput, NotFound
+from config.errors import Conflict, InvalidInput, NotFound
 from marketplace.models import (
     AccountStatus,
+    Dispute,
+    DisputeStatus,
     Order,
     OrderStatus,
     Refund,
@@ -178,6 +180,15 @@ def refund_open_by_staff(*, order_id: int, amount: int | None) -> Refund:
         order = order_lock(order_id)
         if order.status == OrderStatus.PENDING or not order.stripe_payment_intent_id:
             raise RefundRefused(f"order {order.pk} is not paid")
+        disputed = order.disputes.exclude(
+            status__in=[DisputeStatus.WON, DisputeStatus.WARNING_CLOSED]
+        ).first()
+        if disputed is not None:
+            raise OrderDisputed(
+                f"order {order.pk}'s charge is disputed ({disputed.stripe_dispute_id}, "
+                f"{disputed.status}): Stripe does not refund a disputed charge; answer the "
+                "dispute instead"
+            )
         left = order_total(order=order) - order_refund_reserved_amount(order=order)
         amount = left if amount is None else amount
         if amount <= 0 or amount > left:
@@ -271,3 +282,70 @@ def seller_account_status_set(*, seller: Seller, status: str, reason: str = "") 
     )
     seller.refresh_from_db(fields=["account_status", "account_status_reason", "account_status_at"])
     return seller
+
+
+# How far along a dispute is: a status never goes back (events arrive in any order), and a
+# closed dispute stays closed.
+_DISPUTE_PROGRESS = {
+    DisputeStatus.WARNING_NEEDS_RESPONSE: 0,
+    DisputeStatus.WARNING_UNDER_REVIEW: 1,
+    DisputeStatus.NEEDS_RESPONSE: 2,  # an inquiry can become a chargeback
+    DisputeStatus.UNDER_REVIEW: 3,
+    DisputeStatus.WARNING_CLOSED: 9,
+    DisputeStatus.WON: 9,
+    DisputeStatus.LOST: 9,
+}
+
+
+@dataclass(frozen=True)
+class DisputeFacts:
+    """What one Stripe event says of a dispute."""
+
+    stripe_dispute_id: str
+    amount: int
+    currency: str
+    reason: str
+    status: str
+    evidence_due_by: object  # datetime | None
+    funds_withdrawn: bool
+    funds_reinstated: bool
+    fee: int
+
+
+def dispute_record(*, order: Order, facts: DisputeFacts) -> Dispute:
+    """Create or update the order's dispute from one event; must run inside a transaction that
+    locked the order. Whatever order events arrive in, the dispute ends as far along as the
+    furthest of them said: statuses only move forward, and funds once withdrawn or reinstated
+    stay so."""
+    dispute = (
+        Dispute.objects.select_for_update()
+        .filter(stripe_dispute_id=facts.stripe_dispute_id)
+        .first()
+    )
+    if dispute is None:
+        return Dispute.objects.create(
+            order=order,
+            stripe_dispute_id=facts.stripe_dispute_id,
+            amount=facts.amount,
+            currency=facts.currency,
+            fee=facts.fee,
+            reason=facts.reason,
+            status=facts.status,
+            evidence_due_by=facts.evidence_due_by,
+            funds_withdrawn=facts.funds_withdrawn,
+            funds_reinstated=facts.funds_reinstated,
+        )
+    if dispute.is_open and _DISPUTE_PROGRESS[facts.status] >= _DISPUTE_PROGRESS[dispute.status]:
+        dispute.status = facts.status
+        dispute.evidence_due_by = facts.evidence_due_by or dispute.evidence_due_by
+    dispute.funds_withdrawn |= facts.funds_withdrawn
+    dispute.funds_reinstated |= facts.funds_reinstated
+    dispute.fee = max(dispute.fee, facts.fee)
+    dispute.save()
+    return dispute
+
+
+class OrderDisputed(Conflict):
+    """Stripe refuses to refund a charge its buyer's bank is disputing (or has charged back)."""
+
+    code = "order_disputed"

@@ -65,6 +65,11 @@ class PayoutsConfig:
     # How long a paid order's seller transfers wait before they are sent (0: at once); staff
     # or the marketplace release them earlier (on fulfilment, say).
     transfer_hold: timedelta
+    # When a chargeback's sellers' shares are recovered: "on_open" (when Stripe withdraws the
+    # funds) or "on_loss" (only once the dispute is lost).
+    dispute_recovery: str
+    # Who bears Stripe's dispute fee: "platform", or "sellers" (in proportion, with the amount).
+    dispute_fee_borne_by: str
 
     @property
     def claim_lease(self) -> timedelta:
@@ -105,6 +110,12 @@ class _Reader:
         if not low <= value <= high:
             raise ImproperlyConfigured(f"{name}: {value} is outside {low}..{high}")
         return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.raw(name, default).lower()
+        if raw not in choices:
+            raise ImproperlyConfigured(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+        return raw
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.raw(name, str(default)).lower()
@@ -152,5 +163,9 @@ def load_payouts_config(env: environ.Env, **defaults: str) -> PayoutsConfig:
         claim_lease_margin=read.duration("CLAIM_LEASE_MARGIN", "30s", high=timedelta(hours=1)),
         transfer_hold=read.duration(
             "TRANSFER_HOLD", "0", high=timedelta(days=365), zero_allowed=True
+        ),
+        dispute_recovery=read.choice("DISPUTE_RECOVERY", "on_open", ("on_open", "on_loss")),
+        dispute_fee_borne_by=read.choice(
+            "DISPUTE_FEE_BORNE_BY", "platform", ("platform", "sellers")
         ),
     )

@@ -48,6 +48,58 @@ class StripeAccount:
     reason: str  # empty when it can receive
 
 
+@dataclass(frozen=True, slots=True)
+class StripeBalanceMove:
+    """One of a dispute's balance transactions: ``net`` negative when funds were withdrawn
+    (amount and fee), positive when reinstated."""
+
+    id: str
+    amount: int
+    fee: int
+    net: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class StripeDispute:
+    id: str
+    charge_id: str
+    payment_intent_id: str
+    amount: int
+    currency: str
+    reason: str
+    status: str
+    evidence_due_by: int | None  # Unix time
+    balance_moves: tuple[StripeBalanceMove, ...]
+
+
+def dispute_from_stripe(obj: Any) -> StripeDispute:
+    """Our dispute from Stripe's JSON (a ``charge.dispute.*`` event's object)."""
+    moves = tuple(
+        StripeBalanceMove(
+            id=txn["id"],
+            amount=int(txn["amount"]),
+            fee=int(txn.get("fee") or 0),
+            net=int(txn.get("net", int(txn["amount"]) - int(txn.get("fee") or 0))),
+            currency=str(txn.get("currency") or obj["currency"]).lower(),
+        )
+        for txn in obj.get("balance_transactions") or []
+        if isinstance(txn, dict)
+    )
+    due_by = (obj.get("evidence_details") or {}).get("due_by")
+    return StripeDispute(
+        id=obj["id"],
+        charge_id=obj.get("charge") or "",
+        payment_intent_id=obj.get("payment_intent") or "",
+        amount=minor_units(obj["amount"]),
+        currency=str(obj["currency"]).lower(),
+        reason=obj.get("reason") or "",
+        status=obj["status"],
+        evidence_due_by=int(due_by) if due_by else None,
+        balance_moves=moves,
+    )
+
+
 def account_from_stripe(obj: Any) -> StripeAccount:
     """Our view of a connected account (an API answer or an ``account.updated`` event)."""
     transfers = (obj.get("capabilities") or {}).get("transfers") or "inactive"

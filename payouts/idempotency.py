@@ -45,6 +45,14 @@ def reversal_key(transfer) -> str:
     return _key(f"reversal-r{transfer.amount_reversed}", transfer, 0)
 
 
+def return_key(transfer) -> str:
+    """The key of a step giving money back to the seller in a new transfer, told apart from the
+    earlier ones by how much was given back already."""
+    if transfer.reversal_idempotency_key:
+        return transfer.reversal_idempotency_key
+    return _key(f"return-r{transfer.amount_returned}", transfer, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class NextAttempt:
     """What the attempt after a failure must do: which key to send with, and whether to read

@@ -39,7 +39,7 @@ class SellerTransferManager(models.Manager):
             )
             if updated != 1:
                 raise ConcurrentTransition(transfer.pk, from_status, to)
-            transfer.events.model.objects.create(
+            event = transfer.events.model.objects.create(
                 transfer_id=transfer.pk,
                 from_status=from_status,
                 to_status=to,
@@ -48,4 +48,6 @@ class SellerTransferManager(models.Manager):
                 detail=detail or {},
             )
             transfer.refresh_from_db()
+        # The audit event names this move: what the move posts in the book is keyed on it.
+        transfer.last_event_id = event.pk
         return transfer

@@ -55,6 +55,13 @@ def event_refused(*, reason: str) -> None:
     EVENTS_REFUSED.labels(reason=reason).inc()
 
 
+REFUNDS_WHILE_DISPUTED = Counter(
+    "payouts_refunds_while_disputed",
+    "Refunds Stripe reported for a charge its buyer's bank was disputing: applied (the "
+    "sellers' shares never exceed what they received), flagged for staff.",
+)
+
+
 def _family(kind, name: str, documentation: str, labels: list[str], items) -> Metric:
     family = kind(name, documentation, labels=labels)
     for label_values, value in sorted(items):
@@ -76,6 +83,7 @@ class TransferStateCollector:
             oldest_due = selectors.oldest_due_reversal_age(now=now)
             over_reversed = selectors.over_reversed_count()
             ledger_breaks = selectors.ledger_breaks_last_run()
+            disputes = selectors.open_disputes_by_currency()
         yield _family(
             CounterMetricFamily,
             "payouts_transfer_transitions",
@@ -110,6 +118,20 @@ class TransferStateCollector:
             "Seller transfers Stripe has reversed beyond their share of the order's refunds "
             "(a reversal made outside this service, or a key Stripe forgot). Alert on > 0.",
             value=over_reversed,
+        )
+        yield _family(
+            GaugeMetricFamily,
+            "payouts_open_disputes",
+            "Disputes not closed yet, per currency.",
+            ["currency"],
+            (((currency,), count) for currency, (count, _) in disputes.items()),
+        )
+        yield _family(
+            GaugeMetricFamily,
+            "payouts_disputed_amount_at_risk",
+            "Minor units under open disputes (Stripe holds them from the platform), per currency.",
+            ["currency"],
+            (((currency,), amount) for currency, (_, amount) in disputes.items()),
         )
         yield GaugeMetricFamily(
             "payouts_ledger_breaks",

@@ -11,6 +11,18 @@ def _not_empty(field: str) -> Q:
     return ~Q(**{field: ""})
 
 
+# Taken back beyond the shares (and beyond what is owed back already): Stripe reversed more
+# than asked (a Dashboard reversal, a forgotten key). Reported, never adopted.
+OVER_REVERSED = Q(
+    amount_reversed__gt=F("reversal_target")
+    + F("dispute_target")
+    + F("amount_to_give_back")
+    + F("amount_returned")
+    - F("amount_withheld")
+    - F("amount_owed")
+)
+
+
 class SellerTransfer(models.Model):
     """One seller's share of one order, paid with a Stripe Connect Transfer.
 
@@ -40,11 +52,23 @@ class SellerTransfer(models.Model):
     # Part of the refund shares kept back before the transfer was sent (refunds during a hold):
     # never sent, so never reversed. The Stripe transfer is amount - netted - withheld.
     amount_withheld = models.BigIntegerField(default=0, db_default=0)
+    # The seller's share of the order's chargeback being recovered (0 when none, or when the
+    # dispute was won and it was given back). With ``reversal_target`` (the refunds' share), what
+    # should be taken back from the seller now; both follow the order and can go down.
+    dispute_target = models.BigIntegerField(default=0, db_default=0)
+    # What was given back to the seller after it had been taken (a dispute won, a refund that
+    # failed): sent to them at Stripe in new transfers (the latest: ``stripe_return_id``).
+    amount_returned = models.BigIntegerField(default=0, db_default=0)
+    # Taken back beyond what the shares now ask (they went down): to give back to the seller,
+    # their debt first, the rest in a new transfer. Never what Stripe reversed on its own (a
+    # Dashboard reversal beyond the shares is reported, not paid back).
+    amount_to_give_back = models.BigIntegerField(default=0, db_default=0)
+    stripe_return_id = models.CharField(max_length=255, blank=True, default="", db_default="")
     held_reason = models.CharField(
         max_length=32, choices=HeldReason.choices, blank=True, default="", db_default=""
     )
     # How much of ``amount`` should be reversed in all: the transfer's proportional share of the
-    # order's succeeded refunds (payouts/services/refund_shares.py), or what Stripe reports
+    # order's succeeded refunds (payouts/services/shares.py), or what Stripe reports
     # reversed. The worker reverses ``reversal_target - amount_reversed``; it only ever grows.
     reversal_target = models.BigIntegerField(default=0)
     transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
@@ -110,6 +134,16 @@ class SellerTransfer(models.Model):
                 condition=Q(reversal_target__gte=0) & Q(reversal_target__lte=F("amount")),
                 name="chk_transfer_reversal_target_range",
             ),
+            # Refunds and a chargeback together never take back more than the seller received.
+            models.CheckConstraint(
+                condition=Q(dispute_target__gte=0)
+                & Q(dispute_target__lte=F("amount") - F("reversal_target")),
+                name="chk_transfer_dispute_target_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_returned__gte=0) & Q(amount_to_give_back__gte=0),
+                name="chk_transfer_amounts_given_back",
+            ),
             models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_transfer_currency"),
             models.CheckConstraint(
                 condition=Q(end_reason="") | Q(end_reason__in=EndReason.values),
@@ -152,11 +186,7 @@ class SellerTransfer(models.Model):
                 name="idx_transfer_held_release",
             ),
             # Rows Stripe reversed beyond the refunds' share (an alert; normally empty).
-            models.Index(
-                fields=["id"],
-                condition=Q(amount_reversed__gt=F("reversal_target")),
-                name="idx_transfer_over_reversed",
-            ),
+            models.Index(fields=["id"], condition=OVER_REVERSED, name="idx_transfer_over_reversed"),
         ]
 
     def __str__(self) -> str:

@@ -56,13 +56,15 @@ def _move(transfer: SellerTransfer, to: str, actor: Actor, detail: dict, **field
     )
 
 
-def book_ref(transfer: SellerTransfer) -> book.TransferRef:
-    """The transfer as the book names it."""
+def book_ref(transfer: SellerTransfer, step: object = None) -> book.TransferRef:
+    """The transfer as the book names it, for the step posting (by default the move just made:
+    its audit event)."""
     return book.TransferRef(
         transfer_id=transfer.pk,
         order_id=transfer.order_id,
         seller_id=transfer.seller_id,
         currency=transfer.currency,
+        step=step if step is not None else f"event:{transfer.last_event_id}",
     )
 
 
@@ -106,7 +108,8 @@ def paid(
     """pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
     earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
     debt, there was nothing to send (no Stripe transfer)."""
-    withheld = transfer.reversal_target  # refund shares kept back while it was not sent
+    # Refund and chargeback shares kept back while it was not sent.
+    withheld = transfer.reversal_target + transfer.dispute_target
     sent = transfer.amount - transfer.amount_netted - withheld
     with transaction.atomic():
         _move(
@@ -170,7 +173,8 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
     """pending | failed | held → permanently_failed: the order was refunded in full before the
     seller was paid, and Stripe holds no transfer of this row. The seller is never paid."""
     message = "order fully refunded before the seller was paid; transfer cancelled"
-    netted, unpaid = transfer.amount_netted, transfer.amount - transfer.reversal_target
+    netted = transfer.amount_netted
+    unpaid = transfer.amount - transfer.reversal_target - transfer.dispute_target
     with transaction.atomic():
         _move(
             transfer,
@@ -229,35 +233,40 @@ def released(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
 
 
 def share_withheld(
-    transfer: SellerTransfer, *, target: int, refunded: int, actor: Actor
+    transfer: SellerTransfer, *, refund_target: int, dispute_target: int, actor: Actor
 ) -> SellerTransfer:
-    """held → held: a refund during the hold; the seller's share of it grows to ``target`` and is
-    kept back from what will be sent (nothing to reverse later)."""
-    previous_target = transfer.reversal_target
+    """held → held: a refund (or a chargeback) during the hold; the seller's shares of them are
+    kept back from what will be sent (nothing to take back later)."""
+    previous = transfer.reversal_target, transfer.dispute_target
     with transaction.atomic():
         _move(
             transfer,
             S.HELD,
             actor,
-            {"withheld": target, "refunded": refunded},
-            reversal_target=target,
+            {"refund_target": refund_target, "dispute_target": dispute_target},
+            reversal_target=refund_target,
+            dispute_target=dispute_target,
         )
-        book.post_refund_share(book_ref(transfer), previous_target=previous_target, target=target)
+        _post_shares(transfer, previous)
     return transfer
 
 
 # --- Taking a refund's share back ---------------------------------------------------------------
 
 
-def reversal_scheduled(
-    transfer: SellerTransfer, *, target: int, refunded: int, actor: Actor
+def shares_changed(
+    transfer: SellerTransfer, *, refund_target: int, dispute_target: int, actor: Actor
 ) -> SellerTransfer:
-    """completed | partially_reversed → reversal_pending, due now with a fresh retry budget: the
-    seller's share of the order's refunds grew to ``target``. A reversal already pending just
-    grows its target and keeps its schedule (it may be in flight)."""
-    detail = {"reversal_target": target, "refunded": refunded}
-    previous_target = transfer.reversal_target
-    fields: dict[str, Any] = {"reversal_target": target}
+    """completed | partially_reversed | reversed | reversal_refused → reversal_pending, due now
+    with a fresh retry budget: the seller's share of the order's refunds (``refund_target``) or
+    of its chargeback (``dispute_target``) changed, so something is to be taken back from them,
+    or given back. A row already pending keeps its schedule (its attempt may be in flight)."""
+    previous = transfer.reversal_target, transfer.dispute_target
+    fields: dict[str, Any] = {
+        "reversal_target": refund_target,
+        "dispute_target": dispute_target,
+        "amount_to_give_back": _to_give_back(transfer, refund_target + dispute_target),
+    }
     if transfer.status != S.REVERSAL_PENDING:
         fields.update(
             next_retry_at=timezone.now(),
@@ -266,10 +275,38 @@ def reversal_scheduled(
             read_stripe_first=False,
             key_first_sent_at=None,
         )
+    detail = {"refund_target": refund_target, "dispute_target": dispute_target}
     with transaction.atomic():
         _move(transfer, S.REVERSAL_PENDING, actor, detail, **fields)
-        book.post_refund_share(book_ref(transfer), previous_target=previous_target, target=target)
+        _post_shares(transfer, previous)
     return transfer
+
+
+def taken_back(transfer: SellerTransfer) -> int:
+    """What is taken back from the seller now: kept back before sending, reversed at Stripe,
+    made their debt, less what was given back."""
+    return (
+        transfer.amount_withheld
+        + transfer.amount_reversed
+        + transfer.amount_owed
+        - transfer.amount_returned
+    )
+
+
+def _to_give_back(transfer: SellerTransfer, new_total: int) -> int:
+    """What the seller is owed back once the shares total ``new_total``: what we hold beyond
+    it. A reversal Stripe made beyond what the shares asked (and was not ours to give back
+    already) is not counted: it is reported for staff, never paid back by itself."""
+    old_total = transfer.reversal_target + transfer.dispute_target
+    taken = taken_back(transfer)
+    made_elsewhere = max(taken - old_total - transfer.amount_to_give_back, 0)
+    return max(taken - made_elsewhere - new_total, 0)
+
+
+def _post_shares(transfer: SellerTransfer, previous: tuple[int, int]) -> None:
+    ref = book_ref(transfer)
+    book.post_refund_share(ref, previous_target=previous[0], target=transfer.reversal_target)
+    book.post_dispute_share(ref, previous_target=previous[1], target=transfer.dispute_target)
 
 
 def reversal_failed(
@@ -321,37 +358,38 @@ def reversal_given_up(
 def reversal_settled(
     transfer: SellerTransfer,
     *,
-    amount_reversed: int,
+    amount_reversed: int | None = None,
+    amount_returned: int | None = None,
     stripe_reversal_id: str = "",
+    stripe_return_id: str = "",
     message: str = "",
     actor: Actor,
 ) -> SellerTransfer:
-    """Record that Stripe has reversed ``amount_reversed`` in all. reversal_pending → reversed
-    (all of the amount), → partially_reversed (the target is reached), or stays reversal_pending,
-    due now, when a refund raised the target while this attempt was in flight.
+    """Record what Stripe has reversed, and what was given back in new transfers, in all. The
+    row becomes completed (all that was taken is given back), reversed (all of it taken back),
+    partially_reversed (its shares are met), or stays reversal_pending, due now, when its shares
+    moved while this attempt was in flight.
 
-    The caller holds the row's lock, so the target it sees is the latest. The target is the
-    refunds' share and stays so: Stripe reversing more than that is reported, never adopted.
-    What was recorded as the seller's debt (``amount_owed``) counts as handled."""
-    previous = transfer.amount_reversed
+    The caller holds the row's lock, so the shares it sees are the latest. Stripe reversing more
+    than the shares ask is reported, never adopted."""
+    previous_reversed, previous_returned = transfer.amount_reversed, transfer.amount_returned
     sent = transfer.amount - transfer.amount_netted - transfer.amount_withheld
-    total = min(max(previous, amount_reversed), sent)
-    handled = total + transfer.amount_owed + transfer.amount_withheld
-    if handled >= transfer.amount:
-        to, next_retry_at = S.REVERSED, None
-    elif handled >= transfer.reversal_target:
-        to, next_retry_at = S.PARTIALLY_REVERSED, None
-    else:
-        to, next_retry_at = S.REVERSAL_PENDING, timezone.now()
+    reversed_total = min(max(previous_reversed, amount_reversed or 0), sent)
+    returned_total = max(previous_returned, amount_returned or 0)
+    given_back = returned_total - previous_returned
+    to, next_retry_at = _settled_status(transfer, reversed_total, returned_total, given_back)
     with transaction.atomic():
         _move(
             transfer,
             to,
             actor,
-            {"stripe_reversal_id": stripe_reversal_id, "amount_reversed": total},
-            amount_reversed=total,
+            {"amount_reversed": reversed_total, "amount_returned": returned_total},
+            amount_reversed=reversed_total,
+            amount_returned=returned_total,
+            amount_to_give_back=max(transfer.amount_to_give_back - given_back, 0),
             stripe_reversal_id=stripe_reversal_id or transfer.stripe_reversal_id,
-            # The next partial reversal gets a fresh key (see payouts.idempotency).
+            stripe_return_id=stripe_return_id or transfer.stripe_return_id,
+            # The next step gets a fresh key (see payouts.idempotency).
             reversal_idempotency_key="",
             key_first_sent_at=None,
             retry_count=0,
@@ -359,14 +397,48 @@ def reversal_settled(
             next_retry_at=next_retry_at,
             error_message=message,
         )
+        ref = book_ref(transfer)
         book.post_reversal(
-            book_ref(transfer),
-            previous_reversed=previous,
-            reversed_total=total,
+            ref,
+            previous_reversed=previous_reversed,
+            reversed_total=reversed_total,
             stripe_reversal_id=stripe_reversal_id,
         )
-    _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=total)
+        book.post_given_back(
+            ref, debt_cancelled=0, returned=given_back, stripe_transfer_id=stripe_return_id
+        )
+    _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=reversed_total)
     _report_over_reversal(transfer)
+    return transfer
+
+
+def _settled_status(transfer: SellerTransfer, reversed_total, returned_total, given_back):
+    taken = transfer.amount_withheld + reversed_total + transfer.amount_owed - returned_total
+    shares = transfer.reversal_target + transfer.dispute_target
+    if taken < shares or transfer.amount_to_give_back > given_back:
+        return S.REVERSAL_PENDING, timezone.now()
+    if taken <= 0:
+        return S.COMPLETED, None
+    if taken >= transfer.amount:
+        return S.REVERSED, None
+    return S.PARTIALLY_REVERSED, None
+
+
+def debt_given_back(transfer: SellerTransfer, *, amount: int, actor: Actor) -> SellerTransfer:
+    """reversal_pending → reversal_pending: part of what is owed back to the seller cancels
+    their debt instead of being sent (their shares went down after a refused reversal)."""
+    with transaction.atomic():
+        _move(
+            transfer,
+            S.REVERSAL_PENDING,
+            actor,
+            {"debt_cancelled": amount},
+            amount_owed=transfer.amount_owed - amount,
+            amount_to_give_back=transfer.amount_to_give_back - amount,
+        )
+        book.post_given_back(
+            book_ref(transfer), debt_cancelled=amount, returned=0, stripe_transfer_id=""
+        )
     return transfer
 
 
@@ -404,7 +476,8 @@ def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) ->
     back at Stripe (their balance refused it, or it was never sent to them at Stripe): it is
     recorded as the seller's debt, to be netted from their next transfers."""
     previous_owed = transfer.amount_owed
-    owed = transfer.reversal_target - transfer.amount_withheld - transfer.amount_reversed
+    shares = transfer.reversal_target + transfer.dispute_target
+    owed = previous_owed + shares - taken_back(transfer)
     with transaction.atomic():
         _move(
             transfer,
@@ -427,7 +500,8 @@ def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) ->
 
 def _report_over_reversal(transfer: SellerTransfer) -> None:
     # The gauge payouts_transfers_over_reversed counts these rows for alerting.
-    if transfer.amount_reversed > transfer.reversal_target:
+    shares = transfer.reversal_target + transfer.dispute_target
+    if taken_back(transfer) > shares + transfer.amount_to_give_back:
         _log(
             transfer,
             logging.ERROR,

@@ -7,10 +7,12 @@ and stay cheap however many settled rows the table holds.
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Min, Q, QuerySet
+from django.conf import settings
+from django.db.models import Count, Min, Q, QuerySet, Sum
 
 from ledger.models import CheckRun
-from payouts.models import SellerTransfer, SellerTransferEvent
+from marketplace.models import Dispute, DisputeStatus
+from payouts.models import OVER_REVERSED, SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
 
 # A refund's reversals normally finish within a few beat ticks; a row still waiting after this
@@ -76,7 +78,8 @@ def due_transfer_counts(*, now: datetime) -> dict[str, int]:
 def over_reversed_count() -> int:
     """Transfers Stripe reversed beyond their share of the refunds (served by a partial
     index, normally empty)."""
-    return SellerTransfer.objects.filter(amount_reversed__gt=F("reversal_target")).count()
+    # The condition is the partial index's, which keeps this count cheap.
+    return SellerTransfer.objects.filter(OVER_REVERSED).count()
 
 
 def ledger_breaks_last_run() -> int:
@@ -91,3 +94,38 @@ def oldest_due_reversal_age(*, now: datetime) -> timedelta:
         status=TransferStatus.REVERSAL_PENDING, next_retry_at__lte=now
     ).aggregate(oldest=Min("next_retry_at"))["oldest"]
     return max(now - oldest, timedelta(0)) if oldest else timedelta(0)
+
+
+def dispute_recovery_amount(*, order) -> int:
+    """How much of the order's chargeback is recovered from its sellers now, by the policy
+    (``DISPUTE_RECOVERY``): ``on_open`` while Stripe holds the funds (withdrawn, not reinstated,
+    not won), ``on_loss`` only once lost. With ``DISPUTE_FEE_BORNE_BY=sellers``, Stripe's fee is
+    recovered with the amount. Inquiries move no money and recover nothing."""
+    config = settings.PAYOUTS
+    recovered = 0
+    for dispute in Dispute.objects.filter(order=order):
+        if config.dispute_recovery == "on_loss":
+            recovering = dispute.status == DisputeStatus.LOST
+        else:
+            recovering = (
+                dispute.funds_withdrawn
+                and not dispute.funds_reinstated
+                and dispute.status not in (DisputeStatus.WON, DisputeStatus.WARNING_CLOSED)
+            )
+        if recovering:
+            fee = dispute.fee if config.dispute_fee_borne_by == "sellers" else 0
+            recovered += dispute.amount + fee
+    return recovered
+
+
+def open_disputes_by_currency() -> dict[str, tuple[int, int]]:
+    """``{currency: (open disputes, amount at risk)}``: disputes not closed yet."""
+    rows = (
+        Dispute.objects.exclude(
+            status__in=[DisputeStatus.WON, DisputeStatus.LOST, DisputeStatus.WARNING_CLOSED]
+        )
+        .values_list("currency")
+        .annotate(count=Count("id"), at_risk=Sum("amount"))
+        .order_by()
+    )
+    return {currency: (count, at_risk) for currency, count, at_risk in rows}

@@ -58,13 +58,16 @@ ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
     S.HELD: frozenset({S.PENDING, S.PERMANENTLY_FAILED}),
     S.COMPLETED: frozenset({S.REVERSAL_PENDING}),
     S.FAILED: frozenset({S.COMPLETED, S.HELD, S.PERMANENTLY_FAILED}),
+    # reversal_pending → completed: everything taken back was given back (a dispute won, a
+    # refund that failed): the seller keeps all of it again.
     S.REVERSAL_PENDING: frozenset(
-        {S.REVERSED, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED, S.PERMANENTLY_FAILED}
+        {S.COMPLETED, S.REVERSED, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED, S.PERMANENTLY_FAILED}
     ),
     S.PARTIALLY_REVERSED: frozenset({S.REVERSAL_PENDING}),
+    # A reversed transfer can be owed something back (a dispute won, a refund that failed).
+    S.REVERSED: frozenset({S.REVERSAL_PENDING}),
     # Another refund of the order: its share is tried at Stripe again.
     S.REVERSAL_REFUSED: frozenset({S.REVERSAL_PENDING}),
-    S.REVERSED: frozenset(),
     S.PERMANENTLY_FAILED: frozenset(),
 }
 

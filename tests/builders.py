@@ -312,7 +312,7 @@ def _book_paid_then_refunded(order: Order, rows: list[SellerTransfer]) -> None:
             order_id=order.pk, refund_id=f"re_backlog_{order.pk}", currency="usd", amount=total
         )
         for row in rows:
-            ref = book_ref(row)
+            ref = book_ref(row, step="backlog")
             book.post_transfer_sent(
                 ref, amount=row.amount, stripe_transfer_id=row.stripe_transfer_id
             )

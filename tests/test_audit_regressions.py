@@ -80,7 +80,7 @@ def test_a_seller_paid_late_gives_back_the_refunded_share_even_if_the_process_di
     def die(**kwargs):
         raise KilledHere
 
-    monkeypatch.setattr("payouts.services.transfers.transfers_apply_refunds", die)
+    monkeypatch.setattr("payouts.services.transfers.transfers_apply_shares", die)
     with pytest.raises(KilledHere):
         tasks.retry_failed_transfers()
     monkeypatch.undo()

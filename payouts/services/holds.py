@@ -4,7 +4,7 @@ connected account cannot receive transfers.
 A held transfer spends no retries. An order's hold (``TRANSFER_HOLD``) ends when its time comes
 (beat's release sweep), or at once when staff or the marketplace release it (on fulfilment,
 say); a refund during the hold keeps the seller's share back instead of sending and reversing
-it (``payouts.services.refund_shares``). An account hold ends when Stripe says the account can
+it (``payouts.services.shares``). An account hold ends when Stripe says the account can
 receive again (``account.updated`` on the Connect endpoint): the seller's transfers are sent at
 once.
 """

@@ -22,7 +22,7 @@ from django.utils import timezone
 from ledger.models import Break, BreakKind, CheckRun
 from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
 from payouts.models import SellerTransfer
-from payouts.services.refund_shares import PAID
+from payouts.services.shares import PAID
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,13 @@ def _unbalanced_entries() -> list[Found]:
 
 
 # What a transfer row says the seller's payable account holds for it (debit positive): owed at
-# payment, then netted, sent, charged refund shares, reversed, made debt, cancelled.
+# payment, then netted, sent (and given back), charged refund and chargeback shares, reversed,
+# made debt, cancelled (what was not kept back already).
 _ROW_PAYABLE = """
-    - t.amount + t.amount_netted + {sent} + t.reversal_target - t.amount_reversed
-    - t.amount_owed
-    + CASE WHEN t.end_reason = 'order_refunded' THEN t.amount - t.reversal_target ELSE 0 END
+    - t.amount + t.amount_netted + {sent} + t.amount_returned
+    + t.reversal_target + t.dispute_target - t.amount_reversed - t.amount_owed
+    + CASE WHEN t.end_reason = 'order_refunded'
+      THEN t.amount - t.reversal_target - t.dispute_target ELSE 0 END
 """
 _SENT = """
     CASE WHEN t.stripe_transfer_id <> '' OR t.status = ANY(%(paid)s)
@@ -169,10 +171,10 @@ _TRANSFER_VS_BOOK = f"""
         WHERE e.transfer_id IN (SELECT id FROM rows)
         GROUP BY e.transfer_id
     )
-    SELECT t.id, t.seller_id, t.currency, {_SENT} AS sent, t.amount_reversed,
+    SELECT t.id, t.seller_id, t.currency, {_SENT} + t.amount_returned AS sent, t.amount_reversed,
            coalesce(b.sent, 0), coalesce(b.reversed, 0)
     FROM rows t LEFT JOIN book b ON b.transfer_id = t.id
-    WHERE ({_SENT}, t.amount_reversed)
+    WHERE ({_SENT} + t.amount_returned, t.amount_reversed)
         IS DISTINCT FROM (coalesce(b.sent, 0), coalesce(b.reversed, 0))
     ORDER BY t.id
 """

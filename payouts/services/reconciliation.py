@@ -25,7 +25,7 @@ from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_g
 from payouts.locks import transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
-from payouts.services.refund_shares import PAID, transfers_apply_refunds
+from payouts.services.shares import PAID, transfers_apply_shares
 from payouts.transitions import TransferStatus
 from payouts.wakeups import reversals_due_after_commit
 
@@ -124,7 +124,7 @@ def _compare(row: SellerTransfer, *, gateway: StripeGateway, repair: bool) -> Di
     return differs(problem, repaired=outcome == RecordOutcome.RECORDED)
 
 
-def refund_shares_recheck(*, since: timedelta | None = None) -> int:
+def shares_recheck(*, since: timedelta | None = None) -> int:
     """Recompute every paid transfer's share of its order's refunds (orders whose refunds or
     transfers changed within ``since``; all refunded orders when ``None``) and schedule any
     share a transfer missed, whatever the cause. Returns how many transfers were scheduled."""
@@ -137,7 +137,7 @@ def refund_shares_recheck(*, since: timedelta | None = None) -> int:
     scheduled = 0
     for order_id in orders.values_list("pk", flat=True).distinct().order_by("pk").iterator():
         with transaction.atomic():
-            missed = transfers_apply_refunds(order=order_lock(order_id), actor=actor)
+            missed = transfers_apply_shares(order=order_lock(order_id), actor=actor)
         if missed:
             logger.error(
                 "transfers had missed their share of the order's refunds; scheduled now",
@@ -150,7 +150,7 @@ def refund_shares_recheck(*, since: timedelta | None = None) -> int:
 def reconciliation_run(*, since: timedelta | None) -> dict[str, int]:
     """The daily run: every missed refund share scheduled, then every paid transfer compared
     with Stripe (repairing what recording Stripe's reversals settles)."""
-    scheduled = refund_shares_recheck(since=since)
+    scheduled = shares_recheck(since=since)
     differences = transfers_compare_with_stripe(repair=True, since=since)
     return {
         "missed_shares_scheduled": scheduled,

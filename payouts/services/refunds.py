@@ -1,9 +1,9 @@
 """Refunds: what Stripe says about them, and the ones staff start here.
 
 A refund seen at Stripe updates our refund row, the order's status and each seller's share to
-take back (``refund_shares``) in one short transaction with no Stripe call, so the buyer-facing
-refund completes whatever Stripe Connect's health. Duplicate and out-of-order deliveries have
-one effect (see ``marketplace.services.refund_record``).
+take back (``payouts.services.shares``) in one short transaction with no Stripe call, so the
+buyer-facing refund completes whatever Stripe Connect's health. Duplicate and out-of-order
+deliveries have one effect (see ``marketplace.services.refund_record``).
 """
 
 import logging
@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from config.errors import StripeRefused
 from ledger import services as book
-from marketplace.models import Refund, RefundStatus
+from marketplace.models import DisputeStatus, Refund, RefundStatus
 from marketplace.services import (
     order_find_for_refund,
     refund_mark_failed,
@@ -25,9 +25,9 @@ from marketplace.services import (
 )
 from payouts.gateway import GatewayError, StripeGateway, StripeRefund, get_gateway
 from payouts.idempotency import KEY_MEMORY
-from payouts.metrics import event_refused
+from payouts.metrics import REFUNDS_WHILE_DISPUTED, event_refused
 from payouts.moves import Actor
-from payouts.services.refund_shares import transfers_apply_refunds
+from payouts.services.shares import transfers_apply_shares
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ _STATUS_FROM_STRIPE = {
     "failed": RefundStatus.FAILED,
     "canceled": RefundStatus.CANCELED,
 }
+
+
+# A dispute that no longer stands between the buyer and a refund.
+SETTLED_DISPUTE_STATUSES = (DisputeStatus.WON, DisputeStatus.WARNING_CLOSED)
 
 
 class UnknownRefundOrder(LookupError):
@@ -88,10 +92,13 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Acto
             logger.error("refund failed after it had succeeded; staff must review", extra=log)
         if not change.became_succeeded:
             return 0
+        if order.disputes.exclude(status__in=SETTLED_DISPUTE_STATUSES).exists():
+            REFUNDS_WHILE_DISPUTED.inc()
+            logger.warning("refund of a disputed charge; staff should review", extra=log)
         book.post_refund(
             order_id=order.pk, refund_id=refund.id, currency=order.currency, amount=refund.amount
         )
-        return transfers_apply_refunds(order=order, actor=actor)
+        return transfers_apply_shares(order=order, actor=actor)
 
 
 def refunds_sync_for_charge(*, charge_id: str, gateway: StripeGateway | None = None) -> int:

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ledger import services as book
 from payouts import moves
 from payouts.concurrency import run_loops
 from payouts.gateway import (
@@ -36,7 +37,7 @@ from payouts.gateway import (
     TransferNotFound,
     get_gateway,
 )
-from payouts.idempotency import key_may_be_forgotten, next_attempt, reversal_key
+from payouts.idempotency import key_may_be_forgotten, next_attempt, return_key, reversal_key
 from payouts.locks import claim_due, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
@@ -56,6 +57,8 @@ class ReversalOutcome(StrEnum):
     MORE_TO_REVERSE = "more_to_reverse"
     ALREADY_REVERSED = "already_reversed"
     NOT_FOUND = "not_found"
+    # The seller's shares went down: what was taken beyond them was given back.
+    GIVEN_BACK = "given_back"
     # The seller's balance cannot cover it: the rest of the share is the seller's debt.
     REFUSED = "reversal_refused"
     NO_TRANSFER_ID = "no_transfer_id"
@@ -66,6 +69,7 @@ class ReversalOutcome(StrEnum):
 
 
 _SETTLED = {
+    S.COMPLETED: ReversalOutcome.GIVEN_BACK,
     S.REVERSED: ReversalOutcome.REVERSED,
     S.PARTIALLY_REVERSED: ReversalOutcome.PARTIALLY_REVERSED,
     S.REVERSAL_PENDING: ReversalOutcome.MORE_TO_REVERSE,
@@ -123,14 +127,11 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
 
 
 def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
+    if transfer.amount_to_give_back > 0:
+        return _give_back(transfer, gateway)
     key = reversal_key(transfer)
-    # What is left of the share, and how much of it Stripe still holds with the seller.
-    remaining = (
-        transfer.reversal_target
-        - transfer.amount_withheld
-        - transfer.amount_reversed
-        - transfer.amount_owed
-    )
+    # What is left of the shares to take, and how much of it Stripe still holds with the seller.
+    remaining = transfer.reversal_target + transfer.dispute_target - moves.taken_back(transfer)
     at_stripe = _sent(transfer) - transfer.amount_reversed
     try:
         must_read = transfer.read_stripe_first or key_may_be_forgotten(transfer, now=timezone.now())
@@ -193,6 +194,58 @@ def _settle(transfer: SellerTransfer, **outcome) -> ReversalOutcome:
             raise ConcurrentTransition(row.pk, transfer.status, "settled")
         moves.reversal_settled(row, actor=WORKER, **outcome)
     return _SETTLED[row.status]
+
+
+def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
+    """The seller's shares went down (a dispute won, a refund that failed): give back what was
+    taken beyond them, their debt first, the rest in a new transfer keyed on this step."""
+    with transaction.atomic():
+        row = transfer_lock(transfer.pk)
+        if row.status != transfer.status:
+            raise ConcurrentTransition(row.pk, transfer.status, "given back")
+        debt = book.seller_debt_lock(seller_id=row.seller_id, currency=row.currency)
+        cancelled = min(row.amount_to_give_back, row.amount_owed, max(debt, 0))
+        if cancelled:
+            moves.debt_given_back(row, amount=cancelled, actor=WORKER)
+    if row.amount_to_give_back == 0:
+        return _settle(row)
+    key = return_key(row)
+    try:
+        must_read = row.read_stripe_first or key_may_be_forgotten(row, now=timezone.now())
+        found = _return_at_stripe(row, gateway) if must_read else None
+        result = found or _send_back(row, gateway, key)
+    except GatewayError as error:
+        return _attempt_failed(row, error=error, key=key)
+    returned = row.amount_returned + result.amount
+    _settle(row, amount_returned=returned, stripe_return_id=result.id)
+    return ReversalOutcome.GIVEN_BACK
+
+
+def _send_back(row: SellerTransfer, gateway: StripeGateway, key: str):
+    return gateway.create_transfer(
+        amount=row.amount_to_give_back,
+        currency=row.currency,
+        destination=row.seller.stripe_account_id,
+        transfer_group=f"order_{row.order_id}",
+        source_transaction=None,
+        metadata={
+            "order_id": str(row.order_id),
+            "seller_transfer_id": str(row.pk),
+            "given_back_after": str(row.amount_returned),
+        },
+        idempotency_key=key,
+    )
+
+
+def _return_at_stripe(row: SellerTransfer, gateway: StripeGateway):
+    """A transfer an earlier attempt of this step already sent back, found by our metadata."""
+    for candidate in gateway.find_transfers(transfer_group=f"order_{row.order_id}"):
+        metadata = candidate.metadata
+        if metadata.get("seller_transfer_id") == str(row.pk) and metadata.get(
+            "given_back_after"
+        ) == str(row.amount_returned):
+            return candidate
+    return None
 
 
 def _refuse(transfer: SellerTransfer, why: str) -> ReversalOutcome:

@@ -33,7 +33,7 @@ from payouts.idempotency import key_may_be_forgotten, next_attempt, transfer_key
 from payouts.locks import claim_due, lease_take, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
-from payouts.services.refund_shares import transfers_apply_refunds
+from payouts.services.shares import transfers_apply_shares
 from payouts.transitions import ConcurrentTransition, HeldReason, TransferStatus
 from payouts.wakeups import send_transfers_after_commit, transfers_due_at
 
@@ -101,7 +101,7 @@ def transfers_create_for_order(*, order: Order) -> list[SellerTransfer]:
         SellerTransfer.objects.bulk_create(rows)
         for row in rows:
             if row.amount_netted:
-                book.post_netting(moves.book_ref(row), amount=row.amount_netted)
+                book.post_netting(moves.book_ref(row, step="created"), amount=row.amount_netted)
         book.post_payment(
             order_id=order.pk,
             charge_id=order.stripe_charge_id,
@@ -274,7 +274,7 @@ def _record_paid(
         moves.paid(
             transfer, stripe_transfer_id=stripe_transfer_id, key=key, adopted=adopted, actor=actor
         )
-        transfers_apply_refunds(order=order, actor=actor)
+        transfers_apply_shares(order=order, actor=actor)
 
 
 def _row_stamp(transfer: SellerTransfer) -> str:

@@ -16,9 +16,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from marketplace.services import OrderMismatch, order_find_for_payment
-from payouts.gateway import account_from_stripe, minor_units, refund_from_stripe
+from payouts.gateway import (
+    account_from_stripe,
+    dispute_from_stripe,
+    minor_units,
+    refund_from_stripe,
+)
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
+from payouts.services.disputes import DisputeNotApplicable, dispute_apply
 from payouts.services.holds import seller_account_updated, seller_deauthorized
 from payouts.services.reconciliation import transfer_record_stripe_reversals
 from payouts.services.refunds import RefundCurrencyMismatch, UnknownRefundOrder, refund_apply
@@ -165,6 +171,13 @@ def _transfer_reversed(event: WebhookEvent) -> None:
     )
 
 
+def _dispute_changed(event: WebhookEvent) -> None:
+    try:
+        dispute_apply(dispute=dispute_from_stripe(_object(event)), actor=_actor(event))
+    except DisputeNotApplicable as exc:
+        raise WebhookRejected(str(exc)) from exc
+
+
 def _account_updated(event: WebhookEvent) -> None:
     seller_account_updated(account=account_from_stripe(_object(event)), actor=_actor(event))
 
@@ -192,4 +205,9 @@ HANDLERS: dict[str, Callable[[WebhookEvent], None]] = {
     "refund.failed": _refund_changed,
     "charge.refund.updated": _refund_changed,
     "charge.refunded": _charge_refunded,
+    "charge.dispute.created": _dispute_changed,
+    "charge.dispute.updated": _dispute_changed,
+    "charge.dispute.funds_withdrawn": _dispute_changed,
+    "charge.dispute.funds_reinstated": _dispute_changed,
+    "charge.dispute.closed": _dispute_changed,
 }

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand
 
-from payouts.services.reconciliation import refund_shares_recheck, transfers_compare_with_stripe
+from payouts.services.reconciliation import shares_recheck, transfers_compare_with_stripe
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args, repair, days, **options):
         since = timedelta(days=days) if days else None
         if repair:
-            scheduled = refund_shares_recheck(since=since)
+            scheduled = shares_recheck(since=since)
             self.stdout.write(f"{scheduled} missed refund share(s) scheduled for reversal")
         differences = transfers_compare_with_stripe(repair=repair, since=since)
         for difference in differences:
