@@ -71,6 +71,7 @@ class EntryKind(models.TextChoices):
     NETTING_RELEASED = "netting_released"  # that netting undone (the payment was cancelled)
     TRANSFER_CANCELLED = "transfer_cancelled"  # order refunded before the seller was paid
     REFUND = "refund"  # money back to the buyer
+    REFUND_FAILED = "refund_failed"  # that refund failed after succeeding: the money came back
     REFUND_SHARE = "refund_share"  # a seller's share of a refund, to take back
     REVERSAL = "reversal"  # a share taken back at Stripe
     REVERSAL_REFUSED = "reversal_refused"  # Stripe refused it for the seller's balance: debt

@@ -94,6 +94,19 @@ def post_refund(*, order_id: int, refund_id: str, currency: str, amount: int) ->
     )
 
 
+def post_refund_failed(*, order_id: int, refund_id: str, currency: str, amount: int) -> None:
+    """The refund failed after succeeding: Stripe put back on the platform's balance what it
+    had taken (the buyer never got it)."""
+    entry_post(
+        kind=EntryKind.REFUND_FAILED,
+        external_id=refund_id,
+        currency=currency,
+        legs=[Leg(K.PLATFORM_CASH, amount), Leg(K.BUYER_REFUNDS, -amount)],
+        order_id=order_id,
+        stripe_id=refund_id,
+    )
+
+
 def post_refund_share(ref: TransferRef, *, previous_target: int, target: int) -> None:
     """The seller's share of the order's refunds moved to ``target``: they owe the growth back
     (or are owed the drop, when a refund failed)."""

@@ -73,7 +73,50 @@ class RefundStatus(models.TextChoices):
     CANCELED = "canceled"
 
 
-class Order(models.Model):
+class Settled(models.Model):
+    """How a payment or a refund landed on the platform's Stripe balance: its balance
+    transaction, in the platform's settlement currency (``settlement_currency``), which may differ
+    from the currency the buyer paid in. Empty until read from Stripe.
+
+    ``settlement_due_at`` is set while the balance transaction must still be read (a paid order,
+    a refund in another currency than its settlement); the sweep reads it then."""
+
+    settlement_currency = models.CharField(max_length=3, blank=True, default="", db_default="")
+    settlement_amount = models.BigIntegerField(
+        null=True, blank=True, help_text="What it settled as, minor units of the settlement."
+    )
+    exchange_rate = models.DecimalField(
+        max_digits=24, decimal_places=12, null=True, blank=True,
+        help_text="Stripe's rate: one major unit of the buyer's currency in the settlement's.",
+    )  # fmt: skip
+    stripe_balance_transaction_id = models.CharField(
+        max_length=255, blank=True, default="", db_default="", help_text="txn_…"
+    )
+    settlement_due_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def settled(self) -> bool:
+        return self.settlement_amount is not None
+
+
+def _settlement_checks(prefix: str) -> list[models.CheckConstraint]:
+    return [
+        models.CheckConstraint(
+            condition=Q(settlement_currency="") | Q(settlement_currency__regex=r"^[a-z]{3}$"),
+            name=f"chk_{prefix}_settlement_currency",
+        ),
+        models.CheckConstraint(
+            condition=Q(settlement_amount__isnull=True)
+            | (Q(settlement_amount__gte=0) & ~Q(settlement_currency="")),
+            name=f"chk_{prefix}_settlement_amount",
+        ),
+    ]
+
+
+class Order(Settled):
     Status = OrderStatus
 
     buyer_email = models.EmailField()
@@ -81,6 +124,9 @@ class Order(models.Model):
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
     stripe_payment_intent_id = models.CharField(max_length=255, blank=True, default="")
     stripe_charge_id = models.CharField(max_length=255, blank=True, default="")
+    # What landed after Stripe's processing fee: the sellers' shares and the platform's fees
+    # add up to it.
+    settlement_net = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -101,6 +147,19 @@ class Order(models.Model):
                 condition=_not_empty("stripe_charge_id"),
                 name="uniq_order_stripe_charge_id",
             ),
+            *_settlement_checks("order"),
+            models.CheckConstraint(
+                condition=Q(settlement_net__isnull=True)
+                | Q(settlement_net__gte=0, settlement_net__lte=models.F("settlement_amount")),
+                name="chk_order_settlement_net",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["settlement_due_at"],
+                condition=Q(settlement_due_at__isnull=False),
+                name="order_settlement_due",
+            )
         ]
 
     def __str__(self) -> str:
@@ -122,7 +181,7 @@ class OrderItem(models.Model):
         return f"{self.description} ({self.amount})"
 
 
-class Refund(models.Model):
+class Refund(Settled):
     Status = RefundStatus
 
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
@@ -150,6 +209,14 @@ class Refund(models.Model):
                 condition=_not_empty("stripe_refund_id"),
                 name="uniq_refund_stripe_refund_id",
             ),
+            *_settlement_checks("refund"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["settlement_due_at"],
+                condition=Q(settlement_due_at__isnull=False),
+                name="refund_settlement_due",
+            )
         ]
 
     def __str__(self) -> str:
@@ -202,6 +269,10 @@ class Dispute(models.Model):
     currency = models.CharField(max_length=3)
     # What Stripe charged the platform for the dispute (0 until the funds are withdrawn).
     fee = models.BigIntegerField(default=0)
+    # What Stripe withdrew for it from the platform's balance (without its fee), in the
+    # settlement currency; null until the funds are withdrawn.
+    settlement_amount = models.BigIntegerField(null=True, blank=True)
+    settlement_currency = models.CharField(max_length=3, blank=True, default="", db_default="")
     reason = models.CharField(max_length=64, blank=True, default="")
     status = models.CharField(max_length=32, choices=Status.choices)
     evidence_due_by = models.DateTimeField(null=True, blank=True)

@@ -28,3 +28,37 @@ def order_refund_reserved_amount(*, order: Order) -> int:
     """What is refunded or on its way: succeeded refunds plus pending ones (a staff refund
     reserves its amount before Stripe is called), so no amount can be refunded twice."""
     return _refund_sum(order, [RefundStatus.PENDING, RefundStatus.SUCCEEDED])
+
+
+def order_settled_total(*, order: Order) -> int:
+    """What the buyer's payment settled as on the platform's balance, before Stripe's fee, in
+    the settlement currency. An order paid before settlements were read settled as itself."""
+    if order.settlement_amount is not None:
+        return order.settlement_amount
+    return order_total(order=order)
+
+
+def refund_settled_amount(*, refund, order: Order) -> int | None:
+    """What the refund took from the platform's balance, in the order's settlement currency:
+    its own balance transaction once read; its amount when no conversion happened (refund and
+    settlement in one currency); ``None`` while its balance transaction is still to be read."""
+    if refund.settlement_amount is not None:
+        return refund.settlement_amount
+    if order.settled:
+        return refund.amount if order.settlement_currency == refund.currency else None
+    # Paid before settlements were read (its transfers are in its own currency), or its own
+    # settlement still to be read.
+    return refund.amount if order.settlement_due_at is None else None
+
+
+def order_refunded_settled(*, order: Order) -> int:
+    """What the order's succeeded refunds took from the platform's balance, in the settlement
+    currency, capped at what the payment settled as; all of it once the buyer got everything
+    back (whatever the refunds' rates). Refunds whose balance transaction is still to be read
+    count when it is."""
+    settled_total = order_settled_total(order=order)
+    if order_refunded_amount(order=order) >= order_total(order=order):
+        return settled_total
+    refunds = order.refunds.filter(status=RefundStatus.SUCCEEDED)
+    amounts = (refund_settled_amount(refund=refund, order=order) for refund in refunds)
+    return min(sum(amount for amount in amounts if amount is not None), settled_total)

@@ -76,10 +76,59 @@ def order_mark_paid(
         order.status = OrderStatus.PAID
         order.stripe_payment_intent_id = payment_intent_id
         order.stripe_charge_id = charge_id
+        order.settlement_due_at = timezone.now()  # its balance transaction is read next
         order.save(
-            update_fields=["status", "stripe_payment_intent_id", "stripe_charge_id", "updated_at"]
+            update_fields=[
+                "status",
+                "stripe_payment_intent_id",
+                "stripe_charge_id",
+                "settlement_due_at",
+                "updated_at",
+            ]
         )
         return True
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a payment or refund settled as on the platform's balance (see ``Settled``)."""
+
+    currency: str
+    amount: int
+    net: int
+    exchange_rate: object = None  # Decimal | None
+    balance_transaction_id: str = ""
+
+
+def settlement_record(*, row: Order | Refund, settlement: Settlement) -> bool:
+    """Store what ``row`` (an order or a refund, locked by the caller) settled as; the first
+    answer stays. True when it was new."""
+    if row.settled:
+        return False
+    row.settlement_currency = settlement.currency
+    row.settlement_amount = settlement.amount
+    row.exchange_rate = settlement.exchange_rate
+    row.stripe_balance_transaction_id = settlement.balance_transaction_id
+    row.settlement_due_at = None
+    fields = [
+        "settlement_currency",
+        "settlement_amount",
+        "exchange_rate",
+        "stripe_balance_transaction_id",
+        "settlement_due_at",
+    ]
+    if isinstance(row, Order):
+        row.settlement_net = settlement.net
+        fields.append("settlement_net")
+    row.save(update_fields=[*fields, "updated_at"])
+    return True
+
+
+def settlement_postpone(*, row: Order | Refund, until) -> None:
+    """Its balance transaction could not be read: try again at ``until``."""
+    type(row).objects.filter(pk=row.pk, settlement_due_at__isnull=False).update(
+        settlement_due_at=until
+    )
 
 
 @dataclass(frozen=True)
@@ -310,6 +359,9 @@ class DisputeFacts:
     funds_withdrawn: bool
     funds_reinstated: bool
     fee: int
+    # What Stripe withdrew for it, in the settlement currency (None: not withdrawn yet).
+    settlement_amount: int | None = None
+    settlement_currency: str = ""
 
 
 def dispute_record(*, order: Order, facts: DisputeFacts) -> Dispute:
@@ -334,6 +386,8 @@ def dispute_record(*, order: Order, facts: DisputeFacts) -> Dispute:
             evidence_due_by=facts.evidence_due_by,
             funds_withdrawn=facts.funds_withdrawn,
             funds_reinstated=facts.funds_reinstated,
+            settlement_amount=facts.settlement_amount,
+            settlement_currency=facts.settlement_currency,
         )
     if dispute.is_open and _DISPUTE_PROGRESS[facts.status] >= _DISPUTE_PROGRESS[dispute.status]:
         dispute.status = facts.status
@@ -341,6 +395,9 @@ def dispute_record(*, order: Order, facts: DisputeFacts) -> Dispute:
     dispute.funds_withdrawn |= facts.funds_withdrawn
     dispute.funds_reinstated |= facts.funds_reinstated
     dispute.fee = max(dispute.fee, facts.fee)
+    if dispute.settlement_amount is None and facts.settlement_amount is not None:
+        dispute.settlement_amount = facts.settlement_amount
+        dispute.settlement_currency = facts.settlement_currency
     dispute.save()
     return dispute
 

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -58,6 +59,35 @@ class StripeBalanceMove:
     fee: int
     net: int
     currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class StripeSettlement:
+    """How a charge or a refund landed on the platform's balance: its balance transaction, in
+    the settlement currency. ``amount`` is positive for a charge and a refund alike (what came
+    in, what went out); ``exchange_rate`` is ``None`` when no conversion happened."""
+
+    balance_transaction_id: str
+    amount: int
+    fee: int
+    net: int
+    currency: str
+    exchange_rate: Decimal | None
+
+
+def settlement_from_stripe(txn: Any) -> StripeSettlement:
+    """Our settlement from an (expanded) balance transaction."""
+    amount = int(txn["amount"])
+    fee = int(txn.get("fee") or 0)
+    rate = txn.get("exchange_rate")
+    return StripeSettlement(
+        balance_transaction_id=txn["id"],
+        amount=minor_units(abs(amount)),
+        fee=minor_units(fee, field="fee"),
+        net=minor_units(abs(int(txn.get("net", amount - fee))), field="net"),
+        currency=str(txn["currency"]).lower(),
+        exchange_rate=None if rate is None else Decimal(str(rate)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +502,22 @@ class StripeGateway:
             options={"idempotency_key": idempotency_key},
         )
         return refund_from_stripe(obj)
+
+    def charge_settlement(self, charge_id: str) -> StripeSettlement | None:
+        """The charge's balance transaction: what the buyer's payment settled as, in which
+        currency and at which rate. ``None`` while Stripe has not created it yet."""
+        return self._settlement("charges.retrieve", self._client.v1.charges.retrieve, charge_id)
+
+    def refund_settlement(self, refund_id: str) -> StripeSettlement | None:
+        """The refund's own balance transaction (its rate may differ from the charge's)."""
+        return self._settlement("refunds.retrieve", self._client.v1.refunds.retrieve, refund_id)
+
+    def _settlement(self, operation: str, retrieve: Any, object_id: str):
+        obj = self._call(
+            operation, retrieve, object_id, params={"expand": ["balance_transaction"]}
+        )
+        txn = obj.get("balance_transaction")
+        return settlement_from_stripe(txn) if isinstance(txn, dict) else None
 
     def list_refunds(self, *, charge_id: str) -> list[StripeRefund]:
         objs = self._call(

@@ -12,6 +12,7 @@ from django.db.models import Count, Min, Q, QuerySet, Sum
 
 from ledger.models import CheckRun
 from marketplace.models import Dispute, DisputeStatus
+from marketplace.selectors import order_settled_total, order_total
 from payouts.models import OVER_REVERSED, SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
 
@@ -100,7 +101,10 @@ def dispute_recovery_amount(*, order) -> int:
     """How much of the order's chargeback is recovered from its sellers now, by the policy
     (``DISPUTE_RECOVERY``): ``on_open`` while Stripe holds the funds (withdrawn, not reinstated,
     not won), ``on_loss`` only once lost. With ``DISPUTE_FEE_BORNE_BY=sellers``, Stripe's fee is
-    recovered with the amount. Inquiries move no money and recover nothing."""
+    recovered with the amount. Inquiries move no money and recover nothing.
+
+    In the order's settlement currency: what Stripe withdrew from the platform's balance for
+    the dispute, or (not withdrawn yet) the disputed amount at the payment's own rate."""
     config = settings.PAYOUTS
     recovered = 0
     for dispute in Dispute.objects.filter(order=order):
@@ -114,8 +118,18 @@ def dispute_recovery_amount(*, order) -> int:
             )
         if recovering:
             fee = dispute.fee if config.dispute_fee_borne_by == "sellers" else 0
-            recovered += dispute.amount + fee
+            recovered += _dispute_settled(dispute, order) + fee
     return recovered
+
+
+def _dispute_settled(dispute, order) -> int:
+    if dispute.settlement_amount is not None:
+        return dispute.settlement_amount
+    total = order_total(order=order)
+    if not total:
+        return 0
+    settled = order_settled_total(order=order)
+    return (2 * dispute.amount * settled + total) // (2 * total)  # half up
 
 
 def open_disputes_by_currency() -> dict[str, tuple[int, int]]:

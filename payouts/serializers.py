@@ -49,6 +49,9 @@ class RefundSerializer(serializers.ModelSerializer):
             "amount",
             "currency",
             "status",
+            "settlement_amount",
+            "settlement_currency",
+            "exchange_rate",
             "error_message",
             "created_at",
         ]

@@ -10,7 +10,7 @@ from one another (``tests/test_suite_layout.py`` checks it).
 - sellers and orders: ``connected_seller``, ``seller_order``, ``paid_intent``, ``paid_order``,
   ``refund_at_stripe``
 - transfers: ``stripe_transfer``, ``due_row``, ``make_due``, ``age_transfer``,
-  ``transfers_at_stripe_for``
+  ``transfers_at_stripe_for``, ``returned_at_stripe``
 - worker processes: ``reversal_backlog``, ``worker_environment``
 """
 
@@ -36,7 +36,7 @@ from marketplace.services import order_mark_paid
 from payouts import tasks
 from payouts.models import SellerTransfer
 from payouts.moves import book_ref
-from payouts.services.transfers import transfers_create_for_order
+from payouts.services.transfers import order_settle
 from payouts.transitions import TransferStatus
 from tests.factories import (
     OrderFactory,
@@ -110,12 +110,16 @@ ItemAmounts = int | tuple[int, ...]
 
 
 def seller_order(
-    stripe_client, amounts: Sequence[ItemAmounts], *, sellers: Sequence[Seller] | None = None
+    stripe_client,
+    amounts: Sequence[ItemAmounts],
+    *,
+    sellers: Sequence[Seller] | None = None,
+    currency: str = "usd",
 ) -> Order:
-    """A pending order with one seller per entry of ``amounts``: an item of that amount, or one
-    item per amount of a tuple. Each seller is connected at the sandbox, unless ``sellers``
-    gives them."""
-    order = OrderFactory()
+    """A pending order in ``currency`` with one seller per entry of ``amounts``: an item of that
+    amount, or one item per amount of a tuple. Each seller is connected at the sandbox, unless
+    ``sellers`` gives them."""
+    order = OrderFactory(currency=currency)
     sellers = sellers or [connected_seller(stripe_client) for _ in amounts]
     for seller, entry in zip(sellers, amounts, strict=True):
         for amount in entry if isinstance(entry, tuple) else (entry,):
@@ -145,6 +149,7 @@ def paid_order(
     mark_paid: bool = True,
     unpaid: Collection[int] = (),
     sellers: Sequence[Seller] | None = None,
+    currency: str = "usd",
 ) -> tuple[Order, list[SellerTransfer]]:
     """``seller_order(amounts)``, its buyer's payment succeeded at the sandbox; the order and its
     seller transfer rows, in the order of ``amounts``.
@@ -159,7 +164,7 @@ def paid_order(
       at the sandbox, except the sellers at the indices in ``unpaid``: their rows stay
       ``pending``, never sent.
     """
-    order = seller_order(stripe_client, amounts, sellers=sellers)
+    order = seller_order(stripe_client, amounts, sellers=sellers, currency=currency)
     intent = paid_intent(stripe_client, order)
     if webhook is not None:
         assert mark_paid and not unpaid, "through the webhook every seller is sent"
@@ -177,7 +182,7 @@ def paid_order(
             charge_id=intent["latest_charge"],
         )
         order.refresh_from_db()
-        transfers_create_for_order(order=order)
+        order_settle(order=order)
         rows = _rows_by_seller(order)
         _send_all_but(order, held=[rows[index] for index in unpaid])
     order.refresh_from_db()
@@ -250,6 +255,17 @@ def age_transfer(transfer: SellerTransfer, by: timedelta) -> None:
     clocks = [name for name in ("updated_at", "key_first_sent_at", "next_retry_at") if name in kept]
     SellerTransfer.objects.filter(pk=transfer.pk).update(**{name: F(name) - by for name in clocks})
     transfer.refresh_from_db()
+
+
+def returned_at_stripe(sandbox, row: SellerTransfer) -> list[int]:
+    """The amounts of the transfers that gave money back to ``row``'s seller (every transfer
+    of the row but its own)."""
+    return [
+        t["amount"]
+        for t in sandbox.state()["transfers"]
+        if t["metadata"].get("seller_transfer_id") == str(row.pk)
+        and t["id"] != row.stripe_transfer_id
+    ]
 
 
 def transfers_at_stripe_for(sandbox, transfer: SellerTransfer) -> list[dict]:

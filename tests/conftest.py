@@ -17,7 +17,7 @@ import pytest
 import stripe
 
 from stripe_sandbox.testing import RunningSandbox
-from tests.builders import CONNECT_WEBHOOK_SECRET, WEBHOOK_SECRET, paid_order
+from tests.builders import CONNECT_WEBHOOK_SECRET, WEBHOOK_SECRET, paid_order, post_event
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +69,24 @@ def three_seller_order(client, sandbox, stripe_client):
     order, transfers = paid_order(stripe_client, [1000, 2000, 3333], webhook=client)
     assert sorted(t.amount for t in transfers) == [900, 1800, 3000]
     return order
+
+
+@pytest.fixture
+def deliver(client, sandbox, django_capture_on_commit_callbacks):
+    """Post the sandbox's events of the given types (all of them, since the last call), signed,
+    as Stripe would deliver them, running what they start after commit."""
+    delivered = set()
+
+    def run(*types: str, events=None) -> None:
+        for event in events or [e for e in sandbox.events() if e["type"] in types]:
+            if events is None and event["id"] in delivered:
+                continue
+            delivered.add(event["id"])
+            with django_capture_on_commit_callbacks(execute=True):
+                response = post_event(client, event)
+            assert response.status_code == 200, response.content
+
+    return run
 
 
 @pytest.fixture

@@ -13,29 +13,17 @@ from marketplace.models import Dispute, Order
 from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
 from payouts.transitions import TransferStatus
-from tests.builders import make_event, paid_order, post_event, refund_at_stripe
+from tests.builders import (
+    make_event,
+    paid_order,
+    post_event,
+    refund_at_stripe,
+    returned_at_stripe,
+)
 from tests.factories import UserFactory
 
 S = TransferStatus
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def deliver(client, sandbox, django_capture_on_commit_callbacks):
-    """Post the sandbox's events of the given types (all of them, since the last call), signed,
-    as Stripe would deliver them, running what they start after commit."""
-    delivered = set()
-
-    def run(*types: str, events=None) -> None:
-        for event in events or [e for e in sandbox.events() if e["type"] in types]:
-            if events is None and event["id"] in delivered:
-                continue
-            delivered.add(event["id"])
-            with django_capture_on_commit_callbacks(execute=True):
-                response = post_event(client, event)
-            assert response.status_code == 200, response.content
-
-    return run
 
 
 DISPUTE_EVENTS = (
@@ -49,15 +37,6 @@ DISPUTE_EVENTS = (
 
 def rows(order) -> list[SellerTransfer]:
     return list(SellerTransfer.objects.filter(order=order).order_by("amount"))
-
-
-def returned_at_stripe(sandbox, row) -> list[int]:
-    return [
-        t["amount"]
-        for t in sandbox.state()["transfers"]
-        if t["metadata"].get("seller_transfer_id") == str(row.pk)
-        and t["id"] != row.stripe_transfer_id
-    ]
 
 
 def test_a_chargeback_takes_each_sellers_share_back_and_a_won_dispute_gives_it_back(

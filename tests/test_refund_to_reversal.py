@@ -117,21 +117,6 @@ def test_the_buyer_refund_completes_while_stripe_connect_is_down(
     assert len(sandbox.calls()) == calls_before  # the webhook never waits on Stripe
 
 
-def test_a_refund_that_fails_after_succeeding_resends_nothing(
-    client, sandbox, stripe_client, two_seller_order
-):
-    refund = refund_at_stripe(stripe_client, two_seller_order)
-    post_event(client, make_event("refund.created", refund))
-    tasks.process_reversals()
-    transfers_before = len(sandbox.state()["transfers"])
-
-    post_event(client, make_event("refund.failed", {**refund, "status": "failed"}))
-
-    assert Refund.objects.get(stripe_refund_id=refund["id"]).status == Refund.Status.FAILED
-    assert len(sandbox.state()["transfers"]) == transfers_before
-    assert set(two_seller_order.transfers.values_list("status", flat=True)) == {S.REVERSED}
-
-
 def test_charge_refunded_fetches_refunds_not_seen_and_never_double_counts(
     client, sandbox, stripe_client, two_seller_order, django_capture_on_commit_callbacks
 ):

@@ -37,11 +37,18 @@ def dispute_apply(*, dispute: StripeDispute, actor: Actor) -> int:
     )
     if order is None:
         raise DisputeNotApplicable(f"no order for dispute {dispute.id} ({dispute.charge_id!r})")
-    if dispute.currency != order.currency:
+    settlement = order.settlement_currency or order.currency
+    moved_in = {move.currency for move in dispute.balance_moves} - {settlement}
+    if dispute.currency != order.currency or moved_in:
         event_refused(reason="dispute_currency")
+        logger.error(
+            "dispute in another currency than its order or its settlement; not applied",
+            extra={"order_id": order.pk, "dispute": dispute.id, "currency": dispute.currency},
+        )
         raise DisputeNotApplicable(
-            f"dispute {dispute.id} is in {dispute.currency}, order {order.pk} in "
-            f"{order.currency}: not applied, nothing recovered"
+            f"dispute {dispute.id} is in {dispute.currency} (funds in "
+            f"{', '.join(sorted(moved_in)) or settlement}), order {order.pk} in "
+            f"{order.currency} settling in {settlement}: not applied, nothing recovered"
         )
     with transaction.atomic():
         order = order_lock(order.pk)
@@ -78,4 +85,6 @@ def _facts(dispute: StripeDispute) -> DisputeFacts:
         funds_withdrawn=bool(withdrawn),
         funds_reinstated=any(move.amount > 0 for move in dispute.balance_moves),
         fee=sum(move.fee for move in withdrawn),
+        settlement_amount=-sum(move.amount for move in withdrawn) if withdrawn else None,
+        settlement_currency=withdrawn[0].currency if withdrawn else "",
     )

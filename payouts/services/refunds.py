@@ -16,18 +16,25 @@ from django.utils import timezone
 
 from config.errors import StripeRefused
 from ledger import services as book
-from marketplace.models import DisputeStatus, Refund, RefundStatus
+from marketplace.models import DisputeStatus, Order, Refund, RefundStatus
+from marketplace.selectors import refund_settled_amount
 from marketplace.services import (
+    Settlement,
     order_find_for_refund,
+    order_lock,
     refund_mark_failed,
     refund_open_by_staff,
     refund_record,
+    settlement_postpone,
+    settlement_record,
 )
 from payouts.gateway import GatewayError, StripeGateway, StripeRefund, get_gateway
 from payouts.idempotency import KEY_MEMORY
 from payouts.metrics import REFUNDS_WHILE_DISPUTED, event_refused
 from payouts.moves import Actor
 from payouts.services.shares import transfers_apply_shares
+from payouts.services.transfers import SETTLEMENT_READ_RETRY, settlement_of
+from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,8 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Acto
     if order is None:
         raise UnknownRefundOrder(f"no order for refund {refund.id} (charge {refund.charge_id!r})")
     if refund.currency.lower() != order.currency:
+        # Stripe refunds in the charge's currency; the settlement currency is only where the
+        # refund's balance transaction lands.
         event_refused(reason="refund_currency")
         logger.error(
             "refund in another currency than its order; not applied",
@@ -85,20 +94,92 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Acto
             status=status,
             local_refund_id=refund.metadata.get("refund_id"),
         )
-        log = {"order_id": order.pk, "refund": refund.id}
         if change.failed_after_success:
-            # Money already went back to the buyer's bank or not; either way we never re-send
-            # seller transfers automatically. A person decides.
-            logger.error("refund failed after it had succeeded; staff must review", extra=log)
+            return _refund_failed(order, change.refund, actor)
         if not change.became_succeeded:
             return 0
         if order.disputes.exclude(status__in=SETTLED_DISPUTE_STATUSES).exists():
             REFUNDS_WHILE_DISPUTED.inc()
-            logger.warning("refund of a disputed charge; staff should review", extra=log)
-        book.post_refund(
-            order_id=order.pk, refund_id=refund.id, currency=order.currency, amount=refund.amount
+            logger.warning(
+                "refund of a disputed charge; staff should review",
+                extra={"order_id": order.pk, "refund": refund.id},
+            )
+        return _refund_settled(order, change.refund, actor)
+
+
+def _refund_settled(order: Order, refund: Refund, actor: Actor) -> int:
+    """Book what the succeeded refund took from the platform's balance and recompute the
+    sellers' shares. A refund in another currency than the order's settlement waits for its own
+    balance transaction (read after commit, ``refund_settle``) before it counts."""
+    if not refund.settled:
+        amount = refund_settled_amount(refund=refund, order=order)
+        if amount is None:
+            Refund.objects.filter(pk=refund.pk).update(settlement_due_at=timezone.now())
+            reversals_due_after_commit()  # the reversal drain reads it first
+            return 0
+        currency = order.settlement_currency or order.currency
+        settlement_record(row=refund, settlement=Settlement(currency, amount, amount))
+    book.post_refund(
+        order_id=order.pk,
+        refund_id=refund.stripe_refund_id,
+        currency=refund.settlement_currency,
+        amount=refund.settlement_amount,
+    )
+    return transfers_apply_shares(order=order, actor=actor)
+
+
+def _refund_failed(order: Order, refund: Refund, actor: Actor) -> int:
+    """A refund failed (or was canceled) after it had succeeded: the buyer did not get the
+    money, so what it took from the platform's balance comes back (booked, once), and each
+    seller's share goes down again: what was already reversed from them is given back by the
+    reversal worker (their debt first, then a new transfer), what was still pending is simply
+    not taken."""
+    logger.warning(
+        "refund failed after it had succeeded; the sellers' shares are given back",
+        extra={"order_id": order.pk, "refund": refund.stripe_refund_id},
+    )
+    if refund.settled:
+        book.post_refund_failed(
+            order_id=order.pk,
+            refund_id=refund.stripe_refund_id,
+            currency=refund.settlement_currency,
+            amount=refund.settlement_amount,
         )
-        return transfers_apply_shares(order=order, actor=actor)
+    Refund.objects.filter(pk=refund.pk).update(settlement_due_at=None)
+    return transfers_apply_shares(order=order, actor=actor)
+
+
+def refunds_settle_due(*, limit: int = 100, gateway: StripeGateway | None = None) -> int:
+    """Read the balance transaction of every succeeded refund waiting for it (a refund in
+    another currency than its order's settlement), then count it in the sellers' shares.
+    Returns how many were settled."""
+    due = Refund.objects.filter(settlement_due_at__lte=timezone.now()).order_by("settlement_due_at")
+    gateway = gateway or get_gateway()
+    return sum(refund_settle(refund=refund, gateway=gateway) for refund in due[:limit])
+
+
+def refund_settle(*, refund: Refund, gateway: StripeGateway) -> bool:
+    """Read one refund's balance transaction (no transaction open during the call) and apply
+    it. False while Stripe cannot give it yet (the refund stays due, a minute later)."""
+    try:
+        found = gateway.refund_settlement(refund.stripe_refund_id)
+    except GatewayError as error:
+        logger.warning(
+            "could not read the refund's balance transaction; tried again later",
+            extra={"refund": refund.stripe_refund_id, "error": error.describe()},
+        )
+        found = None
+    if found is None:
+        settlement_postpone(row=refund, until=timezone.now() + SETTLEMENT_READ_RETRY)
+        return False
+    with transaction.atomic():
+        order = order_lock(refund.order_id)
+        refund = Refund.objects.select_for_update().get(pk=refund.pk)
+        if not settlement_record(row=refund, settlement=settlement_of(found)):
+            return False
+        if refund.status == RefundStatus.SUCCEEDED:
+            _refund_settled(order, refund, Actor.worker("settle_refunds"))
+    return True
 
 
 def refunds_sync_for_charge(*, charge_id: str, gateway: StripeGateway | None = None) -> int:

@@ -41,6 +41,7 @@ from payouts.idempotency import key_may_be_forgotten, next_attempt, return_key, 
 from payouts.locks import claim_due, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
+from payouts.services.refunds import refunds_settle_due
 from payouts.transitions import ConcurrentTransition, EndReason, TransferStatus
 from payouts.wakeups import clear_mark, reversals_due_at
 
@@ -86,9 +87,12 @@ def reversals_process_due(
     is never spent waiting behind other rows.
     """
     policy = settings.PAYOUTS.reversal
+    gateway = gateway or get_gateway()
+    # Refunds in another currency than their settlement count once their own balance
+    # transaction is read: read those first, so their shares are due in this same run.
+    refunds_settled = refunds_settle_due(gateway=gateway)
     if not policy.enabled:
         return {"disabled": 1}
-    gateway = gateway or get_gateway()
     deadline = time.monotonic() + (time_budget or policy.check_interval * 0.8).total_seconds()
 
     def step() -> str | None:
@@ -97,7 +101,10 @@ def reversals_process_due(
         rows = claim_due(statuses=[S.REVERSAL_PENDING], now=timezone.now(), limit=1)
         return transfer_reverse(rows[0], gateway=gateway) if rows else None
 
-    return dict(run_loops(step, threads=settings.PAYOUTS.reversal_concurrency))
+    outcomes = dict(run_loops(step, threads=settings.PAYOUTS.reversal_concurrency))
+    if refunds_settled:
+        outcomes["refunds_settled"] = refunds_settled
+    return outcomes
 
 
 def reversals_drain() -> dict[str, int]:

@@ -16,7 +16,12 @@ transaction commits (``payouts.wakeups``).
 import logging
 
 from marketplace.models import Order
-from marketplace.selectors import order_refunded_amount, order_total
+from marketplace.selectors import (
+    order_refunded_amount,
+    order_refunded_settled,
+    order_settled_total,
+    order_total,
+)
 from payouts import moves
 from payouts.locks import order_transfers_lock
 from payouts.moves import Actor
@@ -31,30 +36,38 @@ S = TransferStatus
 PAID = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED, S.REVERSED, S.REVERSAL_REFUSED)
 
 
-def proportional_targets(*, refunded: int, order_total: int, amounts: dict[int, int]) -> dict:
-    """Each transfer's share of ``refunded / order_total`` of its amount, in whole minor units.
+def allocate(amount: int, *, of: int, weights: dict) -> dict:
+    """``amount / of`` of each weight, in whole minor units: the parts add up to the rounded
+    (half up) exact total, the units lost by flooring going to the largest remainders (ties:
+    lowest key). With weights adding up to ``of``, the parts add up to ``amount`` exactly."""
+    if of <= 0 or amount <= 0:
+        return dict.fromkeys(weights, 0)
+    exact = {key: amount * weight for key, weight in weights.items()}  # part × of
+    parts = {key: value // of for key, value in exact.items()}
+    total = (2 * sum(exact.values()) + of) // (2 * of)
+    by_remainder = sorted(weights, key=lambda key: (-(exact[key] % of), key))
+    for key in by_remainder[: max(total - sum(parts.values()), 0)]:
+        parts[key] += 1
+    return parts
 
-    The shares add up to the rounded (half up) exact total; the units lost by flooring go to the
-    largest remainders (ties: lowest id). Never above a transfer's amount; all of it when the
-    order is fully refunded.
-    """
-    if order_total <= 0 or refunded <= 0:
-        return dict.fromkeys(amounts, 0)
-    refunded = min(refunded, order_total)
-    exact = {pk: refunded * amount for pk, amount in amounts.items()}  # share × order_total
-    shares = {pk: value // order_total for pk, value in exact.items()}
-    total = (2 * sum(exact.values()) + order_total) // (2 * order_total)
-    by_remainder = sorted(amounts, key=lambda pk: (-(exact[pk] % order_total), pk))
-    for pk in by_remainder[: max(total - sum(shares.values()), 0)]:
-        shares[pk] += 1
+
+def proportional_targets(*, refunded: int, order_total: int, amounts: dict[int, int]) -> dict:
+    """Each transfer's share of ``refunded / order_total`` of its amount (``allocate``), never
+    above the transfer's amount; all of it when the order is fully refunded."""
+    shares = allocate(min(refunded, order_total), of=order_total, weights=amounts)
     return {pk: min(share, amounts[pk]) for pk, share in shares.items()}
 
 
 def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
     """Recompute each transfer's share of the order's refunds and chargeback; schedule the rows
     whose shares changed (or keep them back, for a transfer still on hold). Must run inside the
-    caller's transaction, which has locked the order. Returns how many rows were scheduled."""
-    total, refunded = order_total(order=order), order_refunded_amount(order=order)
+    caller's transaction, which has locked the order. Returns how many rows were scheduled.
+
+    Shares are fractions of what the payment settled as, in the settlement currency (the
+    transfers' own): a refund counts for what its own balance transaction took, at its own
+    rate, and a chargeback for what Stripe withdrew."""
+    total, refunded = order_settled_total(order=order), order_refunded_settled(order=order)
+    refunded_in_full = order_refunded_amount(order=order) >= order_total(order=order)
     recovered = dispute_recovery_amount(order=order)
     rows = order_transfers_lock(order.pk)
     shared = {row.pk: row.amount for row in rows if row.status in PAID or _on_hold(row)}
@@ -75,7 +88,7 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
             continue
         shares = {"refund_target": refund_share, "dispute_target": dispute_share}
         if _on_hold(row):
-            _keep_back(row, shares=shares, refunded_in_full=refunded >= total, actor=actor)
+            _keep_back(row, shares=shares, refunded_in_full=refunded_in_full, actor=actor)
             continue
         moves.shares_changed(row, **shares, actor=actor)
         scheduled += 1

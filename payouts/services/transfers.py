@@ -9,6 +9,7 @@ the staff retry.
 
 import logging
 from collections import Counter
+from datetime import timedelta
 from enum import StrEnum
 
 from django.conf import settings
@@ -20,12 +21,20 @@ from config.errors import Conflict, NotFound, StripeRefused
 from ledger import services as book
 from marketplace.models import AccountStatus, Order, OrderStatus
 from marketplace.selectors import order_total
-from marketplace.services import order_lock, order_mark_paid, seller_account_status_set
+from marketplace.services import (
+    Settlement,
+    order_lock,
+    order_mark_paid,
+    seller_account_status_set,
+    settlement_postpone,
+    settlement_record,
+)
 from payouts import moves
 from payouts.gateway import (
     DestinationCannotReceive,
     GatewayError,
     StripeGateway,
+    StripeSettlement,
     StripeTransfer,
     get_gateway,
 )
@@ -33,7 +42,7 @@ from payouts.idempotency import key_may_be_forgotten, next_attempt, transfer_key
 from payouts.locks import claim_due, lease_take, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
-from payouts.services.shares import transfers_apply_shares
+from payouts.services.shares import allocate, transfers_apply_shares
 from payouts.transitions import ConcurrentTransition, HeldReason, TransferStatus
 from payouts.wakeups import send_transfers_after_commit, transfers_due_at
 
@@ -68,26 +77,85 @@ def transfer_group(order: Order) -> str:
 
 def order_paid(
     *, order: Order, amount: int, currency: str, payment_intent_id: str, charge_id: str
-) -> list[SellerTransfer]:
-    """Stripe took the buyer's payment: mark the order paid, create its seller transfers, and
-    pay them after commit. Idempotent; raises ``OrderMismatch`` when the amounts disagree."""
+) -> bool:
+    """Stripe took the buyer's payment: mark the order paid, and after commit read what it
+    settled as, create its seller transfers and pay them (``order_settle``). True when the order
+    became paid now. Idempotent; raises ``OrderMismatch`` when the amounts disagree."""
     with transaction.atomic():
-        order_mark_paid(
+        became_paid = order_mark_paid(
             order=order,
             amount=amount,
             currency=currency,
             payment_intent_id=payment_intent_id,
             charge_id=charge_id,
         )
-        rows = transfers_create_for_order(order=order)
         send_transfers_after_commit(order_id=order.pk)
-    return rows
+    return became_paid
 
 
-def transfers_create_for_order(*, order: Order) -> list[SellerTransfer]:
-    """Create the order's seller transfer rows, one per seller, ``pending`` and due now, and
-    post the payment in the book. A seller who owes us (a refused reversal) has the debt netted
-    from the new row first, never below zero.
+def orders_settle_due(
+    *, order_id: int | None = None, limit: int = 100, gateway: StripeGateway | None = None
+) -> int:
+    """Settle every paid order (or the one) whose balance transaction is due to be read.
+    Returns how many got their transfer rows."""
+    due = Order.objects.filter(settlement_due_at__lte=timezone.now()).order_by("settlement_due_at")
+    if order_id is not None:
+        due = due.filter(pk=order_id)
+    gateway = gateway or get_gateway()
+    return sum(bool(order_settle(order=order, gateway=gateway)) for order in due[:limit])
+
+
+# A balance transaction Stripe could not give us is asked for again this much later.
+SETTLEMENT_READ_RETRY = timedelta(minutes=1)
+
+
+def order_settle(*, order: Order, gateway: StripeGateway | None = None) -> list[SellerTransfer]:
+    """Read what the order's payment settled as (its charge's balance transaction: currency,
+    amount, Stripe's fee, rate), then create its seller transfers from it. No transaction is
+    open during the Stripe call. Returns the rows; none while the balance transaction cannot be
+    read yet (the order stays due and is tried again)."""
+    if order.settled or order.transfers.exists():
+        return transfers_create_for_order(order=order)
+    if not order.stripe_charge_id:
+        # A payment Stripe told us of without its charge: nothing to read, nothing to tie the
+        # transfers to; they go out in the order's own currency.
+        logger.warning("paid order has no charge; settled as itself", extra={"order_id": order.pk})
+        return transfers_create_for_order(order=order, settlement=_as_itself(order))
+    try:
+        found = (gateway or get_gateway()).charge_settlement(order.stripe_charge_id)
+    except GatewayError as error:
+        logger.warning(
+            "could not read the charge's balance transaction; tried again later",
+            extra={"order_id": order.pk, "error": error.describe()},
+        )
+        found = None
+    if found is None:
+        settlement_postpone(row=order, until=timezone.now() + SETTLEMENT_READ_RETRY)
+        return []
+    return transfers_create_for_order(order=order, settlement=settlement_of(found))
+
+
+def settlement_of(found: StripeSettlement) -> Settlement:
+    return Settlement(
+        currency=found.currency,
+        amount=found.amount,
+        net=found.net,
+        exchange_rate=found.exchange_rate,
+        balance_transaction_id=found.balance_transaction_id,
+    )
+
+
+def _as_itself(order: Order) -> Settlement:
+    total = order_total(order=order)
+    return Settlement(currency=order.currency, amount=total, net=total)
+
+
+def transfers_create_for_order(
+    *, order: Order, settlement: Settlement | None = None
+) -> list[SellerTransfer]:
+    """Record what the order settled as, create its seller transfer rows from it, one per
+    seller, ``pending`` and due now, and post the payment in the book. A seller who owes us (a
+    refused reversal) has the debt netted from the new row first, never below zero.
 
     Idempotent: under the order's lock, an order that has its rows already gets nothing new, so
     duplicate or replayed payment events never create a second row nor post twice.
@@ -97,6 +165,10 @@ def transfers_create_for_order(*, order: Order) -> list[SellerTransfer]:
         existing = list(order.transfers.order_by("pk"))
         if existing:
             return existing
+        if settlement is not None:
+            settlement_record(row=order, settlement=settlement)
+        if not order.settled:
+            return []
         rows = _new_rows(order)
         SellerTransfer.objects.bulk_create(rows)
         for row in rows:
@@ -105,29 +177,38 @@ def transfers_create_for_order(*, order: Order) -> list[SellerTransfer]:
         book.post_payment(
             order_id=order.pk,
             charge_id=order.stripe_charge_id,
-            currency=order.currency,
-            total=order_total(order=order),
+            currency=order.settlement_currency,
+            total=order.settlement_net,
             shares=[book.Share(row.seller_id, row.amount, row.platform_fee) for row in rows],
         )
     return rows
 
 
+def settled_shares(order: Order) -> dict[int, int]:
+    """Each seller's part of what the payment settled as after Stripe's fee (the order's
+    ``settlement_net``), in proportion to their items: whole minor units of the settlement
+    currency that add up to it exactly."""
+    gross_by_seller = dict(
+        order.items.values_list("seller_id").annotate(gross=Sum("amount")).order_by("seller_id")
+    )
+    total = sum(gross_by_seller.values())
+    return allocate(order.settlement_net, of=total, weights=gross_by_seller)
+
+
 def _new_rows(order: Order) -> list[SellerTransfer]:
     bps = settings.PAYOUTS.platform_fee_bps
-    gross_by_seller = (
-        order.items.values("seller_id").annotate(gross=Sum("amount")).order_by("seller_id")
-    )
+    currency = order.settlement_currency
     rows = []
-    for entry in gross_by_seller:
-        seller_id, fee = entry["seller_id"], platform_fee(entry["gross"], bps)
-        net = entry["gross"] - fee
+    for seller_id, gross in settled_shares(order).items():
+        fee = platform_fee(gross, bps)
+        net = gross - fee
         if net <= 0:
             logger.warning(
                 "seller share is zero after the fee; no transfer",
                 extra={"order_id": order.pk, "seller_id": seller_id},
             )
             continue
-        debt = book.seller_debt_lock(seller_id=seller_id, currency=order.currency)
+        debt = book.seller_debt_lock(seller_id=seller_id, currency=currency)
         rows.append(
             SellerTransfer(
                 order=order,
@@ -135,7 +216,7 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
                 amount=net,
                 platform_fee=fee,
                 amount_netted=min(max(debt, 0), net),
-                currency=order.currency,
+                currency=currency,
                 **_first_status(),
             )
         )
@@ -163,6 +244,9 @@ def transfers_send_due(
     outcome."""
     gateway = gateway or get_gateway()
     summary: Counter[str] = Counter()
+    settled = orders_settle_due(order_id=order_id, gateway=gateway)
+    if settled:
+        summary["orders_settled"] = settled
     while True:
         rows = claim_due(statuses=SENDABLE, now=timezone.now(), limit=limit, order_id=order_id)
         prefetch_related_objects(rows, "order", "seller")

@@ -22,6 +22,7 @@ from payouts.gateway import (
     minor_units,
     refund_from_stripe,
 )
+from payouts.metrics import event_refused
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
 from payouts.services.disputes import DisputeNotApplicable, dispute_apply
@@ -162,6 +163,17 @@ def _transfer_reversed(event: WebhookEvent) -> None:
     transfer = SellerTransfer.objects.filter(stripe_transfer_id=stripe_transfer["id"]).first()
     if transfer is None:
         raise WebhookRejected(f"no seller transfer for {stripe_transfer['id']}")
+    currency = str(stripe_transfer.get("currency") or transfer.currency).lower()
+    if currency != transfer.currency:
+        event_refused(reason="transfer_currency")
+        logger.error(
+            "transfer event in another currency than its transfer; not applied",
+            extra={"transfer_id": transfer.pk, "currency": currency},
+        )
+        raise WebhookRejected(
+            f"{stripe_transfer['id']} is in {currency}, seller transfer {transfer.pk} in "
+            f"{transfer.currency}: not applied, nothing recorded"
+        )
     transfer_record_stripe_reversals(
         transfer_id=transfer.pk,
         stripe_amount_reversed=minor_units(
