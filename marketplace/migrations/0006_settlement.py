@@ -4,103 +4,178 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('marketplace', '0005_disputes'),
+        ("marketplace", "0005_disputes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='dispute',
-            name='settlement_amount',
+            model_name="dispute",
+            name="settlement_amount",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='dispute',
-            name='settlement_currency',
-            field=models.CharField(blank=True, db_default='', default='', max_length=3),
+            model_name="dispute",
+            name="settlement_currency",
+            field=models.CharField(blank=True, db_default="", default="", max_length=3),
         ),
         migrations.AddField(
-            model_name='order',
-            name='exchange_rate',
-            field=models.DecimalField(blank=True, decimal_places=12, help_text="Stripe's rate: one major unit of the buyer's currency in the settlement's.", max_digits=24, null=True),
+            model_name="order",
+            name="exchange_rate",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=12,
+                help_text="Stripe's rate: one major unit of the buyer's currency in the settlement's.",
+                max_digits=24,
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='order',
-            name='settlement_amount',
-            field=models.BigIntegerField(blank=True, help_text='What it settled as, minor units of the settlement.', null=True),
+            model_name="order",
+            name="settlement_amount",
+            field=models.BigIntegerField(
+                blank=True,
+                help_text="What it settled as, minor units of the settlement.",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='order',
-            name='settlement_currency',
-            field=models.CharField(blank=True, db_default='', default='', max_length=3),
+            model_name="order",
+            name="settlement_currency",
+            field=models.CharField(blank=True, db_default="", default="", max_length=3),
         ),
         migrations.AddField(
-            model_name='order',
-            name='settlement_due_at',
+            model_name="order",
+            name="settlement_due_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='order',
-            name='settlement_net',
+            model_name="order",
+            name="settlement_net",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='order',
-            name='stripe_balance_transaction_id',
-            field=models.CharField(blank=True, db_default='', default='', help_text='txn_…', max_length=255),
+            model_name="order",
+            name="stripe_balance_transaction_id",
+            field=models.CharField(
+                blank=True, db_default="", default="", help_text="txn_…", max_length=255
+            ),
         ),
         migrations.AddField(
-            model_name='refund',
-            name='exchange_rate',
-            field=models.DecimalField(blank=True, decimal_places=12, help_text="Stripe's rate: one major unit of the buyer's currency in the settlement's.", max_digits=24, null=True),
+            model_name="refund",
+            name="exchange_rate",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=12,
+                help_text="Stripe's rate: one major unit of the buyer's currency in the settlement's.",
+                max_digits=24,
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='refund',
-            name='settlement_amount',
-            field=models.BigIntegerField(blank=True, help_text='What it settled as, minor units of the settlement.', null=True),
+            model_name="refund",
+            name="settlement_amount",
+            field=models.BigIntegerField(
+                blank=True,
+                help_text="What it settled as, minor units of the settlement.",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='refund',
-            name='settlement_currency',
-            field=models.CharField(blank=True, db_default='', default='', max_length=3),
+            model_name="refund",
+            name="settlement_currency",
+            field=models.CharField(blank=True, db_default="", default="", max_length=3),
         ),
         migrations.AddField(
-            model_name='refund',
-            name='settlement_due_at',
+            model_name="refund",
+            name="settlement_due_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='refund',
-            name='stripe_balance_transaction_id',
-            field=models.CharField(blank=True, db_default='', default='', help_text='txn_…', max_length=255),
+            model_name="refund",
+            name="stripe_balance_transaction_id",
+            field=models.CharField(
+                blank=True, db_default="", default="", help_text="txn_…", max_length=255
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(condition=models.Q(('settlement_due_at__isnull', False)), fields=['settlement_due_at'], name='order_settlement_due'),
+            model_name="order",
+            index=models.Index(
+                condition=models.Q(("settlement_due_at__isnull", False)),
+                fields=["settlement_due_at"],
+                name="order_settlement_due",
+            ),
         ),
         migrations.AddIndex(
-            model_name='refund',
-            index=models.Index(condition=models.Q(('settlement_due_at__isnull', False)), fields=['settlement_due_at'], name='refund_settlement_due'),
+            model_name="refund",
+            index=models.Index(
+                condition=models.Q(("settlement_due_at__isnull", False)),
+                fields=["settlement_due_at"],
+                name="refund_settlement_due",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('settlement_currency', ''), ('settlement_currency__regex', '^[a-z]{3}$'), _connector='OR'), name='chk_order_settlement_currency'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("settlement_currency", ""),
+                    ("settlement_currency__regex", "^[a-z]{3}$"),
+                    _connector="OR",
+                ),
+                name="chk_order_settlement_currency",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('settlement_amount__isnull', True), models.Q(('settlement_amount__gte', 0), models.Q(('settlement_currency', ''), _negated=True)), _connector='OR'), name='chk_order_settlement_amount'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("settlement_amount__isnull", True),
+                    models.Q(
+                        ("settlement_amount__gte", 0),
+                        models.Q(("settlement_currency", ""), _negated=True),
+                    ),
+                    _connector="OR",
+                ),
+                name="chk_order_settlement_amount",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('settlement_net__isnull', True), models.Q(('settlement_net__gte', 0), ('settlement_net__lte', models.F('settlement_amount'))), _connector='OR'), name='chk_order_settlement_net'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("settlement_net__isnull", True),
+                    models.Q(
+                        ("settlement_net__gte", 0),
+                        ("settlement_net__lte", models.F("settlement_amount")),
+                    ),
+                    _connector="OR",
+                ),
+                name="chk_order_settlement_net",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='refund',
-            constraint=models.CheckConstraint(condition=models.Q(('settlement_currency', ''), ('settlement_currency__regex', '^[a-z]{3}$'), _connector='OR'), name='chk_refund_settlement_currency'),
+            model_name="refund",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("settlement_currency", ""),
+                    ("settlement_currency__regex", "^[a-z]{3}$"),
+                    _connector="OR",
+                ),
+                name="chk_refund_settlement_currency",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='refund',
-            constraint=models.CheckConstraint(condition=models.Q(('settlement_amount__isnull', True), models.Q(('settlement_amount__gte', 0), models.Q(('settlement_currency', ''), _negated=True)), _connector='OR'), name='chk_refund_settlement_amount'),
+            model_name="refund",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("settlement_amount__isnull", True),
+                    models.Q(
+                        ("settlement_amount__gte", 0),
+                        models.Q(("settlement_currency", ""), _negated=True),
+                    ),
+                    _connector="OR",
+                ),
+                name="chk_refund_settlement_amount",
+            ),
         ),
     ]
