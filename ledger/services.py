@@ -82,26 +82,17 @@ def post_transfer_cancelled(ref: TransferRef, *, amount: int) -> None:
     ref.post(EntryKind.TRANSFER_CANCELLED, legs)
 
 
-def post_refund(*, order_id: int, refund_id: str, currency: str, amount: int) -> None:
-    """Stripe returned ``amount`` to the buyer."""
+def post_refund(
+    *, order_id: int, refund_id: str, currency: str, amount: int, failed: bool = False
+) -> None:
+    """Stripe returned ``amount`` to the buyer; or, ``failed``, the refund failed after
+    succeeding and Stripe put it back on the platform's balance (the buyer never got it)."""
+    sign = -1 if failed else 1
     entry_post(
-        kind=EntryKind.REFUND,
+        kind=EntryKind.REFUND_FAILED if failed else EntryKind.REFUND,
         external_id=refund_id,
         currency=currency,
-        legs=[Leg(K.BUYER_REFUNDS, amount), Leg(K.PLATFORM_CASH, -amount)],
-        order_id=order_id,
-        stripe_id=refund_id,
-    )
-
-
-def post_refund_failed(*, order_id: int, refund_id: str, currency: str, amount: int) -> None:
-    """The refund failed after succeeding: Stripe put back on the platform's balance what it
-    had taken (the buyer never got it)."""
-    entry_post(
-        kind=EntryKind.REFUND_FAILED,
-        external_id=refund_id,
-        currency=currency,
-        legs=[Leg(K.PLATFORM_CASH, amount), Leg(K.BUYER_REFUNDS, -amount)],
+        legs=[Leg(K.BUYER_REFUNDS, sign * amount), Leg(K.PLATFORM_CASH, -sign * amount)],
         order_id=order_id,
         stripe_id=refund_id,
     )

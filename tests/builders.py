@@ -6,7 +6,8 @@ status, come from ``tests/factories.py``; fixtures (the sandbox, a Stripe client
 guard) live in ``tests/conftest.py``. Test modules import from here and from factories, never
 from one another (``tests/test_suite_layout.py`` checks it).
 
-- Stripe events: ``WEBHOOK_SECRET``, ``make_event``, ``sign``, ``post_event``, ``STRIPE_500``
+- Stripe events: ``WEBHOOK_SECRET``, ``make_event``, ``sign``, ``post_event``,
+  ``post_event_over_http``, ``STRIPE_500``
 - sellers and orders: ``connected_seller``, ``seller_order``, ``paid_intent``, ``paid_order``,
   ``refund_at_stripe``
 - transfers: ``stripe_transfer``, ``due_row``, ``make_due``, ``age_transfer``,
@@ -24,7 +25,8 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from django.db import connection, transaction
+import requests
+from django.db import connection, connections, transaction
 from django.db.models import F
 from django.test import TestCase
 from django.utils import timezone
@@ -95,6 +97,22 @@ def post_event(client, event: dict, *, secret: str = WEBHOOK_SECRET):
         content_type="application/json",
         HTTP_STRIPE_SIGNATURE=sign(body, secret),
     )
+
+
+def post_event_over_http(server_url: str, event: dict) -> int:
+    """POST ``event``, signed, to a running server's webhook endpoint over real HTTP (a live
+    server, from a thread of its own); the status code. The thread's database connections are
+    closed after, so the test database can be dropped."""
+    body = json.dumps(event).encode()
+    try:
+        return requests.post(
+            f"{server_url}/webhooks/stripe/",
+            data=body,
+            headers={"Stripe-Signature": sign(body), "Content-Type": "application/json"},
+            timeout=20,
+        ).status_code
+    finally:
+        connections.close_all()
 
 
 # --- Sellers and orders, paid at the sandbox ---------------------------------------------------

@@ -3,14 +3,12 @@ money, so each seller gets back exactly what their share's reversal took, once, 
 and however often Stripe's events arrive. Where the seller could not cover the reversal (a
 debt), the debt is cancelled instead of sending money."""
 
-import json
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-import requests
 from django.db import connections
 from django.utils import timezone
 
@@ -28,9 +26,9 @@ from tests.builders import (
     make_event,
     paid_order,
     post_event,
+    post_event_over_http,
     refund_at_stripe,
     returned_at_stripe,
-    sign,
 )
 
 S = TransferStatus
@@ -182,7 +180,7 @@ def test_failure_events_at_once_with_workers_running_give_each_seller_back_once(
     order, _ = paid_order(stripe_client, [1000, 2000, 3000])
     refund = refund_at_stripe(stripe_client, order)
     refund_events = [e for e in sandbox.events() if e["type"] == "refund.created"]
-    assert [deliver_to(live_server, e) for e in refund_events] == [200]
+    assert [post_event_over_http(live_server.url, e) for e in refund_events] == [200]
     drain_until_settled()
     sandbox.fail_refund(refund["id"])
     failures = [e for e in sandbox.events() if e["type"] in REFUND_EVENTS[1:]] * 2
@@ -190,7 +188,7 @@ def test_failure_events_at_once_with_workers_running_give_each_seller_back_once(
 
     def deliver(event) -> int:
         start.wait()
-        return deliver_to(live_server, event)
+        return post_event_over_http(live_server.url, event)
 
     def work() -> None:
         start.wait()
@@ -216,19 +214,6 @@ def test_failure_events_at_once_with_workers_running_give_each_seller_back_once(
     assert [returned_at_stripe(sandbox, r) for r in rows(order)] == [[900], [1800], [2700]]
     assert Entry.objects.filter(kind=EntryKind.REFUND_FAILED).count() == 1
     assert_books_agree_with_stripe(sandbox)
-
-
-def deliver_to(live_server, event: dict) -> int:
-    body = json.dumps(event).encode()
-    try:
-        return requests.post(
-            f"{live_server.url}/webhooks/stripe/",
-            data=body,
-            headers={"Stripe-Signature": sign(body), "Content-Type": "application/json"},
-            timeout=20,
-        ).status_code
-    finally:
-        connections.close_all()
 
 
 def drain_until_settled() -> None:

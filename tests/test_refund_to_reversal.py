@@ -1,19 +1,22 @@
 """Refund events → reversal_pending → reversed, end to end through the signed webhook endpoint
 and the worker."""
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
-from django.db import connections
 
 from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.transitions import TransferStatus
-from tests.builders import make_event, paid_order, post_event, refund_at_stripe, sign
+from tests.builders import (
+    make_event,
+    paid_order,
+    post_event,
+    post_event_over_http,
+    refund_at_stripe,
+)
 
 S = TransferStatus
 pytestmark = pytest.mark.django_db
@@ -152,17 +155,8 @@ def test_two_different_events_about_one_new_refund_at_once_record_it_once(
     barrier = threading.Barrier(len(events))
 
     def deliver(event):
-        body = json.dumps(event).encode()
         barrier.wait()
-        try:
-            return requests.post(
-                f"{live_server.url}/webhooks/stripe/",
-                data=body,
-                headers={"Stripe-Signature": sign(body), "Content-Type": "application/json"},
-                timeout=10,
-            ).status_code
-        finally:
-            connections.close_all()
+        return post_event_over_http(live_server.url, event)
 
     with ThreadPoolExecutor(len(events)) as pool:
         statuses = list(pool.map(deliver, events))

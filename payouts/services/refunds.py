@@ -25,7 +25,6 @@ from marketplace.services import (
     refund_mark_failed,
     refund_open_by_staff,
     refund_record,
-    settlement_postpone,
     settlement_record,
 )
 from payouts.gateway import GatewayError, StripeGateway, StripeRefund, get_gateway
@@ -33,7 +32,7 @@ from payouts.idempotency import KEY_MEMORY
 from payouts.metrics import REFUNDS_WHILE_DISPUTED, event_refused
 from payouts.moves import Actor
 from payouts.services.shares import transfers_apply_shares
-from payouts.services.transfers import SETTLEMENT_READ_RETRY, settlement_of
+from payouts.services.transfers import settlement_read
 from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
@@ -139,11 +138,12 @@ def _refund_failed(order: Order, refund: Refund, actor: Actor) -> int:
         extra={"order_id": order.pk, "refund": refund.stripe_refund_id},
     )
     if refund.settled:
-        book.post_refund_failed(
+        book.post_refund(
             order_id=order.pk,
             refund_id=refund.stripe_refund_id,
             currency=refund.settlement_currency,
             amount=refund.settlement_amount,
+            failed=True,
         )
     Refund.objects.filter(pk=refund.pk).update(settlement_due_at=None)
     return transfers_apply_shares(order=order, actor=actor)
@@ -161,21 +161,13 @@ def refunds_settle_due(*, limit: int = 100, gateway: StripeGateway | None = None
 def refund_settle(*, refund: Refund, gateway: StripeGateway) -> bool:
     """Read one refund's balance transaction (no transaction open during the call) and apply
     it. False while Stripe cannot give it yet (the refund stays due, a minute later)."""
-    try:
-        found = gateway.refund_settlement(refund.stripe_refund_id)
-    except GatewayError as error:
-        logger.warning(
-            "could not read the refund's balance transaction; tried again later",
-            extra={"refund": refund.stripe_refund_id, "error": error.describe()},
-        )
-        found = None
-    if found is None:
-        settlement_postpone(row=refund, until=timezone.now() + SETTLEMENT_READ_RETRY)
+    settlement = settlement_read(refund, lambda: gateway.refund_settlement(refund.stripe_refund_id))
+    if settlement is None:
         return False
     with transaction.atomic():
         order = order_lock(refund.order_id)
         refund = Refund.objects.select_for_update().get(pk=refund.pk)
-        if not settlement_record(row=refund, settlement=settlement_of(found)):
+        if not settlement_record(row=refund, settlement=settlement):
             return False
         if refund.status == RefundStatus.SUCCEEDED:
             _refund_settled(order, refund, Actor.worker("settle_refunds"))

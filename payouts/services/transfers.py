@@ -9,6 +9,7 @@ the staff retry.
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 
@@ -121,21 +122,28 @@ def order_settle(*, order: Order, gateway: StripeGateway | None = None) -> list[
         # transfers to; they go out in the order's own currency.
         logger.warning("paid order has no charge; settled as itself", extra={"order_id": order.pk})
         return transfers_create_for_order(order=order, settlement=_as_itself(order))
+    gateway = gateway or get_gateway()
+    settlement = settlement_read(order, lambda: gateway.charge_settlement(order.stripe_charge_id))
+    if settlement is None:
+        return []
+    return transfers_create_for_order(order=order, settlement=settlement)
+
+
+def settlement_read(row, read: Callable[[], StripeSettlement | None]) -> Settlement | None:
+    """What ``row`` (an order or a refund) settled as, read from Stripe by ``read``. ``None``
+    when Stripe cannot give it yet (an error, or no balance transaction so far): the row is
+    due again in ``SETTLEMENT_READ_RETRY``."""
     try:
-        found = (gateway or get_gateway()).charge_settlement(order.stripe_charge_id)
+        found = read()
     except GatewayError as error:
         logger.warning(
-            "could not read the charge's balance transaction; tried again later",
-            extra={"order_id": order.pk, "error": error.describe()},
+            "could not read a balance transaction; tried again later",
+            extra={"row": f"{row._meta.model_name} {row.pk}", "error": error.describe()},
         )
         found = None
     if found is None:
-        settlement_postpone(row=order, until=timezone.now() + SETTLEMENT_READ_RETRY)
-        return []
-    return transfers_create_for_order(order=order, settlement=settlement_of(found))
-
-
-def settlement_of(found: StripeSettlement) -> Settlement:
+        settlement_postpone(row=row, until=timezone.now() + SETTLEMENT_READ_RETRY)
+        return None
     return Settlement(
         currency=found.currency,
         amount=found.amount,
