@@ -13,7 +13,7 @@ from payouts import tasks
 from payouts.metrics import EVENTS_REFUSED
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.ledger_check import ledger_check
-from payouts.services.transfers import platform_fee
+from payouts.services.transfers import orders_settle_due, platform_fee
 from payouts.transitions import TransferStatus
 from tests.builders import STRIPE_500, make_event, paid_order, post_event, refund_at_stripe
 
@@ -309,3 +309,20 @@ def test_a_chargeback_on_a_eur_order_recovers_what_stripe_withdrew_in_usd(
         (2369, 2369),
     ]
     assert_books_agree_with_stripe(usd_platform)
+
+
+def test_the_sweep_settles_every_due_order_in_batches_and_each_once(
+    client, usd_platform, stripe_client
+):
+    orders = []
+    for _ in range(5):
+        order, _ = paid_order(stripe_client, [1000], mark_paid=False, currency="eur")
+        intent = stripe_client.v1.payment_intents.retrieve(order.stripe_payment_intent_id)
+        post_event(client, make_event("payment_intent.succeeded", intent.to_dict()))
+        orders.append(order)  # paid; the send task after commit never ran
+
+    assert orders_settle_due(limit=2) == 5
+
+    assert [len(rows(order)) for order in orders] == [1] * 5
+    assert len(usd_platform.calls("charges.retrieve")) == 5
+    assert not Order.objects.filter(settlement_due_at__isnull=False).exists()

@@ -32,7 +32,7 @@ from payouts.idempotency import KEY_MEMORY
 from payouts.metrics import REFUNDS_WHILE_DISPUTED, event_refused
 from payouts.moves import Actor
 from payouts.services.shares import transfers_apply_shares
-from payouts.services.transfers import settlement_read
+from payouts.services.transfers import due_for_settlement, settlement_read
 from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
@@ -153,9 +153,9 @@ def refunds_settle_due(*, limit: int = 100, gateway: StripeGateway | None = None
     """Read the balance transaction of every succeeded refund waiting for it (a refund in
     another currency than its order's settlement), then count it in the sellers' shares.
     Returns how many were settled."""
-    due = Refund.objects.filter(settlement_due_at__lte=timezone.now()).order_by("settlement_due_at")
     gateway = gateway or get_gateway()
-    return sum(refund_settle(refund=refund, gateway=gateway) for refund in due[:limit])
+    due = due_for_settlement(Refund.objects.all(), limit=limit)
+    return sum(refund_settle(refund=refund, gateway=gateway) for refund in due)
 
 
 def refund_settle(*, refund: Refund, gateway: StripeGateway) -> bool:

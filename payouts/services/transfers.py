@@ -9,7 +9,7 @@ the staff retry.
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from enum import StrEnum
 
@@ -97,13 +97,26 @@ def order_paid(
 def orders_settle_due(
     *, order_id: int | None = None, limit: int = 100, gateway: StripeGateway | None = None
 ) -> int:
-    """Settle every paid order (or the one) whose balance transaction is due to be read.
-    Returns how many got their transfer rows."""
-    due = Order.objects.filter(settlement_due_at__lte=timezone.now()).order_by("settlement_due_at")
-    if order_id is not None:
-        due = due.filter(pk=order_id)
+    """Settle every paid order (or the one) whose balance transaction is due to be read, in
+    batches of ``limit``. Returns how many got their transfer rows. An order Stripe cannot
+    answer for is due again later, so this ends."""
     gateway = gateway or get_gateway()
-    return sum(bool(order_settle(order=order, gateway=gateway)) for order in due[:limit])
+    orders = Order.objects.all() if order_id is None else Order.objects.filter(pk=order_id)
+    due = due_for_settlement(orders, limit=limit)
+    return sum(bool(order_settle(order=order, gateway=gateway)) for order in due)
+
+
+def due_for_settlement(queryset, *, limit: int) -> Iterator:
+    """The rows of ``queryset`` (orders or refunds) whose balance transaction is due to be
+    read, fetched ``limit`` at a time in id order, each once."""
+    after = 0
+    while True:
+        due = queryset.filter(settlement_due_at__lte=timezone.now(), pk__gt=after)
+        batch = list(due.order_by("pk")[:limit])
+        yield from batch
+        if len(batch) < limit:
+            return
+        after = batch[-1].pk
 
 
 # A balance transaction Stripe could not give us is asked for again this much later.
