@@ -513,9 +513,7 @@ class StripeGateway:
         return self._settlement("refunds.retrieve", self._client.v1.refunds.retrieve, refund_id)
 
     def _settlement(self, operation: str, retrieve: Any, object_id: str):
-        obj = self._call(
-            operation, retrieve, object_id, params={"expand": ["balance_transaction"]}
-        )
+        obj = self._call(operation, retrieve, object_id, params={"expand": ["balance_transaction"]})
         txn = obj.get("balance_transaction")
         return settlement_from_stripe(txn) if isinstance(txn, dict) else None
 
