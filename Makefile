@@ -21,10 +21,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-## Command one: create the database if missing, migrate, print a staff login, then run web,
-## Celery worker, Celery beat (and the Stripe sandbox when STRIPE_SECRET_KEY is unset) in the
-## foreground until Ctrl-C. PORT picks the web port (default 8000).
+## Command one: check that Postgres and Redis answer (saying how to start them if not), create
+## the database if missing, migrate, then run web, Celery worker, Celery beat (and the Stripe
+## sandbox when STRIPE_SECRET_KEY is unset) in the foreground until Ctrl-C, printing the staff
+## login last, once they are up. PORT picks the web port (default 8000).
 run: venv
+	$(MANAGE) check_dependencies
 	$(MANAGE) ensure_database
 	$(MANAGE) migrate --no-input
 	$(MANAGE) ensure_dev_staff

@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import IsAdminUser
 
 from config.api import STAFF_AUTHENTICATION
@@ -11,6 +12,7 @@ from payouts.views import (
     OrderRefundView,
     OrderReleaseView,
     StripeWebhookView,
+    TransferRequeueView,
     TransferRetryView,
 )
 
@@ -25,12 +27,27 @@ urlpatterns = [
         ),
         name="openapi-schema",
     ),
+    # Swagger UI over that schema, for staff: anyone else is sent to the admin's login.
+    path(
+        "api/docs/",
+        staff_member_required(
+            SpectacularSwaggerView.as_view(
+                url_name="openapi-schema", permission_classes=[IsAdminUser]
+            )
+        ),
+        name="api-docs",
+    ),
     path("webhooks/stripe/", StripeWebhookView.as_view(), name="stripe-webhook"),
     path("webhooks/stripe/connect/", ConnectWebhookView.as_view(), name="stripe-connect-webhook"),
     path(
         "api/admin/transfers/<int:pk>/retry/",
         TransferRetryView.as_view(),
         name="transfer-retry",
+    ),
+    path(
+        "api/admin/transfers/<int:pk>/requeue/",
+        TransferRequeueView.as_view(),
+        name="transfer-requeue",
     ),
     path("api/admin/orders/<int:pk>/refund/", OrderRefundView.as_view(), name="order-refund"),
     path("api/admin/orders/<int:pk>/release/", OrderReleaseView.as_view(), name="order-release"),

@@ -149,7 +149,9 @@ def _check_prerequisites(web_url: str) -> SandboxControl:
         raise DemoFailed(f"{web_url}/healthz answered {exc.code}: {exc.read()!r}") from None
     except OSError as exc:
         raise DemoFailed(f"no service at {web_url} ({exc}); start `make run` first") from None
-    if set(health.values()) != {"ok"}:
+    # Beat is not needed: the workers' wake-ups move the money (and beat's first heartbeat only
+    # comes an interval after it starts).
+    if any(health.get(name) != "ok" for name in ("database", "redis", "workers")):
         raise DemoFailed(f"the service is unhealthy: {health}")
     sandbox = SandboxControl(settings.SANDBOX_URL)
     try:

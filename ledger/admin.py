@@ -2,14 +2,20 @@
 their balances, their statement and the debt write-off. Nothing in the book is editable: it
 changes only by posting (``ledger.services``)."""
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
-from django.template.response import TemplateResponse
-from django.utils.html import format_html_join
+from django.db.models import OuterRef, Subquery, Sum
+from django.urls import reverse
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
 
+from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
+from config.money import format_money
 from ledger.models import Break, CheckRun, Entry, Line
-from ledger.selectors import seller_balances, seller_statement_lines
+from ledger.selectors import StatementLine, seller_balances, seller_statement_lines
 from ledger.services import debt_write_off
 from ledger.views import statement_csv
 from marketplace.admin import ReadOnlyAdmin, SellerAdmin
@@ -17,25 +23,67 @@ from marketplace.models import Seller
 
 
 class LineInline(admin.TabularInline):
+    """An entry's lines as an accountant reads them: debits and credits, each in its currency."""
+
     model = Line
     extra = 0
     can_delete = False
-    fields = ("account", "currency", "amount")
+    fields = ("account", "debit", "credit")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="debit")
+    def debit(self, line):
+        return money(line.amount, line.currency) if line.amount > 0 else ""
+
+    @admin.display(description="credit")
+    def credit(self, line):
+        return money(-line.amount, line.currency) if line.amount < 0 else ""
+
 
 @admin.register(Entry)
 class EntryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "posted_at", "kind", "external_id", "order", "seller", "stripe_id")
+    list_display = (
+        "id",
+        "posted_at",
+        "kind",
+        "amount_money",
+        "external_id",
+        "order",
+        "seller",
+        "stripe_id_link",
+    )
     list_filter = ("kind",)
     search_fields = ("=id", "external_id", "stripe_id", "=order__id", "seller__name")
     list_select_related = ("order", "seller")
     ordering = ("-id",)
     show_full_result_count = False
     inlines = [LineInline]
+    shown_as = {"stripe_id": "stripe_id_link"}
+
+    def get_queryset(self, request):
+        # An entry's size is the sum of its debits (it balances); two small subqueries per row
+        # shown, on the lines' entry index.
+        lines = Line.objects.filter(entry=OuterRef("pk")).order_by()
+        debits = lines.filter(amount__gt=0).values("entry").annotate(total=Sum("amount"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                debits=Subquery(debits.values("total")),
+                debit_currency=Subquery(lines.values("currency")[:1]),
+            )
+        )
+
+    @admin.display(description="amount")
+    def amount_money(self, entry):
+        return money(getattr(entry, "debits", None), getattr(entry, "debit_currency", ""))
+
+    @admin.display(description="Stripe id", ordering="stripe_id")
+    def stripe_id_link(self, entry):
+        return stripe_link(entry.stripe_id)
 
 
 @admin.register(Break)
@@ -49,8 +97,16 @@ class BreakAdmin(ReadOnlyAdmin):
 
 @admin.register(CheckRun)
 class CheckRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "started_at", "finished_at", "transfers_checked", "breaks_found")
+    list_display = ("id", "started_at", "finished_at", "transfers_checked", "breaks_badge")
     ordering = ("-id",)
+    shown_as = {"breaks_found": "breaks_badge"}
+
+    @admin.display(description="breaks found", ordering="breaks_found")
+    def breaks_badge(self, run):
+        if run.finished_at is None:
+            return badge("running", Tone.WAITING)
+        tone = Tone.DANGER if run.breaks_found else Tone.OK
+        return badge(str(run.breaks_found), tone)
 
 
 class WriteOffForm(forms.Form):
@@ -59,18 +115,51 @@ class WriteOffForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea, max_length=1000)
 
 
+def balances_text(balances: dict[str, dict]) -> str:
+    """``58.05 USD owed to them, 18.00 USD owed by them`` per currency."""
+    parts = [
+        f"{format_money(amounts['payable'], currency)} owed to them, "
+        f"{format_money(amounts['debt'], currency)} owed by them"
+        for currency, amounts in balances.items()
+    ]
+    return "; ".join(parts) or "nothing in the book"
+
+
 class SellerWithBookAdmin(SellerAdmin):
     """The seller's page with what the book says of them (the book extends the marketplace's
     seller admin: the marketplace never imports the book)."""
 
-    readonly_fields = (*SellerAdmin.readonly_fields, "balances")
+    readonly_fields = (*SellerAdmin.readonly_fields, "balances", "statement")
     actions = ["download_statement", "write_off_debt"]
+    # How much of their statement the seller's page lists; the CSV action has all of it.
+    STATEMENT_DAYS = 30
+    STATEMENT_LINES = 200
 
-    @admin.display(description="balances (owed to them / owed by them)")
+    @admin.display(description="balances")
     def balances(self, seller):
-        rows = seller_balances(seller_id=seller.pk).items()
-        text = format_html_join(", ", "{} {} / {}", ((c, b["payable"], b["debt"]) for c, b in rows))
-        return text or "nothing in the book"
+        if seller.pk is None:
+            return EMPTY
+        return balances_text(seller_balances(seller_id=seller.pk))
+
+    @admin.display(description=f"statement, last {STATEMENT_DAYS} days")
+    def statement(self, seller):
+        if seller.pk is None:
+            return EMPTY
+        since = timezone.now() - timedelta(days=self.STATEMENT_DAYS)
+        lines = seller_statement_lines(seller_id=seller.pk, start=since, end=None)
+        if not lines:
+            return "no lines"
+        shown = lines[-self.STATEMENT_LINES :]
+        rows = format_html_join("", "{}", ((_statement_row(line),) for line in shown))
+        return format_html(
+            '{}<table class="statement"><thead><tr><th>posted</th><th>kind</th><th>account</th>'
+            "<th>amount</th><th>order</th><th>transfer</th><th>Stripe</th><th>memo</th>"
+            "</tr></thead><tbody>{}</tbody></table>",
+            f"the latest {len(shown)} of {len(lines)} lines (all of them: the CSV action)"
+            if len(shown) < len(lines)
+            else "",
+            rows,
+        )
 
     @admin.action(description="Download the statement (CSV, all time)")
     def download_statement(self, request, queryset):
@@ -104,18 +193,54 @@ class SellerWithBookAdmin(SellerAdmin):
             else:
                 self.message_user(request, f"seller {seller.pk}: debt written off")
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Write off {seller}'s debt",
-            "seller": seller,
-            "balances": seller_balances(seller_id=seller.pk),
-            "form": form,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/ledger/write_off.html", context)
+        return action_form(
+            self,
+            request,
+            form,
+            action="write_off_debt",
+            selected=[seller.pk],
+            title=f"Write off {seller}'s debt",
+            intro=f"What the book says of {seller}: "
+            f"{balances_text(seller_balances(seller_id=seller.pk))}.",
+            submit="Write off",
+        )
 
     def has_write_off_permission(self, request):
         return request.user.has_perm("ledger.write_off_debt")
+
+
+def _statement_row(line: StatementLine) -> str:
+    # Links by URL name: the book does not import the payouts app.
+    order = (
+        format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:marketplace_order_change", args=[line.order_id]),
+            line.order_id,
+        )
+        if line.order_id
+        else EMPTY
+    )
+    transfer = (
+        format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:payouts_sellertransfer_change", args=[line.transfer_id]),
+            line.transfer_id,
+        )
+        if line.transfer_id
+        else EMPTY
+    )
+    return format_html(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td></tr>",
+        formats.localize(timezone.template_localtime(line.posted_at)),
+        line.kind,
+        line.account,
+        money(line.amount, line.currency),
+        order,
+        transfer,
+        stripe_link(line.stripe_id),
+        line.memo or EMPTY,
+    )
 
 
 admin.site.unregister(Seller)

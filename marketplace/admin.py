@@ -2,10 +2,62 @@
 services (webhooks, staff API), so they are shown, never edited by hand. The payouts app adds
 the seller transfers to the order page (``payouts/admin.py``): this app never imports it."""
 
-from django.contrib import admin
+from typing import ClassVar
 
-from marketplace.models import Order, OrderItem, Refund, Seller, SellerAccountChange
+from django.contrib import admin
+from django.db.models import OuterRef, Subquery, Sum
+from django.utils.html import format_html
+
+from config.admin_display import (
+    EMPTY,
+    CappedCountPaginator,
+    Tone,
+    badge,
+    money,
+    stripe_link,
+)
+from marketplace.models import (
+    AccountStatus,
+    Dispute,
+    DisputeStatus,
+    Order,
+    OrderItem,
+    OrderStatus,
+    Refund,
+    RefundStatus,
+    Seller,
+    SellerAccountChange,
+)
+from marketplace.selectors import order_total
 from marketplace.services import seller_account_set
+
+ORDER_TONES = {
+    OrderStatus.PENDING: Tone.WAITING,
+    OrderStatus.PAID: Tone.OK,
+    OrderStatus.PARTIALLY_REFUNDED: Tone.NEUTRAL,
+    OrderStatus.REFUNDED: Tone.NEUTRAL,
+}
+REFUND_TONES = {
+    RefundStatus.PENDING: Tone.WAITING,
+    RefundStatus.SUCCEEDED: Tone.OK,
+    RefundStatus.FAILED: Tone.DANGER,
+    RefundStatus.CANCELED: Tone.NEUTRAL,
+}
+DISPUTE_TONES = {
+    DisputeStatus.WARNING_NEEDS_RESPONSE: Tone.DANGER,
+    DisputeStatus.NEEDS_RESPONSE: Tone.DANGER,  # evidence is due: a person must answer
+    DisputeStatus.WARNING_UNDER_REVIEW: Tone.WAITING,
+    DisputeStatus.UNDER_REVIEW: Tone.WAITING,
+    DisputeStatus.WARNING_CLOSED: Tone.NEUTRAL,
+    DisputeStatus.WON: Tone.OK,
+    DisputeStatus.LOST: Tone.NEUTRAL,
+}
+ACCOUNT_TONES = {
+    AccountStatus.UNKNOWN: Tone.NEUTRAL,
+    AccountStatus.READY: Tone.OK,
+    AccountStatus.RESTRICTED: Tone.WARNING,
+    AccountStatus.DEAUTHORIZED: Tone.DANGER,
+}
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -14,8 +66,22 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     view page with no Save button; actions on the list still run, each with its own
     permission."""
 
+    # Model fields shown on the page through one of the admin's display methods instead, in
+    # the field's place (money formatted, a status badge, a link to Stripe).
+    shown_as: ClassVar[dict[str, str]] = {}
+
+    def get_fields(self, request, obj=None):
+        if self.fields:
+            return self.fields
+        shown = (self.shown_as.get(field.name, field.name) for field in self.model._meta.fields)
+        return list(dict.fromkeys(shown))
+
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
+        model_fields = [field.name for field in self.model._meta.fields]
+        return [*model_fields, *self.shown_as.values(), *self.readonly_fields]
+
+    # Their tables grow with the business: no list counts them whole.
+    paginator = CappedCountPaginator
 
     def has_add_permission(self, request):
         return False
@@ -44,16 +110,30 @@ class SellerAdmin(admin.ModelAdmin):
         "id",
         "name",
         "email",
-        "stripe_account_id",
-        "account_status",
+        "stripe_account_id_link",
+        "account_status_badge",
         "account_status_reason",
         "created_at",
     )
     list_filter = ("account_status",)
     search_fields = ("=id", "name", "email", "stripe_account_id")
     # Whether the account can receive transfers is what Stripe says, never typed in.
-    readonly_fields = ("account_status", "account_status_reason", "account_status_at")
+    exclude = ("account_status",)
+    readonly_fields = (
+        "stripe_account_id_link",
+        "account_status_badge",
+        "account_status_reason",
+        "account_status_at",
+    )
     inlines = [SellerAccountChangeInline]
+
+    @admin.display(description="connected account", ordering="stripe_account_id")
+    def stripe_account_id_link(self, seller):
+        return stripe_link(seller.stripe_account_id)
+
+    @admin.display(description="account status", ordering="account_status")
+    def account_status_badge(self, seller):
+        return badge(seller.account_status, ACCOUNT_TONES.get(seller.account_status, Tone.NEUTRAL))
 
     def save_model(self, request, obj, form, change):
         # Where the seller's money goes is audited: a change of connected account is recorded
@@ -70,6 +150,17 @@ class SellerAdmin(admin.ModelAdmin):
 class OrderItemInline(admin.TabularInline):
     model = OrderItem
     extra = 0
+    readonly_fields = ("price",)
+
+    def get_fields(self, request, obj=None):
+        # A paid order's items are history: their amounts are shown as money, not inputs.
+        if obj is None or obj.status == Order.Status.PENDING:
+            return ("description", "seller", "amount")
+        return ("description", "seller", "price")
+
+    @admin.display(description="amount")
+    def price(self, item):
+        return money(item.amount, item.order.currency)
 
     # Items make the order total and each seller's share: once money has moved they are history.
     def has_change_permission(self, request, obj=None):
@@ -82,10 +173,49 @@ class OrderItemInline(admin.TabularInline):
         return obj is None or obj.status == Order.Status.PENDING
 
 
-class RefundInline(admin.TabularInline):
+def settled(row) -> str:
+    """What an order or refund settled as on the platform's balance, with Stripe's rate when
+    it was converted."""
+    if row.settlement_amount is None:
+        return "not read yet" if row.settlement_due_at else EMPTY
+    shown = money(row.settlement_amount, row.settlement_currency)
+    if row.exchange_rate is None:
+        return shown
+    return format_html("{} at {}", shown, row.exchange_rate.normalize())
+
+
+class RefundColumns:
+    """How a refund's Stripe id, amount and status read: in its list, its page and the order's
+    page."""
+
+    @admin.display(description="settled as")
+    def settled_money(self, refund):
+        return settled(refund)
+
+    @admin.display(description="Stripe refund", ordering="stripe_refund_id")
+    def stripe_refund_id_link(self, refund):
+        return stripe_link(refund.stripe_refund_id)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_money(self, refund):
+        return money(refund.amount, refund.currency)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, refund):
+        return badge(refund.status, REFUND_TONES.get(refund.status, Tone.NEUTRAL))
+
+
+class RefundInline(RefundColumns, admin.TabularInline):
     model = Refund
     extra = 0
-    fields = ("stripe_refund_id", "amount", "currency", "status", "error_message", "created_at")
+    fields = (
+        "stripe_refund_id_link",
+        "amount_money",
+        "settled_money",
+        "status_badge",
+        "error_message",
+        "created_at",
+    )
     readonly_fields = fields
     can_delete = False
     show_change_link = True
@@ -99,10 +229,10 @@ class OrderAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "buyer_email",
-        "currency",
-        "status",
-        "stripe_payment_intent_id",
-        "stripe_charge_id",
+        "total_money",
+        "status_badge",
+        "stripe_payment_intent_id_link",
+        "stripe_charge_id_link",
         "created_at",
     )
     list_filter = ("status",)
@@ -113,10 +243,25 @@ class OrderAdmin(admin.ModelAdmin):
         "stripe_charge_id",
         "refunds__stripe_refund_id",
     )
+    fields = (
+        "buyer_email",
+        "currency",
+        "status_badge",
+        "total_money",
+        "stripe_payment_intent_id_link",
+        "stripe_charge_id_link",
+        "settled_money",
+        "settled_net_money",
+        "created_at",
+        "updated_at",
+    )
     readonly_fields = (
-        "status",
-        "stripe_payment_intent_id",
-        "stripe_charge_id",
+        "status_badge",
+        "total_money",
+        "stripe_payment_intent_id_link",
+        "stripe_charge_id_link",
+        "settled_money",
+        "settled_net_money",
         "created_at",
         "updated_at",
     )
@@ -127,15 +272,120 @@ class OrderAdmin(admin.ModelAdmin):
             return (*self.readonly_fields, "buyer_email", "currency")
         return self.readonly_fields
 
+    def get_queryset(self, request):
+        # The list's totals in the page's own query (one sum per row shown), never per row.
+        items = OrderItem.objects.filter(order=OuterRef("pk")).order_by()
+        total = items.values("order").annotate(total=Sum("amount")).values("total")
+        return super().get_queryset(request).annotate(listed_total=Subquery(total))
+
+    @admin.display(description="total")
+    def total_money(self, order):
+        if order.pk is None:
+            return EMPTY
+        total = getattr(order, "listed_total", None)
+        return money(order_total(order=order) if total is None else total, order.currency)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, order):
+        return badge(order.status, ORDER_TONES.get(order.status, Tone.NEUTRAL))
+
+    @admin.display(description="settled as (Stripe's balance transaction)")
+    def settled_money(self, order):
+        return settled(order)
+
+    @admin.display(description="settled net (after Stripe's fee; what the sellers share)")
+    def settled_net_money(self, order):
+        return money(order.settlement_net, order.settlement_currency)
+
+    @admin.display(description="payment intent", ordering="stripe_payment_intent_id")
+    def stripe_payment_intent_id_link(self, order):
+        return stripe_link(order.stripe_payment_intent_id)
+
+    @admin.display(description="charge", ordering="stripe_charge_id")
+    def stripe_charge_id_link(self, order):
+        return stripe_link(order.stripe_charge_id)
+
     ordering = ("-id",)
     show_full_result_count = False
+    paginator = CappedCountPaginator
     inlines = [OrderItemInline, RefundInline]
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdmin):
-    list_display = ("id", "order", "stripe_refund_id", "amount", "currency", "status", "created_at")
+class RefundAdmin(RefundColumns, ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "order",
+        "stripe_refund_id_link",
+        "amount_money",
+        "settled_money",
+        "status_badge",
+        "created_at",
+    )
     list_filter = ("status",)
     search_fields = ("=id", "stripe_refund_id", "=order__id", "order__stripe_charge_id")
     list_select_related = ("order",)
     ordering = ("-id",)
+    shown_as = {
+        "stripe_refund_id": "stripe_refund_id_link",
+        "amount": "amount_money",
+        "currency": "amount_money",
+        "status": "status_badge",
+        "settlement_amount": "settled_money",
+        "settlement_currency": "settled_money",
+        "exchange_rate": "settled_money",
+    }
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    """Disputes as Stripe last described them: answer the open ones before their evidence is
+    due (in the Stripe Dashboard, through the dispute's link)."""
+
+    list_display = (
+        "stripe_dispute_id_link",
+        "order",
+        "status_badge",
+        "reason",
+        "amount_money",
+        "withdrawn_money",
+        "fee_money",
+        "evidence_due_by",
+        "created_at",
+    )
+    list_filter = ("status", "reason")
+    search_fields = ("stripe_dispute_id", "=order__id", "order__stripe_charge_id")
+    list_select_related = ("order",)
+    ordering = ("-id",)
+    show_full_result_count = False
+    shown_as = {
+        "stripe_dispute_id": "stripe_dispute_id_link",
+        "status": "status_badge",
+        "amount": "amount_money",
+        "currency": "amount_money",
+        "settlement_amount": "withdrawn_money",
+        "settlement_currency": "withdrawn_money",
+        "fee": "fee_money",
+    }
+
+    @admin.display(description="Stripe dispute", ordering="stripe_dispute_id")
+    def stripe_dispute_id_link(self, dispute):
+        return stripe_link(dispute.stripe_dispute_id)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, dispute):
+        return badge(dispute.status, DISPUTE_TONES.get(dispute.status, Tone.NEUTRAL))
+
+    @admin.display(description="disputed", ordering="amount")
+    def amount_money(self, dispute):
+        return money(dispute.amount, dispute.currency)
+
+    @admin.display(description="withdrawn by Stripe")
+    def withdrawn_money(self, dispute):
+        return money(dispute.settlement_amount, dispute.settlement_currency)
+
+    @admin.display(description="dispute fee")
+    def fee_money(self, dispute):
+        if not dispute.fee:
+            return EMPTY
+        return money(dispute.fee, dispute.settlement_currency or dispute.currency)

@@ -2,19 +2,27 @@
 "needs attention" filter), the webhook inbox (with replay), and the transfers of each order on
 the order page. Nothing that moves money is editable here: statuses change through services."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.db.models import F, OuterRef, Subquery, Sum
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
+from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
-from marketplace.admin import OrderAdmin, ReadOnlyAdmin, RefundAdmin
-from marketplace.models import Order, Refund
+from config.money import format_money
+from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
+from marketplace.models import Dispute, Order, Refund
 from payouts import selectors
+from payouts.admin_site import attention_label, transfer_badge
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
-from payouts.serializers import TRANSFER_FIELDS
+from payouts.selectors import Attention
 from payouts.services.holds import order_release
 from payouts.services.refunds import order_refund_by_staff, staff_refund_settle
+from payouts.services.requeue import transfer_requeue_by_staff
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_process
 
@@ -23,28 +31,32 @@ class SellerTransferEventInline(admin.TabularInline):
     model = SellerTransferEvent
     extra = 0
     can_delete = False
-    readonly_fields = ("created_at", "from_status", "to_status", "caused_by", "user", "detail")
+    fields = ("created_at", "from_badge", "to_badge", "caused_by", "user", "detail")
+    readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="from")
+    def from_badge(self, event):
+        return transfer_badge(event.from_status)
+
+    @admin.display(description="to")
+    def to_badge(self, event):
+        return transfer_badge(event.to_status)
+
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
-    """Rows a person must look at; the README's runbook says what to do with each kind."""
+    """Rows a person must look at, for any reason or one; docs/console.md says what to do with
+    each."""
 
     title = "needs attention"
     parameter_name = "attention"
     ANY = "any"
 
     def lookups(self, request, model_admin):
-        stale_minutes = int(selectors.STALE_REVERSAL_AFTER.total_seconds() // 60)
-        return [
-            (self.ANY, "Any reason"),
-            (selectors.ATTENTION_PERMANENTLY_FAILED, "Permanently failed"),
-            (
-                selectors.ATTENTION_STALE_REVERSAL,
-                f"Reversal pending, not updated for {stale_minutes} min",
-            ),
+        return [(self.ANY, "Any reason")] + [
+            (reason.value, attention_label(reason)) for reason in Attention
         ]
 
     def queryset(self, request, queryset):
@@ -59,48 +71,198 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         )
 
 
+def _indexed_values_filter(field: str, values, shown=str):
+    """A list filter on ``field`` whose choices are read by index probes (``values``): a plain
+    field filter runs ``SELECT DISTINCT`` over the whole table on every page."""
+
+    class IndexedValuesFilter(admin.SimpleListFilter):
+        title = field
+        parameter_name = field
+
+        def lookups(self, request, model_admin):
+            return [(value, shown(value)) for value in values()]
+
+        def queryset(self, request, queryset):
+            value = self.value()
+            return queryset if value is None else queryset.filter(**{field: value})
+
+    return IndexedValuesFilter
+
+
+CurrencyFilter = _indexed_values_filter("currency", selectors.transfer_currencies, str.upper)
+EventTypeFilter = _indexed_values_filter("type", selectors.webhook_event_types)
+
+
+def _money_of(field: str, description: str):
+    """A display of the transfer's ``field`` as money in the transfer's currency."""
+
+    @admin.display(description=description, ordering=field)
+    def show(self, transfer):
+        return money(getattr(transfer, field), transfer.currency)
+
+    return show
+
+
+class TransferColumns:
+    """How a seller transfer reads: on its list, its page and its order's page."""
+
+    amount_money = _money_of("amount", "amount")
+    platform_fee_money = _money_of("platform_fee", "platform fee")
+    amount_netted_money = _money_of("amount_netted", "netted (settles their debt)")
+    amount_withheld_money = _money_of("amount_withheld", "withheld (refunded during a hold)")
+    reversal_target_money = _money_of("reversal_target", "to reverse in all")
+    amount_reversed_money = _money_of("amount_reversed", "reversed")
+    amount_owed_money = _money_of("amount_owed", "owed by the seller")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, transfer):
+        return transfer_badge(transfer.status)
+
+    @admin.display(description="Stripe transfer", ordering="stripe_transfer_id")
+    def stripe_transfer_id_link(self, transfer):
+        return stripe_link(transfer.stripe_transfer_id)
+
+    @admin.display(description="Stripe reversal", ordering="stripe_reversal_id")
+    def stripe_reversal_id_link(self, transfer):
+        return stripe_link(transfer.stripe_reversal_id)
+
+    @admin.display(description="needs attention")
+    def attention_reason(self, transfer):
+        attention = getattr(transfer, "attention", "")
+        if not attention:
+            return "no"
+        return format_html('<span class="reason-attention">{}</span>', attention_label(attention))
+
+    @admin.display(description="reason")
+    def reason(self, transfer):
+        """Why the row needs a person (when it does), then what it last recorded: why it is
+        held or ended, and its last error."""
+        attention = getattr(transfer, "attention", "")
+        recorded = [transfer.end_reason, transfer.held_reason, transfer.error_message]
+        detail = ": ".join(part for part in recorded if part)
+        if not attention and not detail:
+            return EMPTY
+        return format_html(
+            '<span class="reason" title="{}">{}{}</span>',
+            detail,
+            format_html('<span class="reason-attention">{}</span> ', attention_label(attention))
+            if attention
+            else "",
+            Truncator(detail).chars(120),
+        )
+
+
 @admin.register(SellerTransfer)
-class SellerTransferAdmin(ReadOnlyAdmin):
+class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
     list_display = (
         "id",
         "order",
         "seller",
-        "status",
-        "amount",
-        "platform_fee",
-        "amount_reversed",
-        "currency",
-        "stripe_transfer_id",
-        "stripe_reversal_id",
+        "status_badge",
+        "amount_money",
+        "amount_reversed_money",
+        "reason",
         "retry_count",
         "next_retry_at",
+        "stripe_transfer_id_link",
+        "stripe_reversal_id_link",
         "updated_at",
     )
-    list_filter = ("status", NeedsAttentionFilter, "currency")
+    list_filter = ("status", NeedsAttentionFilter, CurrencyFilter)
     # Any Stripe id we hold (transfer, reversal, charge, payment intent, refund, account), the
-    # order or transfer id, or the seller.
-    search_fields = (
-        "=id",
-        "=order__id",
-        "stripe_transfer_id",
-        "stripe_reversal_id",
-        "order__stripe_charge_id",
-        "order__stripe_payment_intent_id",
-        "order__refunds__stripe_refund_id",
-        "seller__stripe_account_id",
-        "seller__name",
-        "seller__email",
-    )
+    # order or transfer id, or the seller: get_search_results reads what the term is.
+    search_fields = ("id",)
     search_help_text = (
-        "Transfer or order id, any Stripe id (tr_, trr_, ch_, pi_, re_, acct_), seller name or "
-        "email."
+        "Transfer or order id, any Stripe id (tr_, trr_, ch_, pi_, re_, acct_), exactly; or part "
+        "of a seller's name or email."
     )
     list_select_related = ("order", "seller")
     ordering = ("-id",)
     # The table holds every transfer ever made: skip the unfiltered COUNT(*) on each page.
     show_full_result_count = False
     inlines = [SellerTransferEventInline]
-    actions = ["retry_failed"]
+    actions = ["retry_failed", "requeue_given_up"]
+    # The page, grouped; any field not named here is shown under "More".
+    page = (
+        (
+            None,
+            (
+                "order",
+                "seller",
+                "status_badge",
+                "attention_reason",
+                "end_reason",
+                "held_reason",
+                "error_message",
+            ),
+        ),
+        ("Attempts", ("retry_count", "next_retry_at", "read_stripe_first", "key_first_sent_at")),
+        (
+            "Money",
+            (
+                "amount_money",
+                "platform_fee_money",
+                "amount_netted_money",
+                "amount_withheld_money",
+                "reversal_target_money",
+                "amount_reversed_money",
+                "amount_owed_money",
+            ),
+        ),
+        (
+            "At Stripe",
+            (
+                "stripe_transfer_id_link",
+                "stripe_reversal_id_link",
+                "transfer_idempotency_key",
+                "reversal_idempotency_key",
+            ),
+        ),
+        ("Times", ("created_at", "updated_at")),
+    )
+    readonly_fields = ("attention_reason",)
+    # Model fields the page shows through a display above.
+    shown_as = {
+        "status": "status_badge",
+        "currency": "amount_money",
+        "amount": "amount_money",
+        "platform_fee": "platform_fee_money",
+        "amount_netted": "amount_netted_money",
+        "amount_withheld": "amount_withheld_money",
+        "reversal_target": "reversal_target_money",
+        "amount_reversed": "amount_reversed_money",
+        "amount_owed": "amount_owed_money",
+        "stripe_transfer_id": "stripe_transfer_id_link",
+        "stripe_reversal_id": "stripe_reversal_id_link",
+    }
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return selectors.transfers_with_attention(now=timezone.now(), queryset=queryset)
+
+    def get_search_results(self, request, queryset, search_term):
+        # Exact, indexed lookups chosen by what the term is; the default would run
+        # UPPER(…) LIKE '%…%' on every column of every transfer.
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(selectors.transfer_search(search_term)), False
+
+    def get_ordering(self, request):
+        # Rows that need attention are few, but may sit anywhere in a table of millions: they
+        # are found through their statuses' partial indexes and then sorted. "-id" would let
+        # Postgres walk the primary key backwards through every newer row instead; ids are
+        # never null, so NULLS LAST changes nothing but that plan.
+        if NeedsAttentionFilter.parameter_name in request.GET:
+            return [F("id").desc(nulls_last=True)]
+        return super().get_ordering(request)
+
+    def get_fieldsets(self, request, obj=None):
+        named = {name for _, fields in self.page for name in fields}
+        rest = [
+            name for name in self.get_fields(request, obj) if name not in named and name != "id"
+        ]
+        fieldsets = [(title, {"fields": fields}) for title, fields in self.page]
+        return fieldsets + ([("More", {"fields": rest})] if rest else [])
 
     @admin.action(description="Retry selected failed transfers now", permissions=["retry"])
     def retry_failed(self, request, queryset):
@@ -116,15 +278,87 @@ class SellerTransferAdmin(ReadOnlyAdmin):
     def has_retry_permission(self, request):
         return request.user.has_perm("payouts.retry_sellertransfer")
 
+    @admin.action(description="Re-queue selected transfers that gave up…", permissions=["requeue"])
+    def requeue_given_up(self, request, queryset):
+        selected = list(queryset.order_by("pk").values_list("pk", flat=True))
+        form = RequeueForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return action_form(
+                self,
+                request,
+                form,
+                action="requeue_given_up",
+                selected=selected,
+                title=f"Re-queue {len(selected)} transfer(s) that gave up",
+                intro="Each goes back to work, due now, with a fresh retry budget: an unpaid "
+                "transfer as failed, an unfinished reversal as reversal_pending. Only rows that "
+                "ran out of retries can be re-queued; the others say why.",
+                submit="Re-queue",
+            )
+        for pk in selected:
+            try:
+                transfer = transfer_requeue_by_staff(
+                    transfer_id=pk, user=request.user, reason=form.cleaned_data["reason"]
+                )
+            except DomainError as error:
+                level, text = admin_message(error, about=f"transfer {pk}")
+                self.message_user(request, text, level)
+            else:
+                self.message_user(
+                    request, f"transfer {pk} re-queued as {transfer.status}", messages.SUCCESS
+                )
+        return None
+
+    def has_requeue_permission(self, request):
+        return request.user.has_perm("payouts.requeue_sellertransfer")
+
+
+class RequeueForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea,
+        max_length=500,
+        help_text="Why it is re-queued (the cause that is fixed); kept in its audit trail.",
+    )
+
+
+WEBHOOK_TONES = {
+    WebhookOutcome.RECEIVED: Tone.WAITING,
+    WebhookOutcome.PROCESSED: Tone.OK,
+    WebhookOutcome.IGNORED: Tone.NEUTRAL,
+    WebhookOutcome.FAILED: Tone.DANGER,
+}
+
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
-    list_display = ("stripe_event_id", "type", "outcome", "attempts", "received_at", "processed_at")
-    list_filter = ("outcome", "type")
+    list_display = (
+        "stripe_event_id_link",
+        "type",
+        "outcome_badge",
+        "attempts",
+        "received_at",
+        "processed_at",
+    )
+    list_filter = ("outcome", EventTypeFilter)
     search_fields = ("stripe_event_id",)
+    search_help_text = "A Stripe event id (evt_…), exactly."
     ordering = ("-id",)
     show_full_result_count = False
     actions = ["replay"]
+    shown_as = {"stripe_event_id": "stripe_event_id_link", "outcome": "outcome_badge"}
+
+    def get_search_results(self, request, queryset, search_term):
+        # An exact id on the unique index; the default (UPPER(…) LIKE '%…%') reads every row.
+        term = search_term.strip()
+        return (queryset.filter(stripe_event_id=term) if term else queryset), False
+
+    @admin.display(description="Stripe event", ordering="stripe_event_id")
+    def stripe_event_id_link(self, event):
+        return stripe_link(event.stripe_event_id)
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_badge(self, event):
+        return badge(event.outcome, WEBHOOK_TONES.get(event.outcome, Tone.NEUTRAL))
 
     @admin.action(description="Replay selected events", permissions=["replay"])
     def replay(self, request, queryset):
@@ -139,7 +373,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         return request.user.has_perm("payouts.replay_webhookevent")
 
 
-class SellerTransferInline(admin.TabularInline):
+class SellerTransferInline(TransferColumns, admin.TabularInline):
     """The order's seller transfers, read-only, each linking to its own page (audit trail,
     retry)."""
 
@@ -147,7 +381,20 @@ class SellerTransferInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = tuple(f for f in TRANSFER_FIELDS if f not in {"id", "order", "created_at"})
+    fields = (
+        "seller",
+        "status_badge",
+        "amount_money",
+        "platform_fee_money",
+        "amount_reversed_money",
+        "amount_owed_money",
+        "stripe_transfer_id_link",
+        "stripe_reversal_id_link",
+        "reason",
+        "retry_count",
+        "next_retry_at",
+        "updated_at",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -171,7 +418,8 @@ class OrderWithTransfersAdmin(OrderAdmin):
             else:
                 self.message_user(
                     request,
-                    f"order {pk}: refund {refund.stripe_refund_id} of {refund.amount} created; "
+                    f"order {pk}: refund {refund.stripe_refund_id} of "
+                    f"{format_money(refund.amount, refund.currency)} created; "
                     "its webhook completes it",
                     messages.SUCCESS,
                 )
@@ -215,6 +463,34 @@ class RefundWithSettleAdmin(RefundAdmin):
         return request.user.has_perm("marketplace.refund_order")
 
 
+class DisputeWithRecoveryAdmin(DisputeAdmin):
+    """The dispute list, with what is being recovered from the order's sellers: their shares
+    of the chargeback (``dispute_target``), by the recovery policy (marketplace never imports
+    payouts: payouts extends its admin)."""
+
+    list_display = (
+        *DisputeAdmin.list_display[:6],
+        "recovered_money",
+        *DisputeAdmin.list_display[6:],
+    )
+    readonly_fields = ("recovered_money",)
+
+    def get_queryset(self, request):
+        shares = SellerTransfer.objects.filter(order=OuterRef("order")).order_by()
+        recovered = shares.values("order").annotate(total=Sum("dispute_target")).values("total")
+        return super().get_queryset(request).annotate(recovered=Subquery(recovered))
+
+    @admin.display(description="recovered from sellers")
+    def recovered_money(self, dispute):
+        recovered = getattr(dispute, "recovered", None)
+        if not recovered:
+            return EMPTY
+        currency = dispute.settlement_currency or dispute.order.settlement_currency
+        return money(recovered, currency or dispute.currency)
+
+
+admin.site.unregister(Dispute)
+admin.site.register(Dispute, DisputeWithRecoveryAdmin)
 admin.site.unregister(Order)
 admin.site.register(Order, OrderWithTransfersAdmin)
 admin.site.unregister(Refund)

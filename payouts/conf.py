@@ -21,6 +21,11 @@ from config.durations import parse_duration
 STRIPE_KEY_MEMORY = timedelta(hours=24)
 # The longest backoff that still leaves an hour of margin before Stripe forgets a kept key.
 LONGEST_BACKOFF = STRIPE_KEY_MEMORY - timedelta(hours=1)
+# Stripe retries an undelivered event for up to 3 days; the inbox's event id is what makes a
+# retry a duplicate. Processed events are kept at least that long plus margin (a late retry, a
+# person replaying from the Dashboard after a weekend).
+STRIPE_RETRY_WINDOW = timedelta(days=3)
+SHORTEST_WEBHOOK_RETENTION = STRIPE_RETRY_WINDOW + timedelta(days=4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,8 @@ class PayoutsConfig:
     dispute_recovery: str
     # Who bears Stripe's dispute fee: "platform", or "sellers" (in proportion, with the amount).
     dispute_fee_borne_by: str
+    # How long a processed webhook event stays in the inbox (payouts/services/retention.py).
+    webhook_retention: timedelta
 
     @property
     def claim_lease(self) -> timedelta:
@@ -90,7 +97,13 @@ class _Reader:
         return self._env.str(name, default=self._defaults.get(name, default)).strip()
 
     def duration(
-        self, name: str, default: str, *, high: timedelta | None = None, zero_allowed=False
+        self,
+        name: str,
+        default: str,
+        *,
+        high: timedelta | None = None,
+        low: timedelta | None = None,
+        zero_allowed=False,
     ) -> timedelta:
         raw = self.raw(name, default)
         try:
@@ -99,6 +112,8 @@ class _Reader:
             raise ImproperlyConfigured(f"{name}: {exc}") from None
         if high is not None and value > high:
             raise ImproperlyConfigured(f"{name}: {raw} is longer than the maximum, {high}")
+        if low is not None and value < low:
+            raise ImproperlyConfigured(f"{name}: {raw} is shorter than the minimum, {low}")
         return value
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
@@ -167,5 +182,11 @@ def load_payouts_config(env: environ.Env, **defaults: str) -> PayoutsConfig:
         dispute_recovery=read.choice("DISPUTE_RECOVERY", "on_open", ("on_open", "on_loss")),
         dispute_fee_borne_by=read.choice(
             "DISPUTE_FEE_BORNE_BY", "platform", ("platform", "sellers")
+        ),
+        webhook_retention=read.duration(
+            "WEBHOOK_RETENTION",
+            "90d",
+            low=SHORTEST_WEBHOOK_RETENTION,
+            high=timedelta(days=3650),
         ),
     )

@@ -22,7 +22,8 @@ class SellerTransferManager(models.Manager):
     ) -> Any:
         """Move ``transfer`` to ``to`` with one guarded ``UPDATE … WHERE status = <from>``.
 
-        ``fields`` are written in the same statement (``retry_count``, ``next_retry_at``, Stripe
+        A staff-only edge needs the ``user`` who takes it. ``fields`` are written in the same
+        statement (``retry_count``, ``next_retry_at``, Stripe
         ids, …). On success an audit event is written in the same transaction and the instance
         is refreshed. Raises ``TransitionNotAllowed`` (nothing touched) or
         ``ConcurrentTransition`` (another actor moved the row first; nothing written).
@@ -30,7 +31,7 @@ class SellerTransferManager(models.Manager):
         from_status = transfer.status
         if "status" in fields:
             raise TypeError("pass the new status as `to`, not as a field")
-        if not can_transition(from_status, to):
+        if not can_transition(from_status, to, by_staff=user is not None):
             raise TransitionNotAllowed(transfer.pk, from_status, to)
 
         with transaction.atomic():

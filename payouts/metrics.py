@@ -2,10 +2,12 @@
 
 Two kinds:
 
-- **Computed at scrape time from the database** (``TransferStateCollector``): transitions by
-  from/to (counted from the append-only audit table, so they are right whichever process made
-  the move), rows per status, due rows, and the age of the oldest due reversal. Every web
-  process answers the same.
+- **Read at scrape time from the database** (``TransferStateCollector``): transitions by
+  from/to and rows per status (from the counters database triggers keep in the same
+  transaction as each change, so they are right whichever process made the move, and a scrape
+  reads a few dozen rows however big the tables grow), due rows and the age of the oldest due
+  reversal (on the workers' partial indexes). Every web process answers the same. With
+  ``DATABASE_REPLICA_URL`` set these reads go to the replica (``config.db_router``).
 - **Counted in the process that does the work** (``STRIPE_CALLS``): Stripe API calls by
   operation and outcome. The gateway runs in Celery workers as well as in the web app, so a
   scrape of one process sees only that process's calls unless Prometheus' multiprocess mode is
@@ -17,13 +19,14 @@ Two kinds:
 import os
 from collections.abc import Iterator
 
-from django.db import connection, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from config.db_router import replica_reads
 from payouts import selectors
 from payouts.transitions import TransferStatus
 
@@ -74,8 +77,8 @@ class TransferStateCollector:
 
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
-        with transaction.atomic():
-            with connection.cursor() as cursor:
+        with replica_reads() as alias, transaction.atomic(using=alias):
+            with connections[alias].cursor() as cursor:
                 cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
             transitions = selectors.transition_counts()
             by_status = selectors.transfer_counts_by_status()
@@ -88,7 +91,7 @@ class TransferStateCollector:
             CounterMetricFamily,
             "payouts_transfer_transitions",
             "Seller transfer transitions by from/to status, same-state retries included "
-            "(from the audit trail).",
+            "(one per audit event, counted as each is written).",
             ["from_status", "to_status"],
             transitions.items(),
         )

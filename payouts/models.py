@@ -11,6 +11,28 @@ def _not_empty(field: str) -> Q:
     return ~Q(**{field: ""})
 
 
+# Where a transfer rests once the workers are done with it (for now: a refund can move a
+# completed row again).
+SETTLED_STATUSES = [
+    TransferStatus.COMPLETED,
+    TransferStatus.PARTIALLY_REVERSED,
+    TransferStatus.REVERSED,
+    TransferStatus.REVERSAL_REFUSED,
+    TransferStatus.PERMANENTLY_FAILED,
+]
+
+# The rows "needs attention" can name: the workers' backlog, the ends a person acts on (a
+# transfer cancelled because its order was refunded before payment needs nothing).
+ATTENTION_CANDIDATES = Q(
+    status__in=[
+        TransferStatus.PENDING,
+        TransferStatus.FAILED,
+        TransferStatus.HELD,
+        TransferStatus.REVERSAL_PENDING,
+        TransferStatus.REVERSAL_REFUSED,
+    ]
+) | (Q(status=TransferStatus.PERMANENTLY_FAILED) & ~Q(end_reason=EndReason.ORDER_REFUNDED))
+
 # Taken back beyond the shares (and beyond what is owed back already): Stripe reversed more
 # than asked (a Dashboard reversal, a forgotten key). Reported, never adopted.
 OVER_REVERSED = Q(
@@ -96,6 +118,7 @@ class SellerTransfer(models.Model):
         permissions = [
             ("retry_sellertransfer", "Can retry a failed seller transfer"),
             ("release_sellertransfer", "Can release an order's held seller transfers"),
+            ("requeue_sellertransfer", "Can re-queue a seller transfer that gave up"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["order", "seller"], name="uniq_transfer_order_seller"),
@@ -187,6 +210,33 @@ class SellerTransfer(models.Model):
             ),
             # Rows Stripe reversed beyond the refunds' share (an alert; normally empty).
             models.Index(fields=["id"], condition=OVER_REVERSED, name="idx_transfer_over_reversed"),
+            # The admin list, newest first, filtered by one status or one currency: an index
+            # range read backwards, however rare the status or currency (docs/scale.md). Only
+            # the settled statuses: the rows workers claim and move are in the due indexes
+            # above, and a claim (an UPDATE of each row) then writes no entry here.
+            models.Index(
+                fields=["status", "id"],
+                condition=Q(status__in=SETTLED_STATUSES),
+                name="idx_transfer_status_id",
+            ),
+            models.Index(fields=["currency", "id"], name="idx_transfer_currency_id"),
+            # "Needs attention" (payouts/selectors.py), newest first: the rows any of its reasons
+            # can name, a few among millions. Every reason's condition must imply this one, or
+            # the admin's page reads the table backwards to its first row (a test checks).
+            models.Index(
+                fields=["id"], condition=ATTENTION_CANDIDATES, name="idx_transfer_attention"
+            ),
+            # What changed since the last clean ledger_check (its incremental mode).
+            models.Index(fields=["updated_at"], name="idx_transfer_updated_at"),
+            # The ends a person must look at (the console's counts and "needs attention"):
+            # few rows, where the whole table holds millions.
+            models.Index(
+                fields=["status", "updated_at"],
+                condition=Q(
+                    status__in=[TransferStatus.REVERSAL_REFUSED, TransferStatus.PERMANENTLY_FAILED]
+                ),
+                name="idx_transfer_ended",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -256,7 +306,60 @@ class WebhookEvent(models.Model):
                 condition=Q(outcome=WebhookOutcome.RECEIVED),
                 name="idx_webhook_unprocessed",
             ),
+            # Retention deletes the oldest processed events first, in small batches.
+            models.Index(fields=["received_at"], name="idx_webhook_received_at"),
+            # The admin list filtered by outcome (the few events a person must look at) or by
+            # type, newest first.
+            models.Index(
+                fields=["id"],
+                condition=Q(outcome__in=[WebhookOutcome.RECEIVED, WebhookOutcome.FAILED]),
+                name="idx_webhook_open",
+            ),
+            models.Index(fields=["type", "id"], name="idx_webhook_type_id"),
         ]
 
     def __str__(self) -> str:
         return f"{self.stripe_event_id} ({self.type})"
+
+
+class TransferCountKind(models.TextChoices):
+    # Transfers that left ``from_status`` for ``status`` ('' for none: inserted, deleted).
+    ROWS = "rows"
+    # Audit events per (from, to): every transition made, same-state ones included.
+    MOVES = "moves"
+
+
+class TransferCount(models.Model):
+    """The counts behind ``/metrics``, so a scrape never counts the big tables.
+
+    Database triggers (migration ``0011_scale``) append one row per change, in the transaction
+    that makes it: inserting, deleting or changing the status of seller transfers, and inserting
+    audit events. Appending takes no lock that another transaction waits for, so concurrent
+    workers never queue on a hot counter row nor deadlock on two of them.
+    ``payouts.services.counters`` folds the rows into one per key every minute; a count is the
+    sum of its rows (``payouts.selectors``). Moves are also kept per hour for the last
+    ``HOURLY_FOR`` (the console's charts); older hours fold into one row per edge.
+    """
+
+    Kind = TransferCountKind
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    from_status = models.CharField(max_length=32, blank=True, default="")
+    status = models.CharField(max_length=32)
+    # The hour (UTC) the moves were made in, while it is recent; null for rows and older moves.
+    hour = models.DateTimeField(null=True, blank=True)
+    n = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=TransferCountKind.values), name="chk_transfercount_kind"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind=TransferCountKind.MOVES) | Q(hour__isnull=True),
+                name="chk_transfercount_hour_of_moves",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.from_status or '-'} → {self.status or '-'}: {self.n}"

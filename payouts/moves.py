@@ -509,3 +509,26 @@ def _report_over_reversal(transfer: SellerTransfer) -> None:
             amount_reversed=transfer.amount_reversed,
             reversal_target=transfer.reversal_target,
         )
+
+
+# --- Staff ----------------------------------------------------------------------------------
+
+
+def requeued(transfer: SellerTransfer, *, to: str, reason: str, actor: Actor) -> SellerTransfer:
+    """permanently_failed → failed | reversal_pending (staff only): a row that gave up after its
+    retries goes back to work, due now, with a fresh retry budget. Its idempotency key and
+    whether it must read Stripe first are kept: the attempt that gave up may have moved money
+    behind a lost answer, and the next one must find it rather than move it again."""
+    detail = {"reason": reason, "ended": transfer.end_reason, "last_error": transfer.error_message}
+    _move(
+        transfer,
+        to,
+        actor,
+        detail,
+        end_reason="",
+        retry_count=0,
+        next_retry_at=timezone.now(),
+        error_message=f"re-queued by {actor.caused_by}: {reason}",
+    )
+    _log(transfer, logging.WARNING, "re-queued by staff", to=to, reason=reason)
+    return transfer

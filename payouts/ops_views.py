@@ -1,6 +1,6 @@
 """Operations endpoints, outside the API: ``GET /healthz`` for probes (public: it says only
-"ok" or "unavailable" per dependency) and ``GET /metrics`` for Prometheus (staff, or a scraper
-with ``Authorization: Bearer <METRICS_TOKEN>``). Nothing here writes."""
+"ok", "unavailable" or "unknown" per dependency) and ``GET /metrics`` for Prometheus (staff, or a
+scraper with ``Authorization: Bearer <METRICS_TOKEN>``). Nothing here writes."""
 
 import hmac
 
@@ -10,18 +10,23 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from rest_framework import status
 
-from payouts.health import dependency_health
+from payouts.health import dependency_health, serving_dependencies_up
 from payouts.metrics import metrics_exposition
 
 
 @never_cache
 @require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when Postgres and Redis both answer, else 503; the body names each one's state."""
+    """200 when Postgres and Redis both answer, else 503; the body names the state of each,
+    and of the Celery workers and beat (alert on those from the body)."""
     checks = dependency_health()
-    healthy = all(state == "ok" for state in checks.values())
+    healthy = serving_dependencies_up(checks)
     code = status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE
-    return JsonResponse(checks, status=code)
+    response = JsonResponse(checks, status=code)
+    # The checks logged one warning per dependency down; Django's own error line for a 503
+    # would repeat it on every probe.
+    response._has_been_logged = True
+    return response
 
 
 def _may_scrape(request: HttpRequest) -> bool:

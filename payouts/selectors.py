@@ -1,71 +1,223 @@
-"""Reads for operations: what the admin's "needs attention" filter and the metrics show.
+"""Reads for operations: what the admin's "needs attention" filter, the console and the metrics
+show.
 
-Services do writes; these only read. The due-row counts use the same predicates as the workers
-(``status = … AND next_retry_at <= now``), so they are served by the workers' partial indexes
-and stay cheap however many settled rows the table holds.
+Services do writes; these only read. Nothing here counts the big tables: rows per status and
+transitions come from the trigger-kept counters (``TransferCount``), and the due-row counts use
+the same predicates as the workers (``status = … AND next_retry_at <= now``), so they are served
+by the workers' partial indexes and stay cheap however many settled rows the table holds. The
+``…_recount`` functions read every row, for tests and for checking the counters by hand.
 """
 
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
-from django.db.models import Count, Min, Q, QuerySet, Sum
+from django.db import connections, router
+from django.db.models import Case, CharField, Count, Min, Q, QuerySet, Sum, Value, When
 
 from ledger.models import CheckRun
-from marketplace.models import Dispute, DisputeStatus
+from marketplace.models import Dispute, DisputeStatus, Refund, Seller
 from marketplace.selectors import order_settled_total, order_total
-from payouts.models import OVER_REVERSED, SellerTransfer, SellerTransferEvent
-from payouts.transitions import TransferStatus
+from payouts.models import (
+    OVER_REVERSED,
+    SellerTransfer,
+    SellerTransferEvent,
+    TransferCount,
+    TransferCountKind,
+    WebhookEvent,
+)
+from payouts.transitions import EndReason, HeldReason, TransferStatus
+
+S = TransferStatus
 
 # A refund's reversals normally finish within a few beat ticks; a row still waiting after this
 # long is stuck behind Stripe errors (or no worker is running) and a person should look.
 STALE_REVERSAL_AFTER = timedelta(minutes=30)
 
-ATTENTION_PERMANENTLY_FAILED = "permanently_failed"
-ATTENTION_STALE_REVERSAL = "stale_reversal"
+# A seller is normally paid within a second of the payment. One still unpaid this long after
+# their row was due (pending: no worker took it) or made (failed: Stripe keeps refusing) is
+# waiting on something a person has to fix.
+UNPAID_AFTER = timedelta(minutes=30)
+# A reversal whose last attempts all failed (Stripe 5xx, or no answer) is still retried with
+# backoff, but after this many in a row a person should know Stripe is failing it.
+FAILING_AFTER_ATTEMPTS = 3
 
 
-def _permanently_failed() -> Q:
-    return Q(status=TransferStatus.PERMANENTLY_FAILED)
+class Attention(StrEnum):
+    """Why a transfer needs a person: its seller is not paid, or its reversal is not done,
+    beyond what the workers normally take. ``docs/console.md`` says what to do with each."""
+
+    UNPAID_PENDING = "unpaid_pending"
+    UNPAID_FAILED = "unpaid_failed"
+    HELD_ACCOUNT = "held_account"
+    FAILING_REVERSAL = "failing_reversal"
+    STALE_REVERSAL = "stale_reversal"
+    REVERSAL_REFUSED = "reversal_refused"
+    PERMANENTLY_FAILED = "permanently_failed"
 
 
-def _stale_reversal(now: datetime) -> Q:
-    return Q(status=TransferStatus.REVERSAL_PENDING, updated_at__lt=now - STALE_REVERSAL_AFTER)
+def attention_conditions(*, now: datetime) -> dict[Attention, Q]:
+    """Each reason's predicate, in the order a row is labelled when several apply. Each one
+    names its status, so it is served by that status's partial index."""
+    return {
+        Attention.UNPAID_PENDING: Q(status=S.PENDING, next_retry_at__lt=now - UNPAID_AFTER),
+        Attention.UNPAID_FAILED: Q(status=S.FAILED, created_at__lt=now - UNPAID_AFTER),
+        # Held on purpose for the order's hold is fine; held because the seller's account
+        # cannot receive waits on the seller, who may not know.
+        Attention.HELD_ACCOUNT: Q(
+            status=S.HELD,
+            held_reason__in=[HeldReason.ACCOUNT_RESTRICTED, HeldReason.ACCOUNT_DEAUTHORIZED],
+            updated_at__lt=now - UNPAID_AFTER,
+        ),
+        Attention.FAILING_REVERSAL: Q(
+            status=S.REVERSAL_PENDING, retry_count__gte=FAILING_AFTER_ATTEMPTS
+        ),
+        Attention.STALE_REVERSAL: Q(
+            status=S.REVERSAL_PENDING, updated_at__lt=now - STALE_REVERSAL_AFTER
+        ),
+        Attention.REVERSAL_REFUSED: Q(status=S.REVERSAL_REFUSED),
+        # A transfer cancelled because its order was refunded before payment owes nothing to
+        # anyone: it ended as it should.
+        Attention.PERMANENTLY_FAILED: Q(status=S.PERMANENTLY_FAILED)
+        & ~Q(end_reason=EndReason.ORDER_REFUNDED),
+    }
 
 
 def transfers_needing_attention(
     *, now: datetime, reason: str | None = None, queryset: QuerySet | None = None
 ) -> QuerySet:
-    """Transfers a person must look at: ``permanently_failed`` ones, and ``reversal_pending``
-    ones not updated for ``STALE_REVERSAL_AFTER``. ``reason`` narrows to one of the two."""
+    """Transfers a person must look at, for any reason or for ``reason`` (an ``Attention``
+    value; anything else is a ``ValueError``)."""
     queryset = SellerTransfer.objects.all() if queryset is None else queryset
-    conditions = {
-        ATTENTION_PERMANENTLY_FAILED: _permanently_failed(),
-        ATTENTION_STALE_REVERSAL: _stale_reversal(now),
-    }
-    if reason is None:
-        return queryset.filter(_permanently_failed() | _stale_reversal(now))
-    if reason not in conditions:
-        raise ValueError(f"unknown attention reason {reason!r}")
-    return queryset.filter(conditions[reason])
+    conditions = attention_conditions(now=now)
+    if reason is not None:
+        return queryset.filter(conditions[Attention(reason)])
+    anyone = Q()
+    for condition in conditions.values():
+        anyone |= condition
+    return queryset.filter(anyone)
+
+
+def transfers_with_attention(*, now: datetime, queryset: QuerySet) -> QuerySet:
+    """``queryset`` with ``attention``: the row's first ``Attention`` reason, or ``""``."""
+    whens = [
+        When(condition, then=Value(reason.value))
+        for reason, condition in attention_conditions(now=now).items()
+    ]
+    return queryset.annotate(attention=Case(*whens, default=Value(""), output_field=CharField()))
+
+
+def attention_counts(*, now: datetime) -> dict[Attention, int]:
+    """Rows per reason, in one statement (a row counts under every reason it meets)."""
+    conditions = attention_conditions(now=now)
+    counts = transfers_needing_attention(now=now).aggregate(
+        **{reason.value: Count("pk", filter=condition) for reason, condition in conditions.items()}
+    )
+    return {reason: counts[reason.value] for reason in conditions}
+
+
+def _counted(kind: str) -> list[tuple[str, str, int]]:
+    """(from status, status, count) per key of one kind of counter: the sum of its rows."""
+    rows = (
+        TransferCount.objects.filter(kind=kind)
+        .values_list("from_status", "status")
+        .annotate(total=Sum("n"))
+        .order_by()
+    )
+    return [(from_status, status, total) for from_status, status, total in rows if total]
 
 
 def transfer_counts_by_status() -> dict[str, int]:
-    """Rows per status, every known status present (zero when none)."""
+    """Rows per status, every known status present (zero when none), from the counters: what
+    entered each status less what left it."""
+    counts = dict.fromkeys(TransferStatus.values, 0)
+    for from_status, status, n in _counted(TransferCountKind.ROWS):
+        if status:
+            counts[status] = counts.get(status, 0) + n
+        if from_status:
+            counts[from_status] = counts.get(from_status, 0) - n
+    return counts
+
+
+def transition_counts() -> dict[tuple[str, str], int]:
+    """Audit events per (from, to), from the counters: every successful transition ever made,
+    same-state retries included. The events are append-only, so each count only grows."""
+    return {(from_status, to): n for from_status, to, n in _counted(TransferCountKind.MOVES)}
+
+
+def transfer_counts_by_status_recount() -> dict[str, int]:
+    """What ``transfer_counts_by_status`` must say, counted row by row (reads the table)."""
     counts = dict.fromkeys(TransferStatus.values, 0)
     rows = SellerTransfer.objects.values_list("status").annotate(n=Count("id")).order_by()
     counts.update(dict(rows))
     return counts
 
 
-def transition_counts() -> dict[tuple[str, str], int]:
-    """Audit events per (from, to): every successful transition ever made, same-state
-    retries included. The events are append-only, so each count only grows."""
+def transition_counts_recount() -> dict[tuple[str, str], int]:
+    """What ``transition_counts`` must say, counted from the audit trail (reads all of it)."""
     rows = (
         SellerTransferEvent.objects.values_list("from_status", "to_status")
         .annotate(n=Count("id"))
         .order_by()
     )
     return {(from_status, to_status): n for from_status, to_status, n in rows}
+
+
+# What a searched Stripe id names, by its prefix: an exact match on a uniquely indexed column.
+_TRANSFER_SEARCH_BY_PREFIX = (
+    ("trr_", "stripe_reversal_id"),
+    ("tr_", "stripe_transfer_id"),
+    ("ch_", "order__stripe_charge_id"),
+    ("py_", "order__stripe_charge_id"),
+    ("pi_", "order__stripe_payment_intent_id"),
+    ("acct_", "seller__stripe_account_id"),
+)
+
+
+def transfer_search(term: str) -> Q:
+    """The transfers a person searching for ``term`` means, found through indexes only: a
+    Stripe id by its prefix, a number as a transfer or order id, anything else as part of a
+    seller's name or email (sellers are few; their transfers are found by ``seller_id``)."""
+    term = term.strip()
+    for prefix, field in _TRANSFER_SEARCH_BY_PREFIX:
+        if term.startswith(prefix):
+            return Q(**{field: term})
+    if term.startswith("re_"):
+        return Q(order_id__in=Refund.objects.filter(stripe_refund_id=term).values("order_id"))
+    if term.isdigit() and len(term) < 19:  # a bigint
+        return Q(id=int(term)) | Q(order_id=int(term))
+    sellers = Seller.objects.filter(Q(name__icontains=term) | Q(email__icontains=term))
+    return Q(seller_id__in=sellers.values("id"))
+
+
+# Each distinct value of an indexed column, one index probe per value (a "loose index scan"):
+# what ``SELECT DISTINCT`` would read the whole index for. The admin's filter choices.
+_DISTINCT_BY_PROBES = """
+    WITH RECURSIVE v(value) AS (
+        (SELECT {column} FROM {table} ORDER BY {column} LIMIT 1)
+        UNION ALL
+        SELECT (SELECT {column} FROM {table} WHERE {column} > v.value ORDER BY {column} LIMIT 1)
+        FROM v WHERE v.value IS NOT NULL
+    )
+    SELECT value FROM v WHERE value IS NOT NULL
+"""
+
+
+def _distinct_values(model, column: str) -> list[str]:
+    sql = _DISTINCT_BY_PROBES.format(table=model._meta.db_table, column=column)
+    with connections[router.db_for_read(model)].cursor() as cursor:
+        cursor.execute(sql)
+        return [value for (value,) in cursor.fetchall()]
+
+
+def transfer_currencies() -> list[str]:
+    """The currencies seller transfers are in (served by ``idx_transfer_currency_id``)."""
+    return _distinct_values(SellerTransfer, "currency")
+
+
+def webhook_event_types() -> list[str]:
+    """The event types the inbox holds (served by ``idx_webhook_type_id``)."""
+    return _distinct_values(WebhookEvent, "type")
 
 
 def due_transfer_counts(*, now: datetime) -> dict[str, int]:
@@ -83,18 +235,32 @@ def over_reversed_count() -> int:
     return SellerTransfer.objects.filter(OVER_REVERSED).count()
 
 
+def latest_check_run() -> CheckRun | None:
+    """The latest finished ``ledger_check`` run, if any."""
+    return CheckRun.objects.exclude(finished_at=None).order_by("-pk").first()
+
+
 def ledger_breaks_last_run() -> int:
     """Breaks the latest ``ledger_check`` found (0 before any run)."""
-    latest = CheckRun.objects.exclude(finished_at=None).order_by("-pk").first()
+    latest = latest_check_run()
     return latest.breaks_found if latest else 0
+
+
+def _oldest_due_age(statuses: list[str], now: datetime) -> timedelta:
+    oldest = SellerTransfer.objects.filter(status__in=statuses, next_retry_at__lte=now).aggregate(
+        oldest=Min("next_retry_at")
+    )["oldest"]
+    return max(now - oldest, timedelta(0)) if oldest else timedelta(0)
 
 
 def oldest_due_reversal_age(*, now: datetime) -> timedelta:
     """How long the longest-waiting due ``reversal_pending`` row has been due (zero if none)."""
-    oldest = SellerTransfer.objects.filter(
-        status=TransferStatus.REVERSAL_PENDING, next_retry_at__lte=now
-    ).aggregate(oldest=Min("next_retry_at"))["oldest"]
-    return max(now - oldest, timedelta(0)) if oldest else timedelta(0)
+    return _oldest_due_age([TransferStatus.REVERSAL_PENDING], now)
+
+
+def oldest_due_send_age(*, now: datetime) -> timedelta:
+    """How long the longest-waiting due unpaid row (``pending`` or ``failed``) has been due."""
+    return _oldest_due_age([TransferStatus.PENDING, TransferStatus.FAILED], now)
 
 
 def dispute_recovery_amount(*, order) -> int:

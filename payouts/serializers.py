@@ -39,6 +39,12 @@ class RefundRequestSerializer(serializers.Serializer):
     )
 
 
+class RequeueRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=500, help_text="Why the transfer is re-queued; kept in its audit trail."
+    )
+
+
 class RefundSerializer(serializers.ModelSerializer):
     class Meta:
         model = Refund

@@ -5,10 +5,13 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
+from payouts.health import heartbeat_stamp
+from payouts.services.counters import transfer_counts_compact
 from payouts.services.holds import holds_release_due
-from payouts.services.ledger_check import ledger_check_daily
+from payouts.services.ledger_check import ledger_check_daily, ledger_check_weekly
 from payouts.services.reconciliation import reconciliation_run
 from payouts.services.refunds import refunds_sync_for_charge, staff_refunds_settle
+from payouts.services.retention import webhook_events_expire
 from payouts.services.reversals import reversals_drain, reversals_process_due
 from payouts.services.transfers import transfers_send_due
 from payouts.services.webhooks import webhook_events_process_stranded
@@ -64,3 +67,23 @@ def check_ledger() -> dict[str, int]:
 @shared_task
 def release_held_transfers() -> dict[str, int]:
     return holds_release_due()
+
+
+@shared_task
+def check_ledger_full() -> dict[str, int]:
+    return ledger_check_weekly()
+
+
+@shared_task
+def compact_transfer_counts() -> dict[str, int]:
+    return transfer_counts_compact()
+
+
+@shared_task
+def expire_webhook_events() -> dict[str, int]:
+    return webhook_events_expire()
+
+
+@shared_task
+def heartbeat() -> dict[str, int]:
+    return heartbeat_stamp()

@@ -68,16 +68,31 @@ ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
     S.REVERSED: frozenset({S.REVERSAL_PENDING}),
     # Another refund of the order: its share is tried at Stripe again.
     S.REVERSAL_REFUSED: frozenset({S.REVERSAL_PENDING}),
-    S.PERMANENTLY_FAILED: frozenset(),
+    # Staff only: a row that gave up after its retries is re-queued, an unpaid transfer as
+    # failed, an unfinished reversal as reversal_pending.
+    S.PERMANENTLY_FAILED: frozenset({S.FAILED, S.REVERSAL_PENDING}),
 }
 
-TERMINAL_STATUSES = frozenset(s for s, exits in ALLOWED_TRANSITIONS.items() if not exits)
+# Edges only a person may take (``moves.requeued``); no worker, webhook or sweep ever does.
+STAFF_ONLY_TRANSITIONS = frozenset(
+    {(S.PERMANENTLY_FAILED, S.FAILED), (S.PERMANENTLY_FAILED, S.REVERSAL_PENDING)}
+)
+
+# Statuses no automatic actor ever leaves.
+TERMINAL_STATUSES = frozenset(
+    s
+    for s, exits in ALLOWED_TRANSITIONS.items()
+    if all((s, to) in STAFF_ONLY_TRANSITIONS for to in exits)
+)
 
 
-def can_transition(from_status: str, to_status: str) -> bool:
-    """True when the table allows ``from_status → to_status``; an unknown status allows nothing."""
+def can_transition(from_status: str, to_status: str, *, by_staff: bool = False) -> bool:
+    """True when the table allows ``from_status → to_status`` (a staff-only edge only
+    ``by_staff``); an unknown status allows nothing."""
     exits = ALLOWED_TRANSITIONS.get(from_status)
     if exits is None:
+        return False
+    if (from_status, to_status) in STAFF_ONLY_TRANSITIONS and not by_staff:
         return False
     return to_status == from_status or to_status in exits
 

@@ -28,9 +28,15 @@ from config.api import (
 )
 from payouts.models import WebhookOutcome
 from payouts.moves import Actor
-from payouts.serializers import RefundRequestSerializer, RefundSerializer, SellerTransferSerializer
+from payouts.serializers import (
+    RefundRequestSerializer,
+    RefundSerializer,
+    RequeueRequestSerializer,
+    SellerTransferSerializer,
+)
 from payouts.services.holds import order_release
 from payouts.services.refunds import order_refund_by_staff
+from payouts.services.requeue import transfer_requeue_by_staff
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_ingest
 from payouts.webhook_signature import signature_is_valid
@@ -264,6 +270,45 @@ class TransferRetryView(APIView):
     )
     def post(self, request, pk: int):
         transfer = transfer_retry_by_staff(transfer_id=pk, user=request.user)
+        return Response(SellerTransferSerializer(transfer).data)
+
+
+class TransferRequeueView(APIView):
+    """``POST /api/admin/transfers/<id>/requeue/`` with ``{"reason": "…"}``: put a transfer that
+    gave up after its retries back to work."""
+
+    authentication_classes = STAFF_AUTHENTICATION
+    permission_classes = [IsAdminUser, staff_permission("payouts.requeue_sellertransfer")]
+
+    @extend_schema(
+        operation_id="transfer_requeue",
+        summary="Re-queue a permanently failed seller transfer",
+        description=(
+            "Only for `permanently_failed` transfers that ran out of retries: an unpaid one goes "
+            "back to `failed`, an unfinished reversal back to `reversal_pending`, due now with "
+            "a fresh retry budget; the worker is woken. Needs staff status and the "
+            "`payouts.requeue_sellertransfer` permission. The reason is kept in the audit trail."
+        ),
+        tags=["staff"],
+        request=RequeueRequestSerializer,
+        responses={
+            200: OpenApiResponse(
+                SellerTransferSerializer, description="The transfer, re-queued and due now."
+            ),
+            **STAFF_ERRORS,
+            409: error_response(
+                "`not_requeueable`: not `permanently_failed`, or it ended for a final reason "
+                "(transfer missing at Stripe, no Stripe transfer, order refunded before payment); "
+                "the message says which."
+            ),
+        },
+    )
+    def post(self, request, pk: int):
+        body = RequeueRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        transfer = transfer_requeue_by_staff(
+            transfer_id=pk, user=request.user, reason=body.validated_data["reason"]
+        )
         return Response(SellerTransferSerializer(transfer).data)
 
 

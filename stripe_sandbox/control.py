@@ -11,6 +11,8 @@ Inspection
   GET  /_sandbox/calls?operation=&outcome= the API call log
   GET  /_sandbox/faults                    fault knobs, scripts and rate limit
   GET  /_sandbox/config                    refund status, seed, webhooks, settlement
+  GET  /_sandbox/objects/{id}              one object by its id (acct_, tr_, trr_, pi_, ch_,
+                                           re_, dp_, evt_, ...), as the API shows it; 404 if none
 
 Set-up and faults
   POST /_sandbox/reset                     forget everything, back to the start-up config
@@ -164,6 +166,25 @@ def _forget_idempotency_keys(sandbox, ids, payload):
     return sandbox.forget_idempotency_keys()
 
 
+def _object(sandbox, ids, payload):
+    """The page the service's admin links to for a Stripe id, in place of the Dashboard."""
+    object_id = ids[0]
+    found = sandbox.read(lambda store: _find(store, object_id))
+    if found is None:
+        raise ControlError(f"no object {object_id!r}", status=404)
+    return found
+
+
+def _find(store, object_id: str) -> dict[str, Any] | None:
+    # Accounts and events are not among the objects the API expands; the rest are.
+    tables = {"acct": store.accounts, "evt": store.events}
+    table = tables.get(object_id.split("_", 1)[0])
+    if table is None:
+        return store._lookup(object_id)
+    found = table.get(object_id)
+    return copy.deepcopy(found) if found is not None else None
+
+
 Handler = Callable[[Any, tuple[str, ...], dict[str, Any]], Any]
 ROUTES: list[tuple[str, tuple[str | None, ...], Handler]] = [
     ("GET", ("settlement",), _settlement),
@@ -177,6 +198,7 @@ ROUTES: list[tuple[str, tuple[str | None, ...], Handler]] = [
     ("GET", ("accounts", _ID, "balance"), _account_balance),
     ("POST", ("webhooks", "connect"), _connect_webhooks),
     ("POST", ("idempotency", "forget"), _forget_idempotency_keys),
+    ("GET", ("objects", _ID), _object),
 ]
 
 

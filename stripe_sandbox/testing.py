@@ -262,6 +262,10 @@ class SandboxControl:
     def account_balance(self, account_id: str) -> dict:
         return self._call("GET", f"accounts/{account_id}/balance")
 
+    def object(self, object_id: str) -> dict:
+        """Any object the sandbox holds, by its id (``SandboxControlError`` 404 when none)."""
+        return self._call("GET", f"objects/{urllib.parse.quote(object_id)}")
+
     def configure_connect_webhooks(self, url: str | None, secret: str | None) -> dict:
         """The Connect endpoint: connected accounts' events, signed with ``secret``."""
         return self._call("POST", "webhooks/connect", {"url": url, "secret": secret})

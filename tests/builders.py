@@ -378,3 +378,14 @@ def worker_environment(sandbox_url: str, **overrides: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         **overrides,
     }
+
+
+def event_at(transfer: SellerTransfer, from_status: str, to_status: str, when) -> None:
+    """An audit event at ``when``: the trail is append-only, so it is written with its time."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO payouts_sellertransferevent "
+            "(transfer_id, from_status, to_status, created_at, caused_by, detail) "
+            "VALUES (%s, %s, %s, %s, 'test', '{}')",
+            [transfer.pk, from_status, to_status, when],
+        )

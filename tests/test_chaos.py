@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 from django.db.models import Count
 
+from payouts import selectors
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.services.ledger_check import ledger_check
 from payouts.transitions import TransferStatus
@@ -208,3 +209,6 @@ def test_killed_workers_and_a_failing_stripe_still_reverse_every_transfer_exactl
     # And the book agrees with itself, the rows and Stripe, to the cent.
     _, breaks = ledger_check()
     assert breaks == [], breaks[:5]
+    # And the counters /metrics reads, kept by triggers through every kill, equal a recount.
+    assert selectors.transfer_counts_by_status() == selectors.transfer_counts_by_status_recount()
+    assert selectors.transition_counts() == selectors.transition_counts_recount()

@@ -37,7 +37,9 @@ def test_healthz_is_200_when_postgres_and_redis_answer(client):
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "redis": "ok"}
+    body = response.json()
+    assert (body["database"], body["redis"]) == ("ok", "ok")
+    assert set(body) == {"database", "redis", "workers", "beat"}
 
 
 @pytest.mark.django_db
@@ -47,7 +49,12 @@ def test_healthz_is_503_naming_redis_when_the_broker_is_down(client, settings):
     response = client.get("/healthz")
 
     assert response.status_code == 503
-    assert response.json() == {"database": "ok", "redis": "unavailable"}
+    assert response.json() == {
+        "database": "ok",
+        "redis": "unavailable",
+        "workers": "unknown",
+        "beat": "unknown",
+    }
 
 
 @pytest.mark.django_db

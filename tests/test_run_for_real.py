@@ -382,7 +382,17 @@ def test_command_one_starts_the_whole_service_from_a_fresh_clone_and_stops_on_ct
             serving, timeout=180, describe=lambda: output.read_text(errors="replace")[-4000:]
         )
         status, body = http_get(f"http://127.0.0.1:{web_port}/healthz")
-        assert (status, json.loads(body)) == (200, {"database": "ok", "redis": "ok"})
+        assert status == 200
+        assert (json.loads(body)["database"], json.loads(body)["redis"]) == ("ok", "ok")
+
+        # The worker answers pings and runs beat's first heartbeat (one interval after start).
+        def everything_up() -> bool:
+            checks = json.loads(http_get(f"http://127.0.0.1:{web_port}/healthz")[1])
+            return checks == {"database": "ok", "redis": "ok", "workers": "ok", "beat": "ok"}
+
+        eventually(
+            everything_up, timeout=90, describe=lambda: output.read_text(errors="replace")[-4000:]
+        )
 
         os.killpg(make.pid, signal.SIGINT)
         make.wait(timeout=60)

@@ -6,6 +6,7 @@ The expected figures are worked out by hand in each test, not by the code under 
 """
 
 import pytest
+from django.urls import reverse
 
 from ledger.models import Entry, EntryKind
 from marketplace.models import Order, Refund
@@ -16,6 +17,7 @@ from payouts.services.ledger_check import ledger_check
 from payouts.services.transfers import orders_settle_due, platform_fee
 from payouts.transitions import TransferStatus
 from tests.builders import STRIPE_500, make_event, paid_order, post_event, refund_at_stripe
+from tests.factories import UserFactory
 
 S = TransferStatus
 pytestmark = pytest.mark.django_db
@@ -326,3 +328,23 @@ def test_the_sweep_settles_every_due_order_in_batches_and_each_once(
     assert [len(rows(order)) for order in orders] == [1] * 5
     assert len(usd_platform.calls("charges.retrieve")) == 5
     assert not Order.objects.filter(settlement_due_at__isnull=False).exists()
+
+
+def test_the_order_and_dispute_pages_show_the_settlement_and_what_is_recovered(
+    client, usd_platform, eur_order, deliver
+):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    usd_platform.open_dispute(eur_order.stripe_charge_id)
+    deliver("charge.dispute.created", "charge.dispute.funds_withdrawn")
+
+    order_page = client.get(reverse("admin:marketplace_order_change", args=[eur_order.pk]))
+    disputes = client.get(reverse("admin:marketplace_dispute_changelist"))
+
+    assert order_page.status_code == 200
+    text = order_page.content.decode()
+    assert "108.73 USD</span> at 1.0873" in text and "105.28 USD" in text
+    assert disputes.status_code == 200
+    listed = disputes.content.decode()
+    assert "100.00 EUR" in listed  # disputed, in the buyer's currency
+    assert "108.73 USD" in listed  # withdrawn by Stripe
+    assert "94.75 USD" in listed  # recovered from the three sellers: 2842 + 4264 + 2369

@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.log_format import JSON_FORMATTER
 from payouts.conf import load_payouts_config
+from payouts.health import HEARTBEAT_INTERVAL
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -21,7 +22,8 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, whose site opens on the operator's console.
+    "config.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -29,6 +31,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's files for /api/docs/, served from here instead of a CDN.
+    "drf_spectacular_sidecar",
     "marketplace",
     "ledger",
     "payouts",
@@ -50,7 +54,8 @@ WSGI_APPLICATION = "config.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The project's own templates, ahead of every app's (the admin's base_site.html).
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -69,6 +74,16 @@ DATABASES = {
 # transaction would hold row locks for the whole Stripe call.
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+
+# --- A read replica (optional): /metrics and the operator console read from it; claims, locks
+# and every write stay on the primary (config/db_router.py). Tests use the primary under the
+# replica's alias.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = env.db("DATABASE_REPLICA_URL")
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["config.db_router.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -80,10 +95,13 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Every date-time shown with its seconds and time zone (config/formats/en/formats.py).
+FORMAT_MODULE_PATH = "config.formats"
 
 STATIC_URL = "static/"
 # `manage.py collectstatic` fills it (the Docker image does); whitenoise serves it in production.
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "config" / "static"]
 # Without DEBUG (production, or the sandbox image), the app serves the collected admin static
 # files itself, right after SecurityMiddleware.
 WHITENOISE_MIDDLEWARE = "whitenoise.middleware.WhiteNoiseMiddleware"
@@ -117,6 +135,9 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ serves Swagger UI from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "TransferStatusEnum": "payouts.transitions.TransferStatus",
         "WebhookOutcomeEnum": "payouts.models.WebhookOutcome",
@@ -182,9 +203,27 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60,
         "options": {"expires": 60},
     },
-    # The book against itself, the transfer rows and Stripe (breaks stored for the admin).
+    # The book against itself, the transfer rows and Stripe (breaks stored for the admin): daily
+    # what changed since the last clean run, weekly everything.
     "check-ledger": {
         "task": "payouts.tasks.check_ledger",
+        "schedule": 24 * 60 * 60,
+        "options": {"expires": 60 * 60},
+    },
+    "check-ledger-full": {
+        "task": "payouts.tasks.check_ledger_full",
+        "schedule": 7 * 24 * 60 * 60,
+        "options": {"expires": 6 * 60 * 60},
+    },
+    # Fold the /metrics counters' rows (docs/scale.md).
+    "compact-transfer-counts": {
+        "task": "payouts.tasks.compact_transfer_counts",
+        "schedule": 60,
+        "options": {"expires": 60},
+    },
+    # Processed webhook events older than WEBHOOK_RETENTION.
+    "expire-webhook-events": {
+        "task": "payouts.tasks.expire_webhook_events",
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
     },
@@ -203,6 +242,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.tasks.retry_failed_transfers",
         "schedule": PAYOUTS.transfer_retry.check_interval.total_seconds(),
         "options": {"expires": PAYOUTS.transfer_retry.check_interval.total_seconds()},
+    },
+    # Beat's heartbeat: a worker stamps it in Redis and /healthz reads how old it is.
+    "heartbeat": {
+        "task": "payouts.tasks.heartbeat",
+        "schedule": HEARTBEAT_INTERVAL.total_seconds(),
+        "options": {"expires": HEARTBEAT_INTERVAL.total_seconds()},
     },
 }
 

@@ -1,16 +1,20 @@
-"""Create (or reset) the development staff login and print it. Refuses to run with DEBUG off."""
+"""Create (or reset) the development staff login. Refuses to run with DEBUG off. ``make run``
+prints the login last, once the service is up (``run_service``)."""
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+DEV_USERNAME = "admin"
+DEV_PASSWORD = "admin"
+
 
 class Command(BaseCommand):
-    help = "Create the development staff user and print its login (DEBUG only)."
+    help = "Create (or reset) the development staff user (DEBUG only)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--username", default="admin")
-        parser.add_argument("--password", default="admin")
+        parser.add_argument("--username", default=DEV_USERNAME)
+        parser.add_argument("--password", default=DEV_PASSWORD)
 
     def handle(self, *args, username, password, **options):
         if not settings.DEBUG:
@@ -20,4 +24,4 @@ class Command(BaseCommand):
         user.is_superuser = True
         user.set_password(password)
         user.save()
-        self.stdout.write(self.style.SUCCESS(f"staff login: {username} / {password}"))
+        self.stdout.write(self.style.SUCCESS(f"staff user {username} ready"))

@@ -1,16 +1,26 @@
 """Start the whole service in the foreground with honcho: web, Celery worker, Celery beat, and,
 when no STRIPE_SECRET_KEY is configured, the local Stripe sandbox sending signed webhooks to the
-web app. Ctrl-C stops them all. The last step of ``make run``."""
+web app. Once the web app and a worker answer, print where to go and the staff login, last, so
+that it does not scroll away under the start-up logs. Ctrl-C stops them all. The last step of
+``make run``."""
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+from config.celery import app as celery_app
+from devtools.management.commands.ensure_dev_staff import DEV_PASSWORD, DEV_USERNAME
+from payouts.models import SellerTransfer
 
 PROCFILE = Path(settings.BASE_DIR) / "Procfile.dev"
 # Run-time files (beat's schedule, Prometheus' per-process counters); ignored by git.
@@ -19,6 +29,12 @@ DEFAULT_WEB_PORT = 8000
 # Development only: the demo's reversals and retries happen within seconds, not minutes.
 # Whatever the environment or .env sets wins.
 DEV_INTERVALS = {"REVERSAL_CHECK_INTERVAL": "5s", "TRANSFER_RETRY_CHECK_INTERVAL": "5s"}
+# The sandbox keeps its objects here across restarts, as Stripe would (it is in var/, which git
+# ignores); SANDBOX_STATE_FILE puts it elsewhere.
+SANDBOX_STATE_FILE = RUN_DIR / "sandbox-state.json"
+# How long to wait for the web app and a worker before printing the login anyway.
+READY_TIMEOUT_SECONDS = 90
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True)
@@ -28,11 +44,15 @@ class Plan:
     environment: dict[str, str]
 
 
-def plan_service(*, web_port: int, environ: dict[str, str]) -> Plan:
-    """What to start and with which environment; pure, so it can be checked without starting."""
+def plan_service(*, web_port: int, environ: dict[str, str], terminal: bool = False) -> Plan:
+    """What to start and with which environment; pure, so it can be checked without starting.
+    In a ``terminal`` the logs are text for a person; otherwise JSON lines for a machine
+    (whatever LOG_FORMAT says wins)."""
     python = sys.executable
     environment = {
         **DEV_INTERVALS,
+        "LOG_FORMAT": "text" if terminal else "json",
+        "SANDBOX_STATE_FILE": str(SANDBOX_STATE_FILE),
         **environ,
         "PYTHON": python,
         "PYTHONUNBUFFERED": "1",
@@ -89,32 +109,81 @@ class Command(BaseCommand):
     def handle(self, *args, port, dry_run, **options):
         # os.environ holds .env's values too: settings loaded it without overriding anything.
         web_port = port or int(os.environ.get("PORT") or DEFAULT_WEB_PORT)
-        plan = plan_service(web_port=web_port, environ=dict(os.environ))
+        plan = plan_service(
+            web_port=web_port, environ=dict(os.environ), terminal=sys.stdout.isatty()
+        )
         self._describe(plan, web_port)
         if dry_run:
             self.stdout.write(" ".join(plan.argv))
-            for name in ("REVERSAL_CHECK_INTERVAL", "TRANSFER_RETRY_CHECK_INTERVAL"):
+            for name in ("REVERSAL_CHECK_INTERVAL", "TRANSFER_RETRY_CHECK_INTERVAL", "LOG_FORMAT"):
                 self.stdout.write(f"{name}={plan.environment[name]}")
-            for name in ("SANDBOX_WEBHOOK_URL", "SANDBOX_WEBHOOK_SECRET"):
+            for name in ("SANDBOX_WEBHOOK_URL", "SANDBOX_WEBHOOK_SECRET", "SANDBOX_STATE_FILE"):
                 if name in plan.environment:
                     self.stdout.write(f"{name}={plan.environment[name]}")
             return
         if not Path(plan.argv[0]).is_file():
             raise CommandError(f"honcho is not installed next to {sys.executable}")
+        if "sandbox" in plan.processes:
+            self._warn_if_the_sandbox_forgot(Path(plan.environment["SANDBOX_STATE_FILE"]))
         self._prepare_run_dir()
         self.stdout.flush()
-        os.execve(plan.argv[0], plan.argv, plan.environment)
+        sys.exit(self._run(plan, web_port))
+
+    def _run(self, plan: Plan, web_port: int) -> int:
+        """honcho's exit code. Ctrl-C reaches honcho too (one process group): it stops every
+        process, and this one waits for that."""
+        honcho = subprocess.Popen(plan.argv, env=plan.environment)
+
+        # A closed terminal (SIGHUP) or a process manager (SIGTERM) reaches this process only:
+        # honcho is told to stop every process, as on Ctrl-C, so that none is left running.
+        def stop(signum, frame):
+            honcho.terminate()
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
+        try:
+            ready = wait_until_ready(web_port, honcho)
+            if honcho.poll() is None:
+                self._announce(web_port, ready)
+            return honcho.wait()
+        except KeyboardInterrupt:
+            return honcho.wait()
+
+    def _announce(self, web_port: int, ready: bool) -> None:
+        base = f"http://127.0.0.1:{web_port}"
+        rule = "=" * 72
+        if ready:
+            headline = f"  ready: {base}/admin/ (the console), API docs {base}/api/docs/"
+        else:
+            headline = f"  not every process answers yet (see the log above): {base}/admin/"
+        lines = [rule, self.style.SUCCESS(headline)]
+        if settings.DEBUG:
+            lines.append(self.style.SUCCESS(f"  staff login: {DEV_USERNAME} / {DEV_PASSWORD}"))
+        lines += ["  Ctrl-C stops everything.", rule]
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()
+
+    def _warn_if_the_sandbox_forgot(self, state_file: Path) -> None:
+        paid = sandbox_paid_transfers_forgotten(state_file)
+        if paid:
+            self.stderr.write(
+                f"warning: the sandbox has no state file ({state_file}), but the database "
+                f"holds {paid} transfer(s) paid at a sandbox before: the sandbox starts empty "
+                "and answers 404 for them (reversals end transfer_missing). Start from an "
+                "empty database to avoid that."
+            )
 
     def _describe(self, plan: Plan, web_port: int) -> None:
         base = f"http://127.0.0.1:{web_port}"
         self.stdout.write(f"starting {', '.join(plan.processes)}")
         self.stdout.write(f"  admin    {base}/admin/")
         self.stdout.write(f"  health   {base}/healthz   metrics {base}/metrics")
-        self.stdout.write(f"  openapi  {base}/api/schema/")
+        self.stdout.write(f"  openapi  {base}/api/schema/   docs {base}/api/docs/")
         if "sandbox" in plan.processes:
             self.stdout.write(
                 f"  stripe   local sandbox at {settings.SANDBOX_URL} (no STRIPE_SECRET_KEY), "
-                f"webhooks to {plan.environment['SANDBOX_WEBHOOK_URL']}"
+                f"webhooks to {plan.environment['SANDBOX_WEBHOOK_URL']}, "
+                f"state kept in {plan.environment['SANDBOX_STATE_FILE']}"
             )
         else:
             self.stdout.write(f"  stripe   {settings.STRIPE_API_BASE}")
@@ -124,3 +193,37 @@ class Command(BaseCommand):
         # Prometheus' multiprocess files describe processes of one run only.
         shutil.rmtree(RUN_DIR / "prometheus", ignore_errors=True)
         (RUN_DIR / "prometheus").mkdir(parents=True)
+
+
+def sandbox_paid_transfers_forgotten(state_file: Path) -> int:
+    """How many transfers the database says were paid at a sandbox that, having no state file,
+    will not know them (0 when the file is there)."""
+    if state_file.exists():
+        return 0
+    return SellerTransfer.objects.exclude(stripe_transfer_id="").count()
+
+
+def wait_until_ready(web_port: int, honcho: subprocess.Popen) -> bool:
+    """Wait until the web app serves its login page and a worker answers a ping (their
+    start-up logs are then behind us); ``False`` on timeout or if honcho stopped."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and honcho.poll() is None:
+        if _web_serves(f"http://127.0.0.1:{web_port}/admin/login/") and _a_worker_answers():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _web_serves(url: str) -> bool:
+    try:
+        with _NO_PROXY.open(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:  # not listening yet, or answering with an error
+        return False
+
+
+def _a_worker_answers() -> bool:
+    try:
+        return bool(celery_app.control.ping(timeout=0.5, limit=1))
+    except Exception:  # noqa: BLE001 - a broker not reachable yet is "not yet"
+        return False

@@ -20,15 +20,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-stripe", action="store_true", help="skip reading each transfer at Stripe"
         )
+        parser.add_argument(
+            "--incremental",
+            action="store_true",
+            help="only what changed since the last clean run (a full run when there is none)",
+        )
 
-    def handle(self, *args, days, no_stripe, **options):
+    def handle(self, *args, days, no_stripe, incremental, **options):
         started = time.monotonic()
         since = timedelta(days=days) if days else None
-        run, breaks = ledger_check(stripe=not no_stripe, since=since)
+        run, breaks = ledger_check(stripe=not no_stripe, since=since, incremental=incremental)
         for found in breaks:
             self.stdout.write(str(found))
         self.stdout.write(
-            f"check {run.pk}: {run.transfers_checked} transfers, {len(breaks)} break(s) "
+            f"check {run.pk}{' (incremental)' if incremental else ''}: "
+            f"{run.transfers_checked} transfers, {len(breaks)} break(s) "
             f"in {time.monotonic() - started:.1f} s"
         )
         if breaks:

@@ -1,0 +1,1 @@
+"""Date and number formats overriding Django's English ones (``FORMAT_MODULE_PATH``)."""

@@ -1,0 +1,1 @@
+"""English (and every locale falling back to it)."""

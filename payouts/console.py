@@ -1,0 +1,394 @@
+"""What the operator's console shows: the admin's first page (the dashboard) and its "needs
+attention" page. Reads only; the admin site renders them (``payouts/admin_site.py``).
+
+Every query here is served by a partial index whose size follows the backlog (rows still to
+send or to reverse, rows a person must look at) or reads the hourly counters the database keeps
+(the chart's moves), so the page costs the same at millions of settled rows and events as at a
+thousand. Settled statuses (completed, reversed, …) are therefore counted over the window only,
+by the moves that brought rows there; ``/metrics`` counts every row.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Count, F, Sum
+
+from ledger.models import Account, AccountKind, Break, CheckRun, Line
+from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
+from payouts import selectors
+from payouts.models import SellerTransfer, TransferCount, TransferCountKind
+from payouts.selectors import Attention
+from payouts.transitions import TransferStatus
+
+S = TransferStatus
+HOUR = timedelta(hours=1)
+# What a transfer still unpaid is to send at Stripe: its amount, less the debt it settles and
+# the refunds kept back during a hold.
+UNSENT = F("amount") - F("amount_netted") - F("amount_withheld")
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str
+    label: str
+    span: timedelta
+
+
+WINDOWS = {
+    window.key: window
+    for window in (
+        Window("24h", "last 24 hours", timedelta(hours=24)),
+        Window("7d", "last 7 days", timedelta(days=7)),
+    )
+}
+DEFAULT_WINDOW = WINDOWS["24h"]
+
+# --- Money at risk ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Debt:
+    seller_id: int
+    seller_name: str
+    currency: str
+    amount: int
+
+
+def seller_debts() -> list[Debt]:
+    """Every seller who owes the platform, per currency, largest first. Read from the book's
+    debt accounts (made only for sellers who ever owed), whose lines are only the refused
+    reversals, nettings and write-offs: fetched by account, through the lines' account index,
+    never by reading every line of the book."""
+    accounts = list(
+        Account.objects.filter(kind=AccountKind.SELLER_DEBT).values_list("pk", flat=True)
+    )
+    rows = (
+        Line.objects.filter(account_id__in=accounts)
+        .values_list("account__seller_id", "account__seller__name", "currency")
+        .annotate(owed=Sum("amount"))
+        .filter(owed__gt=0)
+        .order_by("currency", "-owed", "account__seller_id")
+    )
+    return [Debt(seller, name, currency, owed) for seller, name, currency, owed in rows]
+
+
+@dataclass(frozen=True)
+class Risk:
+    """Money that is not where it should end up yet, per currency (minor units), with how many
+    rows (transfers, or sellers for debts) hold it."""
+
+    key: str
+    label: str
+    amounts: dict[str, int]
+    rows: dict[str, int]
+
+
+def money_at_risk(*, debts: list[Debt]) -> list[Risk]:
+    """Reversals still to make, payments Stripe keeps refusing or that wait on purpose, and the
+    sellers' debts."""
+    return [
+        _per_currency(
+            "reversals_pending",
+            "Reversals pending (to take back from sellers)",
+            S.REVERSAL_PENDING,
+            F("reversal_target") - F("amount_reversed") - F("amount_owed"),
+        ),
+        _per_currency(
+            "transfers_failing",
+            "Transfers failing (sellers not paid yet)",
+            S.FAILED,
+            UNSENT,
+        ),
+        _per_currency("held", "Held (sellers not paid yet, on purpose)", S.HELD, UNSENT),
+        _seller_debt_risk(debts),
+        _disputes_risk(),
+    ]
+
+
+def _per_currency(key: str, label: str, status: str, amount) -> Risk:
+    rows = (
+        SellerTransfer.objects.filter(status=status)
+        .values_list("currency")
+        .annotate(n=Count("*"), total=Sum(amount))
+        .order_by("currency")
+    )
+    return Risk(
+        key=key,
+        label=label,
+        amounts={currency: total for currency, _, total in rows},
+        rows={currency: n for currency, n, _ in rows},
+    )
+
+
+def _seller_debt_risk(debts: list[Debt]) -> Risk:
+    amounts: dict[str, int] = defaultdict(int)
+    sellers: dict[str, int] = defaultdict(int)
+    for debt in debts:
+        amounts[debt.currency] += debt.amount
+        sellers[debt.currency] += 1
+    label = "Seller debts (owed to the platform)"
+    return Risk("seller_debts", label, dict(amounts), dict(sellers))
+
+
+def _disputes_risk() -> Risk:
+    open_disputes = selectors.open_disputes_by_currency()
+    return Risk(
+        "disputes_open",
+        "Disputes open (the buyers' banks are disputing)",
+        {currency: amount for currency, (_, amount) in open_disputes.items()},
+        {currency: count for currency, (count, _) in open_disputes.items()},
+    )
+
+
+def disputes_open(*, limit: int) -> list[Dispute]:
+    """Open disputes, those whose evidence is due soonest first (the table holds only the
+    disputes there ever were: a few per thousand payments)."""
+    return list(
+        Dispute.objects.exclude(status__in=CLOSED_DISPUTE_STATUSES)
+        .select_related("order")
+        .order_by(F("evidence_due_by").asc(nulls_last=True), "pk")[:limit]
+    )
+
+
+# --- Rows per status ----------------------------------------------------------------------
+
+# Statuses counted as they are now, each group matching one partial index exactly. The others
+# (completed, partially_reversed, reversed) grow without end and are counted over the window.
+COUNTED_NOW = (
+    (S.PENDING, S.FAILED),
+    (S.HELD,),
+    (S.REVERSAL_PENDING,),
+    (S.REVERSAL_REFUSED, S.PERMANENTLY_FAILED),
+)
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    status: str
+    now: int | None  # rows in the status now; None where not counted
+    entered: int  # rows moved into it during the window
+
+
+def open_status_counts() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for group in COUNTED_NOW:
+        rows = SellerTransfer.objects.filter(status__in=group).values_list("status")
+        counts.update(dict.fromkeys(group, 0))
+        counts.update(rows.annotate(n=Count("*")).order_by())
+    return counts
+
+
+# --- Moves by hour, and the backlog they leave ---------------------------------------------
+
+Moves = dict[datetime, dict[tuple[str, str], int]]
+
+
+def moves_by_hour(*, since: datetime) -> Moves:
+    """Audit events since ``since`` per hour (UTC) and (from, to), from the counters the
+    triggers keep per hour (``TransferCount``): a few thousand rows however many events the
+    hours hold. ``since`` is at most ``HOURLY_FOR`` ago."""
+    rows = (
+        TransferCount.objects.filter(kind=TransferCountKind.MOVES, hour__gte=since)
+        .values_list("hour", "from_status", "status")
+        .annotate(n=Sum("n"))
+        .order_by()
+    )
+    moves: Moves = defaultdict(dict)
+    for hour, from_status, to_status, n in rows:
+        if n:
+            moves[hour.astimezone(UTC)][(from_status, to_status)] = n
+    return moves
+
+
+# How the chart groups the moves: (key, label), drawn in this order.
+MOVE_KINDS = (
+    ("paid", "paid"),
+    ("scheduled", "reversal scheduled"),
+    ("reversed", "reversed"),
+    ("retried", "attempt failed or updated"),
+    ("ended", "gave up or refused"),
+    ("other", "other"),
+)
+
+
+def move_kind(from_status: str, to_status: str) -> str:
+    if from_status == to_status or to_status == S.FAILED:
+        return "retried"
+    if to_status == S.COMPLETED:
+        return "paid"
+    if to_status == S.REVERSAL_PENDING:
+        return "scheduled"
+    if to_status in (S.REVERSED, S.PARTIALLY_REVERSED):
+        return "reversed"
+    if to_status in (S.PERMANENTLY_FAILED, S.REVERSAL_REFUSED):
+        return "ended"
+    return "other"
+
+
+@dataclass(frozen=True)
+class Series:
+    key: str
+    label: str
+    values: list[int]
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    hours: list[datetime]  # the start of each hour; the last one is the hour now running
+    series: list[Series]
+
+
+def window_hours(*, now: datetime, window: Window) -> list[datetime]:
+    """The start of each hour of the window, in UTC, the last one the hour now running."""
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    count = int(window.span / HOUR)
+    return [current - HOUR * (count - 1 - i) for i in range(count)]
+
+
+def moves_chart(hours: list[datetime], moves: Moves) -> Chart:
+    totals = {key: [0] * len(hours) for key, _ in MOVE_KINDS}
+    for index, hour in enumerate(hours):
+        for (from_status, to_status), n in moves.get(hour, {}).items():
+            totals[move_kind(from_status, to_status)][index] += n
+    series = [Series(key, label, totals[key]) for key, label in MOVE_KINDS]
+    return Chart("Moves per hour", hours, series)
+
+
+# The backlog the chart draws: rows waiting for a worker (a reversal to make, a payment to
+# retry). Rows waiting on purpose, or for a person, are counted elsewhere.
+BACKLOG = ((S.REVERSAL_PENDING, "reversals pending"), (S.FAILED, "transfers failed"))
+
+
+def backlog_chart(hours: list[datetime], moves: Moves, now_counts: dict[str, int]) -> Chart:
+    """Each status's rows at the end of each hour, walked back from the count now: an hour's
+    moves into the status added rows, its moves out of it removed them."""
+    series = []
+    for status, label in BACKLOG:
+        level = now_counts.get(status, 0)
+        values = []
+        for hour in reversed(hours):
+            values.append(level)
+            level = max(level - _net_inflow(status, moves.get(hour, {})), 0)
+        series.append(Series(status, label, values[::-1]))
+    return Chart("Backlog", hours, series)
+
+
+def _net_inflow(status: str, edges: dict[tuple[str, str], int]) -> int:
+    into = sum(n for (a, b), n in edges.items() if b == status and a != status)
+    out_of = sum(n for (a, b), n in edges.items() if a == status and b != status)
+    return into - out_of
+
+
+def entered_in_window(moves: Moves) -> dict[str, int]:
+    entered: dict[str, int] = defaultdict(int)
+    for edges in moves.values():
+        for (from_status, to_status), n in edges.items():
+            if from_status != to_status:
+                entered[to_status] += n
+    return entered
+
+
+# --- The pages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    now: datetime
+    window: Window
+    risks: list[Risk]
+    statuses: list[StatusCount]
+    oldest_due_reversal: timedelta
+    oldest_due_send: timedelta
+    attention: dict[Attention, int]
+    debtors: int
+    open_disputes: int
+    check: CheckRun | None
+    moves: Chart
+    backlog: Chart
+
+
+def dashboard(*, now: datetime, window: Window = DEFAULT_WINDOW) -> Dashboard:
+    debts = seller_debts()
+    hours = window_hours(now=now, window=window)
+    moves = moves_by_hour(since=hours[0])
+    now_counts = open_status_counts()
+    entered = entered_in_window(moves)
+    statuses = [
+        StatusCount(status, now_counts.get(status), entered.get(status, 0)) for status in S.values
+    ]
+    risks = money_at_risk(debts=debts)
+    disputes = next(risk for risk in risks if risk.key == "disputes_open")
+    return Dashboard(
+        now=now,
+        window=window,
+        risks=risks,
+        statuses=statuses,
+        oldest_due_reversal=selectors.oldest_due_reversal_age(now=now),
+        oldest_due_send=selectors.oldest_due_send_age(now=now),
+        attention=selectors.attention_counts(now=now),
+        debtors=len({debt.seller_id for debt in debts}),
+        open_disputes=sum(disputes.rows.values()),
+        check=selectors.latest_check_run(),
+        moves=moves_chart(hours, moves),
+        backlog=backlog_chart(hours, moves, now_counts),
+    )
+
+
+# How each reason's rows are listed: the most urgent first. Each reason names its status, so
+# its rows are found through that status's partial index, then sorted.
+_ATTENTION_ORDER = {
+    Attention.UNPAID_PENDING: "next_retry_at",
+    Attention.UNPAID_FAILED: "created_at",
+    Attention.HELD_ACCOUNT: "updated_at",
+    Attention.FAILING_REVERSAL: "updated_at",
+    Attention.STALE_REVERSAL: "updated_at",
+    Attention.REVERSAL_REFUSED: "-updated_at",
+    Attention.PERMANENTLY_FAILED: "-updated_at",
+}
+
+
+BREAKS_SHOWN = 50
+DISPUTES_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class AttentionGroup:
+    reason: Attention
+    count: int
+    rows: list[SellerTransfer]
+
+
+@dataclass(frozen=True)
+class NeedsAttention:
+    now: datetime
+    groups: list[AttentionGroup]
+    debts: list[Debt]
+    check: CheckRun | None
+    breaks: list[Break]  # the latest check's first breaks
+    disputes: list[Dispute]  # the open disputes whose evidence is due soonest
+
+
+def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttention:
+    counts = selectors.attention_counts(now=now)
+    groups = []
+    for reason, count in counts.items():
+        rows = (
+            selectors.transfers_needing_attention(now=now, reason=reason)
+            .select_related("order", "seller")
+            .order_by(_ATTENTION_ORDER[reason], "pk")[:rows_per_reason]
+        )
+        groups.append(AttentionGroup(reason, count, list(rows) if count else []))
+    check = selectors.latest_check_run()
+    breaks = (
+        list(check.breaks.select_related("seller").order_by("pk")[:BREAKS_SHOWN]) if check else []
+    )
+    return NeedsAttention(
+        now=now,
+        groups=groups,
+        debts=seller_debts(),
+        check=check,
+        breaks=breaks,
+        disputes=disputes_open(limit=DISPUTES_SHOWN),
+    )

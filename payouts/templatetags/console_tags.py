@@ -1,0 +1,33 @@
+"""Filters for the console's templates: the admin's money, badges and Stripe links."""
+
+from django import template
+
+from config import admin_display
+from payouts.admin_site import attention_label, transfer_badge
+
+register = template.Library()
+
+
+@register.filter
+def money(amount: int | None, currency: str):
+    return admin_display.money(amount, currency)
+
+
+@register.filter
+def age(duration):
+    return admin_display.age(duration)
+
+
+@register.filter
+def stripe_link(stripe_id: str):
+    return admin_display.stripe_link(stripe_id)
+
+
+@register.filter
+def transfer_status(status: str):
+    return transfer_badge(status)
+
+
+@register.filter
+def attention(reason: str) -> str:
+    return attention_label(reason)

@@ -1,0 +1,191 @@
+"""What needs a person: every transfer whose seller is not paid, or whose reversal is not done,
+beyond what the workers normally take, each with its reason; the sellers in debt; the latest
+ledger check's breaks. Through the transfer list's filter and the "needs attention" page."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from ledger import services as book
+from ledger.models import Break, BreakKind, CheckRun
+from marketplace.models import Dispute, DisputeStatus
+from payouts.models import SellerTransfer
+from payouts.moves import book_ref
+from payouts.selectors import FAILING_AFTER_ATTEMPTS, UNPAID_AFTER, Attention
+from payouts.transitions import EndReason, HeldReason, TransferStatus
+from tests.factories import PaidOrderFactory, SellerFactory, SellerTransferFactory, UserFactory
+
+S = TransferStatus
+pytestmark = pytest.mark.django_db
+CHANGELIST = reverse("admin:payouts_sellertransfer_changelist")
+PAGE = reverse("admin:needs_attention")
+LONG_AGO = UNPAID_AFTER + timedelta(minutes=1)
+A_MOMENT_AGO = timedelta(minutes=1)
+
+
+def aged(transfer: SellerTransfer, **clocks: timedelta) -> SellerTransfer:
+    """Move the row's ``created_at`` / ``updated_at`` into the past (``update`` skips
+    ``auto_now``)."""
+    now = timezone.now()
+    SellerTransfer.objects.filter(pk=transfer.pk).update(
+        **{name: now - ago for name, ago in clocks.items()}
+    )
+    return transfer
+
+
+@pytest.fixture
+def rows():
+    """One transfer per situation the reasons must tell apart."""
+    now = timezone.now()
+    return {
+        "unpaid_pending": SellerTransferFactory(next_retry_at=now - LONG_AGO),
+        "pending_now": SellerTransferFactory(next_retry_at=now - A_MOMENT_AGO),
+        "unpaid_failed": aged(
+            SellerTransferFactory(status=S.FAILED, next_retry_at=now, error_message="Stripe 500"),
+            created_at=LONG_AGO,
+        ),
+        "failed_now": SellerTransferFactory(status=S.FAILED, next_retry_at=now),
+        "held_account": aged(
+            SellerTransferFactory(status=S.HELD, held_reason=HeldReason.ACCOUNT_RESTRICTED),
+            updated_at=LONG_AGO,
+        ),
+        "held_for_release": aged(
+            SellerTransferFactory(
+                status=S.HELD,
+                held_reason=HeldReason.AWAITING_RELEASE,
+                next_retry_at=now + timedelta(days=3),
+            ),
+            updated_at=LONG_AGO,
+        ),
+        "failing_reversal": SellerTransferFactory(
+            reversal_due=True, retry_count=FAILING_AFTER_ATTEMPTS, error_message="Stripe 503"
+        ),
+        "retrying_reversal": SellerTransferFactory(reversal_due=True, retry_count=1),
+        "stale_reversal": aged(SellerTransferFactory(reversal_due=True), updated_at=LONG_AGO),
+        "reversal_refused": SellerTransferFactory(
+            status=S.REVERSAL_REFUSED, amount_owed=900, error_message="reversal refused: balance"
+        ),
+        "permanently_failed": SellerTransferFactory(
+            status=S.PERMANENTLY_FAILED,
+            end_reason=EndReason.RETRIES_EXHAUSTED,
+            error_message="Stripe 400 account_invalid",
+        ),
+        "cancelled": SellerTransferFactory(
+            status=S.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
+        ),
+        "completed": aged(SellerTransferFactory(completed=True), updated_at=timedelta(days=3)),
+        "reversed": SellerTransferFactory(status=S.REVERSED, stripe_transfer_id="tr_done"),
+    }
+
+
+@pytest.fixture
+def staff(client):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def shown(response) -> set[int]:
+    assert response.status_code == 200, response.content[:300]
+    return {row.pk for row in response.context["cl"].result_list}
+
+
+@pytest.mark.parametrize("reason", list(Attention))
+def test_each_reason_selects_exactly_its_rows(staff, rows, reason):
+    assert shown(staff.get(CHANGELIST, {"attention": reason.value})) == {rows[reason.value].pk}
+
+
+def test_any_reason_selects_every_row_a_person_must_look_at_and_nothing_else(staff, rows):
+    expected = {rows[reason.value].pk for reason in Attention}
+
+    assert shown(staff.get(CHANGELIST, {"attention": "any"})) == expected
+
+
+def test_the_list_says_why_each_row_needs_attention_and_what_it_last_recorded(staff, rows):
+    page = staff.get(CHANGELIST, {"attention": "any"}).content.decode()
+
+    assert "Seller not paid: failed, made over 30 min ago" in page
+    assert "Reversal failing: 3+ attempts failed in a row" in page
+    assert "retries_exhausted: Stripe 400 account_invalid" in page
+    assert "account_restricted" in page
+
+
+def test_the_page_lists_each_reason_with_its_rows_and_what_to_do(staff, rows):
+    page = staff.get(PAGE).content.decode()
+
+    for reason in Attention:
+        row = rows[reason.value]
+        section = page.split(f'id="attention-{reason.value}"', 1)[1].split('class="module"', 1)[0]
+        assert f'data-figure="attention-{reason.value}">1<' in section
+        assert reverse("admin:payouts_sellertransfer_change", args=[row.pk]) in section
+    assert f"{CHANGELIST}?attention=unpaid_failed" in page
+    assert "retry it from the transfer list" in page
+
+
+def test_the_page_lists_the_sellers_in_debt_largest_first(staff):
+    small, large = SellerFactory(name="Small debt"), SellerFactory(name="Large debt")
+    for seller, amount in ((small, 250), (large, 1800)):
+        row = SellerTransferFactory(seller=seller, status=S.REVERSAL_REFUSED)
+        book.post_refund_share(book_ref(row, "scenario"), previous_target=0, target=amount)
+        book.post_reversal_refused(book_ref(row, "scenario"), previous_owed=0, owed_total=amount)
+
+    page = staff.get(PAGE).content.decode()
+
+    debts = page.split('id="debts"', 1)[1]
+    assert debts.index("Large debt") < debts.index("Small debt")
+    assert f'data-debt="{large.pk}-usd">' in debts
+    assert "18.00 USD" in debts and "2.50 USD" in debts
+
+
+def test_the_page_lists_the_latest_checks_breaks_only(staff):
+    old = CheckRun.objects.create(finished_at=timezone.now(), breaks_found=1)
+    Break.objects.create(run=old, kind=BreakKind.SELLER_DEBT, detail="an old break")
+    latest = CheckRun.objects.create(finished_at=timezone.now(), breaks_found=1)
+    Break.objects.create(
+        run=latest, kind=BreakKind.TRANSFER_BOOK, transfer_id=42, detail="sent 900 / 0 in book"
+    )
+
+    page = staff.get(PAGE).content.decode()
+
+    breaks = page.split('id="breaks"', 1)[1]
+    assert "sent 900 / 0 in book" in breaks
+    assert "an old break" not in breaks
+    link = f"{reverse('admin:ledger_break_changelist')}?run__id__exact={latest.pk}"
+    assert link in breaks
+    assert staff.get(link).status_code == 200
+
+
+def test_the_page_lists_open_disputes_whose_evidence_is_due_soonest_first(staff, settings):
+    settings.STRIPE_USES_LOCAL_SANDBOX = False
+    settings.STRIPE_SECRET_KEY = "sk_live_console"
+    now = timezone.now()
+    for name, status, due in [
+        ("later", DisputeStatus.NEEDS_RESPONSE, now + timedelta(days=9)),
+        ("sooner", DisputeStatus.WARNING_NEEDS_RESPONSE, now + timedelta(days=2)),
+        ("closed", DisputeStatus.LOST, now + timedelta(days=1)),
+    ]:
+        Dispute.objects.create(
+            order=PaidOrderFactory(),
+            stripe_dispute_id=f"dp_{name}",
+            amount=4200,
+            currency="eur",
+            status=status,
+            evidence_due_by=due,
+        )
+
+    disputes = staff.get(PAGE).content.decode().split('id="disputes"', 1)[1]
+
+    assert disputes.index("dp_sooner") < disputes.index("dp_later")
+    assert "dp_closed" not in disputes.split('id="breaks"')[0]
+    assert 'href="https://dashboard.stripe.com/disputes/dp_sooner"' in disputes
+    assert "42.00 EUR" in disputes
+
+
+def test_the_page_says_so_when_nothing_needs_attention(staff):
+    page = staff.get(PAGE).content.decode()
+
+    assert "No seller owes anything." in page
+    assert "No ledger check has run yet" in page
+    assert "No dispute is open." in page
+    assert page.count('data-figure="attention-') == len(Attention)
