@@ -2,10 +2,9 @@
 attention" page. Reads only; the admin site renders them (``payouts/admin_site.py``).
 
 Every query here is served by a partial index whose size follows the backlog (rows still to
-send or to reverse, rows a person must look at) or reads the hourly counters the database keeps
-(the chart's moves), so the page costs the same at millions of settled rows and events as at a
-thousand. Settled statuses (completed, reversed, …) are therefore counted over the window only,
-by the moves that brought rows there; ``/metrics`` counts every row.
+send or to reverse, rows a person must look at) or reads the counters the database keeps (rows
+per status, moves per hour), so the page costs the same at millions of settled rows and events
+as at a thousand.
 """
 
 from collections import defaultdict
@@ -153,30 +152,12 @@ def disputes_open(*, limit: int) -> list[Dispute]:
 
 # --- Rows per status ----------------------------------------------------------------------
 
-# Statuses counted as they are now, each group matching one partial index exactly. The others
-# (completed, partially_reversed, reversed) grow without end and are counted over the window.
-COUNTED_NOW = (
-    (S.PENDING, S.FAILED),
-    (S.HELD,),
-    (S.REVERSAL_PENDING,),
-    (S.REVERSAL_REFUSED, S.PERMANENTLY_FAILED),
-)
-
 
 @dataclass(frozen=True)
 class StatusCount:
     status: str
-    now: int | None  # rows in the status now; None where not counted
+    now: int  # rows in the status now (the trigger-kept counters)
     entered: int  # rows moved into it during the window
-
-
-def open_status_counts() -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for group in COUNTED_NOW:
-        rows = SellerTransfer.objects.filter(status__in=group).values_list("status")
-        counts.update(dict.fromkeys(group, 0))
-        counts.update(rows.annotate(n=Count("*")).order_by())
-    return counts
 
 
 # --- Moves by hour, and the backlog they leave ---------------------------------------------
@@ -313,10 +294,11 @@ def dashboard(*, now: datetime, window: Window = DEFAULT_WINDOW) -> Dashboard:
     debts = seller_debts()
     hours = window_hours(now=now, window=window)
     moves = moves_by_hour(since=hours[0])
-    now_counts = open_status_counts()
+    now_counts = selectors.transfer_counts_by_status()
     entered = entered_in_window(moves)
     statuses = [
-        StatusCount(status, now_counts.get(status), entered.get(status, 0)) for status in S.values
+        StatusCount(status, now_counts.get(status, 0), entered.get(status, 0))
+        for status in S.values
     ]
     risks = money_at_risk(debts=debts)
     disputes = next(risk for risk in risks if risk.key == "disputes_open")
