@@ -255,16 +255,8 @@ class OrderAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    readonly_fields = (
-        "status_badge",
-        "total_money",
-        "stripe_payment_intent_id_link",
-        "stripe_charge_id_link",
-        "settled_money",
-        "settled_net_money",
-        "created_at",
-        "updated_at",
-    )
+    # Staff may set only the buyer and the currency of an order not paid yet.
+    readonly_fields = tuple(field for field in fields if field not in ("buyer_email", "currency"))
 
     def get_readonly_fields(self, request, obj=None):
         # Once paid, the buyer and the currency are what Stripe charged: history, not input.

@@ -19,11 +19,14 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import requests
 from django.db import connection, connections, transaction
@@ -389,3 +392,27 @@ def event_at(transfer: SellerTransfer, from_status: str, to_status: str, when) -
             "VALUES (%s, %s, %s, %s, 'test', '{}')",
             [transfer.pk, from_status, to_status, when],
         )
+
+
+# Every event Stripe sends about a dispute, in the order a dispute's life produces them.
+DISPUTE_EVENTS = (
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+    "charge.dispute.closed",
+)
+
+
+def start_django(settings_module: str, **variables: str) -> subprocess.CompletedProcess:
+    """``manage.py check`` in a process of its own, with ``variables`` in its environment: how
+    start-up treats a setting."""
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, **variables}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

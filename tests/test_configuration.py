@@ -1,8 +1,6 @@
 """Configuration is parsed at start-up: a bad value stops the process and names the variable."""
 
 import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.durations import parse_duration
 from payouts.conf import load_payouts_config
+from tests.builders import start_django
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,21 +93,9 @@ def test_a_bad_value_names_its_variable(config_from, variable, value):
         config_from(**{variable: value})
 
 
-def _start_django(settings_module: str, **variables: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, **variables}
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.slow  # starts manage.py in a process
 def test_a_bad_backoff_base_stops_startup_naming_the_variable():
-    result = _start_django("config.settings.local", REVERSAL_BACKOFF_BASE="soon")
+    result = start_django("config.settings.local", REVERSAL_BACKOFF_BASE="soon")
 
     assert result.returncode != 0
     assert "REVERSAL_BACKOFF_BASE" in result.stderr
@@ -117,7 +104,7 @@ def test_a_bad_backoff_base_stops_startup_naming_the_variable():
 
 @pytest.mark.slow  # starts manage.py in a process
 def test_startup_succeeds_with_good_values():
-    result = _start_django("config.settings.local", REVERSAL_BACKOFF_BASE="30s")
+    result = start_django("config.settings.local", REVERSAL_BACKOFF_BASE="30s")
 
     assert result.returncode == 0, result.stderr
 
@@ -135,7 +122,7 @@ def test_production_refuses_to_start_without_a_secret(missing):
     }
     secrets[missing] = ""
 
-    result = _start_django("config.settings.production", **secrets)
+    result = start_django("config.settings.production", **secrets)
 
     assert result.returncode != 0
     assert f"{missing} must be set in production" in result.stderr

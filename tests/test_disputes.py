@@ -14,6 +14,7 @@ from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
 from payouts.transitions import TransferStatus
 from tests.builders import (
+    DISPUTE_EVENTS,
     make_event,
     paid_order,
     post_event,
@@ -24,15 +25,6 @@ from tests.factories import UserFactory
 
 S = TransferStatus
 pytestmark = pytest.mark.django_db
-
-
-DISPUTE_EVENTS = (
-    "charge.dispute.created",
-    "charge.dispute.updated",
-    "charge.dispute.funds_withdrawn",
-    "charge.dispute.funds_reinstated",
-    "charge.dispute.closed",
-)
 
 
 def rows(order) -> list[SellerTransfer]:

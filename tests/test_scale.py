@@ -3,9 +3,6 @@
 a scrape counts no big table; the inbox forgets only processed events past their retention;
 ledger_check can look at only what changed. (The replica: test_scale_replica.py.)"""
 
-import os
-import subprocess
-import sys
 import threading
 from dataclasses import replace
 from datetime import UTC, timedelta
@@ -42,12 +39,14 @@ from payouts.services.ledger_check import ledger_check
 from payouts.services.retention import webhook_events_expire
 from payouts.transitions import TransferStatus
 from tests.builders import (
+    DISPUTE_EVENTS,
     STRIPE_500,
     event_at,
     make_event,
     paid_order,
     post_event,
     refund_at_stripe,
+    start_django,
 )
 from tests.factories import (
     PaidOrderFactory,
@@ -60,13 +59,6 @@ from tests.factories import (
 
 S = TransferStatus
 ROOT = Path(__file__).resolve().parent.parent
-DISPUTE_EVENTS = (
-    "charge.dispute.created",
-    "charge.dispute.updated",
-    "charge.dispute.funds_withdrawn",
-    "charge.dispute.funds_reinstated",
-    "charge.dispute.closed",
-)
 
 
 def counters_match_a_recount() -> None:
@@ -367,17 +359,7 @@ def test_a_webhook_retention_under_a_week_is_refused_naming_the_variable(monkeyp
 
 @pytest.mark.slow  # starts manage.py in a process
 def test_start_up_stops_on_a_webhook_retention_under_a_week():
-    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local"}
-    environment["WEBHOOK_RETENTION"] = "2d"
-
-    done = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = start_django("config.settings.local", WEBHOOK_RETENTION="2d")
 
     assert done.returncode != 0
     assert "WEBHOOK_RETENTION: 2d is shorter than the minimum" in done.stderr
