@@ -25,6 +25,11 @@ LONGEST_BACKOFF = STRIPE_KEY_MEMORY - timedelta(hours=1)
 # retry a duplicate. Processed events are kept at least that long plus margin (a late retry, a
 # person replaying from the Dashboard after a weekend).
 STRIPE_RETRY_WINDOW = timedelta(days=3)
+# What the scheduled checks (reconciliation, ledger_check) read at Stripe, one transfer a call:
+# daily the last day and an hour for a late start, weekly the last week and a day for a daily
+# run that did not happen. Reading a month would be 9 million calls at 300,000 transfers a day.
+DAILY_CHECK_WINDOW = timedelta(hours=25)
+WEEKLY_CHECK_WINDOW = timedelta(days=8)
 SHORTEST_WEBHOOK_RETENTION = STRIPE_RETRY_WINDOW + timedelta(days=4)
 
 

@@ -1,10 +1,9 @@
 """Celery tasks: one line each, calling one service and returning its small summary."""
 
-from datetime import timedelta
-
 from celery import shared_task
 from django.conf import settings
 
+from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
 from payouts.health import heartbeat_stamp
 from payouts.services.counters import transfer_counts_compact
 from payouts.services.holds import holds_release_due
@@ -46,7 +45,13 @@ def sync_charge_refunds(charge_id: str) -> dict[str, int]:
 
 @shared_task
 def reconcile_transfers() -> dict[str, int]:
-    return reconciliation_run(since=timedelta(days=30))
+    return reconciliation_run(since=DAILY_CHECK_WINDOW)
+
+
+@shared_task
+def reconcile_transfers_full() -> dict[str, int]:
+    # Every refunded order's shares (the database only); at Stripe, the last week.
+    return reconciliation_run(since=None, at_stripe_since=WEEKLY_CHECK_WINDOW)
 
 
 @shared_task

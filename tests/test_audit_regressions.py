@@ -108,6 +108,23 @@ def test_the_daily_reconciliation_schedules_a_refund_share_a_paid_transfer_misse
     assert transfer.reversal_target == 450  # a quarter of the 1800 net
 
 
+def test_the_weekly_reconciliation_finds_a_missed_share_older_than_the_daily_run_reads(
+    sandbox, stripe_client
+):
+    order, [transfer] = paid_order(stripe_client, amounts=[2000])
+    refund = RefundFactory(order=order, amount=500, status=Refund.Status.SUCCEEDED)
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.PARTIALLY_REFUNDED)
+    three_days_ago = timezone.now() - timedelta(days=3)
+    SellerTransfer.objects.filter(pk=transfer.pk).update(updated_at=three_days_ago)
+    Refund.objects.filter(pk=refund.pk).update(updated_at=three_days_ago)
+
+    assert tasks.reconcile_transfers()["missed_shares_scheduled"] == 0
+    assert tasks.reconcile_transfers_full()["missed_shares_scheduled"] == 1
+
+    transfer.refresh_from_db()
+    assert (transfer.status, transfer.reversal_target) == (S.REVERSAL_PENDING, 450)
+
+
 # --- 2. A reversal retried after Stripe forgot its key -----------------------------------------
 
 

@@ -459,6 +459,27 @@ def test_the_incremental_seller_check_agrees_with_the_full_one_through_debt_and_
 
 
 @pytest.mark.django_db
+def test_the_weekly_check_reads_every_row_of_the_book_and_only_the_last_week_at_stripe(
+    client, sandbox, stripe_client
+):
+    old, _ = paid_order(stripe_client, [1000, 2000], webhook=client)
+    paid_order(stripe_client, [3000], webhook=client)
+    ten_days_ago = timezone.now() - timedelta(days=10)
+    SellerTransfer.objects.filter(order=old).update(updated_at=ten_days_ago)
+    changed = old.transfers.first()
+    SellerTransfer.objects.filter(pk=changed.pk).update(amount=F("amount") - 100)
+    read_before = len(sandbox.calls("transfers.retrieve"))
+
+    summary = tasks.check_ledger_full()
+
+    assert summary["transfers"] == 3  # every row checked against the book ...
+    assert len(sandbox.calls("transfers.retrieve")) - read_before == 1  # ... the week at Stripe
+    breaks = CheckRun.objects.get(pk=summary["run"]).breaks.all()
+    assert changed.pk in {b.transfer_id for b in breaks}
+    assert BreakKind.TRANSFER_STRIPE not in {b.kind for b in breaks}
+
+
+@pytest.mark.django_db
 def test_the_command_runs_the_incremental_check_and_says_so(sandbox, checked_yesterday):
     out = StringIO()
 
@@ -473,6 +494,8 @@ def test_beat_runs_the_incremental_check_daily_and_the_full_one_weekly(settings)
 
     assert schedule["payouts.tasks.check_ledger"] == 24 * 60 * 60
     assert schedule["payouts.tasks.check_ledger_full"] == 7 * 24 * 60 * 60
+    assert schedule["payouts.tasks.reconcile_transfers"] == 24 * 60 * 60
+    assert schedule["payouts.tasks.reconcile_transfers_full"] == 7 * 24 * 60 * 60
     assert schedule["payouts.tasks.expire_webhook_events"] == 24 * 60 * 60
     assert schedule["payouts.tasks.compact_transfer_counts"] == 60
     assert {"check_ledger", "check_ledger_full", "expire_webhook_events"} <= set(dir(tasks))

@@ -192,10 +192,17 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": PAYOUTS.reversal.check_interval.total_seconds(),
         "options": {"expires": PAYOUTS.reversal.check_interval.total_seconds()},
     },
+    # Refund shares and Stripe against our rows: daily what changed in the last day, weekly every
+    # refunded order's shares and the week at Stripe.
     "reconcile-transfers": {
         "task": "payouts.tasks.reconcile_transfers",
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
+    },
+    "reconcile-transfers-full": {
+        "task": "payouts.tasks.reconcile_transfers_full",
+        "schedule": 7 * 24 * 60 * 60,
+        "options": {"expires": 6 * 60 * 60},
     },
     # Stored Stripe events whose processing never ran (the process died after storing).
     "process-stranded-webhook-events": {

@@ -30,6 +30,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from ledger.models import Break, BreakKind, CheckRun
+from payouts.conf import WEEKLY_CHECK_WINDOW
 from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
 from payouts.models import SellerTransfer
 from payouts.services.shares import PAID
@@ -59,12 +60,14 @@ def ledger_check(
     *,
     stripe: bool = True,
     since: timedelta | None = None,
+    stripe_since: timedelta | None = None,
     gateway: StripeGateway | None = None,
     incremental: bool = False,
 ) -> tuple[CheckRun, list[Found]]:
     """Run every check and store the run and its breaks. Full: the whole book, and the
     per-transfer ones over transfers changed within ``since`` (or all). ``incremental``: only
-    what changed since the last clean run (``since`` is then ignored)."""
+    what changed since the last clean run (``since`` is then ignored). At Stripe, the checked
+    transfers changed within ``stripe_since`` (or all of them)."""
     changed_since = _last_clean_run_start() if incremental else None
     run = CheckRun.objects.create()
     if changed_since is None:
@@ -72,7 +75,10 @@ def ledger_check(
     else:
         found, transfers = _incremental_checks(changed_since - INCREMENTAL_OVERLAP)
     if stripe:
-        found += _transfers_at_stripe(transfers, gateway or get_gateway())
+        at_stripe = transfers
+        if stripe_since is not None:
+            at_stripe = transfers.filter(updated_at__gte=timezone.now() - stripe_since)
+        found += _transfers_at_stripe(at_stripe, gateway or get_gateway())
     Break.objects.bulk_create(
         Break(
             run=run,
@@ -99,8 +105,8 @@ def ledger_check_daily() -> dict[str, int]:
 
 def ledger_check_weekly() -> dict[str, int]:
     """Beat's weekly run: the whole book and every row, and at Stripe the transfers changed in
-    the last 30 days."""
-    run, found = ledger_check(since=timedelta(days=30))
+    the last week (and a day)."""
+    run, found = ledger_check(stripe_since=WEEKLY_CHECK_WINDOW)
     return {"run": run.pk, "transfers": run.transfers_checked, "breaks": len(found)}
 
 

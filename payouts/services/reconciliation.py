@@ -147,11 +147,16 @@ def shares_recheck(*, since: timedelta | None = None) -> int:
     return scheduled
 
 
-def reconciliation_run(*, since: timedelta | None) -> dict[str, int]:
-    """The daily run: every missed refund share scheduled, then every paid transfer compared
-    with Stripe (repairing what recording Stripe's reversals settles)."""
+def reconciliation_run(
+    *, since: timedelta | None, at_stripe_since: timedelta | None = None
+) -> dict[str, int]:
+    """Every missed refund share of the orders changed within ``since`` (all refunded orders
+    when ``None``) scheduled, then the paid transfers changed within ``at_stripe_since``
+    (``since`` when not given) compared with Stripe, repairing what recording Stripe's
+    reversals settles."""
     scheduled = shares_recheck(since=since)
-    differences = transfers_compare_with_stripe(repair=True, since=since)
+    at_stripe = since if at_stripe_since is None else at_stripe_since
+    differences = transfers_compare_with_stripe(repair=True, since=at_stripe)
     return {
         "missed_shares_scheduled": scheduled,
         "differences": len(differences),
