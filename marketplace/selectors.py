@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 
-from marketplace.models import Order, RefundStatus
+from marketplace.models import Order, RefundStatus, Seller
 
 
 def order_total(*, order: Order) -> int:
@@ -62,3 +62,10 @@ def order_refunded_settled(*, order: Order) -> int:
     refunds = order.refunds.filter(status=RefundStatus.SUCCEEDED)
     amounts = (refund_settled_amount(refund=refund, order=order) for refund in refunds)
     return min(sum(amount for amount in amounts if amount is not None), settled_total)
+
+
+def seller_accounts(seller: Seller) -> set[str]:
+    """Every connected account the seller's money has gone to: the one now and each one it was
+    changed from (the audited account changes)."""
+    earlier = seller.account_changes.values_list("old_account", flat=True)
+    return {seller.stripe_account_id, *(account for account in earlier if account)}

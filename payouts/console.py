@@ -22,9 +22,9 @@ from payouts.transitions import TransferStatus
 
 S = TransferStatus
 HOUR = timedelta(hours=1)
-# What a transfer still unpaid is to send at Stripe: its amount, less the debt it settles and
-# the refunds kept back during a hold.
-UNSENT = F("amount") - F("amount_netted") - F("amount_withheld")
+# What a transfer still unpaid is to send at Stripe (``SellerTransfer.to_send``): its amount,
+# less the debt it settles and the refund and chargeback shares kept back during a hold.
+UNSENT = F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
 
 
 @dataclass(frozen=True)

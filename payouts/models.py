@@ -242,6 +242,26 @@ class SellerTransfer(models.Model):
     def __str__(self) -> str:
         return f"Transfer {self.pk} ({self.status})"
 
+    # What moves at Stripe, in one place: every path that sends, adopts, books or compares a
+    # transfer reads these, so that none can disagree with another.
+    @property
+    def kept_back(self) -> int:
+        """The refund and chargeback shares an unpaid transfer keeps back instead of sending
+        them and taking them back."""
+        return self.reversal_target + self.dispute_target
+
+    @property
+    def to_send(self) -> int:
+        """What an unpaid transfer sends to Stripe: its amount, less the debt it settles, less
+        the shares kept back."""
+        return self.amount - self.amount_netted - self.kept_back
+
+    @property
+    def sent(self) -> int:
+        """What Stripe's transfer to the seller was for, once paid: the amount, less the debt it
+        settled, less the shares kept back when it was sent."""
+        return self.amount - self.amount_netted - self.amount_withheld
+
 
 class SellerTransferEvent(models.Model):
     """Append-only audit row, one per successful transition (a database trigger refuses

@@ -108,9 +108,7 @@ def paid(
     """pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
     earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
     debt, there was nothing to send (no Stripe transfer)."""
-    # Refund and chargeback shares kept back while it was not sent.
-    withheld = transfer.reversal_target + transfer.dispute_target
-    sent = transfer.amount - transfer.amount_netted - withheld
+    withheld, sent = transfer.kept_back, transfer.to_send
     with transaction.atomic():
         _move(
             transfer,

@@ -98,9 +98,11 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
 
 
 def _on_hold(row) -> bool:
-    """Held and never handed to Stripe (no claim ever noted a send): its shares can be kept back
-    instead of sent and taken back."""
-    return row.status == S.HELD and row.key_first_sent_at is None
+    """Held and never handed to Stripe: its shares can be kept back instead of sent and taken
+    back. No claim noted a send of its key, and no earlier key may have moved money (a 5xx
+    renews the key and asks for Stripe to be read first: that row may be paid already, and its
+    shares wait until the read says)."""
+    return row.status == S.HELD and row.key_first_sent_at is None and not row.read_stripe_first
 
 
 def _keep_back(row, *, shares: dict, refunded_in_full: bool, actor: Actor) -> None:

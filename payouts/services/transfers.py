@@ -21,7 +21,7 @@ from django.utils import timezone
 from config.errors import Conflict, NotFound, StripeRefused
 from ledger import services as book
 from marketplace.models import AccountStatus, Order, OrderStatus
-from marketplace.selectors import order_total
+from marketplace.selectors import order_total, seller_accounts
 from marketplace.services import (
     Settlement,
     order_lock,
@@ -304,7 +304,7 @@ def _attempt(
             transfer, message=message, error=error, key=key, actor=actor, may_give_up=may_give_up
         )
 
-    if not refunded and sendable(transfer) == 0:
+    if not refunded and transfer.to_send == 0:
         # All of it settled the seller's debt, or was refunded during a hold: nothing to send.
         _record_paid(transfer, stripe_transfer_id="", key="", adopted=False, actor=actor)
         return SendOutcome.COMPLETED
@@ -334,12 +334,6 @@ def _attempt(
     adopted = existing is not None
     _record_paid(transfer, stripe_transfer_id=result.id, key=key, adopted=adopted, actor=actor)
     return SendOutcome.COMPLETED
-
-
-def sendable(transfer: SellerTransfer) -> int:
-    """What an unpaid transfer sends to Stripe: its amount, less the debt it settles, less the
-    refund shares kept back during a hold."""
-    return transfer.amount - transfer.amount_netted - transfer.reversal_target
 
 
 def _seller_can_receive(seller, gateway: StripeGateway) -> bool:
@@ -391,7 +385,7 @@ def _row_stamp(transfer: SellerTransfer) -> str:
 def _create_at_stripe(transfer: SellerTransfer, gateway: StripeGateway, key: str):
     order = transfer.order
     return gateway.create_transfer(
-        amount=sendable(transfer),
+        amount=transfer.to_send,
         currency=transfer.currency,
         destination=transfer.seller.stripe_account_id,
         transfer_group=transfer_group(order),
@@ -407,20 +401,23 @@ def _create_at_stripe(transfer: SellerTransfer, gateway: StripeGateway, key: str
 
 def _find_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> StripeTransfer | None:
     """A Stripe transfer an earlier attempt of this row already made: same amount, currency,
-    destination and row (id and creation time). Anything else is someone else's transfer, and
-    adopting it would mark our seller paid while they never were."""
-    for candidate in gateway.find_transfers(transfer_group=transfer_group(transfer.order)):
-        if _is_ours(candidate, transfer):
+    row (id and creation time), to one of the seller's accounts (the one now, or one it had when
+    that attempt ran). Anything else is someone else's transfer, and adopting it would mark our
+    seller paid while they never were."""
+    candidates = gateway.find_transfers(transfer_group=transfer_group(transfer.order))
+    accounts = seller_accounts(transfer.seller)
+    for candidate in candidates:
+        if _is_ours(candidate, transfer, accounts):
             return candidate
     return None
 
 
-def _is_ours(candidate: StripeTransfer, transfer: SellerTransfer) -> bool:
+def _is_ours(candidate: StripeTransfer, transfer: SellerTransfer, accounts: set[str]) -> bool:
     metadata = candidate.metadata
     same_payment = (
-        candidate.amount == sendable(transfer)
+        candidate.amount == transfer.to_send
         and candidate.currency.lower() == transfer.currency
-        and candidate.destination == transfer.seller.stripe_account_id
+        and candidate.destination in accounts
         and metadata.get("seller_transfer_id") == str(transfer.pk)
     )
     if not same_payment:
