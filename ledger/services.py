@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Max
 
 from config.errors import InvalidInput
-from ledger.models import Account, AccountKind, EntryKind
+from ledger.models import Account, AccountKind, EntryKind, Line
 from ledger.posting import Leg, account_ids, entry_post
 from ledger.selectors import account_balance
 
@@ -204,9 +205,15 @@ def debt_write_off(*, seller_id: int, currency: str, amount: int, reason: str, u
             raise WriteOffRefused(
                 f"seller {seller_id} owes {debt} {currency}; cannot write off {amount}"
             )
+        # Named by the debt's last line: under the lock it is the debt as it stands, so a form
+        # sent twice writes off once (the second finds less debt) and a later debt of the same
+        # size, after new lines, is a new write-off.
+        last_line = Line.objects.filter(
+            account__kind=K.SELLER_DEBT, account__seller_id=seller_id, currency=currency
+        ).aggregate(last=Max("pk"))["last"]
         entry_post(
             kind=EntryKind.DEBT_WRITTEN_OFF,
-            external_id=f"seller:{seller_id}:{currency}:debt:{debt}:off:{amount}",
+            external_id=f"seller:{seller_id}:{currency}:debt-line:{last_line}:off:{amount}",
             currency=currency,
             legs=[Leg(K.BAD_DEBT, amount), Leg(K.SELLER_DEBT, -amount, seller_id)],
             seller_id=seller_id,

@@ -12,6 +12,7 @@ from django.db import DatabaseError, connection, transaction
 
 from ledger.models import Break, Entry, EntryKind, Line
 from ledger.selectors import seller_balances
+from ledger.services import debt_write_off
 from marketplace.models import Order
 from payouts import tasks
 from payouts.models import SellerTransfer
@@ -179,6 +180,28 @@ def test_staff_write_off_a_debt_with_a_reason_and_the_book_records_who_and_why(
     assert response.json() == {"usd": {"payable": 0, "debt": 1000}}
     entry = Entry.objects.get(kind=EntryKind.DEBT_WRITTEN_OFF)
     assert (entry.memo, entry.posted_by) == ("goodwill", staff)
+    assert clean() == []
+
+
+def test_a_new_debt_of_the_same_size_as_one_written_off_can_be_written_off_too(
+    client, sandbox, stripe_client, seller_in_debt, django_capture_on_commit_callbacks
+):
+    seller = seller_in_debt.seller
+    staff = UserFactory(is_superuser=True, is_staff=True)
+    assert (
+        debt_write_off(seller_id=seller.pk, currency="usd", amount=1800, reason="a", user=staff)
+        == 0
+    )
+    # The same again: paid out at once, refunded, refused.
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    sandbox.simulate_payout(seller.stripe_account_id, 1800, "usd")
+    refund(client, stripe_client, order, None, django_capture_on_commit_callbacks)
+    assert seller_balances(seller_id=seller.pk)["usd"]["debt"] == 1800
+
+    left = debt_write_off(seller_id=seller.pk, currency="usd", amount=1800, reason="b", user=staff)
+
+    assert left == seller_balances(seller_id=seller.pk)["usd"]["debt"] == 0
+    assert Entry.objects.filter(kind=EntryKind.DEBT_WRITTEN_OFF).count() == 2
     assert clean() == []
 
 

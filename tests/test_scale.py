@@ -10,6 +10,7 @@ from io import StringIO
 from pathlib import Path
 
 import environ
+import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -34,7 +35,12 @@ from payouts.models import (
     WebhookEvent,
     WebhookOutcome,
 )
-from payouts.services.counters import transfer_counts_compact, transfer_counts_rebuild
+from payouts.services.counters import (
+    _FOLD,
+    HOURLY_FOR,
+    transfer_counts_compact,
+    transfer_counts_rebuild,
+)
 from payouts.services.ledger_check import ledger_check
 from payouts.services.retention import webhook_events_expire
 from payouts.transitions import TransferStatus
@@ -216,6 +222,25 @@ def test_a_rebuild_counts_rows_written_with_the_triggers_off():
 
     counters_match_a_recount()
     assert selectors.transfer_counts_by_status()[S.REVERSED] == 2
+
+
+@pytest.mark.django_db(transaction=True)  # a fold committing on another connection
+def test_a_rebuild_that_starts_while_a_fold_is_open_counts_every_row_once():
+    SellerTransferFactory.create_batch(3)
+    settings = connection.settings_dict
+    fold = psycopg.connect(
+        host=settings["HOST"], port=settings["PORT"], user=settings["USER"], dbname=settings["NAME"]
+    )
+    fold.execute(_FOLD, {"hourly_for": HOURLY_FOR})  # folded, not committed yet
+    rebuilt = threading.Thread(target=lambda: (transfer_counts_rebuild(), connection.close()))
+    rebuilt.start()
+    rebuilt.join(timeout=1)  # waiting on the fold
+    fold.commit()
+    fold.close()
+    rebuilt.join(timeout=30)
+
+    assert not rebuilt.is_alive()
+    counters_match_a_recount()
 
 
 @pytest.mark.slow  # threads with their own connections, committing

@@ -34,6 +34,8 @@ _FOLD = """
 # counted twice or missed; readers do not.
 _RECOUNT = [
     "LOCK TABLE payouts_sellertransfer, payouts_sellertransferevent IN SHARE ROW EXCLUSIVE MODE",
+    # A fold still open would otherwise put back its sums beside the new counts.
+    "LOCK TABLE payouts_transfercount IN EXCLUSIVE MODE",
     "DELETE FROM payouts_transfercount",
     """INSERT INTO payouts_transfercount (kind, from_status, status, n)
        SELECT 'rows', '', status, count(*) FROM payouts_sellertransfer GROUP BY status""",
