@@ -505,6 +505,25 @@ def test_the_weekly_check_reads_every_row_of_the_book_and_only_the_last_week_at_
 
 
 @pytest.mark.django_db
+def test_the_daily_check_reads_stripe_for_the_last_day_only_even_after_days_of_breaks(
+    client, sandbox, stripe_client, checked_yesterday
+):
+    _, second = checked_yesterday
+    CheckRun.objects.update(started_at=F("started_at") - timedelta(days=20))
+    row = second.transfers.get()
+    three_days_ago = timezone.now() - timedelta(days=3)
+    SellerTransfer.objects.filter(pk=row.pk).update(reversal_target=500, updated_at=three_days_ago)
+    paid_order(stripe_client, [1500], webhook=client)
+    read_before = len(sandbox.calls("transfers.retrieve"))
+
+    summary = tasks.check_ledger()
+
+    assert len(sandbox.calls("transfers.retrieve")) - read_before == 1  # the new one only
+    breaks = CheckRun.objects.get(pk=summary["run"]).breaks.all()
+    assert row.pk in {b.transfer_id for b in breaks}  # still checked against the book
+
+
+@pytest.mark.django_db
 def test_the_command_runs_the_incremental_check_and_says_so(sandbox, checked_yesterday):
     out = StringIO()
 

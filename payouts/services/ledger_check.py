@@ -30,7 +30,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from ledger.models import Break, BreakKind, CheckRun
-from payouts.conf import WEEKLY_CHECK_WINDOW
+from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
 from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
 from payouts.models import SellerTransfer
 from payouts.services.shares import PAID
@@ -66,9 +66,12 @@ def ledger_check(
 ) -> tuple[CheckRun, list[Found]]:
     """Run every check and store the run and its breaks. Full: the whole book, and the
     per-transfer ones over transfers changed within ``since`` (or all). ``incremental``: only
-    what changed since the last clean run (``since`` is then ignored). At Stripe, the checked
+    what changed since the last clean run, at most a week and a day back (``since`` is then
+    ignored; breaks that stay unfixed longer are the weekly full run's). At Stripe, the checked
     transfers changed within ``stripe_since`` (or all of them)."""
     changed_since = _last_clean_run_start() if incremental else None
+    if changed_since is not None:
+        changed_since = max(changed_since, timezone.now() - WEEKLY_CHECK_WINDOW)
     run = CheckRun.objects.create()
     if changed_since is None:
         found, transfers = _full_checks(since)
@@ -98,8 +101,9 @@ def ledger_check(
 
 
 def ledger_check_daily() -> dict[str, int]:
-    """Beat's daily run: what changed since the last clean run, at Stripe too."""
-    run, found = ledger_check(incremental=True)
+    """Beat's daily run: what changed since the last clean run, and at Stripe what changed in
+    the last day (a break left unfixed does not make every later day read more at Stripe)."""
+    run, found = ledger_check(incremental=True, stripe_since=DAILY_CHECK_WINDOW)
     return {"run": run.pk, "transfers": run.transfers_checked, "breaks": len(found)}
 
 
