@@ -49,9 +49,17 @@ class RefundRefused(InvalidInput):
 
 def order_lock(order_id: int) -> Order:
     """Lock the order row until the caller's transaction ends and return it, fresh. Every path
-    that locks an order and its refunds or transfers takes the order first."""
+    that locks an order and its refunds or transfers takes the order first.
+
+    The lock is ``FOR NO KEY UPDATE``: it still serializes every path that locks the order, but
+    lets other transactions insert rows that reference the order (ledger entries, transfer
+    events). Postgres checks such a foreign key with ``FOR KEY SHARE`` on the order row, which a
+    full ``FOR UPDATE`` would block: a path holding only a transfer row and booking an entry
+    for its order would then wait on the order while a refund path holding the order waits on
+    that transfer, a deadlock. Nothing changes an order's key or deletes an order under this
+    lock."""
     try:
-        return Order.objects.select_for_update(of=("self",)).get(pk=order_id)
+        return Order.objects.select_for_update(no_key=True, of=("self",)).get(pk=order_id)
     except Order.DoesNotExist:
         raise UnknownOrder(f"No order {order_id}.") from None
 
@@ -172,7 +180,7 @@ def refund_record(
     the other instead of racing to create it.
     """
     order_lock(order.pk)
-    refund = _refund_locked(order, stripe_refund_id, local_refund_id)
+    refund, reservation = _refund_locked(order, stripe_refund_id, local_refund_id)
     if refund is None:
         refund = Refund.objects.create(
             order=order,
@@ -184,26 +192,52 @@ def refund_record(
         previous = None
     else:
         previous = refund.status
-        _refund_move(refund, status)
+        if reservation and refund.status == RefundStatus.FAILED:
+            _refund_reopen(refund, status)
+        else:
+            _refund_move(refund, status)
     order_apply_refunds(order=order)
     return RefundChange(refund=refund, previous_status=previous)
 
 
-def _refund_locked(order: Order, stripe_refund_id: str, local_refund_id: str | None):
+def _refund_locked(
+    order: Order, stripe_refund_id: str, local_refund_id: str | None
+) -> tuple[Refund | None, bool]:
     """The refund row, locked: by its Stripe id, else the staff reservation it came from (which
-    learns its Stripe id now); ``None`` when it is new to us."""
+    learns its Stripe id now); ``None`` when it is new to us. The flag is True when the row was
+    found as a reservation that did not know its Stripe id yet."""
     refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund_id).first()
     if refund is not None or not (local_refund_id and str(local_refund_id).isdigit()):
-        return refund
+        return refund, False
     refund = (
         Refund.objects.select_for_update()
         .filter(pk=int(local_refund_id), order=order, stripe_refund_id="")
         .first()
     )
-    if refund is not None:
-        refund.stripe_refund_id = stripe_refund_id
-        refund.save(update_fields=["stripe_refund_id", "updated_at"])
-    return refund
+    if refund is None:
+        return None, False
+    refund.stripe_refund_id = stripe_refund_id
+    refund.save(update_fields=["stripe_refund_id", "updated_at"])
+    return refund, True
+
+
+def _refund_reopen(refund: Refund, status: str) -> None:
+    """A staff reservation we marked failed (released, or its call taken for refused) turns out
+    to be held by Stripe, which knows what became of it: its status is Stripe's from now on.
+    A refund Stripe says succeeded counts, even if its amount was refunded again meanwhile."""
+    if status == refund.status:
+        return
+    logger.warning(
+        "a staff refund marked failed here is held by Stripe; its status is Stripe's",
+        extra={
+            "order_id": refund.order_id,
+            "refund": refund.stripe_refund_id,
+            "stored": refund.status,
+            "received": status,
+        },
+    )
+    refund.status = status
+    refund.save(update_fields=["status", "updated_at"])
 
 
 def _refund_move(refund: Refund, status: str) -> None:

@@ -456,8 +456,13 @@ class RefundWithSettleAdmin(RefundAdmin):
     )
     def settle_reservation(self, request, queryset):
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
-            outcome = staff_refund_settle(refund_id=pk, release=True)
-            self.message_user(request, f"refund {pk}: {outcome}", messages.INFO)
+            try:
+                outcome = staff_refund_settle(refund_id=pk, release=True)
+            except DomainError as error:
+                level, text = admin_message(error, about=f"refund {pk}")
+                self.message_user(request, text, level)
+            else:
+                self.message_user(request, f"refund {pk}: {outcome}", messages.INFO)
 
     def has_refund_permission(self, request):
         return request.user.has_perm("marketplace.refund_order")

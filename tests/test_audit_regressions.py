@@ -249,6 +249,7 @@ def test_a_staff_refund_stripe_answered_500_is_released_when_stripe_holds_none(
 def test_staff_can_release_a_reservation_from_the_admin(client, sandbox, stripe_client):
     order, _ = paid_order(stripe_client, amounts=[2000])
     refund = refund_open_by_staff(order_id=order.pk, amount=500)
+    Refund.objects.filter(pk=refund.pk).update(created_at=F("created_at") - timedelta(minutes=15))
     admin = UserFactory(is_staff=True, is_superuser=True)
     client.force_login(admin)
 

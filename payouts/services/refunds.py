@@ -14,7 +14,7 @@ from enum import StrEnum
 from django.db import transaction
 from django.utils import timezone
 
-from config.errors import StripeRefused
+from config.errors import Conflict, StripeRefused
 from ledger import services as book
 from marketplace.models import DisputeStatus, Order, Refund, RefundStatus
 from marketplace.selectors import refund_settled_amount
@@ -237,6 +237,13 @@ class ReservationOutcome(StrEnum):
 RESERVATION_SETTLE_AFTER = timedelta(minutes=10)
 
 
+class ReservationTooRecent(Conflict):
+    """Staff asked to release a reserved refund whose first request may still be in flight at
+    Stripe: Stripe may yet refund it, and a released amount could be refunded twice."""
+
+    code = "reservation_too_recent"
+
+
 def staff_refunds_settle(*, gateway: StripeGateway | None = None) -> dict[str, int]:
     """Settle every staff refund still reserved (``pending``, no Stripe id) after its call
     failed without a definite answer. Returns counts per outcome."""
@@ -257,7 +264,11 @@ def staff_refund_settle(
 ) -> ReservationOutcome:
     """Settle one reserved staff refund: record it when Stripe holds it (found by our
     metadata); otherwise release it when asked to (``release``) or when its key may be
-    forgotten, else send it again with its own key so Stripe replays or completes it."""
+    forgotten, else send it again with its own key so Stripe replays or completes it.
+
+    Raises ``ReservationTooRecent`` (changing nothing) when asked to release a reservation
+    younger than ``RESERVATION_SETTLE_AFTER`` that Stripe does not list: its first request may
+    still be in flight, or Stripe's list may not show the refund yet."""
     gateway = gateway or get_gateway()
     refund = Refund.objects.select_related("order").get(pk=refund_id)
     if refund.status != RefundStatus.PENDING or refund.stripe_refund_id:
@@ -269,7 +280,16 @@ def staff_refund_settle(
     if found is not None:
         refund_apply(refund=found, actor=Actor.worker("settle_staff_refunds"))
         return ReservationOutcome.RECORDED
-    if release or timezone.now() - refund.created_at > KEY_MEMORY:
+    age = timezone.now() - refund.created_at
+    if release and age < RESERVATION_SETTLE_AFTER:
+        settle_from = timezone.localtime(refund.created_at + RESERVATION_SETTLE_AFTER)
+        raise ReservationTooRecent(
+            f"refund {refund.pk} was reserved {int(age.total_seconds())} s ago and Stripe does "
+            "not list it yet; its request may still be in flight, so it is not released. It can "
+            f"be settled from {settle_from:%Y-%m-%d %H:%M:%S %Z}.",
+            subject=refund,
+        )
+    if release or age > KEY_MEMORY:
         return _release(refund, "Stripe holds no such refund")
     try:
         _create_at_stripe(refund, gateway)
