@@ -216,7 +216,9 @@ class Refund(Settled):
                 fields=["settlement_due_at"],
                 condition=Q(settlement_due_at__isnull=False),
                 name="refund_settlement_due",
-            )
+            ),
+            # What reconciliation rechecks daily: the refunds changed in the last day.
+            models.Index(fields=["updated_at"], name="idx_refund_updated_at"),
         ]
 
     def __str__(self) -> str:

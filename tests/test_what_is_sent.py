@@ -16,6 +16,7 @@ from payouts.models import SellerTransfer
 from payouts.moves import Actor
 from payouts.services.holds import seller_account_updated, seller_deauthorized
 from payouts.services.ledger_check import ledger_check
+from payouts.services.reconciliation import transfers_compare_with_stripe
 from payouts.services.transfers import transfer_send, transfers_send_due
 from payouts.transitions import TransferStatus
 from tests.builders import (
@@ -126,3 +127,27 @@ def test_a_row_held_after_a_5xx_keeps_no_share_back_until_stripe_is_read(
     assert [t["amount"] for t in transfers_at_stripe_for(sandbox, row)] == [900]
     assert (row.amount_withheld, row.reversal_target) == (0, 450)
     assert row.status in (S.REVERSAL_PENDING, S.PARTIALLY_REVERSED)
+
+
+def test_reconciliation_compares_stripe_with_what_was_sent_and_records_a_dashboard_reversal(
+    client, sandbox, stripe_client, settings, django_capture_on_commit_callbacks
+):
+    settings.PAYOUTS = replace(settings.PAYOUTS, transfer_hold=timedelta(days=7))
+    order, _ = paid_order(stripe_client, [1000, 3000], webhook=client)
+    event = make_event("refund.created", refund_at_stripe(stripe_client, order, 2000))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_event(client, event).status_code == 200
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="release_sellertransfer"))
+    client.force_login(staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(f"/api/admin/orders/{order.pk}/release/").status_code == 200
+    row = SellerTransfer.objects.filter(order=order).order_by("amount").first()
+    assert row.amount_withheld > 0  # sent less than its amount
+    stripe_client.v1.transfers.reversals.create(row.stripe_transfer_id, params={"amount": 100})
+
+    differences = transfers_compare_with_stripe(repair=True)
+
+    row.refresh_from_db()
+    assert row.amount_reversed == 100
+    assert [d.transfer_id for d in differences if not d.repaired] == []

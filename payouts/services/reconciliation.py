@@ -15,10 +15,9 @@ from datetime import timedelta
 from enum import StrEnum
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from marketplace.models import Order, OrderStatus
+from marketplace.models import Order, OrderStatus, Refund
 from marketplace.services import order_lock
 from payouts import moves
 from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
@@ -109,8 +108,8 @@ def _compare(row: SellerTransfer, *, gateway: StripeGateway, repair: bool) -> Di
         return differs("missing at Stripe")
     except GatewayError as error:
         return differs(f"could not be read: {error.describe()}")
-    if at_stripe.amount != row.amount:
-        return differs(f"amount {row.amount} here, {at_stripe.amount} at Stripe")
+    if at_stripe.amount != row.sent:
+        return differs(f"amount {row.sent} sent here, {at_stripe.amount} at Stripe")
     if at_stripe.amount_reversed == row.amount_reversed:
         return None
     problem = f"amount_reversed {row.amount_reversed} here, {at_stripe.amount_reversed} at Stripe"
@@ -130,9 +129,12 @@ def shares_recheck(*, since: timedelta | None = None) -> int:
     share a transfer missed, whatever the cause. Returns how many transfers were scheduled."""
     orders = Order.objects.filter(status__in=[OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED])
     if since is not None:
+        # The changed orders, each side read through its own updated_at index: an OR across
+        # both joins would read every refunded order there ever was.
         cutoff = timezone.now() - since
-        changed = Q(refunds__updated_at__gte=cutoff) | Q(transfers__updated_at__gte=cutoff)
-        orders = orders.filter(changed)
+        changed_refunds = Refund.objects.filter(updated_at__gte=cutoff).values("order_id")
+        changed_transfers = SellerTransfer.objects.filter(updated_at__gte=cutoff).values("order_id")
+        orders = orders.filter(pk__in=changed_refunds.union(changed_transfers))
     actor = Actor.worker("reconcile_transfers")
     scheduled = 0
     for order_id in orders.values_list("pk", flat=True).distinct().order_by("pk").iterator():
