@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 
-from marketplace.models import Order, RefundStatus, Seller
+from marketplace.models import Order, OrderStatus, RefundStatus, Seller
 
 
 def order_total(*, order: Order) -> int:
@@ -44,6 +44,8 @@ def refund_settled_amount(*, refund, order: Order) -> int | None:
     settlement in one currency); ``None`` while its balance transaction is still to be read."""
     if refund.settlement_amount is not None:
         return refund.settlement_amount
+    if order.status == OrderStatus.PENDING:
+        return None  # its event came before the payment's: the settlement is not known yet
     if order.settled:
         return refund.amount if order.settlement_currency == refund.currency else None
     # Paid before settlements were read (its transfers are in its own currency), or its own

@@ -94,6 +94,8 @@ def order_mark_paid(
                 "updated_at",
             ]
         )
+        # Refund events can arrive before the payment's: the order is then refunded already.
+        order_apply_refunds(order=order)
         return True
 
 

@@ -16,7 +16,15 @@ from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.ledger_check import ledger_check
 from payouts.services.transfers import orders_settle_due, platform_fee
 from payouts.transitions import TransferStatus
-from tests.builders import STRIPE_500, make_event, paid_order, post_event, refund_at_stripe
+from tests.builders import (
+    STRIPE_500,
+    make_event,
+    paid_intent,
+    paid_order,
+    post_event,
+    refund_at_stripe,
+    seller_order,
+)
 from tests.factories import UserFactory
 
 S = TransferStatus
@@ -348,3 +356,33 @@ def test_the_order_and_dispute_pages_show_the_settlement_and_what_is_recovered(
     assert "100.00 EUR" in listed  # disputed, in the buyer's currency
     assert "108.73 USD" in listed  # withdrawn by Stripe
     assert "94.75 USD" in listed  # recovered from the three sellers: 2842 + 4264 + 2369
+
+
+@pytest.mark.parametrize("currency", ["usd", "eur"])
+def test_a_refund_whose_event_comes_before_the_payments_counts_in_the_settlement_currency(
+    client, sandbox, stripe_client, currency, django_capture_on_commit_callbacks
+):
+    sandbox.set_settlement("usd", {"eur": 1.0873}, fee_percent=2.9, fee_fixed=30)
+    order = seller_order(stripe_client, [1000, 3000], currency=currency)
+    intent = paid_intent(stripe_client, order)
+    Order.objects.filter(pk=order.pk).update(stripe_payment_intent_id=intent["id"])
+    order.refresh_from_db()
+    refund = refund_at_stripe(stripe_client, order, 4000)  # all of it
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_event(client, make_event("refund.created", refund)).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        paid = make_event("payment_intent.succeeded", intent)
+        assert post_event(client, paid).status_code == 200
+    tasks.process_reversals()
+
+    order.refresh_from_db()
+    stored = Refund.objects.get(order=order)
+    assert order.status == Order.Status.REFUNDED
+    assert (stored.settlement_currency, stored.settlement_amount) == (
+        "usd",
+        order.settlement_amount,
+    )
+    # Nothing stays with the sellers, and the book agrees with the rows and Stripe.
+    kept = [t["amount"] - t["amount_reversed"] for t in sandbox.state()["transfers"]]
+    assert sum(kept) == 0
+    assert ledger_check()[1] == []
