@@ -45,6 +45,11 @@ def reversal_key(transfer) -> str:
     return _key(f"reversal-r{transfer.amount_reversed}", transfer, 0)
 
 
+def is_reversal_key(key: str) -> bool:
+    """True when ``key`` is the key of a reversal (not of a transfer giving money back)."""
+    return key.startswith("payouts-reversal-")
+
+
 def return_key(transfer) -> str:
     """The key of a step giving money back to the seller in a new transfer, told apart from the
     earlier ones by how much was given back already."""

@@ -361,30 +361,43 @@ def reversal_settled(
     stripe_reversal_id: str = "",
     stripe_return_id: str = "",
     message: str = "",
+    ours: int = 0,
+    elsewhere: int = 0,
     actor: Actor,
 ) -> SellerTransfer:
     """Record what Stripe has reversed, and what was given back in new transfers, in all. The
     row becomes completed (all that was taken is given back), reversed (all of it taken back),
     partially_reversed (its shares are met), or stays reversal_pending, due now, when its shares
-    moved while this attempt was in flight.
+    moved while this attempt was in flight or something is to be given back.
+
+    ``ours`` is what our own reversals took, of the reversed total; ``elsewhere`` is what
+    reversals made outside the service took (known when Stripe's list was read). What our own
+    reversals took beyond the shares (the shares fell while the call was in flight, or before
+    a lost answer was found) is to be given back, as when the shares fall after a reversal.
 
     The caller holds the row's lock, so the shares it sees are the latest. Stripe reversing more
-    than the shares ask is reported, never adopted."""
+    than the shares ask on its own is reported, never adopted."""
     previous_reversed, previous_returned = transfer.amount_reversed, transfer.amount_returned
-    sent = transfer.amount - transfer.amount_netted - transfer.amount_withheld
-    reversed_total = min(max(previous_reversed, amount_reversed or 0), sent)
+    reversed_total = min(max(previous_reversed, amount_reversed or 0), transfer.sent)
     returned_total = max(previous_returned, amount_returned or 0)
     given_back = returned_total - previous_returned
-    to, next_retry_at = _settled_status(transfer, reversed_total, returned_total, given_back)
+    taken = transfer.amount_withheld + reversed_total + transfer.amount_owed - returned_total
+    to_give_back = max(transfer.amount_to_give_back - given_back, 0)
+    ours_beyond = _ours_beyond_shares(transfer, taken, to_give_back, ours, elsewhere)
+    to_give_back += ours_beyond
+    to, next_retry_at = _settled_status(transfer, taken, to_give_back)
+    detail = {"amount_reversed": reversed_total, "amount_returned": returned_total}
+    if ours_beyond:
+        detail["to_give_back"] = ours_beyond
     with transaction.atomic():
         _move(
             transfer,
             to,
             actor,
-            {"amount_reversed": reversed_total, "amount_returned": returned_total},
+            detail,
             amount_reversed=reversed_total,
             amount_returned=returned_total,
-            amount_to_give_back=max(transfer.amount_to_give_back - given_back, 0),
+            amount_to_give_back=to_give_back,
             stripe_reversal_id=stripe_reversal_id or transfer.stripe_reversal_id,
             stripe_return_id=stripe_return_id or transfer.stripe_return_id,
             # The next step gets a fresh key (see payouts.idempotency).
@@ -406,14 +419,28 @@ def reversal_settled(
             ref, debt_cancelled=0, returned=given_back, stripe_transfer_id=stripe_return_id
         )
     _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=reversed_total)
+    if ours_beyond:
+        _log(
+            transfer,
+            logging.WARNING,
+            "our reversal took more than the shares; the rest is given back",
+            to_give_back=ours_beyond,
+        )
     _report_over_reversal(transfer)
     return transfer
 
 
-def _settled_status(transfer: SellerTransfer, reversed_total, returned_total, given_back):
-    taken = transfer.amount_withheld + reversed_total + transfer.amount_owed - returned_total
+def _ours_beyond_shares(transfer, taken, to_give_back, ours, elsewhere) -> int:
+    """What our own reversals took beyond the shares and what is already to be given back: no
+    more than they took, and none of what reversals made elsewhere may account for."""
     shares = transfer.reversal_target + transfer.dispute_target
-    if taken < shares or transfer.amount_to_give_back > given_back:
+    beyond = taken - shares - to_give_back - elsewhere
+    return min(max(beyond, 0), ours)
+
+
+def _settled_status(transfer: SellerTransfer, taken: int, to_give_back: int):
+    shares = transfer.reversal_target + transfer.dispute_target
+    if taken < shares or to_give_back > 0:
         return S.REVERSAL_PENDING, timezone.now()
     if taken <= 0:
         return S.COMPLETED, None

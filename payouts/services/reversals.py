@@ -19,6 +19,7 @@ anything else                              reversal_pending again, after the bac
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
@@ -37,7 +38,13 @@ from payouts.gateway import (
     TransferNotFound,
     get_gateway,
 )
-from payouts.idempotency import key_may_be_forgotten, next_attempt, return_key, reversal_key
+from payouts.idempotency import (
+    is_reversal_key,
+    key_may_be_forgotten,
+    next_attempt,
+    return_key,
+    reversal_key,
+)
 from payouts.locks import claim_due, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
@@ -119,7 +126,7 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
     if transfer.status != S.REVERSAL_PENDING:
         return ReversalOutcome.SKIPPED
     try:
-        if not transfer.stripe_transfer_id and _sent(transfer) > 0:
+        if not transfer.stripe_transfer_id and transfer.sent > 0:
             moves.reversal_given_up(
                 transfer,
                 reason=EndReason.NO_STRIPE_TRANSFER,
@@ -135,16 +142,28 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
 
 def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
     if transfer.amount_to_give_back > 0:
+        if is_reversal_key(transfer.reversal_idempotency_key):
+            return _settle_lost_reversal(transfer, gateway)
         return _give_back(transfer, gateway)
     key = reversal_key(transfer)
     # What is left of the shares to take, and how much of it Stripe still holds with the seller.
     remaining = transfer.reversal_target + transfer.dispute_target - moves.taken_back(transfer)
-    at_stripe = _sent(transfer) - transfer.amount_reversed
+    at_stripe = transfer.sent - transfer.amount_reversed
+    # A kept key: an earlier attempt since the last settle failed, perhaps behind a lost answer
+    # after Stripe reversed. When this attempt sends nothing, that reversal is found by reading.
+    kept_key = bool(transfer.reversal_idempotency_key)
+    sends_nothing = min(remaining, at_stripe) <= 0
     try:
-        must_read = transfer.read_stripe_first or key_may_be_forgotten(transfer, now=timezone.now())
+        must_read = (
+            transfer.read_stripe_first
+            or key_may_be_forgotten(transfer, now=timezone.now())
+            or (kept_key and sends_nothing)
+        )
         seen = _reversed_at_stripe(transfer, gateway) if must_read else None
-        if seen is not None:
-            return _settle(transfer, amount_reversed=seen)
+        if seen is not None and (seen.total > transfer.amount_reversed or remaining <= 0):
+            return _settle(
+                transfer, amount_reversed=seen.total, ours=seen.ours, elsewhere=seen.elsewhere
+            )
         if remaining <= 0:
             return _settle(transfer, amount_reversed=transfer.amount_reversed)
         if at_stripe <= 0:
@@ -170,26 +189,47 @@ def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcom
             "Stripe reports the transfer already fully reversed (outside this attempt); "
             f"marked reversed without a new reversal. {error.describe()}"
         )
-        _settle(transfer, amount_reversed=_sent(transfer), message=message)
+        _settle(transfer, amount_reversed=transfer.sent, message=message)
         return ReversalOutcome.ALREADY_REVERSED
     except GatewayError as error:
         return _attempt_failed(transfer, error=error, key=key)
     total = transfer.amount_reversed + reversal.amount
-    return _settle(transfer, amount_reversed=total, stripe_reversal_id=reversal.id)
+    return _settle(
+        transfer, amount_reversed=total, stripe_reversal_id=reversal.id, ours=reversal.amount
+    )
 
 
-def _sent(transfer: SellerTransfer) -> int:
-    """What Stripe sent the seller: the amount, less what settled their debt, less the refund
-    shares kept back before it was sent."""
-    return transfer.amount - transfer.amount_netted - transfer.amount_withheld
+def _settle_lost_reversal(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
+    """Something is to be given back, but the reversal sent last may have been made behind a
+    lost answer, and it will not be sent again: record what Stripe reversed first (what our
+    reversals took beyond the shares is added to what is given back). The row stays due for
+    the give-back, which then sends with a key of its own."""
+    try:
+        seen = _reversed_at_stripe(transfer, gateway)
+    except GatewayError as error:
+        return _attempt_failed(transfer, error=error, key=transfer.reversal_idempotency_key)
+    return _settle(transfer, amount_reversed=seen.total, ours=seen.ours, elsewhere=seen.elsewhere)
 
 
-def _reversed_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> int | None:
+@dataclass(frozen=True, slots=True)
+class SeenAtStripe:
+    """The transfer's reversals at Stripe: in all, by us (they carry our metadata), and made
+    elsewhere (the Dashboard)."""
+
+    total: int
+    ours: int
+
+    @property
+    def elsewhere(self) -> int:
+        return self.total - self.ours
+
+
+def _reversed_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> SeenAtStripe:
     """The last attempt may have reversed money behind an error, and this one would use a new
-    key (or one Stripe may have forgotten): read what Stripe holds first. The total reversed when
-    it is more than recorded."""
-    total = sum(reversal.amount for reversal in gateway.list_reversals(transfer.stripe_transfer_id))
-    return total if total > transfer.amount_reversed else None
+    key (or one Stripe may have forgotten, or send nothing): read what Stripe holds first."""
+    reversals = gateway.list_reversals(transfer.stripe_transfer_id)
+    ours = [r for r in reversals if r.metadata.get("seller_transfer_id") == str(transfer.pk)]
+    return SeenAtStripe(total=sum(r.amount for r in reversals), ours=sum(r.amount for r in ours))
 
 
 def _settle(transfer: SellerTransfer, **outcome) -> ReversalOutcome:
