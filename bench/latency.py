@@ -9,7 +9,7 @@ three sellers, the buyer pays at the sandbox and this script posts the signed
 ``--spacing`` seconds, posting each signed ``refund.created``. The sandbox's call log says when
 each seller's transfer and reversal was answered.
 
-    .venv/bin/python bench/latency.py [--orders 20] [--spacing 1] [--keep]
+    .venv/bin/python -m bench.latency [--orders 20] [--spacing 1] [--keep]
 
 Targets: refund → last seller reversal p50 < 1 s, max < 3 s; payment → last transfer p50 < 0.5 s.
 """
@@ -21,7 +21,7 @@ import sys
 import time
 from contextlib import ExitStack
 
-import harness
+from bench import harness
 
 WEBHOOK_SECRET = "whsec_bench_latency"
 LATENCY_MS = 50
