@@ -10,6 +10,7 @@
   numbers.
 """
 
+import functools
 import importlib.metadata
 import re
 import subprocess
@@ -99,11 +100,16 @@ def project_names(root: Path) -> set[str]:
     }
 
 
+@functools.cache
+def installed_names() -> frozenset[str]:
+    """The top-level modules of the installed distributions (read once: it walks them all)."""
+    return frozenset(importlib.metadata.packages_distributions())
+
+
 def imported_elsewhere(root: Path) -> set[str]:
     """Every top-level name a bench module must not take: the project's, its dependencies'
     (``stripe``, ``celery``, ``django``…) and the standard library's."""
-    installed = set(importlib.metadata.packages_distributions())
-    return project_names(root) | installed | set(sys.stdlib_module_names)
+    return project_names(root) | installed_names() | set(sys.stdlib_module_names)
 
 
 def shadowing_bench_modules(root: Path, taken: Iterable[str]) -> list[str]:
