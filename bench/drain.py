@@ -6,7 +6,7 @@ answers ``reversals.create`` after 50 ms and admits 100 requests a second (token
 limit at 100/s. For each worker count: reversals per second, the share of the limit, the share
 of reversal calls answered 429, and a ledger check that nothing was reversed twice.
 
-    .venv/bin/python bench/drain.py [--rows 3000] [--workers 1 2] [--keep]
+    .venv/bin/python -m bench.drain [--rows 3000] [--workers 1 2] [--keep]
 
 Target: at least 0.9 of the limit with at most 1 % of reversal calls rate limited.
 """
@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-import harness
+from bench import harness
 
 LIMIT_PER_SECOND = 100
 LATENCY_MS = 50

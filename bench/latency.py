@@ -9,19 +9,20 @@ three sellers, the buyer pays at the sandbox and this script posts the signed
 ``--spacing`` seconds, posting each signed ``refund.created``. The sandbox's call log says when
 each seller's transfer and reversal was answered.
 
-    .venv/bin/python bench/latency.py [--orders 20] [--spacing 1] [--keep]
+    .venv/bin/python -m bench.latency [--orders 20] [--spacing 1] [--keep]
 
 Targets: refund → last seller reversal p50 < 1 s, max < 3 s; payment → last transfer p50 < 0.5 s.
 """
 
 import argparse
 import http.client
+import json
 import subprocess
 import sys
 import time
 from contextlib import ExitStack
 
-import harness
+from bench import harness
 
 WEBHOOK_SECRET = "whsec_bench_latency"
 LATENCY_MS = 50
@@ -55,6 +56,21 @@ def post_event(port: int, event_type: str, obj: dict) -> float:
     if response.status != 200:
         raise RuntimeError(f"{event_type} answered {response.status}")
     return sent
+
+
+def wait_for_worker(port: int) -> None:
+    """Until ``/healthz`` says a Celery worker answers a ping: a payment posted before would
+    time the worker's start-up, not the path of its money."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/healthz")
+        checks = json.loads(connection.getresponse().read())
+        connection.close()
+        if checks.get("workers") == "ok":
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"no Celery worker answered in {WAIT_SECONDS} s")
 
 
 def create_orders(conn, client, count: int) -> list[int]:
@@ -164,7 +180,7 @@ def run(options, db: str, sandbox, log_dir) -> tuple[list[float], list[float]]:
         harness.wait_until_serving(port, processes["web"], "/healthz")
         client = harness.sandbox_client(sandbox.url)
         orders = create_orders(conn, client, options.orders)
-        time.sleep(2)  # the worker is up and listening
+        wait_for_worker(port)
         payments = []
         for order_id in orders:
             intent = client.post(

@@ -8,7 +8,7 @@ the shared rate limiter off. Its peak RSS is ``VmHWM`` polled from ``/proc/<pid>
 ``wait4``; both are ``ru_maxrss``, which on Linux also counts the address space the worker's
 ``exec`` replaced, i.e. this script's own peak RSS when it spawned the worker (also printed).
 
-    .venv/bin/python bench/memory.py [--rows 5000 50000] [--keep]
+    .venv/bin/python -m bench.memory [--rows 5000 50000] [--keep]
 
 Target: the same peak, within a few MiB, at both sizes.
 """
@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-import harness
+from bench import harness
 
 
 def main() -> int:

@@ -18,8 +18,8 @@ attention" filter and a search by order id, as a superuser; one signed webhook s
 After the largest size, retention deletes up to a million expired inbox rows while webhooks
 keep arriving, and their latency is compared with before.
 
-    .venv/bin/python bench/scale.py                       # --sizes 10000 1000000
-    .venv/bin/python bench/scale.py --sizes 10000 1000000 10000000 --full-check
+    .venv/bin/python -m bench.scale                       # --sizes 10000 1000000
+    .venv/bin/python -m bench.scale --sizes 10000 1000000 10000000 --full-check
 
 Check ``df -h`` first: 10 million transfers take about 40 GB with their events, inbox and book.
 """
@@ -35,8 +35,9 @@ import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import harness
 import psycopg
+
+from bench import harness
 
 TRANSFERS_PER_DAY = 300_000
 WEBHOOKS_PER_DAY = 1_000_000

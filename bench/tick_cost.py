@@ -8,7 +8,7 @@ Django process on the bench database: its transaction and the one ``UPDATE … W
 claimed rows' ``next_retry_at`` restored after each run;
 then the claim statement, as Django sent it, is shown under ``EXPLAIN (ANALYZE, BUFFERS)``.
 
-    .venv/bin/python bench/tick_cost.py [--sizes 10000 100000 1000000] [--runs 50] [--keep]
+    .venv/bin/python -m bench.tick_cost [--sizes 10000 100000 1000000] [--runs 50] [--keep]
 
 Target: under 5 ms per claim at every size, on an index path over ``idx_transfer_due_reversal``.
 """
@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 
-import harness
+from bench import harness
 
 DUE_ROWS = 100
 BATCH = 50

@@ -1,6 +1,6 @@
 """Webhook intake throughput and latency against trivial requests in the same server.
 
-gunicorn serves ``bench/trivial_wsgi.py`` (the service's WSGI application plus two constant
+gunicorn serves ``bench.trivial_wsgi`` (the service's WSGI application plus two constant
 JSON answers) with sync workers on a free port, on a scratch database, with
 ``config.settings.local`` and DEBUG off. Client processes with threads (16 requests in flight
 in all) then run, one after the other, for at most ``--requests`` requests or ``--seconds``
@@ -15,7 +15,7 @@ Every event has its own id and a fresh ``Stripe-Signature`` (``tests/stripe_even
 secret ``whsec_local_sandbox``). Printed: requests per second, p50 and p99 latency, and the
 webhook's share of each trivial baseline; the inbox is checked afterwards.
 
-    .venv/bin/python bench/webhook_intake.py [--requests 5000] [--seconds 20] [--keep]
+    .venv/bin/python -m bench.webhook_intake [--requests 5000] [--seconds 20] [--keep]
 
 Target: webhook throughput at least 0.5 of the trivial view, p99 under 100 ms.
 """
@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 
-import harness
+from bench import harness
 
 WEBHOOK_SECRET = "whsec_local_sandbox"
 SCENARIOS = {
@@ -176,12 +176,11 @@ def main() -> int:
         )
         command = [
             harness.PYTHON, "-m", "gunicorn",
-            "--pythonpath", str(harness.ROOT / "bench"),
             "--bind", f"127.0.0.1:{port}",
             "--workers", str(options.gunicorn_workers),
             "--worker-class", "sync",
             "--timeout", "60",
-            "trivial_wsgi:application",
+            "bench.trivial_wsgi:application",
         ]  # fmt: skip
         with open(log_dir / "gunicorn.log", "wb") as log:
             server = subprocess.Popen(command, cwd=harness.ROOT, env=env, stdout=log, stderr=log)

@@ -8,7 +8,7 @@
    comparison adds one read per transfer, paced by the shared rate limit: at 90 reads a second,
    100,000 transfers take about 19 minutes; ``--days`` limits it to recent transfers.)
 
-    .venv/bin/python bench/ledger.py [--moves 2000] [--transfers 100000]
+    .venv/bin/python -m bench.ledger_cost [--moves 2000] [--transfers 100000]
 """
 
 import argparse
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-import harness
+from bench import harness
 
 DJANGO_SNIPPET = """
 import os, statistics, sys, time
