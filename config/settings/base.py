@@ -222,6 +222,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 7 * 24 * 60 * 60,
         "options": {"expires": 6 * 60 * 60},
     },
+    # Sellers' bank payouts paid but never read at Stripe (their wake-up was lost).
+    "reconcile-unread-payouts": {
+        "task": "payouts.tasks.reconcile_unread_payouts",
+        "schedule": 15 * 60,
+        "options": {"expires": 15 * 60},
+    },
     # Fold the /metrics counters' rows (docs/scale.md).
     "compact-transfer-counts": {
         "task": "payouts.tasks.compact_transfer_counts",
