@@ -59,13 +59,12 @@ _PROGRESS = {
 class PayoutEventOutcome(StrEnum):
     RECORDED = "recorded"
     LATE = "late"  # an earlier state than the one recorded: nothing changed
-    NOT_OUR_SELLER = "not_our_seller"
 
 
 @dataclass(frozen=True, slots=True)
 class PayoutEventResult:
     outcome: PayoutEventOutcome
-    payout: Payout | None
+    payout: Payout
 
 
 class UnknownPayout(NotFound):
@@ -88,13 +87,9 @@ def _moment(unix: int | None) -> datetime | None:
     return datetime.fromtimestamp(unix, tz=UTC) if unix else None
 
 
-def payout_record(*, account_id: str, payout: StripePayout) -> PayoutEventResult:
-    """Record what a ``payout.*`` event says of a seller's payout. A payout that has just been
-    paid is read at Stripe after commit. An account that is none of our sellers' records
-    nothing."""
-    seller = _seller_for_account(account_id)
-    if seller is None:
-        return PayoutEventResult(PayoutEventOutcome.NOT_OUR_SELLER, None)
+def payout_record(*, seller: Seller, account_id: str, payout: StripePayout) -> PayoutEventResult:
+    """Record what a ``payout.*`` event says of a seller's payout (``account_id``: the connected
+    account it came from). A payout that has just been paid is read at Stripe after commit."""
     fields = {
         "seller": seller,
         "stripe_account_id": account_id,
@@ -129,19 +124,6 @@ def payout_record(*, account_id: str, payout: StripePayout) -> PayoutEventResult
             },
         )
     return PayoutEventResult(PayoutEventOutcome.RECORDED, row)
-
-
-def _seller_for_account(account_id: str) -> Seller | None:
-    """The seller whose connected account it is (now, or before an audited change)."""
-    if not account_id:
-        return None
-    return (
-        Seller.objects.filter(
-            Q(stripe_account_id=account_id) | Q(account_changes__old_account=account_id)
-        )
-        .order_by("pk")
-        .first()
-    )
 
 
 def _reconcile_after_commit(payout_id: int) -> None:

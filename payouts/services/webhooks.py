@@ -15,6 +15,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from marketplace.selectors import seller_for_connected_account
 from marketplace.services import OrderMismatch, order_find_for_payment
 from payouts.gateway import (
     account_from_stripe,
@@ -26,7 +27,7 @@ from payouts.gateway import (
 from payouts.metrics import event_refused
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
-from payouts.services.bank_payouts import PayoutEventOutcome, payout_record
+from payouts.services.bank_payouts import payout_record
 from payouts.services.disputes import DisputeNotApplicable, dispute_apply
 from payouts.services.holds import seller_account_updated, seller_deauthorized
 from payouts.services.reconciliation import transfer_record_stripe_reversals
@@ -212,9 +213,12 @@ def _account_deauthorized(event: WebhookEvent) -> None:
 
 
 def _payout_changed(event: WebhookEvent) -> None:
-    result = payout_record(account_id=event.account, payout=payout_from_stripe(_object(event)))
-    if result.outcome == PayoutEventOutcome.NOT_OUR_SELLER:
+    seller = seller_for_connected_account(account_id=event.account)
+    if seller is None:
         raise EventNotOurs(f"{event.account} is not a seller's connected account")
+    payout_record(
+        seller=seller, account_id=event.account, payout=payout_from_stripe(_object(event))
+    )
 
 
 def _handlers(account: str) -> dict[str, Callable[[WebhookEvent], None]]:
