@@ -7,9 +7,10 @@ import csv
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from devtools.management.commands.sandbox_payout import Command as SandboxPayoutCommand
 from payouts import tasks
 from payouts.console import needs_attention
 from payouts.models import Payout, PayoutItemKind, SellerTransfer, WebhookEvent, WebhookOutcome
@@ -414,3 +415,29 @@ def test_the_console_goes_from_the_seller_to_their_payouts_to_the_lines(
     for order in orders:
         assert f"/admin/marketplace/order/{order.pk}/change/" in lines
     assert lines.count(">reversal<") == 1 and lines.count(">transfer<") == 3
+
+
+def test_the_development_command_pays_a_seller_out_at_the_sandbox(
+    client, sandbox, sandbox_server, stripe_client, settings
+):
+    seller = connected_seller(stripe_client)
+    paid_order(stripe_client, [1000], webhook=client, sellers=[seller])
+    settings.DEBUG, settings.STRIPE_USES_LOCAL_SANDBOX = True, True
+    settings.SANDBOX_URL = sandbox_server.url
+    out = io.StringIO()
+
+    call_command(SandboxPayoutCommand(), seller.pk, "--fail", "no_account", stdout=out)
+
+    [payout_id] = {e["data"]["object"]["id"] for e in sandbox.events("payout.failed")}
+    assert out.getvalue().strip() == f"{payout_id}: 900 usd failed (no_account)"
+    deliver_payout_events(client, sandbox, payout_id)
+    assert Payout.objects.get().failure_code == "no_account"
+
+
+def test_the_development_command_refuses_to_run_without_debug(sandbox, stripe_client, settings):
+    seller = connected_seller(stripe_client)
+    settings.DEBUG = False
+
+    with pytest.raises(CommandError, match="only runs in development"):
+        call_command(SandboxPayoutCommand(), seller.pk)
+    assert sandbox.state()["payouts"] == []
