@@ -141,6 +141,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TransferStatusEnum": "payouts.transitions.TransferStatus",
         "WebhookOutcomeEnum": "payouts.models.WebhookOutcome",
+        "PayoutStatusEnum": "payouts.models.PayoutStatus",
+        "RefundStatusEnum": "marketplace.models.RefundStatus",
+        "DisputeStatusEnum": "marketplace.models.DisputeStatus",
     },
 }
 
