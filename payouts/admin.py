@@ -14,7 +14,8 @@ from django.utils.text import Truncator
 from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
 from config.money import format_money
-from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin, SellerAdmin
+from ledger.admin import SellerWithBookAdmin
+from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
 from marketplace.models import Dispute, Order, Refund, Seller
 from payouts import selectors
 from payouts.admin_site import attention_label, transfer_badge
@@ -668,11 +669,11 @@ class PayoutAdmin(ReadOnlyAdmin):
         return request.user.has_perm("payouts.reconcile_payout")
 
 
-class SellerWithPayoutsAdmin(SellerAdmin):
-    """The seller page, with a link to the seller's bank payouts (marketplace never imports
-    payouts: payouts extends its admin)."""
+class SellerWithPayoutsAdmin(SellerWithBookAdmin):
+    """The seller page (with what the book says of them), and a link to the seller's bank
+    payouts (neither marketplace nor the book imports payouts: payouts extends their admin)."""
 
-    readonly_fields = (*SellerAdmin.readonly_fields, "bank_payouts")
+    readonly_fields = (*SellerWithBookAdmin.readonly_fields, "bank_payouts")
 
     @admin.display(description="bank payouts")
     def bank_payouts(self, seller):
