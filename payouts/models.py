@@ -199,6 +199,12 @@ class SellerTransfer(models.Model):
             ),
         ]
         indexes = [
+            # A seller's bank payout names a dispute's give-back by its Stripe transfer.
+            models.Index(
+                fields=["stripe_return_id"],
+                condition=_not_empty("stripe_return_id"),
+                name="idx_transfer_return_id",
+            ),
             # The two worker queries: due rows of one status, oldest first. Partial, so their
             # size follows the backlog, not the millions of settled rows.
             models.Index(

@@ -441,3 +441,30 @@ def test_the_development_command_refuses_to_run_without_debug(sandbox, stripe_cl
     with pytest.raises(CommandError, match="only runs in development"):
         call_command(SandboxPayoutCommand(), seller.pk)
     assert sandbox.state()["payouts"] == []
+
+
+def test_a_disputes_give_back_is_placed_by_its_transfer(client, sandbox, stripe_client):
+    seller = connected_seller(stripe_client)
+
+    def sent(amount):
+        return stripe_client.v1.transfers.create(
+            params={"amount": amount, "currency": "usd", "destination": seller.stripe_account_id}
+        )
+
+    first, given_back = sent(900), sent(400)
+    row = SellerTransferFactory(
+        seller=seller,
+        status=S.COMPLETED,
+        stripe_transfer_id=first.id,
+        stripe_destination_payment_id=first.destination_payment,
+        stripe_return_id=given_back.id,
+    )
+    at_stripe = sandbox.simulate_payout(seller.stripe_account_id)
+
+    deliver_payout_events(client, sandbox, at_stripe["id"])
+
+    items = Payout.objects.get().items.order_by("net")
+    assert [(i.kind, i.transfer_id, i.net) for i in items] == [
+        (K.TRANSFER, row.pk, 400),
+        (K.TRANSFER, row.pk, 900),
+    ]

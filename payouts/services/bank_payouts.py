@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from config.errors import Conflict, NotFound, StripeRefused
@@ -235,19 +234,10 @@ def _place(payout: Payout, lines: list[StripeAccountBalanceLine]) -> list[Payout
     payments = {line.source for line in lines if line.type == "payment" and line.source}
     refunded = {line.source_payment for line in lines if line.source_payment}
     named = {line.source_transfer for line in lines if line.source_transfer}
-    by_payment: dict[str, SellerTransfer] = {
-        row.stripe_destination_payment_id: row
-        for row in SellerTransfer.objects.filter(
-            stripe_destination_payment_id__in=payments | refunded
-        )
-    }
-    by_transfer: dict[str, SellerTransfer] = {}
-    for row in SellerTransfer.objects.filter(
-        Q(stripe_transfer_id__in=named) | Q(stripe_return_id__in=named)
-    ):
-        by_transfer[row.stripe_transfer_id] = row
-        if row.stripe_return_id:
-            by_transfer[row.stripe_return_id] = row
+    by_payment = _transfers_by("stripe_destination_payment_id", payments | refunded)
+    by_transfer = _transfers_by("stripe_transfer_id", named)
+    # A dispute's give-back is a transfer of its own, recorded as the row's latest return.
+    by_transfer.update(_transfers_by("stripe_return_id", named - set(by_transfer)))
     # A payment found through the transfer behind it also places the reversals of that payment.
     for line in lines:
         row = by_transfer.get(line.source_transfer)
@@ -277,6 +267,18 @@ def _place(payout: Payout, lines: list[StripeAccountBalanceLine]) -> list[Payout
             )
         )
     return items
+
+
+def _transfers_by(field: str, ids: set[str]) -> dict[str, SellerTransfer]:
+    """Our transfers whose ``field`` is one of ``ids``, a page's worth per query. The
+    ``<> ''`` condition is the one of the field's partial index, so the index serves it."""
+    ordered = sorted(ids)
+    found: dict[str, SellerTransfer] = {}
+    for start in range(0, len(ordered), PAGE_SIZE):
+        chunk = ordered[start : start + PAGE_SIZE]
+        rows = SellerTransfer.objects.filter(**{f"{field}__in": chunk}).exclude(**{field: ""})
+        found.update((getattr(row, field), row) for row in rows)
+    return found
 
 
 def _classify(
