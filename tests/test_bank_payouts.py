@@ -468,3 +468,34 @@ def test_a_disputes_give_back_is_placed_by_its_transfer(client, sandbox, stripe_
         (K.TRANSFER, row.pk, 400),
         (K.TRANSFER, row.pk, 900),
     ]
+
+
+def test_a_pending_payout_canceled_is_recorded_and_never_read(client, sandbox, stripe_client):
+    seller = connected_seller(stripe_client)
+    pending = {
+        "id": "po_canceled1",
+        "object": "payout",
+        "amount": 1500,
+        "currency": "usd",
+        "status": "pending",
+        "automatic": True,
+        "arrival_date": 1_780_000_000,
+        "created": 1_779_900_000,
+    }
+    account = seller.stripe_account_id
+
+    for event_type, status in [("payout.created", "pending"), ("payout.canceled", "canceled")]:
+        response = post_connect_event(
+            client, event_type, {**pending, "status": status}, account=account
+        )
+        assert response.status_code == 200, response.content
+    late = post_connect_event(
+        client, "payout.updated", {**pending, "status": "in_transit"}, account=account
+    )
+
+    assert late.status_code == 200
+    payout = Payout.objects.get()
+    assert (payout.status, payout.amount, payout.reconciled_at) == ("canceled", 1500, None)
+    assert payout.arrival_date.timestamp() == 1_780_000_000
+    assert needs_attention(now=timezone.now()).payouts == []
+    assert listing_calls(sandbox) == 0
