@@ -7,6 +7,11 @@ from rest_framework.permissions import IsAdminUser
 from config.api import STAFF_AUTHENTICATION
 from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
 from payouts.ops_views import healthz, metrics
+from payouts.payout_views import (
+    SellerPayoutDetailView,
+    SellerPayoutListView,
+    SellerPayoutReconcileView,
+)
 from payouts.views import (
     ConnectWebhookView,
     OrderRefundView,
@@ -61,5 +66,20 @@ urlpatterns = [
         "api/admin/sellers/<int:pk>/debt/write-off/",
         SellerDebtWriteOffView.as_view(),
         name="seller-debt-write-off",
+    ),
+    path(
+        "api/admin/sellers/<int:pk>/payouts/",
+        SellerPayoutListView.as_view(),
+        name="seller-payouts",
+    ),
+    path(
+        "api/admin/sellers/<int:pk>/payouts/<str:stripe_payout_id>/",
+        SellerPayoutDetailView.as_view(),
+        name="seller-payout",
+    ),
+    path(
+        "api/admin/sellers/<int:pk>/payouts/<str:stripe_payout_id>/reconcile/",
+        SellerPayoutReconcileView.as_view(),
+        name="seller-payout-reconcile",
     ),
 ]

@@ -1,5 +1,6 @@
 """Reads of the book: balances and seller statements."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,7 +53,7 @@ def seller_balances(*, seller_id: int, before: datetime | None = None) -> dict[s
 class StatementLine:
     posted_at: datetime
     kind: str
-    account: str  # "payable" or "debt"
+    account: str  # "payable" or "debt"; another app's own (a bank deposit: "bank")
     currency: str
     amount: int  # as the seller sees it: payable owed to them, or debt owed by them
     order_id: int | None
@@ -71,7 +72,7 @@ def seller_statement_lines(
     if end is not None:
         period &= Q(entry__posted_at__lt=end)
     lines = _seller_lines(seller_id).filter(period).select_related("entry", "account")
-    return [
+    book = [
         StatementLine(
             posted_at=line.entry.posted_at,
             kind=line.entry.kind,
@@ -85,3 +86,23 @@ def seller_statement_lines(
         )
         for line in lines.order_by("entry__posted_at", "entry_id", "pk")
     ]
+    others = [
+        line
+        for source in _STATEMENT_SOURCES
+        for line in source(seller_id=seller_id, start=start, end=end)
+    ]
+    # A stable sort: the book's own order is kept among lines of the same moment.
+    return sorted(book + others, key=lambda line: line.posted_at) if others else book
+
+
+# Lines other apps add to a seller's statement that are not the book's money (a bank deposit
+# of the seller's own Stripe balance): each source gives its lines of ``[start, end)``, with an
+# ``account`` of its own, never counted in the balances. The book does not import those apps;
+# they register their source when they load (``AppConfig.ready``).
+StatementSource = Callable[..., list[StatementLine]]
+_STATEMENT_SOURCES: list[StatementSource] = []
+
+
+def statement_source_register(source: StatementSource) -> None:
+    if source not in _STATEMENT_SOURCES:
+        _STATEMENT_SOURCES.append(source)

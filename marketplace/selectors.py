@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 
 from marketplace.models import Order, OrderStatus, RefundStatus, Seller
@@ -71,3 +71,17 @@ def seller_accounts(seller: Seller) -> set[str]:
     changed from (the audited account changes)."""
     earlier = seller.account_changes.values_list("old_account", flat=True)
     return {seller.stripe_account_id, *(account for account in earlier if account)}
+
+
+def seller_for_connected_account(*, account_id: str) -> Seller | None:
+    """The seller whose connected account ``account_id`` is, now or before an audited change
+    (``None`` when it is none of our sellers')."""
+    if not account_id:
+        return None
+    return (
+        Seller.objects.filter(
+            Q(stripe_account_id=account_id) | Q(account_changes__old_account=account_id)
+        )
+        .order_by("pk")
+        .first()
+    )

@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, OuterRef, Subquery, Sum
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -13,13 +14,24 @@ from django.utils.text import Truncator
 from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
 from config.money import format_money
+from ledger.admin import SellerWithBookAdmin
 from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
-from marketplace.models import Dispute, Order, Refund
+from marketplace.models import Dispute, Order, Refund, Seller
 from payouts import selectors
 from payouts.admin_site import attention_label, transfer_badge
-from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
+from payouts.models import (
+    Payout,
+    PayoutItem,
+    PayoutItemKind,
+    PayoutStatus,
+    SellerTransfer,
+    SellerTransferEvent,
+    WebhookEvent,
+    WebhookOutcome,
+)
 from payouts.moves import Actor
 from payouts.selectors import Attention
+from payouts.services.bank_payouts import payout_reconcile_by_staff
 from payouts.services.holds import order_release
 from payouts.services.refunds import order_refund_by_staff, staff_refund_settle
 from payouts.services.requeue import transfer_requeue_by_staff
@@ -494,6 +506,186 @@ class DisputeWithRecoveryAdmin(DisputeAdmin):
         return money(recovered, currency or dispute.currency)
 
 
+# --- Sellers' bank payouts: seller → payouts → the lines each carried --------------------------
+
+PAYOUT_TONES = {
+    PayoutStatus.PENDING: Tone.WAITING,
+    PayoutStatus.IN_TRANSIT: Tone.WAITING,
+    PayoutStatus.PAID: Tone.OK,
+    PayoutStatus.FAILED: Tone.DANGER,
+    PayoutStatus.CANCELED: Tone.NEUTRAL,
+}
+ITEM_TONES = {
+    PayoutItemKind.TRANSFER: Tone.OK,
+    PayoutItemKind.REVERSAL: Tone.NEUTRAL,
+    PayoutItemKind.UNMATCHED: Tone.WARNING,
+}
+
+
+class PayoutItemInline(admin.TabularInline):
+    model = PayoutItem
+    extra = 0
+    can_delete = False
+    fields = (
+        "kind_badge",
+        "stripe_type",
+        "source_link",
+        "amount_money",
+        "net_money",
+        "order_link",
+        "transfer_link",
+        "note",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="kind")
+    def kind_badge(self, item):
+        return badge(item.kind, ITEM_TONES.get(item.kind, Tone.NEUTRAL))
+
+    @admin.display(description="Stripe source")
+    def source_link(self, item):
+        return stripe_link(item.stripe_source_id)
+
+    @admin.display(description="amount")
+    def amount_money(self, item):
+        return money(item.amount, item.currency)
+
+    @admin.display(description="net")
+    def net_money(self, item):
+        return money(item.net, item.currency)
+
+    @admin.display(description="order")
+    def order_link(self, item):
+        if not item.order_id:
+            return EMPTY
+        url = reverse("admin:marketplace_order_change", args=[item.order_id])
+        return format_html('<a href="{}">{}</a>', url, item.order_id)
+
+    @admin.display(description="transfer")
+    def transfer_link(self, item):
+        if not item.transfer_id:
+            return EMPTY
+        url = reverse("admin:payouts_sellertransfer_change", args=[item.transfer_id])
+        return format_html('<a href="{}">{}</a>', url, item.transfer_id)
+
+
+class PayoutSellerFilter(admin.SimpleListFilter):
+    """One seller's payouts (the link from the seller's page); no list of every seller."""
+
+    title = "seller"
+    parameter_name = "seller_id"
+
+    def lookups(self, request, model_admin):
+        value = request.GET.get(self.parameter_name, "")
+        seller = Seller.objects.filter(pk=value).first() if value.isdigit() else None
+        return [(str(seller.pk), str(seller))] if seller else []
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset if value is None else queryset.filter(seller_id=value)
+
+
+class PayoutAttentionFilter(admin.SimpleListFilter):
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("1", "Failed, not read, or not adding up")]
+
+    def queryset(self, request, queryset):
+        return queryset if self.value() is None else queryset.filter(selectors.PAYOUT_ATTENTION)
+
+
+@admin.register(Payout)
+class PayoutAdmin(ReadOnlyAdmin):
+    list_display = (
+        "stripe_payout_id",
+        "seller",
+        "amount_money",
+        "status_badge",
+        "arrival_date",
+        "lines",
+        "unmatched_count",
+        "reason",
+    )
+    list_filter = (PayoutAttentionFilter, PayoutSellerFilter, "status")
+    list_select_related = ("seller",)
+    search_fields = ("=stripe_payout_id",)
+    ordering = ("-id",)
+    inlines = [PayoutItemInline]
+    actions = ["read_again"]
+    shown_as = {"amount": "amount_money", "status": "status_badge"}
+    readonly_fields = ("lines", "reason")
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_money(self, payout):
+        return money(payout.amount, payout.currency)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, payout):
+        return badge(payout.status, PAYOUT_TONES.get(payout.status, Tone.NEUTRAL))
+
+    @admin.display(description="lines")
+    def lines(self, payout):
+        """What its lines add up to, against its amount."""
+        if payout.items_total is None:
+            return "not read" if payout.automatic else "manual: not listable"
+        total = money(payout.items_total, payout.currency)
+        if payout.balanced:
+            return format_html("{} (adds up)", total)
+        return format_html('<span class="reason-attention">{} (does not add up)</span>', total)
+
+    @admin.display(description="Stripe's reason")
+    def reason(self, payout):
+        if payout.failure_code:
+            return f"{payout.failure_code}: {payout.failure_message}"
+        if payout.reconcile_error:
+            return f"not read: {Truncator(payout.reconcile_error).chars(120)}"
+        return EMPTY
+
+    @admin.action(description="Read selected payouts again at Stripe", permissions=["reconcile"])
+    def read_again(self, request, queryset):
+        for payout in queryset.order_by("pk"):
+            try:
+                result = payout_reconcile_by_staff(payout=payout)
+            except DomainError as error:
+                level, text = admin_message(error, about=f"payout {payout.stripe_payout_id}")
+                self.message_user(request, text, level)
+            else:
+                self.message_user(
+                    request,
+                    f"payout {payout.stripe_payout_id}: {result.lines} line(s) in "
+                    f"{result.calls} call(s), {result.unmatched} unmatched",
+                    messages.SUCCESS,
+                )
+
+    def has_reconcile_permission(self, request):
+        return request.user.has_perm("payouts.reconcile_payout")
+
+
+class SellerWithPayoutsAdmin(SellerWithBookAdmin):
+    """The seller page (with what the book says of them), and a link to the seller's bank
+    payouts (neither marketplace nor the book imports payouts: payouts extends their admin)."""
+
+    readonly_fields = (*SellerWithBookAdmin.readonly_fields, "bank_payouts")
+
+    @admin.display(description="bank payouts")
+    def bank_payouts(self, seller):
+        if not seller.pk:
+            return EMPTY
+        url = reverse("admin:payouts_payout_changelist")
+        count = seller.payouts.count()
+        return format_html('<a href="{}?seller_id={}">{} payout(s)</a>', url, seller.pk, count)
+
+
+admin.site.unregister(Seller)
+admin.site.register(Seller, SellerWithPayoutsAdmin)
 admin.site.unregister(Dispute)
 admin.site.register(Dispute, DisputeWithRecoveryAdmin)
 admin.site.unregister(Order)

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class PayoutsConfig(AppConfig):
     name = "payouts"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The seller's statement (the book's) shows a line per bank deposit.
+        from ledger.selectors import statement_source_register
+        from payouts.selectors import payout_statement_lines
+
+        statement_source_register(payout_statement_lines)

@@ -16,7 +16,7 @@ from django.db.models import Count, F, Sum
 from ledger.models import Account, AccountKind, Break, CheckRun, Line
 from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
 from payouts import selectors
-from payouts.models import SellerTransfer, TransferCount, TransferCountKind
+from payouts.models import Payout, SellerTransfer, TransferCount, TransferCountKind
 from payouts.selectors import Attention
 from payouts.transitions import TransferStatus
 
@@ -333,6 +333,7 @@ _ATTENTION_ORDER = {
 
 BREAKS_SHOWN = 50
 DISPUTES_SHOWN = 50
+PAYOUTS_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,10 @@ class NeedsAttention:
     check: CheckRun | None
     breaks: list[Break]  # the latest check's first breaks
     disputes: list[Dispute]  # the open disputes whose evidence is due soonest
+    # Sellers' bank payouts the bank refused, or whose contents could not be read or do not add
+    # up: how many, and the newest.
+    payouts_count: int
+    payouts: list[Payout]
 
 
 def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttention:
@@ -362,6 +367,7 @@ def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttenti
             .order_by(_ATTENTION_ORDER[reason], "pk")[:rows_per_reason]
         )
         groups.append(AttentionGroup(reason, count, list(rows) if count else []))
+    payouts_count, payouts = selectors.payouts_needing_attention(limit=PAYOUTS_SHOWN)
     check = selectors.latest_check_run()
     breaks = (
         list(check.breaks.select_related("seller").order_by("pk")[:BREAKS_SHOWN]) if check else []
@@ -373,4 +379,6 @@ def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttenti
         check=check,
         breaks=breaks,
         disputes=disputes_open(limit=DISPUTES_SHOWN),
+        payouts_count=payouts_count,
+        payouts=payouts,
     )

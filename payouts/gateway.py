@@ -34,6 +34,8 @@ class StripeTransfer:
     transfer_group: str
     metadata: dict[str, str] = field(default_factory=dict)
     created: int = 0  # Unix time at Stripe
+    # The transfer as its connected account sees it: a payment ``py_…`` in that account.
+    destination_payment: str = ""
 
     @property
     def fully_reversed(self) -> bool:
@@ -160,6 +162,103 @@ class StripeRefund:
     charge_id: str
     payment_intent_id: str
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StripePayout:
+    """A connected account's payout to its bank (``payout.*`` events)."""
+
+    id: str
+    amount: int
+    currency: str
+    status: str  # pending, in_transit, paid, failed, canceled
+    arrival_date: int | None  # Unix time
+    created: int
+    automatic: bool
+    failure_code: str
+    failure_message: str
+
+
+def payout_from_stripe(obj: Any) -> StripePayout:
+    """Our payout from Stripe's JSON (a ``payout.*`` event's object)."""
+    arrival = obj.get("arrival_date")
+    return StripePayout(
+        id=obj["id"],
+        amount=minor_units(obj["amount"]),
+        currency=str(obj["currency"]).lower(),
+        status=str(obj.get("status") or "pending"),
+        arrival_date=int(arrival) if arrival else None,
+        created=int(obj.get("created") or 0),
+        automatic=bool(obj.get("automatic", True)),
+        failure_code=obj.get("failure_code") or "",
+        failure_message=obj.get("failure_message") or "",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StripeAccountBalanceLine:
+    """One balance transaction on a connected account. ``amount`` and ``net`` are signed (a
+    payment in is positive, a payment refund or the payout itself negative). ``source`` is the
+    object that made it (``py_…``, ``pyr_…``, ``po_…``); ``source_transfer`` is the platform's
+    transfer behind a payment, ``source_payment`` the payment a payment refund took back."""
+
+    id: str
+    type: str
+    amount: int
+    fee: int
+    net: int
+    currency: str
+    source: str
+    source_transfer: str = ""
+    source_payment: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StripeBalancePage:
+    lines: tuple[StripeAccountBalanceLine, ...]
+    has_more: bool
+
+
+def _signed_units(value: Any, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{field} must be an integer of minor units, got {value!r}")
+    return value
+
+
+def _account_balance_line(obj: Any) -> StripeAccountBalanceLine:
+    source = obj.get("source")
+    expanded = source if isinstance(source, dict) else {}
+    amount = _signed_units(obj["amount"], field="amount")
+    fee = _signed_units(obj.get("fee") or 0, field="fee")
+    return StripeAccountBalanceLine(
+        id=obj["id"],
+        type=str(obj.get("type") or ""),
+        amount=amount,
+        fee=fee,
+        net=_signed_units(obj.get("net", amount - fee), field="net"),
+        currency=str(obj["currency"]).lower(),
+        source=_id_of(source),
+        source_transfer=_id_of(expanded.get("source_transfer")),
+        source_payment=_id_of(expanded.get("charge"))
+        if obj.get("type") == "payment_refund"
+        else "",
+        description=obj.get("description") or "",
+    )
+
+
+class _OnePage:
+    """A list answer kept to the page Stripe sent: ``_call`` would read a ``ListObject`` to its
+    end in one budget slot, and a payout is read page by page, each page through the limiter."""
+
+    def __init__(self, page: Any):
+        self._page = page
+
+    def to_dict(self) -> dict:
+        return {
+            "data": [item.to_dict() for item in self._page.data],
+            "has_more": bool(self._page.has_more),
+        }
 
 
 class GatewayError(Exception):
@@ -292,7 +391,15 @@ def _transfer(obj: Any) -> StripeTransfer:
         transfer_group=obj.get("transfer_group") or "",
         metadata=dict(obj.get("metadata") or {}),
         created=int(obj.get("created") or 0),
+        destination_payment=_id_of(obj.get("destination_payment")),
     )
+
+
+def _id_of(value: Any) -> str:
+    """An id, whether Stripe sent it as is or expanded into its object."""
+    if isinstance(value, dict):
+        return str(value.get("id") or "")
+    return str(value or "")
 
 
 def _reversal(obj: Any) -> StripeReversal:
@@ -516,6 +623,39 @@ class StripeGateway:
         obj = self._call(operation, retrieve, object_id, params={"expand": ["balance_transaction"]})
         txn = obj.get("balance_transaction")
         return settlement_from_stripe(txn) if isinstance(txn, dict) else None
+
+    def payout_balance_page(
+        self,
+        *,
+        account_id: str,
+        payout_id: str,
+        starting_after: str | None = None,
+        limit: int = 100,
+    ) -> StripeBalancePage:
+        """One page of what a connected account's payout carried: its balance transactions,
+        read as that account (``Stripe-Account``), newest first, each line's source expanded
+        (the payment names the transfer behind it, a payment refund its payment). One call."""
+        params: dict[str, Any] = {
+            "payout": payout_id,
+            "limit": limit,
+            "expand": ["data.source"],
+        }
+        if starting_after:
+            params["starting_after"] = starting_after
+
+        def one_page(**kwargs: Any) -> _OnePage:
+            return _OnePage(self._client.v1.balance_transactions.list(**kwargs))
+
+        page = self._call(
+            "balance_transactions.list",
+            one_page,
+            params=params,
+            options={"stripe_account": account_id},
+        )
+        return StripeBalancePage(
+            lines=tuple(_account_balance_line(obj) for obj in page["data"]),
+            has_more=page["has_more"],
+        )
 
     def list_refunds(self, *, charge_id: str) -> list[StripeRefund]:
         objs = self._call(

@@ -93,6 +93,11 @@ class SellerTransfer(models.Model):
     # order's succeeded refunds (payouts/services/shares.py), or what Stripe reports
     # reversed. The worker reverses ``reversal_target - amount_reversed``; it only ever grows.
     reversal_target = models.BigIntegerField(default=0)
+    # The transfer as the seller's connected account sees it (a payment ``py_…``): what the
+    # balance transactions of the seller's bank payouts name.
+    stripe_destination_payment_id = models.CharField(
+        max_length=255, blank=True, default="", db_default=""
+    )
     transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     reversal_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     # Set when an attempt failed in a way that may have moved money (a 5xx) and the next attempt
@@ -187,8 +192,19 @@ class SellerTransfer(models.Model):
                 condition=_not_empty("stripe_reversal_id"),
                 name="uniq_transfer_stripe_reversal_id",
             ),
+            models.UniqueConstraint(
+                fields=["stripe_destination_payment_id"],
+                condition=_not_empty("stripe_destination_payment_id"),
+                name="uniq_transfer_destination_payment",
+            ),
         ]
         indexes = [
+            # A seller's bank payout names a dispute's give-back by its Stripe transfer.
+            models.Index(
+                fields=["stripe_return_id"],
+                condition=_not_empty("stripe_return_id"),
+                name="idx_transfer_return_id",
+            ),
             # The two worker queries: due rows of one status, oldest first. Partial, so their
             # size follows the backlog, not the millions of settled rows.
             models.Index(
@@ -383,3 +399,118 @@ class TransferCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.from_status or '-'} → {self.status or '-'}: {self.n}"
+
+
+class PayoutStatus(models.TextChoices):
+    """Stripe's payout statuses."""
+
+    PENDING = "pending"
+    IN_TRANSIT = "in_transit"
+    PAID = "paid"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class Payout(models.Model):
+    """A seller's bank payout: Stripe paying the seller's connected account balance out to
+    their bank, bundling our transfers (less reversals) with whatever else is on it."""
+
+    Status = PayoutStatus
+
+    seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="payouts")
+    stripe_payout_id = models.CharField(max_length=255, unique=True)
+    stripe_account_id = models.CharField(max_length=255)
+    amount = models.BigIntegerField(help_text="Minor units sent to the bank.")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    arrival_date = models.DateTimeField(null=True, blank=True)
+    stripe_created = models.DateTimeField(null=True, blank=True)
+    # Manual payouts cannot be listed by payout at Stripe, so they are never read.
+    automatic = models.BooleanField(default=True)
+    failure_code = models.CharField(max_length=255, blank=True, default="")
+    failure_message = models.TextField(blank=True, default="")
+    # What was last read of it at Stripe: when, in how many calls, what its lines add up to
+    # (null until read), and why reading failed (empty when it did not).
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    reconcile_calls = models.PositiveIntegerField(default=0)
+    items_total = models.BigIntegerField(null=True, blank=True)
+    unmatched_count = models.PositiveIntegerField(default=0)
+    reconcile_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=PayoutStatus.values), name="chk_payout_status"
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="chk_payout_amount"),
+            models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_payout_currency"),
+        ]
+        indexes = [
+            models.Index(fields=["seller", "-id"], name="idx_payout_seller"),
+            # "Needs attention": the failed payouts (a handful).
+            models.Index(
+                fields=["id"], condition=Q(status=PayoutStatus.FAILED), name="idx_payout_failed"
+            ),
+        ]
+        permissions = [("reconcile_payout", "Can read a payout's contents at Stripe again")]
+
+    def __str__(self) -> str:
+        return self.stripe_payout_id
+
+    @property
+    def balanced(self) -> bool | None:
+        """Whether its lines add up to its amount (``None`` until read)."""
+        return None if self.items_total is None else self.items_total == self.amount
+
+
+class PayoutItemKind(models.TextChoices):
+    TRANSFER = "transfer"  # one of our transfers to the seller (a payment on their account)
+    REVERSAL = "reversal"  # one of our reversals (a payment refund on their account)
+    UNMATCHED = "unmatched"  # money we did not send, or a line we cannot place
+
+
+class PayoutItem(models.Model):
+    """One balance transaction a payout carried, tied to our transfer when it is ours. Read
+    again as a whole (replaced) whenever the payout is reconciled."""
+
+    Kind = PayoutItemKind
+
+    payout = models.ForeignKey(Payout, on_delete=models.CASCADE, related_name="items")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    stripe_balance_transaction_id = models.CharField(max_length=255)
+    stripe_type = models.CharField(max_length=64)
+    stripe_source_id = models.CharField(max_length=255, blank=True, default="")
+    amount = models.BigIntegerField(help_text="Signed minor units, as Stripe lists it.")
+    fee = models.BigIntegerField(default=0)
+    net = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    transfer = models.ForeignKey(
+        SellerTransfer,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="payout_items",
+    )
+    order = models.ForeignKey(
+        Order, null=True, blank=True, on_delete=models.PROTECT, related_name="payout_items"
+    )
+    note = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payout", "stripe_balance_transaction_id"], name="uniq_payout_item"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=PayoutItemKind.values), name="chk_payout_item_kind"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind=PayoutItemKind.UNMATCHED) | Q(transfer__isnull=False),
+                name="chk_payout_item_matched_has_transfer",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.stripe_balance_transaction_id}"

@@ -103,11 +103,18 @@ def _log(transfer: SellerTransfer, level: int, message: str, **extra: Any) -> No
 
 
 def paid(
-    transfer: SellerTransfer, *, stripe_transfer_id: str, key: str, adopted: bool, actor: Actor
+    transfer: SellerTransfer,
+    *,
+    stripe_transfer_id: str,
+    key: str,
+    adopted: bool,
+    actor: Actor,
+    stripe_destination_payment_id: str = "",
 ) -> SellerTransfer:
     """pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
     earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
-    debt, there was nothing to send (no Stripe transfer)."""
+    debt, there was nothing to send (no Stripe transfer). ``stripe_destination_payment_id``: the
+    transfer on the seller's account (``py_…``), what their bank payouts will list."""
     withheld, sent = transfer.kept_back, transfer.to_send
     with transaction.atomic():
         _move(
@@ -117,6 +124,7 @@ def paid(
             {"stripe_transfer_id": stripe_transfer_id, "adopted": adopted, "sent": sent},
             amount_withheld=withheld,
             stripe_transfer_id=stripe_transfer_id,
+            stripe_destination_payment_id=stripe_destination_payment_id,
             transfer_idempotency_key=key,
             next_retry_at=None,
             error_message="",

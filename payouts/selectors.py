@@ -8,18 +8,25 @@ by the workers' partial indexes and stay cheap however many settled rows the tab
 ``…_recount`` functions read every row, for tests and for checking the counters by hand.
 """
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
 from django.db import connections, router
-from django.db.models import Case, CharField, Count, Min, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, CharField, Count, F, Min, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce
 
 from ledger.models import CheckRun
+from ledger.selectors import StatementLine
 from marketplace.models import Dispute, DisputeStatus, Refund, Seller
 from marketplace.selectors import order_settled_total, order_total
 from payouts.models import (
     OVER_REVERSED,
+    Payout,
+    PayoutItem,
+    PayoutItemKind,
+    PayoutStatus,
     SellerTransfer,
     SellerTransferEvent,
     TransferCount,
@@ -309,3 +316,147 @@ def open_disputes_by_currency() -> dict[str, tuple[int, int]]:
         .order_by()
     )
     return {currency: (count, at_risk) for currency, count, at_risk in rows}
+
+
+# --- Sellers' bank payouts ------------------------------------------------------------------
+
+
+def seller_payouts_page(
+    *, seller_id: int, before_id: int | None, limit: int
+) -> tuple[list[Payout], int | None]:
+    """A page of the seller's bank payouts, newest first, and the id to continue before (``None``
+    on the last page). Keyset on the id, served by ``idx_payout_seller``."""
+    payouts = Payout.objects.filter(seller_id=seller_id)
+    if before_id is not None:
+        payouts = payouts.filter(pk__lt=before_id)
+    page = list(payouts.order_by("-pk")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (page[-1].pk if more else None)
+
+
+def seller_payout(*, seller_id: int, stripe_payout_id: str) -> Payout | None:
+    return Payout.objects.filter(seller_id=seller_id, stripe_payout_id=stripe_payout_id).first()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderInPayout:
+    """One order whose money a payout carried: what was paid in it and taken back, and the
+    refunds and disputes behind what was taken back."""
+
+    order_id: int
+    transfer_id: int
+    stripe_transfer_id: str
+    currency: str
+    transferred: int  # the order's transfer lines in this payout
+    reversed: int  # its reversal lines (negative)
+    refunds: list[Refund]
+    disputes: list[Dispute]
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutContents:
+    payout: Payout
+    items: list[PayoutItem]
+    orders: list[OrderInPayout]
+    unmatched: list[PayoutItem]
+    transfers_total: int
+    reversals_total: int
+    unmatched_total: int
+
+
+def payout_contents(*, payout: Payout) -> PayoutContents:
+    """What the payout carried, as last read at Stripe: every line, per order, and what could
+    not be placed."""
+    items = list(payout.items.select_related("transfer").order_by("pk"))
+    order_ids = {item.order_id for item in items if item.order_id}
+    refunds: dict[int, list[Refund]] = {}
+    for refund in Refund.objects.filter(order_id__in=order_ids).order_by("pk"):
+        refunds.setdefault(refund.order_id, []).append(refund)
+    disputes: dict[int, list[Dispute]] = {}
+    for dispute in Dispute.objects.filter(order_id__in=order_ids).order_by("pk"):
+        disputes.setdefault(dispute.order_id, []).append(dispute)
+    by_transfer: dict[int, list[PayoutItem]] = {}
+    for item in items:
+        if item.transfer_id:
+            by_transfer.setdefault(item.transfer_id, []).append(item)
+    orders = []
+    for lines in by_transfer.values():
+        row = lines[0].transfer
+        orders.append(
+            OrderInPayout(
+                order_id=row.order_id,
+                transfer_id=row.pk,
+                stripe_transfer_id=row.stripe_transfer_id,
+                currency=lines[0].currency,
+                transferred=sum(i.net for i in lines if i.kind == PayoutItemKind.TRANSFER),
+                reversed=sum(i.net for i in lines if i.kind == PayoutItemKind.REVERSAL),
+                refunds=refunds.get(row.order_id, []),
+                disputes=disputes.get(row.order_id, []),
+            )
+        )
+    unmatched = [item for item in items if item.kind == PayoutItemKind.UNMATCHED]
+
+    def total(kind: str) -> int:
+        return sum(item.net for item in items if item.kind == kind)
+
+    return PayoutContents(
+        payout=payout,
+        items=items,
+        orders=sorted(orders, key=lambda entry: entry.order_id),
+        unmatched=unmatched,
+        transfers_total=total(PayoutItemKind.TRANSFER),
+        reversals_total=total(PayoutItemKind.REVERSAL),
+        unmatched_total=total(PayoutItemKind.UNMATCHED),
+    )
+
+
+# Payouts that need a person: the bank refused them, or what they carried could not be read
+# or does not add up.
+PAYOUT_ATTENTION = (
+    Q(status=PayoutStatus.FAILED)
+    | ~Q(reconcile_error="")
+    | (Q(items_total__isnull=False) & ~Q(items_total=F("amount")))
+)
+
+
+def payouts_needing_attention(*, limit: int) -> tuple[int, list[Payout]]:
+    """How many payouts need a person, and the newest ``limit`` of them."""
+    payouts = Payout.objects.filter(PAYOUT_ATTENTION)
+    return payouts.count(), list(payouts.select_related("seller").order_by("-pk")[:limit])
+
+
+def payout_statement_lines(
+    *, seller_id: int, start: datetime | None, end: datetime | None
+) -> list[StatementLine]:
+    """A line per bank deposit for the seller's statement: not the book's money (the payout
+    moves the seller's own Stripe balance to their bank), so under the account ``bank`` and
+    never in the balances. Dated when it arrives (or, without that, when Stripe made it)."""
+    payouts = Payout.objects.filter(seller_id=seller_id).annotate(
+        dated=Coalesce("arrival_date", "stripe_created", "created_at")
+    )
+    if start is not None:
+        payouts = payouts.filter(dated__gte=start)
+    if end is not None:
+        payouts = payouts.filter(dated__lt=end)
+    return [
+        StatementLine(
+            posted_at=payout.dated,
+            kind="payout" if payout.status != PayoutStatus.FAILED else "payout_failed",
+            account="bank",
+            currency=payout.currency,
+            amount=payout.amount,
+            order_id=None,
+            transfer_id=None,
+            stripe_id=payout.stripe_payout_id,
+            memo=_deposit_memo(payout),
+        )
+        for payout in payouts.order_by("dated", "pk")
+    ]
+
+
+def _deposit_memo(payout: Payout) -> str:
+    if payout.status == PayoutStatus.FAILED:
+        reason = payout.failure_message or "no reason given"
+        return f"bank deposit failed ({payout.failure_code or 'unknown'}): {reason}"
+    return f"bank deposit, {payout.status}"

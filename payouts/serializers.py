@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
-from marketplace.models import Refund
-from payouts.models import SellerTransfer
+from marketplace.models import Dispute, Refund
+from payouts.models import Payout, PayoutItem, SellerTransfer
 
 # What staff see of a seller transfer, in the API and on the order's admin page.
 TRANSFER_FIELDS = (
@@ -62,3 +62,95 @@ class RefundSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+# --- Sellers' bank payouts -------------------------------------------------------------------
+
+
+class PayoutSerializer(serializers.ModelSerializer):
+    balanced = serializers.BooleanField(
+        allow_null=True, help_text="Whether its lines add up to its amount (null until read)."
+    )
+
+    class Meta:
+        model = Payout
+        fields = (
+            "id",
+            "seller",
+            "stripe_payout_id",
+            "stripe_account_id",
+            "amount",
+            "currency",
+            "status",
+            "arrival_date",
+            "stripe_created",
+            "automatic",
+            "failure_code",
+            "failure_message",
+            "reconciled_at",
+            "reconcile_calls",
+            "items_total",
+            "unmatched_count",
+            "reconcile_error",
+            "balanced",
+        )
+        read_only_fields = fields
+
+
+class PayoutItemSerializer(serializers.ModelSerializer):
+    stripe_transfer_id = serializers.CharField(
+        source="transfer.stripe_transfer_id", default="", read_only=True
+    )
+
+    class Meta:
+        model = PayoutItem
+        fields = (
+            "kind",
+            "stripe_balance_transaction_id",
+            "stripe_type",
+            "stripe_source_id",
+            "amount",
+            "fee",
+            "net",
+            "currency",
+            "order",
+            "transfer",
+            "stripe_transfer_id",
+            "note",
+        )
+        read_only_fields = fields
+
+
+class PayoutRefundSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Refund
+        fields = ("id", "stripe_refund_id", "amount", "currency", "status")
+        read_only_fields = fields
+
+
+class PayoutDisputeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Dispute
+        fields = ("id", "stripe_dispute_id", "amount", "currency", "status", "reason")
+        read_only_fields = fields
+
+
+class OrderInPayoutSerializer(serializers.Serializer):
+    order_id = serializers.IntegerField()
+    transfer_id = serializers.IntegerField()
+    stripe_transfer_id = serializers.CharField()
+    currency = serializers.CharField()
+    transferred = serializers.IntegerField(help_text="Its transfer lines in this payout.")
+    reversed = serializers.IntegerField(help_text="Its reversal lines (negative).")
+    refunds = PayoutRefundSerializer(many=True)
+    disputes = PayoutDisputeSerializer(many=True)
+
+
+class PayoutContentsSerializer(serializers.Serializer):
+    payout = PayoutSerializer()
+    orders = OrderInPayoutSerializer(many=True)
+    items = PayoutItemSerializer(many=True)
+    unmatched = PayoutItemSerializer(many=True, help_text="Lines we cannot place, and why.")
+    transfers_total = serializers.IntegerField()
+    reversals_total = serializers.IntegerField()
+    unmatched_total = serializers.IntegerField()

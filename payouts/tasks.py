@@ -5,6 +5,7 @@ from django.conf import settings
 
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
 from payouts.health import heartbeat_stamp
+from payouts.services.bank_payouts import payout_reconcile, payouts_reconcile_unread
 from payouts.services.counters import transfer_counts_compact
 from payouts.services.holds import holds_release_due
 from payouts.services.ledger_check import ledger_check_daily, ledger_check_weekly
@@ -92,3 +93,13 @@ def expire_webhook_events() -> dict[str, int]:
 @shared_task
 def heartbeat() -> dict[str, int]:
     return heartbeat_stamp()
+
+
+@shared_task
+def reconcile_payout(payout_id: int) -> dict[str, int | str]:
+    return payout_reconcile(payout_id=payout_id).summary()
+
+
+@shared_task
+def reconcile_unread_payouts() -> dict[str, int]:
+    return payouts_reconcile_unread()

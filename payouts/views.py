@@ -112,7 +112,8 @@ class StripeWebhookView(APIView):
 
 class ConnectWebhookView(APIView):
     """``POST /webhooks/stripe/connect/``: the connected accounts' events (``account.updated``,
-    ``account.application.deauthorized``), signed with the Connect endpoint's own secret."""
+    ``account.application.deauthorized``, ``payout.*``), signed with the Connect endpoint's own
+    secret."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]

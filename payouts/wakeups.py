@@ -108,3 +108,8 @@ def sync_charge_refunds_after_commit(*, charge_id: str) -> None:
     """Fetch the charge's refunds from Stripe (outside the request) once the transaction
     commits."""
     _after_commit("sync_charge_refunds", charge_id=charge_id)
+
+
+def payout_paid_after_commit(*, payout_id: int) -> None:
+    """A seller's bank payout was paid: read what it carried at Stripe once this commits."""
+    _after_commit("reconcile_payout", payout_id=payout_id)

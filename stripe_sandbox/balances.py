@@ -13,7 +13,19 @@ Every movement of money gets a Stripe balance transaction (``txn_…``):
 * a dispute: ``type: "adjustment"``, negative plus the dispute fee when funds are
   withdrawn, positive (fee returned) when they are reinstated;
 * a transfer: ``type: "transfer"``, negative; a reversal: ``type: "transfer_refund"``;
-* a payout from a connected account: ``type: "payout"``, owned by that account.
+* a payout from a connected account: ``type: "payout"``, owned by that account;
+  a failed one gives its amount back with a ``payout_failure`` transaction.
+
+A transfer also lands on its connected account, as Stripe shows it there: a
+``payment`` (``py_…``, the transfer's ``destination_payment``, whose
+``source_transfer`` names the transfer) with a ``type: "payment"`` balance
+transaction; a reversal takes it back as a ``payment_refund`` (``pyr_…``, the
+reversal's ``destination_payment_refund``, whose ``charge`` is the ``py_…``).
+These transactions, and the account's manual adjustments, are owned by the
+account. A payout of everything available (the default) carries every one of
+them not paid out yet, as Stripe's automatic payouts do, so
+``GET /v1/balance_transactions?payout=po_…`` (as the account) lists what is in
+it; a payout of part of the balance is a manual one, which Stripe cannot list.
 
 Everything is ``available`` at once; the sandbox has no pending period. The
 platform's balance is the sum of the ``net`` of its own transactions. Unlike
@@ -54,7 +66,24 @@ TXN_KINDS = {
     "transfer": ("transfer", "transfer"),
     "transfer_refund": ("transfer_refund", "transfer_reversal"),
     "payout": ("payout", "payout"),
+    "payout_failure": ("payout_failure", "payout_reversal"),
+    "payment": ("payment", "charge"),
+    "payment_refund": ("payment_refund", "refund"),
+    "adjustment": ("adjustment", "other_adjustment"),
 }
+
+# Stripe's failure codes for payouts the sandbox can fail, with Stripe's wording.
+PAYOUT_FAILURES = {
+    "account_closed": "The bank account has been closed.",
+    "account_frozen": "The bank account has been frozen.",
+    "could_not_process": "The bank could not process this payout.",
+    "insufficient_funds": "Your Stripe account has insufficient funds to cover the payout.",
+    "no_account": "The bank account details on file are probably incorrect. No bank account "
+    "could be located with those details.",
+}
+MANUAL_PAYOUT_LISTING = (
+    "Balance transaction history can only be filtered on automatic transfers, not manual."
+)
 
 # Stripe's answer to a payout larger than the available balance.
 PAYOUT_INSUFFICIENT = (
@@ -123,14 +152,14 @@ def _fee_detail(fee: int, currency: str, label: str | None) -> dict[str, Any]:
     }
 
 
-def _new_payout(amount: int, currency: str) -> dict[str, Any]:
+def _new_payout(amount: int, currency: str, *, automatic: bool) -> dict[str, Any]:
     created = now()
     return {
         "id": new_id("po"),
         "object": "payout",
         "amount": amount,
         "arrival_date": created,
-        "automatic": False,
+        "automatic": automatic,
         "balance_transaction": None,
         "created": created,
         "currency": currency,
@@ -296,7 +325,27 @@ class BalancesMixin:
     def _transfer_txn(self, transfer: dict[str, Any]) -> str:
         self._credit(transfer["destination"], transfer["currency"], transfer["amount"])
         txn = self._txn("transfer", transfer["id"], -transfer["amount"], transfer["currency"])
+        self._destination_payment(transfer)
         return txn["id"]
+
+    def _destination_payment(self, transfer: dict[str, Any]) -> None:
+        """The transfer as the connected account sees it: a ``py_…`` payment."""
+        payment_id, account = transfer["destination_payment"], transfer["destination"]
+        txn = self._txn(
+            "payment", payment_id, transfer["amount"], transfer["currency"], owner=account
+        )
+        self.destination_payments[payment_id] = {
+            "id": payment_id,
+            "object": "charge",
+            "amount": transfer["amount"],
+            "amount_refunded": 0,
+            "balance_transaction": txn["id"],
+            "created": txn["created"],
+            "currency": transfer["currency"],
+            "paid": True,
+            "source_transfer": transfer["id"],
+            "status": "succeeded",
+        }
 
     def _check_reversal_funds(self, transfer: dict[str, Any], amount: int) -> None:
         account, currency = transfer["destination"], transfer["currency"]
@@ -312,7 +361,33 @@ class BalancesMixin:
     def _reversal_txn(self, reversal: dict[str, Any], destination: str) -> str:
         self._credit(destination, reversal["currency"], -reversal["amount"])
         txn = self._txn("transfer_refund", reversal["id"], reversal["amount"], reversal["currency"])
+        self._destination_payment_refund(reversal, destination)
         return txn["id"]
+
+    def _destination_payment_refund(self, reversal: dict[str, Any], destination: str) -> None:
+        """The reversal as the connected account sees it: a ``pyr_…`` refund of its payment."""
+        refund_id = reversal["destination_payment_refund"]
+        payment_id = self.transfers[reversal["transfer"]]["destination_payment"]
+        txn = self._txn(
+            "payment_refund",
+            refund_id,
+            -reversal["amount"],
+            reversal["currency"],
+            owner=destination,
+        )
+        payment = self.destination_payments.get(payment_id)
+        if payment is not None:
+            payment["amount_refunded"] += reversal["amount"]
+        self.destination_payment_refunds[refund_id] = {
+            "id": refund_id,
+            "object": "refund",
+            "amount": reversal["amount"],
+            "balance_transaction": txn["id"],
+            "charge": payment_id,
+            "created": txn["created"],
+            "currency": reversal["currency"],
+            "status": "succeeded",
+        }
 
     # -- balances -------------------------------------------------------------
 
@@ -340,25 +415,112 @@ class BalancesMixin:
             return self.account_balance(ctx.stripe_account)
         return _balance_object(self.platform_balance(), self.settlement["currency"], platform=True)
 
-    def simulate_payout(self, account_id: str, amount: int, currency: str | None, ctx):
+    def simulate_payout(
+        self,
+        account_id: str,
+        amount: int | None,
+        currency: str | None,
+        ctx,
+        *,
+        failure_code: str | None = None,
+    ):
         """A payout from a connected account to its bank: debits its available balance.
 
-        ``currency`` defaults to the account's default currency.
+        ``currency`` defaults to the account's default currency and ``amount`` to all of its
+        available balance in it: such a payout carries every balance transaction not paid out
+        yet (an automatic payout). Part of the balance is a manual payout. With
+        ``failure_code`` the bank refuses it: ``payout.failed``, and the money comes back.
         """
         account = self._get(self.accounts, "account", account_id)
         currency = currency or account["default_currency"]
-        if amount > self.available(account_id, currency):
+        available = self.available(account_id, currency)
+        if failure_code is not None and failure_code not in PAYOUT_FAILURES:
+            known = ", ".join(sorted(PAYOUT_FAILURES))
+            raise ControlError(f"failure_code must be one of {known}, got {failure_code!r}")
+        if amount is None:
+            if available <= 0:
+                raise ControlError(f"{account_id} has nothing available in {currency}", 409)
+            amount = available
+        if amount > available:
             raise StripeApiError(
                 400, "invalid_request_error", PAYOUT_INSUFFICIENT, code="balance_insufficient"
             )
-        payout = _new_payout(amount, currency)
+        automatic = amount == available
+        payout = _new_payout(amount, currency, automatic=automatic)
+        if automatic:
+            for txn_id in self._unpaid_txns(account_id, currency):
+                self.txn_payout[txn_id] = payout["id"]
         txn = self._txn(
             "payout", payout["id"], -amount, currency, description="STRIPE PAYOUT", owner=account_id
         )
+        self.txn_payout[txn["id"]] = payout["id"]
         payout["balance_transaction"] = txn["id"]
         self._credit(account_id, currency, -amount)
         self.payouts[payout["id"]] = payout
         self.emit("payout.created", payout, ctx, account=account_id)
-        payout["status"] = "paid"
-        self.emit("payout.paid", payout, ctx, account=account_id)
+        if failure_code is None:
+            payout["status"] = "paid"
+            self.emit("payout.paid", payout, ctx, account=account_id)
+        else:
+            failure = self._txn("payout_failure", payout["id"], amount, currency, owner=account_id)
+            self._credit(account_id, currency, amount)
+            payout.update(
+                status="failed",
+                failure_balance_transaction=failure["id"],
+                failure_code=failure_code,
+                failure_message=PAYOUT_FAILURES[failure_code],
+            )
+            self.emit("payout.failed", payout, ctx, account=account_id)
         return copy.deepcopy(payout)
+
+    def _unpaid_txns(self, account_id: str, currency: str) -> list[str]:
+        return [
+            txn_id
+            for txn_id, owner in self.txn_owner.items()
+            if owner == account_id
+            and txn_id not in self.txn_payout
+            and self.balance_transactions[txn_id]["currency"] == currency
+        ]
+
+    def adjust_account(self, account_id: str, amount: int, currency: str | None, ctx):
+        """Money on a connected account that no transfer of the platform explains (a fee
+        Stripe charged it, a credit): an ``adjustment`` owned by the account."""
+        account = self._get(self.accounts, "account", account_id)
+        currency = currency or account["default_currency"]
+        if amount < 0 and -amount > self.available(account_id, currency):
+            raise ControlError(f"{account_id} has less than {-amount} available", 409)
+        self._credit(account_id, currency, amount)
+        txn = self._txn(
+            "adjustment", new_id("adj"), amount, currency, description="Adjustment",
+            owner=account_id,
+        )  # fmt: skip
+        return copy.deepcopy(txn)
+
+    def list_balance_transactions(self, params, args: tuple[str, ...], ctx):
+        """``GET /v1/balance_transactions``: the platform's, or (``Stripe-Account``) the
+        account's; ``payout`` filters to what an automatic payout carried."""
+        payout_id, txn_type = params.string("payout"), params.string("type")
+        owner = ctx.stripe_account
+        if payout_id is not None:
+            payout = self.payouts.get(payout_id)
+            if payout is None or self.txn_owner.get(payout["balance_transaction"]) != owner:
+                raise resource_missing("payout", payout_id, param="payout", status=400)
+            if not payout["automatic"]:
+                raise invalid_request(MANUAL_PAYOUT_LISTING, param="payout")
+        items = [
+            txn
+            for txn in self.balance_transactions.values()
+            if self.txn_owner.get(txn["id"]) == owner
+            and (payout_id is None or self.txn_payout.get(txn["id"]) == payout_id)
+            and (txn_type is None or txn["type"] == txn_type)
+        ]
+        expand = [
+            path.removeprefix("data.")
+            for path in params.string_list("expand")
+            if path.startswith("data.")
+        ]
+
+        def render(txn: dict[str, Any]) -> dict[str, Any]:
+            return self.expand(copy.deepcopy(txn), expand)
+
+        return self._page(items, params, "/v1/balance_transactions", "balance_transaction", render)

@@ -51,7 +51,13 @@ Out-of-band changes: what happens at Stripe without the service asking
                                          {"status", "disabled_reason", "requirements"}
        active | inactive | pending; emits account.updated and capability.updated
   POST /_sandbox/accounts/{id}/deauthorize   emits account.application.deauthorized
-  POST /_sandbox/accounts/{id}/payout   {"amount", "currency"}  pay out of its balance
+  POST /_sandbox/accounts/{id}/payout   {"amount", "currency", "failure_code"}
+       pay out of its balance: all of it by default (an automatic payout, whose balance
+       transactions GET /v1/balance_transactions?payout= lists), or part of it (manual);
+       payout.created then payout.paid, or payout.failed with failure_code
+       (account_closed, account_frozen, could_not_process, insufficient_funds, no_account)
+  POST /_sandbox/accounts/{id}/adjustment  {"amount" (signed), "currency"}
+       money on the account that no transfer explains (an adjustment)
   GET  /_sandbox/accounts/{id}/balance  its available balance, as Stripe's balance object
 """
 
@@ -144,14 +150,30 @@ def _deauthorize(sandbox, ids, payload):
     return sandbox.mutate(lambda store, ctx: store.deauthorize_account(ids[0], ctx))
 
 
-def _payout(sandbox, ids, payload):
-    amount = _integer(payload, "amount", required=True)
+def _currency(payload: dict[str, Any]) -> str | None:
     currency = _string(payload, "currency")
     if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
         raise ControlError(f"currency must be a three-letter code, got {currency!r}")
+    return currency.lower() if currency else None
 
-    chosen = currency.lower() if currency else None
-    return sandbox.mutate(lambda store, ctx: store.simulate_payout(ids[0], amount, chosen, ctx))
+
+def _payout(sandbox, ids, payload):
+    amount = _integer(payload, "amount")
+    chosen = _currency(payload)
+    failure_code = _string(payload, "failure_code")
+    return sandbox.mutate(
+        lambda store, ctx: store.simulate_payout(
+            ids[0], amount, chosen, ctx, failure_code=failure_code
+        )
+    )
+
+
+def _adjustment(sandbox, ids, payload):
+    amount = payload.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
+        raise ControlError(f"amount must be a non-zero integer, got {amount!r}")
+    chosen = _currency(payload)
+    return sandbox.mutate(lambda store, ctx: store.adjust_account(ids[0], amount, chosen, ctx))
 
 
 def _account_balance(sandbox, ids, payload):
@@ -195,6 +217,7 @@ ROUTES: list[tuple[str, tuple[str | None, ...], Handler]] = [
     ("POST", ("accounts", _ID, "capabilities", "transfers"), _set_transfers_capability),
     ("POST", ("accounts", _ID, "deauthorize"), _deauthorize),
     ("POST", ("accounts", _ID, "payout"), _payout),
+    ("POST", ("accounts", _ID, "adjustment"), _adjustment),
     ("GET", ("accounts", _ID, "balance"), _account_balance),
     ("POST", ("webhooks", "connect"), _connect_webhooks),
     ("POST", ("idempotency", "forget"), _forget_idempotency_keys),

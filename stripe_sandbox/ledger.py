@@ -134,7 +134,9 @@ def _accounts(store) -> list[dict[str, Any]]:
                 _add(moved["transferred"], transfer["currency"], transfer["amount"])
                 _add(moved["reversed"], transfer["currency"], transfer["amount_reversed"])
         for payout in store.payouts.values():
-            if store.txn_owner.get(payout["balance_transaction"]) == account_id:
+            # A failed payout's money came back to the account.
+            owned = store.txn_owner.get(payout["balance_transaction"]) == account_id
+            if owned and payout["status"] != "failed":
                 _add(moved["paid_out"], payout["currency"], payout["amount"])
         balances = dict(store.balances.get(account_id, {}))
         reversed_, paid_out = moved["reversed"], moved["paid_out"]

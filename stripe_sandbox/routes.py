@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", "/v1/transfers/{id}/reversals/{id}", "reversals.retrieve"),
         ("GET", "/v1/events/{id}", "events.retrieve"),
         ("GET", "/v1/balance", "balance.retrieve"),
+        ("GET", "/v1/balance_transactions", "balance_transactions.list"),
         ("GET", "/v1/balance_transactions/{id}", "balance_transactions.retrieve"),
         ("GET", "/v1/disputes", "disputes.list"),
         ("GET", "/v1/disputes/{id}", "disputes.retrieve"),

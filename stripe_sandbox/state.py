@@ -61,6 +61,8 @@ _TABLE_BY_PREFIX = {
     "dp": "disputes",
     "pi": "payment_intents",
     "po": "payouts",
+    "py": "destination_payments",
+    "pyr": "destination_payment_refunds",
     "re": "refunds",
     "tr": "transfers",
     "trr": "reversals",
@@ -84,6 +86,9 @@ PERSISTED = (
     "balances",
     "disputes",
     "payouts",
+    "txn_payout",
+    "destination_payments",
+    "destination_payment_refunds",
     "deauthorized",
     "application",
 )
@@ -127,6 +132,11 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
         self.balances: dict[str, dict[str, int]] = {}
         self.disputes: dict[str, dict[str, Any]] = {}
         self.payouts: dict[str, dict[str, Any]] = {}
+        # Balance transaction -> the automatic payout that carried it to the bank.
+        self.txn_payout: dict[str, str] = {}
+        # Transfers and reversals as their connected accounts see them (py_…, pyr_…).
+        self.destination_payments: dict[str, dict[str, Any]] = {}
+        self.destination_payment_refunds: dict[str, dict[str, Any]] = {}
         # Accounts the platform was deauthorized from -> when.
         self.deauthorized: dict[str, int] = {}
         self.application = {"id": new_id("ca"), "object": "application", "name": "stripe_sandbox"}
@@ -735,6 +745,7 @@ OPERATIONS = {
     "events.retrieve": Store.retrieve_event,
     "balance.retrieve": Store.retrieve_balance,
     "balance_transactions.retrieve": Store.retrieve_balance_transaction,
+    "balance_transactions.list": Store.list_balance_transactions,
     "disputes.retrieve": Store.retrieve_dispute,
     "disputes.list": Store.list_disputes,
 }

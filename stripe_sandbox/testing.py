@@ -254,10 +254,23 @@ class SandboxControl:
         """The account disconnects the platform; returns ``{"account", "application"}``."""
         return self._call("POST", f"accounts/{account_id}/deauthorize", {})
 
-    def simulate_payout(self, account_id: str, amount: int, currency: str | None = None) -> dict:
-        """Pay ``amount`` out of the account's available balance; returns the payout."""
-        payload = {"amount": amount, "currency": currency}
+    def simulate_payout(
+        self,
+        account_id: str,
+        amount: int | None = None,
+        currency: str | None = None,
+        *,
+        failure_code: str | None = None,
+    ) -> dict:
+        """Pay ``amount`` out of the account's available balance (all of it, as an automatic
+        payout, when ``None``); with ``failure_code`` the bank refuses it. Returns the payout."""
+        payload = {"amount": amount, "currency": currency, "failure_code": failure_code}
         return self._call("POST", f"accounts/{account_id}/payout", payload)
+
+    def adjust_account(self, account_id: str, amount: int, currency: str | None = None) -> dict:
+        """Money on the account that no transfer explains; returns its balance transaction."""
+        payload = {"amount": amount, "currency": currency}
+        return self._call("POST", f"accounts/{account_id}/adjustment", payload)
 
     def account_balance(self, account_id: str) -> dict:
         return self._call("GET", f"accounts/{account_id}/balance")

@@ -90,6 +90,34 @@ def post_connect_event(client, event_type: str, obj: dict, *, account: str, secr
     )
 
 
+def post_signed_connect_event(client, event: dict):
+    """POST an event the sandbox made for a connected account (it carries its ``account``) to
+    the Connect endpoint, signed with the Connect secret, as Stripe delivers it."""
+    body = json.dumps(event).encode()
+    return client.post(
+        "/webhooks/stripe/connect/",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(body, CONNECT_WEBHOOK_SECRET),
+    )
+
+
+def deliver_payout_events(client, sandbox, payout_id: str) -> list[dict]:
+    """Deliver the sandbox's ``payout.*`` events of ``payout_id`` to the Connect endpoint, in the
+    order they were made, running what they start after commit (reading the payout at
+    Stripe); each must be answered 200. Returns the events."""
+    events = [
+        event
+        for event in sandbox.events()
+        if event["type"].startswith("payout.") and event["data"]["object"]["id"] == payout_id
+    ]
+    for event in events:
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            response = post_signed_connect_event(client, event)
+        assert response.status_code == 200, response.content
+    return events
+
+
 def post_event(client, event: dict, *, secret: str = WEBHOOK_SECRET):
     """POST ``event`` to the webhook endpoint with a valid signature, through Django's test
     client (in the test's thread and transaction)."""

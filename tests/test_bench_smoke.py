@@ -80,6 +80,11 @@ SMOKE_RUNS = {
         "path  orders  p50  p90  max",
         (r"payment -> last transfer\s+1\s", r"refund -> last reversal\s+1\s"),
     ),
+    "payout_reads": Smoke(
+        "--sizes 20",
+        "transfers  calls  sandbox log  lines  matched  unmatched  adds up  s",
+        (r"^\s+20\s",),
+    ),
     "scale": Smoke(
         "--sizes 300 --runs 2 --retention-rows 100",
         "transfers  scrape  console  admin list  needs attention  search by id  webhook stored  "

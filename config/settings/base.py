@@ -141,6 +141,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TransferStatusEnum": "payouts.transitions.TransferStatus",
         "WebhookOutcomeEnum": "payouts.models.WebhookOutcome",
+        "PayoutStatusEnum": "payouts.models.PayoutStatus",
+        "RefundStatusEnum": "marketplace.models.RefundStatus",
+        "DisputeStatusEnum": "marketplace.models.DisputeStatus",
     },
 }
 
@@ -221,6 +224,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.tasks.check_ledger_full",
         "schedule": 7 * 24 * 60 * 60,
         "options": {"expires": 6 * 60 * 60},
+    },
+    # Sellers' bank payouts paid but never read at Stripe (their wake-up was lost).
+    "reconcile-unread-payouts": {
+        "task": "payouts.tasks.reconcile_unread_payouts",
+        "schedule": 15 * 60,
+        "options": {"expires": 15 * 60},
     },
     # Fold the /metrics counters' rows (docs/scale.md).
     "compact-transfer-counts": {

@@ -332,7 +332,14 @@ def _attempt(
     except GatewayError as error:
         return failed(error.describe(), error)
     adopted = existing is not None
-    _record_paid(transfer, stripe_transfer_id=result.id, key=key, adopted=adopted, actor=actor)
+    _record_paid(
+        transfer,
+        stripe_transfer_id=result.id,
+        key=key,
+        adopted=adopted,
+        actor=actor,
+        destination_payment=result.destination_payment,
+    )
     return SendOutcome.COMPLETED
 
 
@@ -362,7 +369,13 @@ def _hold_for_the_account(transfer: SellerTransfer, seller, actor: Actor) -> Sen
 
 
 def _record_paid(
-    transfer: SellerTransfer, *, stripe_transfer_id: str, key: str, adopted: bool, actor: Actor
+    transfer: SellerTransfer,
+    *,
+    stripe_transfer_id: str,
+    key: str,
+    adopted: bool,
+    actor: Actor,
+    destination_payment: str = "",
 ) -> None:
     """Paid, and the order's earlier refunds applied to the new payment, in one transaction: a
     refund may have succeeded while this seller was still unpaid, and its share must be taken
@@ -371,7 +384,12 @@ def _record_paid(
     with transaction.atomic():
         order = order_lock(transfer.order_id)
         moves.paid(
-            transfer, stripe_transfer_id=stripe_transfer_id, key=key, adopted=adopted, actor=actor
+            transfer,
+            stripe_transfer_id=stripe_transfer_id,
+            key=key,
+            adopted=adopted,
+            actor=actor,
+            stripe_destination_payment_id=destination_payment,
         )
         transfers_apply_shares(order=order, actor=actor)
 

@@ -15,16 +15,19 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from marketplace.selectors import seller_for_connected_account
 from marketplace.services import OrderMismatch, order_find_for_payment
 from payouts.gateway import (
     account_from_stripe,
     dispute_from_stripe,
     minor_units,
+    payout_from_stripe,
     refund_from_stripe,
 )
 from payouts.metrics import event_refused
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
+from payouts.services.bank_payouts import payout_record
 from payouts.services.disputes import DisputeNotApplicable, dispute_apply
 from payouts.services.holds import seller_account_updated, seller_deauthorized
 from payouts.services.reconciliation import transfer_record_stripe_reversals
@@ -39,6 +42,11 @@ DONE = (WebhookOutcome.PROCESSED, WebhookOutcome.IGNORED)
 
 class WebhookRejected(Exception):
     """The event is well-formed but cannot be applied (unknown order, amounts that disagree)."""
+
+
+class EventNotOurs(Exception):
+    """The event is about something that is not ours (a connected account that is none of our
+    sellers): stored as ``ignored``, nothing applied, nothing to replay."""
 
 
 def webhook_event_ingest(*, payload: dict, connect: bool = False) -> WebhookEvent:
@@ -84,6 +92,12 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent
             try:
                 with transaction.atomic():
                     handler(event)
+            except EventNotOurs as exc:
+                event.outcome, event.error = WebhookOutcome.IGNORED, ""
+                logger.info(
+                    "webhook event not ours; ignored",
+                    extra={"stripe_event_id": event.stripe_event_id, "reason": str(exc)},
+                )
             except Exception as exc:  # noqa: BLE001 - recorded on the row for a replay
                 event.outcome, event.error = WebhookOutcome.FAILED, f"{type(exc).__name__}: {exc}"
                 logger.warning(
@@ -198,6 +212,15 @@ def _account_deauthorized(event: WebhookEvent) -> None:
     seller_deauthorized(account_id=event.account, actor=_actor(event))
 
 
+def _payout_changed(event: WebhookEvent) -> None:
+    seller = seller_for_connected_account(account_id=event.account)
+    if seller is None:
+        raise EventNotOurs(f"{event.account} is not a seller's connected account")
+    payout_record(
+        seller=seller, account_id=event.account, payout=payout_from_stripe(_object(event))
+    )
+
+
 def _handlers(account: str) -> dict[str, Callable[[WebhookEvent], None]]:
     """A connected account's events (stored with their account) and the platform's own are
     told apart: neither endpoint can trigger the other's handlers."""
@@ -207,6 +230,11 @@ def _handlers(account: str) -> dict[str, Callable[[WebhookEvent], None]]:
 CONNECT_HANDLERS: dict[str, Callable[[WebhookEvent], None]] = {
     "account.updated": _account_updated,
     "account.application.deauthorized": _account_deauthorized,
+    "payout.created": _payout_changed,
+    "payout.updated": _payout_changed,
+    "payout.paid": _payout_changed,
+    "payout.failed": _payout_changed,
+    "payout.canceled": _payout_changed,
 }
 
 HANDLERS: dict[str, Callable[[WebhookEvent], None]] = {
