@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from bench import harness
-
 from stripe_sandbox.testing import SandboxControl
 
 DJANGO_SNIPPET = """
