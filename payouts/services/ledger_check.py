@@ -205,7 +205,7 @@ _WRITTEN_OFF = """
     SELECT e.seller_id, l.currency, -sum(l.amount)
     FROM ledger_entry e JOIN ledger_line l ON l.entry_id = e.id
     JOIN ledger_account a ON a.id = l.account_id
-    WHERE e.kind = 'debt_written_off' AND a.kind = 'seller_debt'
+    WHERE e.kind IN ('debt_written_off', 'write_off_reversed') AND a.kind = 'seller_debt'
     GROUP BY e.seller_id, l.currency
 """
 
@@ -272,7 +272,9 @@ def _unbalanced_entries_since(since: datetime) -> list[Found]:
 # Each changed transfer against its own order's lines: the payable and debt lines of its seller
 # (what the per-seller check sums, one order at a time: a transfer is unique per order and seller,
 # and every seller line but a write-off's names its order), and the cash its seller's transfer
-# and reversal entries moved (what the per-transfer check reads). Only disagreements come back.
+# and reversal entries moved (what the per-transfer check reads). A write-off reversed names its
+# order but, as the write-off it undoes, is the seller's (the full check's). Only disagreements
+# come back.
 _BY_ORDER = f"""
     WITH rows AS (
         SELECT t.* FROM payouts_sellertransfer t WHERE t.updated_at >= %(since)s
@@ -281,7 +283,8 @@ _BY_ORDER = f"""
         CROSS JOIN LATERAL (
             SELECT coalesce(a.seller_id, e.seller_id) AS seller_id, l.currency,
                 coalesce(sum(l.amount) FILTER (WHERE a.kind = 'seller_payable'), 0) AS payable,
-                coalesce(sum(l.amount) FILTER (WHERE a.kind = 'seller_debt'), 0) AS debt,
+                coalesce(sum(l.amount) FILTER (
+                    WHERE a.kind = 'seller_debt' AND e.kind <> 'write_off_reversed'), 0) AS debt,
                 -coalesce(sum(l.amount) FILTER (
                     WHERE a.kind = 'platform_cash' AND e.kind = 'transfer'), 0) AS sent,
                 coalesce(sum(l.amount) FILTER (

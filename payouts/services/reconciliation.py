@@ -31,8 +31,8 @@ from payouts.wakeups import reversals_due_after_commit
 logger = logging.getLogger(__name__)
 
 S = TransferStatus
-# States whose row can record a reversal Stripe made.
-_CAN_RECORD_REVERSAL = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED)
+# States whose row can record a reversal Stripe made (on a refused one, it pays the debt).
+_CAN_RECORD_REVERSAL = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED)
 
 
 class RecordOutcome(StrEnum):
