@@ -23,7 +23,7 @@ from django.utils import timezone
 from ledger import services as book
 from payouts.idempotency import NextAttempt
 from payouts.models import SellerTransfer
-from payouts.transitions import EndReason, HeldReason, TransferStatus
+from payouts.transitions import EndReason, HeldReason, TransferStatus, TransitionNotAllowed
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +209,8 @@ def reinstated(transfer: SellerTransfer, *, until: datetime | None, actor: Actor
     """permanently_failed (``order_refunded``) → held | pending: the refund that cancelled the
     transfer failed, so the seller is owed their share again. Held until ``until`` when the
     order's hold has not ended yet, else due now."""
+    if transfer.end_reason != EndReason.ORDER_REFUNDED:
+        raise TransitionNotAllowed(transfer.pk, transfer.status, "reinstated")
     unpaid = transfer.amount - transfer.kept_back
     fields: dict[str, Any] = {"end_reason": "", "retry_count": 0, "error_message": ""}
     if until is not None:
