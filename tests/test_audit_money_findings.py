@@ -14,9 +14,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 
 from ledger.selectors import seller_balances
-from ledger.services import debt_write_off
+from ledger.services import debt_write_off, post_refund
+from marketplace.models import Refund
+from marketplace.services import refund_record
 from payouts import tasks
 from payouts.gateway import get_gateway
 from payouts.models import SellerTransfer
@@ -102,6 +105,35 @@ def test_a_full_refund_during_the_hold_that_fails_pays_the_seller_at_release(
     assert_ledger_check_clean(sandbox)
 
 
+def test_the_reconciliation_pays_a_seller_a_failed_full_refund_left_unpaid_before_the_fix(
+    client, sandbox, stripe_client, deliver, seven_day_hold, django_capture_on_commit_callbacks
+):
+    order, [row] = paid_order(stripe_client, [4000], webhook=client)
+    refund = refund_at_stripe(stripe_client, order)
+    deliver("refund.created")
+    failed = sandbox.fail_refund(refund["id"])
+    # What the failure did before the fix: the refund failed and was booked, the order is
+    # paid again, the cancelled transfer left as it was.
+    with transaction.atomic():
+        refund_record(
+            order=order,
+            stripe_refund_id=failed["id"],
+            amount=failed["amount"],
+            currency=failed["currency"],
+            status=Refund.Status.FAILED,
+        )
+        post_refund(
+            order_id=order.pk, refund_id=failed["id"], currency="usd", amount=4000, failed=True
+        )
+    assert ledger_check_command()[0] == 1
+
+    tasks.reconcile_transfers_full()
+
+    row.refresh_from_db()
+    assert (row.status, row.held_reason, row.end_reason) == (S.HELD, "awaiting_release", "")
+    assert_ledger_check_clean(sandbox)
+
+
 # --- 2 -----------------------------------------------------------------------------------------
 
 
@@ -182,6 +214,7 @@ def test_a_refund_during_the_hold_of_a_mostly_netted_transfer_completes_with_the
     assert (row.status, row.amount, row.amount_netted) == (S.HELD, 900, 800)
     refund_at_stripe(stripe_client, order, 500)  # 450 kept back, of the 100 left to send
     deliver("refund.created")
+    assert ledger_check_command()[0] == 0  # held, it will be paid with the rest as debt
     with django_capture_on_commit_callbacks(execute=True):
         order_release(order_id=order.pk, actor=Actor.staff(UserFactory(is_staff=True)))
 

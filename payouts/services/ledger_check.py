@@ -411,8 +411,8 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
 def _stranded(transfers: QuerySet) -> list[Found]:
     """Transfers whose money nothing will ever move as things stand: cancelled because the order
     was refunded in full while it is not (a refund failed after): the seller is owed their
-    share and nothing pays it; unpaid with more kept back than is left to send: Stripe refuses a
-    negative transfer, and the rest is never recovered."""
+    share and nothing pays it; an attempt to pay failed while more is kept back than is left to
+    send: it asked Stripe for a negative transfer, and the rest is never recovered."""
     found = []
     cancelled = transfers.filter(
         status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
@@ -427,7 +427,7 @@ def _stranded(transfers: QuerySet) -> list[Found]:
         )
     unpaid = (
         transfers.filter(stripe_transfer_id="")
-        .exclude(status__in=PAID)
+        .filter(status__in=[TransferStatus.FAILED, TransferStatus.PERMANENTLY_FAILED])
         .exclude(end_reason=EndReason.ORDER_REFUNDED)
         .annotate(
             left=F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
@@ -490,8 +490,10 @@ def _order_at_stripe(order: Order, gateway: StripeGateway) -> list[Found]:
         group = gateway.find_transfers(transfer_group=transfer_group(order))
         found = _given_back_at_stripe(rows, group)
         charge_id = _charge_booked(order)
-        if not charge_id:
-            return found  # paid before the book, or never paid at Stripe: no cash to compare
+        if not charge_id or _settlement_awaited(order):
+            # Paid before the book, or never paid at Stripe: no cash to compare. A refund (or
+            # the payment) whose balance transaction is still to be read is booked when it is.
+            return found
         cash = _cash_at_stripe(charge_id, rows, group, gateway)
     except GatewayError as error:
         detail = f"order {order.pk} could not be read at Stripe: {error.describe()}"
@@ -509,6 +511,13 @@ def _order_at_stripe(order: Order, gateway: StripeGateway) -> list[Found]:
         seller_id = sellers[0] if len(sellers) == 1 else None
         found.append(Found(BreakKind.PLATFORM_CASH, detail, seller_id=seller_id, currency=currency))
     return found
+
+
+def _settlement_awaited(order: Order) -> bool:
+    return (
+        order.settlement_due_at is not None
+        or order.refunds.exclude(settlement_due_at=None).exists()
+    )
 
 
 def _charge_booked(order: Order) -> str:
