@@ -1,6 +1,6 @@
 """Does the book agree with itself, with the seller transfer rows, and with Stripe?
 
-Four checks, each a break per difference (stored, so the admin lists them, and printed by
+Six checks, each a break per difference (stored, so the admin lists them, and printed by
 ``manage.py ledger_check``):
 
 1. every entry balances in each currency (the database refuses any other at commit; this is a
@@ -15,10 +15,11 @@ Four checks, each a break per difference (stored, so the admin lists them, and p
 5. for each order of those transfers, the platform's cash in the book equals what Stripe's
    balance transactions of the order moved: the charge's net, its refunds (and their failures),
    its disputes' funds, and every transfer of its transfer group less what was reversed;
-6. no money is stranded or paid twice by the rows' own arithmetic: a transfer cancelled because
-   its order was refunded in full while the order is not (any more), an unpaid transfer whose
-   kept-back shares exceed what it has left to send, and a seller given back in new transfers
-   more debt than they ever paid (by netting) beyond what was reversed or kept back.
+6. no money is stranded or paid twice by the rows' own arithmetic (without Stripe): a transfer
+   cancelled because its order was refunded in full while the order is not (any more), an
+   attempt to pay that failed while the kept-back shares exceed what is left to send, and a
+   seller given back in new transfers more debt than they ever paid (by netting) beyond what
+   was reversed or kept back.
 
 Two modes. **Full** (the default, weekly in beat) reads the whole book and every transfer row.
 **Incremental** (daily in beat) reads only what changed since the last clean run (less an hour,
