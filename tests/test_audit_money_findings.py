@@ -163,6 +163,29 @@ def test_a_give_back_whose_answer_was_lost_is_found_before_a_new_refund_is_rever
     assert_ledger_check_clean(sandbox)
 
 
+def test_ledger_check_names_the_seller_of_a_give_back_at_stripe_the_book_never_saw(
+    client, sandbox, stripe_client
+):
+    order, [row] = paid_order(stripe_client, [2000], webhook=client)
+    # Money sent back to the seller at Stripe by an attempt whose answer never came back.
+    stripe_client.v1.transfers.create(
+        params={
+            "amount": 900,
+            "currency": "usd",
+            "destination": row.seller.stripe_account_id,
+            "transfer_group": f"order_{order.pk}",
+            "metadata": {"seller_transfer_id": str(row.pk), "given_back_after": "0"},
+        }
+    )
+
+    code, printed = ledger_check_command()
+
+    assert code == 1
+    where = f"transfer {row.pk} (seller {row.seller_id}, usd)"
+    assert f"transfer_stripe {where}: given back 0 here, 900 at Stripe" in printed
+    assert "(-900 at Stripe)" in printed  # the platform's cash: 900 left it
+
+
 # --- 3 -----------------------------------------------------------------------------------------
 
 
