@@ -28,6 +28,7 @@ from payouts.services.holds import order_release
 from payouts.services.reversals import reversals_process_due
 from payouts.transitions import HeldReason, TransferStatus
 from tests.builders import (
+    DISPUTE_EVENTS,
     connected_seller,
     ledger_check_command,
     make_due,
@@ -216,13 +217,15 @@ def test_a_written_off_debt_is_not_paid_out_again_when_the_refund_fails(
 # --- 4 -----------------------------------------------------------------------------------------
 
 
-def test_a_refund_during_the_hold_of_a_mostly_netted_transfer_completes_with_the_rest_as_debt(
+@pytest.mark.parametrize("taken", ["refund", "chargeback"])
+def test_a_share_taken_during_the_hold_of_a_mostly_netted_transfer_leaves_the_rest_as_debt(
     client,
     sandbox,
     stripe_client,
     deliver,
     settings,
     django_capture_on_commit_callbacks,
+    taken,
 ):
     seller = connected_seller(stripe_client)
     earlier, [first] = paid_order(stripe_client, [1000], webhook=client, sellers=[seller])
@@ -235,8 +238,15 @@ def test_a_refund_during_the_hold_of_a_mostly_netted_transfer_completes_with_the
     settings.PAYOUTS = replace(settings.PAYOUTS, transfer_hold=timedelta(days=7))
     order, [row] = paid_order(stripe_client, [1000], webhook=client, sellers=[seller])
     assert (row.status, row.amount, row.amount_netted) == (S.HELD, 900, 800)
-    refund_at_stripe(stripe_client, order, 500)  # 450 kept back, of the 100 left to send
-    deliver("refund.created")
+    # Half the order back to the buyer: 450 kept back, of the 100 left to send.
+    if taken == "refund":
+        refund_at_stripe(stripe_client, order, 500)
+        deliver("refund.created")
+    else:
+        sandbox.open_dispute(order.stripe_charge_id, amount=500)
+        deliver(*DISPUTE_EVENTS)
+    row.refresh_from_db()
+    assert (row.status, row.reversal_target + row.dispute_target) == (S.HELD, 450)
     assert ledger_check_command()[0] == 0  # held, it will be paid with the rest as debt
     with django_capture_on_commit_callbacks(execute=True):
         order_release(order_id=order.pk, actor=Actor.staff(UserFactory(is_staff=True)))
