@@ -79,6 +79,8 @@ class EntryKind(models.TextChoices):
     DISPUTE_FUNDS = "dispute_funds"  # Stripe withdrew (or reinstated) a chargeback's funds
     DISPUTE_SHARE = "dispute_share"  # a seller's share of a chargeback, recovered or given back
     DEBT_CANCELLED = "debt_cancelled"  # a debt given back instead of money (dispute won, say)
+    # A written-off debt the seller no longer owes (their shares fell): back from bad debt.
+    WRITE_OFF_REVERSED = "write_off_reversed"
 
 
 class Entry(models.Model):
@@ -136,6 +138,12 @@ class BreakKind(models.TextChoices):
     SELLER_DEBT = "seller_debt"
     TRANSFER_BOOK = "transfer_book"
     TRANSFER_STRIPE = "transfer_stripe"
+    # The platform's cash for an order in the book against Stripe's balance transactions.
+    PLATFORM_CASH = "platform_cash"
+    # Money a seller is owed, or owes, that nothing will ever move as things stand.
+    TRANSFER_STRANDED = "transfer_stranded"
+    # Money sent back to a seller against a debt they never paid (written off, or still owed).
+    GIVEN_BACK_UNCOLLECTED = "given_back_uncollected"
 
 
 class CheckRun(models.Model):

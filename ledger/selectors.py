@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
-from ledger.models import AccountKind, Line
+from ledger.models import AccountKind, EntryKind, Line
 
 K = AccountKind
 
@@ -21,6 +21,18 @@ def account_balance(*, kind: str, seller_id: int | None = None, currency: str) -
         else lines.filter(account__seller__isnull=True)
     )
     return lines.aggregate(total=Coalesce(Sum("amount"), 0))["total"]
+
+
+def seller_written_off(*, seller_id: int, currency: str) -> int:
+    """How much of the seller's debt in ``currency`` stands written off: written off by staff,
+    less what was revived because the seller no longer owed it (their shares fell)."""
+    lines = Line.objects.filter(
+        account__kind=K.SELLER_DEBT,
+        account__seller_id=seller_id,
+        currency=currency,
+        entry__kind__in=[EntryKind.DEBT_WRITTEN_OFF, EntryKind.WRITE_OFF_REVERSED],
+    )
+    return -lines.aggregate(total=Coalesce(Sum("amount"), 0))["total"]
 
 
 def _seller_lines(seller_id: int) -> QuerySet:

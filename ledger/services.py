@@ -83,6 +83,13 @@ def post_transfer_cancelled(ref: TransferRef, *, amount: int) -> None:
     ref.post(EntryKind.TRANSFER_CANCELLED, legs)
 
 
+def post_transfer_reinstated(ref: TransferRef, *, amount: int) -> None:
+    """A transfer cancelled when its order was refunded in full is owed again (the refund
+    failed): what the cancellation took off the seller's payable is theirs again."""
+    legs = [Leg(K.SELLER_PAYABLE, -amount, ref.seller_id), Leg(K.BUYER_REFUNDS, amount)]
+    ref.post(EntryKind.TRANSFER_CANCELLED, legs)
+
+
 def post_refund(
     *, order_id: int, refund_id: str, currency: str, amount: int, failed: bool = False
 ) -> None:
@@ -163,6 +170,13 @@ def post_given_back(
     if returned:
         legs = [Leg(K.SELLER_PAYABLE, returned, ref.seller_id), Leg(K.PLATFORM_CASH, -returned)]
         ref.post(EntryKind.TRANSFER, legs, stripe_id=stripe_transfer_id)
+
+
+def post_write_off_reversed(ref: TransferRef, *, amount: int) -> None:
+    """``amount`` of a debt staff wrote off is no longer owed (the seller's shares fell): it is
+    the seller's debt again, from bad debt, to be cancelled rather than paid out."""
+    legs = [Leg(K.SELLER_DEBT, amount, ref.seller_id), Leg(K.BAD_DEBT, -amount)]
+    ref.post(EntryKind.WRITE_OFF_REVERSED, legs)
 
 
 def post_dispute_funds(

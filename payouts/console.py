@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, F, Sum
+from django.db.models.functions import Greatest
 
 from ledger.models import Account, AccountKind, Break, CheckRun, Line
 from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
@@ -23,8 +24,9 @@ from payouts.transitions import TransferStatus
 S = TransferStatus
 HOUR = timedelta(hours=1)
 # What a transfer still unpaid is to send at Stripe (``SellerTransfer.to_send``): its amount,
-# less the debt it settles and the refund and chargeback shares kept back during a hold.
-UNSENT = F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
+# less the debt it settles and the refund and chargeback shares kept back during a hold, never
+# below nothing (shares beyond it become the seller's debt when it is paid).
+UNSENT = Greatest(F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target"), 0)
 
 
 @dataclass(frozen=True)

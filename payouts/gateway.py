@@ -657,6 +657,36 @@ class StripeGateway:
             has_more=page["has_more"],
         )
 
+    def refund_cash(self, refund_id: str) -> int:
+        """What the refund moved on the platform's balance in all: minus what its balance
+        transaction took, plus what a failure gave back (its failure balance transaction)."""
+        obj = self._call(
+            "refunds.retrieve",
+            self._client.v1.refunds.retrieve,
+            refund_id,
+            params={"expand": ["balance_transaction"]},
+        )
+        txns = [obj.get("balance_transaction")]
+        # Present only once the refund failed (and not expandable before): read on its own.
+        failure = obj.get("failure_balance_transaction")
+        if isinstance(failure, str) and failure:
+            txns.append(
+                self._call(
+                    "balance_transactions.retrieve",
+                    self._client.v1.balance_transactions.retrieve,
+                    failure,
+                )
+            )
+        return sum(int(txn.get("net", txn["amount"])) for txn in txns if isinstance(txn, dict))
+
+    def list_disputes(self, *, charge_id: str) -> list[StripeDispute]:
+        objs = self._call(
+            "disputes.list",
+            self._client.v1.disputes.list,
+            params={"charge": charge_id, "limit": 100},
+        )
+        return [dispute_from_stripe(obj) for obj in objs]
+
     def list_refunds(self, *, charge_id: str) -> list[StripeRefund]:
         objs = self._call(
             "refunds.list",

@@ -267,10 +267,23 @@ class SellerTransfer(models.Model):
         return self.reversal_target + self.dispute_target
 
     @property
+    def withheld_at_send(self) -> int:
+        """What an unpaid transfer keeps back of its shares: all of them, but no more than it
+        has left once its netting is settled."""
+        return min(self.kept_back, self.amount - self.amount_netted)
+
+    @property
+    def owed_at_send(self) -> int:
+        """The shares beyond what an unpaid transfer has left to keep back (it was mostly
+        netted): nothing can be kept back nor reversed for them, so they are the seller's
+        debt when it is paid."""
+        return self.kept_back - self.withheld_at_send
+
+    @property
     def to_send(self) -> int:
         """What an unpaid transfer sends to Stripe: its amount, less the debt it settles, less
-        the shares kept back."""
-        return self.amount - self.amount_netted - self.kept_back
+        the shares kept back; never below nothing."""
+        return self.amount - self.amount_netted - self.withheld_at_send
 
     @property
     def sent(self) -> int:

@@ -23,7 +23,7 @@ from django.utils import timezone
 from ledger import services as book
 from payouts.idempotency import NextAttempt
 from payouts.models import SellerTransfer
-from payouts.transitions import EndReason, HeldReason, TransferStatus
+from payouts.transitions import EndReason, HeldReason, TransferStatus, TransitionNotAllowed
 
 logger = logging.getLogger(__name__)
 
@@ -115,14 +115,19 @@ def paid(
     earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
     debt, there was nothing to send (no Stripe transfer). ``stripe_destination_payment_id``: the
     transfer on the seller's account (``py_…``), what their bank payouts will list."""
-    withheld, sent = transfer.kept_back, transfer.to_send
+    withheld, sent, owed = transfer.withheld_at_send, transfer.to_send, transfer.owed_at_send
+    previous_owed = transfer.amount_owed
+    detail = {"stripe_transfer_id": stripe_transfer_id, "adopted": adopted, "sent": sent}
+    if owed:
+        detail["amount_owed"] = previous_owed + owed
     with transaction.atomic():
         _move(
             transfer,
             S.COMPLETED,
             actor,
-            {"stripe_transfer_id": stripe_transfer_id, "adopted": adopted, "sent": sent},
+            detail,
             amount_withheld=withheld,
+            amount_owed=previous_owed + owed,
             stripe_transfer_id=stripe_transfer_id,
             stripe_destination_payment_id=stripe_destination_payment_id,
             transfer_idempotency_key=key,
@@ -134,6 +139,13 @@ def paid(
         if sent:
             book.post_transfer_sent(
                 book_ref(transfer), amount=sent, stripe_transfer_id=stripe_transfer_id
+            )
+        if owed:
+            # Its shares exceed what was left once netted: nothing to keep back or reverse for
+            # the rest, so the seller owes it, netted from their next transfers.
+            book.seller_debt_lock(seller_id=transfer.seller_id, currency=transfer.currency)
+            book.post_reversal_refused(
+                book_ref(transfer), previous_owed=previous_owed, owed_total=previous_owed + owed
             )
     _log(transfer, logging.INFO, "seller paid", stripe_transfer_id=stripe_transfer_id)
     return transfer
@@ -198,6 +210,27 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
         # The refund shares already withheld from it were booked when they were withheld.
         book.post_transfer_cancelled(book_ref(transfer), amount=unpaid)
     _log(transfer, logging.WARNING, message)
+    return transfer
+
+
+def reinstated(transfer: SellerTransfer, *, until: datetime | None, actor: Actor) -> SellerTransfer:
+    """permanently_failed (``order_refunded``) → held | pending: the refund that cancelled the
+    transfer failed, so the seller is owed their share again. Held until ``until`` when the
+    order's hold has not ended yet, else due now."""
+    if transfer.end_reason != EndReason.ORDER_REFUNDED:
+        raise TransitionNotAllowed(transfer.pk, transfer.status, "reinstated")
+    unpaid = transfer.amount - transfer.kept_back
+    fields: dict[str, Any] = {"end_reason": "", "retry_count": 0, "error_message": ""}
+    if until is not None:
+        to = S.HELD
+        fields.update(held_reason=HeldReason.AWAITING_RELEASE, next_retry_at=until)
+    else:
+        to = S.PENDING
+        fields.update(next_retry_at=timezone.now())
+    with transaction.atomic():
+        _move(transfer, to, actor, {"reinstated": unpaid, "reason": "refund failed"}, **fields)
+        book.post_transfer_reinstated(book_ref(transfer), amount=unpaid)
+    _log(transfer, logging.WARNING, "the refund failed; the seller is owed their share again")
     return transfer
 
 
@@ -297,6 +330,12 @@ def taken_back(transfer: SellerTransfer) -> int:
         + transfer.amount_owed
         - transfer.amount_returned
     )
+
+
+def left_to_take(transfer: SellerTransfer) -> int:
+    """What is left of the shares to take back from the seller (negative when more was taken
+    than they now ask: the shares fell)."""
+    return transfer.reversal_target + transfer.dispute_target - taken_back(transfer)
 
 
 def _to_give_back(transfer: SellerTransfer, new_total: int) -> int:
@@ -457,43 +496,54 @@ def _settled_status(transfer: SellerTransfer, taken: int, to_give_back: int):
     return S.PARTIALLY_REVERSED, None
 
 
-def debt_given_back(transfer: SellerTransfer, *, amount: int, actor: Actor) -> SellerTransfer:
+def debt_given_back(
+    transfer: SellerTransfer, *, amount: int, written_off: int = 0, actor: Actor
+) -> SellerTransfer:
     """reversal_pending → reversal_pending: part of what is owed back to the seller cancels
-    their debt instead of being sent (their shares went down after a refused reversal)."""
+    their debt instead of being sent (their shares went down after a refused reversal).
+    ``written_off`` of it was written off by staff: no longer owed, it comes back from bad debt
+    and is cancelled with the rest, never paid out to the seller who kept it."""
+    detail = {"debt_cancelled": amount}
+    if written_off:
+        detail["write_off_reversed"] = written_off
     with transaction.atomic():
         _move(
             transfer,
             S.REVERSAL_PENDING,
             actor,
-            {"debt_cancelled": amount},
+            detail,
             amount_owed=transfer.amount_owed - amount,
             amount_to_give_back=transfer.amount_to_give_back - amount,
         )
-        book.post_given_back(
-            book_ref(transfer), debt_cancelled=amount, returned=0, stripe_transfer_id=""
-        )
+        ref = book_ref(transfer)
+        if written_off:
+            book.post_write_off_reversed(ref, amount=written_off)
+        book.post_given_back(ref, debt_cancelled=amount, returned=0, stripe_transfer_id="")
     return transfer
 
 
 def reversal_seen_at_stripe(
     transfer: SellerTransfer, *, amount_reversed: int, actor: Actor
 ) -> SellerTransfer:
-    """completed | partially_reversed | reversal_pending → reversal_pending: Stripe reports more
-    reversed than we recorded (a Dashboard reversal, or an answer we lost). Records it, never
-    moves money; the worker then settles the status without a call. The target (the refunds'
-    share) is not raised to match: more reversed than refunded is reported for staff."""
+    """completed | partially_reversed | reversal_pending | reversal_refused → reversal_pending:
+    Stripe reports more reversed than we recorded (a Dashboard reversal, or an answer we lost).
+    Records it, never moves money; the worker then settles the status without a call. What it
+    took of the seller's debt (a reversal Stripe had refused, made later) is to be given back:
+    the worker cancels that debt. The target (the refunds' share) is not raised to match: more
+    reversed than refunded and owed is reported for staff."""
     previous = transfer.amount_reversed
-    fields: dict[str, Any] = {"amount_reversed": amount_reversed}
+    pays_debt = _reversal_pays_debt(transfer, amount_reversed)
+    fields: dict[str, Any] = {
+        "amount_reversed": amount_reversed,
+        "amount_to_give_back": transfer.amount_to_give_back + pays_debt,
+    }
     if transfer.status != S.REVERSAL_PENDING:
         fields.update(next_retry_at=timezone.now(), retry_count=0, read_stripe_first=False)
+    detail: dict[str, Any] = {"stripe_amount_reversed": amount_reversed, "seen_at_stripe": True}
+    if pays_debt:
+        detail["pays_debt"] = pays_debt
     with transaction.atomic():
-        _move(
-            transfer,
-            S.REVERSAL_PENDING,
-            actor,
-            {"stripe_amount_reversed": amount_reversed, "seen_at_stripe": True},
-            **fields,
-        )
+        _move(transfer, S.REVERSAL_PENDING, actor, detail, **fields)
         book.post_reversal(
             book_ref(transfer),
             previous_reversed=previous,
@@ -504,13 +554,25 @@ def reversal_seen_at_stripe(
     return transfer
 
 
+def _reversal_pays_debt(transfer: SellerTransfer, amount_reversed: int) -> int:
+    """What of a reversal Stripe made (beyond what the shares and what is to be given back
+    already account for) takes back what the seller owes as debt: the seller paid it at Stripe,
+    so it is theirs back (their debt cancelled first, as any give-back). Beyond the debt it
+    is an over-reversal, reported and never adopted."""
+    growth = amount_reversed - transfer.amount_reversed
+    shares = transfer.reversal_target + transfer.dispute_target
+    beyond = taken_back(transfer) + growth - shares - transfer.amount_to_give_back
+    return max(min(growth, beyond, transfer.amount_owed), 0)
+
+
 def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) -> SellerTransfer:
     """reversal_pending → reversal_refused: what is left of the seller's share cannot be taken
     back at Stripe (their balance refused it, or it was never sent to them at Stripe): it is
     recorded as the seller's debt, to be netted from their next transfers."""
     previous_owed = transfer.amount_owed
-    shares = transfer.reversal_target + transfer.dispute_target
-    owed = previous_owed + shares - taken_back(transfer)
+    # Only what is left of the shares: if they fell below what is taken, nothing more is owed
+    # (the caller gives back the rest instead of refusing).
+    owed = previous_owed + max(left_to_take(transfer), 0)
     with transaction.atomic():
         _move(
             transfer,

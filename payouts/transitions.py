@@ -69,8 +69,9 @@ ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
     # Another refund of the order: its share is tried at Stripe again.
     S.REVERSAL_REFUSED: frozenset({S.REVERSAL_PENDING}),
     # Staff only: a row that gave up after its retries is re-queued, an unpaid transfer as
-    # failed, an unfinished reversal as reversal_pending.
-    S.PERMANENTLY_FAILED: frozenset({S.FAILED, S.REVERSAL_PENDING}),
+    # failed, an unfinished reversal as reversal_pending. Held or pending: a transfer cancelled
+    # because its order was refunded in full is owed again (that refund failed).
+    S.PERMANENTLY_FAILED: frozenset({S.FAILED, S.REVERSAL_PENDING, S.HELD, S.PENDING}),
 }
 
 # Edges only a person may take (``moves.requeued``); no worker, webhook or sweep ever does.

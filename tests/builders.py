@@ -13,10 +13,12 @@ from one another (``tests/test_suite_layout.py`` checks it).
 - transfers: ``stripe_transfer``, ``due_row``, ``make_due``, ``age_transfer``,
   ``transfers_at_stripe_for``, ``returned_at_stripe``
 - worker processes: ``reversal_backlog``, ``worker_environment``
+- the book against Stripe: ``ledger_check_command``
 """
 
 import hashlib
 import hmac
+import io
 import json
 import os
 import subprocess
@@ -29,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import requests
+from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django.db.models import F
 from django.test import TestCase
@@ -444,3 +447,14 @@ def start_django(settings_module: str, **variables: str) -> subprocess.Completed
         text=True,
         timeout=60,
     )
+
+
+def ledger_check_command() -> tuple[int, str]:
+    """``manage.py ledger_check`` as an operator runs it (reading Stripe): its exit code and
+    what it printed, one break a line."""
+    out = io.StringIO()
+    try:
+        call_command("ledger_check", stdout=out)
+    except SystemExit as exit_:
+        return int(exit_.code or 0), out.getvalue()
+    return 0, out.getvalue()

@@ -292,7 +292,9 @@ def test_a_reversal_made_at_stripe_only_is_a_break_that_names_the_transfer(
     with pytest.raises(SystemExit):
         call_command("ledger_check", stdout=out)
 
-    assert f"transfer {row.pk}: {row.stripe_transfer_id}" in out.getvalue()
+    assert f"transfer {row.pk} (seller {row.seller_id}, usd): {row.stripe_transfer_id}" in (
+        out.getvalue()
+    )
     assert "at Stripe" in out.getvalue()
 
 

@@ -1,6 +1,6 @@
 """Does the book agree with itself, with the seller transfer rows, and with Stripe?
 
-Four checks, each a break per difference (stored, so the admin lists them, and printed by
+Six checks, each a break per difference (stored, so the admin lists them, and printed by
 ``manage.py ledger_check``):
 
 1. every entry balances in each currency (the database refuses any other at commit; this is a
@@ -9,8 +9,17 @@ Four checks, each a break per difference (stored, so the admin lists them, and p
    each payment, less what was sent, netted or cancelled, plus the refund shares, less what was
    reversed or became debt; the debt is what became debt, less what was netted or written off;
 3. for each transfer, the money the book says went out and came back equals the row's;
-4. for each transfer paid at Stripe, Stripe's amount and amount reversed equal the row's (read
-   through the gateway, so the shared rate limit applies).
+4. for each transfer paid at Stripe, Stripe's amount and amount reversed equal the row's, and
+   the transfers Stripe holds that gave money back to the seller add up to the row's
+   ``amount_returned`` (read through the gateway, so the shared rate limit applies);
+5. for each order of those transfers, the platform's cash in the book equals what Stripe's
+   balance transactions of the order moved: the charge's net, its refunds (and their failures),
+   its disputes' funds, and every transfer of its transfer group less what was reversed;
+6. no money is stranded or paid twice by the rows' own arithmetic (without Stripe): a transfer
+   cancelled because its order was refunded in full while the order is not (any more), an
+   attempt to pay that failed while the kept-back shares exceed what is left to send, and a
+   seller given back in new transfers more debt than they ever paid (by netting) beyond what
+   was reversed or kept back.
 
 Two modes. **Full** (the default, weekly in beat) reads the whole book and every transfer row.
 **Incremental** (daily in beat) reads only what changed since the last clean run (less an hour,
@@ -26,14 +35,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Sum
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from ledger.models import Break, BreakKind, CheckRun
+from ledger.models import AccountKind, Break, BreakKind, CheckRun, Entry, EntryKind, Line
+from marketplace.models import Order, OrderStatus
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
-from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
+from payouts.gateway import (
+    GatewayError,
+    StripeGateway,
+    StripeTransfer,
+    TransferNotFound,
+    get_gateway,
+)
 from payouts.models import SellerTransfer
 from payouts.services.shares import PAID
+from payouts.services.transfers import transfer_group
+from payouts.transitions import EndReason, TransferStatus
 
 
 @dataclass(frozen=True)
@@ -46,7 +65,9 @@ class Found:
 
     def __str__(self) -> str:
         where = f"transfer {self.transfer_id}: " if self.transfer_id else ""
-        if self.seller_id and not self.transfer_id:
+        if self.seller_id and self.transfer_id:
+            where = f"transfer {self.transfer_id} (seller {self.seller_id}, {self.currency}): "
+        elif self.seller_id:
             where = f"seller {self.seller_id} ({self.currency}): "
         return f"{self.kind} {where}{self.detail}"
 
@@ -77,11 +98,14 @@ def ledger_check(
         found, transfers = _full_checks(since)
     else:
         found, transfers = _incremental_checks(changed_since - INCREMENTAL_OVERLAP)
+    found += _stranded(transfers) + _given_back_uncollected(transfers)
     if stripe:
         at_stripe = transfers
         if stripe_since is not None:
             at_stripe = transfers.filter(updated_at__gte=timezone.now() - stripe_since)
-        found += _transfers_at_stripe(at_stripe, gateway or get_gateway())
+        gateway = gateway or get_gateway()
+        found += _transfers_at_stripe(at_stripe, gateway)
+        found += _orders_at_stripe(at_stripe, gateway)
     Break.objects.bulk_create(
         Break(
             run=run,
@@ -182,7 +206,7 @@ _WRITTEN_OFF = """
     SELECT e.seller_id, l.currency, -sum(l.amount)
     FROM ledger_entry e JOIN ledger_line l ON l.entry_id = e.id
     JOIN ledger_account a ON a.id = l.account_id
-    WHERE e.kind = 'debt_written_off' AND a.kind = 'seller_debt'
+    WHERE e.kind IN ('debt_written_off', 'write_off_reversed') AND a.kind = 'seller_debt'
     GROUP BY e.seller_id, l.currency
 """
 
@@ -249,7 +273,9 @@ def _unbalanced_entries_since(since: datetime) -> list[Found]:
 # Each changed transfer against its own order's lines: the payable and debt lines of its seller
 # (what the per-seller check sums, one order at a time: a transfer is unique per order and seller,
 # and every seller line but a write-off's names its order), and the cash its seller's transfer
-# and reversal entries moved (what the per-transfer check reads). Only disagreements come back.
+# and reversal entries moved (what the per-transfer check reads). A write-off reversed names its
+# order but, as the write-off it undoes, is the seller's (the full check's). Only disagreements
+# come back.
 _BY_ORDER = f"""
     WITH rows AS (
         SELECT t.* FROM payouts_sellertransfer t WHERE t.updated_at >= %(since)s
@@ -258,7 +284,8 @@ _BY_ORDER = f"""
         CROSS JOIN LATERAL (
             SELECT coalesce(a.seller_id, e.seller_id) AS seller_id, l.currency,
                 coalesce(sum(l.amount) FILTER (WHERE a.kind = 'seller_payable'), 0) AS payable,
-                coalesce(sum(l.amount) FILTER (WHERE a.kind = 'seller_debt'), 0) AS debt,
+                coalesce(sum(l.amount) FILTER (
+                    WHERE a.kind = 'seller_debt' AND e.kind <> 'write_off_reversed'), 0) AS debt,
                 -coalesce(sum(l.amount) FILTER (
                     WHERE a.kind = 'platform_cash' AND e.kind = 'transfer'), 0) AS sent,
                 coalesce(sum(l.amount) FILTER (
@@ -377,3 +404,164 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
             f"{at_stripe.amount}/{at_stripe.amount_reversed} at Stripe"
         )
     return None
+
+
+# --- Money stranded or paid twice by the rows' own arithmetic ------------------------------------
+
+
+def _stranded(transfers: QuerySet) -> list[Found]:
+    """Transfers whose money nothing will ever move as things stand: cancelled because the order
+    was refunded in full while it is not (a refund failed after): the seller is owed their
+    share and nothing pays it; an attempt to pay failed while more is kept back than is left to
+    send: it asked Stripe for a negative transfer, and the rest is never recovered."""
+    found = []
+    cancelled = transfers.filter(
+        status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
+    ).exclude(order__status=OrderStatus.REFUNDED)
+    for row in cancelled.select_related("order").order_by("pk"):
+        detail = (
+            f"cancelled as its order was refunded in full, but the order is {row.order.status}: "
+            f"{row.amount - row.kept_back} owed to the seller is never paid"
+        )
+        found.append(
+            Found(BreakKind.TRANSFER_STRANDED, detail, row.seller_id, row.pk, row.currency)
+        )
+    unpaid = (
+        transfers.filter(stripe_transfer_id="")
+        .filter(status__in=[TransferStatus.FAILED, TransferStatus.PERMANENTLY_FAILED])
+        .exclude(end_reason=EndReason.ORDER_REFUNDED)
+        .annotate(
+            left=F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
+        )
+        .filter(left__lt=0)
+    )
+    for row in unpaid.order_by("pk"):
+        detail = (
+            f"{row.status}, keeps back {row.kept_back} of shares from "
+            f"{row.amount - row.amount_netted} left to send: {-row.left} the seller owes "
+            "can never be sent nor taken back"
+        )
+        found.append(
+            Found(BreakKind.TRANSFER_STRANDED, detail, row.seller_id, row.pk, row.currency)
+        )
+    return found
+
+
+def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
+    """Per seller: money sent back in new transfers beyond what was reversed or kept back from
+    them gives back a debt, which they can only have paid by netting. More than they netted is
+    a debt they never paid (written off, or still owed) paid out to them."""
+    sellers = transfers.filter(amount_returned__gt=0).values("seller_id")
+    rows = SellerTransfer.objects.filter(seller_id__in=sellers).values("seller_id", "currency")
+    totals = rows.annotate(
+        against_debt=Sum(
+            Greatest(F("amount_returned") - F("amount_withheld") - F("amount_reversed"), 0)
+        ),
+        netted=Sum("amount_netted"),
+    ).filter(against_debt__gt=F("netted"))
+    return [
+        Found(
+            BreakKind.GIVEN_BACK_UNCOLLECTED,
+            f"{t['against_debt']} given back in new transfers against debt, {t['netted']} of "
+            f"it ever netted: {t['against_debt'] - t['netted']} paid out for a debt never paid",
+            seller_id=t["seller_id"],
+            currency=t["currency"],
+        )
+        for t in totals.order_by("seller_id", "currency")
+    ]
+
+
+# --- The platform's cash and the give-backs at Stripe ---------------------------------------------
+
+
+def _orders_at_stripe(transfers: QuerySet, gateway: StripeGateway) -> list[Found]:
+    """Each order of the checked transfers at Stripe: one list of its transfer group (the
+    sellers' transfers and the give-backs), then its charge, refunds and disputes."""
+    found = []
+    order_ids = transfers.order_by("order_id").values_list("order_id", flat=True).distinct()
+    for order_id in order_ids.iterator(chunk_size=2000):
+        found += _order_at_stripe(Order.objects.get(pk=order_id), gateway)
+    return found
+
+
+def _order_at_stripe(order: Order, gateway: StripeGateway) -> list[Found]:
+    rows = list(SellerTransfer.objects.filter(order=order).order_by("pk"))
+    currency = order.settlement_currency or order.currency
+    try:
+        group = gateway.find_transfers(transfer_group=transfer_group(order))
+        found = _given_back_at_stripe(rows, group)
+        charge_id = _charge_booked(order)
+        if not charge_id or _settlement_awaited(order):
+            # Paid before the book, or never paid at Stripe: no cash to compare. A refund (or
+            # the payment) whose balance transaction is still to be read is booked when it is.
+            return found
+        cash = _cash_at_stripe(charge_id, rows, group, gateway)
+    except GatewayError as error:
+        detail = f"order {order.pk} could not be read at Stripe: {error.describe()}"
+        return [Found(BreakKind.PLATFORM_CASH, detail, currency=currency)]
+    booked = Line.objects.filter(
+        entry__order=order, account__kind=AccountKind.PLATFORM_CASH, currency=currency
+    ).aggregate(total=Sum("amount"))["total"]
+    if cash is not None and cash != (booked or 0):
+        sellers = sorted({row.seller_id for row in rows})
+        detail = (
+            f"order {order.pk} (sellers {', '.join(map(str, sellers))}): platform cash "
+            f"{booked or 0} in the book, {cash} by Stripe's balance transactions "
+            f"({cash - (booked or 0):+} at Stripe)"
+        )
+        seller_id = sellers[0] if len(sellers) == 1 else None
+        found.append(Found(BreakKind.PLATFORM_CASH, detail, seller_id=seller_id, currency=currency))
+    return found
+
+
+def _settlement_awaited(order: Order) -> bool:
+    return (
+        order.settlement_due_at is not None
+        or order.refunds.exclude(settlement_due_at=None).exists()
+    )
+
+
+def _charge_booked(order: Order) -> str:
+    """The charge the book's payment of the order names (empty when none)."""
+    payment = Entry.objects.filter(order=order, kind=EntryKind.PAYMENT).exclude(stripe_id="")
+    return payment.values_list("stripe_id", flat=True).first() or ""
+
+
+def _given_back_at_stripe(rows: list[SellerTransfer], group: list[StripeTransfer]) -> list[Found]:
+    """The transfers that gave money back to each seller (our metadata names the row and how
+    much was given back before) against the row's ``amount_returned``."""
+    found = []
+    for row in rows:
+        at_stripe = sum(
+            t.amount - t.amount_reversed
+            for t in group
+            if t.metadata.get("seller_transfer_id") == str(row.pk)
+            and "given_back_after" in t.metadata
+        )
+        if at_stripe != row.amount_returned:
+            detail = f"given back {row.amount_returned} here, {at_stripe} at Stripe"
+            found.append(
+                Found(BreakKind.TRANSFER_STRIPE, detail, row.seller_id, row.pk, row.currency)
+            )
+    return found
+
+
+def _cash_at_stripe(charge_id, rows, group, gateway: StripeGateway) -> int | None:
+    """What the order moved on the platform's balance at Stripe (``None`` while the charge has
+    no balance transaction yet)."""
+    settlement = gateway.charge_settlement(charge_id)
+    if settlement is None:
+        return None
+    cash = settlement.net
+    cash += sum(
+        gateway.refund_cash(refund.id) for refund in gateway.list_refunds(charge_id=charge_id)
+    )
+    for dispute in gateway.list_disputes(charge_id=charge_id):
+        cash += sum(move.net for move in dispute.balance_moves)
+    listed = {t.id for t in group}
+    transfers = list(group) + [
+        gateway.retrieve_transfer(row.stripe_transfer_id)
+        for row in rows
+        if row.stripe_transfer_id and row.stripe_transfer_id not in listed
+    ]
+    return cash - sum(t.amount - t.amount_reversed for t in transfers)

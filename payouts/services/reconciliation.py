@@ -15,6 +15,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from marketplace.models import Order, OrderStatus, Refund
@@ -25,14 +26,14 @@ from payouts.locks import transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
 from payouts.services.shares import PAID, transfers_apply_shares
-from payouts.transitions import TransferStatus
+from payouts.transitions import EndReason, TransferStatus
 from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
 
 S = TransferStatus
-# States whose row can record a reversal Stripe made.
-_CAN_RECORD_REVERSAL = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED)
+# States whose row can record a reversal Stripe made (on a refused one, it pays the debt).
+_CAN_RECORD_REVERSAL = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED)
 
 
 class RecordOutcome(StrEnum):
@@ -127,7 +128,18 @@ def shares_recheck(*, since: timedelta | None = None) -> int:
     """Recompute every paid transfer's share of its order's refunds (orders whose refunds or
     transfers changed within ``since``; all refunded orders when ``None``) and schedule any
     share a transfer missed, whatever the cause. Returns how many transfers were scheduled."""
-    orders = Order.objects.filter(status__in=[OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED])
+    # And the orders whose transfers a full refund cancelled, while the order is not refunded in
+    # full any more (that refund failed): those sellers are owed their share again.
+    stranded = (
+        SellerTransfer.objects.filter(
+            status=S.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
+        )
+        .exclude(order__status=OrderStatus.REFUNDED)
+        .values("order_id")
+    )
+    orders = Order.objects.filter(
+        Q(status__in=[OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED]) | Q(pk__in=stranded)
+    )
     if since is not None:
         # The changed orders, each side read through its own updated_at index: an OR across
         # both joins would read every refunded order there ever was.

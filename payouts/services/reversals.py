@@ -28,6 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger import services as book
+from ledger.selectors import seller_written_off
 from payouts import moves
 from payouts.concurrency import run_loops
 from payouts.gateway import (
@@ -141,13 +142,18 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
 
 
 def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
+    kept = transfer.reversal_idempotency_key
     if transfer.amount_to_give_back > 0:
-        if is_reversal_key(transfer.reversal_idempotency_key):
+        if is_reversal_key(kept):
             return _settle_lost_reversal(transfer, gateway)
         return _give_back(transfer, gateway)
+    if kept and not is_reversal_key(kept):
+        # The shares rose again before a give-back's lost answer was found: not sent again,
+        # but what it did is read before anything else is sent and its key let go.
+        return _settle_lost_give_back(transfer, gateway)
     key = reversal_key(transfer)
     # What is left of the shares to take, and how much of it Stripe still holds with the seller.
-    remaining = transfer.reversal_target + transfer.dispute_target - moves.taken_back(transfer)
+    remaining = moves.left_to_take(transfer)
     at_stripe = transfer.sent - transfer.amount_reversed
     # A kept key: an earlier attempt since the last settle failed, perhaps behind a lost answer
     # after Stripe reversed. When this attempt sends nothing, that reversal is found by reading.
@@ -211,6 +217,20 @@ def _settle_lost_reversal(transfer: SellerTransfer, gateway: StripeGateway) -> R
     return _settle(transfer, amount_reversed=seen.total, ours=seen.ours, elsewhere=seen.elsewhere)
 
 
+def _settle_lost_give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
+    """A give-back was sent last, its answer lost, and nothing is to be given back any more:
+    record the transfer it made at Stripe, if any (found by our metadata), so the shares are
+    taken from what the seller really holds. The row stays due for the rest."""
+    try:
+        found = _return_at_stripe(transfer, gateway)
+    except GatewayError as error:
+        return _attempt_failed(transfer, error=error, key=transfer.reversal_idempotency_key)
+    if found is None:
+        return _settle(transfer)  # Stripe holds none: it gave nothing back
+    returned = transfer.amount_returned + found.amount
+    return _settle(transfer, amount_returned=returned, stripe_return_id=found.id)
+
+
 @dataclass(frozen=True, slots=True)
 class SeenAtStripe:
     """The transfer's reversals at Stripe: in all, by us (they carry our metadata), and made
@@ -252,8 +272,14 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
             raise ConcurrentTransition(row.pk, transfer.status, "given back")
         debt = book.seller_debt_lock(seller_id=row.seller_id, currency=row.currency)
         cancelled = min(row.amount_to_give_back, row.amount_owed, max(debt, 0))
-        if cancelled:
-            moves.debt_given_back(row, amount=cancelled, actor=WORKER)
+        # A debt staff wrote off was never paid: the seller kept it. What of the row's debt is
+        # not owed any more and not netted either is cancelled from the write-off, never sent.
+        written_off = seller_written_off(seller_id=row.seller_id, currency=row.currency)
+        revived = min(row.amount_to_give_back - cancelled, row.amount_owed - cancelled, written_off)
+        if cancelled or revived > 0:
+            moves.debt_given_back(
+                row, amount=cancelled + max(revived, 0), written_off=max(revived, 0), actor=WORKER
+            )
     if row.amount_to_give_back == 0:
         return _settle(row)
     key = return_key(row)
@@ -302,6 +328,11 @@ def _refuse(transfer: SellerTransfer, why: str) -> ReversalOutcome:
         row = transfer_lock(transfer.pk)
         if row.status != transfer.status:
             raise ConcurrentTransition(row.pk, transfer.status, S.REVERSAL_REFUSED)
+        if moves.left_to_take(row) <= 0:
+            # The shares fell while the refused call was in flight: nothing is left to owe,
+            # and what was taken beyond them is given back.
+            moves.reversal_settled(row, actor=WORKER)
+            return _SETTLED[row.status]
         moves.reversal_refused(row, message=f"reversal refused: {why}", actor=WORKER)
     return ReversalOutcome.REFUSED
 

@@ -15,6 +15,9 @@ transaction commits (``payouts.wakeups``).
 
 import logging
 
+from django.conf import settings
+from django.utils import timezone
+
 from marketplace.models import Order
 from marketplace.selectors import (
     order_refunded_amount,
@@ -26,8 +29,8 @@ from payouts import moves
 from payouts.locks import order_transfers_lock
 from payouts.moves import Actor
 from payouts.selectors import dispute_recovery_amount
-from payouts.transitions import TransferStatus
-from payouts.wakeups import reversals_due_after_commit
+from payouts.transitions import EndReason, TransferStatus
+from payouts.wakeups import reversals_due_after_commit, send_transfers_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
     refunded_in_full = order_refunded_amount(order=order) >= order_total(order=order)
     recovered = dispute_recovery_amount(order=order)
     rows = order_transfers_lock(order.pk)
+    if not refunded_in_full:
+        _reinstate_cancelled(order, rows, actor)
     shared = {row.pk: row.amount for row in rows if row.status in PAID or _on_hold(row)}
     refunds = proportional_targets(refunded=refunded, order_total=total, amounts=shared)
     both = proportional_targets(refunded=refunded + recovered, order_total=total, amounts=shared)
@@ -95,6 +100,21 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
     if scheduled:
         reversals_due_after_commit()
     return scheduled
+
+
+def _reinstate_cancelled(order: Order, rows, actor: Actor) -> None:
+    """Transfers cancelled because the order was refunded in full are owed again when it is not
+    any more (that refund failed): held for what is left of the order's hold, else sent now."""
+    hold = settings.PAYOUTS.transfer_hold
+    for row in rows:
+        if row.status != S.PERMANENTLY_FAILED or row.end_reason != EndReason.ORDER_REFUNDED:
+            continue
+        until = row.created_at + hold if hold else None
+        if until is not None and until <= timezone.now():
+            until = None
+        moves.reinstated(row, until=until, actor=actor)
+        if until is None:
+            send_transfers_after_commit(order_id=order.pk)
 
 
 def _on_hold(row) -> bool:
