@@ -4,6 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import IsAdminUser
 
+from approvals.views import ApprovalApproveView, ApprovalListView, ApprovalRejectView
 from config.api import STAFF_AUTHENTICATION
 from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
 from payouts.ops_views import healthz, metrics
@@ -61,5 +62,16 @@ urlpatterns = [
         "api/admin/sellers/<int:pk>/debt/write-off/",
         SellerDebtWriteOffView.as_view(),
         name="seller-debt-write-off",
+    ),
+    path("api/admin/approvals/", ApprovalListView.as_view(), name="approvals"),
+    path(
+        "api/admin/approvals/<int:pk>/approve/",
+        ApprovalApproveView.as_view(),
+        name="approval-approve",
+    ),
+    path(
+        "api/admin/approvals/<int:pk>/reject/",
+        ApprovalRejectView.as_view(),
+        name="approval-reject",
     ),
 ]

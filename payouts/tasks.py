@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from approvals.services import approvals_sweep
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
 from payouts.health import heartbeat_stamp
 from payouts.services.counters import transfer_counts_compact
@@ -92,3 +93,8 @@ def expire_webhook_events() -> dict[str, int]:
 @shared_task
 def heartbeat() -> dict[str, int]:
     return heartbeat_stamp()
+
+
+@shared_task
+def sweep_approvals() -> dict[str, int]:
+    return approvals_sweep()

@@ -19,6 +19,8 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from approvals.services import Outcome, staff_action_request
+from approvals.views import WAITING, waiting_response
 from config.api import (
     STAFF_AUTHENTICATION,
     STAFF_ERRORS,
@@ -26,17 +28,15 @@ from config.api import (
     error_with,
     staff_permission,
 )
-from payouts.models import WebhookOutcome
-from payouts.moves import Actor
+from marketplace.models import Refund
+from payouts.models import SellerTransfer, WebhookOutcome
 from payouts.serializers import (
     RefundRequestSerializer,
     RefundSerializer,
+    ReleaseRequestSerializer,
     RequeueRequestSerializer,
     SellerTransferSerializer,
 )
-from payouts.services.holds import order_release
-from payouts.services.refunds import order_refund_by_staff
-from payouts.services.requeue import transfer_requeue_by_staff
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_ingest
 from payouts.webhook_signature import signature_is_valid
@@ -295,6 +295,7 @@ class TransferRequeueView(APIView):
             200: OpenApiResponse(
                 SellerTransferSerializer, description="The transfer, re-queued and due now."
             ),
+            202: WAITING,
             **STAFF_ERRORS,
             409: error_response(
                 "`not_requeueable`: not `permanently_failed`, or it ended for a final reason "
@@ -306,9 +307,15 @@ class TransferRequeueView(APIView):
     def post(self, request, pk: int):
         body = RequeueRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        transfer = transfer_requeue_by_staff(
-            transfer_id=pk, user=request.user, reason=body.validated_data["reason"]
+        done = staff_action_request(
+            kind="requeue",
+            params={"transfer_id": pk},
+            reason=body.validated_data["reason"],
+            user=request.user,
         )
+        if done.outcome == Outcome.WAITING:
+            return waiting_response(done.request)
+        transfer = SellerTransfer.objects.get(pk=done.result["transfer_id"])
         return Response(SellerTransferSerializer(transfer).data)
 
 
@@ -330,7 +337,10 @@ class OrderRefundView(APIView):
         request=RefundRequestSerializer,
         responses={
             202: OpenApiResponse(
-                RefundSerializer, description="Created at Stripe; completes by webhook."
+                RefundSerializer,
+                description="Created at Stripe; completes by webhook. Above the staff refund "
+                "approval rule, nothing is created: the body is an approval request "
+                "(`code`: `approval_required`) waiting for a second person.",
             ),
             400: error_response("The amount is invalid or exceeds what is left to refund."),
             **STAFF_ERRORS,
@@ -345,7 +355,15 @@ class OrderRefundView(APIView):
     def post(self, request, pk: int):
         body = RefundRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        refund = order_refund_by_staff(order_id=pk, amount=body.validated_data.get("amount"))
+        done = staff_action_request(
+            kind="staff_refund",
+            params={"order_id": pk, "amount": body.validated_data.get("amount")},
+            reason=body.validated_data["reason"],
+            user=request.user,
+        )
+        if done.outcome == Outcome.WAITING:
+            return waiting_response(done.request)
+        refund = Refund.objects.get(pk=done.result["refund_id"])
         return Response(RefundSerializer(refund).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -364,13 +382,24 @@ class OrderReleaseView(APIView):
             "`payouts.release_sellertransfer` permission."
         ),
         tags=["staff"],
-        request=None,
+        request=ReleaseRequestSerializer,
         responses={
             200: OpenApiResponse(SellerTransferSerializer(many=True), description="Released."),
+            202: WAITING,
             **STAFF_ERRORS,
             409: error_response("Not paid, refunded in full, or released already."),
         },
     )
     def post(self, request, pk: int):
-        released = order_release(order_id=pk, actor=Actor.staff(request.user))
+        body = ReleaseRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        done = staff_action_request(
+            kind="release",
+            params={"order_id": pk},
+            reason=body.validated_data["reason"],
+            user=request.user,
+        )
+        if done.outcome == Outcome.WAITING:
+            return waiting_response(done.request)
+        released = SellerTransfer.objects.filter(pk__in=done.result["released"]).order_by("pk")
         return Response(SellerTransferSerializer(released, many=True).data)
