@@ -60,7 +60,9 @@ class ApprovalRequest(models.Model):
 
     class Meta:
         permissions = [
-            ("approve_approvalrequest", "Can approve or reject another person's money action")
+            ("approve_approvalrequest", "Can approve or reject another person's money action"),
+            # Beside four eyes: who may take away every staff action and money move.
+            ("export_audit", "Can export the audit trail (staff actions and money moves)"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -9,6 +9,7 @@ from config.api import STAFF_AUTHENTICATION
 from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
 from payouts.ops_views import healthz, metrics
 from payouts.views import (
+    AuditExportView,
     ConnectWebhookView,
     OrderRefundView,
     OrderReleaseView,
@@ -74,4 +75,5 @@ urlpatterns = [
         ApprovalRejectView.as_view(),
         name="approval-reject",
     ),
+    path("api/admin/audit/", AuditExportView.as_view(), name="audit-export"),
 ]

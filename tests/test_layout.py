@@ -1,7 +1,7 @@
 """The layout's rules (docs/architecture.md): `marketplace` imports neither `payouts` nor
 `ledger` nor `approvals`, `ledger` never imports `payouts`, `approvals` imports neither `ledger`
-nor `payouts` (they register their actions in it); only the gateway (and the webhook signature check)
-import stripe."""
+nor `payouts` (they register their actions in it); only the gateway (and the webhook signature
+check) import stripe."""
 
 import ast
 from pathlib import Path

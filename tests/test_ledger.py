@@ -206,9 +206,7 @@ def test_a_new_debt_of_the_same_size_as_one_written_off_can_be_written_off_too(
     assert clean() == []
 
 
-def test_writing_off_more_than_the_debt_is_refused_and_changes_nothing(
-    client, seller_in_debt
-):
+def test_writing_off_more_than_the_debt_is_refused_and_changes_nothing(client, seller_in_debt):
     client.force_login(UserFactory(is_superuser=True, is_staff=True))
     url = f"/api/admin/sellers/{seller_in_debt.seller_id}/debt/write-off/"
     entries = Entry.objects.count()
