@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import requests
+from django.contrib.auth.models import Permission
 from django.db import connection, connections, transaction
 from django.db.models import F
 from django.test import TestCase
@@ -49,6 +50,7 @@ from tests.factories import (
     PaidOrderFactory,
     SellerFactory,
     SellerTransferFactory,
+    UserFactory,
 )
 
 # --- Stripe events, signed exactly as Stripe signs them ----------------------------------------
@@ -416,3 +418,13 @@ def start_django(settings_module: str, **variables: str) -> subprocess.Completed
         text=True,
         timeout=60,
     )
+
+
+# --- Staff ---------------------------------------------------------------------------------------
+
+
+def staff_with(*codenames: str, **fields):
+    """A staff user holding the permissions named by codename (``"refund_order"``, …)."""
+    user = UserFactory(is_staff=True, **fields)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
