@@ -581,3 +581,47 @@ def test_the_database_refuses_a_decision_by_the_person_who_asked(big_order, aske
     )
     with pytest.raises(IntegrityError):
         ApprovalRequest.objects.filter(pk=request.pk).update(decided_by=asker)
+
+
+# --- The console's actions go through the same rules --------------------------------------------
+
+
+def test_the_write_off_admin_action_asks_for_approval_instead_of_writing_off(
+    client, seller_in_debt, asker
+):
+    client.force_login(asker)
+    asker.user_permissions.add(Permission.objects.get(codename="view_seller"))
+    changelist = "/admin/marketplace/seller/"
+    chosen = {"action": "write_off_debt", "_selected_action": [seller_in_debt.pk], "apply": "1"}
+
+    done = client.post(
+        changelist, {**chosen, "currency": "usd", "amount": 900, "reason": "goodwill"}, follow=True
+    )
+
+    request = ApprovalRequest.objects.get()
+    [note] = [str(message) for message in done.context["messages"]]
+    assert note == (
+        f"seller {seller_in_debt.pk}: the write-off of 9.00 USD waits for a second person's "
+        f"approval (request {request.pk}, under Waiting for approval)"
+    )
+    assert (request.kind, request.amount, request.reason) == ("write_off", 900, "goodwill")
+    assert not Entry.objects.filter(kind=EntryKind.DEBT_WRITTEN_OFF).exists()
+
+
+def test_the_waiting_page_approves_and_refuses_the_asker(client, big_order, asker, approver):
+    request_id = waiting_id(refund_order(client, asker, big_order))
+    asker.user_permissions.add(Permission.objects.get(codename="approve_approvalrequest"))
+    page = "/admin/waiting-for-approval/"
+
+    client.force_login(asker)
+    own = client.post(page, {"request": request_id, "decision": "approve"}, follow=True)
+    client.force_login(approver)
+    listed = client.get(page)
+    approved = client.post(page, {"request": request_id, "decision": "approve"}, follow=True)
+
+    assert "is your own" in str(list(own.context["messages"])[0])
+    assert f'data-approval="{request_id}"' in listed.content.decode()
+    assert [str(m) for m in approved.context["messages"]] == [
+        f"approval request {request_id}: executed"
+    ]
+    assert Refund.objects.count() == 1
