@@ -4,6 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import IsAdminUser
 
+from approvals.views import ApprovalApproveView, ApprovalListView, ApprovalRejectView
 from config.api import STAFF_AUTHENTICATION
 from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
 from payouts.ops_views import healthz, metrics
@@ -13,6 +14,7 @@ from payouts.payout_views import (
     SellerPayoutReconcileView,
 )
 from payouts.views import (
+    AuditExportView,
     ConnectWebhookView,
     OrderRefundView,
     OrderReleaseView,
@@ -82,4 +84,16 @@ urlpatterns = [
         SellerPayoutReconcileView.as_view(),
         name="seller-payout-reconcile",
     ),
+    path("api/admin/approvals/", ApprovalListView.as_view(), name="approvals"),
+    path(
+        "api/admin/approvals/<int:pk>/approve/",
+        ApprovalApproveView.as_view(),
+        name="approval-approve",
+    ),
+    path(
+        "api/admin/approvals/<int:pk>/reject/",
+        ApprovalRejectView.as_view(),
+        name="approval-reject",
+    ),
+    path("api/admin/audit/", AuditExportView.as_view(), name="audit-export"),
 ]

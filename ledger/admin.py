@@ -11,12 +11,12 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 
+from approvals.services import Outcome, staff_action_request
 from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
 from config.money import format_money
 from ledger.models import Break, CheckRun, Entry, Line
 from ledger.selectors import StatementLine, seller_balances, seller_statement_lines
-from ledger.services import debt_write_off
 from ledger.views import statement_csv
 from marketplace.admin import ReadOnlyAdmin, SellerAdmin
 from marketplace.models import Seller
@@ -185,13 +185,32 @@ class SellerWithBookAdmin(SellerAdmin):
         seller = queryset.get()
         form = WriteOffForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
+            data = form.cleaned_data
             try:
-                debt_write_off(seller_id=seller.pk, user=request.user, **form.cleaned_data)
+                done = staff_action_request(
+                    kind="write_off",
+                    params={
+                        "seller_id": seller.pk,
+                        "currency": data["currency"],
+                        "amount": data["amount"],
+                    },
+                    reason=data["reason"],
+                    user=request.user,
+                )
             except DomainError as error:
                 level, text = admin_message(error, about=f"seller {seller.pk}")
                 self.message_user(request, text, level)
             else:
-                self.message_user(request, f"seller {seller.pk}: debt written off")
+                if done.outcome == Outcome.WAITING:
+                    waiting = done.request
+                    self.message_user(
+                        request,
+                        f"seller {seller.pk}: the write-off of "
+                        f"{format_money(waiting.amount, waiting.currency)} waits for a second "
+                        f"person's approval (request {waiting.pk}, under Waiting for approval)",
+                    )
+                else:
+                    self.message_user(request, f"seller {seller.pk}: debt written off")
             return None
         return action_form(
             self,

@@ -15,10 +15,11 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from approvals.services import Outcome, staff_action_request
+from approvals.views import WAITING, waiting_response
 from config.api import STAFF_AUTHENTICATION, STAFF_ERRORS, error_response, staff_permission
 from config.errors import InvalidInput, NotFound
 from ledger.selectors import seller_balances, seller_statement_lines
-from ledger.services import debt_write_off
 from marketplace.models import Seller
 
 
@@ -196,6 +197,7 @@ class SellerDebtWriteOffView(APIView):
         request=WriteOffSerializer,
         responses={
             200: BALANCES_RESPONSE,
+            202: WAITING,
             400: error_response("More than the debt, or a bad amount, currency or reason."),
             **STAFF_ERRORS,
         },
@@ -204,5 +206,13 @@ class SellerDebtWriteOffView(APIView):
         seller = _seller(pk)
         body = WriteOffSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        debt_write_off(seller_id=seller.pk, user=request.user, **body.validated_data)
+        params = {key: body.validated_data[key] for key in ("currency", "amount")}
+        done = staff_action_request(
+            kind="write_off",
+            params={"seller_id": seller.pk, **params},
+            reason=body.validated_data["reason"],
+            user=request.user,
+        )
+        if done.outcome == Outcome.WAITING:
+            return waiting_response(done.request)
         return Response(seller_balances(seller_id=seller.pk))

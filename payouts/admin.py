@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from approvals.services import Outcome, staff_action_request
 from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
 from config.money import format_money
@@ -29,12 +30,9 @@ from payouts.models import (
     WebhookEvent,
     WebhookOutcome,
 )
-from payouts.moves import Actor
 from payouts.selectors import Attention
 from payouts.services.bank_payouts import payout_reconcile_by_staff
-from payouts.services.holds import order_release
-from payouts.services.refunds import order_refund_by_staff, staff_refund_settle
-from payouts.services.requeue import transfer_requeue_by_staff
+from payouts.services.refunds import staff_refund_settle
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_process
 
@@ -309,20 +307,33 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
             )
         for pk in selected:
             try:
-                transfer = transfer_requeue_by_staff(
-                    transfer_id=pk, user=request.user, reason=form.cleaned_data["reason"]
+                done = staff_action_request(
+                    kind="requeue",
+                    params={"transfer_id": pk},
+                    reason=form.cleaned_data["reason"],
+                    user=request.user,
                 )
             except DomainError as error:
                 level, text = admin_message(error, about=f"transfer {pk}")
                 self.message_user(request, text, level)
             else:
-                self.message_user(
-                    request, f"transfer {pk} re-queued as {transfer.status}", messages.SUCCESS
+                text = (
+                    waiting_message(done.request)
+                    if done.outcome == Outcome.WAITING
+                    else f"re-queued as {done.result['status']}"
                 )
+                self.message_user(request, f"transfer {pk} {text}", messages.SUCCESS)
         return None
 
     def has_requeue_permission(self, request):
         return request.user.has_perm("payouts.requeue_sellertransfer")
+
+
+def waiting_message(request) -> str:
+    return (
+        f"{format_money(request.amount, request.currency)} waits for a second person's "
+        f"approval (request {request.pk}, under Waiting for approval)"
+    )
 
 
 class RequeueForm(forms.Form):
@@ -423,11 +434,22 @@ class OrderWithTransfersAdmin(OrderAdmin):
     def refund_in_full(self, request, queryset):
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                refund = order_refund_by_staff(order_id=pk, amount=None)
+                done = staff_action_request(
+                    kind="staff_refund",
+                    params={"order_id": pk, "amount": None},
+                    reason="",
+                    user=request.user,
+                )
             except DomainError as error:
                 level, text = admin_message(error, about=f"order {pk}")
                 self.message_user(request, text, level)
             else:
+                if done.outcome == Outcome.WAITING:
+                    self.message_user(
+                        request, f"order {pk}: {waiting_message(done.request)}", messages.SUCCESS
+                    )
+                    continue
+                refund = Refund.objects.get(pk=done.result["refund_id"])
                 self.message_user(
                     request,
                     f"order {pk}: refund {refund.stripe_refund_id} of "
@@ -443,14 +465,19 @@ class OrderWithTransfersAdmin(OrderAdmin):
     def release_held(self, request, queryset):
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                released = order_release(order_id=pk, actor=Actor.staff(request.user))
+                done = staff_action_request(
+                    kind="release", params={"order_id": pk}, reason="", user=request.user
+                )
             except DomainError as error:
                 level, text = admin_message(error, about=f"order {pk}")
                 self.message_user(request, text, level)
             else:
-                self.message_user(
-                    request, f"order {pk}: {len(released)} transfer(s) released", messages.SUCCESS
+                text = (
+                    waiting_message(done.request)
+                    if done.outcome == Outcome.WAITING
+                    else f"{len(done.result['released'])} transfer(s) released"
                 )
+                self.message_user(request, f"order {pk}: {text}", messages.SUCCESS)
 
     def has_release_permission(self, request):
         return request.user.has_perm("payouts.release_sellertransfer")

@@ -6,15 +6,19 @@ attention" page, and how transfer statuses and attention reasons read everywhere
 the read replica when one is configured); docs/console.md explains them.
 """
 
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from approvals.selectors import approval_label, approval_rules, approval_subject, approvals_waiting
+from approvals.services import approval_approve, approval_reject
 from config.admin_display import Tone, badge
 from config.db_router import replica_reads
+from config.errors import DomainError, admin_message
 from payouts import charts, console, selectors
 from payouts.selectors import Attention
 from payouts.transitions import TransferStatus
@@ -22,6 +26,9 @@ from payouts.transitions import TransferStatus
 S = TransferStatus
 # Who may see the console: its figures are the transfers' money.
 CONSOLE_PERMISSION = "payouts.view_sellertransfer"
+# Who may see what waits for a second person, and who may decide it.
+APPROVALS_VIEW_PERMISSION = "approvals.view_approvalrequest"
+APPROVE_PERMISSION = "approvals.approve_approvalrequest"
 
 TRANSFER_TONES = {
     S.PENDING: Tone.WAITING,
@@ -104,8 +111,10 @@ class ConsoleAdminSite(admin.AdminSite):
 
     def get_urls(self):
         needs_attention = self.admin_view(self.needs_attention)
+        waiting_for_approval = self.admin_view(self.waiting_for_approval)
         return [
             path("needs-attention/", needs_attention, name="needs_attention"),
+            path("waiting-for-approval/", waiting_for_approval, name="waiting_for_approval"),
             *super().get_urls(),
         ]
 
@@ -124,6 +133,7 @@ class ConsoleAdminSite(admin.AdminSite):
             ],
             "moves_chart": charts.stacked_bars(board.moves),
             "backlog_chart": charts.lines(board.backlog),
+            "approvals_waiting": approvals_waiting(now=timezone.now()).count(),
             **(extra_context or {}),
         }
         return super().index(request, context)
@@ -143,3 +153,65 @@ class ConsoleAdminSite(admin.AdminSite):
             ],
         }
         return TemplateResponse(request, "admin/payouts/needs_attention.html", context)
+
+    def waiting_for_approval(self, request: HttpRequest):
+        """Staff money actions waiting for a second person, each with its decision: approve (it
+        runs, once) or reject with a reason. A decision is a POST back here."""
+        user = request.user
+        if not (user.has_perm(APPROVALS_VIEW_PERMISSION) or user.has_perm(APPROVE_PERMISSION)):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not user.has_perm(APPROVE_PERMISSION):
+                raise PermissionDenied
+            self._decide(request)
+            return HttpResponseRedirect(request.path)
+        now = timezone.now()
+        waiting = [
+            {
+                "request": row,
+                "label": approval_label(row),
+                "subject": approval_subject(row),
+                "own": row.requested_by_id == user.pk,
+            }
+            for row in approvals_waiting(now=now)
+        ]
+        context = {
+            **self.each_context(request),
+            "title": "Waiting for approval",
+            "now": now,
+            "waiting": waiting,
+            "can_decide": user.has_perm(APPROVE_PERMISSION),
+            "rules": approval_rules(),
+            "expires_after": _duration_text(settings.PAYOUTS.approvals.expires_after),
+        }
+        return TemplateResponse(request, "admin/payouts/waiting_for_approval.html", context)
+
+    def _decide(self, request: HttpRequest) -> None:
+        raw_id = request.POST.get("request", "")
+        decision = request.POST.get("decision")
+        reason = request.POST.get("reason", "")
+        if not raw_id.isdigit() or decision not in ("approve", "reject"):
+            messages.warning(request, "Choose a request and approve or reject it.")
+            return
+        request_id = int(raw_id)
+        try:
+            if decision == "approve":
+                decided = approval_approve(request_id=request_id, user=request.user, reason=reason)
+            else:
+                decided = approval_reject(request_id=request_id, user=request.user, reason=reason)
+        except DomainError as error:
+            level, text = admin_message(error, about=f"approval request {request_id}")
+            messages.add_message(request, level, text)
+            return
+        text = f"approval request {request_id}: {decided.status}"
+        if decided.error:
+            text += f" ({decided.error})"
+        level = messages.ERROR if decided.status == "failed" else messages.SUCCESS
+        messages.add_message(request, level, text)
+
+
+def _duration_text(duration) -> str:
+    days, seconds = duration.days, duration.seconds
+    if seconds == 0:
+        return f"{days} day{'s' if days != 1 else ''}"
+    return str(duration)

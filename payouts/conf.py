@@ -8,13 +8,15 @@ variables, their defaults and their meaning are listed in ``.env.template`` and
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from config.durations import parse_duration
+from config.money import currency_decimals
 
 # Stripe replays an idempotency key's first answer for 24 hours, then forgets it. A retry that
 # reuses a key after an unseen outcome must come well inside that window.
@@ -62,6 +64,88 @@ class StripeLimits:
     max_requests_per_second: int | None
 
 
+# The staff money actions that may wait for a second person, and when they do by default. A new
+# kind (a payout policy change, say) is one entry here, plus its action in the approvals app's
+# registry. A rule is "always", "never", or amounts in major units above which a second person
+# must approve: "500.00" for any currency, "usd 1000.00" for one (it wins over the any-currency
+# amount), several separated by commas.
+APPROVAL_DEFAULTS = {
+    "staff_refund": "500.00",
+    "write_off": "always",
+    "release": "never",
+    "requeue": "never",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRule:
+    """When one kind of staff action waits for a second person: always, or above an amount in
+    major units (per currency, else the any-currency amount); never when neither is set."""
+
+    always: bool = False
+    above: Decimal | None = None
+    above_in: Mapping[str, Decimal] = field(default_factory=dict)
+
+    def needs_approval(self, *, amount: int, currency: str) -> bool:
+        if self.always:
+            return True
+        limit = self.above_in.get(currency.lower(), self.above)
+        if limit is None:
+            return False
+        # Compared in major units, so "500.00" means 500 yen and 500 dollars alike.
+        return Decimal(amount).scaleb(-currency_decimals(currency)) > limit
+
+    def describe(self) -> str:
+        if self.always:
+            return "always"
+        parts = [] if self.above is None else [f"above {self.above} in any currency"]
+        parts += [f"above {limit} {code.upper()}" for code, limit in sorted(self.above_in.items())]
+        return ", ".join(parts) or "never"
+
+
+def parse_approval_rule(text: str) -> ApprovalRule:
+    """``always``, ``never``, or ``500.00, jpy 50000``; raises ``ValueError`` saying why not."""
+    text = text.strip().lower()
+    if text in ("always", "never"):
+        return ApprovalRule(always=text == "always")
+    above, above_in = None, {}
+    for part in text.split(","):
+        words = part.split()
+        if len(words) == 1:
+            currency, amount = None, words[0]
+        elif len(words) == 2 and len(words[0]) == 3 and words[0].isalpha():
+            currency, amount = words
+        else:
+            raise ValueError(f"{part.strip()!r} is not an amount or a currency and an amount")
+        try:
+            limit = Decimal(amount)
+        except InvalidOperation:
+            raise ValueError(f"{amount!r} is not an amount") from None
+        if not limit.is_finite() or limit < 0:
+            raise ValueError(f"{amount!r} is not an amount")
+        if currency is None:
+            if above is not None:
+                raise ValueError("two amounts for any currency")
+            above = limit
+        elif currency in above_in:
+            raise ValueError(f"two amounts for {currency}")
+        else:
+            above_in[currency] = limit
+    return ApprovalRule(above=above, above_in=above_in)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPolicy:
+    """The four-eyes rules: which staff actions wait for a second person, and how long a
+    request waits before it expires."""
+
+    rules: Mapping[str, ApprovalRule]
+    expires_after: timedelta
+
+    def needs_approval(self, *, kind: str, amount: int, currency: str) -> bool:
+        return self.rules[kind].needs_approval(amount=amount, currency=currency)
+
+
 @dataclass(frozen=True, slots=True)
 class PayoutsConfig:
     platform_fee_bps: int
@@ -82,6 +166,8 @@ class PayoutsConfig:
     dispute_fee_borne_by: str
     # How long a processed webhook event stays in the inbox (payouts/services/retention.py).
     webhook_retention: timedelta
+    # Which staff money actions wait for a second person (the approvals app).
+    approvals: ApprovalPolicy
 
     @property
     def claim_lease(self) -> timedelta:
@@ -159,6 +245,36 @@ class _Reader:
             )
         return policy
 
+    def approval_policy(self) -> ApprovalPolicy:
+        """``APPROVAL_RULES``: ``kind=rule`` entries separated by ``;`` (see
+        ``APPROVAL_DEFAULTS``); a kind not named keeps its default."""
+        texts = dict(APPROVAL_DEFAULTS)
+        raw = self.raw("APPROVAL_RULES", "")
+        for entry in filter(None, (part.strip() for part in raw.split(";"))):
+            kind, equals, rule = entry.partition("=")
+            kind = kind.strip().lower()
+            if not equals or kind not in APPROVAL_DEFAULTS:
+                known = ", ".join(APPROVAL_DEFAULTS)
+                raise ImproperlyConfigured(
+                    f"APPROVAL_RULES: {entry!r} is not <kind>=<rule> with a kind among {known}"
+                )
+            texts[kind] = rule
+        rules = {}
+        for kind, text in texts.items():
+            try:
+                rules[kind] = parse_approval_rule(text)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"APPROVAL_RULES: {kind}: {exc}") from None
+        return ApprovalPolicy(
+            rules=rules,
+            expires_after=self.duration(
+                "APPROVAL_EXPIRES_AFTER",
+                "7d",
+                low=timedelta(minutes=1),
+                high=timedelta(days=90),
+            ),
+        )
+
     def stripe_limits(self) -> StripeLimits:
         rate = self.raw("STRIPE_MAX_REQUESTS_PER_SECOND", "25")
         return StripeLimits(
@@ -194,4 +310,5 @@ def load_payouts_config(env: environ.Env, **defaults: str) -> PayoutsConfig:
             low=SHORTEST_WEBHOOK_RETENTION,
             high=timedelta(days=3650),
         ),
+        approvals=read.approval_policy(),
     )

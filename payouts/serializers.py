@@ -37,6 +37,23 @@ class RefundRequestSerializer(serializers.Serializer):
     amount = serializers.IntegerField(
         required=False, min_value=1, help_text="Minor units; everything left when omitted."
     )
+    reason = serializers.CharField(
+        max_length=1000,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why; shown to the second person when the refund waits for approval.",
+    )
+
+
+class ReleaseRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=1000,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why; shown to the second person when the release waits for approval.",
+    )
 
 
 class RequeueRequestSerializer(serializers.Serializer):

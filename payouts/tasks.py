@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from approvals.services import approvals_sweep
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
 from payouts.health import heartbeat_stamp
 from payouts.services.bank_payouts import payout_reconcile, payouts_reconcile_unread
@@ -103,3 +104,8 @@ def reconcile_payout(payout_id: int) -> dict[str, int | str]:
 @shared_task
 def reconcile_unread_payouts() -> dict[str, int]:
     return payouts_reconcile_unread()
+
+
+@shared_task
+def sweep_approvals() -> dict[str, int]:
+    return approvals_sweep()

@@ -1,11 +1,19 @@
 """HTTP interfaces: the Stripe webhook endpoint and the staff API. Each is parse → call one
 service → serialize; errors are rendered by ``payouts.api.exception_handler``."""
 
+import csv
+import io
 import json
 import logging
 import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from datetime import time as day_start
 
 from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -19,6 +27,8 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from approvals.services import Outcome, staff_action_request
+from approvals.views import WAITING, waiting_response
 from config.api import (
     STAFF_AUTHENTICATION,
     STAFF_ERRORS,
@@ -26,17 +36,17 @@ from config.api import (
     error_with,
     staff_permission,
 )
-from payouts.models import WebhookOutcome
-from payouts.moves import Actor
+from config.errors import InvalidInput
+from marketplace.models import Refund
+from payouts.audit import COLUMNS, AuditRecord, audit_records
+from payouts.models import SellerTransfer, WebhookOutcome
 from payouts.serializers import (
     RefundRequestSerializer,
     RefundSerializer,
+    ReleaseRequestSerializer,
     RequeueRequestSerializer,
     SellerTransferSerializer,
 )
-from payouts.services.holds import order_release
-from payouts.services.refunds import order_refund_by_staff
-from payouts.services.requeue import transfer_requeue_by_staff
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_ingest
 from payouts.webhook_signature import signature_is_valid
@@ -296,6 +306,7 @@ class TransferRequeueView(APIView):
             200: OpenApiResponse(
                 SellerTransferSerializer, description="The transfer, re-queued and due now."
             ),
+            202: WAITING,
             **STAFF_ERRORS,
             409: error_response(
                 "`not_requeueable`: not `permanently_failed`, or it ended for a final reason "
@@ -307,9 +318,15 @@ class TransferRequeueView(APIView):
     def post(self, request, pk: int):
         body = RequeueRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        transfer = transfer_requeue_by_staff(
-            transfer_id=pk, user=request.user, reason=body.validated_data["reason"]
+        done = staff_action_request(
+            kind="requeue",
+            params={"transfer_id": pk},
+            reason=body.validated_data["reason"],
+            user=request.user,
         )
+        if done.outcome == Outcome.WAITING:
+            return waiting_response(done.request)
+        transfer = SellerTransfer.objects.get(pk=done.result["transfer_id"])
         return Response(SellerTransferSerializer(transfer).data)
 
 
@@ -331,7 +348,10 @@ class OrderRefundView(APIView):
         request=RefundRequestSerializer,
         responses={
             202: OpenApiResponse(
-                RefundSerializer, description="Created at Stripe; completes by webhook."
+                RefundSerializer,
+                description="Created at Stripe; completes by webhook. Above the staff refund "
+                "approval rule, nothing is created: the body is an approval request "
+                "(`code`: `approval_required`) waiting for a second person.",
             ),
             400: error_response("The amount is invalid or exceeds what is left to refund."),
             **STAFF_ERRORS,
@@ -346,7 +366,15 @@ class OrderRefundView(APIView):
     def post(self, request, pk: int):
         body = RefundRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        refund = order_refund_by_staff(order_id=pk, amount=body.validated_data.get("amount"))
+        done = staff_action_request(
+            kind="staff_refund",
+            params={"order_id": pk, "amount": body.validated_data.get("amount")},
+            reason=body.validated_data["reason"],
+            user=request.user,
+        )
+        if done.outcome == Outcome.WAITING:
+            return waiting_response(done.request)
+        refund = Refund.objects.get(pk=done.result["refund_id"])
         return Response(RefundSerializer(refund).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -365,13 +393,137 @@ class OrderReleaseView(APIView):
             "`payouts.release_sellertransfer` permission."
         ),
         tags=["staff"],
-        request=None,
+        request=ReleaseRequestSerializer,
         responses={
             200: OpenApiResponse(SellerTransferSerializer(many=True), description="Released."),
+            202: WAITING,
             **STAFF_ERRORS,
             409: error_response("Not paid, refunded in full, or released already."),
         },
     )
     def post(self, request, pk: int):
-        released = order_release(order_id=pk, actor=Actor.staff(request.user))
+        body = ReleaseRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        done = staff_action_request(
+            kind="release",
+            params={"order_id": pk},
+            reason=body.validated_data["reason"],
+            user=request.user,
+        )
+        if done.outcome == Outcome.WAITING:
+            return waiting_response(done.request)
+        released = SellerTransfer.objects.filter(pk__in=done.result["released"]).order_by("pk")
         return Response(SellerTransferSerializer(released, many=True).data)
+
+
+class BadAuditRange(InvalidInput):
+    code = "bad_range"
+
+
+def _audit_moment(name: str, raw: str | None, *, end: bool) -> datetime | None:
+    """``from``/``to``: a date (the day's start; for ``to`` the next day's, so the day is in)
+    or an ISO date-time (UTC when it names no zone). ``None`` when absent."""
+    if raw is None or raw == "":
+        return None
+    try:
+        day = parse_date(raw) if len(raw) == 10 else None
+        moment = None if day else parse_datetime(raw)
+    except ValueError:
+        day = moment = None
+    if day is not None:
+        day = date.fromordinal(day.toordinal() + 1) if end else day
+        return datetime.combine(day, day_start.min, tzinfo=UTC)
+    if moment is None:
+        raise BadAuditRange(f"`{name}` is not a date (YYYY-MM-DD) or an ISO date-time: {raw!r}")
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+
+
+# Records written per chunk of the response: few, large writes instead of one per row.
+AUDIT_BATCH = 500
+
+
+def _record_fields(record: AuditRecord) -> dict:
+    # Not dataclasses.asdict: it deep-copies every detail, and the export is millions of rows.
+    return {column: getattr(record, column) for column in COLUMNS}
+
+
+def _csv_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for count, record in enumerate(records, 1):
+        row = _record_fields(record)
+        row["at"] = record.at.isoformat()
+        row["stripe_ids"] = " ".join(record.stripe_ids)
+        row["detail"] = json.dumps(record.detail, default=str, sort_keys=True)
+        writer.writerow(["" if row[column] is None else row[column] for column in COLUMNS])
+        if count % AUDIT_BATCH == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _jsonl_lines(records: Iterator[AuditRecord]) -> Iterator[str]:
+    batch = []
+    for record in records:
+        row = _record_fields(record)
+        row["stripe_ids"] = list(record.stripe_ids)
+        batch.append(json.dumps(row, default=str) + "\n")
+        if len(batch) == AUDIT_BATCH:
+            yield "".join(batch)
+            batch = []
+    yield "".join(batch)
+
+
+AUDIT_FORMATS = {"csv": ("text/csv", _csv_lines), "jsonl": ("application/x-ndjson", _jsonl_lines)}
+
+
+class AuditExportView(APIView):
+    """``GET /api/admin/audit/?from=&to=&format=csv|jsonl``: every staff action and money move
+    in the range, in time order, streamed."""
+
+    authentication_classes = STAFF_AUTHENTICATION
+    permission_classes = [IsAdminUser, staff_permission("approvals.export_audit")]
+
+    @extend_schema(
+        operation_id="audit_export",
+        summary="Export every staff action and money move in a time range (CSV or JSON lines)",
+        description=(
+            "Seller transfer transitions, book entries with their lines, approval requests and "
+            "their decisions, connected-account changes and staff refunds, merged in time order "
+            "(`from` included, `to` excluded; a date alone means that whole day, UTC), with "
+            "who, why, amounts and Stripe ids. Streamed from server-side cursors over one "
+            "snapshot: the memory it takes does not grow with the range. Needs staff status and "
+            "the `approvals.export_audit` permission."
+        ),
+        tags=["staff"],
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.STR, description="YYYY-MM-DD or date-time"),
+            OpenApiParameter(
+                "to", OpenApiTypes.STR, description="YYYY-MM-DD (included) or date-time"
+            ),
+            OpenApiParameter("format", OpenApiTypes.STR, enum=list(AUDIT_FORMATS)),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+            400: error_response("`from` or `to` malformed, or reversed; an unknown `format`."),
+            401: STAFF_ERRORS[401],
+            403: STAFF_ERRORS[403],
+        },
+    )
+    def get(self, request):
+        start = _audit_moment("from", request.query_params.get("from"), end=False)
+        end = _audit_moment("to", request.query_params.get("to"), end=True)
+        if start and end and start >= end:
+            raise BadAuditRange("`to` must come after `from`")
+        output = request.query_params.get("format", "csv")
+        if output not in AUDIT_FORMATS:
+            raise BadAuditRange(f"`format` is csv or jsonl, not {output!r}")
+        content_type, lines = AUDIT_FORMATS[output]
+        response = StreamingHttpResponse(
+            lines(audit_records(start=start, end=end)), content_type=content_type
+        )
+        response["Content-Disposition"] = f'attachment; filename="audit.{output}"'
+        return response

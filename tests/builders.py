@@ -31,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import requests
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django.db.models import F
@@ -52,6 +53,7 @@ from tests.factories import (
     PaidOrderFactory,
     SellerFactory,
     SellerTransferFactory,
+    UserFactory,
 )
 
 # --- Stripe events, signed exactly as Stripe signs them ----------------------------------------
@@ -458,3 +460,13 @@ def ledger_check_command() -> tuple[int, str]:
     except SystemExit as exit_:
         return int(exit_.code or 0), out.getvalue()
     return 0, out.getvalue()
+
+
+# --- Staff ---------------------------------------------------------------------------------------
+
+
+def staff_with(*codenames: str, **fields):
+    """A staff user holding the permissions named by codename (``"refund_order"``, …)."""
+    user = UserFactory(is_staff=True, **fields)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user

@@ -13,9 +13,11 @@ processes) use ``django_db(transaction=True)``.
 from dataclasses import replace
 from datetime import timedelta
 
+import environ
 import pytest
 import stripe
 
+from payouts.conf import load_payouts_config
 from stripe_sandbox.testing import RunningSandbox
 from tests.builders import CONNECT_WEBHOOK_SECRET, WEBHOOK_SECRET, paid_order, post_event
 
@@ -46,6 +48,18 @@ def sandbox(sandbox_server, settings):
     settings.STRIPE_CONNECT_WEBHOOK_SECRETS = [CONNECT_WEBHOOK_SECRET]
     yield sandbox_server.control
     sandbox_server.control.reset()
+
+
+@pytest.fixture
+def approval_rules(settings):
+    """Set the four-eyes rules as ``APPROVAL_RULES`` would (``"write_off=never; …"``), parsed
+    by the settings' own parser."""
+
+    def set_rules(text: str) -> None:
+        policy = load_payouts_config(environ.Env(), APPROVAL_RULES=text).approvals
+        settings.PAYOUTS = replace(settings.PAYOUTS, approvals=policy)
+
+    return set_rules
 
 
 @pytest.fixture

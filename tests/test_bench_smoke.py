@@ -80,6 +80,11 @@ SMOKE_RUNS = {
         "path  orders  p50  p90  max",
         (r"payment -> last transfer\s+1\s", r"refund -> last reversal\s+1\s"),
     ),
+    "audit_export": Smoke(
+        "--rows 300",
+        "rows in the book and trail  lines exported  MiB sent  seconds  rows/s  RSS before (MiB)  "
+        "peak RSS (MiB)  growth (MiB)",
+    ),
     "payout_reads": Smoke(
         "--sizes 20",
         "transfers  calls  sandbox log  lines  matched  unmatched  adds up  s",

@@ -1,6 +1,7 @@
 """The layout's rules (docs/architecture.md): `marketplace` imports neither `payouts` nor
-`ledger`, `ledger` never imports `payouts`; only the gateway (and the webhook signature check)
-import stripe."""
+`ledger` nor `approvals`, `ledger` never imports `payouts`, `approvals` imports neither `ledger`
+nor `payouts` (they register their actions in it); only the gateway (and the webhook signature
+check) import stripe."""
 
 import ast
 from pathlib import Path
@@ -22,7 +23,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def application_files():
-    for package in ("config", "devtools", "ledger", "marketplace", "payouts"):
+    for package in ("approvals", "config", "devtools", "ledger", "marketplace", "payouts"):
         yield from (p.relative_to(ROOT) for p in (ROOT / package).rglob("*.py"))
 
 
@@ -37,7 +38,14 @@ def importers_of(package: str, *, within: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("lower", "upper"),
-    [("marketplace", "payouts"), ("marketplace", "ledger"), ("ledger", "payouts")],
+    [
+        ("marketplace", "payouts"),
+        ("marketplace", "ledger"),
+        ("marketplace", "approvals"),
+        ("ledger", "payouts"),
+        ("approvals", "ledger"),
+        ("approvals", "payouts"),
+    ],
 )
 def test_a_lower_app_never_imports_a_higher_one(lower, upper):
     assert importers_of(upper, within=lower) == []

@@ -163,8 +163,9 @@ def test_a_debt_larger_than_the_next_transfer_is_netted_over_several_orders(
 
 
 def test_staff_write_off_a_debt_with_a_reason_and_the_book_records_who_and_why(
-    client, seller_in_debt
+    client, seller_in_debt, approval_rules
 ):
+    approval_rules("write_off=never")
     seller_id = seller_in_debt.seller_id
     staff = UserFactory(is_superuser=True, is_staff=True)
     client.force_login(staff)

@@ -34,6 +34,8 @@ INSTALLED_APPS = [
     # Swagger UI's files for /api/docs/, served from here instead of a CDN.
     "drf_spectacular_sidecar",
     "marketplace",
+    # Four eyes on staff money actions; the book and payouts register theirs in it.
+    "approvals",
     "ledger",
     "payouts",
 ]
@@ -248,6 +250,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.tasks.release_held_transfers",
         "schedule": PAYOUTS.transfer_retry.check_interval.total_seconds(),
         "options": {"expires": PAYOUTS.transfer_retry.check_interval.total_seconds()},
+    },
+    # Approval requests nobody decided in time, and approved actions whose process died.
+    "sweep-approvals": {
+        "task": "payouts.tasks.sweep_approvals",
+        "schedule": 60,
+        "options": {"expires": 60},
     },
     "settle-staff-refunds": {
         "task": "payouts.tasks.settle_staff_refunds",

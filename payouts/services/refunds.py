@@ -194,10 +194,30 @@ def order_refund_by_staff(
     refund's webhook completes it and schedules the sellers' reversals, like any other refund.
     Raises ``UnknownOrder``, ``RefundRefused`` or ``StripeRefused`` (with the refund row).
     """
-    refund = refund_open_by_staff(order_id=order_id, amount=amount)
-    key = f"payouts-refund-{refund.pk}-{int(refund.created_at.timestamp() * 1_000_000)}"
-    Refund.objects.filter(pk=refund.pk).update(stripe_idempotency_key=key)
-    refund.stripe_idempotency_key = key
+    refund = staff_refund_reserve(order_id=order_id, amount=amount)
+    return staff_refund_send(refund_id=refund.pk, gateway=gateway)
+
+
+def staff_refund_reserve(*, order_id: int, amount: int | None) -> Refund:
+    """Reserve a staff refund and give it its idempotency key, in one transaction (the caller's,
+    when there is one: an approved request commits its reservation with its decision)."""
+    with transaction.atomic():
+        refund = refund_open_by_staff(order_id=order_id, amount=amount)
+        key = f"payouts-refund-{refund.pk}-{int(refund.created_at.timestamp() * 1_000_000)}"
+        Refund.objects.filter(pk=refund.pk).update(stripe_idempotency_key=key)
+        refund.stripe_idempotency_key = key
+    return refund
+
+
+def staff_refund_send(*, refund_id: int, gateway: StripeGateway | None = None) -> Refund:
+    """Create the reserved refund at Stripe with its own key (no transaction open). A refund
+    already sent, or settled meanwhile, is not sent again. Raises ``StripeRefused`` (with the
+    refund row: ``failed`` when Stripe refused, still ``pending`` when its answer was lost)."""
+    refund = Refund.objects.select_related("order").get(pk=refund_id)
+    if refund.status == RefundStatus.FAILED:
+        raise StripeRefused(f"refund {refund.pk} failed: {refund.error_message}", subject=refund)
+    if refund.stripe_refund_id or refund.status != RefundStatus.PENDING:
+        return refund
     try:
         _create_at_stripe(refund, gateway or get_gateway())
     except GatewayError as error:

@@ -1,0 +1,172 @@
+"""The payouts app's staff money actions, as the approvals app runs them: staff refunds,
+releases of held transfers and re-queues. Each reads its parameters (``measure``), then runs
+through the same service as when it needs no approval."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db.models import Sum
+
+from approvals.registry import Action, ActionOutcomeUnknown, Ask, Measured, register
+from config.errors import StripeRefused
+from marketplace.models import Order, OrderStatus, Refund, RefundStatus
+from marketplace.selectors import order_refund_reserved_amount, order_total
+from marketplace.services import RefundRefused, UnknownOrder
+from payouts.models import SellerTransfer
+from payouts.moves import Actor
+from payouts.services.holds import NothingToRelease, order_release
+from payouts.services.refunds import (
+    ReservationOutcome,
+    staff_refund_reserve,
+    staff_refund_send,
+    staff_refund_settle,
+)
+from payouts.services.requeue import TransferNotRequeueable, requeueable, transfer_requeue_by_staff
+from payouts.services.transfers import UnknownTransfer
+from payouts.transitions import HeldReason, TransferStatus
+
+
+def _order(order_id: int) -> Order:
+    try:
+        return Order.objects.get(pk=order_id)
+    except Order.DoesNotExist:
+        raise UnknownOrder(f"No order {order_id}.") from None
+
+
+def _approved(ask: Ask) -> str:
+    """How an approved run names its second person in the audit trail."""
+    if ask.request_id is None:
+        return ""
+    return f"approved by {ask.approved_by.get_username()}, approval request {ask.request_id}"
+
+
+# --- Staff refunds
+
+
+def _refund_measure(params: Mapping[str, Any]) -> Measured:
+    order = _order(params["order_id"])
+    if order.status == OrderStatus.PENDING or not order.stripe_payment_intent_id:
+        raise RefundRefused(f"order {order.pk} is not paid")
+    left = order_total(order=order) - order_refund_reserved_amount(order=order)
+    amount = left if params.get("amount") is None else params["amount"]
+    if amount <= 0 or amount > left:
+        raise RefundRefused(
+            f"order {order.pk} has {left} {order.currency} left to refund; asked {amount}"
+        )
+    # The amount is fixed when asked: "all that is left" is what the approver saw.
+    return Measured(amount, order.currency, {"order_id": order.pk, "amount": amount})
+
+
+def _refund_prepare(ask: Ask) -> dict:
+    refund = staff_refund_reserve(order_id=ask.params["order_id"], amount=ask.params["amount"])
+    return {"refund_id": refund.pk}
+
+
+def _refund_send(result: dict) -> dict:
+    try:
+        refund = staff_refund_send(refund_id=result["refund_id"])
+    except StripeRefused as error:
+        if isinstance(error.subject, Refund) and error.subject.status == RefundStatus.PENDING:
+            raise ActionOutcomeUnknown(error.message, subject=error.subject) from error
+        raise
+    return {"stripe_refund_id": refund.stripe_refund_id}
+
+
+def _refund_resume(result: dict) -> dict:
+    """A send whose process died or whose answer was lost: Stripe is read first (our metadata
+    names the refund row), then it is sent again with its own key or released."""
+    outcome = staff_refund_settle(refund_id=result["refund_id"])
+    refund = Refund.objects.get(pk=result["refund_id"])
+    if outcome == ReservationOutcome.UNKNOWN:
+        raise ActionOutcomeUnknown("Stripe could not be asked about the refund", subject=refund)
+    if outcome == ReservationOutcome.RELEASED or refund.status == RefundStatus.FAILED:
+        raise StripeRefused(f"Stripe holds no refund: {refund.error_message}", subject=refund)
+    return {"stripe_refund_id": refund.stripe_refund_id}
+
+
+# --- Releases of held transfers
+
+
+def _awaiting_release(order_id: int):
+    return SellerTransfer.objects.filter(
+        order_id=order_id, status=TransferStatus.HELD, held_reason=HeldReason.AWAITING_RELEASE
+    )
+
+
+def _release_measure(params: Mapping[str, Any]) -> Measured:
+    order = _order(params["order_id"])
+    # Refused when asked (as order_release would), so nobody approves what cannot run.
+    if order.status == OrderStatus.PENDING:
+        raise NothingToRelease(f"order {order.pk} is not paid: nothing to release")
+    if order.status == OrderStatus.REFUNDED:
+        raise NothingToRelease(f"order {order.pk} was refunded in full: nothing to pay")
+    waiting = _awaiting_release(order.pk)
+    currency = waiting.values_list("currency", flat=True).first()
+    if currency is None:
+        raise NothingToRelease(f"order {order.pk} has no transfer waiting for release")
+    amount = waiting.aggregate(total=Sum("amount"))["total"]
+    return Measured(amount, currency, {"order_id": order.pk})
+
+
+def _release_prepare(ask: Ask) -> dict:
+    approved = _approved(ask)
+    actor = Actor.staff(ask.user)
+    if approved:
+        actor = Actor(f"{actor.caused_by} ({approved})"[:255], ask.user)
+    released = order_release(order_id=ask.params["order_id"], actor=actor)
+    return {"released": [row.pk for row in released]}
+
+
+# --- Re-queues of transfers that gave up
+
+
+def _requeue_measure(params: Mapping[str, Any]) -> Measured:
+    transfer = SellerTransfer.objects.filter(pk=params["transfer_id"]).first()
+    if transfer is None:
+        raise UnknownTransfer(f"No seller transfer {params['transfer_id']}.")
+    why_not = requeueable(transfer)
+    if why_not is not None:
+        raise TransferNotRequeueable(why_not, subject=transfer)
+    return Measured(transfer.amount, transfer.currency, {"transfer_id": transfer.pk})
+
+
+def _requeue_prepare(ask: Ask) -> dict:
+    approved = _approved(ask)
+    reason = f"{ask.reason} ({approved})" if approved else ask.reason
+    transfer = transfer_requeue_by_staff(
+        transfer_id=ask.params["transfer_id"], user=ask.user, reason=reason
+    )
+    return {"transfer_id": transfer.pk, "status": transfer.status}
+
+
+def register_actions() -> None:
+    register(
+        Action(
+            kind="staff_refund",
+            label="Staff refund",
+            measure=_refund_measure,
+            subject=lambda params: f"order {params['order_id']}",
+            prepare=_refund_prepare,
+            send=_refund_send,
+            resume=_refund_resume,
+        )
+    )
+    register(
+        Action(
+            kind="release",
+            label="Release of held transfers",
+            measure=_release_measure,
+            subject=lambda params: f"order {params['order_id']}",
+            prepare=_release_prepare,
+        )
+    )
+    register(
+        Action(
+            kind="requeue",
+            label="Re-queue of a transfer that gave up",
+            measure=_requeue_measure,
+            subject=lambda params: f"transfer {params['transfer_id']}",
+            prepare=_requeue_prepare,
+            reason_required=True,
+        )
+    )
