@@ -13,14 +13,15 @@ from django.utils.text import Truncator
 from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
 from config.money import format_money
+from ledger.admin import SellerWithBookAdmin
 from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
-from marketplace.models import Dispute, Order, Refund
+from marketplace.models import Dispute, Order, Refund, Seller
 from payouts import selectors
 from payouts.admin_site import attention_label, transfer_badge
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
 from payouts.selectors import Attention
-from payouts.services.holds import order_release
+from payouts.services.holds import order_release, seller_reconnect
 from payouts.services.refunds import order_refund_by_staff, staff_refund_settle
 from payouts.services.requeue import transfer_requeue_by_staff
 from payouts.services.transfers import transfer_retry_by_staff
@@ -494,9 +495,27 @@ class DisputeWithRecoveryAdmin(DisputeAdmin):
         return money(recovered, currency or dispute.currency)
 
 
+class SellerWithPayoutsAdmin(SellerWithBookAdmin):
+    """A change of connected account also releases the seller's transfers held for the old
+    account (a seller who disconnected is paid once reconnected). Marketplace and the book
+    never import payouts: payouts extends their seller admin instead."""
+
+    def account_change(self, request, seller, account: str) -> None:
+        released = seller_reconnect(seller=seller, stripe_account_id=account, user=request.user)
+        if released:
+            self.message_user(
+                request,
+                f"{released} held transfer(s) of the seller released: they are sent to the new "
+                "account once Stripe says it can receive",
+                messages.SUCCESS,
+            )
+
+
 admin.site.unregister(Dispute)
 admin.site.register(Dispute, DisputeWithRecoveryAdmin)
 admin.site.unregister(Order)
 admin.site.register(Order, OrderWithTransfersAdmin)
 admin.site.unregister(Refund)
 admin.site.register(Refund, RefundWithSettleAdmin)
+admin.site.unregister(Seller)
+admin.site.register(Seller, SellerWithPayoutsAdmin)

@@ -3,7 +3,10 @@ the moment Stripe's Connect endpoint says the account can receive again; a selle
 disconnects has their unsent transfers held for staff. Connect events come to their own
 endpoint, signed with its own secret."""
 
+import time
+
 import pytest
+from django.urls import reverse
 
 from marketplace.models import Seller
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
@@ -17,6 +20,7 @@ from tests.builders import (
     post_connect_event,
     post_event,
 )
+from tests.factories import UserFactory
 
 S = TransferStatus
 pytestmark = pytest.mark.django_db
@@ -118,3 +122,83 @@ def test_other_connect_events_are_stored_and_ignored(client, sandbox):
     assert response.status_code == 200
     event = WebhookEvent.objects.get()
     assert (event.outcome, event.account) == (WebhookOutcome.IGNORED, "acct_1")
+
+
+def test_an_account_update_older_than_the_one_applied_does_not_restrict_the_seller(
+    client, sandbox, stripe_client
+):
+    seller = connected_seller(stripe_client)
+    account_id = seller.stripe_account_id
+    sandbox.set_transfers_capability(
+        account_id, "inactive", disabled_reason="requirements.past_due"
+    )
+    restricted = account_object(stripe_client, account_id)
+    sandbox.set_transfers_capability(account_id, "active")
+    ready = account_object(stripe_client, account_id)
+    now = int(time.time())
+
+    post_connect_event(client, "account.updated", ready, account=account_id, created=now)
+    # Stripe does not deliver in order: the restriction, a minute older, arrives last.
+    late = post_connect_event(
+        client, "account.updated", restricted, account=account_id, created=now - 60
+    )
+
+    assert late.status_code == 200, late.content
+    seller.refresh_from_db()
+    assert seller.account_status == Seller.AccountStatus.READY
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    assert row.status == S.COMPLETED
+
+
+def test_a_newer_account_update_still_restricts_the_seller(client, sandbox, stripe_client):
+    seller = connected_seller(stripe_client)
+    account_id = seller.stripe_account_id
+    ready = account_object(stripe_client, account_id)
+    sandbox.set_transfers_capability(
+        account_id, "inactive", disabled_reason="requirements.past_due"
+    )
+    restricted = account_object(stripe_client, account_id)
+    now = int(time.time())
+
+    post_connect_event(client, "account.updated", ready, account=account_id, created=now - 60)
+    post_connect_event(client, "account.updated", restricted, account=account_id, created=now)
+
+    seller.refresh_from_db()
+    assert seller.account_status == Seller.AccountStatus.RESTRICTED
+
+
+def test_a_disconnected_seller_given_a_new_account_is_paid(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    order, [paid, unsent] = paid_order(stripe_client, [1000, 2000], unpaid=[1])
+    seller = unsent.seller
+    post_connect_event(
+        client, "account.application.deauthorized", {"id": "ca_platform", "object": "application"},
+        account=seller.stripe_account_id,
+    )  # fmt: skip
+    unsent.refresh_from_db()
+    assert (unsent.status, unsent.held_reason) == (S.HELD, HeldReason.ACCOUNT_DEAUTHORIZED)
+    new_account = stripe_client.v1.accounts.create(params={"type": "express"})
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+
+    # Staff reconnect the seller on their admin page.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:marketplace_seller_change", args=[seller.pk]),
+            {
+                "name": seller.name,
+                "email": seller.email,
+                "stripe_account_id": new_account.id,
+                # The (read-only) inline of earlier account changes.
+                "account_changes-TOTAL_FORMS": "0",
+                "account_changes-INITIAL_FORMS": "0",
+            },
+        )
+
+    assert response.status_code == 302, response.content
+    unsent.refresh_from_db()
+    assert (unsent.status, unsent.held_reason) == (S.COMPLETED, "")
+    [remote] = [t for t in sandbox.state()["transfers"] if t["id"] == unsent.stripe_transfer_id]
+    assert (remote["amount"], remote["destination"]) == (1800, new_account.id)
+    assert ledger_check()[1] == []
