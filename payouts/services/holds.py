@@ -29,7 +29,7 @@ from payouts.locks import held_due_lock, order_transfers_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
 from payouts.transitions import ConcurrentTransition, HeldReason, TransferStatus
-from payouts.wakeups import send_transfers_after_commit
+from payouts.wakeups import reversals_due_after_commit, send_transfers_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,28 @@ def _account_status_record(
 
 
 def _release_account_holds(seller: Seller, actor: Actor) -> int:
+    """Send the seller's transfers, and what is to be given back to them, that waited for
+    their account. Returns how many rows."""
+    return _send_held_transfers(seller, actor) + _resume_give_backs(seller, actor)
+
+
+def _resume_give_backs(seller: Seller, actor: Actor) -> int:
+    rows = SellerTransfer.objects.filter(
+        seller=seller, status=S.REVERSAL_PENDING, held_reason__in=ACCOUNT_HOLDS
+    )
+    resumed = 0
+    for row in rows.order_by("pk"):
+        try:
+            with transaction.atomic():
+                moves.give_back_resumed(row, actor=actor)
+                reversals_due_after_commit()
+            resumed += 1
+        except ConcurrentTransition:
+            pass  # the worker is on it (its lease), or settled it meanwhile
+    return resumed
+
+
+def _send_held_transfers(seller: Seller, actor: Actor) -> int:
     rows = SellerTransfer.objects.filter(
         seller=seller, status=S.HELD, held_reason__in=ACCOUNT_HOLDS
     )
