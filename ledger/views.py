@@ -15,7 +15,13 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import STAFF_AUTHENTICATION, STAFF_ERRORS, error_response, staff_permission
+from config.api import (
+    STAFF_AUTHENTICATION,
+    STAFF_ERRORS,
+    JSONBodyOnly,
+    error_response,
+    staff_permission,
+)
 from config.errors import InvalidInput, NotFound
 from ledger.selectors import seller_balances, seller_statement_lines
 from ledger.services import debt_write_off
@@ -187,7 +193,7 @@ class SellerDebtWriteOffView(APIView):
     """``POST /api/admin/sellers/<id>/debt/write-off/`` with ``{currency, amount, reason}``."""
 
     authentication_classes = STAFF_AUTHENTICATION
-    permission_classes = [IsAdminUser, staff_permission("ledger.write_off_debt")]
+    permission_classes = [IsAdminUser, staff_permission("ledger.write_off_debt"), JSONBodyOnly]
 
     @extend_schema(
         operation_id="seller_debt_write_off",
