@@ -10,6 +10,7 @@ that are not the sandbox's public ones (which it refuses), with the Stripe calls
 sandbox like every test's.
 """
 
+import ast
 import os
 import secrets
 import subprocess
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.conf import global_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,3 +89,85 @@ def test_the_retry_staff_api_and_wake_up_paths_pass_under(settings_module, djang
 
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout
+
+
+# --- The same rule, read from the source: quick, and it names the line. ------------------------
+
+APPS = ("config", "devtools", "ledger", "marketplace", "payouts")
+
+
+def assigned_names(path: Path) -> set[str]:
+    """The upper-case names a settings module assigns at its top level."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign | ast.AugAssign):
+            targets = [node.target]
+        names |= {t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper()}
+    return names
+
+
+def settings_only_the_tests_define() -> set[str]:
+    settings_dir = ROOT / "config" / "settings"
+    elsewhere = set(dir(global_settings))
+    for module in ("base", "local", "production"):
+        elsewhere |= assigned_names(settings_dir / f"{module}.py")
+    return assigned_names(settings_dir / "test.py") - elsewhere
+
+
+def settings_reads(source: str, names: set[str]) -> list[tuple[int, str]]:
+    """``(line, name)`` for each read of one of ``names`` from Django's settings:
+    ``settings.NAME`` or ``getattr(settings, "NAME", …)``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "settings"
+            and node.attr in names
+        ):
+            found.append((node.lineno, node.attr))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"getattr", "hasattr"}
+            and len(node.args) >= 2
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id == "settings"
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in names
+        ):
+            found.append((node.lineno, node.args[1].value))
+    return found
+
+
+def test_the_scanner_finds_a_planted_read_of_a_test_only_setting():
+    planted = (
+        "from django.conf import settings\n"
+        "def wake():\n"
+        "    if settings.CELERY_TASK_ALWAYS_EAGER:\n"
+        "        return getattr(settings, 'CELERY_TASK_EAGER_PROPAGATES', False)\n"
+        "    return settings.CELERY_BROKER_URL\n"
+    )
+
+    assert {
+        "CELERY_TASK_ALWAYS_EAGER",
+        "CELERY_TASK_EAGER_PROPAGATES",
+    } <= settings_only_the_tests_define()
+    assert settings_reads(planted, settings_only_the_tests_define()) == [
+        (3, "CELERY_TASK_ALWAYS_EAGER"),
+        (4, "CELERY_TASK_EAGER_PROPAGATES"),
+    ]
+
+
+def test_no_code_reads_a_setting_only_the_test_settings_define():
+    names = settings_only_the_tests_define()
+    found = [
+        f"{path.relative_to(ROOT)}:{line} reads settings.{name}"
+        for app in APPS
+        for path in sorted((ROOT / app).rglob("*.py"))
+        if "settings" not in path.relative_to(ROOT).parts
+        for line, name in settings_reads(path.read_text(), names)
+    ]
+
+    assert found == []
