@@ -4,8 +4,9 @@ in one shape, ``{"detail", "code"}``."""
 
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.permissions import BasePermission
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 
 def staff_permission(codename: str) -> type[BasePermission]:
@@ -21,9 +22,37 @@ def staff_permission(codename: str) -> type[BasePermission]:
     return HasPermission
 
 
-# The staff API authenticates with Basic first (its WWW-Authenticate challenge turns a missing
-# login into a 401, not a 403), then the admin's session.
-STAFF_AUTHENTICATION = [BasicAuthentication, SessionAuthentication]
+class StaffTokenAuthentication(TokenAuthentication):
+    """API clients send ``Authorization: Bearer <token>``: a staff user's token, made on the
+    admin's Tokens page or with ``manage.py drf_create_token <username>``. A browser never
+    attaches it to a request on its own, so another site cannot make one send it."""
+
+    keyword = "Bearer"
+
+
+# The staff API takes a bearer token, or the admin's session (whose unsafe requests DRF checks
+# for the CSRF token). Never Basic: its 401 challenge makes a browser ask for the password and
+# then send it with every request to the site, another site's form posts included, where no
+# CSRF check applies. The token comes first so a missing login is a 401 challenging for
+# ``Bearer`` (no browser prompts for it), not a 403.
+STAFF_AUTHENTICATION = [StaffTokenAuthentication, SessionAuthentication]
+
+
+class JSONBodyOnly(BasePermission):
+    """Unsafe requests with a body must send JSON (415 otherwise), on the endpoints that read no
+    body too: an HTML form, which another site can make a browser post, cannot send JSON."""
+
+    def has_permission(self, request, view):
+        if request.method in SAFE_METHODS or not _has_body(request):
+            return True
+        if request.content_type.split(";")[0].strip().lower() != "application/json":
+            raise UnsupportedMediaType(request.content_type)
+        return True
+
+
+def _has_body(request) -> bool:
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    return "HTTP_TRANSFER_ENCODING" in request.META or (length.isdigit() and int(length) > 0)
 
 
 ERROR = inline_serializer(

@@ -17,7 +17,13 @@ from rest_framework.views import APIView
 
 from approvals.services import Outcome, staff_action_request
 from approvals.views import WAITING, waiting_response
-from config.api import STAFF_AUTHENTICATION, STAFF_ERRORS, error_response, staff_permission
+from config.api import (
+    STAFF_AUTHENTICATION,
+    STAFF_ERRORS,
+    JSONBodyOnly,
+    error_response,
+    staff_permission,
+)
 from config.errors import InvalidInput, NotFound
 from ledger.selectors import seller_balances, seller_statement_lines
 from marketplace.models import Seller
@@ -188,7 +194,7 @@ class SellerDebtWriteOffView(APIView):
     """``POST /api/admin/sellers/<id>/debt/write-off/`` with ``{currency, amount, reason}``."""
 
     authentication_classes = STAFF_AUTHENTICATION
-    permission_classes = [IsAdminUser, staff_permission("ledger.write_off_debt")]
+    permission_classes = [IsAdminUser, staff_permission("ledger.write_off_debt"), JSONBodyOnly]
 
     @extend_schema(
         operation_id="seller_debt_write_off",

@@ -124,6 +124,7 @@ class SellerAdmin(admin.ModelAdmin):
         "account_status_badge",
         "account_status_reason",
         "account_status_at",
+        "account_event_created",
     )
     inlines = [SellerAccountChangeInline]
 
@@ -142,9 +143,14 @@ class SellerAdmin(admin.ModelAdmin):
             account = obj.stripe_account_id
             obj.stripe_account_id = form.initial.get("stripe_account_id", "")
             super().save_model(request, obj, form, change)
-            seller_account_set(seller=obj, stripe_account_id=account, user=request.user)
+            self.account_change(request, obj, account)
         else:
             super().save_model(request, obj, form, change)
+
+    def account_change(self, request, seller: Seller, account: str) -> None:
+        """Point the seller at ``account`` (the payouts app extends this: a reconnected seller's
+        held transfers are released)."""
+        seller_account_set(seller=seller, stripe_account_id=account, user=request.user)
 
 
 class OrderItemInline(admin.TabularInline):

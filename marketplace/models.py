@@ -36,6 +36,9 @@ class Seller(models.Model):
     )  # fmt: skip
     account_status_reason = models.CharField(max_length=255, blank=True, default="", db_default="")
     account_status_at = models.DateTimeField(null=True, blank=True)
+    # When Stripe made the newest account event applied to the status (``created``): events
+    # come in any order, and an older one must not overwrite what a newer one said.
+    account_event_created = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

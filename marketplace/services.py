@@ -3,8 +3,10 @@ to Stripe or knows about seller transfers."""
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from config.errors import Conflict, InvalidInput, NotFound
@@ -351,7 +353,16 @@ def seller_account_set(*, seller: Seller, stripe_account_id: str, user=None) -> 
         # A new account must be checked before money is sent to it.
         locked.account_status = AccountStatus.UNKNOWN
         locked.account_status_reason = ""
-        locked.save(update_fields=["stripe_account_id", "account_status", "account_status_reason"])
+        # The old account's events say nothing of the new one.
+        locked.account_event_created = None
+        locked.save(
+            update_fields=[
+                "stripe_account_id",
+                "account_status",
+                "account_status_reason",
+                "account_event_created",
+            ]
+        )
     logger.warning(
         "seller connected account changed",
         extra={"seller_id": seller.pk, "by": getattr(user, "pk", None)},
@@ -367,6 +378,34 @@ def seller_account_status_set(*, seller: Seller, status: str, reason: str = "") 
     )
     seller.refresh_from_db(fields=["account_status", "account_status_reason", "account_status_at"])
     return seller
+
+
+def seller_account_event_apply(
+    *, seller: Seller, status: str, reason: str, event_created: datetime
+) -> bool:
+    """Record what a Stripe account event made at ``event_created`` says of the seller's
+    account, unless an event made later was applied already (Stripe delivers them in any
+    order). True when applied. Events of one second are applied in the order they arrive:
+    their times cannot tell them apart."""
+    applied = (
+        Seller.objects.filter(pk=seller.pk)
+        .filter(Q(account_event_created__isnull=True) | Q(account_event_created__lte=event_created))
+        .update(
+            account_status=status,
+            account_status_reason=reason[:255],
+            account_status_at=timezone.now(),
+            account_event_created=event_created,
+        )
+    )
+    seller.refresh_from_db(
+        fields=[
+            "account_status",
+            "account_status_reason",
+            "account_status_at",
+            "account_event_created",
+        ]
+    )
+    return bool(applied)
 
 
 # How far along a dispute is: a status never goes back (events arrive in any order), and a

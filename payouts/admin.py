@@ -32,6 +32,7 @@ from payouts.models import (
 )
 from payouts.selectors import Attention
 from payouts.services.bank_payouts import payout_reconcile_by_staff
+from payouts.services.holds import seller_reconnect
 from payouts.services.refunds import staff_refund_settle
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_process
@@ -698,7 +699,9 @@ class PayoutAdmin(ReadOnlyAdmin):
 
 class SellerWithPayoutsAdmin(SellerWithBookAdmin):
     """The seller page (with what the book says of them), and a link to the seller's bank
-    payouts (neither marketplace nor the book imports payouts: payouts extends their admin)."""
+    payouts (neither marketplace nor the book imports payouts: payouts extends their admin). A
+    change of connected account also releases the seller's transfers held for the old account
+    (a seller who disconnected is paid once reconnected)."""
 
     readonly_fields = (*SellerWithBookAdmin.readonly_fields, "bank_payouts")
 
@@ -710,12 +713,26 @@ class SellerWithPayoutsAdmin(SellerWithBookAdmin):
         count = seller.payouts.count()
         return format_html('<a href="{}?seller_id={}">{} payout(s)</a>', url, seller.pk, count)
 
+    def account_change(self, request, seller, account: str) -> None:
+        released = seller_reconnect(seller=seller, stripe_account_id=account, user=request.user)
+        if released:
+            self.message_user(
+                request,
+                f"{released} held transfer(s) of the seller released: they are sent to the new "
+                "account once Stripe says it can receive",
+                messages.SUCCESS,
+            )
+
 
 admin.site.unregister(Seller)
 admin.site.register(Seller, SellerWithPayoutsAdmin)
+
+
 admin.site.unregister(Dispute)
 admin.site.register(Dispute, DisputeWithRecoveryAdmin)
 admin.site.unregister(Order)
 admin.site.register(Order, OrderWithTransfersAdmin)
 admin.site.unregister(Refund)
 admin.site.register(Refund, RefundWithSettleAdmin)
+admin.site.unregister(Seller)
+admin.site.register(Seller, SellerWithPayoutsAdmin)

@@ -240,11 +240,15 @@ def held(
     reason: HeldReason,
     message: str,
     until: datetime | None = None,
+    follow: NextAttempt | None = None,
     actor: Actor,
 ) -> SellerTransfer:
     """pending | failed → held: not sent now, on purpose (the order's hold until ``until``, or
     the seller's account cannot receive). Spends no retry; a held row is due only at ``until``
-    (never, for an account hold: the account's next update releases it)."""
+    (never, for an account hold: the account's next update releases it). ``follow``: Stripe
+    refused this attempt, and would replay that refusal to its key, so the send after the
+    release uses the next key."""
+    keys = _key_fields("transfer_idempotency_key", follow) if follow is not None else {}
     _move(
         transfer,
         S.HELD,
@@ -253,6 +257,7 @@ def held(
         held_reason=reason,
         error_message=message,
         next_retry_at=until,
+        **keys,
     )
     _log(transfer, logging.INFO, "seller transfer held", reason=reason)
     return transfer
@@ -370,6 +375,48 @@ def reversal_failed(
     return transfer
 
 
+def give_back_waits(
+    transfer: SellerTransfer,
+    *,
+    reason: HeldReason,
+    message: str,
+    follow: NextAttempt,
+    recheck_at: datetime,
+    actor: Actor,
+) -> SellerTransfer:
+    """reversal_pending → reversal_pending: Stripe refused to give money back to the seller's
+    account (it cannot receive transfers, or the seller disconnected). It waits for the account
+    (``held_reason``), spending no retry: the account's next update saying it can receive, or a
+    reconnection, makes it due at once (``give_back_resumed``); ``recheck_at`` is only there
+    should that news never come. Stripe answered, so the next attempt sends a new key."""
+    _move(
+        transfer,
+        S.REVERSAL_PENDING,
+        actor,
+        {"waits_for": reason, "message": message, "recheck_at": recheck_at.isoformat()},
+        held_reason=reason,
+        error_message=message,
+        next_retry_at=recheck_at,
+        **_key_fields("reversal_idempotency_key", follow),
+    )
+    _log(transfer, logging.INFO, "give-back waits for the seller's account", reason=reason)
+    return transfer
+
+
+def give_back_resumed(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
+    """reversal_pending → reversal_pending, due now: the seller's account can receive again (or
+    is a new one), so the give-back that waited for it is sent."""
+    return _move(
+        transfer,
+        S.REVERSAL_PENDING,
+        actor,
+        {"resumed_from": transfer.held_reason},
+        held_reason="",
+        error_message="",
+        next_retry_at=timezone.now(),
+    )
+
+
 def reversal_given_up(
     transfer: SellerTransfer,
     *,
@@ -454,6 +501,8 @@ def reversal_settled(
             read_stripe_first=False,
             next_retry_at=next_retry_at,
             error_message=message,
+            # A give-back that waited for the seller's account is sent: it waits no more.
+            held_reason="",
         )
         ref = book_ref(transfer)
         book.post_reversal(

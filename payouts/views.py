@@ -32,6 +32,7 @@ from approvals.views import WAITING, waiting_response
 from config.api import (
     STAFF_AUTHENTICATION,
     STAFF_ERRORS,
+    JSONBodyOnly,
     error_response,
     error_with,
     staff_permission,
@@ -251,7 +252,11 @@ class TransferRetryView(APIView):
     """``POST /api/admin/transfers/<id>/retry/``: retry one ``failed`` transfer now."""
 
     authentication_classes = STAFF_AUTHENTICATION
-    permission_classes = [IsAdminUser, staff_permission("payouts.retry_sellertransfer")]
+    permission_classes = [
+        IsAdminUser,
+        staff_permission("payouts.retry_sellertransfer"),
+        JSONBodyOnly,
+    ]
 
     @extend_schema(
         operation_id="transfer_retry",
@@ -289,7 +294,11 @@ class TransferRequeueView(APIView):
     gave up after its retries back to work."""
 
     authentication_classes = STAFF_AUTHENTICATION
-    permission_classes = [IsAdminUser, staff_permission("payouts.requeue_sellertransfer")]
+    permission_classes = [
+        IsAdminUser,
+        staff_permission("payouts.requeue_sellertransfer"),
+        JSONBodyOnly,
+    ]
 
     @extend_schema(
         operation_id="transfer_requeue",
@@ -335,7 +344,7 @@ class OrderRefundView(APIView):
     that is left when omitted): creates the refund at Stripe; its webhook completes it (202)."""
 
     authentication_classes = STAFF_AUTHENTICATION
-    permission_classes = [IsAdminUser, staff_permission("marketplace.refund_order")]
+    permission_classes = [IsAdminUser, staff_permission("marketplace.refund_order"), JSONBodyOnly]
 
     @extend_schema(
         operation_id="order_refund",
@@ -382,7 +391,11 @@ class OrderReleaseView(APIView):
     """``POST /api/admin/orders/<id>/release/``: send an order's held seller transfers now."""
 
     authentication_classes = STAFF_AUTHENTICATION
-    permission_classes = [IsAdminUser, staff_permission("payouts.release_sellertransfer")]
+    permission_classes = [
+        IsAdminUser,
+        staff_permission("payouts.release_sellertransfer"),
+        JSONBodyOnly,
+    ]
 
     @extend_schema(
         operation_id="order_release",

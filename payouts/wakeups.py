@@ -60,14 +60,17 @@ def clear_mark(name: str) -> None:
 
 
 def _send(task_name: str, *, mark: str | None = None, eta: datetime | None = None, **kwargs):
-    if eta is not None and settings.CELERY_TASK_ALWAYS_EAGER:
+    task = getattr(import_module("payouts.tasks"), task_name)
+    # Asked of the Celery app, which always has an answer: ``CELERY_TASK_ALWAYS_EAGER`` is a
+    # Django setting only the tests define, and reading it crashed every failed attempt
+    # elsewhere.
+    if eta is not None and task.app.conf.task_always_eager:
         # An eager Celery (the tests) would run a countdown at once, ahead of its time, inside
         # the attempt that failed: the sweep is the countdown there.
         return
     try:
         if mark is not None and not _first_mark(mark):
             return
-        task = getattr(import_module("payouts.tasks"), task_name)
         task.apply_async(kwargs=kwargs, eta=eta)
     except (BrokerUnreachable, redis.RedisError) as error:
         logger.warning(

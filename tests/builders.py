@@ -83,9 +83,14 @@ def sign(body: bytes, secret: str = WEBHOOK_SECRET, *, timestamp: int | None = N
     return f"t={timestamp},v1={digest}"
 
 
-def post_connect_event(client, event_type: str, obj: dict, *, account: str, secret=None):
-    """POST a connected account's event to the Connect endpoint, signed with its own secret."""
+def post_connect_event(
+    client, event_type: str, obj: dict, *, account: str, secret=None, created: int | None = None
+):
+    """POST a connected account's event to the Connect endpoint, signed with its own secret.
+    ``created``: when Stripe made the event (Unix seconds; now by default)."""
     event = {**make_event(event_type, obj), "account": account}
+    if created is not None:
+        event["created"] = created
     body = json.dumps(event).encode()
     return client.post(
         "/webhooks/stripe/connect/",

@@ -104,7 +104,7 @@ def deliver(client, sandbox, django_capture_on_commit_callbacks):
 
 
 @pytest.fixture
-def celery_queueing(settings):
+def celery_queueing(settings, monkeypatch):
     """Celery really queueing to the broker at ``url`` (not running tasks eagerly), for the test
     that calls ``celery_queueing(url)``; the wake-ups' coalescing marks go to the same Redis."""
     from config.celery import app
@@ -115,7 +115,8 @@ def celery_queueing(settings):
     def queue_to(url: str) -> None:
         conf.task_always_eager = False
         conf.broker_url = url
-        settings.CELERY_TASK_ALWAYS_EAGER = False
+        # Celery prefers a CELERY_BROKER_URL in the environment to its configuration.
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
         settings.CELERY_BROKER_URL = url
         app._after_fork()  # forget connections to the broker used so far
 

@@ -3,11 +3,17 @@ the moment Stripe's Connect endpoint says the account can receive again; a selle
 disconnects has their unsent transfers held for staff. Connect events come to their own
 endpoint, signed with its own secret."""
 
+import time
+
 import pytest
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
 
 from marketplace.models import Seller
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.ledger_check import ledger_check
+from payouts.services.reversals import reversals_process_due
 from payouts.transitions import HeldReason, TransferStatus
 from tests.builders import (
     WEBHOOK_SECRET,
@@ -16,7 +22,10 @@ from tests.builders import (
     paid_order,
     post_connect_event,
     post_event,
+    refund_at_stripe,
+    returned_at_stripe,
 )
+from tests.factories import UserFactory
 
 S = TransferStatus
 pytestmark = pytest.mark.django_db
@@ -118,3 +127,139 @@ def test_other_connect_events_are_stored_and_ignored(client, sandbox):
     assert response.status_code == 200
     event = WebhookEvent.objects.get()
     assert (event.outcome, event.account) == (WebhookOutcome.IGNORED, "acct_1")
+
+
+def test_an_account_update_older_than_the_one_applied_does_not_restrict_the_seller(
+    client, sandbox, stripe_client
+):
+    seller = connected_seller(stripe_client)
+    account_id = seller.stripe_account_id
+    sandbox.set_transfers_capability(
+        account_id, "inactive", disabled_reason="requirements.past_due"
+    )
+    restricted = account_object(stripe_client, account_id)
+    sandbox.set_transfers_capability(account_id, "active")
+    ready = account_object(stripe_client, account_id)
+    now = int(time.time())
+
+    post_connect_event(client, "account.updated", ready, account=account_id, created=now)
+    # Stripe does not deliver in order: the restriction, a minute older, arrives last.
+    late = post_connect_event(
+        client, "account.updated", restricted, account=account_id, created=now - 60
+    )
+
+    assert late.status_code == 200, late.content
+    seller.refresh_from_db()
+    assert seller.account_status == Seller.AccountStatus.READY
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    assert row.status == S.COMPLETED
+
+
+def test_a_newer_account_update_still_restricts_the_seller(client, sandbox, stripe_client):
+    seller = connected_seller(stripe_client)
+    account_id = seller.stripe_account_id
+    ready = account_object(stripe_client, account_id)
+    sandbox.set_transfers_capability(
+        account_id, "inactive", disabled_reason="requirements.past_due"
+    )
+    restricted = account_object(stripe_client, account_id)
+    now = int(time.time())
+
+    post_connect_event(client, "account.updated", ready, account=account_id, created=now - 60)
+    post_connect_event(client, "account.updated", restricted, account=account_id, created=now)
+
+    seller.refresh_from_db()
+    assert seller.account_status == Seller.AccountStatus.RESTRICTED
+
+
+def test_a_disconnected_seller_given_a_new_account_is_paid(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    order, [paid, unsent] = paid_order(stripe_client, [1000, 2000], unpaid=[1])
+    seller = unsent.seller
+    post_connect_event(
+        client, "account.application.deauthorized", {"id": "ca_platform", "object": "application"},
+        account=seller.stripe_account_id,
+    )  # fmt: skip
+    unsent.refresh_from_db()
+    assert (unsent.status, unsent.held_reason) == (S.HELD, HeldReason.ACCOUNT_DEAUTHORIZED)
+    new_account = stripe_client.v1.accounts.create(params={"type": "express"})
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+
+    # Staff reconnect the seller on their admin page.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:marketplace_seller_change", args=[seller.pk]),
+            {
+                "name": seller.name,
+                "email": seller.email,
+                "stripe_account_id": new_account.id,
+                # The (read-only) inline of earlier account changes.
+                "account_changes-TOTAL_FORMS": "0",
+                "account_changes-INITIAL_FORMS": "0",
+            },
+        )
+
+    assert response.status_code == 302, response.content
+    unsent.refresh_from_db()
+    assert (unsent.status, unsent.held_reason) == (S.COMPLETED, "")
+    [remote] = [t for t in sandbox.state()["transfers"] if t["id"] == unsent.stripe_transfer_id]
+    assert (remote["amount"], remote["destination"]) == (1800, new_account.id)
+    assert ledger_check()[1] == []
+
+
+def test_a_give_back_to_an_account_that_cannot_receive_waits_and_is_sent_once_it_can(
+    client, sandbox, stripe_client, deliver, django_capture_on_commit_callbacks
+):
+    order, [row] = paid_order(stripe_client, [2000], webhook=client)
+    refund = refund_at_stripe(stripe_client, order)
+    deliver("refund.created")
+    row.refresh_from_db()
+    assert (row.status, row.amount_reversed) == (S.REVERSED, 1800)
+    account_id = row.seller.stripe_account_id
+    sandbox.set_transfers_capability(
+        account_id, "inactive", disabled_reason="requirements.past_due"
+    )
+
+    # The refund fails: the 18.00 taken back is to be given back, to an account that cannot
+    # receive. However often the worker comes by, the give-back waits and spends no retry.
+    sandbox.fail_refund(refund["id"], "expired_or_canceled_card")
+    deliver("refund.failed")
+    for _ in range(settings.PAYOUTS.reversal.max_retries + 2):
+        SellerTransfer.objects.filter(pk=row.pk).update(next_retry_at=timezone.now())
+        reversals_process_due()
+
+    row.refresh_from_db()
+    assert (row.status, row.retry_count, row.amount_to_give_back) == (S.REVERSAL_PENDING, 0, 1800)
+    assert row.held_reason == HeldReason.ACCOUNT_RESTRICTED
+    assert returned_at_stripe(sandbox, row) == []
+
+    sandbox.set_transfers_capability(account_id, "active")
+    account = account_object(stripe_client, account_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        post_connect_event(client, "account.updated", account, account=account_id)
+
+    row.refresh_from_db()
+    assert (row.status, row.amount_returned, row.held_reason) == (S.COMPLETED, 1800, "")
+    assert returned_at_stripe(sandbox, row) == [1800]
+    assert ledger_check()[1] == []
+
+
+def test_a_transfer_stripe_refused_for_the_account_is_sent_once_the_account_is_fixed(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    assert row.status == S.HELD
+
+    sandbox.set_transfers_capability(seller.stripe_account_id, "active")
+    account = account_object(stripe_client, seller.stripe_account_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        post_connect_event(client, "account.updated", account, account=seller.stripe_account_id)
+
+    row.refresh_from_db()
+    assert row.status == S.COMPLETED, row.error_message
+    [remote] = [t for t in sandbox.state()["transfers"] if t["id"] == row.stripe_transfer_id]
+    assert (remote["amount"], remote["destination"]) == (1800, seller.stripe_account_id)

@@ -40,7 +40,9 @@ def refund(client, stripe_client, order, amount, capture):
 
 def release(client, order, capture):
     with capture(execute=True):
-        return client.post(f"/api/admin/orders/{order.pk}/release/")
+        return client.post(
+            f"/api/admin/orders/{order.pk}/release/", content_type="application/json"
+        )
 
 
 def test_a_paid_order_on_hold_sends_nothing(client, sandbox, stripe_client, seven_day_hold):
@@ -143,7 +145,12 @@ def test_releasing_needs_the_release_permission(client, sandbox, stripe_client, 
     order, _ = paid_order(stripe_client, [2000], webhook=client)
     client.force_login(UserFactory(is_staff=True))
 
-    assert client.post(f"/api/admin/orders/{order.pk}/release/").status_code == 403
+    assert (
+        client.post(
+            f"/api/admin/orders/{order.pk}/release/", content_type="application/json"
+        ).status_code
+        == 403
+    )
 
 
 def test_staff_release_an_order_from_the_admin(

@@ -1,5 +1,5 @@
-"""Staff retry of a failed transfer: the HTTP API, spoken to over real HTTP with
-Basic auth against the live server, and the Django admin action."""
+"""Staff retry of a failed transfer: the HTTP API, spoken to over real HTTP with a staff
+user's bearer token against the live server, and the Django admin action."""
 
 from datetime import timedelta
 
@@ -9,6 +9,7 @@ from django.contrib.auth.models import Permission
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from marketplace.models import Refund
 from marketplace.services import order_apply_refunds
@@ -36,9 +37,14 @@ def staff(db):
     return user_with(is_staff=True, may_retry=True)
 
 
-def retry(live_server, pk: int, auth: tuple[str, str] | None) -> requests.Response:
+def token_of(user) -> str:
+    return Token.objects.create(user=user).key
+
+
+def retry(live_server, pk: int, token: str | None) -> requests.Response:
     url = f"{live_server.url}/api/admin/transfers/{pk}/retry/"
-    return requests.post(url, auth=auth, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(url, headers=headers, timeout=30)
 
 
 @pytest.fixture
@@ -60,7 +66,7 @@ def failed_transfer(sandbox, stripe_client):
 def test_retrying_a_failed_transfer_answers_200_with_the_completed_transfer(
     live_server, sandbox, failed_transfer, staff
 ):
-    response = retry(live_server, failed_transfer.pk, (staff.username, PASSWORD))
+    response = retry(live_server, failed_transfer.pk, token_of(staff))
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -82,7 +88,7 @@ def test_a_stripe_500_on_retry_answers_502_with_stripes_error_and_the_row_stays_
 ):
     sandbox.script("transfers.create", [STRIPE_500])
 
-    response = retry(live_server, failed_transfer.pk, (staff.username, PASSWORD))
+    response = retry(live_server, failed_transfer.pk, token_of(staff))
 
     assert response.status_code == 502, response.text
     body = response.json()
@@ -123,7 +129,7 @@ def test_retrying_a_transfer_that_is_not_failed_answers_409_and_changes_nothing(
     transfer = SellerTransferFactory(status=status, amount=900, **fields)
     before = SellerTransfer.objects.values().get(pk=transfer.pk)
 
-    response = retry(live_server, transfer.pk, (staff.username, PASSWORD))
+    response = retry(live_server, transfer.pk, token_of(staff))
 
     assert response.status_code == 409, response.text
     assert SellerTransfer.objects.values().get(pk=transfer.pk) == before
@@ -131,24 +137,26 @@ def test_retrying_a_transfer_that_is_not_failed_answers_409_and_changes_nothing(
 
 
 def test_retrying_an_unknown_transfer_answers_404(live_server, sandbox, staff):
-    response = retry(live_server, 987_654_321, (staff.username, PASSWORD))
+    response = retry(live_server, 987_654_321, token_of(staff))
 
     assert response.status_code == 404, response.text
 
 
 @pytest.mark.parametrize(
     "credentials",
-    ["none", "wrong-password"],
+    ["none", "wrong-token"],
 )
 def test_retrying_without_valid_credentials_answers_401(
     live_server, sandbox, failed_transfer, staff, credentials
 ):
-    auth = None if credentials == "none" else (staff.username, "not the password")
+    token_of(staff)
+    token = None if credentials == "none" else "not-the-token"
 
-    response = retry(live_server, failed_transfer.pk, auth)
+    response = retry(live_server, failed_transfer.pk, token)
 
     assert response.status_code == 401, response.text
-    assert response.headers.get("WWW-Authenticate", "").startswith("Basic")
+    # A challenge no browser answers with a password prompt (never Basic).
+    assert response.headers.get("WWW-Authenticate") == "Bearer"
     failed_transfer.refresh_from_db()
     assert failed_transfer.status == TransferStatus.FAILED
     assert sandbox.calls("transfers.create") == []
@@ -164,7 +172,7 @@ def test_retrying_without_staff_status_and_the_permission_answers_403(
 ):
     user = user_with(is_staff=is_staff, may_retry=may_retry)
 
-    response = retry(live_server, failed_transfer.pk, (user.username, PASSWORD))
+    response = retry(live_server, failed_transfer.pk, token_of(user))
 
     assert response.status_code == 403, response.text
     failed_transfer.refresh_from_db()
@@ -198,7 +206,7 @@ def test_retrying_a_transfer_whose_order_was_refunded_answers_409_order_refunded
     with transaction.atomic():
         order_apply_refunds(order=failed_transfer.order)
 
-    response = retry(live_server, failed_transfer.pk, (staff.username, PASSWORD))
+    response = retry(live_server, failed_transfer.pk, token_of(staff))
 
     assert response.status_code == 409, response.text
     body = response.json()
@@ -206,3 +214,29 @@ def test_retrying_a_transfer_whose_order_was_refunded_answers_409_order_refunded
     assert body["transfer"]["status"] == TransferStatus.PERMANENTLY_FAILED
     assert body["transfer"]["end_reason"] == "order_refunded"
     assert sandbox.calls("transfers.create") == []
+
+
+@pytest.mark.django_db  # the admin runs in the test's thread: rollback is enough
+def test_the_admin_retry_action_shows_stripes_refusal_and_the_row_stays_failed(
+    client, sandbox, failed_transfer, django_capture_on_commit_callbacks
+):
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    assert client.login(username=admin.username, password=PASSWORD)
+    sandbox.script("transfers.create", [STRIPE_500])
+
+    # Committing runs the failed attempt's wake-up, as outside a test.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:payouts_sellertransfer_changelist"),
+            {"action": "retry_failed", "_selected_action": [str(failed_transfer.pk)]},
+            follow=True,
+        )
+
+    assert response.status_code == 200
+    [message] = list(response.context["messages"])
+    assert message.level_tag == "error"
+    assert str(message).startswith(f"transfer {failed_transfer.pk}: Stripe 500")
+    assert "boom" in str(message)
+    failed_transfer.refresh_from_db()
+    assert (failed_transfer.status, failed_transfer.retry_count) == (TransferStatus.FAILED, 2)
+    assert sandbox.state()["transfers"] == []

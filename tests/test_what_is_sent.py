@@ -48,7 +48,12 @@ def test_a_chargeback_during_the_hold_is_kept_back_and_paid_once_when_the_disput
 
     client.force_login(staff)
     with django_capture_on_commit_callbacks(execute=True):
-        assert client.post(f"/api/admin/orders/{order.pk}/release/").status_code == 200
+        assert (
+            client.post(
+                f"/api/admin/orders/{order.pk}/release/", content_type="application/json"
+            ).status_code
+            == 200
+        )
 
     # All of the share is disputed: nothing is sent while the bank holds it.
     assert transfers_at_stripe_for(sandbox, row) == []
@@ -141,7 +146,12 @@ def test_reconciliation_compares_stripe_with_what_was_sent_and_records_a_dashboa
     staff.user_permissions.add(Permission.objects.get(codename="release_sellertransfer"))
     client.force_login(staff)
     with django_capture_on_commit_callbacks(execute=True):
-        assert client.post(f"/api/admin/orders/{order.pk}/release/").status_code == 200
+        assert (
+            client.post(
+                f"/api/admin/orders/{order.pk}/release/", content_type="application/json"
+            ).status_code
+            == 200
+        )
     row = SellerTransfer.objects.filter(order=order).order_by("amount").first()
     assert row.amount_withheld > 0  # sent less than its amount
     stripe_client.v1.transfers.reversals.create(row.stripe_transfer_id, params={"amount": 100})

@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # The staff API's bearer tokens (config/api.py).
+    "rest_framework.authtoken",
     "drf_spectacular",
     # Swagger UI's files for /api/docs/, served from here instead of a CDN.
     "drf_spectacular_sidecar",
@@ -114,12 +116,16 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 REST_FRAMEWORK = {
+    # A bearer token or the admin's session (with its CSRF check); never Basic (config/api.py).
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "config.api.StaffTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON only: an HTML form (form-encoded, multipart) is what another site can make a
+    # browser post.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # One error shape for every interface: {"detail", "code"} (config/errors.py).

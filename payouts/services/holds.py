@@ -10,20 +10,26 @@ once.
 """
 
 import logging
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
 from config.errors import Conflict
 from marketplace.models import AccountStatus, OrderStatus, Seller
-from marketplace.services import order_lock, seller_account_status_set
+from marketplace.services import (
+    order_lock,
+    seller_account_event_apply,
+    seller_account_set,
+    seller_account_status_set,
+)
 from payouts import moves
 from payouts.gateway import StripeAccount
 from payouts.locks import held_due_lock, order_transfers_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
 from payouts.transitions import ConcurrentTransition, HeldReason, TransferStatus
-from payouts.wakeups import send_transfers_after_commit
+from payouts.wakeups import reversals_due_after_commit, send_transfers_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -73,29 +79,39 @@ def holds_release_due(*, limit: int = 100) -> dict[str, int]:
             return {"released": released}
 
 
-def seller_account_updated(*, account: StripeAccount, actor: Actor) -> int:
+def seller_account_updated(
+    *, account: StripeAccount, actor: Actor, event_created: datetime | None = None
+) -> int:
     """Stripe says whether the seller's account can receive transfers. When it can, their
-    transfers held for the account are released and sent at once. Returns how many."""
+    transfers held for the account are released and sent at once. Returns how many.
+
+    ``event_created``: when Stripe made the event saying so. An event older than one applied
+    already changes nothing: a stale "restricted" would hold the seller's transfers until
+    another event came, and a stale "ready" would send to an account that cannot receive."""
     seller = Seller.objects.filter(stripe_account_id=account.id).first()
     if seller is None:
         logger.info("account.updated for an account of no seller", extra={"account": account.id})
         return 0
     status = AccountStatus.READY if account.can_receive else AccountStatus.RESTRICTED
-    seller_account_status_set(seller=seller, status=status, reason=account.reason)
+    if not _account_status_record(seller, status, account.reason, event_created):
+        return 0
     if not account.can_receive:
         return 0
     return _release_account_holds(seller, actor)
 
 
-def seller_deauthorized(*, account_id: str, actor: Actor) -> int:
+def seller_deauthorized(
+    *, account_id: str, actor: Actor, event_created: datetime | None = None
+) -> int:
     """The seller disconnected the platform: their transfers not sent yet are held for staff.
-    Returns how many."""
+    Returns how many. An event older than the account event applied already changes nothing
+    (as for ``seller_account_updated``)."""
     seller = Seller.objects.filter(stripe_account_id=account_id).first()
     if seller is None:
         return 0
-    seller_account_status_set(
-        seller=seller, status=AccountStatus.DEAUTHORIZED, reason="the seller disconnected"
-    )
+    reason = "the seller disconnected"
+    if not _account_status_record(seller, AccountStatus.DEAUTHORIZED, reason, event_created):
+        return 0
     held = 0
     for row in SellerTransfer.objects.filter(seller=seller, status__in=[S.PENDING, S.FAILED]):
         try:
@@ -111,7 +127,59 @@ def seller_deauthorized(*, account_id: str, actor: Actor) -> int:
     return held
 
 
+def seller_reconnect(*, seller: Seller, stripe_account_id: str, user) -> int:
+    """Point the seller's payouts at another connected account (audited: who, old, new), and
+    release their transfers held for the old account (disconnected, or restricted): each is
+    sent after commit to the new account, whose status is read from Stripe first, so an
+    account that cannot receive either holds them again. Returns how many were released."""
+    with transaction.atomic():
+        before = Seller.objects.select_for_update().get(pk=seller.pk).stripe_account_id
+        changed = seller_account_set(seller=seller, stripe_account_id=stripe_account_id, user=user)
+        if before == stripe_account_id or not stripe_account_id:
+            return 0
+        return _release_account_holds(changed, Actor.staff(user))
+
+
+def _account_status_record(
+    seller: Seller, status: str, reason: str, event_created: datetime | None
+) -> bool:
+    if event_created is None:
+        seller_account_status_set(seller=seller, status=status, reason=reason)
+        return True
+    if seller_account_event_apply(
+        seller=seller, status=status, reason=reason, event_created=event_created
+    ):
+        return True
+    logger.info(
+        "account event older than the one applied; ignored",
+        extra={"seller_id": seller.pk, "event_created": event_created.isoformat()},
+    )
+    return False
+
+
 def _release_account_holds(seller: Seller, actor: Actor) -> int:
+    """Send the seller's transfers, and what is to be given back to them, that waited for
+    their account. Returns how many rows."""
+    return _send_held_transfers(seller, actor) + _resume_give_backs(seller, actor)
+
+
+def _resume_give_backs(seller: Seller, actor: Actor) -> int:
+    rows = SellerTransfer.objects.filter(
+        seller=seller, status=S.REVERSAL_PENDING, held_reason__in=ACCOUNT_HOLDS
+    )
+    resumed = 0
+    for row in rows.order_by("pk"):
+        try:
+            with transaction.atomic():
+                moves.give_back_resumed(row, actor=actor)
+                reversals_due_after_commit()
+            resumed += 1
+        except ConcurrentTransition:
+            pass  # the worker is on it (its lease), or settled it meanwhile
+    return resumed
+
+
+def _send_held_transfers(seller: Seller, actor: Actor) -> int:
     rows = SellerTransfer.objects.filter(
         seller=seller, status=S.HELD, held_reason__in=ACCOUNT_HOLDS
     )

@@ -12,6 +12,8 @@ a reversal                                 reversed / partially_reversed
 the transfer is already fully reversed     reversed, with an explanatory message
 404 ``resource_missing``                   permanently_failed after exactly one call
 the seller's balance cannot cover it       reversal_refused: the rest is the seller's debt
+a give-back the account cannot receive     reversal_pending, waiting for the account
+                                           (``held_reason``), no retry spent
 anything else                              reversal_pending again, after the backoff;
                                            permanently_failed once retries run out
 =========================================  ============================================
@@ -29,9 +31,12 @@ from django.utils import timezone
 
 from ledger import services as book
 from ledger.selectors import seller_written_off
+from marketplace.models import AccountStatus
+from marketplace.services import seller_account_status_set
 from payouts import moves
 from payouts.concurrency import run_loops
 from payouts.gateway import (
+    DestinationCannotReceive,
     GatewayError,
     SellerBalanceInsufficient,
     StripeGateway,
@@ -50,13 +55,16 @@ from payouts.locks import claim_due, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
 from payouts.services.refunds import refunds_settle_due
-from payouts.transitions import ConcurrentTransition, EndReason, TransferStatus
+from payouts.transitions import ConcurrentTransition, EndReason, HeldReason, TransferStatus
 from payouts.wakeups import clear_mark, reversals_due_at
 
 logger = logging.getLogger(__name__)
 
 S = TransferStatus
 WORKER = Actor.worker("process_reversals")
+# A give-back waiting for the seller's account is sent when Stripe says the account can receive;
+# should that event be lost, it is tried again this much later (spending no retry).
+ACCOUNT_RECHECK = timedelta(days=1)
 
 
 class ReversalOutcome(StrEnum):
@@ -70,6 +78,8 @@ class ReversalOutcome(StrEnum):
     GIVEN_BACK = "given_back"
     # The seller's balance cannot cover it: the rest of the share is the seller's debt.
     REFUSED = "reversal_refused"
+    # What is to be given back cannot be received by the seller's account: it waits for it.
+    WAITING_FOR_ACCOUNT = "waiting_for_account"
     NO_TRANSFER_ID = "no_transfer_id"
     RETRY_SCHEDULED = "retry_scheduled"
     GAVE_UP = "permanently_failed"
@@ -287,11 +297,35 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
         must_read = row.read_stripe_first or key_may_be_forgotten(row, now=timezone.now())
         found = _return_at_stripe(row, gateway) if must_read else None
         result = found or _send_back(row, gateway, key)
+    except DestinationCannotReceive as error:
+        return _give_back_waits(row, error=error, key=key)
     except GatewayError as error:
         return _attempt_failed(row, error=error, key=key)
     returned = row.amount_returned + result.amount
     _settle(row, amount_returned=returned, stripe_return_id=result.id)
     return ReversalOutcome.GIVEN_BACK
+
+
+def _give_back_waits(
+    row: SellerTransfer, *, error: DestinationCannotReceive, key: str
+) -> ReversalOutcome:
+    """The seller's account cannot receive what is given back: like a transfer to such an
+    account, it waits for the account without spending retries (``payouts.services.holds``
+    resumes it when the account can receive, or the seller is reconnected)."""
+    status = AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED
+    seller_account_status_set(seller=row.seller, status=status, reason=error.describe())
+    reason = (
+        HeldReason.ACCOUNT_DEAUTHORIZED if error.deauthorized else HeldReason.ACCOUNT_RESTRICTED
+    )
+    moves.give_back_waits(
+        row,
+        reason=reason,
+        message=f"the seller's account cannot receive what is given back: {error.describe()}",
+        follow=next_attempt(key, error, read_stripe_first=row.read_stripe_first),
+        recheck_at=timezone.now() + ACCOUNT_RECHECK,
+        actor=WORKER,
+    )
+    return ReversalOutcome.WAITING_FOR_ACCOUNT
 
 
 def _send_back(row: SellerTransfer, gateway: StripeGateway, key: str):

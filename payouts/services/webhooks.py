@@ -10,7 +10,7 @@ the row for a replay (admin action, ``manage.py replay_webhook_events``).
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -204,12 +204,24 @@ def _dispute_changed(event: WebhookEvent) -> None:
         raise WebhookRejected(str(exc)) from exc
 
 
+def _created(event: WebhookEvent) -> datetime | None:
+    """When Stripe made the event (not when it was delivered)."""
+    created = event.payload.get("created")
+    return datetime.fromtimestamp(int(created), tz=UTC) if created else None
+
+
 def _account_updated(event: WebhookEvent) -> None:
-    seller_account_updated(account=account_from_stripe(_object(event)), actor=_actor(event))
+    seller_account_updated(
+        account=account_from_stripe(_object(event)),
+        actor=_actor(event),
+        event_created=_created(event),
+    )
 
 
 def _account_deauthorized(event: WebhookEvent) -> None:
-    seller_deauthorized(account_id=event.account, actor=_actor(event))
+    seller_deauthorized(
+        account_id=event.account, actor=_actor(event), event_created=_created(event)
+    )
 
 
 def _payout_changed(event: WebhookEvent) -> None:
