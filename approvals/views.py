@@ -22,7 +22,13 @@ from approvals.serializers import (
     RejectionSerializer,
 )
 from approvals.services import approval_approve, approval_reject
-from config.api import STAFF_AUTHENTICATION, STAFF_ERRORS, error_response, staff_permission
+from config.api import (
+    STAFF_AUTHENTICATION,
+    STAFF_ERRORS,
+    JSONBodyOnly,
+    error_response,
+    staff_permission,
+)
 from config.errors import InvalidInput
 
 APPROVE_PERMISSION = "approvals.approve_approvalrequest"
@@ -109,7 +115,7 @@ class ApprovalApproveView(APIView):
     """``POST /api/admin/approvals/<id>/approve/`` with an optional ``{"reason": "…"}``."""
 
     authentication_classes = STAFF_AUTHENTICATION
-    permission_classes = [IsAdminUser, staff_permission(APPROVE_PERMISSION)]
+    permission_classes = [IsAdminUser, staff_permission(APPROVE_PERMISSION), JSONBodyOnly]
 
     @extend_schema(
         operation_id="approval_approve",
@@ -137,7 +143,7 @@ class ApprovalRejectView(APIView):
     """``POST /api/admin/approvals/<id>/reject/`` with ``{"reason": "…"}``."""
 
     authentication_classes = STAFF_AUTHENTICATION
-    permission_classes = [IsAdminUser, staff_permission(APPROVE_PERMISSION)]
+    permission_classes = [IsAdminUser, staff_permission(APPROVE_PERMISSION), JSONBodyOnly]
 
     @extend_schema(
         operation_id="approval_reject",

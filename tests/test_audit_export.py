@@ -43,7 +43,10 @@ def history(client, sandbox, stripe_client, django_capture_on_commit_callbacks):
     )
     request_id = asked.json()["approval_request"]["id"]
     client.force_login(checker)
-    assert client.post(f"/api/admin/approvals/{request_id}/approve/").status_code == 200
+    approved = client.post(
+        f"/api/admin/approvals/{request_id}/approve/", {}, content_type="application/json"
+    )
+    assert approved.status_code == 200
     seller_account_set(seller=row.seller, stripe_account_id="acct_new", user=maker)
     row.refresh_from_db()
     return {"row": row, "request_id": request_id}
