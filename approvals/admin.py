@@ -5,7 +5,7 @@ from django.contrib import admin
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from approvals.selectors import approval_label, approval_subject
-from config.admin_display import Tone, badge, money
+from console.display import Tone, badge, money
 from marketplace.admin import ReadOnlyAdmin
 
 APPROVAL_TONES = {

@@ -113,7 +113,7 @@ def export_and_report(db: str, output: str) -> int:
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIRequestFactory, force_authenticate
 
-    from payouts.views import AuditExportView
+    from payouts.http.views import AuditExportView
 
     user, _ = get_user_model().objects.get_or_create(
         username="bench-auditor", defaults={"is_staff": True, "is_superuser": True}

@@ -24,8 +24,8 @@ import django
 django.setup()
 from django.db import transaction
 from django.utils import timezone
-from payouts import moves
-from payouts.idempotency import NextAttempt
+from payouts.transfer import moves
+from payouts.transfer.idempotency import NextAttempt
 from payouts.models import SellerTransfer
 
 actor = moves.Actor.worker("bench")

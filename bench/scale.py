@@ -273,8 +273,8 @@ class Console:
 
 def claim_fifty(conn: psycopg.Connection, runs: int) -> list[float]:
     """``claim_due(limit=50)`` with 100 rows due; before each run the same 100 are due again."""
-    from payouts.locks import claim_due
-    from payouts.transitions import TransferStatus
+    from payouts.transfer.locks import claim_due
+    from payouts.transfer.transitions import TransferStatus
 
     order = _required_columns(conn, "marketplace_order")
     transfer = _required_columns(conn, "payouts_sellertransfer")

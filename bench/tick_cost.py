@@ -2,7 +2,7 @@
 
 The table grows to each size in ``--sizes`` with settled transfers (completed, reversed,
 permanently failed; inserted in SQL), beside 100 due ``reversal_pending`` rows. At each size:
-``VACUUM ANALYZE``, then ``payouts.locks.claim_due(limit=50)`` is timed in this process (a
+``VACUUM ANALYZE``, then ``payouts.transfer.locks.claim_due(limit=50)`` is timed in this process (a
 Django process on the bench database: its transaction and the one ``UPDATE … WHERE id IN
 (SELECT … FOR NO KEY UPDATE SKIP LOCKED) RETURNING *`` statement that takes the lease), the
 claimed rows' ``next_retry_at`` restored after each run;
@@ -200,7 +200,7 @@ def measure_claims(conn, settled: int, restore: dict, options) -> dict:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from payouts.locks import claim_due
+    from payouts.transfer.locks import claim_due
 
     def claim():
         return claim_due(statuses=["reversal_pending"], now=timezone.now(), limit=BATCH)

@@ -1,5 +1,5 @@
 """What every staff API view shares: its authentication, permission classes, and the OpenAPI
-descriptions of its errors. Errors themselves are rendered by ``payouts.api.exception_handler``
+descriptions of its errors. Errors themselves are rendered by ``config.errors.exception_handler``
 in one shape, ``{"detail", "code"}``."""
 
 from drf_spectacular.utils import OpenApiResponse, inline_serializer

@@ -1,7 +1,7 @@
-"""The admin, with the operator's console as its site (``payouts.admin_site``)."""
+"""The admin, with the operator's console as its site (``console.admin_site``)."""
 
 from django.contrib.admin.apps import AdminConfig
 
 
 class ConsoleAdminConfig(AdminConfig):
-    default_site = "payouts.admin_site.ConsoleAdminSite"
+    default_site = "console.admin_site.ConsoleAdminSite"

@@ -1,7 +1,7 @@
 """The project's one error vocabulary.
 
 Services raise a ``DomainError`` subclass; each carries a stable ``code`` and the HTTP status an
-interface should answer with. The DRF exception handler (``payouts.api.exception_handler``)
+interface should answer with. The DRF exception handler (``config.errors.exception_handler``)
 renders them as ``{"detail": …, "code": …}`` (plus the row concerned, when there is one) and the
 admin's actions turn them into one message each (``admin_message``). Both apps raise them;
 neither imports the other's interfaces to do so.

@@ -6,14 +6,14 @@ from rest_framework.permissions import IsAdminUser
 
 from approvals.views import ApprovalApproveView, ApprovalListView, ApprovalRejectView
 from config.api import STAFF_AUTHENTICATION
+from console.ops_views import healthz, metrics
 from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
-from payouts.ops_views import healthz, metrics
-from payouts.payout_views import (
+from payouts.http.payout_views import (
     SellerPayoutDetailView,
     SellerPayoutListView,
     SellerPayoutReconcileView,
 )
-from payouts.views import (
+from payouts.http.views import (
     AuditExportView,
     ConnectWebhookView,
     OrderRefundView,

@@ -28,10 +28,9 @@ from django.conf import settings
 from marketplace.models import Order, OrderItem, Seller
 from marketplace.selectors import order_total
 from payouts.models import SellerTransfer
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from stripe_sandbox.testing import SandboxControl, SandboxControlError
 
-S = TransferStatus
 DEFAULT_TIMEOUT = 120.0
 POLL_SECONDS = 0.5
 
@@ -98,7 +97,7 @@ def run_story(*, web_url: str, timeout: float, out: TextIO) -> list[SellerTransf
     say(f"   {intent.id} {intent.status}")
     _wait_for(
         order,
-        want={S.COMPLETED},
+        want={TransferStatus.COMPLETED},
         stage="seller transfers",
         hint="the webhook reaches the web app and the Celery worker runs send_transfers",
         timeout=timeout,
@@ -112,7 +111,7 @@ def run_story(*, web_url: str, timeout: float, out: TextIO) -> list[SellerTransf
     say(f"   {refund.id} {refund.status}, {_money(refund.amount)}")
     _wait_for(
         order,
-        want={S.REVERSED},
+        want={TransferStatus.REVERSED},
         stage="reversals",
         hint=(
             "beat runs process_reversals every REVERSAL_CHECK_INTERVAL (make run: 5s) and the "
@@ -187,7 +186,7 @@ def _wait_for(
             say(f"   {time.monotonic() - started:5.1f}s  {summary}")
         if rows and set(statuses) <= want:
             return
-        stuck = [error for status, error in rows if status == S.PERMANENTLY_FAILED]
+        stuck = [error for status, error in rows if status == TransferStatus.PERMANENTLY_FAILED]
         if stuck:
             raise DemoFailed(f"{stage}: a transfer is permanently_failed: {stuck[0]}")
         if time.monotonic() > deadline:

@@ -12,9 +12,9 @@ from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 
 from approvals.services import Outcome, staff_action_request
-from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
 from config.money import format_money
+from console.display import EMPTY, Tone, action_form, badge, money, stripe_link
 from ledger.models import Break, CheckRun, Entry, Line
 from ledger.selectors import StatementLine, seller_balances, seller_statement_lines
 from ledger.views import statement_csv

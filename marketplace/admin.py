@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.db.models import OuterRef, Subquery, Sum
 from django.utils.html import format_html
 
-from config.admin_display import (
+from console.display import (
     EMPTY,
     CappedCountPaginator,
     Tone,

@@ -12,14 +12,14 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from approvals.services import Outcome, staff_action_request
-from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
 from config.errors import DomainError, admin_message
 from config.money import format_money
+from console.admin_site import attention_label, transfer_badge
+from console.display import EMPTY, Tone, action_form, badge, money, stripe_link
 from ledger.admin import SellerWithBookAdmin
 from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
 from marketplace.models import Dispute, Order, Refund, Seller
 from payouts import selectors
-from payouts.admin_site import attention_label, transfer_badge
 from payouts.models import (
     Payout,
     PayoutItem,

@@ -9,8 +9,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.errors import DomainError
 from marketplace.models import Refund
+from payouts.http.serializers import RefundSerializer, SellerTransferSerializer
 from payouts.models import SellerTransfer
-from payouts.serializers import RefundSerializer, SellerTransferSerializer
 
 # How a row carried by an error is shown: under which key, with which serializer.
 _SUBJECTS = {

@@ -13,7 +13,6 @@ from marketplace.models import Order, OrderStatus, Refund, RefundStatus
 from marketplace.selectors import order_refund_reserved_amount, order_total
 from marketplace.services import RefundRefused, UnknownOrder
 from payouts.models import SellerTransfer
-from payouts.moves import Actor
 from payouts.services.holds import NothingToRelease, order_release
 from payouts.services.refunds import (
     ReservationOutcome,
@@ -23,7 +22,8 @@ from payouts.services.refunds import (
 )
 from payouts.services.requeue import TransferNotRequeueable, requeueable, transfer_requeue_by_staff
 from payouts.services.transfers import UnknownTransfer
-from payouts.transitions import HeldReason, TransferStatus
+from payouts.transfer.actors import Actor
+from payouts.transfer.transitions import HeldReason, TransferStatus
 
 
 def _order(order_id: int) -> Order:

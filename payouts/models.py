@@ -3,8 +3,8 @@ from django.db import models
 from django.db.models import F, Q
 
 from marketplace.models import CURRENCY_FORMAT, Order, Seller
-from payouts.managers import SellerTransferManager
-from payouts.transitions import EndReason, HeldReason, TransferStatus
+from payouts.transfer.managers import SellerTransferManager
+from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus
 
 
 def _not_empty(field: str) -> Q:
@@ -48,7 +48,7 @@ OVER_REVERSED = Q(
 class SellerTransfer(models.Model):
     """One seller's share of one order, paid with a Stripe Connect Transfer.
 
-    ``status`` changes only through the named moves of ``payouts.moves``, each one guarded
+    ``status`` changes only through the named moves of ``payouts.transfer.moves``, each one guarded
     ``SellerTransfer.objects.transition``; rows are created with their initial status.
     """
 

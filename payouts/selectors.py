@@ -33,9 +33,7 @@ from payouts.models import (
     TransferCountKind,
     WebhookEvent,
 )
-from payouts.transitions import EndReason, HeldReason, TransferStatus
-
-S = TransferStatus
+from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus
 
 # A refund's reversals normally finish within a few beat ticks; a row still waiting after this
 # long is stuck behind Stripe errors (or no worker is running) and a person should look.
@@ -67,25 +65,27 @@ def attention_conditions(*, now: datetime) -> dict[Attention, Q]:
     """Each reason's predicate, in the order a row is labelled when several apply. Each one
     names its status, so it is served by that status's partial index."""
     return {
-        Attention.UNPAID_PENDING: Q(status=S.PENDING, next_retry_at__lt=now - UNPAID_AFTER),
-        Attention.UNPAID_FAILED: Q(status=S.FAILED, created_at__lt=now - UNPAID_AFTER),
+        Attention.UNPAID_PENDING: Q(
+            status=TransferStatus.PENDING, next_retry_at__lt=now - UNPAID_AFTER
+        ),
+        Attention.UNPAID_FAILED: Q(status=TransferStatus.FAILED, created_at__lt=now - UNPAID_AFTER),
         # Held on purpose for the order's hold is fine; held because the seller's account
         # cannot receive waits on the seller, who may not know.
         Attention.HELD_ACCOUNT: Q(
-            status=S.HELD,
+            status=TransferStatus.HELD,
             held_reason__in=[HeldReason.ACCOUNT_RESTRICTED, HeldReason.ACCOUNT_DEAUTHORIZED],
             updated_at__lt=now - UNPAID_AFTER,
         ),
         Attention.FAILING_REVERSAL: Q(
-            status=S.REVERSAL_PENDING, retry_count__gte=FAILING_AFTER_ATTEMPTS
+            status=TransferStatus.REVERSAL_PENDING, retry_count__gte=FAILING_AFTER_ATTEMPTS
         ),
         Attention.STALE_REVERSAL: Q(
-            status=S.REVERSAL_PENDING, updated_at__lt=now - STALE_REVERSAL_AFTER
+            status=TransferStatus.REVERSAL_PENDING, updated_at__lt=now - STALE_REVERSAL_AFTER
         ),
-        Attention.REVERSAL_REFUSED: Q(status=S.REVERSAL_REFUSED),
+        Attention.REVERSAL_REFUSED: Q(status=TransferStatus.REVERSAL_REFUSED),
         # A transfer cancelled because its order was refunded before payment owes nothing to
         # anyone: it ended as it should.
-        Attention.PERMANENTLY_FAILED: Q(status=S.PERMANENTLY_FAILED)
+        Attention.PERMANENTLY_FAILED: Q(status=TransferStatus.PERMANENTLY_FAILED)
         & ~Q(end_reason=EndReason.ORDER_REFUNDED),
     }
 

@@ -4,8 +4,8 @@ from celery import shared_task
 from django.conf import settings
 
 from approvals.services import approvals_sweep
+from console.health import heartbeat_stamp
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
-from payouts.health import heartbeat_stamp
 from payouts.services.bank_payouts import payout_reconcile, payouts_reconcile_unread
 from payouts.services.counters import transfer_counts_compact
 from payouts.services.holds import holds_release_due
@@ -19,75 +19,75 @@ from payouts.services.webhooks import webhook_events_process_stranded
 
 
 @shared_task
-def process_reversals() -> dict[str, int]:
+def reversals_process_due() -> dict[str, int]:
     return reversals_process_due()
 
 
 @shared_task
-def drain_reversals() -> dict[str, int]:
+def reversals_drain() -> dict[str, int]:
     return reversals_drain()
 
 
 @shared_task
-def retry_failed_transfers() -> dict[str, int]:
+def transfers_send_due() -> dict[str, int]:
     if not settings.PAYOUTS.transfer_retry.enabled:
         return {"disabled": 1}
     return transfers_send_due()
 
 
 @shared_task
-def send_transfers(order_id: int) -> dict[str, int]:
+def order_transfers_send(order_id: int) -> dict[str, int]:
     return transfers_send_due(order_id=order_id)
 
 
 @shared_task
-def sync_charge_refunds(charge_id: str) -> dict[str, int]:
+def refunds_sync_for_charge(charge_id: str) -> dict[str, int]:
     return {"scheduled_reversals": refunds_sync_for_charge(charge_id=charge_id)}
 
 
 @shared_task
-def reconcile_transfers() -> dict[str, int]:
+def reconciliation_run_daily() -> dict[str, int]:
     return reconciliation_run(since=DAILY_CHECK_WINDOW)
 
 
 @shared_task
-def reconcile_transfers_full() -> dict[str, int]:
+def reconciliation_run_weekly() -> dict[str, int]:
     # Every refunded order's shares (the database only); at Stripe, the last week.
     return reconciliation_run(since=None, at_stripe_since=WEEKLY_CHECK_WINDOW)
 
 
 @shared_task
-def settle_staff_refunds() -> dict[str, int]:
+def staff_refunds_settle() -> dict[str, int]:
     return staff_refunds_settle()
 
 
 @shared_task
-def process_stranded_webhook_events() -> dict[str, int]:
+def webhook_events_process_stranded() -> dict[str, int]:
     return webhook_events_process_stranded()
 
 
 @shared_task
-def check_ledger() -> dict[str, int]:
+def ledger_check_daily() -> dict[str, int]:
     return ledger_check_daily()
 
 
 @shared_task
-def release_held_transfers() -> dict[str, int]:
+def holds_release_due() -> dict[str, int]:
     return holds_release_due()
 
 
 @shared_task
-def check_ledger_full() -> dict[str, int]:
+def ledger_check_weekly() -> dict[str, int]:
     return ledger_check_weekly()
 
 
 @shared_task
-def compact_transfer_counts() -> dict[str, int]:
+def transfer_counts_compact() -> dict[str, int]:
     return transfer_counts_compact()
 
 
 @shared_task
-def expire_webhook_events() -> dict[str, int]:
+def webhook_events_expire() -> dict[str, int]:
     return webhook_events_expire()
 
 
@@ -97,15 +97,15 @@ def heartbeat() -> dict[str, int]:
 
 
 @shared_task
-def reconcile_payout(payout_id: int) -> dict[str, int | str]:
+def payout_reconcile(payout_id: int) -> dict[str, int | str]:
     return payout_reconcile(payout_id=payout_id).summary()
 
 
 @shared_task
-def reconcile_unread_payouts() -> dict[str, int]:
+def payouts_reconcile_unread() -> dict[str, int]:
     return payouts_reconcile_unread()
 
 
 @shared_task
-def sweep_approvals() -> dict[str, int]:
+def approvals_sweep() -> dict[str, int]:
     return approvals_sweep()

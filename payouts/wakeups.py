@@ -85,34 +85,34 @@ def _after_commit(task_name: str, **options) -> None:
 
 def reversals_due_after_commit() -> None:
     """Reversals became due now: drain them once the transaction commits."""
-    _after_commit("drain_reversals", mark="reversals")
+    _after_commit("reversals_drain", mark="reversals")
 
 
 def reversals_due_at(when: datetime) -> None:
     """A reversal is due again at ``when`` (after a failed attempt): wake a drain then."""
     if when - timezone.now() <= COUNTDOWN_LIMIT:
         second = int(when.timestamp())
-        _after_commit("drain_reversals", mark=f"reversals:{second}", eta=when)
+        _after_commit("reversals_drain", mark=f"reversals:{second}", eta=when)
 
 
 def transfers_due_at(when: datetime) -> None:
     """A seller transfer is due again at ``when``: wake the transfer sender then."""
     if when - timezone.now() <= COUNTDOWN_LIMIT:
         second = int(when.timestamp())
-        _after_commit("retry_failed_transfers", mark=f"transfers:{second}", eta=when)
+        _after_commit("transfers_send_due", mark=f"transfers:{second}", eta=when)
 
 
 def send_transfers_after_commit(*, order_id: int) -> None:
     """Pay the order's due seller transfers once the current transaction commits."""
-    _after_commit("send_transfers", order_id=order_id)
+    _after_commit("order_transfers_send", order_id=order_id)
 
 
 def sync_charge_refunds_after_commit(*, charge_id: str) -> None:
     """Fetch the charge's refunds from Stripe (outside the request) once the transaction
     commits."""
-    _after_commit("sync_charge_refunds", charge_id=charge_id)
+    _after_commit("refunds_sync_for_charge", charge_id=charge_id)
 
 
 def payout_paid_after_commit(*, payout_id: int) -> None:
     """A seller's bank payout was paid: read what it carried at Stripe once this commits."""
-    _after_commit("reconcile_payout", payout_id=payout_id)
+    _after_commit("payout_reconcile", payout_id=payout_id)

@@ -38,15 +38,15 @@ from django.db.models import F
 from django.test import TestCase
 from django.utils import timezone
 
-from ledger import services as book
+import ledger.services
 from marketplace.models import Order, Seller
 from marketplace.selectors import order_total
 from marketplace.services import order_mark_paid
 from payouts import tasks
 from payouts.models import SellerTransfer
-from payouts.moves import book_ref
 from payouts.services.transfers import order_settle
-from payouts.transitions import TransferStatus
+from payouts.transfer.moves import book_ref
+from payouts.transfer.transitions import TransferStatus
 from tests.factories import (
     OrderFactory,
     OrderItemFactory,
@@ -262,7 +262,7 @@ def _send_all_but(order: Order, *, held: list[SellerTransfer]) -> None:
     SellerTransfer.objects.filter(pk__in=[row.pk for row in held]).update(
         next_retry_at=timezone.now() + timedelta(days=1)
     )
-    tasks.send_transfers(order_id=order.pk)
+    tasks.order_transfers_send(order_id=order.pk)
     for row in held:
         SellerTransfer.objects.filter(pk=row.pk).update(next_retry_at=row.next_retry_at)
 
@@ -378,20 +378,20 @@ def _book_paid_then_refunded(order: Order, rows: list[SellerTransfer]) -> None:
     """The book's entries for rows put straight into the database as a paid, fully refunded
     order leaves them: paid, each seller paid, the refund, each seller's share charged."""
     total = sum(row.amount for row in rows)
-    shares = [book.Share(row.seller_id, row.amount, 0) for row in rows]
+    shares = [ledger.services.Share(row.seller_id, row.amount, 0) for row in rows]
     with transaction.atomic():
-        book.post_payment(
+        ledger.services.post_payment(
             order_id=order.pk, charge_id="", currency="usd", total=total, shares=shares
         )
-        book.post_refund(
+        ledger.services.post_refund(
             order_id=order.pk, refund_id=f"re_backlog_{order.pk}", currency="usd", amount=total
         )
         for row in rows:
             ref = book_ref(row, step="backlog")
-            book.post_transfer_sent(
+            ledger.services.post_transfer_sent(
                 ref, amount=row.amount, stripe_transfer_id=row.stripe_transfer_id
             )
-            book.post_refund_share(ref, previous_target=0, target=row.amount)
+            ledger.services.post_refund_share(ref, previous_target=0, target=row.amount)
 
 
 def worker_environment(sandbox_url: str, **overrides: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from marketplace.models import Order, OrderItem, Refund, Seller
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -1,14 +1,14 @@
 """Static guard: a seller transfer's status changes only in ``SellerTransferManager.transition``,
-and only the named moves of ``payouts/moves.py`` call it.
+and only the named moves of ``payouts/transfer/moves.py`` call it.
 
 It walks the AST of the application packages and reports every direct status write outside
-``payouts/managers.py``: ``x.status = …`` (plain, augmented, annotated or tuple targets),
+``payouts/transfer/managers.py``: ``x.status = …`` (plain, augmented, annotated or tuple targets),
 ``setattr(x, "status", …)``, ``.update(status=…)`` (also through ``**{"status": …}``),
 ``.bulk_update(…, ["status", …])``, ``.save(update_fields=[…"status"…])`` and raw SQL that
 updates ``payouts_sellertransfer``'s status. In ``payouts`` (which owns transfers and hands
 order and refund changes to ``marketplace`` services) every such write counts; elsewhere only
 writes whose expression mentions a transfer do, since the AST carries no types. Any call of a
-``.transition(…)`` method outside ``payouts/moves.py`` counts too: every edge has a name there.
+``.transition(…)`` method outside ``payouts/transfer/moves.py`` counts too: every edge has a name there.
 """
 
 import ast
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TRANSFER_PACKAGE = "payouts"
-ALLOWED_FILES = {Path("payouts/managers.py")}
-MOVES = Path("payouts/moves.py")
+ALLOWED_FILES = {Path("payouts/transfer/managers.py")}
+MOVES = Path("payouts/transfer/moves.py")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from marketplace.models import Order
 from payouts.models import SellerTransfer
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.factories import (
     OrderItemFactory,
     PaidOrderFactory,
@@ -20,7 +20,6 @@ from tests.factories import (
     WebhookEventFactory,
 )
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = reverse("admin:payouts_sellertransfer_changelist")
@@ -42,7 +41,7 @@ def rows():
     """One transfer per situation the "needs attention" filter must tell apart."""
     return {
         "permanently_failed": SellerTransferFactory(
-            status=S.PERMANENTLY_FAILED, error_message="Stripe 404 resource_missing"
+            status=TransferStatus.PERMANENTLY_FAILED, error_message="Stripe 404 resource_missing"
         ),
         "stale_reversal": touched(
             SellerTransferFactory(reversal_due=True), ago=timedelta(minutes=31)
@@ -51,9 +50,11 @@ def rows():
             SellerTransferFactory(reversal_due=True), ago=timedelta(minutes=29)
         ),
         "old_completed": touched(SellerTransferFactory(completed=True), ago=timedelta(days=3)),
-        "failed": SellerTransferFactory(status=S.FAILED, next_retry_at=timezone.now()),
+        "failed": SellerTransferFactory(status=TransferStatus.FAILED, next_retry_at=timezone.now()),
         "reversed": SellerTransferFactory(
-            status=S.REVERSED, stripe_transfer_id="tr_done", stripe_reversal_id="trr_done"
+            status=TransferStatus.REVERSED,
+            stripe_transfer_id="tr_done",
+            stripe_reversal_id="trr_done",
         ),
     }
 
@@ -83,7 +84,7 @@ def test_an_unknown_attention_value_is_refused_like_any_bad_filter(admin_client,
     assert response.url.endswith("?e=1")
 
 
-@pytest.mark.parametrize("status", list(S))
+@pytest.mark.parametrize("status", list(TransferStatus))
 def test_the_status_filter_shows_only_that_status(admin_client, rows, status):
     expected = {row.pk for row in rows.values() if row.status == status}
 
@@ -106,7 +107,7 @@ def searchable():
     transfer = SellerTransferFactory(
         order=order,
         seller=seller,
-        status=S.REVERSED,
+        status=TransferStatus.REVERSED,
         stripe_transfer_id="tr_searchme",
         stripe_reversal_id="trr_searchme",
     )
@@ -144,7 +145,11 @@ def test_search_finds_a_transfer_by_its_sellers_connected_account(admin_client, 
 
 def test_the_change_page_shows_status_and_money_without_any_input_for_them(admin_client):
     transfer = SellerTransferFactory(completed=True)
-    transfer.events.create(from_status=S.PENDING, to_status=S.COMPLETED, caused_by="worker:test")
+    transfer.events.create(
+        from_status=TransferStatus.PENDING,
+        to_status=TransferStatus.COMPLETED,
+        caused_by="worker:test",
+    )
 
     response = admin_client.get(reverse("admin:payouts_sellertransfer_change", args=[transfer.pk]))
 
@@ -158,15 +163,15 @@ def test_the_change_page_shows_status_and_money_without_any_input_for_them(admin
 
 
 def test_posting_a_status_to_the_change_page_changes_nothing(admin_client):
-    transfer = SellerTransferFactory(status=S.FAILED, next_retry_at=timezone.now())
+    transfer = SellerTransferFactory(status=TransferStatus.FAILED, next_retry_at=timezone.now())
 
     admin_client.post(
         reverse("admin:payouts_sellertransfer_change", args=[transfer.pk]),
-        {"status": S.COMPLETED, "stripe_transfer_id": "tr_forged"},
+        {"status": TransferStatus.COMPLETED, "stripe_transfer_id": "tr_forged"},
     )
 
     transfer.refresh_from_db()
-    assert (transfer.status, transfer.stripe_transfer_id) == (S.FAILED, "")
+    assert (transfer.status, transfer.stripe_transfer_id) == (TransferStatus.FAILED, "")
 
 
 def test_transfers_cannot_be_added_or_deleted_in_the_admin(admin_client):
@@ -185,7 +190,7 @@ def test_the_order_page_shows_items_refunds_and_transfers_read_only(admin_client
     transfer = SellerTransferFactory(
         order=order,
         seller=item.seller,
-        status=S.REVERSED,
+        status=TransferStatus.REVERSED,
         stripe_transfer_id="tr_onthepage",
         stripe_reversal_id="trr_onthepage",
     )

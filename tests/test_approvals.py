@@ -20,7 +20,7 @@ from marketplace.models import Refund
 from payouts.conf import parse_approval_rule
 from payouts.models import SellerTransferEvent
 from payouts.services.ledger_check import ledger_check
-from payouts.transitions import EndReason, HeldReason, TransferStatus
+from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus
 from tests.builders import (
     STRIPE_500,
     make_event,
@@ -30,7 +30,6 @@ from tests.builders import (
     staff_with,
 )
 
-S = TransferStatus
 A = ApprovalStatus
 pytestmark = pytest.mark.django_db
 
@@ -432,7 +431,7 @@ def test_a_release_above_its_rule_waits_then_pays_each_seller_once(
 
     assert response.json()["status"] == A.EXECUTED
     assert len(sandbox.state()["transfers"]) == 2
-    released = SellerTransferEvent.objects.filter(from_status=S.HELD)
+    released = SellerTransferEvent.objects.filter(from_status=TransferStatus.HELD)
     assert {event.caused_by for event in released} == {
         f"staff:maker (approved by checker, approval request {request_id})"
     }
@@ -447,7 +446,7 @@ def test_a_rejected_release_leaves_the_transfers_held(
     request_id = waiting_id(release(client, asker, held_order, django_capture_on_commit_callbacks))
 
     assert reject(client, approver, request_id).status_code == 200
-    assert set(held_order.transfers.values_list("status", flat=True)) == {S.HELD}
+    assert set(held_order.transfers.values_list("status", flat=True)) == {TransferStatus.HELD}
     assert sandbox.state()["transfers"] == []
 
 
@@ -464,7 +463,10 @@ def reversal_given_up(client, sandbox, stripe_client, settings, django_capture_o
     with django_capture_on_commit_callbacks(execute=True):
         post_event(client, make_event("refund.created", refund_at_stripe(stripe_client, order)))
     row.refresh_from_db()
-    assert (row.status, row.end_reason) == (S.PERMANENTLY_FAILED, EndReason.RETRIES_EXHAUSTED)
+    assert (row.status, row.end_reason) == (
+        TransferStatus.PERMANENTLY_FAILED,
+        EndReason.RETRIES_EXHAUSTED,
+    )
     return row
 
 
@@ -487,15 +489,17 @@ def test_a_requeue_above_its_rule_waits_then_reverses_once(
     row = reversal_given_up
     request_id = waiting_id(requeue(client, asker, row, django_capture_on_commit_callbacks))
     row.refresh_from_db()
-    assert row.status == S.PERMANENTLY_FAILED
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
 
     with django_capture_on_commit_callbacks(execute=True):
         assert approve(client, approver, request_id).json()["status"] == A.EXECUTED
 
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed) == (S.REVERSED, 1800)
+    assert (row.status, row.amount_reversed) == (TransferStatus.REVERSED, 1800)
     assert len(sandbox.state()["transfer_reversals"]) == 1
-    event = SellerTransferEvent.objects.get(transfer=row, from_status=S.PERMANENTLY_FAILED)
+    event = SellerTransferEvent.objects.get(
+        transfer=row, from_status=TransferStatus.PERMANENTLY_FAILED
+    )
     assert event.user == asker
     assert event.detail["reason"] == (
         f"outage over (approved by checker, approval request {request_id})"
@@ -511,7 +515,7 @@ def test_a_rejected_requeue_leaves_the_transfer_given_up(
 
     assert reject(client, approver, request_id).status_code == 200
     row.refresh_from_db()
-    assert row.status == S.PERMANENTLY_FAILED
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
 
 
 # --- The list -----------------------------------------------------------------------------------

@@ -15,18 +15,18 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from payouts.transfer.actors import Actor
 
 from ledger.selectors import seller_balances
 from ledger.services import debt_write_off, post_refund
 from marketplace.models import Refund
 from marketplace.services import refund_record
 from payouts import tasks
-from payouts.gateway import get_gateway
 from payouts.models import SellerTransfer
-from payouts.moves import Actor
 from payouts.services.holds import order_release
 from payouts.services.reversals import reversals_process_due
-from payouts.transitions import HeldReason, TransferStatus
+from payouts.stripe_api.gateway import get_gateway
+from payouts.transfer.transitions import HeldReason, TransferStatus
 from tests.builders import (
     DISPUTE_EVENTS,
     connected_seller,
@@ -41,7 +41,6 @@ from tests.builders import (
 )
 from tests.factories import UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 REFUND_FAILURE_EVENTS = ("refund.failed", "refund.updated", "charge.refund.updated")
@@ -89,18 +88,22 @@ def test_a_full_refund_during_the_hold_that_fails_pays_the_seller_at_release(
     refund = refund_at_stripe(stripe_client, order)
     deliver("refund.created")
     row.refresh_from_db()
-    assert (row.status, row.end_reason) == (S.PERMANENTLY_FAILED, "order_refunded")
+    assert (row.status, row.end_reason) == (TransferStatus.PERMANENTLY_FAILED, "order_refunded")
 
     sandbox.fail_refund(refund["id"])
     deliver(*REFUND_FAILURE_EVENTS)
 
     row.refresh_from_db()
     code, printed = ledger_check_command()
-    assert (row.status, row.held_reason, code) == (S.HELD, HeldReason.AWAITING_RELEASE, 0), printed
+    assert (row.status, row.held_reason, code) == (
+        TransferStatus.HELD,
+        HeldReason.AWAITING_RELEASE,
+        0,
+    ), printed
     with django_capture_on_commit_callbacks(execute=True):
         order_release(order_id=order.pk, actor=Actor.staff(UserFactory(is_staff=True)))
     row.refresh_from_db()
-    assert (row.status, row.amount_withheld) == (S.COMPLETED, 0)
+    assert (row.status, row.amount_withheld) == (TransferStatus.COMPLETED, 0)
     assert [t["amount"] for t in transfers_at_stripe_for(sandbox, row)] == [3600]
     assert seller_balances(seller_id=row.seller_id) == {"usd": {"payable": 0, "debt": 0}}
     assert_ledger_check_clean(sandbox)
@@ -128,10 +131,14 @@ def test_the_reconciliation_pays_a_seller_a_failed_full_refund_left_unpaid_befor
         )
     assert ledger_check_command()[0] == 1
 
-    tasks.reconcile_transfers_full()
+    tasks.reconciliation_run_weekly()
 
     row.refresh_from_db()
-    assert (row.status, row.held_reason, row.end_reason) == (S.HELD, "awaiting_release", "")
+    assert (row.status, row.held_reason, row.end_reason) == (
+        TransferStatus.HELD,
+        "awaiting_release",
+        "",
+    )
     assert_ledger_check_clean(sandbox)
 
 
@@ -149,7 +156,7 @@ def test_a_give_back_whose_answer_was_lost_is_found_before_a_new_refund_is_rever
     sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
     deliver("refund.failed")
     row.refresh_from_db()
-    assert (row.status, row.amount_returned) == (S.REVERSAL_PENDING, 0)
+    assert (row.status, row.amount_returned) == (TransferStatus.REVERSAL_PENDING, 0)
 
     refund_at_stripe(stripe_client, order, 1000)  # a new refund: the share is 900 again
     deliver("refund.created")
@@ -157,7 +164,7 @@ def test_a_give_back_whose_answer_was_lost_is_found_before_a_new_refund_is_rever
     reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.reversal_target) == (S.PARTIALLY_REVERSED, 900)
+    assert (row.status, row.reversal_target) == (TransferStatus.PARTIALLY_REVERSED, 900)
     assert (row.amount_reversed, row.amount_returned) == (1800, 900)
     assert returned_at_stripe(sandbox, row) == [900]
     assert reversed_at_stripe(sandbox, row) == 1800  # the seller keeps 1800 - 1800 + 900
@@ -198,7 +205,7 @@ def test_a_written_off_debt_is_not_paid_out_again_when_the_refund_fails(
     refund = refund_at_stripe(stripe_client, order)
     deliver("refund.created")
     row.refresh_from_db()
-    assert (row.status, row.amount_owed) == (S.REVERSAL_REFUSED, 1800)
+    assert (row.status, row.amount_owed) == (TransferStatus.REVERSAL_REFUSED, 1800)
     staff = UserFactory(is_staff=True)
     debt_write_off(
         seller_id=row.seller_id, currency="usd", amount=1800, reason="unrecoverable", user=staff
@@ -208,7 +215,7 @@ def test_a_written_off_debt_is_not_paid_out_again_when_the_refund_fails(
     deliver(*REFUND_FAILURE_EVENTS)
 
     row.refresh_from_db()
-    assert (row.status, row.reversal_target, row.amount_owed) == (S.COMPLETED, 0, 0)
+    assert (row.status, row.reversal_target, row.amount_owed) == (TransferStatus.COMPLETED, 0, 0)
     assert (row.amount_returned, returned_at_stripe(sandbox, row)) == (0, [])
     assert seller_balances(seller_id=row.seller_id) == {"usd": {"payable": 0, "debt": 0}}
     assert_ledger_check_clean(sandbox)
@@ -233,11 +240,11 @@ def test_a_share_taken_during_the_hold_of_a_mostly_netted_transfer_leaves_the_re
     refund_at_stripe(stripe_client, earlier, 889)  # 800 of the 900 to take back: refused
     deliver("refund.created")
     first.refresh_from_db()
-    assert (first.status, first.amount_owed) == (S.REVERSAL_REFUSED, 800)
+    assert (first.status, first.amount_owed) == (TransferStatus.REVERSAL_REFUSED, 800)
 
     settings.PAYOUTS = replace(settings.PAYOUTS, transfer_hold=timedelta(days=7))
     order, [row] = paid_order(stripe_client, [1000], webhook=client, sellers=[seller])
-    assert (row.status, row.amount, row.amount_netted) == (S.HELD, 900, 800)
+    assert (row.status, row.amount, row.amount_netted) == (TransferStatus.HELD, 900, 800)
     # Half the order back to the buyer: 450 kept back, of the 100 left to send.
     if taken == "refund":
         refund_at_stripe(stripe_client, order, 500)
@@ -246,13 +253,17 @@ def test_a_share_taken_during_the_hold_of_a_mostly_netted_transfer_leaves_the_re
         sandbox.open_dispute(order.stripe_charge_id, amount=500)
         deliver(*DISPUTE_EVENTS)
     row.refresh_from_db()
-    assert (row.status, row.reversal_target + row.dispute_target) == (S.HELD, 450)
+    assert (row.status, row.reversal_target + row.dispute_target) == (TransferStatus.HELD, 450)
     assert ledger_check_command()[0] == 0  # held, it will be paid with the rest as debt
     with django_capture_on_commit_callbacks(execute=True):
         order_release(order_id=order.pk, actor=Actor.staff(UserFactory(is_staff=True)))
 
     row.refresh_from_db()
-    assert (row.status, row.amount_withheld, row.amount_owed) == (S.COMPLETED, 100, 350)
+    assert (row.status, row.amount_withheld, row.amount_owed) == (
+        TransferStatus.COMPLETED,
+        100,
+        350,
+    )
     assert transfers_at_stripe_for(sandbox, row) == []
     assert seller_balances(seller_id=seller.pk) == {"usd": {"payable": 0, "debt": 350}}
     assert_ledger_check_clean(sandbox)
@@ -271,7 +282,7 @@ def test_stripe_reversing_a_transfer_whose_reversal_it_refused_cancels_the_debt(
     refund_at_stripe(stripe_client, order)
     deliver("refund.created")
     row.refresh_from_db()
-    assert (row.status, row.amount_owed) == (S.REVERSAL_REFUSED, 1800)
+    assert (row.status, row.amount_owed) == (TransferStatus.REVERSAL_REFUSED, 1800)
     # The seller's balance is funded again, and someone reverses the whole transfer in the
     # Dashboard.
     stripe_client.v1.transfers.create(
@@ -282,12 +293,12 @@ def test_stripe_reversing_a_transfer_whose_reversal_it_refused_cancels_the_debt(
     if heard == "transfer.reversed":
         deliver("transfer.reversed")
     else:
-        tasks.reconcile_transfers()
+        tasks.reconciliation_run_daily()
     make_due(row)
     reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed, row.amount_owed) == (S.REVERSED, 1800, 0)
+    assert (row.status, row.amount_reversed, row.amount_owed) == (TransferStatus.REVERSED, 1800, 0)
     assert returned_at_stripe(sandbox, row) == []
     assert seller_balances(seller_id=row.seller_id) == {"usd": {"payable": 0, "debt": 0}}
     assert_ledger_check_clean(sandbox)
@@ -316,7 +327,11 @@ def test_shares_falling_while_a_refused_reversal_is_in_flight_give_back_instead_
     reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.reversal_target, row.amount_owed) == (S.PARTIALLY_REVERSED, 450, 0)
+    assert (row.status, row.reversal_target, row.amount_owed) == (
+        TransferStatus.PARTIALLY_REVERSED,
+        450,
+        0,
+    )
     assert (row.amount_reversed, row.amount_returned) == (1350, 900)
     assert returned_at_stripe(sandbox, row) == [900]
     assert_ledger_check_clean(sandbox)

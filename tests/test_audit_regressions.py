@@ -35,7 +35,7 @@ from payouts.services.refunds import (
     staff_refund_settle,
 )
 from payouts.services.transfers import transfer_group
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     WEBHOOK_SECRET,
     age_transfer,
@@ -55,7 +55,6 @@ from tests.factories import (
     WebhookEventFactory,
 )
 
-S = TransferStatus
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
 
@@ -82,13 +81,13 @@ def test_a_seller_paid_late_gives_back_the_refunded_share_even_if_the_process_di
 
     monkeypatch.setattr("payouts.services.transfers.transfers_apply_shares", die)
     with pytest.raises(KilledHere):
-        tasks.retry_failed_transfers()
+        tasks.transfers_send_due()
     monkeypatch.undo()
     make_due(late)
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     late.refresh_from_db()
-    assert late.status == S.REVERSAL_PENDING
+    assert late.status == TransferStatus.REVERSAL_PENDING
     assert late.reversal_target == 1350  # 2000 refunded of 4000: half of the 2700 net
     assert len([t for t in sandbox.state()["transfers"] if t["amount"] == late.amount]) == 1
 
@@ -100,11 +99,11 @@ def test_the_daily_reconciliation_schedules_a_refund_share_a_paid_transfer_misse
     RefundFactory(order=order, amount=500, status=Refund.Status.SUCCEEDED)
     Order.objects.filter(pk=order.pk).update(status=Order.Status.PARTIALLY_REFUNDED)
 
-    summary = tasks.reconcile_transfers()
+    summary = tasks.reconciliation_run_daily()
 
     transfer.refresh_from_db()
     assert summary["missed_shares_scheduled"] == 1
-    assert transfer.status == S.REVERSAL_PENDING
+    assert transfer.status == TransferStatus.REVERSAL_PENDING
     assert transfer.reversal_target == 450  # a quarter of the 1800 net
 
 
@@ -118,11 +117,11 @@ def test_the_weekly_reconciliation_finds_a_missed_share_older_than_the_daily_run
     SellerTransfer.objects.filter(pk=transfer.pk).update(updated_at=three_days_ago)
     Refund.objects.filter(pk=refund.pk).update(updated_at=three_days_ago)
 
-    assert tasks.reconcile_transfers()["missed_shares_scheduled"] == 0
-    assert tasks.reconcile_transfers_full()["missed_shares_scheduled"] == 1
+    assert tasks.reconciliation_run_daily()["missed_shares_scheduled"] == 0
+    assert tasks.reconciliation_run_weekly()["missed_shares_scheduled"] == 1
 
     transfer.refresh_from_db()
-    assert (transfer.status, transfer.reversal_target) == (S.REVERSAL_PENDING, 450)
+    assert (transfer.status, transfer.reversal_target) == (TransferStatus.REVERSAL_PENDING, 450)
 
 
 # --- 2. A reversal retried after Stripe forgot its key -----------------------------------------
@@ -138,19 +137,19 @@ def test_a_reversal_resent_after_stripe_forgot_its_key_reads_stripe_first_and_re
         stripe_transfer_id=stripe_transfer(stripe_client, 1000),
     )
     sandbox.script("reversals.create", [{"action": "drop_after_perform"}])
-    tasks.process_reversals()  # Stripe reversed 400; we never saw the answer
+    tasks.reversals_process_due()  # Stripe reversed 400; we never saw the answer
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed) == (S.REVERSAL_PENDING, 0)
+    assert (row.status, row.amount_reversed) == (TransferStatus.REVERSAL_PENDING, 0)
 
     age_transfer(row, timedelta(hours=25))  # a day without workers ...
     sandbox.forget_idempotency_keys()  # ... after which Stripe no longer knows the key
     make_due(row)
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     row.refresh_from_db()
     remote = next(t for t in sandbox.ledger()["transfers"] if t["id"] == row.stripe_transfer_id)
     assert remote["amount_reversed"] == 400
-    assert (row.status, row.amount_reversed) == (S.PARTIALLY_REVERSED, 400)
+    assert (row.status, row.amount_reversed) == (TransferStatus.PARTIALLY_REVERSED, 400)
 
 
 @pytest.mark.slow  # starts a Python process
@@ -169,7 +168,7 @@ def test_stripe_reversing_more_than_the_refunded_share_is_alerted_not_adopted(
     )
     stripe_client.v1.transfers.reversals.create(row.stripe_transfer_id, params={"amount": 300})
 
-    tasks.reconcile_transfers()
+    tasks.reconciliation_run_daily()
 
     row.refresh_from_db()
     assert (row.amount_reversed, row.reversal_target) == (300, 0)
@@ -198,11 +197,11 @@ def test_a_transfer_of_another_amount_to_another_account_is_never_taken_for_ours
     SellerTransfer.objects.filter(pk=row.pk).update(read_stripe_first=True)
     make_due(row)
 
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     row.refresh_from_db()
     mine = next(t for t in sandbox.state()["transfers"] if t["id"] == row.stripe_transfer_id)
-    assert row.status == S.COMPLETED
+    assert row.status == TransferStatus.COMPLETED
     assert (mine["amount"], mine["destination"]) == (1800, row.seller.stripe_account_id)
 
 
@@ -219,7 +218,7 @@ def test_a_staff_refund_that_timed_out_is_sent_again_with_its_key_by_the_settlin
     refund = Refund.objects.get(order=order)
     Refund.objects.filter(pk=refund.pk).update(created_at=F("created_at") - timedelta(minutes=15))
 
-    summary = tasks.settle_staff_refunds()
+    summary = tasks.staff_refunds_settle()
 
     refund.refresh_from_db()
     assert summary == {ReservationOutcome.RESENT: 1}
@@ -288,7 +287,7 @@ def test_a_refund_in_another_currency_is_refused_and_reverses_nothing(
     assert event.outcome == WebhookOutcome.FAILED
     assert "eur" in event.error
     transfer.refresh_from_db()
-    assert (transfer.status, transfer.reversal_target) == (S.COMPLETED, 0)
+    assert (transfer.status, transfer.reversal_target) == (TransferStatus.COMPLETED, 0)
     assert not Refund.objects.filter(order=order).exists()
 
 
@@ -546,9 +545,9 @@ def test_a_broker_that_is_down_after_the_event_is_stored_still_answers_200_and_t
     order.refresh_from_db()
     assert order.status == Order.Status.PAID and order.settlement_due_at is not None
     assert not SellerTransfer.objects.filter(order=order).exists()
-    tasks.retry_failed_transfers()  # beat's sweep: reads the settlement, creates and pays
+    tasks.transfers_send_due()  # beat's sweep: reads the settlement, creates and pays
     [transfer] = SellerTransfer.objects.filter(order=order)
-    assert transfer.status == S.COMPLETED
+    assert transfer.status == TransferStatus.COMPLETED
 
 
 def test_the_sweep_processes_a_stored_event_whose_processing_never_ran(
@@ -566,11 +565,11 @@ def test_the_sweep_processes_a_stored_event_whose_processing_never_ran(
     )
 
     with django_capture_on_commit_callbacks(execute=True):
-        summary = tasks.process_stranded_webhook_events()
+        summary = tasks.webhook_events_process_stranded()
 
     assert summary == {WebhookOutcome.PROCESSED: 1}
     [transfer] = SellerTransfer.objects.filter(order=order)
-    assert transfer.status == S.COMPLETED
+    assert transfer.status == TransferStatus.COMPLETED
 
 
 # --- 11. A database that is down ---------------------------------------------------------------

@@ -10,12 +10,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from console.dashboard import needs_attention
 from devtools.management.commands.sandbox_payout import Command as SandboxPayoutCommand
 from payouts import tasks
-from payouts.console import needs_attention
 from payouts.models import Payout, PayoutItemKind, SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.bank_payouts import payout_reconcile
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     STRIPE_500,
     connected_seller,
@@ -29,7 +29,6 @@ from tests.builders import (
 )
 from tests.factories import SellerTransferFactory, UserFactory
 
-S = TransferStatus
 K = PayoutItemKind
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +43,7 @@ def three_orders_one_partly_refunded(client, stripe_client):
     ]
     refund = refund_at_stripe(stripe_client, orders[1], 1000)
     assert post_event(client, make_event("refund.updated", refund)).status_code == 200
-    tasks.process_reversals()
+    tasks.reversals_process_due()
     return seller, orders, refund
 
 
@@ -62,7 +61,11 @@ def test_a_payout_lists_exactly_our_transfers_and_the_reversal_and_adds_up(
 ):
     seller, orders, refund = three_orders_one_partly_refunded(client, stripe_client)
     rows = {row.order_id: row for row in SellerTransfer.objects.filter(seller=seller)}
-    assert [rows[o.pk].status for o in orders] == [S.COMPLETED, S.PARTIALLY_REVERSED, S.COMPLETED]
+    assert [rows[o.pk].status for o in orders] == [
+        TransferStatus.COMPLETED,
+        TransferStatus.PARTIALLY_REVERSED,
+        TransferStatus.COMPLETED,
+    ]
     assert all(row.stripe_destination_payment_id.startswith("py_") for row in rows.values())
 
     at_stripe = sandbox.simulate_payout(seller.stripe_account_id)
@@ -240,7 +243,7 @@ def test_a_payout_is_read_in_pages_not_one_call_per_transfer(client, sandbox, st
             SellerTransferFactory(
                 seller=seller,
                 amount=100,
-                status=S.COMPLETED,
+                status=TransferStatus.COMPLETED,
                 stripe_transfer_id=sent.id,
                 stripe_destination_payment_id=sent.destination_payment,
             )
@@ -384,12 +387,12 @@ def test_a_paid_payout_whose_wake_up_was_lost_is_read_by_the_sweep(client, sandb
     payout = Payout.objects.get(stripe_payout_id=at_stripe["id"])
     assert (payout.status, payout.reconciled_at, listing_calls(sandbox)) == ("paid", None, 0)
 
-    summary = tasks.reconcile_unread_payouts()
+    summary = tasks.payouts_reconcile_unread()
 
     payout.refresh_from_db()
     assert summary == {"reconciled": 1}
     assert (payout.items_total, payout.balanced) == (900, True)
-    assert tasks.reconcile_unread_payouts() == {}  # read once
+    assert tasks.payouts_reconcile_unread() == {}  # read once
 
 
 def test_the_console_goes_from_the_seller_to_their_payouts_to_the_lines(
@@ -454,7 +457,7 @@ def test_a_disputes_give_back_is_placed_by_its_transfer(client, sandbox, stripe_
     first, given_back = sent(900), sent(400)
     row = SellerTransferFactory(
         seller=seller,
-        status=S.COMPLETED,
+        status=TransferStatus.COMPLETED,
         stripe_transfer_id=first.id,
         stripe_destination_payment_id=first.destination_payment,
         stripe_return_id=given_back.id,

@@ -40,7 +40,7 @@ from django.db.models import Count
 from payouts import selectors
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.services.ledger_check import ledger_check
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import reversal_backlog, worker_environment
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from marketplace.models import Seller
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.ledger_check import ledger_check
 from payouts.services.reversals import reversals_process_due
-from payouts.transitions import HeldReason, TransferStatus
+from payouts.transfer.transitions import HeldReason, TransferStatus
 from tests.builders import (
     WEBHOOK_SECRET,
     connected_seller,
@@ -27,7 +27,6 @@ from tests.builders import (
 )
 from tests.factories import UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -46,7 +45,11 @@ def test_a_restricted_sellers_transfer_waits_and_is_paid_once_the_account_is_fix
 
     order, rows = paid_order(stripe_client, [1000, 2000, 3000], webhook=client, sellers=sellers)
 
-    assert [row.status for row in rows] == [S.COMPLETED, S.HELD, S.COMPLETED]
+    assert [row.status for row in rows] == [
+        TransferStatus.COMPLETED,
+        TransferStatus.HELD,
+        TransferStatus.COMPLETED,
+    ]
     assert (rows[1].held_reason, rows[1].retry_count) == (HeldReason.ACCOUNT_RESTRICTED, 0)
     assert "requirements.past_due" in rows[1].error_message
     assert Seller.objects.get(pk=restricted.pk).account_status == Seller.AccountStatus.RESTRICTED
@@ -60,7 +63,7 @@ def test_a_restricted_sellers_transfer_waits_and_is_paid_once_the_account_is_fix
 
     assert response.status_code == 200, response.content
     row = SellerTransfer.objects.get(pk=rows[1].pk)
-    assert (row.status, row.retry_count) == (S.COMPLETED, 0)
+    assert (row.status, row.retry_count) == (TransferStatus.COMPLETED, 0)
     [remote] = [t for t in sandbox.state()["transfers"] if t["id"] == row.stripe_transfer_id]
     assert (remote["amount"], remote["destination"]) == (1800, restricted.stripe_account_id)
     assert ledger_check()[1] == []
@@ -74,7 +77,7 @@ def test_a_transfer_stripe_refuses_for_the_accounts_capabilities_is_held_not_ret
 
     _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
 
-    assert (row.status, row.retry_count, row.next_retry_at) == (S.HELD, 0, None)
+    assert (row.status, row.retry_count, row.next_retry_at) == (TransferStatus.HELD, 0, None)
     assert "insufficient_capabilities_for_transfer" in row.error_message
     seller.refresh_from_db()
     assert seller.account_status == Seller.AccountStatus.RESTRICTED
@@ -93,10 +96,13 @@ def test_a_seller_who_disconnects_has_their_unsent_transfers_held_for_staff(
 
     assert response.status_code == 200, response.content
     unsent.refresh_from_db()
-    assert (unsent.status, unsent.held_reason) == (S.HELD, HeldReason.ACCOUNT_DEAUTHORIZED)
+    assert (unsent.status, unsent.held_reason) == (
+        TransferStatus.HELD,
+        HeldReason.ACCOUNT_DEAUTHORIZED,
+    )
     assert unsent.seller.account_status == Seller.AccountStatus.DEAUTHORIZED
     paid.refresh_from_db()
-    assert paid.status == S.COMPLETED
+    assert paid.status == TransferStatus.COMPLETED
 
 
 def test_a_connect_event_signed_with_the_platform_secret_is_refused(client, sandbox):
@@ -152,7 +158,7 @@ def test_an_account_update_older_than_the_one_applied_does_not_restrict_the_sell
     seller.refresh_from_db()
     assert seller.account_status == Seller.AccountStatus.READY
     _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
-    assert row.status == S.COMPLETED
+    assert row.status == TransferStatus.COMPLETED
 
 
 def test_a_newer_account_update_still_restricts_the_seller(client, sandbox, stripe_client):
@@ -182,7 +188,10 @@ def test_a_disconnected_seller_given_a_new_account_is_paid(
         account=seller.stripe_account_id,
     )  # fmt: skip
     unsent.refresh_from_db()
-    assert (unsent.status, unsent.held_reason) == (S.HELD, HeldReason.ACCOUNT_DEAUTHORIZED)
+    assert (unsent.status, unsent.held_reason) == (
+        TransferStatus.HELD,
+        HeldReason.ACCOUNT_DEAUTHORIZED,
+    )
     new_account = stripe_client.v1.accounts.create(params={"type": "express"})
     admin = UserFactory(is_staff=True, is_superuser=True)
     client.force_login(admin)
@@ -203,7 +212,7 @@ def test_a_disconnected_seller_given_a_new_account_is_paid(
 
     assert response.status_code == 302, response.content
     unsent.refresh_from_db()
-    assert (unsent.status, unsent.held_reason) == (S.COMPLETED, "")
+    assert (unsent.status, unsent.held_reason) == (TransferStatus.COMPLETED, "")
     [remote] = [t for t in sandbox.state()["transfers"] if t["id"] == unsent.stripe_transfer_id]
     assert (remote["amount"], remote["destination"]) == (1800, new_account.id)
     assert ledger_check()[1] == []
@@ -216,7 +225,7 @@ def test_a_give_back_to_an_account_that_cannot_receive_waits_and_is_sent_once_it
     refund = refund_at_stripe(stripe_client, order)
     deliver("refund.created")
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed) == (S.REVERSED, 1800)
+    assert (row.status, row.amount_reversed) == (TransferStatus.REVERSED, 1800)
     account_id = row.seller.stripe_account_id
     sandbox.set_transfers_capability(
         account_id, "inactive", disabled_reason="requirements.past_due"
@@ -231,7 +240,11 @@ def test_a_give_back_to_an_account_that_cannot_receive_waits_and_is_sent_once_it
         reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.retry_count, row.amount_to_give_back) == (S.REVERSAL_PENDING, 0, 1800)
+    assert (row.status, row.retry_count, row.amount_to_give_back) == (
+        TransferStatus.REVERSAL_PENDING,
+        0,
+        1800,
+    )
     assert row.held_reason == HeldReason.ACCOUNT_RESTRICTED
     assert returned_at_stripe(sandbox, row) == []
 
@@ -241,7 +254,11 @@ def test_a_give_back_to_an_account_that_cannot_receive_waits_and_is_sent_once_it
         post_connect_event(client, "account.updated", account, account=account_id)
 
     row.refresh_from_db()
-    assert (row.status, row.amount_returned, row.held_reason) == (S.COMPLETED, 1800, "")
+    assert (row.status, row.amount_returned, row.held_reason) == (
+        TransferStatus.COMPLETED,
+        1800,
+        "",
+    )
     assert returned_at_stripe(sandbox, row) == [1800]
     assert ledger_check()[1] == []
 
@@ -252,7 +269,7 @@ def test_a_transfer_stripe_refused_for_the_account_is_sent_once_the_account_is_f
     seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
     sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
     _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
-    assert row.status == S.HELD
+    assert row.status == TransferStatus.HELD
 
     sandbox.set_transfers_capability(seller.stripe_account_id, "active")
     account = account_object(stripe_client, seller.stripe_account_id)
@@ -260,6 +277,6 @@ def test_a_transfer_stripe_refused_for_the_account_is_sent_once_the_account_is_f
         post_connect_event(client, "account.updated", account, account=seller.stripe_account_id)
 
     row.refresh_from_db()
-    assert row.status == S.COMPLETED, row.error_message
+    assert row.status == TransferStatus.COMPLETED, row.error_message
     [remote] = [t for t in sandbox.state()["transfers"] if t["id"] == row.stripe_transfer_id]
     assert (remote["amount"], remote["destination"]) == (1800, seller.stripe_account_id)

@@ -8,16 +8,15 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from ledger import services as book
+import ledger.services
 from ledger.models import Break, BreakKind, CheckRun
 from marketplace.models import Dispute, DisputeStatus
 from payouts.models import SellerTransfer
-from payouts.moves import book_ref
 from payouts.selectors import FAILING_AFTER_ATTEMPTS, UNPAID_AFTER, Attention
-from payouts.transitions import EndReason, HeldReason, TransferStatus
+from payouts.transfer.moves import book_ref
+from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus
 from tests.factories import PaidOrderFactory, SellerFactory, SellerTransferFactory, UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 CHANGELIST = reverse("admin:payouts_sellertransfer_changelist")
 PAGE = reverse("admin:needs_attention")
@@ -43,17 +42,21 @@ def rows():
         "unpaid_pending": SellerTransferFactory(next_retry_at=now - LONG_AGO),
         "pending_now": SellerTransferFactory(next_retry_at=now - A_MOMENT_AGO),
         "unpaid_failed": aged(
-            SellerTransferFactory(status=S.FAILED, next_retry_at=now, error_message="Stripe 500"),
+            SellerTransferFactory(
+                status=TransferStatus.FAILED, next_retry_at=now, error_message="Stripe 500"
+            ),
             created_at=LONG_AGO,
         ),
-        "failed_now": SellerTransferFactory(status=S.FAILED, next_retry_at=now),
+        "failed_now": SellerTransferFactory(status=TransferStatus.FAILED, next_retry_at=now),
         "held_account": aged(
-            SellerTransferFactory(status=S.HELD, held_reason=HeldReason.ACCOUNT_RESTRICTED),
+            SellerTransferFactory(
+                status=TransferStatus.HELD, held_reason=HeldReason.ACCOUNT_RESTRICTED
+            ),
             updated_at=LONG_AGO,
         ),
         "held_for_release": aged(
             SellerTransferFactory(
-                status=S.HELD,
+                status=TransferStatus.HELD,
                 held_reason=HeldReason.AWAITING_RELEASE,
                 next_retry_at=now + timedelta(days=3),
             ),
@@ -65,18 +68,22 @@ def rows():
         "retrying_reversal": SellerTransferFactory(reversal_due=True, retry_count=1),
         "stale_reversal": aged(SellerTransferFactory(reversal_due=True), updated_at=LONG_AGO),
         "reversal_refused": SellerTransferFactory(
-            status=S.REVERSAL_REFUSED, amount_owed=900, error_message="reversal refused: balance"
+            status=TransferStatus.REVERSAL_REFUSED,
+            amount_owed=900,
+            error_message="reversal refused: balance",
         ),
         "permanently_failed": SellerTransferFactory(
-            status=S.PERMANENTLY_FAILED,
+            status=TransferStatus.PERMANENTLY_FAILED,
             end_reason=EndReason.RETRIES_EXHAUSTED,
             error_message="Stripe 400 account_invalid",
         ),
         "cancelled": SellerTransferFactory(
-            status=S.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
+            status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
         ),
         "completed": aged(SellerTransferFactory(completed=True), updated_at=timedelta(days=3)),
-        "reversed": SellerTransferFactory(status=S.REVERSED, stripe_transfer_id="tr_done"),
+        "reversed": SellerTransferFactory(
+            status=TransferStatus.REVERSED, stripe_transfer_id="tr_done"
+        ),
     }
 
 
@@ -126,9 +133,13 @@ def test_the_page_lists_each_reason_with_its_rows_and_what_to_do(staff, rows):
 def test_the_page_lists_the_sellers_in_debt_largest_first(staff):
     small, large = SellerFactory(name="Small debt"), SellerFactory(name="Large debt")
     for seller, amount in ((small, 250), (large, 1800)):
-        row = SellerTransferFactory(seller=seller, status=S.REVERSAL_REFUSED)
-        book.post_refund_share(book_ref(row, "scenario"), previous_target=0, target=amount)
-        book.post_reversal_refused(book_ref(row, "scenario"), previous_owed=0, owed_total=amount)
+        row = SellerTransferFactory(seller=seller, status=TransferStatus.REVERSAL_REFUSED)
+        ledger.services.post_refund_share(
+            book_ref(row, "scenario"), previous_target=0, target=amount
+        )
+        ledger.services.post_reversal_refused(
+            book_ref(row, "scenario"), previous_owed=0, owed_total=amount
+        )
 
     page = staff.get(PAGE).content.decode()
 

@@ -9,12 +9,12 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from ledger import services as book
+import ledger.services
+from console import dashboard
 from marketplace.models import Dispute, DisputeStatus
-from payouts import console
 from payouts.models import SellerTransfer
-from payouts.moves import book_ref
-from payouts.transitions import HeldReason, TransferStatus
+from payouts.transfer.moves import book_ref
+from payouts.transfer.transitions import HeldReason, TransferStatus
 from tests.builders import event_at
 from tests.factories import (
     PaidOrderFactory,
@@ -23,7 +23,6 @@ from tests.factories import (
     UserFactory,
 )
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 INDEX = reverse("admin:index")
 
@@ -46,9 +45,11 @@ def risk(page: str, key: str, currency: str) -> str:
 def debt(seller, amount: int, currency: str = "usd") -> None:
     """A refused reversal of ``amount`` booked as the seller's debt."""
     order = PaidOrderFactory(currency=currency)
-    row = SellerTransferFactory(order=order, seller=seller, status=S.REVERSAL_REFUSED)
-    book.post_refund_share(book_ref(row, "scenario"), previous_target=0, target=amount)
-    book.post_reversal_refused(book_ref(row, "scenario"), previous_owed=0, owed_total=amount)
+    row = SellerTransferFactory(order=order, seller=seller, status=TransferStatus.REVERSAL_REFUSED)
+    ledger.services.post_refund_share(book_ref(row, "scenario"), previous_target=0, target=amount)
+    ledger.services.post_reversal_refused(
+        book_ref(row, "scenario"), previous_owed=0, owed_total=amount
+    )
 
 
 @pytest.fixture
@@ -64,8 +65,12 @@ def test_money_at_risk_adds_up_each_kind_per_currency(staff):
     SellerTransferFactory(
         reversal_due=True, amount=5000, order=PaidOrderFactory(currency="jpy"), next_retry_at=now
     )
-    SellerTransferFactory(status=S.FAILED, amount=2000, amount_netted=500, next_retry_at=now)
-    SellerTransferFactory(status=S.HELD, amount=700, held_reason=HeldReason.AWAITING_RELEASE)
+    SellerTransferFactory(
+        status=TransferStatus.FAILED, amount=2000, amount_netted=500, next_retry_at=now
+    )
+    SellerTransferFactory(
+        status=TransferStatus.HELD, amount=700, held_reason=HeldReason.AWAITING_RELEASE
+    )
     SellerTransferFactory(completed=True, amount=99999)  # paid: not at risk
     debt(SellerFactory(), 1800)
     debt(SellerFactory(), 250)
@@ -104,9 +109,9 @@ def test_open_disputes_are_money_at_risk_and_closed_ones_are_not(staff):
 
 def test_rows_per_status_are_what_the_table_holds_now_every_status_included(staff):
     now = timezone.now()
-    SellerTransferFactory.create_batch(2, status=S.FAILED, next_retry_at=now)
+    SellerTransferFactory.create_batch(2, status=TransferStatus.FAILED, next_retry_at=now)
     SellerTransferFactory(reversal_due=True)
-    SellerTransferFactory(status=S.PERMANENTLY_FAILED)
+    SellerTransferFactory(status=TransferStatus.PERMANENTLY_FAILED)
     SellerTransferFactory.create_batch(3, completed=True)
 
     page = staff.get(INDEX).content.decode()
@@ -122,9 +127,11 @@ def test_rows_per_status_are_what_the_table_holds_now_every_status_included(staf
 def test_moves_into_each_status_are_counted_over_the_chosen_window(staff):
     now = timezone.now()
     row = SellerTransferFactory(completed=True)
-    event_at(row, S.PENDING, S.COMPLETED, now - timedelta(hours=2))
-    event_at(row, S.PENDING, S.COMPLETED, now - timedelta(days=3))
-    event_at(row, S.FAILED, S.FAILED, now - timedelta(hours=1))  # an attempt, not a move
+    event_at(row, TransferStatus.PENDING, TransferStatus.COMPLETED, now - timedelta(hours=2))
+    event_at(row, TransferStatus.PENDING, TransferStatus.COMPLETED, now - timedelta(days=3))
+    event_at(
+        row, TransferStatus.FAILED, TransferStatus.FAILED, now - timedelta(hours=1)
+    )  # an attempt, not a move
 
     day = staff.get(INDEX).content.decode()
     week = staff.get(INDEX, {"window": "7d"}).content.decode()
@@ -138,7 +145,9 @@ def test_the_oldest_due_rows_say_how_long_they_have_waited(staff):
     now = timezone.now()
     SellerTransferFactory(reversal_due=True, next_retry_at=now - timedelta(minutes=5, seconds=3))
     SellerTransferFactory(reversal_due=True, next_retry_at=now + timedelta(minutes=5))
-    SellerTransferFactory(status=S.FAILED, next_retry_at=now - timedelta(hours=2, minutes=1))
+    SellerTransferFactory(
+        status=TransferStatus.FAILED, next_retry_at=now - timedelta(hours=2, minutes=1)
+    )
 
     page = staff.get(INDEX).content.decode()
 
@@ -148,10 +157,12 @@ def test_the_oldest_due_rows_say_how_long_they_have_waited(staff):
 
 def test_needs_attention_is_counted_per_reason_with_a_link_to_each_list(staff):
     now = timezone.now()
-    unpaid = SellerTransferFactory(status=S.FAILED, next_retry_at=now)
+    unpaid = SellerTransferFactory(status=TransferStatus.FAILED, next_retry_at=now)
     SellerTransfer.objects.filter(pk=unpaid.pk).update(created_at=now - timedelta(hours=1))
-    SellerTransferFactory(status=S.FAILED, next_retry_at=now)  # failed a moment ago: not yet
-    SellerTransferFactory(status=S.REVERSAL_REFUSED)
+    SellerTransferFactory(
+        status=TransferStatus.FAILED, next_retry_at=now
+    )  # failed a moment ago: not yet
+    SellerTransferFactory(status=TransferStatus.REVERSAL_REFUSED)
 
     page = staff.get(INDEX).content.decode()
 
@@ -165,7 +176,7 @@ def test_needs_attention_is_counted_per_reason_with_a_link_to_each_list(staff):
 def test_the_charts_draw_each_hour_of_the_window_without_anything_from_outside(staff):
     now = timezone.now()
     row = SellerTransferFactory(completed=True)
-    event_at(row, S.PENDING, S.COMPLETED, now - timedelta(hours=3))
+    event_at(row, TransferStatus.PENDING, TransferStatus.COMPLETED, now - timedelta(hours=3))
 
     day = staff.get(INDEX).content.decode()
     week = staff.get(INDEX, {"window": "7d"}).content.decode()
@@ -180,16 +191,24 @@ def test_the_charts_draw_each_hour_of_the_window_without_anything_from_outside(s
 
 def test_the_backlog_is_walked_back_from_now_through_the_moves():
     now = timezone.now().replace(minute=30)
-    hours = console.window_hours(now=now, window=console.DEFAULT_WINDOW)
+    hours = dashboard.window_hours(now=now, window=dashboard.DEFAULT_WINDOW)
     moves = {
-        hours[-3]: {(S.COMPLETED, S.REVERSAL_PENDING): 5},  # five refunds came in
-        hours[-2]: {(S.REVERSAL_PENDING, S.REVERSED): 3},  # three were reversed
-        hours[-1]: {(S.REVERSAL_PENDING, S.REVERSAL_PENDING): 4},  # attempts: no change
+        hours[-3]: {
+            (TransferStatus.COMPLETED, TransferStatus.REVERSAL_PENDING): 5
+        },  # five refunds came in
+        hours[-2]: {
+            (TransferStatus.REVERSAL_PENDING, TransferStatus.REVERSED): 3
+        },  # three were reversed
+        hours[-1]: {
+            (TransferStatus.REVERSAL_PENDING, TransferStatus.REVERSAL_PENDING): 4
+        },  # attempts: no change
     }
 
-    chart = console.backlog_chart(hours, moves, {S.REVERSAL_PENDING: 2, S.FAILED: 0})
+    chart = dashboard.backlog_chart(
+        hours, moves, {TransferStatus.REVERSAL_PENDING: 2, TransferStatus.FAILED: 0}
+    )
 
-    reversals = next(s for s in chart.series if s.key == S.REVERSAL_PENDING)
+    reversals = next(s for s in chart.series if s.key == TransferStatus.REVERSAL_PENDING)
     assert reversals.values[-4:] == [0, 5, 2, 2]
 
 
@@ -204,7 +223,9 @@ def test_staff_without_access_to_transfers_get_the_plain_index(client):
 
 
 def test_the_dashboard_reads_a_fixed_number_of_statements(staff, django_assert_max_num_queries):
-    SellerTransferFactory.create_batch(5, status=S.FAILED, next_retry_at=timezone.now())
+    SellerTransferFactory.create_batch(
+        5, status=TransferStatus.FAILED, next_retry_at=timezone.now()
+    )
     debt(SellerFactory(), 100)
 
     # Session and user, then the console's own reads: none grows with the rows.

@@ -15,8 +15,9 @@ import redis
 from django.conf import settings as django_settings
 from django.db import connection
 
-from payouts import health, tasks
-from payouts.health import HEARTBEAT_INTERVAL, HEARTBEAT_KEY, State
+from console import health
+from console.health import HEARTBEAT_INTERVAL, HEARTBEAT_KEY, State
+from payouts import tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 # A Redis database no other test, benchmark or `make run` uses: no other worker answers there.
@@ -51,7 +52,7 @@ def test_beat_is_unavailable_when_its_heartbeat_is_stale_though_workers_answer(o
     stamp_seconds_ago(own_broker, health.HEARTBEAT_STALE_AFTER.total_seconds() + 30)
 
     assert health.beat_state(workers=State.OK) == State.UNAVAILABLE
-    [record] = [r for r in caplog.records if r.name == "payouts.health"]
+    [record] = [r for r in caplog.records if r.name == "console.health"]
     assert "beat unavailable" in record.getMessage()
 
 
@@ -89,7 +90,7 @@ def test_a_dependency_down_is_one_warning_line_per_probe_without_a_traceback(
     assert client.get("/healthz").status_code == 503
 
     logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [(r.name, r.levelname) for r in logged] == [("payouts.health", "WARNING")]
+    assert [(r.name, r.levelname) for r in logged] == [("console.health", "WARNING")]
     assert "redis unavailable" in logged[0].getMessage()
     assert logged[0].exc_info is None
 

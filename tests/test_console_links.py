@@ -5,7 +5,7 @@ object when the service talks to the sandbox."""
 import pytest
 from django.urls import reverse
 
-from config.stripe_links import stripe_url
+from console.stripe_links import stripe_url
 from marketplace.models import Order
 from stripe_sandbox.testing import SandboxControlError
 from tests.factories import (

@@ -7,12 +7,12 @@ import re
 import pytest
 from django.urls import reverse
 
+import ledger.services
 from config.money import format_money
-from ledger import services as book
 from ledger.models import Entry
 from marketplace.models import Order
-from payouts.moves import book_ref
-from payouts.transitions import TransferStatus
+from payouts.transfer.moves import book_ref
+from payouts.transfer.transitions import TransferStatus
 from tests.factories import (
     OrderItemFactory,
     PaidOrderFactory,
@@ -21,8 +21,6 @@ from tests.factories import (
     SellerTransferFactory,
     UserFactory,
 )
-
-S = TransferStatus
 
 
 @pytest.mark.parametrize(
@@ -94,9 +92,11 @@ def test_the_refund_list_shows_money(staff):
 @pytest.mark.django_db
 def test_a_sellers_page_shows_their_balances_and_statement_with_the_debt_as_money(staff):
     seller = SellerFactory()
-    row = SellerTransferFactory(seller=seller, status=S.REVERSAL_REFUSED)
-    book.post_refund_share(book_ref(row, "scenario"), previous_target=0, target=1800)
-    book.post_reversal_refused(book_ref(row, "scenario"), previous_owed=0, owed_total=1800)
+    row = SellerTransferFactory(seller=seller, status=TransferStatus.REVERSAL_REFUSED)
+    ledger.services.post_refund_share(book_ref(row, "scenario"), previous_target=0, target=1800)
+    ledger.services.post_reversal_refused(
+        book_ref(row, "scenario"), previous_owed=0, owed_total=1800
+    )
 
     page = text(staff.get(reverse("admin:marketplace_seller_change", args=[seller.pk])))
 
@@ -109,9 +109,11 @@ def test_a_sellers_page_shows_their_balances_and_statement_with_the_debt_as_mone
 
 @pytest.mark.django_db
 def test_ledger_entries_show_their_size_and_their_lines_as_debits_and_credits(staff):
-    row = SellerTransferFactory(status=S.REVERSAL_REFUSED)
-    book.post_refund_share(book_ref(row, "scenario"), previous_target=0, target=1800)
-    book.post_reversal_refused(book_ref(row, "scenario"), previous_owed=0, owed_total=1800)
+    row = SellerTransferFactory(status=TransferStatus.REVERSAL_REFUSED)
+    ledger.services.post_refund_share(book_ref(row, "scenario"), previous_target=0, target=1800)
+    ledger.services.post_reversal_refused(
+        book_ref(row, "scenario"), previous_owed=0, owed_total=1800
+    )
 
     listed = text(staff.get(reverse("admin:ledger_entry_changelist")))
 

@@ -12,7 +12,7 @@ from ledger.selectors import seller_balances
 from marketplace.models import Dispute, Order
 from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     DISPUTE_EVENTS,
     make_event,
@@ -23,7 +23,6 @@ from tests.builders import (
 )
 from tests.factories import UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -39,9 +38,9 @@ def test_a_chargeback_takes_each_sellers_share_back_and_a_won_dispute_gives_it_b
     deliver(*DISPUTE_EVENTS)
 
     assert [(r.status, r.dispute_target, r.amount_reversed) for r in rows(order)] == [
-        (S.REVERSED, 900, 900),
-        (S.REVERSED, 1800, 1800),
-        (S.REVERSED, 2700, 2700),
+        (TransferStatus.REVERSED, 900, 900),
+        (TransferStatus.REVERSED, 1800, 1800),
+        (TransferStatus.REVERSED, 2700, 2700),
     ]
     assert ledger_check()[1] == []
 
@@ -51,7 +50,7 @@ def test_a_chargeback_takes_each_sellers_share_back_and_a_won_dispute_gives_it_b
     assert Dispute.objects.get().status == Dispute.Status.WON
     for row in rows(order):
         assert (row.status, row.dispute_target, row.amount_returned) == (
-            S.COMPLETED,
+            TransferStatus.COMPLETED,
             0,
             row.amount,
         )
@@ -66,15 +65,15 @@ def test_with_recovery_on_loss_nothing_moves_until_the_dispute_is_lost(
     order, _ = paid_order(stripe_client, [1000, 2000], webhook=client)
     dispute = sandbox.open_dispute(order.stripe_charge_id)
     deliver(*DISPUTE_EVENTS)
-    assert {r.status for r in rows(order)} == {S.COMPLETED}
+    assert {r.status for r in rows(order)} == {TransferStatus.COMPLETED}
     assert sandbox.calls("reversals.create") == []
 
     sandbox.advance_dispute(dispute["id"], "lost")
     deliver(*DISPUTE_EVENTS)
 
     assert [(r.status, r.amount_reversed) for r in rows(order)] == [
-        (S.REVERSED, 900),
-        (S.REVERSED, 1800),
+        (TransferStatus.REVERSED, 900),
+        (TransferStatus.REVERSED, 1800),
     ]
     assert ledger_check()[1] == []
 
@@ -154,7 +153,7 @@ def test_duplicated_and_shuffled_dispute_events_end_in_the_same_state(
         # Recovered then given back, or never recovered (the won event came first): all the
         # same to the seller.
         taken = row.amount_reversed - row.amount_returned
-        assert (row.status, row.dispute_target, taken) == (S.COMPLETED, 0, 0)
+        assert (row.status, row.dispute_target, taken) == (TransferStatus.COMPLETED, 0, 0)
     assert ledger_check()[1] == []
 
 
@@ -167,7 +166,7 @@ def test_a_seller_who_cannot_cover_the_chargeback_owes_it_and_their_next_order_n
     deliver(*DISPUTE_EVENTS)
 
     row.refresh_from_db()
-    assert (row.status, row.amount_owed) == (S.REVERSAL_REFUSED, 1800)
+    assert (row.status, row.amount_owed) == (TransferStatus.REVERSAL_REFUSED, 1800)
     _, [next_row] = paid_order(stripe_client, [3000], webhook=client, sellers=[row.seller])
 
     assert (next_row.amount, next_row.amount_netted) == (2700, 1800)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from payouts.transitions import ALLOWED_TRANSITIONS
+from payouts.transfer.transitions import ALLOWED_TRANSITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DIAGRAMS = [ROOT / "README.md", ROOT / "docs" / "states.md"]

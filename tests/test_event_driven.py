@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from payouts import tasks
 from payouts.models import SellerTransfer
 from payouts.services.reversals import reversals_drain, reversals_process_due
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from payouts.wakeups import reversals_due_after_commit
 from tests.builders import (
     make_event,
@@ -27,7 +27,6 @@ from tests.builders import (
     worker_environment,
 )
 
-S = TransferStatus
 ROOT = Path(__file__).resolve().parent.parent
 # A broker of these tests' own: no other Celery worker on the machine takes their tasks.
 BROKER_URL = "redis://127.0.0.1:6379/13"
@@ -100,7 +99,7 @@ def test_a_refunds_reversals_start_without_any_beat_tick(
     order, _ = paid_order(stripe_client, [1000, 2000, 3000])
 
     post_event(client, make_event("refund.created", refund_at_stripe(stripe_client, order)))
-    waited = wait_until(lambda: statuses(order) == [S.REVERSED] * 3, timeout=10)
+    waited = wait_until(lambda: statuses(order) == [TransferStatus.REVERSED] * 3, timeout=10)
 
     assert waited < 5, "the reversals waited for something other than the wake-up"
     assert [t["reversal_count"] for t in sandbox.ledger()["transfers"]] == [1, 1, 1]
@@ -119,7 +118,7 @@ def test_a_failed_reversal_is_tried_again_when_its_backoff_ends(
     post_event(client, make_event("refund.created", refund_at_stripe(stripe_client, order)))
     wait_until(lambda: SellerTransfer.objects.get(pk=row.pk).retry_count == 1, timeout=10)
     failed_at = time.monotonic()
-    wait_until(lambda: statuses(order) == [S.REVERSED], timeout=10)
+    wait_until(lambda: statuses(order) == [TransferStatus.REVERSED], timeout=10)
 
     # Backoff 2 s, beat not running: the countdown wake-up, not a tick, retried it.
     assert 1.5 < time.monotonic() - failed_at < 5
@@ -132,11 +131,13 @@ def test_a_lost_wake_up_is_picked_up_by_beats_sweep(
     order, _ = paid_order(stripe_client, [1000, 2000])
     with django_capture_on_commit_callbacks(execute=True):
         post_event(client, make_event("refund.created", refund_at_stripe(stripe_client, order)))
-    assert statuses(order) == [S.REVERSAL_PENDING] * 2  # the wake-up never reached a worker
+    assert (
+        statuses(order) == [TransferStatus.REVERSAL_PENDING] * 2
+    )  # the wake-up never reached a worker
 
-    tasks.process_reversals()  # beat's tick
+    tasks.reversals_process_due()  # beat's tick
 
-    assert statuses(order) == [S.REVERSED] * 2
+    assert statuses(order) == [TransferStatus.REVERSED] * 2
 
 
 @pytest.mark.django_db(transaction=True)  # two threads, each with its own connection
@@ -165,7 +166,7 @@ def test_a_wake_up_and_the_sweep_racing_for_the_same_rows_reverse_each_once(sand
 
     ledger = {t["id"]: t for t in sandbox.ledger()["transfers"]}
     assert [ledger[row.stripe_transfer_id]["reversal_count"] for row in rows] == [1] * 40
-    assert set(SellerTransfer.objects.values_list("status", flat=True)) == {S.REVERSED}
+    assert set(SellerTransfer.objects.values_list("status", flat=True)) == {TransferStatus.REVERSED}
     assert sum(result.get("reversed", 0) for result in results) == 40
 
 

@@ -16,11 +16,11 @@ from ledger.models import Entry, EntryKind
 from ledger.selectors import seller_balances
 from marketplace.models import Order, Refund
 from payouts import tasks
-from payouts.idempotency import KEY_MEMORY
 from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
 from payouts.services.reversals import reversals_process_due
-from payouts.transitions import TransferStatus
+from payouts.transfer.idempotency import KEY_MEMORY
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     age_transfer,
     make_event,
@@ -31,7 +31,6 @@ from tests.builders import (
     returned_at_stripe,
 )
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 REFUND_EVENTS = ("refund.created", "refund.updated", "charge.refund.updated", "refund.failed")
@@ -53,24 +52,24 @@ def test_each_seller_is_paid_back_exactly_once_with_the_failure_duplicated_and_o
     refund = refund_at_stripe(stripe_client, order, 3000)  # half: 450, 900, 1350 taken back
     deliver("refund.created")
     assert [(r.status, r.amount_reversed) for r in rows(order)] == [
-        (S.PARTIALLY_REVERSED, 450),
-        (S.PARTIALLY_REVERSED, 900),
-        (S.PARTIALLY_REVERSED, 1350),
+        (TransferStatus.PARTIALLY_REVERSED, 450),
+        (TransferStatus.PARTIALLY_REVERSED, 900),
+        (TransferStatus.PARTIALLY_REVERSED, 1350),
     ]
 
     sandbox.fail_refund(refund["id"], "expired_or_canceled_card")
     events = [e for e in sandbox.events() if e["type"] in REFUND_EVENTS] * 3
     random.Random(7).shuffle(events)  # every refund event, thrice, in any order
     deliver(events=events)
-    tasks.process_reversals()  # and the sweep passes by too
+    tasks.reversals_process_due()  # and the sweep passes by too
 
     assert Refund.objects.get(stripe_refund_id=refund["id"]).status == Refund.Status.FAILED
     order.refresh_from_db()
     assert order.status == Order.Status.PAID
     assert [(r.status, r.reversal_target, r.amount_returned) for r in rows(order)] == [
-        (S.COMPLETED, 0, 450),
-        (S.COMPLETED, 0, 900),
-        (S.COMPLETED, 0, 1350),
+        (TransferStatus.COMPLETED, 0, 450),
+        (TransferStatus.COMPLETED, 0, 900),
+        (TransferStatus.COMPLETED, 0, 1350),
     ]
     assert [returned_at_stripe(sandbox, r) for r in rows(order)] == [[450], [900], [1350]]
     assert Entry.objects.filter(kind=EntryKind.REFUND_FAILED).count() == 1
@@ -88,14 +87,18 @@ def test_a_seller_who_could_not_cover_the_reversal_has_the_debt_cancelled_not_mo
     refund = refund_at_stripe(stripe_client, order)
     deliver("refund.created")
     row.refresh_from_db()
-    assert (row.status, row.amount_owed) == (S.REVERSAL_REFUSED, 1800)
+    assert (row.status, row.amount_owed) == (TransferStatus.REVERSAL_REFUSED, 1800)
 
     sandbox.fail_refund(refund["id"])
     deliver("refund.failed", "refund.updated", "charge.refund.updated")
     deliver(events=[e for e in sandbox.events() if e["type"] == "refund.failed"])  # again
 
     row.refresh_from_db()
-    assert (row.status, row.reversal_target, row.amount_returned) == (S.COMPLETED, 0, 0)
+    assert (row.status, row.reversal_target, row.amount_returned) == (
+        TransferStatus.COMPLETED,
+        0,
+        0,
+    )
     assert returned_at_stripe(sandbox, row) == []  # nothing sent: the debt was the reversal
     assert seller_balances(seller_id=row.seller_id) == {"usd": {"payable": 0, "debt": 0}}
     assert_books_agree_with_stripe(sandbox)
@@ -107,16 +110,16 @@ def test_a_refund_that_fails_before_any_reversal_only_cancels_the_pending_share(
     order, _ = paid_order(stripe_client, [1000, 2000], webhook=client)
     refund = refund_at_stripe(stripe_client, order)
     post_event(client, make_event("refund.created", refund))  # its drain never ran
-    assert {r.status for r in rows(order)} == {S.REVERSAL_PENDING}
+    assert {r.status for r in rows(order)} == {TransferStatus.REVERSAL_PENDING}
 
     sandbox.fail_refund(refund["id"])
     [failed] = [e for e in sandbox.events() if e["type"] == "refund.failed"]
     post_event(client, failed)
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     assert [(r.status, r.reversal_target, r.amount_reversed) for r in rows(order)] == [
-        (S.COMPLETED, 0, 0),
-        (S.COMPLETED, 0, 0),
+        (TransferStatus.COMPLETED, 0, 0),
+        (TransferStatus.COMPLETED, 0, 0),
     ]
     assert sandbox.calls("reversals.create") == []
     assert len(sandbox.state()["transfers"]) == 2  # nothing given back: nothing was taken
@@ -158,16 +161,16 @@ def test_a_give_back_whose_answer_was_lost_is_never_sent_twice(
 
     deliver("refund.failed")
     row.refresh_from_db()
-    assert row.status == S.REVERSAL_PENDING and row.amount_returned == 0
+    assert row.status == TransferStatus.REVERSAL_PENDING and row.amount_returned == 0
     if key_forgotten:
         # A day later: Stripe no longer knows the key, so the retry must look before sending.
         sandbox.forget_idempotency_keys()
         age_transfer(row, KEY_MEMORY + timedelta(minutes=1))
     SellerTransfer.objects.filter(pk=row.pk).update(next_retry_at=timezone.now())
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.amount_returned) == (S.COMPLETED, 900)
+    assert (row.status, row.amount_returned) == (TransferStatus.COMPLETED, 900)
     assert returned_at_stripe(sandbox, row) == [900]
     assert_books_agree_with_stripe(sandbox)
 
@@ -207,9 +210,9 @@ def test_failure_events_at_once_with_workers_running_give_each_seller_back_once(
 
     assert statuses == [200] * len(failures)
     assert [(r.status, r.amount_returned) for r in rows(order)] == [
-        (S.COMPLETED, 900),
-        (S.COMPLETED, 1800),
-        (S.COMPLETED, 2700),
+        (TransferStatus.COMPLETED, 900),
+        (TransferStatus.COMPLETED, 1800),
+        (TransferStatus.COMPLETED, 2700),
     ]
     assert [returned_at_stripe(sandbox, r) for r in rows(order)] == [[900], [1800], [2700]]
     assert Entry.objects.filter(kind=EntryKind.REFUND_FAILED).count() == 1
@@ -219,10 +222,10 @@ def test_failure_events_at_once_with_workers_running_give_each_seller_back_once(
 def drain_until_settled() -> None:
     """Run the reversal worker, with every row due now, until none is left to do."""
     for _ in range(10):
-        SellerTransfer.objects.filter(status=S.REVERSAL_PENDING).update(
+        SellerTransfer.objects.filter(status=TransferStatus.REVERSAL_PENDING).update(
             next_retry_at=timezone.now()
         )
         reversals_process_due()
-        if not SellerTransfer.objects.filter(status=S.REVERSAL_PENDING).exists():
+        if not SellerTransfer.objects.filter(status=TransferStatus.REVERSAL_PENDING).exists():
             return
     raise AssertionError("reversal rows still pending")

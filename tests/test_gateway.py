@@ -3,13 +3,13 @@ stripe-python client speaking HTTP to the sandbox."""
 
 import pytest
 
-from payouts.gateway import (
+from payouts.stripe_api.gateway import (
     StripeTransientError,
     TransferAlreadyReversed,
     TransferNotFound,
     get_gateway,
 )
-from payouts.idempotency import NextAttempt, next_attempt
+from payouts.transfer.idempotency import NextAttempt, next_attempt
 from tests.builders import stripe_transfer
 
 

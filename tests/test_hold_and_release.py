@@ -11,11 +11,10 @@ from django.contrib.auth.models import Permission
 from payouts.models import SellerTransfer
 from payouts.services.holds import holds_release_due
 from payouts.services.ledger_check import ledger_check
-from payouts.transitions import HeldReason, TransferStatus
+from payouts.transfer.transitions import HeldReason, TransferStatus
 from tests.builders import make_event, paid_order, post_event, refund_at_stripe
 from tests.factories import UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -49,7 +48,7 @@ def test_a_paid_order_on_hold_sends_nothing(client, sandbox, stripe_client, seve
     order, rows = paid_order(stripe_client, [1000, 2000], webhook=client)
 
     assert {(row.status, row.held_reason) for row in rows} == {
-        (S.HELD, HeldReason.AWAITING_RELEASE)
+        (TransferStatus.HELD, HeldReason.AWAITING_RELEASE)
     }
     assert sandbox.state()["transfers"] == []
     assert ledger_check()[1] == []
@@ -67,8 +66,8 @@ def test_a_partial_refund_during_the_hold_reverses_nothing_and_release_pays_what
     assert response.status_code == 200, response.content
     rows = SellerTransfer.objects.filter(order=order).order_by("amount")
     assert [(row.status, row.amount, row.amount_withheld) for row in rows] == [
-        (S.COMPLETED, 900, 450),
-        (S.COMPLETED, 2700, 1350),
+        (TransferStatus.COMPLETED, 900, 450),
+        (TransferStatus.COMPLETED, 2700, 1350),
     ]
     sent = sorted(t["amount"] for t in sandbox.state()["transfers"])
     assert sent == [450, 1350]  # half of each seller's share: half the order was refunded
@@ -87,8 +86,8 @@ def test_after_release_a_later_refund_reverses_only_what_was_sent(
 
     rows = SellerTransfer.objects.filter(order=order).order_by("amount")
     assert [(row.status, row.amount_reversed) for row in rows] == [
-        (S.REVERSED, 450),
-        (S.REVERSED, 1350),
+        (TransferStatus.REVERSED, 450),
+        (TransferStatus.REVERSED, 1350),
     ]
     assert ledger_check()[1] == []
 
@@ -104,7 +103,7 @@ def test_a_full_refund_during_the_hold_means_nothing_is_ever_sent(
     assert response.status_code == 409
     assert "refunded in full" in response.json()["detail"]
     statuses = set(SellerTransfer.objects.filter(order=order).values_list("status", "end_reason"))
-    assert statuses == {(S.PERMANENTLY_FAILED, "order_refunded")}
+    assert statuses == {(TransferStatus.PERMANENTLY_FAILED, "order_refunded")}
     assert sandbox.state()["transfers"] == []
     assert ledger_check()[1] == []
 
@@ -119,7 +118,7 @@ def test_the_hold_ends_by_itself_when_its_time_comes(
         summary = holds_release_due()
 
     assert summary == {"released": 1}
-    assert SellerTransfer.objects.get(pk=rows[0].pk).status == S.COMPLETED
+    assert SellerTransfer.objects.get(pk=rows[0].pk).status == TransferStatus.COMPLETED
 
 
 @pytest.mark.parametrize("situation", ["unpaid", "released twice"])
@@ -168,4 +167,4 @@ def test_staff_release_an_order_from_the_admin(
 
     messages = [str(message) for message in response.context["messages"]]
     assert messages == [f"order {order.pk}: 1 transfer(s) released"]
-    assert SellerTransfer.objects.get(pk=row.pk).status == S.COMPLETED
+    assert SellerTransfer.objects.get(pk=row.pk).status == TransferStatus.COMPLETED

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STRIPE_IMPORTERS = {Path("payouts/gateway.py"), Path("payouts/webhook_signature.py")}
+STRIPE_IMPORTERS = {
+    Path("payouts/stripe_api/gateway.py"),
+    Path("payouts/stripe_api/webhook_signature.py"),
+}
 
 
 def imported_modules(path: Path) -> set[str]:

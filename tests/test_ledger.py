@@ -17,7 +17,7 @@ from marketplace.models import Order
 from payouts import tasks
 from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     STRIPE_500,
     make_due,
@@ -28,7 +28,6 @@ from tests.builders import (
 )
 from tests.factories import SellerFactory, UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -67,17 +66,17 @@ def test_a_partial_then_the_full_refund_leave_the_book_clean(
     assert clean() == []
     refund(client, stripe_client, order, None, django_capture_on_commit_callbacks)
 
-    assert set(order.transfers.values_list("status", flat=True)) == {S.REVERSED}
+    assert set(order.transfers.values_list("status", flat=True)) == {TransferStatus.REVERSED}
     assert clean() == []
 
 
 def test_a_transfer_paid_after_a_500_and_a_retry_is_booked_once(client, sandbox, stripe_client):
     order, [row] = paid_order(stripe_client, [2000], unpaid=[0])
     sandbox.script("transfers.create", [STRIPE_500])
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
     make_due(row)
 
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     assert Entry.objects.filter(transfer_id=row.pk, kind=EntryKind.TRANSFER).count() == 1
     assert clean() == []
@@ -90,10 +89,10 @@ def test_a_seller_paid_after_a_partial_refund_gives_back_their_share_and_the_boo
     refund(client, stripe_client, order, 2000, django_capture_on_commit_callbacks)
 
     with django_capture_on_commit_callbacks(execute=True):
-        tasks.retry_failed_transfers()
+        tasks.transfers_send_due()
 
     late.refresh_from_db()
-    assert (late.status, late.amount_reversed) == (S.PARTIALLY_REVERSED, 1350)
+    assert (late.status, late.amount_reversed) == (TransferStatus.PARTIALLY_REVERSED, 1350)
     assert clean() == []
 
 
@@ -103,7 +102,7 @@ def test_a_seller_unpaid_when_the_order_is_refunded_in_full_is_cancelled_in_the_
     order, [paid, unpaid] = paid_order(stripe_client, [1000, 3000], unpaid=[1])
     refund(client, stripe_client, order, None, django_capture_on_commit_callbacks)
 
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     unpaid.refresh_from_db()
     assert unpaid.end_reason == "order_refunded"
@@ -128,7 +127,11 @@ def seller_in_debt(client, sandbox, stripe_client, django_capture_on_commit_call
 def test_a_reversal_the_sellers_balance_refuses_becomes_their_debt(seller_in_debt):
     row = seller_in_debt
 
-    assert (row.status, row.amount_owed, row.amount_reversed) == (S.REVERSAL_REFUSED, 1800, 0)
+    assert (row.status, row.amount_owed, row.amount_reversed) == (
+        TransferStatus.REVERSAL_REFUSED,
+        1800,
+        0,
+    )
     assert "balance" in row.error_message
     assert seller_balances(seller_id=row.seller_id) == {"usd": {"payable": 0, "debt": 1800}}
     assert clean() == []
@@ -141,7 +144,7 @@ def test_the_sellers_next_order_pays_them_less_by_exactly_the_debt(
 
     order, [row] = paid_order(stripe_client, [3000], webhook=client, sellers=[seller])
 
-    assert (row.amount, row.amount_netted, row.status) == (2700, 1800, S.COMPLETED)
+    assert (row.amount, row.amount_netted, row.status) == (2700, 1800, TransferStatus.COMPLETED)
     [remote] = [t for t in stripe_client.v1.transfers.list().data if t.id == row.stripe_transfer_id]
     assert remote.amount == 900
     assert seller_balances(seller_id=seller.pk) == {"usd": {"payable": 0, "debt": 0}}

@@ -13,24 +13,22 @@ from django.contrib.messages import get_messages
 from django.db import connections, transaction
 from django.db.models import F
 from django.urls import reverse
+from payouts.transfer.actors import Actor
 
 from marketplace.models import Order, Refund
 from marketplace.selectors import order_refund_reserved_amount
 from marketplace.services import order_lock, refund_open_by_staff
-from payouts import moves
-from payouts.locks import order_transfers_lock, transfer_lock
-from payouts.moves import Actor
 from payouts.services.refunds import (
     RESERVATION_SETTLE_AFTER,
     ReservationOutcome,
     ReservationTooRecent,
     staff_refund_settle,
 )
-from payouts.transitions import TransferStatus
+from payouts.transfer import moves
+from payouts.transfer.locks import order_transfers_lock, transfer_lock
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import make_event, paid_order, post_event
 from tests.factories import UserFactory
-
-S = TransferStatus
 
 
 def age_reservation(refund: Refund, by: timedelta) -> None:
@@ -100,7 +98,7 @@ def test_settling_a_reversal_while_a_refund_holds_the_order_does_not_deadlock(
     assert errors == {}
     assert sorted(committed) == ["refund", "settle"]
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed) == (S.PARTIALLY_REVERSED, 450)
+    assert (row.status, row.amount_reversed) == (TransferStatus.PARTIALLY_REVERSED, 450)
 
 
 # --- Staff settling a reserved refund -----------------------------------------------------------
@@ -206,7 +204,10 @@ def test_a_refund_stripe_completes_after_its_reservation_was_released_is_recorde
     order.refresh_from_db()
     assert order.status == Order.Status.REFUNDED
     transfer.refresh_from_db()
-    assert (transfer.status, transfer.reversal_target) == (S.REVERSAL_PENDING, transfer.amount)
+    assert (transfer.status, transfer.reversal_target) == (
+        TransferStatus.REVERSAL_PENDING,
+        transfer.amount,
+    )
     assert order_refund_reserved_amount(order=order) == 2000
 
 

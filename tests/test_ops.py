@@ -14,13 +14,12 @@ import yaml
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from console.metrics import stripe_call_observed
 from devtools.management.commands.run_service import PROCFILE, plan_service
-from payouts.metrics import stripe_call_observed
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.factories import SellerTransferEventFactory, SellerTransferFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
-S = TransferStatus
 
 
 def closed_port() -> int:
@@ -84,14 +83,14 @@ def scrape(client) -> dict[str, dict[tuple, float]]:
 @pytest.mark.django_db
 def test_metrics_count_rows_per_status_including_empty_ones(client):
     SellerTransferFactory.create_batch(2, completed=True)
-    SellerTransferFactory(status=S.PERMANENTLY_FAILED)
+    SellerTransferFactory(status=TransferStatus.PERMANENTLY_FAILED)
 
     rows = scrape(client)["payouts_transfers"]
 
-    assert rows[(("status", S.COMPLETED),)] == 2
-    assert rows[(("status", S.PERMANENTLY_FAILED),)] == 1
-    assert rows[(("status", S.REVERSED),)] == 0
-    assert {dict(labels)["status"] for labels in rows} == set(S.values)
+    assert rows[(("status", TransferStatus.COMPLETED),)] == 2
+    assert rows[(("status", TransferStatus.PERMANENTLY_FAILED),)] == 1
+    assert rows[(("status", TransferStatus.REVERSED),)] == 0
+    assert {dict(labels)["status"] for labels in rows} == set(TransferStatus.values)
 
 
 @pytest.mark.django_db
@@ -100,14 +99,16 @@ def test_metrics_count_due_rows_and_the_age_of_the_oldest_due_reversal(client):
     SellerTransferFactory(reversal_due=True, next_retry_at=now - timedelta(minutes=5))
     SellerTransferFactory(reversal_due=True, next_retry_at=now - timedelta(seconds=10))
     SellerTransferFactory(reversal_due=True, next_retry_at=now + timedelta(minutes=5))  # not due
-    SellerTransferFactory(status=S.FAILED, next_retry_at=now - timedelta(seconds=1))
-    SellerTransferFactory(status=S.FAILED, next_retry_at=now + timedelta(hours=1))  # not due
+    SellerTransferFactory(status=TransferStatus.FAILED, next_retry_at=now - timedelta(seconds=1))
+    SellerTransferFactory(
+        status=TransferStatus.FAILED, next_retry_at=now + timedelta(hours=1)
+    )  # not due
 
     samples = scrape(client)
 
     due = samples["payouts_transfers_due"]
-    assert due[(("status", S.REVERSAL_PENDING),)] == 2
-    assert due[(("status", S.FAILED),)] == 1
+    assert due[(("status", TransferStatus.REVERSAL_PENDING),)] == 2
+    assert due[(("status", TransferStatus.FAILED),)] == 1
     age = samples["payouts_oldest_due_reversal_age_seconds"][()]
     assert 300 <= age < 360
 
@@ -122,16 +123,28 @@ def test_the_oldest_due_reversal_age_is_zero_when_nothing_is_due(client):
 @pytest.mark.django_db
 def test_metrics_count_transitions_by_from_and_to_from_the_audit_trail(client):
     transfer = SellerTransferFactory(completed=True)
-    SellerTransferEventFactory(transfer=transfer, from_status=S.PENDING, to_status=S.COMPLETED)
+    SellerTransferEventFactory(
+        transfer=transfer, from_status=TransferStatus.PENDING, to_status=TransferStatus.COMPLETED
+    )
     for _ in range(3):
         SellerTransferEventFactory(
-            transfer=transfer, from_status=S.REVERSAL_PENDING, to_status=S.REVERSAL_PENDING
+            transfer=transfer,
+            from_status=TransferStatus.REVERSAL_PENDING,
+            to_status=TransferStatus.REVERSAL_PENDING,
         )
 
     transitions = scrape(client)["payouts_transfer_transitions_total"]
 
-    assert transitions[(("from_status", S.PENDING), ("to_status", S.COMPLETED))] == 1
-    key = (("from_status", S.REVERSAL_PENDING), ("to_status", S.REVERSAL_PENDING))
+    assert (
+        transitions[
+            (("from_status", TransferStatus.PENDING), ("to_status", TransferStatus.COMPLETED))
+        ]
+        == 1
+    )
+    key = (
+        ("from_status", TransferStatus.REVERSAL_PENDING),
+        ("to_status", TransferStatus.REVERSAL_PENDING),
+    )
     assert transitions[key] == 3
 
 
@@ -182,7 +195,7 @@ def test_the_schema_generates_without_a_single_warning():
 @pytest.mark.slow  # starts manage.py in a process
 def test_every_log_record_is_one_json_line_with_its_extra_fields():
     code = (
-        "import logging; logging.getLogger('payouts.gateway').warning('stripe call failed', "
+        "import logging; logging.getLogger('payouts.stripe_api.gateway').warning('stripe call failed', "
         "extra={'stripe_operation': 'reversals.create', 'outcome': 'StripeTransientError', "
         "'transfer_id': 42, 'order_id': 7})"
     )
@@ -203,7 +216,7 @@ def test_every_log_record_is_one_json_line_with_its_extra_fields():
     assert len(lines) == 1, result.stderr
     record = json.loads(lines[0])
     assert record["level"] == "WARNING"
-    assert record["logger"] == "payouts.gateway"
+    assert record["logger"] == "payouts.stripe_api.gateway"
     assert record["message"] == "stripe call failed"
     assert (record["stripe_operation"], record["outcome"]) == (
         "reversals.create",

@@ -11,10 +11,9 @@ from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer
 from payouts.services.shares import proportional_targets
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import make_event, paid_order, post_event, refund_at_stripe
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -42,11 +41,11 @@ def test_three_partial_refunds_then_the_rest_reverse_proportionally_to_the_full_
     steps = []
     for amount in (1000, 2000, 1333, 2000):
         assert post_event(client, refund_event(stripe_client, order, amount)).status_code == 200
-        tasks.process_reversals()
+        tasks.reversals_process_due()
         steps.append(reversed_amounts(order))
 
     assert steps == [[142, 284, 474], [426, 853, 1421], [616, 1231, 2053], [900, 1800, 3000]]
-    assert set(order.transfers.values_list("status", flat=True)) == {S.REVERSED}
+    assert set(order.transfers.values_list("status", flat=True)) == {TransferStatus.REVERSED}
     order.refresh_from_db()
     assert order.status == Order.Status.REFUNDED
     at_stripe = sandbox_reversals(sandbox, order)
@@ -61,12 +60,12 @@ def test_partially_reversed_rows_wait_for_the_next_refund(
 ):
     post_event(client, refund_event(stripe_client, three_seller_order, 1000))
 
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     rows = three_seller_order.transfers.all()
-    assert {r.status for r in rows} == {S.PARTIALLY_REVERSED}
+    assert {r.status for r in rows} == {TransferStatus.PARTIALLY_REVERSED}
     assert all(r.next_retry_at is None for r in rows)
-    assert tasks.process_reversals() == {}
+    assert tasks.reversals_process_due() == {}
 
 
 def test_duplicated_out_of_order_refunds_end_with_the_same_totals(
@@ -76,7 +75,7 @@ def test_duplicated_out_of_order_refunds_end_with_the_same_totals(
 
     for event in [events[1], events[0], events[1], events[0]]:
         assert post_event(client, event).status_code == 200
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     expected = proportional_targets(
         refunded=3000,
@@ -94,9 +93,9 @@ def test_a_refund_arriving_while_a_reversal_is_pending_adds_to_it(
     post_event(client, refund_event(stripe_client, three_seller_order, 2000))
 
     rows = list(three_seller_order.transfers.order_by("pk"))
-    assert {r.status for r in rows} == {S.REVERSAL_PENDING}
+    assert {r.status for r in rows} == {TransferStatus.REVERSAL_PENDING}
     assert [r.reversal_target for r in rows] == [426, 853, 1421]
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     assert reversed_amounts(three_seller_order) == [426, 853, 1421]
     assert all(len(parts) == 1 for parts in sandbox_reversals(sandbox, three_seller_order).values())
@@ -108,13 +107,13 @@ def test_a_seller_paid_after_a_partial_refund_has_their_share_reversed(
     sandbox.script("transfers.create", [{"action": "error_500"}])  # the first seller's transfer
     order, _ = paid_order(stripe_client, [1000, 1000], webhook=client)
     post_event(client, refund_event(stripe_client, order, 1000))
-    unpaid = SellerTransfer.objects.get(order=order, status=S.FAILED)
+    unpaid = SellerTransfer.objects.get(order=order, status=TransferStatus.FAILED)
     SellerTransfer.objects.filter(pk=unpaid.pk).update(next_retry_at="2000-01-01T00:00:00Z")
 
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     unpaid.refresh_from_db()
-    assert unpaid.status == S.REVERSAL_PENDING
+    assert unpaid.status == TransferStatus.REVERSAL_PENDING
     assert unpaid.reversal_target == 450  # half the order refunded, of 900
 
 
@@ -131,11 +130,11 @@ def test_a_dashboard_reversal_is_reflected_after_its_webhook(
 
     assert post_event(client, event).status_code == 200
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed) == (S.REVERSAL_PENDING, 300)
-    tasks.process_reversals()
+    assert (row.status, row.amount_reversed) == (TransferStatus.REVERSAL_PENDING, 300)
+    tasks.reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed) == (S.PARTIALLY_REVERSED, 300)
+    assert (row.status, row.amount_reversed) == (TransferStatus.PARTIALLY_REVERSED, 300)
     assert len(sandbox.calls("reversals.create")) == reversals_before  # no money moved by us
 
 
@@ -143,7 +142,7 @@ def test_a_transfer_reversed_webhook_for_our_own_reversal_changes_nothing(
     client, sandbox, stripe_client, three_seller_order
 ):
     post_event(client, refund_event(stripe_client, three_seller_order, 6333))
-    tasks.process_reversals()
+    tasks.reversals_process_due()
     before = list(three_seller_order.transfers.values_list("status", "amount_reversed"))
 
     for event in sandbox.events("transfer.reversed"):
@@ -167,10 +166,10 @@ def test_reconcile_reports_then_repairs_a_reversal_whose_webhook_was_lost(
     assert row.amount_reversed == 0
 
     call_command("reconcile_transfers", "--repair", stdout=StringIO())
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed) == (S.PARTIALLY_REVERSED, 250)
+    assert (row.status, row.amount_reversed) == (TransferStatus.PARTIALLY_REVERSED, 250)
     assert len(sandbox.calls("reversals.create")) == reversals_before
     follow_up = StringIO()
     call_command("reconcile_transfers", stdout=follow_up)

@@ -5,7 +5,7 @@ import pytest
 from marketplace.models import Order
 from payouts.models import SellerTransfer
 from payouts.services.transfers import platform_fee
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import connected_seller, make_event, paid_intent, post_event, seller_order
 
 

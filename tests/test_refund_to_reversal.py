@@ -9,7 +9,7 @@ import pytest
 from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer, SellerTransferEvent
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     make_event,
     paid_order,
@@ -18,7 +18,6 @@ from tests.builders import (
     refund_at_stripe,
 )
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.django_db
 def two_seller_order(client, sandbox, stripe_client):
     """An order across two sellers, paid through the webhook: both transfers completed."""
     order, transfers = paid_order(stripe_client, [1000, 2000], webhook=client)
-    assert {t.status for t in transfers} == {S.COMPLETED}
+    assert {t.status for t in transfers} == {TransferStatus.COMPLETED}
     return order
 
 
@@ -42,14 +41,14 @@ def test_a_succeeded_full_refund_reverses_every_seller_transfer(
     assert two_seller_order.status == Order.Status.REFUNDED
     assert Refund.objects.get(stripe_refund_id=refund["id"]).status == Refund.Status.SUCCEEDED
     rows = list(two_seller_order.transfers.order_by("pk"))
-    assert {(r.status, r.retry_count) for r in rows} == {(S.REVERSAL_PENDING, 0)}
+    assert {(r.status, r.retry_count) for r in rows} == {(TransferStatus.REVERSAL_PENDING, 0)}
     assert all(r.next_retry_at is not None for r in rows)
 
-    assert tasks.process_reversals() == {"reversed": 2}
+    assert tasks.reversals_process_due() == {"reversed": 2}
 
     reversal_ids = {r["id"] for r in sandbox.state()["transfer_reversals"]}
     for row in two_seller_order.transfers.all():
-        assert row.status == S.REVERSED
+        assert row.status == TransferStatus.REVERSED
         assert row.stripe_reversal_id in reversal_ids
         assert row.amount_reversed == row.amount
 
@@ -63,10 +62,10 @@ def test_an_invalid_transfer_id_ends_permanently_failed_after_one_call(
         client, make_event("refund.created", refund_at_stripe(stripe_client, two_seller_order))
     )
 
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     broken.refresh_from_db()
-    assert broken.status == S.PERMANENTLY_FAILED
+    assert broken.status == TransferStatus.PERMANENTLY_FAILED
     calls = [c for c in sandbox.calls("reversals.create") if "tr_invalid" in c["path"]]
     assert len(calls) == 1
 
@@ -80,10 +79,10 @@ def test_a_transfer_already_reversed_out_of_band_ends_reversed_with_a_message(
         client, make_event("refund.created", refund_at_stripe(stripe_client, two_seller_order))
     )
 
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     first.refresh_from_db()
-    assert first.status == S.REVERSED
+    assert first.status == TransferStatus.REVERSED
     assert "already fully reversed" in first.error_message
 
 
@@ -99,7 +98,7 @@ def test_duplicate_and_out_of_order_refund_events_have_one_effect(
 
     assert Refund.objects.get(stripe_refund_id=refund["id"]).status == Refund.Status.SUCCEEDED
     moves = SellerTransferEvent.objects.filter(
-        transfer__order=two_seller_order, to_status=S.REVERSAL_PENDING
+        transfer__order=two_seller_order, to_status=TransferStatus.REVERSAL_PENDING
     )
     assert moves.count() == 2  # one per transfer, not one per delivery
 
@@ -116,7 +115,9 @@ def test_the_buyer_refund_completes_while_stripe_connect_is_down(
     assert response.status_code == 200
     two_seller_order.refresh_from_db()
     assert two_seller_order.status == Order.Status.REFUNDED
-    assert set(two_seller_order.transfers.values_list("status", flat=True)) == {S.REVERSAL_PENDING}
+    assert set(two_seller_order.transfers.values_list("status", flat=True)) == {
+        TransferStatus.REVERSAL_PENDING
+    }
     assert len(sandbox.calls()) == calls_before  # the webhook never waits on Stripe
 
 
@@ -136,11 +137,13 @@ def test_charge_refunded_fetches_refunds_not_seen_and_never_double_counts(
     # Scheduled once per seller; the wake-up after commit reversed each once.
     assert (
         SellerTransferEvent.objects.filter(
-            transfer__order=two_seller_order, to_status=S.REVERSAL_PENDING
+            transfer__order=two_seller_order, to_status=TransferStatus.REVERSAL_PENDING
         ).count()
         == 2
     )
-    assert set(two_seller_order.transfers.values_list("status", flat=True)) == {S.REVERSED}
+    assert set(two_seller_order.transfers.values_list("status", flat=True)) == {
+        TransferStatus.REVERSED
+    }
     reversals = [t["reversal_count"] for t in sandbox.ledger()["transfers"]]
     assert reversals == [1, 1]
 
@@ -164,6 +167,6 @@ def test_two_different_events_about_one_new_refund_at_once_record_it_once(
     assert statuses == [200, 200]
     assert Refund.objects.filter(stripe_refund_id=refund["id"]).count() == 1
     moves = SellerTransferEvent.objects.filter(
-        transfer__order=two_seller_order, to_status=S.REVERSAL_PENDING
+        transfer__order=two_seller_order, to_status=TransferStatus.REVERSAL_PENDING
     )
     assert moves.count() == 2

@@ -11,11 +11,15 @@ from django.utils import timezone
 from payouts import tasks
 from payouts.models import SellerTransfer, SellerTransferEvent
 from payouts.services.ledger_check import ledger_check
-from payouts.transitions import EndReason, TransferStatus, TransitionNotAllowed, can_transition
+from payouts.transfer.transitions import (
+    EndReason,
+    TransferStatus,
+    TransitionNotAllowed,
+    can_transition,
+)
 from tests.builders import STRIPE_500, make_event, paid_order, post_event, refund_at_stripe
 from tests.factories import SellerTransferFactory, UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -53,7 +57,10 @@ def reversal_given_up(
     with django_capture_on_commit_callbacks(execute=True):
         post_event(client, make_event("refund.created", refund_at_stripe(stripe_client, order)))
     row.refresh_from_db()
-    assert (row.status, row.end_reason) == (S.PERMANENTLY_FAILED, EndReason.RETRIES_EXHAUSTED)
+    assert (row.status, row.end_reason) == (
+        TransferStatus.PERMANENTLY_FAILED,
+        EndReason.RETRIES_EXHAUSTED,
+    )
     return row
 
 
@@ -66,11 +73,13 @@ def test_a_reversal_that_gave_up_is_requeued_by_staff_and_reversed_once(
         response = requeue(staff_client, row.pk, reason="Stripe outage 14:00-15:00 is over")
 
     assert response.status_code == 200, response.content
-    assert response.json()["status"] == S.REVERSAL_PENDING  # as it was when answered
+    assert response.json()["status"] == TransferStatus.REVERSAL_PENDING  # as it was when answered
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed, row.end_reason) == (S.REVERSED, 1800, "")
+    assert (row.status, row.amount_reversed, row.end_reason) == (TransferStatus.REVERSED, 1800, "")
     event = SellerTransferEvent.objects.get(
-        transfer=row, from_status=S.PERMANENTLY_FAILED, to_status=S.REVERSAL_PENDING
+        transfer=row,
+        from_status=TransferStatus.PERMANENTLY_FAILED,
+        to_status=TransferStatus.REVERSAL_PENDING,
     )
     assert event.caused_by == "staff:dana" and event.user.username == "dana"
     assert event.detail["reason"] == "Stripe outage 14:00-15:00 is over"
@@ -88,14 +97,14 @@ def test_a_requeued_reversal_whose_last_answer_was_lost_is_not_made_twice(
     with django_capture_on_commit_callbacks(execute=True):
         post_event(client, make_event("refund.created", refund_at_stripe(stripe_client, order)))
     row.refresh_from_db()
-    assert row.status == S.PERMANENTLY_FAILED and row.amount_reversed == 0
+    assert row.status == TransferStatus.PERMANENTLY_FAILED and row.amount_reversed == 0
     kept_key = row.reversal_idempotency_key  # Stripe's outcome is unknown: the key is kept
 
     with django_capture_on_commit_callbacks(execute=True):
         assert requeue(staff_client, row.pk, reason="checked: Stripe is fine").status_code == 200
 
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed) == (S.REVERSED, 1800)
+    assert (row.status, row.amount_reversed) == (TransferStatus.REVERSED, 1800)
     assert len(sandbox.state()["transfer_reversals"]) == 1  # replayed by Stripe, not made again
     keys = [call["idempotency_key"] for call in sandbox.calls("reversals.create")]
     assert keys == [kept_key, kept_key]
@@ -108,17 +117,20 @@ def test_an_unpaid_transfer_that_gave_up_goes_back_to_failed_and_is_paid(
     sandbox.script("transfers.create", [STRIPE_500])
     order, [row] = paid_order(stripe_client, [2000], webhook=client)
     row.refresh_from_db()
-    assert (row.status, row.end_reason) == (S.PERMANENTLY_FAILED, EndReason.RETRIES_EXHAUSTED)
+    assert (row.status, row.end_reason) == (
+        TransferStatus.PERMANENTLY_FAILED,
+        EndReason.RETRIES_EXHAUSTED,
+    )
 
     with django_capture_on_commit_callbacks(execute=True):  # the send task woken after commit
         response = requeue(staff_client, row.pk, reason="seller fixed their bank details")
 
     assert response.status_code == 200
-    assert response.json()["status"] == S.FAILED
+    assert response.json()["status"] == TransferStatus.FAILED
     row.refresh_from_db()
-    assert row.status == S.COMPLETED and row.stripe_transfer_id
+    assert row.status == TransferStatus.COMPLETED and row.stripe_transfer_id
     assert SellerTransferEvent.objects.filter(
-        transfer=row, from_status=S.PERMANENTLY_FAILED, to_status=S.FAILED
+        transfer=row, from_status=TransferStatus.PERMANENTLY_FAILED, to_status=TransferStatus.FAILED
     ).exists()
     assert ledger_check()[1] == []
 
@@ -137,14 +149,14 @@ def test_a_requeued_reversal_counts_the_refunds_made_while_it_was_given_up(
             client, make_event("refund.created", refund_at_stripe(stripe_client, order, 500))
         )
     row.refresh_from_db()
-    assert (row.status, row.reversal_target) == (S.PERMANENTLY_FAILED, 450)
+    assert (row.status, row.reversal_target) == (TransferStatus.PERMANENTLY_FAILED, 450)
 
     with django_capture_on_commit_callbacks(execute=True):
         assert requeue(staff_client, row.pk, reason="outage over").status_code == 200
 
     row.refresh_from_db()
     assert (row.status, row.reversal_target, row.amount_reversed) == (
-        S.PARTIALLY_REVERSED,
+        TransferStatus.PARTIALLY_REVERSED,
         900,
         900,
     )
@@ -162,7 +174,9 @@ def test_a_requeued_reversal_counts_the_refunds_made_while_it_was_given_up(
 def test_a_row_that_ended_for_a_final_reason_is_not_requeueable_and_says_why(
     staff_client, end_reason, says
 ):
-    row = SellerTransferFactory(completed=True, status=S.PERMANENTLY_FAILED, end_reason=end_reason)
+    row = SellerTransferFactory(
+        completed=True, status=TransferStatus.PERMANENTLY_FAILED, end_reason=end_reason
+    )
 
     response = requeue(staff_client, row.pk, reason="try again")
 
@@ -170,7 +184,7 @@ def test_a_row_that_ended_for_a_final_reason_is_not_requeueable_and_says_why(
     assert response.json()["code"] == "not_requeueable"
     assert says in response.json()["detail"]
     row.refresh_from_db()
-    assert (row.status, row.end_reason) == (S.PERMANENTLY_FAILED, end_reason)
+    assert (row.status, row.end_reason) == (TransferStatus.PERMANENTLY_FAILED, end_reason)
     assert not SellerTransferEvent.objects.filter(transfer=row).exists()
 
 
@@ -185,7 +199,9 @@ def test_a_row_that_did_not_give_up_is_not_requeueable(staff_client):
 
 def test_bad_requests_change_nothing(client, staff_client):
     row = SellerTransferFactory(
-        completed=True, status=S.PERMANENTLY_FAILED, end_reason=EndReason.RETRIES_EXHAUSTED
+        completed=True,
+        status=TransferStatus.PERMANENTLY_FAILED,
+        end_reason=EndReason.RETRIES_EXHAUSTED,
     )
 
     assert requeue(staff_client, row.pk).status_code == 400  # no reason
@@ -196,24 +212,26 @@ def test_bad_requests_change_nothing(client, staff_client):
     client.logout()
     assert requeue(client, row.pk, reason="x").status_code in (401, 403)
     row.refresh_from_db()
-    assert row.status == S.PERMANENTLY_FAILED
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
 
 
 def test_only_a_person_can_take_the_requeue_edges():
-    for to in (S.FAILED, S.REVERSAL_PENDING):
-        assert not can_transition(S.PERMANENTLY_FAILED, to)
-        assert can_transition(S.PERMANENTLY_FAILED, to, by_staff=True)
+    for to in (TransferStatus.FAILED, TransferStatus.REVERSAL_PENDING):
+        assert not can_transition(TransferStatus.PERMANENTLY_FAILED, to)
+        assert can_transition(TransferStatus.PERMANENTLY_FAILED, to, by_staff=True)
     row = SellerTransferFactory(
-        completed=True, status=S.PERMANENTLY_FAILED, end_reason=EndReason.RETRIES_EXHAUSTED
+        completed=True,
+        status=TransferStatus.PERMANENTLY_FAILED,
+        end_reason=EndReason.RETRIES_EXHAUSTED,
     )
     with pytest.raises(TransitionNotAllowed):
         SellerTransfer.objects.transition(
-            row, S.REVERSAL_PENDING, caused_by="worker:x", next_retry_at=timezone.now()
+            row, TransferStatus.REVERSAL_PENDING, caused_by="worker:x", next_retry_at=timezone.now()
         )
-    tasks.process_reversals()
-    tasks.retry_failed_transfers()
+    tasks.reversals_process_due()
+    tasks.transfers_send_due()
     row.refresh_from_db()
-    assert row.status == S.PERMANENTLY_FAILED
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
 
 
 def test_the_admin_action_asks_for_a_reason_then_requeues_each_selected_row(
@@ -223,7 +241,9 @@ def test_the_admin_action_asks_for_a_reason_then_requeues_each_selected_row(
     client.force_login(admin)
     row = reversal_given_up
     final = SellerTransferFactory(
-        completed=True, status=S.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
+        completed=True,
+        status=TransferStatus.PERMANENTLY_FAILED,
+        end_reason=EndReason.ORDER_REFUNDED,
     )
     changelist = reverse("admin:payouts_sellertransfer_changelist")
     chosen = {"action": "requeue_given_up", "_selected_action": [row.pk, final.pk]}
@@ -232,7 +252,7 @@ def test_the_admin_action_asks_for_a_reason_then_requeues_each_selected_row(
     assert form.status_code == 200
     assert b'name="reason"' in form.content
     row.refresh_from_db()
-    assert row.status == S.PERMANENTLY_FAILED  # nothing yet
+    assert row.status == TransferStatus.PERMANENTLY_FAILED  # nothing yet
 
     with django_capture_on_commit_callbacks(execute=True):
         done = client.post(
@@ -243,9 +263,9 @@ def test_the_admin_action_asks_for_a_reason_then_requeues_each_selected_row(
     assert f"transfer {row.pk} re-queued as reversal_pending" in notes
     assert any(f"transfer {final.pk}" in n and "refunded in full" in n for n in notes)
     row.refresh_from_db()
-    assert row.status == S.REVERSED  # the drain woken after commit reversed it
+    assert row.status == TransferStatus.REVERSED  # the drain woken after commit reversed it
     final.refresh_from_db()
-    assert final.status == S.PERMANENTLY_FAILED
+    assert final.status == TransferStatus.PERMANENTLY_FAILED
 
 
 def test_the_admin_action_is_not_offered_without_the_permission(client):

@@ -4,11 +4,11 @@ beyond the shares is given back, once, and Stripe, the row and the book agree.""
 
 import pytest
 
-from payouts.gateway import get_gateway
 from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
 from payouts.services.reversals import reversals_process_due
-from payouts.transitions import TransferStatus
+from payouts.stripe_api.gateway import get_gateway
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     make_due,
     make_event,
@@ -18,7 +18,6 @@ from tests.builders import (
     returned_at_stripe,
 )
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 REFUND_EVENTS = ("refund.created", "refund.updated", "charge.refund.updated", "refund.failed")
@@ -66,7 +65,11 @@ def test_a_reversal_whose_answer_was_lost_is_given_back_when_the_refund_fails_be
     refund = refund_at_stripe(stripe_client, order, 500)
     deliver("refund.created")
     row.refresh_from_db()
-    assert (row.status, row.reversal_target, row.amount_reversed) == (S.REVERSAL_PENDING, 450, 0)
+    assert (row.status, row.reversal_target, row.amount_reversed) == (
+        TransferStatus.REVERSAL_PENDING,
+        450,
+        0,
+    )
     assert row.reversal_idempotency_key and not row.read_stripe_first
 
     # The refund fails before the retry: the share is zero, nothing is left to send.
@@ -77,7 +80,7 @@ def test_a_reversal_whose_answer_was_lost_is_given_back_when_the_refund_fails_be
     reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.reversal_target) == (S.COMPLETED, 0)
+    assert (row.status, row.reversal_target) == (TransferStatus.COMPLETED, 0)
     assert (row.amount_reversed, row.amount_returned) == (450, 450)
     assert returned_at_stripe(sandbox, row) == [450]
     assert len(sandbox.calls("reversals.create")) == 1
@@ -102,7 +105,11 @@ def test_a_lost_reversal_stripe_reported_is_given_back_with_a_key_of_its_own(
     reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed, row.amount_returned) == (S.COMPLETED, 450, 450)
+    assert (row.status, row.amount_reversed, row.amount_returned) == (
+        TransferStatus.COMPLETED,
+        450,
+        450,
+    )
     assert returned_at_stripe(sandbox, row) == [450]
     assert sandbox.calls("transfers.create", outcome="error") == []
     assert_seller_has_their_share(sandbox, row)
@@ -130,7 +137,11 @@ def test_a_lost_reversal_is_found_before_an_earlier_one_is_given_back(
     reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.amount_reversed, row.amount_returned) == (S.COMPLETED, 720, 720)
+    assert (row.status, row.amount_reversed, row.amount_returned) == (
+        TransferStatus.COMPLETED,
+        720,
+        720,
+    )
     assert returned_at_stripe(sandbox, row) == [720]
     assert_seller_has_their_share(sandbox, row)
 
@@ -142,7 +153,7 @@ def test_our_reversal_that_lands_after_the_refund_failed_is_given_back_once(
     refund = refund_at_stripe(stripe_client, order, 500)
     post_event(client, make_event("refund.created", refund))  # its drain never ran
     row.refresh_from_db()
-    assert (row.status, row.reversal_target) == (S.REVERSAL_PENDING, 450)
+    assert (row.status, row.reversal_target) == (TransferStatus.REVERSAL_PENDING, 450)
 
     def refund_fails():
         failed = sandbox.fail_refund(refund["id"])
@@ -156,7 +167,7 @@ def test_our_reversal_that_lands_after_the_refund_failed_is_given_back_once(
         reversals_process_due()
 
     row.refresh_from_db()
-    assert (row.status, row.reversal_target) == (S.COMPLETED, 0)
+    assert (row.status, row.reversal_target) == (TransferStatus.COMPLETED, 0)
     assert (row.amount_reversed, row.amount_returned) == (450, 450)
     assert returned_at_stripe(sandbox, row) == [450]
     assert len(sandbox.calls("reversals.create")) == 1

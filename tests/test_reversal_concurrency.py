@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from payouts.models import SellerTransfer
-from payouts.rate_limit import StripeRateLimiter
 from payouts.services.reversals import reversals_process_due
-from payouts.transitions import TransferStatus
+from payouts.stripe_api.rate_limit import StripeRateLimiter
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import reversal_backlog, worker_environment
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,11 +8,10 @@ from django.utils import timezone
 
 from payouts import tasks
 from payouts.models import SellerTransfer
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import due_row, make_due, reversal_backlog
 from tests.factories import SellerTransferFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -45,11 +44,11 @@ def remote_reversal_ids(sandbox, stripe_transfer_id: str) -> list[str]:
 def test_a_due_row_is_reversed_in_full_at_stripe_and_settled(sandbox, stripe_client):
     row = due_row(stripe_client, amount=900)
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert summary == {"reversed": 1}
-    assert row.status == S.REVERSED
+    assert row.status == TransferStatus.REVERSED
     assert row.stripe_reversal_id.startswith("trr_")
     assert row.amount_reversed == 900
     assert row.next_retry_at is None
@@ -61,11 +60,11 @@ def test_already_reversed_at_stripe_is_reversed_with_an_informative_message(sand
     row = due_row(stripe_client)
     stripe_client.v1.transfers.reversals.create(row.stripe_transfer_id)
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert summary == {"already_reversed": 1}
-    assert row.status == S.REVERSED
+    assert row.status == TransferStatus.REVERSED
     assert row.amount_reversed == row.amount
     assert "already fully reversed" in row.error_message
     assert row.next_retry_at is None
@@ -75,11 +74,11 @@ def test_already_reversed_at_stripe_is_reversed_with_an_informative_message(sand
 def test_not_found_is_terminal_after_one_call(sandbox):
     row = SellerTransferFactory(reversal_due=True, stripe_transfer_id="tr_doesnotexist")
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert summary == {"not_found": 1}
-    assert row.status == S.PERMANENTLY_FAILED
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
     assert "not found" in row.error_message
     assert row.next_retry_at is None
     assert len(sandbox.calls()) == 1
@@ -95,11 +94,11 @@ def test_transient_503_stays_pending_with_one_retry_after_the_base_delay(
     )
     before = timezone.now()
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert summary == {"retry_scheduled": 1}
-    assert row.status == S.REVERSAL_PENDING
+    assert row.status == TransferStatus.REVERSAL_PENDING
     assert row.retry_count == 1
     assert before + policy.backoff_base <= row.next_retry_at <= timezone.now() + policy.backoff_base
     assert "503" in row.error_message
@@ -116,7 +115,7 @@ def test_backoff_is_capped_at_the_maximum(sandbox, stripe_client, reversal_polic
     )
     before = timezone.now()
 
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert row.retry_count == 5
@@ -133,13 +132,13 @@ def test_retries_exhausted_is_permanently_failed_after_one_plus_max_attempts(
 
     outcomes = []
     for _ in range(10):
-        outcomes.append(tasks.process_reversals())
+        outcomes.append(tasks.reversals_process_due())
         row.refresh_from_db()
-        if row.status != S.REVERSAL_PENDING:
+        if row.status != TransferStatus.REVERSAL_PENDING:
             break
         make_due(row)
 
-    assert row.status == S.PERMANENTLY_FAILED
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
     assert row.next_retry_at is None
     assert outcomes[-1] == {"permanently_failed": 1}
     assert len(sandbox.calls("reversals.create")) == 1 + 3
@@ -151,14 +150,14 @@ def test_retries_exhausted_is_permanently_failed_after_one_plus_max_attempts(
 
 def test_legacy_row_without_transfer_id_fails_without_calling_stripe(sandbox):
     row = SellerTransferFactory(
-        status=S.REVERSAL_PENDING, stripe_transfer_id="", next_retry_at=timezone.now()
+        status=TransferStatus.REVERSAL_PENDING, stripe_transfer_id="", next_retry_at=timezone.now()
     )
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert summary == {"no_transfer_id": 1}
-    assert row.status == S.PERMANENTLY_FAILED
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
     assert "no stripe_transfer_id" in row.error_message
     assert sandbox.calls() == []
 
@@ -167,17 +166,17 @@ def test_only_reversal_pending_rows_are_picked(sandbox, stripe_client):
     past = timezone.now() - timedelta(hours=1)
     others = [
         SellerTransferFactory(status=status, next_retry_at=past, stripe_transfer_id=f"tr_{status}")
-        for status in S
-        if status != S.REVERSAL_PENDING
+        for status in TransferStatus
+        if status != TransferStatus.REVERSAL_PENDING
     ]
     snapshot = {t.pk: (t.status, t.updated_at, t.next_retry_at) for t in others}
     due = due_row(stripe_client)
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     assert summary == {"reversed": 1}
     due.refresh_from_db()
-    assert due.status == S.REVERSED
+    assert due.status == TransferStatus.REVERSED
     after = {
         t.pk: (t.status, t.updated_at, t.next_retry_at)
         for t in SellerTransfer.objects.filter(pk__in=snapshot)
@@ -190,11 +189,15 @@ def test_rows_with_a_future_next_retry_at_are_skipped(sandbox, stripe_client):
     later = timezone.now() + timedelta(minutes=5)
     row = due_row(stripe_client, next_retry_at=later)
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert summary == {}
-    assert (row.status, row.next_retry_at, row.retry_count) == (S.REVERSAL_PENDING, later, 0)
+    assert (row.status, row.next_retry_at, row.retry_count) == (
+        TransferStatus.REVERSAL_PENDING,
+        later,
+        0,
+    )
     assert sandbox.calls("reversals.create") == []
 
 
@@ -204,9 +207,9 @@ def test_a_switched_off_worker_reports_disabled_and_reverses_nothing(
     reversal_policy(enabled=False)
     row = due_row(stripe_client)
 
-    assert tasks.process_reversals() == {"disabled": 1}
+    assert tasks.reversals_process_due() == {"disabled": 1}
     row.refresh_from_db()
-    assert row.status == S.REVERSAL_PENDING
+    assert row.status == TransferStatus.REVERSAL_PENDING
     assert sandbox.calls("reversals.create") == []
 
 
@@ -214,12 +217,12 @@ def test_a_switched_off_worker_reports_disabled_and_reverses_nothing(
 def test_one_run_drains_a_backlog_larger_than_a_batch(sandbox, stripe_client):
     rows = reversal_backlog(stripe_client, 120)
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     assert summary == {"reversed": 120}
     assert set(
         SellerTransfer.objects.filter(pk__in=[r.pk for r in rows]).values_list("status", flat=True)
-    ) == {S.REVERSED}
+    ) == {TransferStatus.REVERSED}
 
 
 def test_a_dropped_response_is_recovered_with_the_same_key_and_no_second_reversal(
@@ -228,15 +231,15 @@ def test_a_dropped_response_is_recovered_with_the_same_key_and_no_second_reversa
     row = due_row(stripe_client)
     sandbox.script("reversals.create", [{"action": "drop_after_perform"}])
 
-    first = tasks.process_reversals()
+    first = tasks.reversals_process_due()
     row.refresh_from_db()
     kept_key = row.reversal_idempotency_key
     make_due(row)
-    second = tasks.process_reversals()
+    second = tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert (first, second) == ({"retry_scheduled": 1}, {"reversed": 1})
-    assert row.status == S.REVERSED
+    assert row.status == TransferStatus.REVERSED
     at_stripe = remote(sandbox, row.stripe_transfer_id)
     assert (at_stripe["reversal_count"], at_stripe["amount_reversed"]) == (1, row.amount)
     assert [c["idempotency_key"] for c in sandbox.calls("reversals.create")] == [kept_key] * 2
@@ -254,7 +257,7 @@ def test_a_5xx_that_hid_a_performed_reversal_is_found_before_a_new_key_is_sent(
     row.refresh_from_db()
     reversals_before = len(sandbox.calls("reversals.create"))
 
-    summary = tasks.process_reversals()
+    summary = tasks.reversals_process_due()
 
     row.refresh_from_db()
     assert summary == {"reversed": 1}

@@ -32,14 +32,13 @@ from psycopg import sql
 from marketplace.models import Order
 from marketplace.selectors import order_total
 from payouts.models import SellerTransfer, SellerTransferEvent
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from stripe_sandbox.testing import SandboxControl, SandboxProcess
 from tests.builders import WEBHOOK_SECRET, make_event, sign
 from tests.factories import OrderFactory, OrderItemFactory, SellerFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_URL = "redis://127.0.0.1:6379/9"
-S = TransferStatus
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -231,7 +230,7 @@ def test_signed_webhooks_pay_the_sellers_and_a_refund_reverses_them_without_wait
     # Paid: the web app queues send_transfers on Redis; the worker pays each seller.
     assert post_signed(webhook, make_event("payment_intent.succeeded", intent)) == 200
     eventually(
-        lambda: statuses(order) == [S.COMPLETED] * 3,
+        lambda: statuses(order) == [TransferStatus.COMPLETED] * 3,
         timeout=30,
         describe=lambda: f"{statuses(order)}\n{service.tail()}",
     )
@@ -241,7 +240,7 @@ def test_signed_webhooks_pay_the_sellers_and_a_refund_reverses_them_without_wait
     refund = client.v1.refunds.create(params={"payment_intent": intent["id"]}).to_dict()
     assert post_signed(webhook, make_event("refund.created", refund)) == 200
     eventually(
-        lambda: statuses(order) == [S.REVERSED] * 3,
+        lambda: statuses(order) == [TransferStatus.REVERSED] * 3,
         timeout=10,
         describe=lambda: f"{statuses(order)}\n{service.tail()}",
     )
@@ -252,9 +251,9 @@ def test_signed_webhooks_pay_the_sellers_and_a_refund_reverses_them_without_wait
         assert at_stripe["reversal_count"] == 1
         assert at_stripe["amount_reversed"] == transfer.amount == transfer.amount_reversed
     reversed_by = set(
-        SellerTransferEvent.objects.filter(transfer__order=order, to_status=S.REVERSED).values_list(
-            "caused_by", flat=True
-        )
+        SellerTransferEvent.objects.filter(
+            transfer__order=order, to_status=TransferStatus.REVERSED
+        ).values_list("caused_by", flat=True)
     )
     assert reversed_by == {"worker:process_reversals"}
     status, metrics = http_get(
@@ -292,7 +291,7 @@ def test_make_demo_tells_its_story_against_the_running_service(service):
     assert result.returncode == 0, result.stdout + result.stderr + service.tail()
     order = Order.objects.get()
     assert order.status == Order.Status.REFUNDED
-    assert statuses(order) == [S.REVERSED] * 3
+    assert statuses(order) == [TransferStatus.REVERSED] * 3
     for transfer in order.transfers.all():
         assert transfer.stripe_reversal_id in result.stdout
     assert "ledger consistent" in result.stdout

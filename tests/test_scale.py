@@ -21,12 +21,12 @@ from django.db.models.functions import TruncHour
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from config.admin_display import CappedCountPaginator
+from console.dashboard import moves_by_hour
+from console.display import CappedCountPaginator
+from console.metrics import metrics_exposition
 from ledger.models import BreakKind, CheckRun
 from payouts import selectors, tasks
 from payouts.conf import load_payouts_config
-from payouts.console import moves_by_hour
-from payouts.metrics import metrics_exposition
 from payouts.models import (
     SellerTransfer,
     SellerTransferEvent,
@@ -43,7 +43,7 @@ from payouts.services.counters import (
 )
 from payouts.services.ledger_check import ledger_check
 from payouts.services.retention import webhook_events_expire
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     DISPUTE_EVENTS,
     STRIPE_500,
@@ -63,7 +63,6 @@ from tests.factories import (
     WebhookEventFactory,
 )
 
-S = TransferStatus
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -110,9 +109,14 @@ def test_the_counters_equal_a_recount_after_every_flow(
     refund(client, stripe_client, order, None, capture)
 
     counts = selectors.transfer_counts_by_status()
-    for status in (S.COMPLETED, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED, S.FAILED):
+    for status in (
+        TransferStatus.COMPLETED,
+        TransferStatus.PARTIALLY_REVERSED,
+        TransferStatus.REVERSAL_REFUSED,
+        TransferStatus.FAILED,
+    ):
         assert counts[status] > 0, counts
-    assert counts[S.PERMANENTLY_FAILED] >= 2
+    assert counts[TransferStatus.PERMANENTLY_FAILED] >= 2
     counters_match_a_recount()
     transfer_counts_compact()
     counters_match_a_recount()
@@ -136,8 +140,12 @@ def test_the_counters_follow_rows_written_by_bulk_inserts_raw_sql_and_deletes():
 
     counts = selectors.transfer_counts_by_status()
 
-    assert (counts[S.PENDING], counts[S.COMPLETED], counts[S.PERMANENTLY_FAILED]) == (2, 1, 1)
-    assert selectors.transition_counts()[(S.PENDING, S.COMPLETED)] == 2
+    assert (
+        counts[TransferStatus.PENDING],
+        counts[TransferStatus.COMPLETED],
+        counts[TransferStatus.PERMANENTLY_FAILED],
+    ) == (2, 1, 1)
+    assert selectors.transition_counts()[(TransferStatus.PENDING, TransferStatus.COMPLETED)] == 2
     counters_match_a_recount()
 
 
@@ -146,16 +154,20 @@ def test_a_move_to_the_same_status_adds_no_counter_row():
     row = SellerTransferFactory(reversal_due=True)
     before = TransferCount.objects.count()
 
-    SellerTransfer.objects.filter(pk=row.pk).update(status=S.REVERSAL_PENDING, retry_count=1)
+    SellerTransfer.objects.filter(pk=row.pk).update(
+        status=TransferStatus.REVERSAL_PENDING, retry_count=1
+    )
 
     assert TransferCount.objects.count() == before
 
 
 @pytest.mark.django_db
 def test_folding_leaves_one_row_per_count_and_changes_no_count():
-    for status in (S.PENDING, S.COMPLETED, S.FAILED):
+    for status in (TransferStatus.PENDING, TransferStatus.COMPLETED, TransferStatus.FAILED):
         SellerTransferFactory.create_batch(2, status=status)
-    SellerTransfer.objects.filter(status=S.FAILED).update(status=S.PERMANENTLY_FAILED)
+    SellerTransfer.objects.filter(status=TransferStatus.FAILED).update(
+        status=TransferStatus.PERMANENTLY_FAILED
+    )
     before = (selectors.transfer_counts_by_status(), selectors.transition_counts())
 
     folded = transfer_counts_compact()
@@ -191,8 +203,10 @@ def test_moves_are_kept_per_hour_for_eight_days_then_by_edge_and_no_count_change
     row = SellerTransferFactory(completed=True)
     hour = now.replace(minute=30)
     for age in (timedelta(0), timedelta(hours=5), timedelta(days=6), timedelta(days=9)):
-        event_at(row, S.PENDING, S.COMPLETED, hour - age)
-    event_at(row, S.PENDING, S.COMPLETED, hour - timedelta(hours=5, minutes=1))
+        event_at(row, TransferStatus.PENDING, TransferStatus.COMPLETED, hour - age)
+    event_at(
+        row, TransferStatus.PENDING, TransferStatus.COMPLETED, hour - timedelta(hours=5, minutes=1)
+    )
     week = now - timedelta(days=7)
     before = selectors.transition_counts()
     assert moves_in_hours(week) == moves_in_hours_recount(week)
@@ -216,12 +230,12 @@ def test_a_rebuild_counts_rows_written_with_the_triggers_off():
         cursor.execute("SET LOCAL session_replication_role = replica")  # a bulk load's setting
         cursor.execute("UPDATE payouts_sellertransfer SET status = 'reversed'")
         cursor.execute("SET LOCAL session_replication_role = origin")
-    assert selectors.transfer_counts_by_status()[S.REVERSED] == 0
+    assert selectors.transfer_counts_by_status()[TransferStatus.REVERSED] == 0
 
     transfer_counts_rebuild()
 
     counters_match_a_recount()
-    assert selectors.transfer_counts_by_status()[S.REVERSED] == 2
+    assert selectors.transfer_counts_by_status()[TransferStatus.REVERSED] == 2
 
 
 @pytest.mark.django_db(transaction=True)  # a fold committing on another connection
@@ -246,7 +260,7 @@ def test_a_rebuild_that_starts_while_a_fold_is_open_counts_every_row_once():
 @pytest.mark.slow  # threads with their own connections, committing
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_and_folds_never_wait_on_each_other_nor_lose_a_count():
-    SellerTransferFactory.create_batch(40, status=S.PENDING)
+    SellerTransferFactory.create_batch(40, status=TransferStatus.PENDING)
     ids = list(SellerTransfer.objects.values_list("pk", flat=True))
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -254,7 +268,11 @@ def test_concurrent_writers_and_folds_never_wait_on_each_other_nor_lose_a_count(
     def move(chunk: list[int]) -> None:
         try:
             for pk in chunk:  # each row through three statuses, one transaction per move
-                for status in (S.FAILED, S.PENDING, S.COMPLETED):
+                for status in (
+                    TransferStatus.FAILED,
+                    TransferStatus.PENDING,
+                    TransferStatus.COMPLETED,
+                ):
                     with transaction.atomic():
                         SellerTransfer.objects.filter(pk=pk).update(status=status)
                         SellerTransferEvent.objects.create(
@@ -285,7 +303,7 @@ def test_concurrent_writers_and_folds_never_wait_on_each_other_nor_lose_a_count(
     folder.join(timeout=60)
 
     assert errors == []
-    assert selectors.transfer_counts_by_status()[S.COMPLETED] == 40
+    assert selectors.transfer_counts_by_status()[TransferStatus.COMPLETED] == 40
     counters_match_a_recount()
 
 
@@ -495,7 +513,7 @@ def test_the_weekly_check_reads_every_row_of_the_book_and_only_the_last_week_at_
     SellerTransfer.objects.filter(pk=changed.pk).update(amount=F("amount") - 100)
     read_before = len(sandbox.calls("transfers.retrieve"))
 
-    summary = tasks.check_ledger_full()
+    summary = tasks.ledger_check_weekly()
 
     assert summary["transfers"] == 3  # every row checked against the book ...
     assert len(sandbox.calls("transfers.retrieve")) - read_before == 1  # ... the week at Stripe
@@ -516,7 +534,7 @@ def test_the_daily_check_reads_stripe_for_the_last_day_only_even_after_days_of_b
     paid_order(stripe_client, [1500], webhook=client)
     read_before = len(sandbox.calls("transfers.retrieve"))
 
-    summary = tasks.check_ledger()
+    summary = tasks.ledger_check_daily()
 
     assert len(sandbox.calls("transfers.retrieve")) - read_before == 1  # the new one only
     breaks = CheckRun.objects.get(pk=summary["run"]).breaks.all()
@@ -536,13 +554,13 @@ def test_beat_runs_the_incremental_check_daily_and_the_full_one_weekly(settings)
     entries = settings.CELERY_BEAT_SCHEDULE.values()
     schedule = {entry["task"]: entry["schedule"] for entry in entries}
 
-    assert schedule["payouts.tasks.check_ledger"] == 24 * 60 * 60
-    assert schedule["payouts.tasks.check_ledger_full"] == 7 * 24 * 60 * 60
-    assert schedule["payouts.tasks.reconcile_transfers"] == 24 * 60 * 60
-    assert schedule["payouts.tasks.reconcile_transfers_full"] == 7 * 24 * 60 * 60
-    assert schedule["payouts.tasks.expire_webhook_events"] == 24 * 60 * 60
-    assert schedule["payouts.tasks.compact_transfer_counts"] == 60
-    assert {"check_ledger", "check_ledger_full", "expire_webhook_events"} <= set(dir(tasks))
+    assert schedule["payouts.tasks.ledger_check_daily"] == 24 * 60 * 60
+    assert schedule["payouts.tasks.ledger_check_weekly"] == 7 * 24 * 60 * 60
+    assert schedule["payouts.tasks.reconciliation_run_daily"] == 24 * 60 * 60
+    assert schedule["payouts.tasks.reconciliation_run_weekly"] == 7 * 24 * 60 * 60
+    assert schedule["payouts.tasks.webhook_events_expire"] == 24 * 60 * 60
+    assert schedule["payouts.tasks.transfer_counts_compact"] == 60
+    assert {"ledger_check_daily", "ledger_check_weekly", "webhook_events_expire"} <= set(dir(tasks))
 
 
 # --- What the admin lists read ----------------------------------------------------------------
@@ -600,7 +618,7 @@ def test_the_transfer_search_finds_each_kind_of_id_exactly_and_sellers_by_part_o
 @pytest.mark.django_db
 def test_needs_attention_still_finds_exactly_the_rows_it_did():
     now = timezone.now()
-    failed = SellerTransferFactory(status=S.PERMANENTLY_FAILED)
+    failed = SellerTransferFactory(status=TransferStatus.PERMANENTLY_FAILED)
     stale = SellerTransferFactory(reversal_due=True)
     SellerTransfer.objects.filter(pk=stale.pk).update(updated_at=now - timedelta(hours=1))
     SellerTransferFactory(reversal_due=True)  # moving: not stale yet
@@ -632,18 +650,20 @@ def test_the_migration_counts_the_rows_already_there():
     Order = apps.get_model("marketplace", "Order")
     Transfer = apps.get_model("payouts", "SellerTransfer")
     Event = apps.get_model("payouts", "SellerTransferEvent")
-    for status in (S.COMPLETED, S.COMPLETED, S.PENDING):
+    for status in (TransferStatus.COMPLETED, TransferStatus.COMPLETED, TransferStatus.PENDING):
         order = Order.objects.create(buyer_email="b@x.com", status="paid")
         row = Transfer.objects.create(
             order=order, seller=seller, amount=900, currency="usd", status=status
         )
-        Event.objects.create(transfer=row, from_status=S.PENDING, to_status=status, caused_by="t")
+        Event.objects.create(
+            transfer=row, from_status=TransferStatus.PENDING, to_status=status, caused_by="t"
+        )
 
     migrate()
 
     counters_match_a_recount()
-    assert selectors.transfer_counts_by_status()[S.COMPLETED] == 2
-    assert selectors.transition_counts()[(S.PENDING, S.PENDING)] == 1
+    assert selectors.transfer_counts_by_status()[TransferStatus.COMPLETED] == 2
+    assert selectors.transition_counts()[(TransferStatus.PENDING, TransferStatus.PENDING)] == 1
 
 
 @pytest.mark.django_db
@@ -653,10 +673,12 @@ def test_the_needs_attention_page_reads_its_partial_index_not_every_transfer():
     order = PaidOrderFactory()
     sellers = SellerFactory.create_batch(300)
     SellerTransfer.objects.bulk_create(
-        SellerTransfer(order=order, seller=seller, amount=900, currency="usd", status=S.COMPLETED)
+        SellerTransfer(
+            order=order, seller=seller, amount=900, currency="usd", status=TransferStatus.COMPLETED
+        )
         for seller in sellers
     )
-    SellerTransferFactory(status=S.PERMANENTLY_FAILED)
+    SellerTransferFactory(status=TransferStatus.PERMANENTLY_FAILED)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE payouts_sellertransfer")
         # Only an index that alone covers every reason can serve the page now.

@@ -9,10 +9,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from config.db_router import REPLICA, ReplicaRouter, reads_alias, replica_reads
-from payouts.locks import claim_due
-from payouts.metrics import metrics_exposition
+from console.metrics import metrics_exposition
 from payouts.models import SellerTransfer
-from payouts.transitions import TransferStatus
+from payouts.transfer.locks import claim_due
+from payouts.transfer.transitions import TransferStatus
 from tests.factories import SellerTransferFactory
 
 

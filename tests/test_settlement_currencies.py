@@ -8,14 +8,14 @@ The expected figures are worked out by hand in each test, not by the code under 
 import pytest
 from django.urls import reverse
 
+from console.metrics import EVENTS_REFUSED
 from ledger.models import Entry, EntryKind
 from marketplace.models import Order, Refund
 from payouts import tasks
-from payouts.metrics import EVENTS_REFUSED
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.ledger_check import ledger_check
 from payouts.services.transfers import orders_settle_due, platform_fee
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     STRIPE_500,
     make_event,
@@ -27,7 +27,6 @@ from tests.builders import (
 )
 from tests.factories import UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -79,9 +78,9 @@ def test_a_eur_order_on_a_usd_platform_pays_each_seller_in_usd_from_the_settled_
     assert eur_order.settlement_due_at is None
 
     assert [(r.currency, r.amount, r.platform_fee, r.status) for r in rows(eur_order)] == [
-        ("usd", 2842, 316, S.COMPLETED),
-        ("usd", 4264, 474, S.COMPLETED),
-        ("usd", 2369, 263, S.COMPLETED),
+        ("usd", 2842, 316, TransferStatus.COMPLETED),
+        ("usd", 4264, 474, TransferStatus.COMPLETED),
+        ("usd", 2369, 263, TransferStatus.COMPLETED),
     ]
     assert sum(r.amount + r.platform_fee for r in rows(eur_order)) == eur_order.settlement_net
     at_stripe = stripe_transfers(usd_platform, eur_order)
@@ -136,7 +135,7 @@ def test_a_refund_in_another_currency_waits_for_its_balance_transaction_and_neve
     assert not Entry.objects.filter(kind=EntryKind.REFUND).exists()
 
     Refund.objects.filter(pk=stored.pk).update(settlement_due_at=stored.created_at)
-    tasks.process_reversals()  # the sweep reads it, then reverses
+    tasks.reversals_process_due()  # the sweep reads it, then reverses
 
     stored.refresh_from_db()
     assert stored.settlement_amount == 4349  # €40.00 at 1.0873 = 43.492 → 4349
@@ -162,9 +161,9 @@ def test_a_full_refund_reverses_every_seller_exactly_whatever_the_rates(
     eur_order.refresh_from_db()
     assert eur_order.status == Order.Status.REFUNDED
     assert [(r.status, r.amount_reversed) for r in rows(eur_order)] == [
-        (S.REVERSED, 2842),
-        (S.REVERSED, 4264),
-        (S.REVERSED, 2369),
+        (TransferStatus.REVERSED, 2842),
+        (TransferStatus.REVERSED, 4264),
+        (TransferStatus.REVERSED, 2369),
     ]
     assert [
         (t["amount"], t["amount_reversed"]) for t in stripe_transfers(usd_platform, eur_order)
@@ -233,12 +232,12 @@ def test_an_order_whose_settlement_cannot_be_read_yet_is_paid_once_it_can(
     assert stripe_transfers(usd_platform, order) == []
 
     Order.objects.filter(pk=order.pk).update(settlement_due_at=order.created_at)
-    tasks.retry_failed_transfers()  # the sweep
+    tasks.transfers_send_due()  # the sweep
 
     assert [(r.currency, r.amount, r.status) for r in rows(order)] == [
-        ("usd", 2842, S.COMPLETED),
-        ("usd", 4264, S.COMPLETED),
-        ("usd", 2369, S.COMPLETED),
+        ("usd", 2842, TransferStatus.COMPLETED),
+        ("usd", 4264, TransferStatus.COMPLETED),
+        ("usd", 2369, TransferStatus.COMPLETED),
     ]
     assert_books_agree_with_stripe(usd_platform)
 
@@ -373,7 +372,7 @@ def test_a_refund_whose_event_comes_before_the_payments_counts_in_the_settlement
     with django_capture_on_commit_callbacks(execute=True):
         paid = make_event("payment_intent.succeeded", intent)
         assert post_event(client, paid).status_code == 200
-    tasks.process_reversals()
+    tasks.reversals_process_due()
 
     order.refresh_from_db()
     stored = Refund.objects.get(order=order)

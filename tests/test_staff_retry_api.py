@@ -14,7 +14,7 @@ from rest_framework.authtoken.models import Token
 from marketplace.models import Refund
 from marketplace.services import order_apply_refunds
 from payouts.models import SellerTransfer, SellerTransferEvent
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import STRIPE_500, paid_order
 from tests.factories import RefundFactory, SellerTransferFactory, UserFactory
 

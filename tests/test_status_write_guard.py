@@ -77,7 +77,7 @@ def test_reads_creates_and_non_transfer_writes_outside_payouts_pass(line):
 def test_only_the_named_moves_may_call_transition():
     call = "SellerTransfer.objects.transition(transfer, 'completed', caused_by='x')\n"
 
-    assert scan_source(call, Path("payouts/moves.py")) == []
+    assert scan_source(call, Path("payouts/transfer/moves.py")) == []
     assert [v.what for v in scan_source(call, Path("payouts/services/x.py"))] == [
         "calls transition()"
     ]

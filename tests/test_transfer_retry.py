@@ -8,12 +8,12 @@ from django.utils import timezone
 
 from marketplace.models import Order
 from payouts import tasks
-from payouts.gateway import get_gateway
-from payouts.idempotency import transfer_key
-from payouts.locks import claim_due
 from payouts.models import SellerTransfer
 from payouts.services.transfers import transfer_group
-from payouts.transitions import TransferStatus
+from payouts.stripe_api.gateway import get_gateway
+from payouts.transfer.idempotency import transfer_key
+from payouts.transfer.locks import claim_due
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     STRIPE_500,
     make_due,
@@ -60,7 +60,7 @@ def test_a_stripe_500_leaves_the_row_failed_with_the_error_and_the_first_backoff
     sandbox.script("transfers.create", [STRIPE_500])
 
     before = timezone.now()
-    tasks.send_transfers(order_id=transfer.order_id)
+    tasks.order_transfers_send(order_id=transfer.order_id)
     after = timezone.now()
 
     transfer.refresh_from_db()
@@ -79,10 +79,10 @@ def test_the_retry_after_a_500_reads_stripe_first_then_completes_with_one_transf
 ):
     transfer = unsent_transfer(stripe_client)
     sandbox.script("transfers.create", [STRIPE_500])
-    tasks.send_transfers(order_id=transfer.order_id)
+    tasks.order_transfers_send(order_id=transfer.order_id)
     make_due(transfer)
 
-    summary = tasks.retry_failed_transfers()
+    summary = tasks.transfers_send_due()
 
     assert summary == {"completed": 1}
     transfer.refresh_from_db()
@@ -106,7 +106,7 @@ def test_the_retry_after_a_500_adopts_the_transfer_stripe_made_despite_the_error
 ):
     transfer = unsent_transfer(stripe_client)
     sandbox.script("transfers.create", [STRIPE_500])
-    tasks.send_transfers(order_id=transfer.order_id)
+    tasks.order_transfers_send(order_id=transfer.order_id)
     order = transfer.order
     # What the 500 hid: Stripe did make the transfer (same group and metadata as our request).
     hidden = stripe_client.v1.transfers.create(
@@ -121,7 +121,7 @@ def test_the_retry_after_a_500_adopts_the_transfer_stripe_made_despite_the_error
     )
     make_due(transfer)
 
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.COMPLETED
@@ -135,14 +135,14 @@ def test_a_row_failing_past_max_retries_ends_permanently_failed_after_one_plus_m
     transfer = unsent_transfer(stripe_client)
     sandbox.script("transfers.create", [STRIPE_500] * (1 + retry_policy.max_retries + 1))
 
-    tasks.send_transfers(order_id=transfer.order_id)
+    tasks.order_transfers_send(order_id=transfer.order_id)
     for _ in range(retry_policy.max_retries):
         transfer.refresh_from_db()
         assert transfer.status == TransferStatus.FAILED
         make_due(transfer)
-        tasks.retry_failed_transfers()
+        tasks.transfers_send_due()
     # Another tick finds nothing due: the row has given up.
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.PERMANENTLY_FAILED
@@ -159,7 +159,7 @@ def test_a_seller_without_a_connected_account_fails_clearly_without_calling_stri
     transfer = unsent_transfer(stripe_client, seller=seller)
     calls_before = len(sandbox.calls())
 
-    tasks.send_transfers(order_id=transfer.order_id)
+    tasks.order_transfers_send(order_id=transfer.order_id)
 
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.FAILED
@@ -176,7 +176,7 @@ def test_a_response_lost_after_stripe_performed_keeps_the_key_and_the_retry_repl
     first_key = transfer_key(transfer)
     sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
 
-    tasks.send_transfers(order_id=transfer.order_id)
+    tasks.order_transfers_send(order_id=transfer.order_id)
 
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.FAILED
@@ -184,7 +184,7 @@ def test_a_response_lost_after_stripe_performed_keeps_the_key_and_the_retry_repl
     [made] = transfers_at_stripe_for(sandbox, transfer)
 
     make_due(transfer)
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     transfer.refresh_from_db()
     assert transfer.status == TransferStatus.COMPLETED
@@ -223,7 +223,7 @@ def test_a_pending_row_whose_worker_died_after_paying_completes_without_a_second
     claimed.refresh_from_db()
     assert claimed.status == TransferStatus.PENDING
 
-    summary = tasks.retry_failed_transfers()
+    summary = tasks.transfers_send_due()
 
     assert summary == {"completed": 1}
     claimed.refresh_from_db()
@@ -246,7 +246,7 @@ def test_with_the_retry_worker_disabled_a_tick_reports_disabled_and_touches_noth
     )
     before = SellerTransfer.objects.values().get(pk=transfer.pk)
 
-    summary = tasks.retry_failed_transfers()
+    summary = tasks.transfers_send_due()
 
     assert summary == {"disabled": 1}
     assert SellerTransfer.objects.values().get(pk=transfer.pk) == before
@@ -262,7 +262,7 @@ def test_a_seller_not_yet_paid_when_the_order_is_fully_refunded_is_never_paid(
     row = SellerTransfer.objects.get(order=order)
     creates_before = len(sandbox.calls("transfers.create"))
 
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     row.refresh_from_db()
     assert row.status == TransferStatus.PERMANENTLY_FAILED
@@ -281,7 +281,7 @@ def test_a_transfer_paid_behind_a_lost_answer_is_reversed_not_forgotten_after_a_
     [paid_at_stripe] = sandbox.state()["transfers"]
     assert row.status == TransferStatus.FAILED  # we never saw Stripe's answer
 
-    tasks.retry_failed_transfers()
+    tasks.transfers_send_due()
 
     row.refresh_from_db()
     assert row.stripe_transfer_id == paid_at_stripe["id"]

@@ -14,7 +14,7 @@ from django.test import Client
 from marketplace.models import Order
 from marketplace.selectors import order_total
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     connected_seller,
     make_event,

@@ -7,18 +7,18 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
+from payouts.transfer.actors import Actor
 
 from marketplace.models import AccountStatus
 from marketplace.services import seller_account_set
-from payouts.gateway import StripeAccount, StripeTransientError, get_gateway
-from payouts.locks import claim_due
 from payouts.models import SellerTransfer
-from payouts.moves import Actor
 from payouts.services.holds import seller_account_updated, seller_deauthorized
 from payouts.services.ledger_check import ledger_check
 from payouts.services.reconciliation import transfers_compare_with_stripe
 from payouts.services.transfers import transfer_send, transfers_send_due
-from payouts.transitions import TransferStatus
+from payouts.stripe_api.gateway import StripeAccount, StripeTransientError, get_gateway
+from payouts.transfer.locks import claim_due
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     DISPUTE_EVENTS,
     make_due,
@@ -30,7 +30,6 @@ from tests.builders import (
 )
 from tests.factories import UserFactory
 
-S = TransferStatus
 pytestmark = pytest.mark.django_db
 
 
@@ -44,7 +43,7 @@ def test_a_chargeback_during_the_hold_is_kept_back_and_paid_once_when_the_disput
     dispute = sandbox.open_dispute(order.stripe_charge_id)
     deliver(*DISPUTE_EVENTS)
     row = SellerTransfer.objects.get(order=order)
-    assert (row.status, row.dispute_target) == (S.HELD, 900)
+    assert (row.status, row.dispute_target) == (TransferStatus.HELD, 900)
 
     client.force_login(staff)
     with django_capture_on_commit_callbacks(execute=True):
@@ -84,10 +83,10 @@ def test_a_send_whose_answer_was_lost_is_found_after_the_seller_changed_account(
         make_due(row)
         transfers_send_due(order_id=order.pk)
         row.refresh_from_db()
-        if row.status == S.COMPLETED:
+        if row.status == TransferStatus.COMPLETED:
             break
 
-    assert row.status == S.COMPLETED
+    assert row.status == TransferStatus.COMPLETED
     assert [t["amount"] for t in transfers_at_stripe_for(sandbox, row)] == [900]
 
 
@@ -114,7 +113,9 @@ def test_a_row_held_after_a_5xx_keeps_no_share_back_until_stripe_is_read(
     row.seller.account_status = AccountStatus.READY
     row.seller.save()
     [claimed] = [
-        c for c in claim_due(statuses=[S.PENDING], now=timezone.now(), limit=10) if c.pk == row.pk
+        c
+        for c in claim_due(statuses=[TransferStatus.PENDING], now=timezone.now(), limit=10)
+        if c.pk == row.pk
     ]
     transfer_send(claimed, gateway=MadeThenAnswered500(get_gateway()), actor=Actor("test"))
     seller_deauthorized(account_id=row.seller.stripe_account_id, actor=Actor("test"))
@@ -131,7 +132,7 @@ def test_a_row_held_after_a_5xx_keeps_no_share_back_until_stripe_is_read(
     # The transfer the 5xx hid is adopted, not sent again; the refund's share is taken back.
     assert [t["amount"] for t in transfers_at_stripe_for(sandbox, row)] == [900]
     assert (row.amount_withheld, row.reversal_target) == (0, 450)
-    assert row.status in (S.REVERSAL_PENDING, S.PARTIALLY_REVERSED)
+    assert row.status in (TransferStatus.REVERSAL_PENDING, TransferStatus.PARTIALLY_REVERSED)
 
 
 def test_reconciliation_compares_stripe_with_what_was_sent_and_records_a_dashboard_reversal(

@@ -7,8 +7,8 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from config.log_format import JSON_FORMATTER
+from console.health import HEARTBEAT_INTERVAL
 from payouts.conf import load_payouts_config
-from payouts.health import HEARTBEAT_INTERVAL
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -129,7 +129,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # One error shape for every interface: {"detail", "code"} (config/errors.py).
-    "EXCEPTION_HANDLER": "payouts.api.exception_handler",
+    "EXCEPTION_HANDLER": "config.errors.exception_handler",
     # `?format=` is a parameter of ours (the seller statement's csv|json), not DRF's renderer
     # override, so an unknown value is a 400 that says so rather than a 404.
     "URL_FORMAT_OVERRIDE": None,
@@ -147,7 +147,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
-        "TransferStatusEnum": "payouts.transitions.TransferStatus",
+        "TransferStatusEnum": "payouts.transfer.transitions.TransferStatus",
         "WebhookOutcomeEnum": "payouts.models.WebhookOutcome",
         "PayoutStatusEnum": "payouts.models.PayoutStatus",
         "RefundStatusEnum": "marketplace.models.RefundStatus",
@@ -199,77 +199,77 @@ PAYOUTS = load_payouts_config(env)
 # running while workers were down) never piles up into a burst.
 CELERY_BEAT_SCHEDULE = {
     "process-reversals": {
-        "task": "payouts.tasks.process_reversals",
+        "task": "payouts.tasks.reversals_process_due",
         "schedule": PAYOUTS.reversal.check_interval.total_seconds(),
         "options": {"expires": PAYOUTS.reversal.check_interval.total_seconds()},
     },
     # Refund shares and Stripe against our rows: daily what changed in the last day, weekly every
     # refunded order's shares and the week at Stripe.
     "reconcile-transfers": {
-        "task": "payouts.tasks.reconcile_transfers",
+        "task": "payouts.tasks.reconciliation_run_daily",
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
     },
     "reconcile-transfers-full": {
-        "task": "payouts.tasks.reconcile_transfers_full",
+        "task": "payouts.tasks.reconciliation_run_weekly",
         "schedule": 7 * 24 * 60 * 60,
         "options": {"expires": 6 * 60 * 60},
     },
     # Stored Stripe events whose processing never ran (the process died after storing).
     "process-stranded-webhook-events": {
-        "task": "payouts.tasks.process_stranded_webhook_events",
+        "task": "payouts.tasks.webhook_events_process_stranded",
         "schedule": 60,
         "options": {"expires": 60},
     },
     # The book against itself, the transfer rows and Stripe (breaks stored for the admin): daily
     # what changed since the last clean run, weekly everything.
     "check-ledger": {
-        "task": "payouts.tasks.check_ledger",
+        "task": "payouts.tasks.ledger_check_daily",
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
     },
     "check-ledger-full": {
-        "task": "payouts.tasks.check_ledger_full",
+        "task": "payouts.tasks.ledger_check_weekly",
         "schedule": 7 * 24 * 60 * 60,
         "options": {"expires": 6 * 60 * 60},
     },
     # Sellers' bank payouts paid but never read at Stripe (their wake-up was lost).
     "reconcile-unread-payouts": {
-        "task": "payouts.tasks.reconcile_unread_payouts",
+        "task": "payouts.tasks.payouts_reconcile_unread",
         "schedule": 15 * 60,
         "options": {"expires": 15 * 60},
     },
     # Fold the /metrics counters' rows (docs/scale.md).
     "compact-transfer-counts": {
-        "task": "payouts.tasks.compact_transfer_counts",
+        "task": "payouts.tasks.transfer_counts_compact",
         "schedule": 60,
         "options": {"expires": 60},
     },
     # Processed webhook events older than WEBHOOK_RETENTION.
     "expire-webhook-events": {
-        "task": "payouts.tasks.expire_webhook_events",
+        "task": "payouts.tasks.webhook_events_expire",
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
     },
     # Orders whose hold (TRANSFER_HOLD) has ended: their sellers are paid.
     "release-held-transfers": {
-        "task": "payouts.tasks.release_held_transfers",
+        "task": "payouts.tasks.holds_release_due",
         "schedule": PAYOUTS.transfer_retry.check_interval.total_seconds(),
         "options": {"expires": PAYOUTS.transfer_retry.check_interval.total_seconds()},
     },
     # Approval requests nobody decided in time, and approved actions whose process died.
     "sweep-approvals": {
-        "task": "payouts.tasks.sweep_approvals",
+        "task": "payouts.tasks.approvals_sweep",
         "schedule": 60,
         "options": {"expires": 60},
     },
     "settle-staff-refunds": {
-        "task": "payouts.tasks.settle_staff_refunds",
+        "task": "payouts.tasks.staff_refunds_settle",
         "schedule": 10 * 60,
         "options": {"expires": 10 * 60},
     },
     "retry-failed-transfers": {
-        "task": "payouts.tasks.retry_failed_transfers",
+        "task": "payouts.tasks.transfers_send_due",
         "schedule": PAYOUTS.transfer_retry.check_interval.total_seconds(),
         "options": {"expires": PAYOUTS.transfer_retry.check_interval.total_seconds()},
     },

@@ -30,14 +30,14 @@ from django.utils import timezone
 
 from config.errors import Conflict, NotFound, StripeRefused
 from marketplace.models import Seller
-from payouts.gateway import (
+from payouts.models import Payout, PayoutItem, PayoutItemKind, PayoutStatus, SellerTransfer
+from payouts.stripe_api.gateway import (
     GatewayError,
     StripeAccountBalanceLine,
     StripeGateway,
     StripePayout,
     get_gateway,
 )
-from payouts.models import Payout, PayoutItem, PayoutItemKind, PayoutStatus, SellerTransfer
 
 logger = logging.getLogger(__name__)
 

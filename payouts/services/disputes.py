@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 
-from ledger import services as book
+import ledger.services
+from console.metrics import event_refused
 from marketplace.services import DisputeFacts, dispute_record, order_find_for_refund, order_lock
-from payouts.gateway import StripeDispute
-from payouts.metrics import event_refused
-from payouts.moves import Actor
 from payouts.services.shares import transfers_apply_shares
+from payouts.stripe_api.gateway import StripeDispute
+from payouts.transfer.actors import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def dispute_apply(*, dispute: StripeDispute, actor: Actor) -> int:
         order = order_lock(order.pk)
         record = dispute_record(order=order, facts=_facts(dispute))
         for move in dispute.balance_moves:
-            book.post_dispute_funds(
+            ledger.services.post_dispute_funds(
                 order_id=order.pk,
                 balance_transaction_id=move.id,
                 currency=move.currency,

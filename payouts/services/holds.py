@@ -23,17 +23,16 @@ from marketplace.services import (
     seller_account_set,
     seller_account_status_set,
 )
-from payouts import moves
-from payouts.gateway import StripeAccount
-from payouts.locks import held_due_lock, order_transfers_lock
 from payouts.models import SellerTransfer
-from payouts.moves import Actor
-from payouts.transitions import ConcurrentTransition, HeldReason, TransferStatus
+from payouts.stripe_api.gateway import StripeAccount
+from payouts.transfer import moves
+from payouts.transfer.actors import Actor
+from payouts.transfer.locks import held_due_lock, order_transfers_lock
+from payouts.transfer.transitions import ConcurrentTransition, HeldReason, TransferStatus
 from payouts.wakeups import reversals_due_after_commit, send_transfers_after_commit
 
 logger = logging.getLogger(__name__)
 
-S = TransferStatus
 ACCOUNT_HOLDS = (HeldReason.ACCOUNT_RESTRICTED, HeldReason.ACCOUNT_DEAUTHORIZED)
 
 
@@ -54,7 +53,7 @@ def order_release(*, order_id: int, actor: Actor) -> list[SellerTransfer]:
         waiting = [
             row
             for row in order_transfers_lock(order_id)
-            if row.status == S.HELD and row.held_reason == HeldReason.AWAITING_RELEASE
+            if row.status == TransferStatus.HELD and row.held_reason == HeldReason.AWAITING_RELEASE
         ]
         if not waiting:
             raise NothingToRelease(f"order {order_id} has no transfer waiting for release")
@@ -113,7 +112,9 @@ def seller_deauthorized(
     if not _account_status_record(seller, AccountStatus.DEAUTHORIZED, reason, event_created):
         return 0
     held = 0
-    for row in SellerTransfer.objects.filter(seller=seller, status__in=[S.PENDING, S.FAILED]):
+    for row in SellerTransfer.objects.filter(
+        seller=seller, status__in=[TransferStatus.PENDING, TransferStatus.FAILED]
+    ):
         try:
             moves.held(
                 row,
@@ -165,7 +166,7 @@ def _release_account_holds(seller: Seller, actor: Actor) -> int:
 
 def _resume_give_backs(seller: Seller, actor: Actor) -> int:
     rows = SellerTransfer.objects.filter(
-        seller=seller, status=S.REVERSAL_PENDING, held_reason__in=ACCOUNT_HOLDS
+        seller=seller, status=TransferStatus.REVERSAL_PENDING, held_reason__in=ACCOUNT_HOLDS
     )
     resumed = 0
     for row in rows.order_by("pk"):
@@ -181,7 +182,7 @@ def _resume_give_backs(seller: Seller, actor: Actor) -> int:
 
 def _send_held_transfers(seller: Seller, actor: Actor) -> int:
     rows = SellerTransfer.objects.filter(
-        seller=seller, status=S.HELD, held_reason__in=ACCOUNT_HOLDS
+        seller=seller, status=TransferStatus.HELD, held_reason__in=ACCOUNT_HOLDS
     )
     released = 0
     for row in rows.order_by("pk"):

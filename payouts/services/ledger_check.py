@@ -42,17 +42,17 @@ from django.utils import timezone
 from ledger.models import AccountKind, Break, BreakKind, CheckRun, Entry, EntryKind, Line
 from marketplace.models import Order, OrderStatus
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
-from payouts.gateway import (
+from payouts.models import SellerTransfer
+from payouts.services.shares import PAID
+from payouts.services.transfers import transfer_group
+from payouts.stripe_api.gateway import (
     GatewayError,
     StripeGateway,
     StripeTransfer,
     TransferNotFound,
     get_gateway,
 )
-from payouts.models import SellerTransfer
-from payouts.services.shares import PAID
-from payouts.services.transfers import transfer_group
-from payouts.transitions import EndReason, TransferStatus
+from payouts.transfer.transitions import EndReason, TransferStatus
 
 
 @dataclass(frozen=True)

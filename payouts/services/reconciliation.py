@@ -20,20 +20,24 @@ from django.utils import timezone
 
 from marketplace.models import Order, OrderStatus, Refund
 from marketplace.services import order_lock
-from payouts import moves
-from payouts.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
-from payouts.locks import transfer_lock
 from payouts.models import SellerTransfer
-from payouts.moves import Actor
 from payouts.services.shares import PAID, transfers_apply_shares
-from payouts.transitions import EndReason, TransferStatus
+from payouts.stripe_api.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
+from payouts.transfer import moves
+from payouts.transfer.actors import Actor
+from payouts.transfer.locks import transfer_lock
+from payouts.transfer.transitions import EndReason, TransferStatus
 from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
 
-S = TransferStatus
 # States whose row can record a reversal Stripe made (on a refused one, it pays the debt).
-_CAN_RECORD_REVERSAL = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED)
+_CAN_RECORD_REVERSAL = (
+    TransferStatus.COMPLETED,
+    TransferStatus.REVERSAL_PENDING,
+    TransferStatus.PARTIALLY_REVERSED,
+    TransferStatus.REVERSAL_REFUSED,
+)
 
 
 class RecordOutcome(StrEnum):
@@ -132,7 +136,7 @@ def shares_recheck(*, since: timedelta | None = None) -> int:
     # full any more (that refund failed): those sellers are owed their share again.
     stranded = (
         SellerTransfer.objects.filter(
-            status=S.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
+            status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
         )
         .exclude(order__status=OrderStatus.REFUNDED)
         .values("order_id")

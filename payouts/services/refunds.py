@@ -14,8 +14,9 @@ from enum import StrEnum
 from django.db import transaction
 from django.utils import timezone
 
+import ledger.services
 from config.errors import Conflict, StripeRefused
-from ledger import services as book
+from console.metrics import REFUNDS_WHILE_DISPUTED, event_refused
 from marketplace.models import DisputeStatus, Order, Refund, RefundStatus
 from marketplace.selectors import refund_settled_amount
 from marketplace.services import (
@@ -27,12 +28,11 @@ from marketplace.services import (
     refund_record,
     settlement_record,
 )
-from payouts.gateway import GatewayError, StripeGateway, StripeRefund, get_gateway
-from payouts.idempotency import KEY_MEMORY
-from payouts.metrics import REFUNDS_WHILE_DISPUTED, event_refused
-from payouts.moves import Actor
 from payouts.services.shares import transfers_apply_shares
-from payouts.services.transfers import due_for_settlement, settlement_read
+from payouts.services.transfers import settlement_due_rows, settlement_read
+from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeRefund, get_gateway
+from payouts.transfer.actors import Actor
+from payouts.transfer.idempotency import KEY_MEMORY
 from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _refund_settled(order: Order, refund: Refund, actor: Actor) -> int:
             return 0
         currency = order.settlement_currency or order.currency
         settlement_record(row=refund, settlement=Settlement(currency, amount, amount))
-    book.post_refund(
+    ledger.services.post_refund(
         order_id=order.pk,
         refund_id=refund.stripe_refund_id,
         currency=refund.settlement_currency,
@@ -138,7 +138,7 @@ def _refund_failed(order: Order, refund: Refund, actor: Actor) -> int:
         extra={"order_id": order.pk, "refund": refund.stripe_refund_id},
     )
     if refund.settled:
-        book.post_refund(
+        ledger.services.post_refund(
             order_id=order.pk,
             refund_id=refund.stripe_refund_id,
             currency=refund.settlement_currency,
@@ -154,7 +154,7 @@ def refunds_settle_due(*, limit: int = 100, gateway: StripeGateway | None = None
     another currency than its order's settlement), then count it in the sellers' shares.
     Returns how many were settled."""
     gateway = gateway or get_gateway()
-    due = due_for_settlement(Refund.objects.all(), limit=limit)
+    due = settlement_due_rows(Refund.objects.all(), limit=limit)
     return sum(refund_settle(refund=refund, gateway=gateway) for refund in due)
 
 

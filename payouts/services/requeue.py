@@ -13,16 +13,14 @@ from django.db import transaction
 
 from config.errors import Conflict, InvalidInput
 from marketplace.services import order_lock
-from payouts import moves
-from payouts.locks import transfer_lock
 from payouts.models import SellerTransfer
-from payouts.moves import Actor
 from payouts.services.shares import transfers_apply_shares
 from payouts.services.transfers import UnknownTransfer
-from payouts.transitions import EndReason, TransferStatus
+from payouts.transfer import moves
+from payouts.transfer.actors import Actor
+from payouts.transfer.locks import transfer_lock
+from payouts.transfer.transitions import EndReason, TransferStatus
 from payouts.wakeups import reversals_due_after_commit, send_transfers_after_commit
-
-S = TransferStatus
 
 # Why a row that ended for these reasons can never be re-queued.
 FINAL = {
@@ -63,7 +61,7 @@ def transfer_requeue_by_staff(*, transfer_id: int, user, reason: str) -> SellerT
         _check_requeueable(transfer)
         to = _where_it_gave_up(transfer)
         moves.requeued(transfer, to=to, reason=reason[:500], actor=Actor.staff(user))
-        if to == S.REVERSAL_PENDING:
+        if to == TransferStatus.REVERSAL_PENDING:
             # Refunds or disputes while it was given up are counted before it runs again.
             transfers_apply_shares(order=order, actor=Actor.staff(user))
             reversals_due_after_commit()
@@ -75,7 +73,7 @@ def transfer_requeue_by_staff(*, transfer_id: int, user, reason: str) -> SellerT
 
 def requeueable(transfer: SellerTransfer) -> str | None:
     """``None`` when staff may re-queue the row, else why not."""
-    if transfer.status != S.PERMANENTLY_FAILED:
+    if transfer.status != TransferStatus.PERMANENTLY_FAILED:
         return f"transfer {transfer.pk} is {transfer.status}, not permanently_failed"
     if transfer.end_reason in FINAL:
         return f"transfer {transfer.pk} cannot be re-queued: {FINAL[transfer.end_reason]}"
@@ -92,11 +90,19 @@ def _where_it_gave_up(transfer: SellerTransfer) -> str:
     """``failed`` when it gave up paying the seller, ``reversal_pending`` when it gave up taking
     a share back: where its last move into ``permanently_failed`` came from."""
     last = (
-        transfer.events.filter(to_status=S.PERMANENTLY_FAILED)
+        transfer.events.filter(to_status=TransferStatus.PERMANENTLY_FAILED)
         .order_by("-pk")
         .values_list("from_status", flat=True)
         .first()
     )
     if last is None:  # no audit of it: a paid row was being reversed
-        return S.REVERSAL_PENDING if transfer.stripe_transfer_id else S.FAILED
-    return S.REVERSAL_PENDING if last == S.REVERSAL_PENDING else S.FAILED
+        return (
+            TransferStatus.REVERSAL_PENDING
+            if transfer.stripe_transfer_id
+            else TransferStatus.FAILED
+        )
+    return (
+        TransferStatus.REVERSAL_PENDING
+        if last == TransferStatus.REVERSAL_PENDING
+        else TransferStatus.FAILED
+    )

@@ -1,6 +1,6 @@
 """The reversal worker: take each seller's share of a refund back at Stripe.
 
-It claims due ``reversal_pending`` rows (a lease, ``SKIP LOCKED``; see ``payouts.locks``), calls
+It claims due ``reversal_pending`` rows (a lease, ``SKIP LOCKED``; see ``payouts.transfer.locks``), calls
 Stripe with no transaction open, and settles each outcome under the row's lock with a named
 move, until no due row is left or its time budget is spent. The outcomes:
 
@@ -29,13 +29,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ledger import services as book
+import ledger.services
 from ledger.selectors import seller_written_off
 from marketplace.models import AccountStatus
 from marketplace.services import seller_account_status_set
-from payouts import moves
 from payouts.concurrency import run_loops
-from payouts.gateway import (
+from payouts.models import SellerTransfer
+from payouts.services.refunds import refunds_settle_due
+from payouts.stripe_api.gateway import (
     DestinationCannotReceive,
     GatewayError,
     SellerBalanceInsufficient,
@@ -44,23 +45,21 @@ from payouts.gateway import (
     TransferNotFound,
     get_gateway,
 )
-from payouts.idempotency import (
+from payouts.transfer import moves
+from payouts.transfer.actors import Actor
+from payouts.transfer.idempotency import (
     is_reversal_key,
     key_may_be_forgotten,
     next_attempt,
     return_key,
     reversal_key,
 )
-from payouts.locks import claim_due, transfer_lock
-from payouts.models import SellerTransfer
-from payouts.moves import Actor
-from payouts.services.refunds import refunds_settle_due
-from payouts.transitions import ConcurrentTransition, EndReason, HeldReason, TransferStatus
+from payouts.transfer.locks import claim_due, transfer_lock
+from payouts.transfer.transitions import ConcurrentTransition, EndReason, HeldReason, TransferStatus
 from payouts.wakeups import clear_mark, reversals_due_at
 
 logger = logging.getLogger(__name__)
 
-S = TransferStatus
 WORKER = Actor.worker("process_reversals")
 # A give-back waiting for the seller's account is sent when Stripe says the account can receive;
 # should that event be lost, it is tried again this much later (spending no retry).
@@ -88,10 +87,10 @@ class ReversalOutcome(StrEnum):
 
 
 _SETTLED = {
-    S.COMPLETED: ReversalOutcome.GIVEN_BACK,
-    S.REVERSED: ReversalOutcome.REVERSED,
-    S.PARTIALLY_REVERSED: ReversalOutcome.PARTIALLY_REVERSED,
-    S.REVERSAL_PENDING: ReversalOutcome.MORE_TO_REVERSE,
+    TransferStatus.COMPLETED: ReversalOutcome.GIVEN_BACK,
+    TransferStatus.REVERSED: ReversalOutcome.REVERSED,
+    TransferStatus.PARTIALLY_REVERSED: ReversalOutcome.PARTIALLY_REVERSED,
+    TransferStatus.REVERSAL_PENDING: ReversalOutcome.MORE_TO_REVERSE,
 }
 
 
@@ -116,7 +115,7 @@ def reversals_process_due(
     def step() -> str | None:
         if time.monotonic() >= deadline:
             return None
-        rows = claim_due(statuses=[S.REVERSAL_PENDING], now=timezone.now(), limit=1)
+        rows = claim_due(statuses=[TransferStatus.REVERSAL_PENDING], now=timezone.now(), limit=1)
         return transfer_reverse(rows[0], gateway=gateway) if rows else None
 
     outcomes = dict(run_loops(step, threads=settings.PAYOUTS.reversal_concurrency))
@@ -134,7 +133,7 @@ def reversals_drain() -> dict[str, int]:
 
 def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> ReversalOutcome:
     """One reversal attempt of a claimed ``reversal_pending`` row."""
-    if transfer.status != S.REVERSAL_PENDING:
+    if transfer.status != TransferStatus.REVERSAL_PENDING:
         return ReversalOutcome.SKIPPED
     try:
         if not transfer.stripe_transfer_id and transfer.sent > 0:
@@ -280,7 +279,7 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
         row = transfer_lock(transfer.pk)
         if row.status != transfer.status:
             raise ConcurrentTransition(row.pk, transfer.status, "given back")
-        debt = book.seller_debt_lock(seller_id=row.seller_id, currency=row.currency)
+        debt = ledger.services.seller_debt_lock(seller_id=row.seller_id, currency=row.currency)
         cancelled = min(row.amount_to_give_back, row.amount_owed, max(debt, 0))
         # A debt staff wrote off was never paid: the seller kept it. What of the row's debt is
         # not owed any more and not netted either is cancelled from the write-off, never sent.
@@ -361,7 +360,7 @@ def _refuse(transfer: SellerTransfer, why: str) -> ReversalOutcome:
     with transaction.atomic():
         row = transfer_lock(transfer.pk)
         if row.status != transfer.status:
-            raise ConcurrentTransition(row.pk, transfer.status, S.REVERSAL_REFUSED)
+            raise ConcurrentTransition(row.pk, transfer.status, TransferStatus.REVERSAL_REFUSED)
         if moves.left_to_take(row) <= 0:
             # The shares fell while the refused call was in flight: nothing is left to owe,
             # and what was taken beyond them is given back.

@@ -25,18 +25,23 @@ from marketplace.selectors import (
     order_settled_total,
     order_total,
 )
-from payouts import moves
-from payouts.locks import order_transfers_lock
-from payouts.moves import Actor
 from payouts.selectors import dispute_recovery_amount
-from payouts.transitions import EndReason, TransferStatus
+from payouts.transfer import moves
+from payouts.transfer.actors import Actor
+from payouts.transfer.locks import order_transfers_lock
+from payouts.transfer.transitions import EndReason, TransferStatus
 from payouts.wakeups import reversals_due_after_commit, send_transfers_after_commit
 
 logger = logging.getLogger(__name__)
 
-S = TransferStatus
 # Transfers that moved money to a seller, so a refund's share can be taken back from them.
-PAID = (S.COMPLETED, S.REVERSAL_PENDING, S.PARTIALLY_REVERSED, S.REVERSED, S.REVERSAL_REFUSED)
+PAID = (
+    TransferStatus.COMPLETED,
+    TransferStatus.REVERSAL_PENDING,
+    TransferStatus.PARTIALLY_REVERSED,
+    TransferStatus.REVERSED,
+    TransferStatus.REVERSAL_REFUSED,
+)
 
 
 def allocate(amount: int, *, of: int, weights: dict) -> dict:
@@ -107,7 +112,10 @@ def _reinstate_cancelled(order: Order, rows, actor: Actor) -> None:
     any more (that refund failed): held for what is left of the order's hold, else sent now."""
     hold = settings.PAYOUTS.transfer_hold
     for row in rows:
-        if row.status != S.PERMANENTLY_FAILED or row.end_reason != EndReason.ORDER_REFUNDED:
+        if (
+            row.status != TransferStatus.PERMANENTLY_FAILED
+            or row.end_reason != EndReason.ORDER_REFUNDED
+        ):
             continue
         until = row.created_at + hold if hold else None
         if until is not None and until <= timezone.now():
@@ -122,7 +130,11 @@ def _on_hold(row) -> bool:
     back. No claim noted a send of its key, and no earlier key may have moved money (a 5xx
     renews the key and asks for Stripe to be read first: that row may be paid already, and its
     shares wait until the read says)."""
-    return row.status == S.HELD and row.key_first_sent_at is None and not row.read_stripe_first
+    return (
+        row.status == TransferStatus.HELD
+        and row.key_first_sent_at is None
+        and not row.read_stripe_first
+    )
 
 
 def _keep_back(row, *, shares: dict, refunded_in_full: bool, actor: Actor) -> None:

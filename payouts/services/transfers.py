@@ -1,7 +1,7 @@
 """Paying sellers: one Stripe transfer per seller of a paid order.
 
 A payment creates one ``pending`` row per seller, due at once, and a Celery task sent after
-commit pays them. The sender claims due ``pending``/``failed`` rows (see ``payouts.locks``),
+commit pays them. The sender claims due ``pending``/``failed`` rows (see ``payouts.transfer.locks``),
 calls Stripe with no transaction open, and records the outcome with a named move. The same code
 serves the first send, the retry worker, recovery of rows a crashed sender left ``pending``, and
 the staff retry.
@@ -18,8 +18,8 @@ from django.db import transaction
 from django.db.models import Sum, prefetch_related_objects
 from django.utils import timezone
 
+import ledger.services
 from config.errors import Conflict, NotFound, StripeRefused
-from ledger import services as book
 from marketplace.models import AccountStatus, Order, OrderStatus
 from marketplace.selectors import order_total, seller_accounts
 from marketplace.services import (
@@ -30,8 +30,9 @@ from marketplace.services import (
     settlement_postpone,
     settlement_record,
 )
-from payouts import moves
-from payouts.gateway import (
+from payouts.models import SellerTransfer
+from payouts.services.shares import allocate, transfers_apply_shares
+from payouts.stripe_api.gateway import (
     DestinationCannotReceive,
     GatewayError,
     StripeGateway,
@@ -39,12 +40,16 @@ from payouts.gateway import (
     StripeTransfer,
     get_gateway,
 )
-from payouts.idempotency import NextAttempt, key_may_be_forgotten, next_attempt, transfer_key
-from payouts.locks import claim_due, lease_take, transfer_lock
-from payouts.models import SellerTransfer
-from payouts.moves import Actor
-from payouts.services.shares import allocate, transfers_apply_shares
-from payouts.transitions import ConcurrentTransition, HeldReason, TransferStatus
+from payouts.transfer import moves
+from payouts.transfer.actors import Actor
+from payouts.transfer.idempotency import (
+    NextAttempt,
+    key_may_be_forgotten,
+    next_attempt,
+    transfer_key,
+)
+from payouts.transfer.locks import claim_due, lease_take, transfer_lock
+from payouts.transfer.transitions import ConcurrentTransition, HeldReason, TransferStatus
 from payouts.wakeups import send_transfers_after_commit, transfers_due_at
 
 logger = logging.getLogger(__name__)
@@ -76,7 +81,7 @@ def transfer_group(order: Order) -> str:
     return f"order_{order.pk}"
 
 
-def order_paid(
+def order_payment_record(
     *, order: Order, amount: int, currency: str, payment_intent_id: str, charge_id: str
 ) -> bool:
     """Stripe took the buyer's payment: mark the order paid, and after commit read what it
@@ -102,11 +107,11 @@ def orders_settle_due(
     answer for is due again later, so this ends."""
     gateway = gateway or get_gateway()
     orders = Order.objects.all() if order_id is None else Order.objects.filter(pk=order_id)
-    due = due_for_settlement(orders, limit=limit)
+    due = settlement_due_rows(orders, limit=limit)
     return sum(bool(order_settle(order=order, gateway=gateway)) for order in due)
 
 
-def due_for_settlement(queryset, *, limit: int) -> Iterator:
+def settlement_due_rows(queryset, *, limit: int) -> Iterator:
     """The rows of ``queryset`` (orders or refunds) whose balance transaction is due to be
     read, fetched ``limit`` at a time in id order, each once."""
     after = 0
@@ -194,18 +199,22 @@ def transfers_create_for_order(
         SellerTransfer.objects.bulk_create(rows)
         for row in rows:
             if row.amount_netted:
-                book.post_netting(moves.book_ref(row, step="created"), amount=row.amount_netted)
-        book.post_payment(
+                ledger.services.post_netting(
+                    moves.book_ref(row, step="created"), amount=row.amount_netted
+                )
+        ledger.services.post_payment(
             order_id=order.pk,
             charge_id=order.stripe_charge_id,
             currency=order.settlement_currency,
             total=order.settlement_net,
-            shares=[book.Share(row.seller_id, row.amount, row.platform_fee) for row in rows],
+            shares=[
+                ledger.services.Share(row.seller_id, row.amount, row.platform_fee) for row in rows
+            ],
         )
     return rows
 
 
-def settled_shares(order: Order) -> dict[int, int]:
+def seller_shares_of_settlement(order: Order) -> dict[int, int]:
     """Each seller's part of what the payment settled as after Stripe's fee (the order's
     ``settlement_net``), in proportion to their items: whole minor units of the settlement
     currency that add up to it exactly."""
@@ -220,7 +229,7 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
     bps = settings.PAYOUTS.platform_fee_bps
     currency = order.settlement_currency
     rows = []
-    for seller_id, gross in settled_shares(order).items():
+    for seller_id, gross in seller_shares_of_settlement(order).items():
         fee = platform_fee(gross, bps)
         net = gross - fee
         if net <= 0:
@@ -229,7 +238,7 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
                 extra={"order_id": order.pk, "seller_id": seller_id},
             )
             continue
-        debt = book.seller_debt_lock(seller_id=seller_id, currency=currency)
+        debt = ledger.services.seller_debt_lock(seller_id=seller_id, currency=currency)
         rows.append(
             SellerTransfer(
                 order=order,

@@ -15,24 +15,24 @@ from datetime import UTC, datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from console.metrics import event_refused
 from marketplace.selectors import seller_for_connected_account
 from marketplace.services import OrderMismatch, order_find_for_payment
-from payouts.gateway import (
+from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
+from payouts.services.bank_payouts import payout_record
+from payouts.services.disputes import DisputeNotApplicable, dispute_apply
+from payouts.services.holds import seller_account_updated, seller_deauthorized
+from payouts.services.reconciliation import transfer_record_stripe_reversals
+from payouts.services.refunds import RefundCurrencyMismatch, UnknownRefundOrder, refund_apply
+from payouts.services.transfers import order_payment_record
+from payouts.stripe_api.gateway import (
     account_from_stripe,
     dispute_from_stripe,
     minor_units,
     payout_from_stripe,
     refund_from_stripe,
 )
-from payouts.metrics import event_refused
-from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
-from payouts.moves import Actor
-from payouts.services.bank_payouts import payout_record
-from payouts.services.disputes import DisputeNotApplicable, dispute_apply
-from payouts.services.holds import seller_account_updated, seller_deauthorized
-from payouts.services.reconciliation import transfer_record_stripe_reversals
-from payouts.services.refunds import RefundCurrencyMismatch, UnknownRefundOrder, refund_apply
-from payouts.services.transfers import order_paid
+from payouts.transfer.actors import Actor
 from payouts.wakeups import sync_charge_refunds_after_commit
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _payment_intent_succeeded(event: WebhookEvent) -> None:
     if isinstance(charge, dict):
         charge = charge.get("id", "")
     try:
-        order_paid(
+        order_payment_record(
             order=order,
             amount=minor_units(intent.get("amount_received") or intent["amount"]),
             currency=intent["currency"],

@@ -14,7 +14,7 @@ from django.utils import timezone
 from config.money import format_money
 from ledger.selectors import seller_balances
 from payouts.models import SellerTransfer
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     STRIPE_500,
     make_event,
@@ -23,7 +23,6 @@ from tests.builders import (
     refund_at_stripe,
 )
 
-S = TransferStatus
 # The live server's thread has its own connection: the rows must be committed.
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -33,7 +32,7 @@ def failed_for_an_hour(client, sandbox, stripe_client) -> SellerTransfer:
     made an hour ago: the seller has waited long enough to need a person."""
     sandbox.script("transfers.create", [STRIPE_500])
     _, [row] = paid_order(stripe_client, [2000], webhook=client)
-    assert row.status == S.FAILED, row.error_message
+    assert row.status == TransferStatus.FAILED, row.error_message
     SellerTransfer.objects.filter(pk=row.pk).update(created_at=timezone.now() - timedelta(hours=1))
     return row
 
@@ -46,7 +45,7 @@ def in_debt(client, sandbox, stripe_client) -> SellerTransfer:
     refund = make_event("refund.created", refund_at_stripe(stripe_client, order))
     assert post_event(client, refund).status_code == 200
     row.refresh_from_db()
-    assert row.status == S.REVERSAL_REFUSED
+    assert row.status == TransferStatus.REVERSAL_REFUSED
     return row
 
 
@@ -75,7 +74,7 @@ def test_staff_log_in_and_the_dashboard_figures_match_the_database(
     page.screenshot(path=screenshots / "02-dashboard.png", full_page=True)
 
     rows = SellerTransfer.objects
-    failed = rows.filter(status=S.FAILED)
+    failed = rows.filter(status=TransferStatus.FAILED)
     unsent = failed.aggregate(total=Sum(F("amount") - F("amount_netted") - F("amount_withheld")))
     debts = sum(
         seller_balances(seller_id=seller)["usd"]["debt"]
@@ -88,12 +87,17 @@ def test_staff_log_in_and_the_dashboard_figures_match_the_database(
         failed.filter(created_at__lt=hour_ago).count()
     )
     assert figure(page, "attention-reversal_refused") == str(
-        rows.filter(status=S.REVERSAL_REFUSED).count()
+        rows.filter(status=TransferStatus.REVERSAL_REFUSED).count()
     )
-    for status in (S.PENDING, S.FAILED, S.REVERSAL_PENDING, S.REVERSAL_REFUSED):
+    for status in (
+        TransferStatus.PENDING,
+        TransferStatus.FAILED,
+        TransferStatus.REVERSAL_PENDING,
+        TransferStatus.REVERSAL_REFUSED,
+    ):
         assert figure(page, f"status-{status}") == str(rows.filter(status=status).count())
     assert figure(page, "entered-completed") == str(
-        rows.filter(events__to_status=S.COMPLETED).count()
+        rows.filter(events__to_status=TransferStatus.COMPLETED).count()
     )
     assert page.locator("svg.chart").count() == 2
 
@@ -125,7 +129,7 @@ def test_from_needs_attention_staff_retry_a_failed_transfer_and_see_it_paid(
     assert message.text_content() == f"Transfer {row.pk} completed"  # the admin capitalises
     page.screenshot(path=screenshots / "05-retried-message.png", full_page=True)
     row.refresh_from_db()
-    assert row.status == S.COMPLETED
+    assert row.status == TransferStatus.COMPLETED
     assert sandbox.object(row.stripe_transfer_id)["amount"] == row.amount
 
     page.goto(f"{live_server.url}/admin/payouts/sellertransfer/{row.pk}/change/")

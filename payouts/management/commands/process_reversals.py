@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand
 
 from payouts.models import SellerTransfer
 from payouts.services.reversals import reversals_process_due
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 
 
 class Command(BaseCommand):

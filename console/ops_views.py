@@ -10,8 +10,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from rest_framework import status
 
-from payouts.health import dependency_health, serving_dependencies_up
-from payouts.metrics import metrics_exposition
+from console.health import dependency_health, serving_dependencies_up
+from console.metrics import metrics_exposition
 
 
 @never_cache

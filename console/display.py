@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from config.money import format_money
-from config.stripe_links import stripe_url
+from console.stripe_links import stripe_url
 
 EMPTY = "-"  # what the admin shows for an empty value
 

@@ -1,5 +1,5 @@
 """What the operator's console shows: the admin's first page (the dashboard) and its "needs
-attention" page. Reads only; the admin site renders them (``payouts/admin_site.py``).
+attention" page. Reads only; the admin site renders them (``console/admin_site.py``).
 
 Every query here is served by a partial index whose size follows the backlog (rows still to
 send or to reverse, rows a person must look at) or reads the counters the database keeps (rows
@@ -19,9 +19,8 @@ from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
 from payouts import selectors
 from payouts.models import Payout, SellerTransfer, TransferCount, TransferCountKind
 from payouts.selectors import Attention
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 
-S = TransferStatus
 HOUR = timedelta(hours=1)
 # What a transfer still unpaid is to send at Stripe (``SellerTransfer.to_send``): its amount,
 # less the debt it settles and the refund and chargeback shares kept back during a hold, never
@@ -92,16 +91,18 @@ def money_at_risk(*, debts: list[Debt]) -> list[Risk]:
         _per_currency(
             "reversals_pending",
             "Reversals pending (to take back from sellers)",
-            S.REVERSAL_PENDING,
+            TransferStatus.REVERSAL_PENDING,
             F("reversal_target") - F("amount_reversed") - F("amount_owed"),
         ),
         _per_currency(
             "transfers_failing",
             "Transfers failing (sellers not paid yet)",
-            S.FAILED,
+            TransferStatus.FAILED,
             UNSENT,
         ),
-        _per_currency("held", "Held (sellers not paid yet, on purpose)", S.HELD, UNSENT),
+        _per_currency(
+            "held", "Held (sellers not paid yet, on purpose)", TransferStatus.HELD, UNSENT
+        ),
         _seller_debt_risk(debts),
         _disputes_risk(),
     ]
@@ -196,15 +197,15 @@ MOVE_KINDS = (
 
 
 def move_kind(from_status: str, to_status: str) -> str:
-    if from_status == to_status or to_status == S.FAILED:
+    if from_status == to_status or to_status == TransferStatus.FAILED:
         return "retried"
-    if to_status == S.COMPLETED:
+    if to_status == TransferStatus.COMPLETED:
         return "paid"
-    if to_status == S.REVERSAL_PENDING:
+    if to_status == TransferStatus.REVERSAL_PENDING:
         return "scheduled"
-    if to_status in (S.REVERSED, S.PARTIALLY_REVERSED):
+    if to_status in (TransferStatus.REVERSED, TransferStatus.PARTIALLY_REVERSED):
         return "reversed"
-    if to_status in (S.PERMANENTLY_FAILED, S.REVERSAL_REFUSED):
+    if to_status in (TransferStatus.PERMANENTLY_FAILED, TransferStatus.REVERSAL_REFUSED):
         return "ended"
     return "other"
 
@@ -241,7 +242,10 @@ def moves_chart(hours: list[datetime], moves: Moves) -> Chart:
 
 # The backlog the chart draws: rows waiting for a worker (a reversal to make, a payment to
 # retry). Rows waiting on purpose, or for a person, are counted elsewhere.
-BACKLOG = ((S.REVERSAL_PENDING, "reversals pending"), (S.FAILED, "transfers failed"))
+BACKLOG = (
+    (TransferStatus.REVERSAL_PENDING, "reversals pending"),
+    (TransferStatus.FAILED, "transfers failed"),
+)
 
 
 def backlog_chart(hours: list[datetime], moves: Moves, now_counts: dict[str, int]) -> Chart:
@@ -300,7 +304,7 @@ def dashboard(*, now: datetime, window: Window = DEFAULT_WINDOW) -> Dashboard:
     entered = entered_in_window(moves)
     statuses = [
         StatusCount(status, now_counts.get(status, 0), entered.get(status, 0))
-        for status in S.values
+        for status in TransferStatus.values
     ]
     risks = money_at_risk(debts=debts)
     disputes = next(risk for risk in risks if risk.key == "disputes_open")

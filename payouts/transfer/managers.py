@@ -6,7 +6,7 @@ from typing import Any
 from django.db import models, transaction
 from django.utils import timezone
 
-from payouts.transitions import ConcurrentTransition, TransitionNotAllowed, can_transition
+from payouts.transfer.transitions import ConcurrentTransition, TransitionNotAllowed, can_transition
 
 
 class SellerTransferManager(models.Manager):

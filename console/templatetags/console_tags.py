@@ -2,25 +2,25 @@
 
 from django import template
 
-from config import admin_display
-from payouts.admin_site import attention_label, transfer_badge
+from console import display
+from console.admin_site import attention_label, transfer_badge
 
 register = template.Library()
 
 
 @register.filter
 def money(amount: int | None, currency: str):
-    return admin_display.money(amount, currency)
+    return display.money(amount, currency)
 
 
 @register.filter
 def age(duration):
-    return admin_display.age(duration)
+    return display.age(duration)
 
 
 @register.filter
 def stripe_link(stripe_id: str):
-    return admin_display.stripe_link(stripe_id)
+    return display.stripe_link(stripe_id)
 
 
 @register.filter

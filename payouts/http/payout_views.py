@@ -17,9 +17,9 @@ from rest_framework.views import APIView
 from config.api import STAFF_AUTHENTICATION, STAFF_ERRORS, error_response, staff_permission
 from config.errors import InvalidInput, NotFound
 from marketplace.models import Seller
+from payouts.http.serializers import PayoutContentsSerializer, PayoutSerializer
 from payouts.models import Payout
 from payouts.selectors import PayoutContents, payout_contents, seller_payout, seller_payouts_page
-from payouts.serializers import PayoutContentsSerializer, PayoutSerializer
 from payouts.services.bank_payouts import UnknownPayout, payout_reconcile_by_staff
 
 DEFAULT_PAGE = 25

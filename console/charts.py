@@ -6,7 +6,7 @@ from datetime import datetime
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from payouts.console import Chart
+from console.dashboard import Chart
 
 WIDTH, HEIGHT = 760, 190
 LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 24

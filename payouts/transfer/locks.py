@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from payouts.models import SellerTransfer
-from payouts.transitions import HeldReason, TransferStatus
+from payouts.transfer.transitions import HeldReason, TransferStatus
 
 
 def _for_update():

@@ -1,5 +1,5 @@
 """HTTP interfaces: the Stripe webhook endpoint and the staff API. Each is parse → call one
-service → serialize; errors are rendered by ``payouts.api.exception_handler``."""
+service → serialize; errors are rendered by ``config.errors.exception_handler``."""
 
 import csv
 import io
@@ -40,17 +40,17 @@ from config.api import (
 from config.errors import InvalidInput
 from marketplace.models import Refund
 from payouts.audit import COLUMNS, AuditRecord, audit_records
-from payouts.models import SellerTransfer, WebhookOutcome
-from payouts.serializers import (
+from payouts.http.serializers import (
     RefundRequestSerializer,
     RefundSerializer,
     ReleaseRequestSerializer,
     RequeueRequestSerializer,
     SellerTransferSerializer,
 )
+from payouts.models import SellerTransfer, WebhookOutcome
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_ingest
-from payouts.webhook_signature import signature_is_valid
+from payouts.stripe_api.webhook_signature import signature_is_valid
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 import stripe
 from django.conf import settings
 
-from payouts.metrics import stripe_call_observed
-from payouts.rate_limit import StripeRateLimiter
+from console.metrics import stripe_call_observed
+from payouts.stripe_api.rate_limit import StripeRateLimiter
 
 logger = logging.getLogger(__name__)
 

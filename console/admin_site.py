@@ -2,7 +2,7 @@
 attention" page, and how transfer statuses and attention reasons read everywhere in it.
 
 ``config.apps.ConsoleAdminConfig`` makes this the default admin site, so every app's
-``admin.site.register`` lands here. The figures come from ``payouts.console`` (reads only, from
+``admin.site.register`` lands here. The figures come from ``console.dashboard`` (reads only, from
 the read replica when one is configured); docs/console.md explains them.
 """
 
@@ -16,14 +16,14 @@ from django.utils import timezone
 
 from approvals.selectors import approval_label, approval_rules, approval_subject, approvals_waiting
 from approvals.services import approval_approve, approval_reject
-from config.admin_display import Tone, badge
 from config.db_router import replica_reads
 from config.errors import DomainError, admin_message
-from payouts import charts, console, selectors
+from console import charts, dashboard
+from console.display import Tone, badge
+from payouts import selectors
 from payouts.selectors import Attention
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 
-S = TransferStatus
 # Who may see the console: its figures are the transfers' money.
 CONSOLE_PERMISSION = "payouts.view_sellertransfer"
 # Who may see what waits for a second person, and who may decide it.
@@ -31,15 +31,15 @@ APPROVALS_VIEW_PERMISSION = "approvals.view_approvalrequest"
 APPROVE_PERMISSION = "approvals.approve_approvalrequest"
 
 TRANSFER_TONES = {
-    S.PENDING: Tone.WAITING,
-    S.HELD: Tone.WAITING,
-    S.COMPLETED: Tone.OK,
-    S.FAILED: Tone.WARNING,
-    S.PERMANENTLY_FAILED: Tone.DANGER,
-    S.REVERSAL_PENDING: Tone.WAITING,
-    S.PARTIALLY_REVERSED: Tone.OK,
-    S.REVERSED: Tone.NEUTRAL,
-    S.REVERSAL_REFUSED: Tone.DANGER,
+    TransferStatus.PENDING: Tone.WAITING,
+    TransferStatus.HELD: Tone.WAITING,
+    TransferStatus.COMPLETED: Tone.OK,
+    TransferStatus.FAILED: Tone.WARNING,
+    TransferStatus.PERMANENTLY_FAILED: Tone.DANGER,
+    TransferStatus.REVERSAL_PENDING: Tone.WAITING,
+    TransferStatus.PARTIALLY_REVERSED: Tone.OK,
+    TransferStatus.REVERSED: Tone.NEUTRAL,
+    TransferStatus.REVERSAL_REFUSED: Tone.DANGER,
 }
 
 
@@ -107,7 +107,7 @@ class ConsoleAdminSite(admin.AdminSite):
     site_header = "Seller payouts"
     site_title = "Seller payouts"
     index_title = "Console"
-    index_template = "admin/payouts/dashboard.html"
+    index_template = "admin/console/dashboard.html"
 
     def get_urls(self):
         needs_attention = self.admin_view(self.needs_attention)
@@ -121,12 +121,12 @@ class ConsoleAdminSite(admin.AdminSite):
     def index(self, request: HttpRequest, extra_context=None):
         if not request.user.has_perm(CONSOLE_PERMISSION):
             return super().index(request, extra_context)
-        window = console.WINDOWS.get(request.GET.get("window", ""), console.DEFAULT_WINDOW)
+        window = dashboard.WINDOWS.get(request.GET.get("window", ""), dashboard.DEFAULT_WINDOW)
         with replica_reads():
-            board = console.dashboard(now=timezone.now(), window=window)
+            board = dashboard.dashboard(now=timezone.now(), window=window)
         context = {
             "board": board,
-            "windows": console.WINDOWS.values(),
+            "windows": dashboard.WINDOWS.values(),
             "attention": [
                 (reason, attention_label(reason), count)
                 for reason, count in board.attention.items()
@@ -142,7 +142,7 @@ class ConsoleAdminSite(admin.AdminSite):
         if not request.user.has_perm(CONSOLE_PERMISSION):
             raise PermissionDenied
         with replica_reads():
-            report = console.needs_attention(now=timezone.now())
+            report = dashboard.needs_attention(now=timezone.now())
         context = {
             **self.each_context(request),
             "title": "Needs attention",
@@ -152,7 +152,7 @@ class ConsoleAdminSite(admin.AdminSite):
                 for group in report.groups
             ],
         }
-        return TemplateResponse(request, "admin/payouts/needs_attention.html", context)
+        return TemplateResponse(request, "admin/console/needs_attention.html", context)
 
     def waiting_for_approval(self, request: HttpRequest):
         """Staff money actions waiting for a second person, each with its decision: approve (it

@@ -28,7 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from config.db_router import replica_reads
 from payouts import selectors
-from payouts.transitions import TransferStatus
+from payouts.transfer.transitions import TransferStatus
 
 # A scrape must never become the database's problem: its queries give up after this long.
 SCRAPE_STATEMENT_TIMEOUT_MS = 5_000

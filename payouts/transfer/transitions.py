@@ -1,7 +1,7 @@
 """The seller transfer state machine: the one table of allowed moves.
 
 ``SellerTransferManager.transition`` is the only code that changes a transfer's status, and it
-asks ``can_transition`` first; ``payouts.moves`` names each edge and is its only caller. A
+asks ``can_transition`` first; ``payouts.transfer.moves`` names each edge and is its only caller. A
 same-state move is allowed for every known status: it is how a worker records another attempt
 (``retry_count``, ``next_retry_at``) with an audit row. ``docs/states.md`` draws the table, and a
 test keeps the README's diagram equal to it.
@@ -50,33 +50,56 @@ class EndReason(models.TextChoices):
     ORDER_REFUNDED = "order_refunded"
 
 
-S = TransferStatus
-
 ALLOWED_TRANSITIONS: Mapping[str, frozenset[str]] = {
     # pending → permanently_failed: the order was refunded in full before the seller was paid.
-    S.PENDING: frozenset({S.COMPLETED, S.FAILED, S.HELD, S.PERMANENTLY_FAILED}),
-    S.HELD: frozenset({S.PENDING, S.PERMANENTLY_FAILED}),
-    S.COMPLETED: frozenset({S.REVERSAL_PENDING}),
-    S.FAILED: frozenset({S.COMPLETED, S.HELD, S.PERMANENTLY_FAILED}),
+    TransferStatus.PENDING: frozenset(
+        {
+            TransferStatus.COMPLETED,
+            TransferStatus.FAILED,
+            TransferStatus.HELD,
+            TransferStatus.PERMANENTLY_FAILED,
+        }
+    ),
+    TransferStatus.HELD: frozenset({TransferStatus.PENDING, TransferStatus.PERMANENTLY_FAILED}),
+    TransferStatus.COMPLETED: frozenset({TransferStatus.REVERSAL_PENDING}),
+    TransferStatus.FAILED: frozenset(
+        {TransferStatus.COMPLETED, TransferStatus.HELD, TransferStatus.PERMANENTLY_FAILED}
+    ),
     # reversal_pending → completed: everything taken back was given back (a dispute won, a
     # refund that failed): the seller keeps all of it again.
-    S.REVERSAL_PENDING: frozenset(
-        {S.COMPLETED, S.REVERSED, S.PARTIALLY_REVERSED, S.REVERSAL_REFUSED, S.PERMANENTLY_FAILED}
+    TransferStatus.REVERSAL_PENDING: frozenset(
+        {
+            TransferStatus.COMPLETED,
+            TransferStatus.REVERSED,
+            TransferStatus.PARTIALLY_REVERSED,
+            TransferStatus.REVERSAL_REFUSED,
+            TransferStatus.PERMANENTLY_FAILED,
+        }
     ),
-    S.PARTIALLY_REVERSED: frozenset({S.REVERSAL_PENDING}),
+    TransferStatus.PARTIALLY_REVERSED: frozenset({TransferStatus.REVERSAL_PENDING}),
     # A reversed transfer can be owed something back (a dispute won, a refund that failed).
-    S.REVERSED: frozenset({S.REVERSAL_PENDING}),
+    TransferStatus.REVERSED: frozenset({TransferStatus.REVERSAL_PENDING}),
     # Another refund of the order: its share is tried at Stripe again.
-    S.REVERSAL_REFUSED: frozenset({S.REVERSAL_PENDING}),
+    TransferStatus.REVERSAL_REFUSED: frozenset({TransferStatus.REVERSAL_PENDING}),
     # Staff only: a row that gave up after its retries is re-queued, an unpaid transfer as
     # failed, an unfinished reversal as reversal_pending. Held or pending: a transfer cancelled
     # because its order was refunded in full is owed again (that refund failed).
-    S.PERMANENTLY_FAILED: frozenset({S.FAILED, S.REVERSAL_PENDING, S.HELD, S.PENDING}),
+    TransferStatus.PERMANENTLY_FAILED: frozenset(
+        {
+            TransferStatus.FAILED,
+            TransferStatus.REVERSAL_PENDING,
+            TransferStatus.HELD,
+            TransferStatus.PENDING,
+        }
+    ),
 }
 
 # Edges only a person may take (``moves.requeued``); no worker, webhook or sweep ever does.
 STAFF_ONLY_TRANSITIONS = frozenset(
-    {(S.PERMANENTLY_FAILED, S.FAILED), (S.PERMANENTLY_FAILED, S.REVERSAL_PENDING)}
+    {
+        (TransferStatus.PERMANENTLY_FAILED, TransferStatus.FAILED),
+        (TransferStatus.PERMANENTLY_FAILED, TransferStatus.REVERSAL_PENDING),
+    }
 )
 
 # Statuses no automatic actor ever leaves.

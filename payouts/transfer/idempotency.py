@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from payouts.gateway import GatewayError
+from payouts.stripe_api.gateway import GatewayError
 
 # Stripe keeps a key for 24 hours; an hour of margin for clocks and slow calls.
 KEY_MEMORY = timedelta(hours=23)

@@ -20,14 +20,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from ledger import services as book
-from payouts.idempotency import NextAttempt
+import ledger.services
 from payouts.models import SellerTransfer
-from payouts.transitions import EndReason, HeldReason, TransferStatus, TransitionNotAllowed
+from payouts.transfer.idempotency import NextAttempt
+from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus, TransitionNotAllowed
 
 logger = logging.getLogger(__name__)
-
-S = TransferStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +54,10 @@ def _move(transfer: SellerTransfer, to: str, actor: Actor, detail: dict, **field
     )
 
 
-def book_ref(transfer: SellerTransfer, step: object = None) -> book.TransferRef:
+def book_ref(transfer: SellerTransfer, step: object = None) -> ledger.services.TransferRef:
     """The transfer as the book names it, for the step posting (by default the move just made:
     its audit event)."""
-    return book.TransferRef(
+    return ledger.services.TransferRef(
         transfer_id=transfer.pk,
         order_id=transfer.order_id,
         seller_id=transfer.seller_id,
@@ -123,7 +121,7 @@ def paid(
     with transaction.atomic():
         _move(
             transfer,
-            S.COMPLETED,
+            TransferStatus.COMPLETED,
             actor,
             detail,
             amount_withheld=withheld,
@@ -137,14 +135,16 @@ def paid(
             key_first_sent_at=None,
         )
         if sent:
-            book.post_transfer_sent(
+            ledger.services.post_transfer_sent(
                 book_ref(transfer), amount=sent, stripe_transfer_id=stripe_transfer_id
             )
         if owed:
             # Its shares exceed what was left once netted: nothing to keep back or reverse for
             # the rest, so the seller owes it, netted from their next transfers.
-            book.seller_debt_lock(seller_id=transfer.seller_id, currency=transfer.currency)
-            book.post_reversal_refused(
+            ledger.services.seller_debt_lock(
+                seller_id=transfer.seller_id, currency=transfer.currency
+            )
+            ledger.services.post_reversal_refused(
                 book_ref(transfer), previous_owed=previous_owed, owed_total=previous_owed + owed
             )
     _log(transfer, logging.INFO, "seller paid", stripe_transfer_id=stripe_transfer_id)
@@ -161,7 +161,13 @@ def send_failed(
 ) -> SellerTransfer:
     """pending | failed → failed: one attempt to pay failed; the next is due at ``retry_at``."""
     _attempt_failed(
-        transfer, S.FAILED, "transfer_idempotency_key", message, follow, retry_at, actor
+        transfer,
+        TransferStatus.FAILED,
+        "transfer_idempotency_key",
+        message,
+        follow,
+        retry_at,
+        actor,
     )
     _log(transfer, logging.WARNING, "paying the seller failed; will retry", error=message)
     return transfer
@@ -174,7 +180,7 @@ def send_given_up(
     attempt = transfer.retry_count + 1
     _move(
         transfer,
-        S.PERMANENTLY_FAILED,
+        TransferStatus.PERMANENTLY_FAILED,
         actor,
         {"error": message, "attempt": attempt, "reason": EndReason.RETRIES_EXHAUSTED},
         error_message=message,
@@ -196,7 +202,7 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
     with transaction.atomic():
         _move(
             transfer,
-            S.PERMANENTLY_FAILED,
+            TransferStatus.PERMANENTLY_FAILED,
             actor,
             {"reason": EndReason.ORDER_REFUNDED, "netting_released": netted},
             error_message=message,
@@ -206,9 +212,9 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
             held_reason="",
         )
         if netted:
-            book.post_netting_released(book_ref(transfer), amount=netted)
+            ledger.services.post_netting_released(book_ref(transfer), amount=netted)
         # The refund shares already withheld from it were booked when they were withheld.
-        book.post_transfer_cancelled(book_ref(transfer), amount=unpaid)
+        ledger.services.post_transfer_cancelled(book_ref(transfer), amount=unpaid)
     _log(transfer, logging.WARNING, message)
     return transfer
 
@@ -222,14 +228,14 @@ def reinstated(transfer: SellerTransfer, *, until: datetime | None, actor: Actor
     unpaid = transfer.amount - transfer.kept_back
     fields: dict[str, Any] = {"end_reason": "", "retry_count": 0, "error_message": ""}
     if until is not None:
-        to = S.HELD
+        to = TransferStatus.HELD
         fields.update(held_reason=HeldReason.AWAITING_RELEASE, next_retry_at=until)
     else:
-        to = S.PENDING
+        to = TransferStatus.PENDING
         fields.update(next_retry_at=timezone.now())
     with transaction.atomic():
         _move(transfer, to, actor, {"reinstated": unpaid, "reason": "refund failed"}, **fields)
-        book.post_transfer_reinstated(book_ref(transfer), amount=unpaid)
+        ledger.services.post_transfer_reinstated(book_ref(transfer), amount=unpaid)
     _log(transfer, logging.WARNING, "the refund failed; the seller is owed their share again")
     return transfer
 
@@ -251,7 +257,7 @@ def held(
     keys = _key_fields("transfer_idempotency_key", follow) if follow is not None else {}
     _move(
         transfer,
-        S.HELD,
+        TransferStatus.HELD,
         actor,
         {"reason": reason, "message": message, "until": until.isoformat() if until else None},
         held_reason=reason,
@@ -267,7 +273,7 @@ def released(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
     """held → pending, due now: the hold is over (released, or the account can receive)."""
     return _move(
         transfer,
-        S.PENDING,
+        TransferStatus.PENDING,
         actor,
         {"released_from": transfer.held_reason},
         held_reason="",
@@ -285,7 +291,7 @@ def share_withheld(
     with transaction.atomic():
         _move(
             transfer,
-            S.HELD,
+            TransferStatus.HELD,
             actor,
             {"refund_target": refund_target, "dispute_target": dispute_target},
             reversal_target=refund_target,
@@ -311,7 +317,7 @@ def shares_changed(
         "dispute_target": dispute_target,
         "amount_to_give_back": _to_give_back(transfer, refund_target + dispute_target),
     }
-    if transfer.status != S.REVERSAL_PENDING:
+    if transfer.status != TransferStatus.REVERSAL_PENDING:
         fields.update(
             next_retry_at=timezone.now(),
             retry_count=0,
@@ -321,7 +327,7 @@ def shares_changed(
         )
     detail = {"refund_target": refund_target, "dispute_target": dispute_target}
     with transaction.atomic():
-        _move(transfer, S.REVERSAL_PENDING, actor, detail, **fields)
+        _move(transfer, TransferStatus.REVERSAL_PENDING, actor, detail, **fields)
         _post_shares(transfer, previous)
     return transfer
 
@@ -355,8 +361,12 @@ def _to_give_back(transfer: SellerTransfer, new_total: int) -> int:
 
 def _post_shares(transfer: SellerTransfer, previous: tuple[int, int]) -> None:
     ref = book_ref(transfer)
-    book.post_refund_share(ref, previous_target=previous[0], target=transfer.reversal_target)
-    book.post_dispute_share(ref, previous_target=previous[1], target=transfer.dispute_target)
+    ledger.services.post_refund_share(
+        ref, previous_target=previous[0], target=transfer.reversal_target
+    )
+    ledger.services.post_dispute_share(
+        ref, previous_target=previous[1], target=transfer.dispute_target
+    )
 
 
 def reversal_failed(
@@ -370,7 +380,9 @@ def reversal_failed(
     """reversal_pending → reversal_pending: one attempt failed; the next is due at
     ``retry_at``."""
     key_field = "reversal_idempotency_key"
-    _attempt_failed(transfer, S.REVERSAL_PENDING, key_field, message, follow, retry_at, actor)
+    _attempt_failed(
+        transfer, TransferStatus.REVERSAL_PENDING, key_field, message, follow, retry_at, actor
+    )
     _log(transfer, logging.WARNING, "reversal attempt failed; will retry", error=message)
     return transfer
 
@@ -391,7 +403,7 @@ def give_back_waits(
     should that news never come. Stripe answered, so the next attempt sends a new key."""
     _move(
         transfer,
-        S.REVERSAL_PENDING,
+        TransferStatus.REVERSAL_PENDING,
         actor,
         {"waits_for": reason, "message": message, "recheck_at": recheck_at.isoformat()},
         held_reason=reason,
@@ -408,7 +420,7 @@ def give_back_resumed(transfer: SellerTransfer, *, actor: Actor) -> SellerTransf
     is a new one), so the give-back that waited for it is sent."""
     return _move(
         transfer,
-        S.REVERSAL_PENDING,
+        TransferStatus.REVERSAL_PENDING,
         actor,
         {"resumed_from": transfer.held_reason},
         held_reason="",
@@ -435,7 +447,7 @@ def reversal_given_up(
         )
     _move(
         transfer,
-        S.PERMANENTLY_FAILED,
+        TransferStatus.PERMANENTLY_FAILED,
         actor,
         {"error": message, "reason": reason},
         error_message=message,
@@ -494,7 +506,7 @@ def reversal_settled(
             amount_to_give_back=to_give_back,
             stripe_reversal_id=stripe_reversal_id or transfer.stripe_reversal_id,
             stripe_return_id=stripe_return_id or transfer.stripe_return_id,
-            # The next step gets a fresh key (see payouts.idempotency).
+            # The next step gets a fresh key (see payouts.transfer.idempotency).
             reversal_idempotency_key="",
             key_first_sent_at=None,
             retry_count=0,
@@ -505,13 +517,13 @@ def reversal_settled(
             held_reason="",
         )
         ref = book_ref(transfer)
-        book.post_reversal(
+        ledger.services.post_reversal(
             ref,
             previous_reversed=previous_reversed,
             reversed_total=reversed_total,
             stripe_reversal_id=stripe_reversal_id,
         )
-        book.post_given_back(
+        ledger.services.post_given_back(
             ref, debt_cancelled=0, returned=given_back, stripe_transfer_id=stripe_return_id
         )
     _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=reversed_total)
@@ -537,12 +549,12 @@ def _ours_beyond_shares(transfer, taken, to_give_back, ours, elsewhere) -> int:
 def _settled_status(transfer: SellerTransfer, taken: int, to_give_back: int):
     shares = transfer.reversal_target + transfer.dispute_target
     if taken < shares or to_give_back > 0:
-        return S.REVERSAL_PENDING, timezone.now()
+        return TransferStatus.REVERSAL_PENDING, timezone.now()
     if taken <= 0:
-        return S.COMPLETED, None
+        return TransferStatus.COMPLETED, None
     if taken >= transfer.amount:
-        return S.REVERSED, None
-    return S.PARTIALLY_REVERSED, None
+        return TransferStatus.REVERSED, None
+    return TransferStatus.PARTIALLY_REVERSED, None
 
 
 def debt_given_back(
@@ -558,7 +570,7 @@ def debt_given_back(
     with transaction.atomic():
         _move(
             transfer,
-            S.REVERSAL_PENDING,
+            TransferStatus.REVERSAL_PENDING,
             actor,
             detail,
             amount_owed=transfer.amount_owed - amount,
@@ -566,8 +578,10 @@ def debt_given_back(
         )
         ref = book_ref(transfer)
         if written_off:
-            book.post_write_off_reversed(ref, amount=written_off)
-        book.post_given_back(ref, debt_cancelled=amount, returned=0, stripe_transfer_id="")
+            ledger.services.post_write_off_reversed(ref, amount=written_off)
+        ledger.services.post_given_back(
+            ref, debt_cancelled=amount, returned=0, stripe_transfer_id=""
+        )
     return transfer
 
 
@@ -586,14 +600,14 @@ def reversal_seen_at_stripe(
         "amount_reversed": amount_reversed,
         "amount_to_give_back": transfer.amount_to_give_back + pays_debt,
     }
-    if transfer.status != S.REVERSAL_PENDING:
+    if transfer.status != TransferStatus.REVERSAL_PENDING:
         fields.update(next_retry_at=timezone.now(), retry_count=0, read_stripe_first=False)
     detail: dict[str, Any] = {"stripe_amount_reversed": amount_reversed, "seen_at_stripe": True}
     if pays_debt:
         detail["pays_debt"] = pays_debt
     with transaction.atomic():
-        _move(transfer, S.REVERSAL_PENDING, actor, detail, **fields)
-        book.post_reversal(
+        _move(transfer, TransferStatus.REVERSAL_PENDING, actor, detail, **fields)
+        ledger.services.post_reversal(
             book_ref(transfer),
             previous_reversed=previous,
             reversed_total=amount_reversed,
@@ -625,7 +639,7 @@ def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) ->
     with transaction.atomic():
         _move(
             transfer,
-            S.REVERSAL_REFUSED,
+            TransferStatus.REVERSAL_REFUSED,
             actor,
             {"error": message, "amount_owed": owed},
             amount_owed=owed,
@@ -636,8 +650,10 @@ def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) ->
             key_first_sent_at=None,
             read_stripe_first=False,
         )
-        book.seller_debt_lock(seller_id=transfer.seller_id, currency=transfer.currency)
-        book.post_reversal_refused(book_ref(transfer), previous_owed=previous_owed, owed_total=owed)
+        ledger.services.seller_debt_lock(seller_id=transfer.seller_id, currency=transfer.currency)
+        ledger.services.post_reversal_refused(
+            book_ref(transfer), previous_owed=previous_owed, owed_total=owed
+        )
     _log(transfer, logging.WARNING, "the rest of the share is now the seller's debt", owed=owed)
     return transfer
 
