@@ -1,15 +1,21 @@
 """The project's one error vocabulary.
 
 Services raise a ``DomainError`` subclass; each carries a stable ``code`` and the HTTP status an
-interface should answer with. The DRF exception handler (``config.errors.exception_handler``)
-renders them as ``{"detail": …, "code": …}`` (plus the row concerned, when there is one) and the
-admin's actions turn them into one message each (``admin_message``). Both apps raise them;
-neither imports the other's interfaces to do so.
+interface should answer with. DRF's ``EXCEPTION_HANDLER`` (``exception_handler`` below) renders
+them, and every DRF ``APIException``, in one shape, ``{"detail": …, "code": …}``, plus the row
+concerned under its own name when the error carries one (a transfer that stayed ``failed``, the
+refund Stripe refused); the admin's actions turn them into one message each
+(``admin_message``). Apps raise them; this module imports no app: an app says how its rows are
+shown with an error through ``show_with_errors``.
 """
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.contrib import messages
+from rest_framework.exceptions import APIException
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class DomainError(Exception):
@@ -51,3 +57,26 @@ def admin_message(error: DomainError, *, about: str) -> tuple[int, str]:
     """The admin message level and text for ``error`` raised while acting on ``about``."""
     level = messages.ERROR if error.http_status >= 500 else messages.WARNING
     return level, f"{about}: {error.message}"
+
+
+# How a row carried by an error is shown: its model -> (the key in the body, its serializer).
+_SUBJECTS: dict[type, tuple[str, Callable[[Any], Any]]] = {}
+
+
+def show_with_errors(model: type, *, name: str, serializer: Callable[[Any], Any]) -> None:
+    """Show a ``model`` row carried by an error under ``name``, as ``serializer`` renders it."""
+    _SUBJECTS[model] = (name, serializer)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        body = {"detail": exc.message, "code": exc.code}
+        if type(exc.subject) in _SUBJECTS:
+            name, serializer = _SUBJECTS[type(exc.subject)]
+            body[name] = serializer(exc.subject).data
+        return Response(body, status=exc.http_status)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, APIException) and isinstance(response.data, dict):
+        codes = exc.get_codes()
+        response.data.setdefault("code", codes if isinstance(codes, str) else "invalid")
+    return response

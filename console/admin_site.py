@@ -1,7 +1,7 @@
 """The admin site of the operator's console: the dashboard as its first page, the "needs
 attention" page, and how transfer statuses and attention reasons read everywhere in it.
 
-``config.apps.ConsoleAdminConfig`` makes this the default admin site, so every app's
+``console.apps.ConsoleAdminConfig`` makes this the default admin site, so every app's
 ``admin.site.register`` lands here. The figures come from ``console.dashboard`` (reads only, from
 the read replica when one is configured); docs/console.md explains them.
 """

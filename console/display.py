@@ -1,5 +1,5 @@
 """The admin's small pieces of HTML, shared by every app's admin: money, status badges and
-links to Stripe. Display only; the styles are in ``config/static/console/console.css``."""
+links to Stripe. Display only; the styles are in ``console/static/console/console.css``."""
 
 from datetime import timedelta
 from enum import StrEnum

@@ -8,7 +8,7 @@ Two kinds:
   reads a few dozen rows however big the tables grow), due rows and the age of the oldest due
   reversal (on the workers' partial indexes). Every web process answers the same. With
   ``DATABASE_REPLICA_URL`` set these reads go to the replica (``config.db_router``).
-- **Counted in the process that does the work** (``STRIPE_CALLS``): Stripe API calls by
+- **Counted in the process that does the work** (``payouts.telemetry``): Stripe API calls by
   operation and outcome. The gateway runs in Celery workers as well as in the web app, so a
   scrape of one process sees only that process's calls unless Prometheus' multiprocess mode is
   on: set ``PROMETHEUS_MULTIPROC_DIR`` to one empty directory shared by the web app and the
@@ -21,48 +21,17 @@ from collections.abc import Iterator
 
 from django.db import connections, transaction
 from django.utils import timezone
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from config.db_router import replica_reads
-from payouts import selectors
+from payouts import selectors, telemetry  # noqa: F401  (registers the counters)
 from payouts.transfer.transitions import TransferStatus
 
 # A scrape must never become the database's problem: its queries give up after this long.
 SCRAPE_STATEMENT_TIMEOUT_MS = 5_000
-
-STRIPE_CALLS = Counter(
-    "payouts_stripe_calls",
-    "Stripe API calls made by this service, by operation and outcome "
-    "(succeeded, or the gateway's error class).",
-    ["operation", "outcome"],
-)
-
-
-def stripe_call_observed(*, operation: str, outcome: str) -> None:
-    """Count one Stripe call; the gateway calls this once per API call it makes."""
-    STRIPE_CALLS.labels(operation=operation, outcome=outcome).inc()
-
-
-EVENTS_REFUSED = Counter(
-    "payouts_events_refused",
-    "Stripe events stored but refused because applying them would move money wrongly "
-    "(e.g. a refund in another currency than its order). Alert on any increase.",
-    ["reason"],
-)
-
-
-def event_refused(*, reason: str) -> None:
-    EVENTS_REFUSED.labels(reason=reason).inc()
-
-
-REFUNDS_WHILE_DISPUTED = Counter(
-    "payouts_refunds_while_disputed",
-    "Refunds Stripe reported for a charge its buyer's bank was disputing: applied (the "
-    "sellers' shares never exceed what they received), flagged for staff.",
-)
 
 
 def _family(kind, name: str, documentation: str, labels: list[str], items) -> Metric:

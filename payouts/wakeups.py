@@ -8,7 +8,7 @@
   one per second of due time at most); longer backoffs are left to the sweep.
 
 Services call these instead of importing the Celery tasks: the tasks import the services, so
-the tasks module is looked up when a wake-up is sent, not when this module is loaded.
+tasks are sent by name from Celery's registry, and this module never imports them.
 
 Nothing here is the only way work gets done: beat's sweep finds whatever a lost message left
 behind, and the claim (``SKIP LOCKED`` and a lease) makes a wake-up and the sweep racing for a
@@ -20,13 +20,14 @@ only make it redeliver an event that is already stored.
 import logging
 from datetime import datetime, timedelta
 from functools import lru_cache
-from importlib import import_module
 
 import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnreachable
+
+from config.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +61,19 @@ def clear_mark(name: str) -> None:
 
 
 def _send(task_name: str, *, mark: str | None = None, eta: datetime | None = None, **kwargs):
-    task = getattr(import_module("payouts.tasks"), task_name)
     # Asked of the Celery app, which always has an answer: ``CELERY_TASK_ALWAYS_EAGER`` is a
     # Django setting only the tests define, and reading it crashed every failed attempt
     # elsewhere.
-    if eta is not None and task.app.conf.task_always_eager:
+    if eta is not None and celery_app.conf.task_always_eager:
         # An eager Celery (the tests) would run a countdown at once, ahead of its time, inside
         # the attempt that failed: the sweep is the countdown there.
         return
     try:
         if mark is not None and not _first_mark(mark):
             return
-        task.apply_async(kwargs=kwargs, eta=eta)
+        # By name, from Celery's registry: the services that wake workers never import the
+        # tasks that run them (which import the services).
+        celery_app.tasks[f"payouts.tasks.{task_name}"].apply_async(kwargs=kwargs, eta=eta)
     except (BrokerUnreachable, redis.RedisError) as error:
         logger.warning(
             "could not wake a worker; beat's sweep will pick the work up",

@@ -8,7 +8,8 @@ It walks the AST of the application packages and reports every direct status wri
 updates ``payouts_sellertransfer``'s status. In ``payouts`` (which owns transfers and hands
 order and refund changes to ``marketplace`` services) every such write counts; elsewhere only
 writes whose expression mentions a transfer do, since the AST carries no types. Any call of a
-``.transition(…)`` method outside ``payouts/transfer/moves.py`` counts too: every edge has a name there.
+``.transition(…)`` method outside ``payouts/transfer/moves.py`` counts too: every edge has a
+name there.
 """
 
 import ast

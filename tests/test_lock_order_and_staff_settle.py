@@ -13,7 +13,6 @@ from django.contrib.messages import get_messages
 from django.db import connections, transaction
 from django.db.models import F
 from django.urls import reverse
-from payouts.transfer.actors import Actor
 
 from marketplace.models import Order, Refund
 from marketplace.selectors import order_refund_reserved_amount
@@ -25,6 +24,7 @@ from payouts.services.refunds import (
     staff_refund_settle,
 )
 from payouts.transfer import moves
+from payouts.transfer.actors import Actor
 from payouts.transfer.locks import order_transfers_lock, transfer_lock
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import make_event, paid_order, post_event

@@ -14,8 +14,8 @@ import yaml
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from console.metrics import stripe_call_observed
 from devtools.management.commands.run_service import PROCFILE, plan_service
+from payouts.telemetry import stripe_call_observed
 from payouts.transfer.transitions import TransferStatus
 from tests.factories import SellerTransferEventFactory, SellerTransferFactory, UserFactory
 
@@ -195,7 +195,8 @@ def test_the_schema_generates_without_a_single_warning():
 @pytest.mark.slow  # starts manage.py in a process
 def test_every_log_record_is_one_json_line_with_its_extra_fields():
     code = (
-        "import logging; logging.getLogger('payouts.stripe_api.gateway').warning('stripe call failed', "
+        "import logging; logging.getLogger('payouts.stripe_api.gateway')"
+        ".warning('stripe call failed', "
         "extra={'stripe_operation': 'reversals.create', 'outcome': 'StripeTransientError', "
         "'transfer_id': 42, 'order_id': 7})"
     )

@@ -46,7 +46,14 @@ def test_four_worker_processes_reverse_each_transfer_exactly_once_despite_droppe
 
     workers = [
         subprocess.Popen(
-            [sys.executable, "manage.py", "process_reversals", "--drain", "--max-seconds", "120"],
+            [
+                sys.executable,
+                "manage.py",
+                "process_reversals",
+                "--drain",
+                "--max-seconds",
+                "120",
+            ],
             cwd=ROOT,
             env=worker_environment(sandbox_server.url),
             stdout=subprocess.PIPE,

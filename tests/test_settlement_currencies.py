@@ -8,13 +8,13 @@ The expected figures are worked out by hand in each test, not by the code under 
 import pytest
 from django.urls import reverse
 
-from console.metrics import EVENTS_REFUSED
 from ledger.models import Entry, EntryKind
 from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.ledger_check import ledger_check
 from payouts.services.transfers import orders_settle_due, platform_fee
+from payouts.telemetry import EVENTS_REFUSED
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     STRIPE_500,

@@ -51,8 +51,10 @@ def test_inside_payouts_any_status_write_counts_whatever_the_variable_is_called(
 
 
 def test_the_scanner_catches_a_violation_planted_in_a_real_tree(tmp_path):
-    (tmp_path / "payouts").mkdir()
-    (tmp_path / "payouts" / "managers.py").write_text("transfer.status = 'allowed here'\n")
+    (tmp_path / "payouts" / "transfer").mkdir(parents=True)
+    (tmp_path / "payouts" / "transfer" / "managers.py").write_text(
+        "transfer.status = 'allowed here'\n"
+    )
     (tmp_path / "payouts" / "worker.py").write_text("def go(t):\n    t.status = 'reversed'\n")
 
     violations = scan_tree(tmp_path, ("payouts",))

@@ -1,5 +1,6 @@
-"""The transfer state table (``payouts/transfer/transitions.py``): exactly the documented moves, and out
-of permanently_failed only by staff or to pay a transfer whose cancelling refund failed."""
+"""The transfer state table (``payouts/transfer/transitions.py``): exactly the documented
+moves, and out of permanently_failed only by staff or to pay a transfer whose cancelling refund
+failed."""
 
 import itertools
 

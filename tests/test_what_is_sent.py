@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
-from payouts.transfer.actors import Actor
 
 from marketplace.models import AccountStatus
 from marketplace.services import seller_account_set
@@ -17,6 +16,7 @@ from payouts.services.ledger_check import ledger_check
 from payouts.services.reconciliation import transfers_compare_with_stripe
 from payouts.services.transfers import transfer_send, transfers_send_due
 from payouts.stripe_api.gateway import StripeAccount, StripeTransientError, get_gateway
+from payouts.transfer.actors import Actor
 from payouts.transfer.locks import claim_due
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import (

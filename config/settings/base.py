@@ -22,8 +22,10 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
 INSTALLED_APPS = [
-    # django.contrib.admin, whose site opens on the operator's console.
-    "config.apps.ConsoleAdminConfig",
+    # The operator's console first, so its templates override the admin's; then
+    # django.contrib.admin, whose site is the console's.
+    "console",
+    "console.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -58,8 +60,7 @@ WSGI_APPLICATION = "config.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        # The project's own templates, ahead of every app's (the admin's base_site.html).
-        "DIRS": [BASE_DIR / "config" / "templates"],
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -105,7 +106,6 @@ FORMAT_MODULE_PATH = "config.formats"
 STATIC_URL = "static/"
 # `manage.py collectstatic` fills it (the Docker image does); whitenoise serves it in production.
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "config" / "static"]
 # Without DEBUG (production, or the sandbox image), the app serves the collected admin static
 # files itself, right after SecurityMiddleware.
 WHITENOISE_MIDDLEWARE = "whitenoise.middleware.WhiteNoiseMiddleware"
@@ -259,7 +259,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Approval requests nobody decided in time, and approved actions whose process died.
     "sweep-approvals": {
-        "task": "payouts.tasks.approvals_sweep",
+        "task": "approvals.tasks.approvals_sweep",
         "schedule": 60,
         "options": {"expires": 60},
     },
@@ -275,7 +275,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Beat's heartbeat: a worker stamps it in Redis and /healthz reads how old it is.
     "heartbeat": {
-        "task": "payouts.tasks.heartbeat",
+        "task": "console.tasks.heartbeat_stamp",
         "schedule": HEARTBEAT_INTERVAL.total_seconds(),
         "options": {"expires": HEARTBEAT_INTERVAL.total_seconds()},
     },

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from django.db import transaction
 
 import ledger.services
-from console.metrics import event_refused
 from marketplace.services import DisputeFacts, dispute_record, order_find_for_refund, order_lock
 from payouts.services.shares import transfers_apply_shares
 from payouts.stripe_api.gateway import StripeDispute
+from payouts.telemetry import event_refused
 from payouts.transfer.actors import Actor
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from django.utils import timezone
 
 import ledger.services
 from config.errors import Conflict, StripeRefused
-from console.metrics import REFUNDS_WHILE_DISPUTED, event_refused
 from marketplace.models import DisputeStatus, Order, Refund, RefundStatus
 from marketplace.selectors import refund_settled_amount
 from marketplace.services import (
@@ -31,6 +30,7 @@ from marketplace.services import (
 from payouts.services.shares import transfers_apply_shares
 from payouts.services.transfers import settlement_due_rows, settlement_read
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeRefund, get_gateway
+from payouts.telemetry import REFUNDS_WHILE_DISPUTED, event_refused
 from payouts.transfer.actors import Actor
 from payouts.transfer.idempotency import KEY_MEMORY
 from payouts.wakeups import reversals_due_after_commit

@@ -1,8 +1,9 @@
 """The reversal worker: take each seller's share of a refund back at Stripe.
 
-It claims due ``reversal_pending`` rows (a lease, ``SKIP LOCKED``; see ``payouts.transfer.locks``), calls
-Stripe with no transaction open, and settles each outcome under the row's lock with a named
-move, until no due row is left or its time budget is spent. The outcomes:
+It claims due ``reversal_pending`` rows (a lease, ``SKIP LOCKED``; see
+``payouts.transfer.locks``), calls Stripe with no transaction open, and settles each outcome
+under the row's lock with a named move, until no due row is left or its time budget is spent.
+The outcomes:
 
 =========================================  ============================================
 Stripe (or the row) says                   the row becomes

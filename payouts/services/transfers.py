@@ -1,11 +1,10 @@
 """Paying sellers: one Stripe transfer per seller of a paid order.
 
 A payment creates one ``pending`` row per seller, due at once, and a Celery task sent after
-commit pays them. The sender claims due ``pending``/``failed`` rows (see ``payouts.transfer.locks``),
-calls Stripe with no transaction open, and records the outcome with a named move. The same code
-serves the first send, the retry worker, recovery of rows a crashed sender left ``pending``, and
-the staff retry.
-"""
+commit pays them. The sender claims due ``pending``/``failed`` rows (see
+``payouts.transfer.locks``), calls Stripe with no transaction open, and records the outcome with
+a named move. The same code serves the first send, the retry worker, recovery of rows a crashed
+sender left ``pending``, and the staff retry."""
 
 import logging
 from collections import Counter

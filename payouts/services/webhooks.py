@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from console.metrics import event_refused
 from marketplace.selectors import seller_for_connected_account
 from marketplace.services import OrderMismatch, order_find_for_payment
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
@@ -32,6 +31,7 @@ from payouts.stripe_api.gateway import (
     payout_from_stripe,
     refund_from_stripe,
 )
+from payouts.telemetry import event_refused
 from payouts.transfer.actors import Actor
 from payouts.wakeups import sync_charge_refunds_after_commit
 

@@ -18,8 +18,8 @@ from typing import Any
 import stripe
 from django.conf import settings
 
-from console.metrics import stripe_call_observed
 from payouts.stripe_api.rate_limit import StripeRateLimiter
+from payouts.telemetry import stripe_call_observed
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ transaction, so the book can never miss a movement nor count one that did not ha
 """
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,30 +21,11 @@ from django.utils import timezone
 
 import ledger.services
 from payouts.models import SellerTransfer
+from payouts.transfer.actors import Actor
 from payouts.transfer.idempotency import NextAttempt
 from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus, TransitionNotAllowed
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who or what made a move; recorded on its audit event."""
-
-    caused_by: str
-    user: Any = None
-
-    @classmethod
-    def worker(cls, task: str) -> "Actor":
-        return cls(f"worker:{task}")
-
-    @classmethod
-    def webhook(cls, stripe_event_id: str) -> "Actor":
-        return cls(f"webhook:{stripe_event_id}")
-
-    @classmethod
-    def staff(cls, user: Any) -> "Actor":
-        return cls(f"staff:{user.get_username()}", user)
 
 
 def _move(transfer: SellerTransfer, to: str, actor: Actor, detail: dict, **fields: Any):
