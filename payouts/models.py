@@ -325,6 +325,11 @@ class WebhookOutcome(models.TextChoices):
     FAILED = "failed"
 
 
+# An inbox row in one of these is finished with: never processed again (unless replayed by
+# force), and old enough ones are deleted by retention.
+WEBHOOK_DONE_OUTCOMES = (WebhookOutcome.PROCESSED, WebhookOutcome.IGNORED)
+
+
 class WebhookEvent(models.Model):
     """The inbox: one row per Stripe event id, whatever its type, stored before processing."""
 

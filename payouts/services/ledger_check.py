@@ -43,7 +43,6 @@ from ledger.models import AccountKind, Break, BreakKind, CheckRun, Entry, EntryK
 from marketplace.models import Order, OrderStatus
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
 from payouts.models import SellerTransfer
-from payouts.services.shares import PAID
 from payouts.services.transfers import transfer_group
 from payouts.stripe_api.gateway import (
     GatewayError,
@@ -52,7 +51,7 @@ from payouts.stripe_api.gateway import (
     TransferNotFound,
     get_gateway,
 )
-from payouts.transfer.transitions import EndReason, TransferStatus
+from payouts.transfer.transitions import PAID_STATUSES, EndReason, TransferStatus
 
 
 @dataclass(frozen=True)
@@ -217,7 +216,7 @@ def _seller_accounts() -> list[Found]:
         book[(seller_id, currency, kind)] = total
     written_off = {(s, c): total for s, c, total in _rows(_WRITTEN_OFF)}
     expected: dict[tuple, int] = {}
-    for seller_id, currency, payable, debt in _rows(_ROWS_BY_SELLER, {"paid": list(PAID)}):
+    for seller_id, currency, payable, debt in _rows(_ROWS_BY_SELLER, {"paid": list(PAID_STATUSES)}):
         expected[(seller_id, currency, "seller_payable")] = payable
         off = written_off.get((seller_id, currency), 0)
         expected[(seller_id, currency, "seller_debt")] = debt - off
@@ -314,7 +313,7 @@ _BY_ORDER = f"""
 
 def _changed_transfers_by_order(since: datetime) -> list[Found]:
     found = []
-    params = {"paid": list(PAID), "since": since}
+    params = {"paid": list(PAID_STATUSES), "since": since}
     for row in _rows(_BY_ORDER, params):
         pk, order_id, seller_id, currency, payable, debt, sent, reversed_ = row[:8]
         book_payable, book_debt, book_sent, book_back = row[8:]
@@ -358,7 +357,7 @@ _TRANSFER_VS_BOOK = f"""
 
 
 def _transfers_in_the_book(since) -> list[Found]:
-    params = {"paid": list(PAID), "since": since}
+    params = {"paid": list(PAID_STATUSES), "since": since}
     return [
         Found(
             BreakKind.TRANSFER_BOOK,

@@ -21,12 +21,12 @@ from django.utils import timezone
 from marketplace.models import Order, OrderStatus, Refund
 from marketplace.services import order_lock
 from payouts.models import SellerTransfer
-from payouts.services.shares import PAID, transfers_apply_shares
+from payouts.services.shares import transfers_apply_shares
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
 from payouts.transfer import moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.locks import transfer_lock
-from payouts.transfer.transitions import EndReason, TransferStatus
+from payouts.transfer.transitions import PAID_STATUSES, EndReason, TransferStatus
 from payouts.wakeups import reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def transfers_compare_with_stripe(
 ) -> list[Difference]:
     """Read every paid transfer (changed within ``since``) at Stripe; return the differences."""
     gateway = gateway or get_gateway()
-    rows = SellerTransfer.objects.exclude(stripe_transfer_id="").filter(status__in=PAID)
+    rows = SellerTransfer.objects.exclude(stripe_transfer_id="").filter(status__in=PAID_STATUSES)
     if since is not None:
         rows = rows.filter(updated_at__gte=timezone.now() - since)
     differences = []

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from payouts.services.webhooks import DONE
+from payouts.models import WEBHOOK_DONE_OUTCOMES
 
 # Small batches, well apart: each is a few milliseconds of the database's CPU and disk, and intake
 # has them to itself in between. A million rows (a day at a million events) take about two minutes.
@@ -52,7 +52,7 @@ def webhook_events_expire(
     ``now - WEBHOOK_RETENTION``, ``batch`` rows per transaction, ``pause`` apart, until none
     is left or ``time_budget`` is spent."""
     cutoff = (now or timezone.now()) - settings.PAYOUTS.webhook_retention
-    params = {"cutoff": cutoff, "done": list(DONE), "batch": batch}
+    params = {"cutoff": cutoff, "done": list(WEBHOOK_DONE_OUTCOMES), "batch": batch}
     deadline = time.monotonic() + time_budget.total_seconds()
     deleted = batches = 0
     while True:

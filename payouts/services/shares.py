@@ -29,19 +29,10 @@ from payouts.selectors import dispute_recovery_amount
 from payouts.transfer import moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.locks import order_transfers_lock
-from payouts.transfer.transitions import EndReason, TransferStatus
+from payouts.transfer.transitions import PAID_STATUSES, EndReason, TransferStatus
 from payouts.wakeups import reversals_due_after_commit, send_transfers_after_commit
 
 logger = logging.getLogger(__name__)
-
-# Transfers that moved money to a seller, so a refund's share can be taken back from them.
-PAID = (
-    TransferStatus.COMPLETED,
-    TransferStatus.REVERSAL_PENDING,
-    TransferStatus.PARTIALLY_REVERSED,
-    TransferStatus.REVERSED,
-    TransferStatus.REVERSAL_REFUSED,
-)
 
 
 def allocate(amount: int, *, of: int, weights: dict) -> dict:
@@ -80,7 +71,7 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
     rows = order_transfers_lock(order.pk)
     if not refunded_in_full:
         _reinstate_cancelled(order, rows, actor)
-    shared = {row.pk: row.amount for row in rows if row.status in PAID or _on_hold(row)}
+    shared = {row.pk: row.amount for row in rows if row.status in PAID_STATUSES or _on_hold(row)}
     refunds = proportional_targets(refunded=refunded, order_total=total, amounts=shared)
     both = proportional_targets(refunded=refunded + recovered, order_total=total, amounts=shared)
     scheduled = 0

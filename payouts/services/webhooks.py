@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from marketplace.selectors import seller_for_connected_account
 from marketplace.services import OrderMismatch, order_find_for_payment
-from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
+from payouts.models import WEBHOOK_DONE_OUTCOMES, SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.bank_payouts import payout_record
 from payouts.services.disputes import DisputeNotApplicable, dispute_apply
 from payouts.services.holds import seller_account_updated, seller_deauthorized
@@ -36,8 +36,6 @@ from payouts.transfer.actors import Actor
 from payouts.wakeups import sync_charge_refunds_after_commit
 
 logger = logging.getLogger(__name__)
-
-DONE = (WebhookOutcome.PROCESSED, WebhookOutcome.IGNORED)
 
 
 class WebhookRejected(Exception):
@@ -71,7 +69,7 @@ def webhook_event_ingest(*, payload: dict, connect: bool = False) -> WebhookEven
         [WebhookEvent(**fields, payload=payload)], ignore_conflicts=True
     )
     event = WebhookEvent.objects.get(stripe_event_id=payload["id"])
-    if event.outcome in DONE:
+    if event.outcome in WEBHOOK_DONE_OUTCOMES:
         return event
     return webhook_event_process(event_id=event.pk)
 
@@ -81,7 +79,7 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent
     left alone unless ``force`` (every handler is idempotent)."""
     with transaction.atomic():
         event = WebhookEvent.objects.select_for_update().get(pk=event_id)
-        if event.outcome in DONE and not force:
+        if event.outcome in WEBHOOK_DONE_OUTCOMES and not force:
             return event
         handler = _handlers(event.account).get(event.type)
         event.attempts += 1

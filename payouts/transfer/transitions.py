@@ -110,6 +110,18 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+# Transfers that moved money to a seller, so a refund's share can be taken back from them.
+PAID_STATUSES = frozenset(
+    {
+        TransferStatus.COMPLETED,
+        TransferStatus.REVERSAL_PENDING,
+        TransferStatus.PARTIALLY_REVERSED,
+        TransferStatus.REVERSED,
+        TransferStatus.REVERSAL_REFUSED,
+    }
+)
+
+
 def can_transition(from_status: str, to_status: str, *, by_staff: bool = False) -> bool:
     """True when the table allows ``from_status → to_status`` (a staff-only edge only
     ``by_staff``); an unknown status allows nothing."""
