@@ -18,6 +18,8 @@ Two kinds:
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import connections, transaction
 from django.utils import timezone
@@ -41,76 +43,102 @@ def _family(kind, name: str, documentation: str, labels: list[str], items) -> Me
     return family
 
 
+@dataclass(frozen=True)
+class _Figures:
+    """What one scrape reads, in one short read-only transaction."""
+
+    transitions: dict
+    by_status: dict
+    due: dict
+    oldest_due: timedelta
+    over_reversed: int
+    ledger_breaks: int
+    disputes: dict
+
+
+def _read_figures(*, now) -> _Figures:
+    with replica_reads() as alias, transaction.atomic(using=alias):
+        with connections[alias].cursor() as cursor:
+            cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
+        return _Figures(
+            transitions=selectors.transition_counts(),
+            by_status=selectors.transfer_counts_by_status(),
+            due=selectors.due_transfer_counts(now=now),
+            oldest_due=selectors.oldest_due_reversal_age(now=now),
+            over_reversed=selectors.over_reversed_count(),
+            ledger_breaks=selectors.ledger_breaks_last_run(),
+            disputes=selectors.open_disputes_by_currency(),
+        )
+
+
+def _transfer_families(figures: _Figures) -> Iterator[Metric]:
+    yield _family(
+        CounterMetricFamily,
+        "payouts_transfer_transitions",
+        "Seller transfer transitions by from/to status, same-state retries included "
+        "(one per audit event, counted as each is written).",
+        ["from_status", "to_status"],
+        figures.transitions.items(),
+    )
+    yield _family(
+        GaugeMetricFamily,
+        "payouts_transfers",
+        "Seller transfer rows per status.",
+        ["status"],
+        (((status,), count) for status, count in figures.by_status.items()),
+    )
+    yield _family(
+        GaugeMetricFamily,
+        "payouts_transfers_due",
+        "Rows a worker would take now (next_retry_at <= now): reversal_pending for the "
+        "reversal worker, failed for the transfer retry worker.",
+        ["status"],
+        (((status,), count) for status, count in figures.due.items()),
+    )
+    yield GaugeMetricFamily(
+        "payouts_oldest_due_reversal_age_seconds",
+        f"Seconds the oldest due {TransferStatus.REVERSAL_PENDING} row has been due "
+        "(0 when none is due). Growing means the reversal worker is not keeping up.",
+        value=figures.oldest_due.total_seconds(),
+    )
+    yield GaugeMetricFamily(
+        "payouts_transfers_over_reversed",
+        "Seller transfers Stripe has reversed beyond their share of the order's refunds "
+        "(a reversal made outside this service, or a key Stripe forgot). Alert on > 0.",
+        value=figures.over_reversed,
+    )
+
+
+def _money_families(figures: _Figures) -> Iterator[Metric]:
+    yield _family(
+        GaugeMetricFamily,
+        "payouts_open_disputes",
+        "Disputes not closed yet, per currency.",
+        ["currency"],
+        (((currency,), count) for currency, (count, _) in figures.disputes.items()),
+    )
+    yield _family(
+        GaugeMetricFamily,
+        "payouts_disputed_amount_at_risk",
+        "Minor units under open disputes (Stripe holds them from the platform), per currency.",
+        ["currency"],
+        (((currency,), amount) for currency, (_, amount) in figures.disputes.items()),
+    )
+    yield GaugeMetricFamily(
+        "payouts_ledger_breaks",
+        "Breaks the latest ledger_check found between the book, the transfer rows and "
+        "Stripe (listed in the admin). Alert on > 0.",
+        value=figures.ledger_breaks,
+    )
+
+
 class TransferStateCollector:
     """Seller-transfer gauges and transition counters, read from Postgres on each scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        now = timezone.now()
-        with replica_reads() as alias, transaction.atomic(using=alias):
-            with connections[alias].cursor() as cursor:
-                cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
-            transitions = selectors.transition_counts()
-            by_status = selectors.transfer_counts_by_status()
-            due = selectors.due_transfer_counts(now=now)
-            oldest_due = selectors.oldest_due_reversal_age(now=now)
-            over_reversed = selectors.over_reversed_count()
-            ledger_breaks = selectors.ledger_breaks_last_run()
-            disputes = selectors.open_disputes_by_currency()
-        yield _family(
-            CounterMetricFamily,
-            "payouts_transfer_transitions",
-            "Seller transfer transitions by from/to status, same-state retries included "
-            "(one per audit event, counted as each is written).",
-            ["from_status", "to_status"],
-            transitions.items(),
-        )
-        yield _family(
-            GaugeMetricFamily,
-            "payouts_transfers",
-            "Seller transfer rows per status.",
-            ["status"],
-            (((status,), count) for status, count in by_status.items()),
-        )
-        yield _family(
-            GaugeMetricFamily,
-            "payouts_transfers_due",
-            "Rows a worker would take now (next_retry_at <= now): reversal_pending for the "
-            "reversal worker, failed for the transfer retry worker.",
-            ["status"],
-            (((status,), count) for status, count in due.items()),
-        )
-        yield GaugeMetricFamily(
-            "payouts_oldest_due_reversal_age_seconds",
-            f"Seconds the oldest due {TransferStatus.REVERSAL_PENDING} row has been due "
-            "(0 when none is due). Growing means the reversal worker is not keeping up.",
-            value=oldest_due.total_seconds(),
-        )
-        yield GaugeMetricFamily(
-            "payouts_transfers_over_reversed",
-            "Seller transfers Stripe has reversed beyond their share of the order's refunds "
-            "(a reversal made outside this service, or a key Stripe forgot). Alert on > 0.",
-            value=over_reversed,
-        )
-        yield _family(
-            GaugeMetricFamily,
-            "payouts_open_disputes",
-            "Disputes not closed yet, per currency.",
-            ["currency"],
-            (((currency,), count) for currency, (count, _) in disputes.items()),
-        )
-        yield _family(
-            GaugeMetricFamily,
-            "payouts_disputed_amount_at_risk",
-            "Minor units under open disputes (Stripe holds them from the platform), per currency.",
-            ["currency"],
-            (((currency,), amount) for currency, (_, amount) in disputes.items()),
-        )
-        yield GaugeMetricFamily(
-            "payouts_ledger_breaks",
-            "Breaks the latest ledger_check found between the book, the transfer rows and "
-            "Stripe (listed in the admin). Alert on > 0.",
-            value=ledger_breaks,
-        )
+        figures = _read_figures(now=timezone.now())
+        yield from _transfer_families(figures)
+        yield from _money_families(figures)
 
 
 class _ProcessMetrics:
