@@ -46,11 +46,18 @@ MAY_IMPORT: dict[str, set[str]] = {
     "marketplace": {"config"},
     # Staff requests waiting for a second person; each app registers the actions it can run.
     "approvals": {"config"},
-    "approvals.admin": {"config", "marketplace.admin", "console.display"},
+    "approvals.admin": {"config", "approvals", "marketplace.admin", "console.display"},
     "ledger": {"config", "marketplace", "approvals"},
     # Each app's admin module is the console's interface to that app.
     "marketplace.admin": {"config", "marketplace", "console.display", "console.stripe_links"},
-    "ledger.admin": {"config", "marketplace", "ledger", "console.display", "console.stripe_links"},
+    "ledger.admin": {
+        "config",
+        "approvals",
+        "marketplace",
+        "ledger",
+        "console.display",
+        "console.stripe_links",
+    },
     # payouts, bottom up: settings, counters, the Stripe adapter, the state machine, the reads,
     # the wake-ups, the services, then the interfaces (HTTP, tasks, commands, admin).
     "payouts.conf": {"config"},
@@ -74,6 +81,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     | _TRANSFER_DOMAIN
     | {
         "approvals",
+        "payouts.audit",
         "payouts.services",
         "payouts.selectors",
         "payouts.transfer.actors",
