@@ -72,3 +72,51 @@ def test_nothing_points_at_documents_outside_the_repository():
     ]
 
     assert offenders == []
+
+
+APPS = ("approvals", "config", "console", "devtools", "ledger", "marketplace", "payouts")
+
+
+def mapped_modules(markdown: str) -> set[str]:
+    """The module paths the ``layout`` block of docs/architecture.md names: a line whose first
+    word ends in ``/`` opens a folder (nested by indentation), one naming ``.py`` files puts
+    them in the folder above it."""
+    [block] = re.findall(r"```layout\n(.*?)```", markdown, flags=re.S)
+    folders: list[tuple[int, str]] = []
+    found = set()
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        here = folders[-1][1] if folders else ""
+        first = line.split()[0]
+        if first.endswith("/"):
+            folders.append((indent, here + first))
+            continue
+        for name in re.findall(r"[\w./]+\.py\b", line.strip().split("  ")[0]):
+            found.add(here + name)
+    return found
+
+
+def modules_of_the_apps() -> set[str]:
+    return {
+        str(path.relative_to(ROOT))
+        for app in APPS
+        for path in (ROOT / app).rglob("*.py")
+        if "migrations" not in path.parts and path.name != "__init__.py"
+    }
+
+
+def test_the_architecture_map_names_every_module_of_the_apps_and_nothing_else():
+    mapped = mapped_modules((ROOT / "docs" / "architecture.md").read_text())
+
+    assert mapped == modules_of_the_apps()
+
+
+def test_a_module_missing_from_the_map_is_caught():
+    drawn = "```layout\npayouts/\n  transfer/\n    moves.py   the moves\n  tasks.py  tasks\n```\n"
+
+    assert mapped_modules(drawn) == {"payouts/transfer/moves.py", "payouts/tasks.py"}
+    assert mapped_modules(drawn) != modules_of_the_apps()
