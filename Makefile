@@ -44,11 +44,12 @@ test: venv
 	$(BIN)/pytest
 
 ## The inner loop while coding: lint, and the tests that start no process (no worker processes,
-## no gunicorn, no subprocess start-up checks), on a test database kept between runs. CI runs
+## no gunicorn, no subprocess start-up checks), in two processes (pytest-xdist), on test
+## databases kept between runs. CI runs
 ## `make test`, which runs everything.
 test-fast: venv
 	$(BIN)/ruff check .
-	$(BIN)/pytest -m "not slow" --reuse-db -q
+	$(BIN)/pytest -m "not slow" --reuse-db -q -n 2
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -1,5 +1,7 @@
 """pytest: the same settings as development, pointed at whatever the test fixtures start."""
 
+import os
+
 from config.settings.local import *  # noqa: F403
 from config.settings.local import env
 from payouts.conf import load_payouts_config
@@ -12,6 +14,12 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 # need real queueing run a Celery worker process against Redis instead (with this off).
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
+# `make test-fast` runs the suite in two pytest-xdist processes (gw0, gw1): each gets a Redis
+# database of its own for the wake-ups' coalescing marks, so one process's mark never swallows
+# the other's wake-up. A plain run keeps the broker it was given.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _XDIST_WORKER and "CELERY_BROKER_URL" not in os.environ:
+    CELERY_BROKER_URL = f"redis://127.0.0.1:6379/{4 + int(_XDIST_WORKER.removeprefix('gw'))}"
 
 STRIPE_RATE_LIMIT_REDIS_URL = env.str(
     "STRIPE_RATE_LIMIT_REDIS_URL", default="redis://127.0.0.1:6379/15"
