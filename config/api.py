@@ -1,4 +1,6 @@
-"""What every staff API view shares: its authentication, permission classes, and the OpenAPI
+"""Defaults of the staff API views: authentication, permissions, error descriptions.
+
+What every staff API view shares: its authentication, permission classes, and the OpenAPI
 descriptions of its errors. Errors themselves are rendered by ``config.errors.exception_handler``
 in one shape, ``{"detail", "code"}``."""
 

@@ -1,4 +1,6 @@
-"""The one JSON log line format, shared by Django's ``LOGGING`` and gunicorn's own logs, so
+"""JSON log lines for the service and for gunicorn.
+
+The one JSON log line format, shared by Django's ``LOGGING`` and gunicorn's own logs, so
 that one log pipeline parses every line the service prints."""
 
 from pythonjsonlogger.core import RESERVED_ATTRS

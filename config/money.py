@@ -25,7 +25,9 @@ def currency_decimals(currency: str) -> int:
 
 
 def format_money(amount: int, currency: str) -> str:
-    """``5805, "usd"`` → ``58.05 USD``; ``-1800, "usd"`` → ``-18.00 USD``; ``5805, "jpy"`` →
+    """An amount in minor units as a person reads it, with its currency code.
+
+    ``5805, "usd"`` → ``58.05 USD``; ``-1800, "usd"`` → ``-18.00 USD``; ``5805, "jpy"`` →
     ``5,805 JPY``. Thousands are grouped with commas."""
     decimals = currency_decimals(currency)
     sign = "-" if amount < 0 else ""

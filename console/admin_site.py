@@ -1,4 +1,6 @@
-"""The admin site of the operator's console: the dashboard as its first page, the "needs
+"""The console's admin site: the dashboard, "needs attention", and shared labels.
+
+The admin site of the operator's console: the dashboard as its first page, the "needs
 attention" page, and how transfer statuses and attention reasons read everywhere in it.
 
 ``console.apps.ConsoleAdminConfig`` makes this the default admin site, so every app's

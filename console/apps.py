@@ -12,7 +12,9 @@ class ConsoleConfig(AppConfig):
 
 
 class ConsoleAdminConfig(admin_apps.AdminConfig):
-    """``django.contrib.admin`` with the console's site as the default site (listed by its dotted
+    """The admin app's config, installing the console's site as the default site.
+
+    ``django.contrib.admin`` with the console's site as the default site (listed by its dotted
     path in INSTALLED_APPS, never picked for the ``console`` app itself)."""
 
     default = False

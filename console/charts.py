@@ -1,4 +1,6 @@
-"""The console's charts, drawn on the server as inline SVG: no script, no CDN, nothing the
+"""Charts for the console's pages, drawn on the server as SVG.
+
+The console's charts, drawn on the server as inline SVG: no script, no CDN, nothing the
 admin's pages do not already serve. Colours come from ``console.css`` by series key."""
 
 from datetime import datetime

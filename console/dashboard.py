@@ -1,4 +1,6 @@
-"""What the operator's console shows: the admin's first page (the dashboard) and its "needs
+"""Read-only figures of the console: its dashboard and "needs attention" page.
+
+What the operator's console shows: the admin's first page (the dashboard) and its "needs
 attention" page. Reads only; the admin site renders them (``console/admin_site.py``).
 
 Every query here is served by a partial index whose size follows the backlog (rows still to
@@ -56,7 +58,9 @@ class Debt:
 
 
 def seller_debts() -> list[Debt]:
-    """Every seller who owes the platform, per currency, largest first. Read from the book's
+    """The sellers' debts to the platform, from the book's debt accounts.
+
+    Every seller who owes the platform, per currency, largest first. Read from the book's
     debt accounts (made only for sellers who ever owed), whose lines are only the refused
     reversals, nettings and write-offs: fetched by account, through the lines' account index,
     never by reading every line of the book."""
@@ -75,7 +79,9 @@ def seller_debts() -> list[Debt]:
 
 @dataclass(frozen=True)
 class Risk:
-    """Money that is not where it should end up yet, per currency (minor units), with how many
+    """Money not yet where it belongs, in one currency, and the rows holding it.
+
+    Money that is not where it should end up yet, per currency (minor units), with how many
     rows (transfers, or sellers for debts) hold it."""
 
     key: str
@@ -85,7 +91,9 @@ class Risk:
 
 
 def money_at_risk(*, debts: list[Debt]) -> list[Risk]:
-    """Reversals still to make, payments Stripe keeps refusing or that wait on purpose, and the
+    """The dashboard's money at risk, per currency and kind.
+
+    Reversals still to make, payments Stripe keeps refusing or that wait on purpose, and the
     sellers' debts."""
     return [
         _per_currency(
@@ -144,7 +152,9 @@ def _disputes_risk() -> Risk:
 
 
 def disputes_open(*, limit: int) -> list[Dispute]:
-    """Open disputes, those whose evidence is due soonest first (the table holds only the
+    """The disputes still open, most urgent first.
+
+    Open disputes, those whose evidence is due soonest first (the table holds only the
     disputes there ever were: a few per thousand payments)."""
     return list(
         Dispute.objects.exclude(status__in=CLOSED_DISPUTE_STATUSES)
@@ -169,7 +179,9 @@ Moves = dict[datetime, dict[tuple[str, str], int]]
 
 
 def moves_by_hour(*, since: datetime) -> Moves:
-    """Audit events since ``since`` per hour (UTC) and (from, to), from the counters the
+    """Transfer moves per hour and per (from, to) status, from the hourly counters.
+
+    Audit events since ``since`` per hour (UTC) and (from, to), from the counters the
     triggers keep per hour (``TransferCount``): a few thousand rows however many events the
     hours hold. ``since`` is at most ``HOURLY_FOR`` ago."""
     rows = (
@@ -249,7 +261,9 @@ BACKLOG = (
 
 
 def backlog_chart(hours: list[datetime], moves: Moves, now_counts: dict[str, int]) -> Chart:
-    """Each status's rows at the end of each hour, walked back from the count now: an hour's
+    """The chart of each status's row count over the last hours.
+
+    Each status's rows at the end of each hour, walked back from the count now: an hour's
     moves into the status added rows, its moves out of it removed them."""
     series = []
     for status, label in BACKLOG:

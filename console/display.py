@@ -1,4 +1,6 @@
-"""The admin's small pieces of HTML, shared by every app's admin: money, status badges and
+"""Small HTML helpers for every app's admin pages.
+
+The admin's small pieces of HTML, shared by every app's admin: money, status badges and
 links to Stripe. Display only; the styles are in ``console/static/console/console.css``."""
 
 from datetime import timedelta
@@ -17,7 +19,9 @@ EMPTY = "-"  # what the admin shows for an empty value
 
 
 class CappedCountPaginator(Paginator):
-    """A list's paginator that counts no further than ``CAP`` rows: an exact ``COUNT(*)`` of
+    """Admin paginator that stops counting at ``CAP`` rows.
+
+    A list's paginator that counts no further than ``CAP`` rows: an exact ``COUNT(*)`` of
     millions of rows costs a second on every page. A list longer than that shows "10000" and
     its first hundred pages; a filter or a search narrows it."""
 
@@ -86,7 +90,9 @@ def age(duration: timedelta | None) -> str:
 
 
 def action_form(model_admin, request, form, *, action: str, selected, title: str, **context):
-    """The page of an admin action that needs more than the selection (a reason, an amount):
+    """Render the page of an admin action that asks for more input.
+
+    The page of an admin action that needs more than the selection (a reason, an amount):
     ``form`` for the rows ``selected``, posted back to ``action`` with ``apply`` set.
     ``context`` may give ``intro`` (a line above the form) and ``submit`` (the button)."""
     page = {

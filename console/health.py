@@ -1,4 +1,6 @@
-"""Liveness of what the service needs: Postgres and Redis (the web app cannot work without
+"""Health checks of Postgres, Redis, the Celery workers and Celery beat.
+
+Liveness of what the service needs: Postgres and Redis (the web app cannot work without
 them), Celery workers (nothing moves money without one) and Celery beat (the sweeps: retries,
 reconciliation, the ledger check).
 
@@ -121,7 +123,9 @@ def beat_state(*, workers: State) -> State:
 
 
 def dependency_health() -> dict[str, str]:
-    """``{"database", "redis", "workers", "beat"}``, each ``ok``, ``unavailable`` or
+    """The state of each dependency the service needs.
+
+    ``{"database", "redis", "workers", "beat"}``, each ``ok``, ``unavailable`` or
     ``unknown`` (workers and beat cannot be asked while Redis is down)."""
     database = State.OK if database_is_up() else State.UNAVAILABLE
     if not broker_is_up():
@@ -141,7 +145,9 @@ def dependency_health() -> dict[str, str]:
 
 
 def serving_dependencies_up(checks: dict[str, str]) -> bool:
-    """Whether the web app can serve: Postgres and Redis answer. Workers and beat are reported,
+    """Whether the web app's own dependencies answer.
+
+    Whether the web app can serve: Postgres and Redis answer. Workers and beat are reported,
     not required: a probe restarting the web app for them would also cut off Stripe's
     webhooks."""
     return checks["database"] == State.OK and checks["redis"] == State.OK

@@ -142,7 +142,9 @@ class TransferStateCollector:
 
 
 class _ProcessMetrics:
-    """Forwards this process's own registry (the Stripe counter, process and platform
+    """Prometheus collector adding this process's own metrics to a scrape.
+
+    Forwards this process's own registry (the Stripe counter, process and platform
     metrics) into a scrape's registry."""
 
     def collect(self) -> Iterator[Metric]:

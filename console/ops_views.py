@@ -1,4 +1,6 @@
-"""Operations endpoints, outside the API: ``GET /healthz`` for probes (public: it says only
+"""Health and metrics endpoints for probes and Prometheus.
+
+Operations endpoints, outside the API: ``GET /healthz`` for probes (public: it says only
 "ok", "unavailable" or "unknown" per dependency) and ``GET /metrics`` for Prometheus (staff, or a
 scraper with ``Authorization: Bearer <METRICS_TOKEN>``). Nothing here writes."""
 
@@ -17,7 +19,9 @@ from console.metrics import metrics_exposition
 @never_cache
 @require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when Postgres and Redis both answer, else 503; the body names the state of each,
+    """Health probe: the state of each dependency the service needs.
+
+    200 when Postgres and Redis both answer, else 503; the body names the state of each,
     and of the Celery workers and beat (alert on those from the body)."""
     checks = dependency_health()
     healthy = serving_dependencies_up(checks)

@@ -1,4 +1,6 @@
-"""The book in the admin: entries with their lines, the checks' breaks, and on each seller's page
+"""The book in the admin, read-only, with the debt write-off on each seller's page.
+
+The book in the admin: entries with their lines, the checks' breaks, and on each seller's page
 their balances, their statement and the debt write-off. Nothing in the book is editable: it
 changes only by posting (``ledger.services``)."""
 
@@ -126,7 +128,9 @@ def balances_text(balances: dict[str, dict]) -> str:
 
 
 class SellerWithBookAdmin(SellerAdmin):
-    """The seller's page with what the book says of them (the book extends the marketplace's
+    """The seller's admin page, with the seller's balances and statement from the book.
+
+    The seller's page with what the book says of them (the book extends the marketplace's
     seller admin: the marketplace never imports the book)."""
 
     readonly_fields = (*SellerAdmin.readonly_fields, "balances", "statement")

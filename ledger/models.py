@@ -159,7 +159,9 @@ class CheckRun(models.Model):
 
 
 class Break(models.Model):
-    """A difference the check found: between the book and itself, the transfer rows, or
+    """A difference found by the ledger check.
+
+    A difference the check found: between the book and itself, the transfer rows, or
     Stripe."""
 
     Kind = BreakKind

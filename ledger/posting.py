@@ -16,7 +16,9 @@ from ledger.models import Account, AccountKind, Line
 
 
 class UnbalancedEntry(DomainError):
-    """An entry whose lines do not sum to zero: a bug in the posting rules, refused before the
+    """Raised when a posting rule builds lines that do not balance.
+
+    An entry whose lines do not sum to zero: a bug in the posting rules, refused before the
     database would refuse it at commit."""
 
     code = "unbalanced_entry"
@@ -25,7 +27,9 @@ class UnbalancedEntry(DomainError):
 
 @dataclass(frozen=True, slots=True)
 class Leg:
-    """One line to post: an account (by kind, and seller for the seller accounts) and a signed
+    """One line of an entry, before it is posted.
+
+    One line to post: an account (by kind, and seller for the seller accounts) and a signed
     amount (debit positive)."""
 
     kind: AccountKind
@@ -78,7 +82,9 @@ def entry_post(
     memo: str = "",
     user=None,
 ) -> int | None:
-    """Post one entry in ``currency``; returns its id, or ``None`` when there is nothing to post
+    """Post one balanced entry to the book, once.
+
+    Post one entry in ``currency``; returns its id, or ``None`` when there is nothing to post
     (every leg zero) or it was posted before. Raises ``UnbalancedEntry`` when the legs do not
     sum to zero."""
     legs = [leg for leg in legs if leg.amount]

@@ -48,7 +48,9 @@ def _as_seller_sees(kind: str, total: int) -> int:
 
 
 def seller_balances(*, seller_id: int, before: datetime | None = None) -> dict[str, dict]:
-    """``{currency: {"payable": owed to the seller, "debt": owed by the seller}}``, every
+    """What the platform owes the seller and what the seller owes it, per currency.
+
+    ``{currency: {"payable": owed to the seller, "debt": owed by the seller}}``, every
     currency the seller has lines in (as of ``before``, when given)."""
     lines = _seller_lines(seller_id)
     if before is not None:

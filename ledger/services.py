@@ -31,7 +31,9 @@ class Share:
 def post_payment(
     *, order_id: int, charge_id: str, currency: str, total: int, shares: Sequence[Share]
 ) -> None:
-    """The buyer paid ``total``: cash in, each seller's net owed to them, the rest earned as
+    """Book a buyer's payment: cash in, each seller's payable, the platform's fee.
+
+    The buyer paid ``total``: cash in, each seller's net owed to them, the rest earned as
     fee (every seller's fee, and all of a share too small to pay)."""
     owed = sum(share.net for share in shares)
     legs = [Leg(K.PLATFORM_CASH, total), Leg(K.FEE_REVENUE, -(total - owed))]
@@ -48,7 +50,9 @@ def post_payment(
 
 @dataclass(frozen=True, slots=True)
 class TransferRef:
-    """Which seller transfer an entry concerns, and the step that posts it (the audit event of
+    """The seller transfer and the step an entry is posted for.
+
+    Which seller transfer an entry concerns, and the step that posts it (the audit event of
     the move, unique): a move posts its entries once, however often its amounts recur."""
 
     transfer_id: int
@@ -77,7 +81,9 @@ def post_transfer_sent(ref: TransferRef, *, amount: int, stripe_transfer_id: str
 
 
 def post_transfer_cancelled(ref: TransferRef, *, amount: int) -> None:
-    """The order was refunded in full before the seller was paid: nothing is owed to them, and
+    """Book a transfer cancelled before payment because its order was fully refunded.
+
+    The order was refunded in full before the seller was paid: nothing is owed to them, and
     their unpaid share covers part of the buyer's refund."""
     legs = [Leg(K.SELLER_PAYABLE, amount, ref.seller_id), Leg(K.BUYER_REFUNDS, -amount)]
     ref.post(EntryKind.TRANSFER_CANCELLED, legs)
@@ -93,7 +99,9 @@ def post_transfer_reinstated(ref: TransferRef, *, amount: int) -> None:
 def post_refund(
     *, order_id: int, refund_id: str, currency: str, amount: int, failed: bool = False
 ) -> None:
-    """Stripe returned ``amount`` to the buyer; or, ``failed``, the refund failed after
+    """Book a refund paid to the buyer, or its failure after it succeeded.
+
+    Stripe returned ``amount`` to the buyer; or, ``failed``, the refund failed after
     succeeding and Stripe put it back on the platform's balance (the buyer never got it)."""
     sign = -1 if failed else 1
     entry_post(
@@ -107,7 +115,9 @@ def post_refund(
 
 
 def post_refund_share(ref: TransferRef, *, previous_target: int, target: int) -> None:
-    """The seller's share of the order's refunds moved to ``target``: they owe the growth back
+    """Book a change in the seller's share of the order's refunds.
+
+    The seller's share of the order's refunds moved to ``target``: they owe the growth back
     (or are owed the drop, when a refund failed)."""
     grown = target - previous_target
     legs = [Leg(K.SELLER_PAYABLE, grown, ref.seller_id), Leg(K.BUYER_REFUNDS, -grown)]
@@ -115,7 +125,9 @@ def post_refund_share(ref: TransferRef, *, previous_target: int, target: int) ->
 
 
 def post_dispute_share(ref: TransferRef, *, previous_target: int, target: int) -> None:
-    """The seller's share of the order's chargeback moved to ``target`` (recovered from them, or
+    """Book a change in the seller's share of the order's chargeback.
+
+    The seller's share of the order's chargeback moved to ``target`` (recovered from them, or
     given back when the dispute was won)."""
     grown = target - previous_target
     legs = [Leg(K.SELLER_PAYABLE, grown, ref.seller_id), Leg(K.DISPUTES, -grown)]
@@ -159,7 +171,9 @@ def post_netting_released(ref: TransferRef, *, amount: int) -> None:
 def post_given_back(
     ref: TransferRef, *, debt_cancelled: int, returned: int, stripe_transfer_id: str
 ) -> None:
-    """Part of what was taken back from the seller is theirs again: ``debt_cancelled`` of their
+    """Book what is given back to a seller after it was taken back.
+
+    Part of what was taken back from the seller is theirs again: ``debt_cancelled`` of their
     debt cancelled, ``returned`` sent to them at Stripe."""
     if debt_cancelled:
         legs = [
@@ -182,7 +196,9 @@ def post_write_off_reversed(ref: TransferRef, *, amount: int) -> None:
 def post_dispute_funds(
     *, order_id: int, balance_transaction_id: str, currency: str, amount: int, dispute_id: str
 ) -> None:
-    """Stripe moved a dispute's funds on the platform's balance: ``amount`` negative when it
+    """Book the dispute funds Stripe withdrew from or reinstated to the platform.
+
+    Stripe moved a dispute's funds on the platform's balance: ``amount`` negative when it
     withdrew them (with its fee), positive when it reinstated them. Keyed on Stripe's balance
     transaction, so every event that carries it posts it once."""
     entry_post(
@@ -196,7 +212,9 @@ def post_dispute_funds(
 
 
 def seller_debt_lock(*, seller_id: int, currency: str) -> int:
-    """Lock the seller's debt account until the transaction ends and return the debt in
+    """Take the lock that serializes every change to a seller's debt.
+
+    Lock the seller's debt account until the transaction ends and return the debt in
     ``currency``: every path that adds to or settles a debt takes this lock first, so two
     payments never net the same debt."""
     [account_id] = account_ids([(K.SELLER_DEBT, seller_id)]).values()
@@ -209,7 +227,9 @@ class WriteOffRefused(InvalidInput):
 
 
 def debt_write_off(*, seller_id: int, currency: str, amount: int, reason: str, user) -> int:
-    """Staff give up ``amount`` of the seller's debt in ``currency``, with a reason. Returns the
+    """Write off part of a seller's debt.
+
+    Staff give up ``amount`` of the seller's debt in ``currency``, with a reason. Returns the
     debt left. Raises ``WriteOffRefused`` (nothing changed) for a bad amount or reason."""
     if not reason.strip():
         raise WriteOffRefused("a write-off needs a reason")

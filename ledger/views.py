@@ -1,4 +1,6 @@
-"""The staff API of the book: a seller's balance, statement and debt write-off. Each view is
+"""Staff API of the book: a seller's balance, statement and debt write-off.
+
+Each view is
 parse → call one service or selector → serialize."""
 
 import csv
@@ -59,7 +61,9 @@ def _seller(pk: int) -> Seller:
 
 
 def _moment(name: str, raw: str | None, *, end: bool) -> datetime | None:
-    """``from``/``to``: a date (the day's start; for ``to`` the next day's start, so the day is
+    """Parse the ``from`` or ``to`` query parameter of a statement into a moment.
+
+    ``from``/``to``: a date (the day's start; for ``to`` the next day's start, so the day is
     included) or an ISO date-time. ``None`` when absent."""
     if raw is None or raw == "":
         return None

@@ -1,4 +1,6 @@
-"""Settings shared by every environment; everything that varies comes from the environment
+"""Settings common to every environment, read from the environment.
+
+Settings shared by every environment; everything that varies comes from the environment
 (django-environ). See ``.env.template`` for every variable and its meaning."""
 
 from pathlib import Path

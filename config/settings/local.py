@@ -1,4 +1,6 @@
-"""Development: DEBUG on, and with no Stripe key the service talks to the local Stripe sandbox
+"""Settings for running the service on a developer's machine.
+
+Development: DEBUG on, and with no Stripe key the service talks to the local Stripe sandbox
 that ships with the project (``python -m stripe_sandbox``)."""
 
 from config.settings.base import *  # noqa: F403

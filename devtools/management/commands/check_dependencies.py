@@ -1,4 +1,6 @@
-"""The first step of ``make run``: is Postgres answering, is Redis? Say which is not and how to
+"""Check that Postgres and Redis answer before ``make run`` starts the service.
+
+The first step of ``make run``: is Postgres answering, is Redis? Say which is not and how to
 start it, before anything else starts (and fails with a traceback instead)."""
 
 from pathlib import Path
@@ -22,7 +24,9 @@ def _postgres_version() -> str:
 
 
 def postgres_problem(database: dict) -> str | None:
-    """``None`` when the server of ``database`` (a ``DATABASES`` entry) answers; otherwise
+    """Why the Postgres server of ``database`` cannot be used, if it cannot.
+
+    ``None`` when the server of ``database`` (a ``DATABASES`` entry) answers; otherwise
     what is wrong and how to start it."""
     host, port = database.get("HOST") or "127.0.0.1", database.get("PORT") or 5432
     try:
@@ -47,7 +51,9 @@ def postgres_problem(database: dict) -> str | None:
 
 
 def redis_problem(url: str) -> str | None:
-    """``None`` when Redis at ``url`` answers a ping; otherwise what is wrong and how to start
+    """Why Redis at ``url`` cannot be used, if it cannot.
+
+    ``None`` when Redis at ``url`` answers a ping; otherwise what is wrong and how to start
     it."""
     client = redis.Redis.from_url(
         url,

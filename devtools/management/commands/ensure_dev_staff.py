@@ -1,4 +1,6 @@
-"""Create (or reset) the development staff login. Refuses to run with DEBUG off. ``make run``
+"""The development staff login, for ``make run``.
+
+Create (or reset) the development staff login. Refuses to run with DEBUG off. ``make run``
 prints the login last, once the service is up (``run_service``)."""
 
 from django.conf import settings

@@ -1,4 +1,6 @@
-"""Start the whole service in the foreground with honcho: web, Celery worker, Celery beat, and,
+"""Run the whole service on a developer's machine, in one terminal.
+
+Start the whole service in the foreground with honcho: web, Celery worker, Celery beat, and,
 when no STRIPE_SECRET_KEY is configured, the local Stripe sandbox sending signed webhooks to the
 web app. Once the web app and a worker answer, print where to go and the staff login, last, so
 that it does not scroll away under the start-up logs. Ctrl-C stops them all. The last step of
@@ -45,7 +47,9 @@ class Plan:
 
 
 def plan_service(*, web_port: int, environ: dict[str, str], terminal: bool = False) -> Plan:
-    """What to start and with which environment; pure, so it can be checked without starting.
+    """The processes to start and their environment.
+
+    What to start and with which environment; pure, so it can be checked without starting.
     In a ``terminal`` the logs are text for a person; otherwise JSON lines for a machine
     (whatever LOG_FORMAT says wins)."""
     python = sys.executable
@@ -130,7 +134,9 @@ class Command(BaseCommand):
         sys.exit(self._run(plan, web_port))
 
     def _run(self, plan: Plan, web_port: int) -> int:
-        """honcho's exit code. Ctrl-C reaches honcho too (one process group): it stops every
+        """Run honcho in the foreground and return its exit code.
+
+        Ctrl-C reaches honcho too (one process group): it stops every
         process, and this one waits for that."""
         honcho = subprocess.Popen(plan.argv, env=plan.environment)
 
@@ -196,7 +202,9 @@ class Command(BaseCommand):
 
 
 def sandbox_paid_transfers_forgotten(state_file: Path) -> int:
-    """How many transfers the database says were paid at a sandbox that, having no state file,
+    """Count the paid transfers a sandbox without its state file would not know.
+
+    How many transfers the database says were paid at a sandbox that, having no state file,
     will not know them (0 when the file is there)."""
     if state_file.exists():
         return 0
@@ -204,7 +212,9 @@ def sandbox_paid_transfers_forgotten(state_file: Path) -> int:
 
 
 def wait_until_ready(web_port: int, honcho: subprocess.Popen) -> bool:
-    """Wait until the web app serves its login page and a worker answers a ping (their
+    """Wait for the web app and a worker to be ready, up to a timeout.
+
+    Wait until the web app serves its login page and a worker answers a ping (their
     start-up logs are then behind us); ``False`` on timeout or if honcho stopped."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline and honcho.poll() is None:
