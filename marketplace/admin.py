@@ -1,4 +1,6 @@
-"""Admin for sellers, orders and refunds. Statuses and Stripe ids come from Stripe through the
+"""Admin pages for sellers, orders, refunds and disputes, read-only.
+
+Admin for sellers, orders and refunds. Statuses and Stripe ids come from Stripe through the
 services (webhooks, staff API), so they are shown, never edited by hand. The payouts app adds
 the seller transfers to the order page (``payouts/admin.py``): this app never imports it."""
 
@@ -61,7 +63,9 @@ ACCOUNT_TONES = {
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows that record money and what Stripe said: shown, never added, edited or deleted by
+    """Base admin for rows that change only through services.
+
+    Rows that record money and what Stripe said: shown, never added, edited or deleted by
     hand, not even by a superuser (they change through services only). The change page is a
     view page with no Save button; actions on the list still run, each with its own
     permission."""
@@ -180,7 +184,9 @@ class OrderItemInline(admin.TabularInline):
 
 
 def settled(row) -> str:
-    """What an order or refund settled as on the platform's balance, with Stripe's rate when
+    """The settlement column of an order or a refund.
+
+    What an order or refund settled as on the platform's balance, with Stripe's rate when
     it was converted."""
     if row.settlement_amount is None:
         return "not read yet" if row.settlement_due_at else EMPTY
@@ -191,7 +197,9 @@ def settled(row) -> str:
 
 
 class RefundColumns:
-    """How a refund's Stripe id, amount and status read: in its list, its page and the order's
+    """The columns showing a refund, shared by every page that lists refunds.
+
+    How a refund's Stripe id, amount and status read: in its list, its page and the order's
     page."""
 
     @admin.display(description="settled as")
@@ -337,7 +345,9 @@ class RefundAdmin(RefundColumns, ReadOnlyAdmin):
 
 @admin.register(Dispute)
 class DisputeAdmin(ReadOnlyAdmin):
-    """Disputes as Stripe last described them: answer the open ones before their evidence is
+    """Disputes in the admin, each linking to the Stripe Dashboard to answer it.
+
+    Disputes as Stripe last described them: answer the open ones before their evidence is
     due (in the Stripe Dashboard, through the dispute's link)."""
 
     list_display = (

@@ -1,4 +1,6 @@
-"""Sellers, orders and refunds. Money is an integer in minor units; currency a lowercase ISO
+"""The marketplace's tables: sellers, orders, refunds and disputes.
+
+Sellers, orders and refunds. Money is an integer in minor units; currency a lowercase ISO
 code. Order and refund statuses are plain fields: only the seller transfer (``payouts``) has a
 guarded state machine, because only it moves money out of the platform."""
 
@@ -77,7 +79,9 @@ class RefundStatus(models.TextChoices):
 
 
 class Settled(models.Model):
-    """How a payment or a refund landed on the platform's Stripe balance: its balance
+    """Fields recording how a payment or refund settled on the platform's balance.
+
+    How a payment or a refund landed on the platform's Stripe balance: its balance
     transaction, in the platform's settlement currency (``settlement_currency``), which may differ
     from the currency the buyer paid in. Empty until read from Stripe.
 
@@ -229,7 +233,9 @@ class Refund(Settled):
 
 
 class SellerAccountChange(models.Model):
-    """Append-only record of each change of a seller's connected account: where the seller's
+    """One change of a seller's connected account, kept forever.
+
+    Append-only record of each change of a seller's connected account: where the seller's
     money goes."""
 
     seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="account_changes")
@@ -248,7 +254,9 @@ class SellerAccountChange(models.Model):
 
 
 class DisputeStatus(models.TextChoices):
-    """Stripe's dispute statuses: ``warning_*`` are inquiries (no funds move), the others
+    """Stripe's dispute statuses.
+
+    Stripe's dispute statuses: ``warning_*`` are inquiries (no funds move), the others
     chargebacks (funds withdrawn when opened)."""
 
     WARNING_NEEDS_RESPONSE = "warning_needs_response"

@@ -25,13 +25,17 @@ def order_refunded_amount(*, order: Order) -> int:
 
 
 def order_refund_reserved_amount(*, order: Order) -> int:
-    """What is refunded or on its way: succeeded refunds plus pending ones (a staff refund
+    """The part of the order already refunded or being refunded.
+
+    What is refunded or on its way: succeeded refunds plus pending ones (a staff refund
     reserves its amount before Stripe is called), so no amount can be refunded twice."""
     return _refund_sum(order, [RefundStatus.PENDING, RefundStatus.SUCCEEDED])
 
 
 def order_settled_total(*, order: Order) -> int:
-    """What the buyer's payment settled as on the platform's balance, before Stripe's fee, in
+    """The order's payment as it settled on the platform's balance.
+
+    What the buyer's payment settled as on the platform's balance, before Stripe's fee, in
     the settlement currency. An order paid before settlements were read settled as itself."""
     if order.settlement_amount is not None:
         return order.settlement_amount
@@ -39,7 +43,9 @@ def order_settled_total(*, order: Order) -> int:
 
 
 def refund_settled_amount(*, refund, order: Order) -> int | None:
-    """What the refund took from the platform's balance, in the order's settlement currency:
+    """The refund's amount as it settled on the platform's balance, when known.
+
+    What the refund took from the platform's balance, in the order's settlement currency:
     its own balance transaction once read; its amount when no conversion happened (refund and
     settlement in one currency); ``None`` while its balance transaction is still to be read."""
     if refund.settlement_amount is not None:
@@ -54,7 +60,9 @@ def refund_settled_amount(*, refund, order: Order) -> int | None:
 
 
 def order_refunded_settled(*, order: Order) -> int:
-    """What the order's succeeded refunds took from the platform's balance, in the settlement
+    """The order's succeeded refunds as they settled on the platform's balance.
+
+    What the order's succeeded refunds took from the platform's balance, in the settlement
     currency, capped at what the payment settled as; all of it once the buyer got everything
     back (whatever the refunds' rates). Refunds whose balance transaction is still to be read
     count when it is."""
@@ -67,7 +75,9 @@ def order_refunded_settled(*, order: Order) -> int:
 
 
 def seller_accounts(seller: Seller) -> set[str]:
-    """Every connected account the seller's money has gone to: the one now and each one it was
+    """The seller's connected accounts, current and past.
+
+    Every connected account the seller's money has gone to: the one now and each one it was
     changed from (the audited account changes)."""
     earlier = seller.account_changes.values_list("old_account", flat=True)
     return {seller.stripe_account_id, *(account for account in earlier if account)}

@@ -1,4 +1,6 @@
-"""Order and refund writes. Called by ``payouts`` inside its own transactions; nothing here talks
+"""Writes to orders, refunds, disputes and sellers' accounts.
+
+Called by ``payouts`` inside its own transactions; nothing here talks
 to Stripe or knows about seller transfers."""
 
 import logging
@@ -50,8 +52,9 @@ class RefundRefused(InvalidInput):
 
 
 def order_lock(order_id: int) -> Order:
-    """Lock the order row until the caller's transaction ends and return it, fresh. Every path
-    that locks an order and its refunds or transfers takes the order first.
+    """Lock the order row until the caller's transaction ends and return it, fresh.
+
+    Every path that locks an order and its refunds or transfers takes the order first.
 
     The lock is ``FOR NO KEY UPDATE``: it still serializes every path that locks the order, but
     lets other transactions insert rows that reference the order (ledger entries, transfer
@@ -113,7 +116,9 @@ class Settlement:
 
 
 def settlement_record(*, row: Order | Refund, settlement: Settlement) -> bool:
-    """Store what ``row`` (an order or a refund, locked by the caller) settled as; the first
+    """Store what an order or a refund settled as, once.
+
+    Store what ``row`` (an order or a refund, locked by the caller) settled as; the first
     answer stays. True when it was new."""
     if row.settled:
         return False
@@ -207,7 +212,9 @@ def refund_record(
 def _refund_locked(
     order: Order, stripe_refund_id: str, local_refund_id: str | None
 ) -> tuple[Refund | None, bool]:
-    """The refund row, locked: by its Stripe id, else the staff reservation it came from (which
+    """Find and lock the refund row a Stripe refund belongs to.
+
+    The refund row, locked: by its Stripe id, else the staff reservation it came from (which
     learns its Stripe id now); ``None`` when it is new to us. The flag is True when the row was
     found as a reservation that did not know its Stripe id yet."""
     refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund_id).first()
@@ -226,7 +233,9 @@ def _refund_locked(
 
 
 def _refund_reopen(refund: Refund, status: str) -> None:
-    """A staff reservation we marked failed (released, or its call taken for refused) turns out
+    """Hand a failed staff refund back to Stripe's status when Stripe holds it.
+
+    A staff reservation we marked failed (released, or its call taken for refused) turns out
     to be held by Stripe, which knows what became of it: its status is Stripe's from now on.
     A refund Stripe says succeeded counts, even if its amount was refunded again meanwhile."""
     if status == refund.status:
@@ -337,7 +346,9 @@ def order_find_for_refund(
 
 
 def seller_account_set(*, seller: Seller, stripe_account_id: str, user=None) -> Seller:
-    """Point the seller's payouts at another connected account, audited in the same
+    """Change the connected account the seller's payouts go to.
+
+    Point the seller's payouts at another connected account, audited in the same
     transaction."""
     with transaction.atomic():
         locked = Seller.objects.select_for_update().get(pk=seller.pk)
@@ -371,7 +382,9 @@ def seller_account_set(*, seller: Seller, stripe_account_id: str, user=None) -> 
 
 
 def seller_account_status_set(*, seller: Seller, status: str, reason: str = "") -> Seller:
-    """Record what Stripe says of the seller's connected account: whether it can receive
+    """Record whether the seller's connected account can receive transfers.
+
+    Record what Stripe says of the seller's connected account: whether it can receive
     transfers, and why not."""
     Seller.objects.filter(pk=seller.pk).update(
         account_status=status, account_status_reason=reason[:255], account_status_at=timezone.now()
@@ -440,7 +453,9 @@ class DisputeFacts:
 
 
 def dispute_record(*, order: Order, facts: DisputeFacts) -> Dispute:
-    """Create or update the order's dispute from one event; must run inside a transaction that
+    """Create or update the order's dispute from one Stripe event.
+
+    Must run inside a transaction that
     locked the order. Whatever order events arrive in, the dispute ends as far along as the
     furthest of them said: statuses only move forward, and funds once withdrawn or reinstated
     stay so."""

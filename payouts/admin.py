@@ -1,4 +1,6 @@
-"""Admin for operations: seller transfers (with their audit trail, the staff retry and a
+"""The payouts admin: seller transfers, the webhook inbox, each order's transfers.
+
+Admin for operations: seller transfers (with their audit trail, the staff retry and a
 "needs attention" filter), the webhook inbox (with replay), and the transfers of each order on
 the order page. Nothing that moves money is editable here: statuses change through services."""
 
@@ -58,7 +60,9 @@ class SellerTransferEventInline(admin.TabularInline):
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
-    """Rows a person must look at, for any reason or one; docs/console.md says what to do with
+    """The "needs attention" list filter of the transfers.
+
+    Rows a person must look at, for any reason or one; docs/console.md says what to do with
     each."""
 
     title = "needs attention"
@@ -83,7 +87,9 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 
 def _indexed_values_filter(field: str, values, shown=str):
-    """A list filter on ``field`` whose choices are read by index probes (``values``): a plain
+    """Build a list filter whose choices come from index probes.
+
+    A list filter on ``field`` whose choices are read by index probes (``values``): a plain
     field filter runs ``SELECT DISTINCT`` over the whole table on every page."""
 
     class IndexedValuesFilter(admin.SimpleListFilter):
@@ -146,7 +152,9 @@ class TransferColumns:
 
     @admin.display(description="reason")
     def reason(self, transfer):
-        """Why the row needs a person (when it does), then what it last recorded: why it is
+        """The "reason" column: why the transfer needs a person, and its last record.
+
+        Why the row needs a person (when it does), then what it last recorded: why it is
         held or ended, and its last error."""
         attention = getattr(transfer, "attention", "")
         recorded = [transfer.end_reason, transfer.held_reason, transfer.error_message]
@@ -398,7 +406,9 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
 
 class SellerTransferInline(TransferColumns, admin.TabularInline):
-    """The order's seller transfers, read-only, each linking to its own page (audit trail,
+    """The seller transfers shown on the order's admin page.
+
+    The order's seller transfers, read-only, each linking to its own page (audit trail,
     retry)."""
 
     model = SellerTransfer
@@ -485,7 +495,9 @@ class OrderWithTransfersAdmin(OrderAdmin):
 
 
 class RefundWithSettleAdmin(RefundAdmin):
-    """The refund list, with the action that settles a staff refund whose Stripe call ended
+    """The refund admin, with the action settling an uncertain staff refund.
+
+    The refund list, with the action that settles a staff refund whose Stripe call ended
     without a definite answer (marketplace never imports payouts: payouts extends its admin)."""
 
     actions = ["settle_reservation"]
@@ -509,7 +521,9 @@ class RefundWithSettleAdmin(RefundAdmin):
 
 
 class DisputeWithRecoveryAdmin(DisputeAdmin):
-    """The dispute list, with what is being recovered from the order's sellers: their shares
+    """The dispute admin, with what is recovered from the order's sellers.
+
+    The dispute list, with what is being recovered from the order's sellers: their shares
     of the chargeback (``dispute_target``), by the recovery policy (marketplace never imports
     payouts: payouts extends its admin)."""
 

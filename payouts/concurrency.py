@@ -24,7 +24,9 @@ ERROR_PAUSE_MAX = 5.0
 
 
 def run_loops(step: Callable[[], str | None], *, threads: int) -> Counter:
-    """Call ``step`` repeatedly in ``threads`` threads until it returns ``None`` (nothing left)
+    """Run ``step`` in a loop in several threads until no work is left.
+
+    Call ``step`` repeatedly in ``threads`` threads until it returns ``None`` (nothing left)
     in each of them; count the outcomes it returns. With one thread the loop runs in the calling
     thread, on its connection."""
     outcomes: Counter[str] = Counter()

@@ -1,4 +1,6 @@
-"""The payouts app's settings: every knob read from the environment once, typed and range-checked,
+"""The payouts app's settings, read and checked from the environment at start-up.
+
+The payouts app's settings: every knob read from the environment once, typed and range-checked,
 into one frozen object (``settings.PAYOUTS``).
 
 A bad value stops start-up with ``ImproperlyConfigured`` naming the variable, so a typo in a
@@ -46,7 +48,9 @@ class RetryPolicy:
     backoff_max: timedelta
 
     def delay_after_failure(self, attempt: int) -> timedelta | None:
-        """Delay before retry number ``attempt`` (1 for the first retry):
+        """The backoff before a retry, or ``None`` once the retries are spent.
+
+        Delay before retry number ``attempt`` (1 for the first retry):
         ``min(base × 2^(attempt−1), max)``; ``None`` when ``attempt`` exceeds ``max_retries``
         and the row must give up."""
         if attempt > self.max_retries:
@@ -171,7 +175,9 @@ class PayoutsConfig:
 
     @property
     def claim_lease(self) -> timedelta:
-        """Longer than the longest Stripe call stripe-python can make (timeout × attempts),
+        """How long a worker's claim on a row lasts.
+
+        Longer than the longest Stripe call stripe-python can make (timeout × attempts),
         with a margin, so a live worker never loses its row to the next tick."""
         attempts = self.stripe.max_network_retries + 1
         return self.stripe.timeout * attempts + self.claim_lease_margin
@@ -287,7 +293,9 @@ class _Reader:
 
 
 def load_payouts_config(env: environ.Env, **defaults: str) -> PayoutsConfig:
-    """Parse every payouts knob; ``defaults`` replace the built-in default of a variable
+    """Read the payouts settings from the environment.
+
+    Parse every payouts knob; ``defaults`` replace the built-in default of a variable
     (a settings module for tests, say), never a value the environment sets."""
     read = _Reader(env, defaults)
     return PayoutsConfig(

@@ -262,7 +262,9 @@ class SellerTransfer(models.Model):
     # transfer reads these, so that none can disagree with another.
     @property
     def kept_back(self) -> int:
-        """The refund and chargeback shares an unpaid transfer keeps back instead of sending
+        """The shares an unpaid transfer keeps back.
+
+        The refund and chargeback shares an unpaid transfer keeps back instead of sending
         them and taking them back."""
         return self.reversal_target + self.dispute_target
 
@@ -281,19 +283,24 @@ class SellerTransfer(models.Model):
 
     @property
     def to_send(self) -> int:
-        """What an unpaid transfer sends to Stripe: its amount, less the debt it settles, less
-        the shares kept back; never below nothing."""
+        """The amount an unpaid transfer sends to Stripe.
+
+        Its amount, less the debt it settles, less the shares kept back; never below nothing."""
         return self.amount - self.amount_netted - self.withheld_at_send
 
     @property
     def sent(self) -> int:
-        """What Stripe's transfer to the seller was for, once paid: the amount, less the debt it
+        """The amount Stripe's transfer to the seller was for, once paid.
+
+        What Stripe's transfer to the seller was for, once paid: the amount, less the debt it
         settled, less the shares kept back when it was sent."""
         return self.amount - self.amount_netted - self.amount_withheld
 
 
 class SellerTransferEvent(models.Model):
-    """Append-only audit row, one per successful transition (a database trigger refuses
+    """One move of a seller transfer in its audit trail.
+
+    Append-only audit row, one per successful transition (a database trigger refuses
     UPDATE and DELETE)."""
 
     transfer = models.ForeignKey(SellerTransfer, on_delete=models.PROTECT, related_name="events")

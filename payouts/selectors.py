@@ -1,4 +1,6 @@
-"""Reads for operations: what the admin's "needs attention" filter, the console and the metrics
+"""Read-only queries behind the admin, the console and the metrics.
+
+Reads for operations: what the admin's "needs attention" filter, the console and the metrics
 show.
 
 Services do writes; these only read. Nothing here counts the big tables: rows per status and
@@ -49,7 +51,9 @@ FAILING_AFTER_ATTEMPTS = 3
 
 
 class Attention(StrEnum):
-    """Why a transfer needs a person: its seller is not paid, or its reversal is not done,
+    """The reasons a transfer needs a person.
+
+    Why a transfer needs a person: its seller is not paid, or its reversal is not done,
     beyond what the workers normally take. ``docs/console.md`` says what to do with each."""
 
     UNPAID_PENDING = "unpaid_pending"
@@ -62,7 +66,9 @@ class Attention(StrEnum):
 
 
 def attention_conditions(*, now: datetime) -> dict[Attention, Q]:
-    """Each reason's predicate, in the order a row is labelled when several apply. Each one
+    """The predicate of each attention reason.
+
+    Each reason's predicate, in the order a row is labelled when several apply. Each one
     names its status, so it is served by that status's partial index."""
     return {
         Attention.UNPAID_PENDING: Q(
@@ -93,7 +99,9 @@ def attention_conditions(*, now: datetime) -> dict[Attention, Q]:
 def transfers_needing_attention(
     *, now: datetime, reason: str | None = None, queryset: QuerySet | None = None
 ) -> QuerySet:
-    """Transfers a person must look at, for any reason or for ``reason`` (an ``Attention``
+    """The transfers a person must look at.
+
+    Transfers a person must look at, for any reason or for ``reason`` (an ``Attention``
     value; anything else is a ``ValueError``)."""
     queryset = SellerTransfer.objects.all() if queryset is None else queryset
     conditions = attention_conditions(now=now)
@@ -135,7 +143,9 @@ def _counted(kind: str) -> list[tuple[str, str, int]]:
 
 
 def transfer_counts_by_status() -> dict[str, int]:
-    """Rows per status, every known status present (zero when none), from the counters: what
+    """How many transfers are in each status.
+
+    Rows per status, every known status present (zero when none), from the counters: what
     entered each status less what left it."""
     counts = dict.fromkeys(TransferStatus.values, 0)
     for from_status, status, n in _counted(TransferCountKind.ROWS):
@@ -147,7 +157,9 @@ def transfer_counts_by_status() -> dict[str, int]:
 
 
 def transition_counts() -> dict[tuple[str, str], int]:
-    """Audit events per (from, to), from the counters: every successful transition ever made,
+    """How many times each transition was made.
+
+    Audit events per (from, to), from the counters: every successful transition ever made,
     same-state retries included. The events are append-only, so each count only grows."""
     return {(from_status, to): n for from_status, to, n in _counted(TransferCountKind.MOVES)}
 
@@ -182,7 +194,9 @@ _TRANSFER_SEARCH_BY_PREFIX = (
 
 
 def transfer_search(term: str) -> Q:
-    """The transfers a person searching for ``term`` means, found through indexes only: a
+    """Find transfers by a Stripe id, a transfer or order id, or a seller.
+
+    The transfers a person searching for ``term`` means, found through indexes only: a
     Stripe id by its prefix, a number as a transfer or order id, anything else as part of a
     seller's name or email (sellers are few; their transfers are found by ``seller_id``)."""
     term = term.strip()
@@ -236,7 +250,9 @@ def due_transfer_counts(*, now: datetime) -> dict[str, int]:
 
 
 def over_reversed_count() -> int:
-    """Transfers Stripe reversed beyond their share of the refunds (served by a partial
+    """How many transfers Stripe reversed beyond their refund share.
+
+    Transfers Stripe reversed beyond their share of the refunds (served by a partial
     index, normally empty)."""
     # The condition is the partial index's, which keeps this count cheap.
     return SellerTransfer.objects.filter(OVER_REVERSED).count()
@@ -271,7 +287,9 @@ def oldest_due_send_age(*, now: datetime) -> timedelta:
 
 
 def dispute_recovery_amount(*, order) -> int:
-    """How much of the order's chargeback is recovered from its sellers now, by the policy
+    """The part of the order's chargeback recovered from its sellers now.
+
+    How much of the order's chargeback is recovered from its sellers now, by the policy
     (``DISPUTE_RECOVERY``): ``on_open`` while Stripe holds the funds (withdrawn, not reinstated,
     not won), ``on_loss`` only once lost. With ``DISPUTE_FEE_BORNE_BY=sellers``, Stripe's fee is
     recovered with the amount. Inquiries move no money and recover nothing.

@@ -1,4 +1,6 @@
-"""HTTP interfaces: the Stripe webhook endpoint and the staff API. Each is parse → call one
+"""The Stripe webhook endpoints and the staff API of the payouts app.
+
+HTTP interfaces: the Stripe webhook endpoint and the staff API. Each is parse → call one
 service → serialize; errors are rendered by ``config.errors.exception_handler``."""
 
 import csv
@@ -76,8 +78,10 @@ class EventNotApplicable(APIException):
 
 
 class StripeWebhookView(APIView):
-    """``POST /webhooks/stripe/``: no auth (the signature is the auth), CSRF-exempt (APIView
-    without session authentication), never inside a request-wide transaction."""
+    """``POST /webhooks/stripe/``: the platform's own Stripe events, into the webhook inbox.
+
+    No auth (the signature is the auth), CSRF-exempt (APIView without session authentication),
+    never inside a request-wide transaction."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -122,9 +126,10 @@ class StripeWebhookView(APIView):
 
 
 class ConnectWebhookView(APIView):
-    """``POST /webhooks/stripe/connect/``: the connected accounts' events (``account.updated``,
-    ``account.application.deauthorized``, ``payout.*``), signed with the Connect endpoint's own
-    secret."""
+    """``POST /webhooks/stripe/connect/``: the connected accounts' events, into the inbox.
+
+    Those are ``account.updated``, ``account.application.deauthorized`` and ``payout.*``,
+    signed with the Connect endpoint's own secret."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -200,7 +205,9 @@ CLOCK_SKEW_SECONDS = 600
 
 
 def storable_json_problem(value: object) -> str | None:
-    """Why a parsed JSON value cannot be stored as PostgreSQL ``jsonb`` (which refuses NUL
+    """Why a parsed JSON value cannot be stored in ``jsonb``, if it cannot.
+
+    Why a parsed JSON value cannot be stored as PostgreSQL ``jsonb`` (which refuses NUL
     characters and text that is not UTF-8, such as lone surrogates), or is nested too deep;
     ``None`` when it can be. Iterative, so depth cannot exhaust the stack."""
     pending = [(value, 1)]
@@ -290,8 +297,9 @@ class TransferRetryView(APIView):
 
 
 class TransferRequeueView(APIView):
-    """``POST /api/admin/transfers/<id>/requeue/`` with ``{"reason": "…"}``: put a transfer that
-    gave up after its retries back to work."""
+    """``POST /api/admin/transfers/<id>/requeue/``: put a transfer that gave up back to work.
+
+    The body is ``{"reason": "…"}``; the transfer gave up after its retries."""
 
     authentication_classes = STAFF_AUTHENTICATION
     permission_classes = [
@@ -340,8 +348,10 @@ class TransferRequeueView(APIView):
 
 
 class OrderRefundView(APIView):
-    """``POST /api/admin/orders/<id>/refund/`` with optional ``{"amount": minor units}`` (all
-    that is left when omitted): creates the refund at Stripe; its webhook completes it (202)."""
+    """``POST /api/admin/orders/<id>/refund/``: refund an order's buyer, in full or in part.
+
+    The body is an optional ``{"amount": minor units}`` (all that is left when omitted): creates
+    the refund at Stripe; its webhook completes it (202)."""
 
     authentication_classes = STAFF_AUTHENTICATION
     permission_classes = [IsAdminUser, staff_permission("marketplace.refund_order"), JSONBodyOnly]

@@ -1,4 +1,6 @@
-"""Check the book against itself, the seller transfer rows and Stripe; store and print every
+"""Management command: run the ledger check now and print its breaks.
+
+Check the book against itself, the seller transfer rows and Stripe; store and print every
 break, one line each; exit 1 when there is any."""
 
 import sys

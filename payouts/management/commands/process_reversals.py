@@ -34,7 +34,9 @@ class Command(BaseCommand):
 
 
 def _peak_rss_kb() -> int | None:
-    """This process's own memory high-water mark (``ru_maxrss`` would report the launcher's when
+    """The peak memory of this process, in kilobytes.
+
+    This process's own memory high-water mark (``ru_maxrss`` would report the launcher's when
     that was larger: Linux carries it over exec)."""
     try:
         with open("/proc/self/status") as status:

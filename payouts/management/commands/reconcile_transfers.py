@@ -1,4 +1,6 @@
-"""Compare seller transfers with Stripe; report differences, and with --repair record what
+"""Management command: reconcile seller transfers with Stripe.
+
+Compare seller transfers with Stripe; report differences, and with --repair record what
 Stripe already did and schedule any refund share a transfer missed. Never moves money itself."""
 
 from datetime import timedelta
