@@ -52,7 +52,9 @@ def _first_mark(name: str) -> bool:
 
 
 def clear_mark(name: str) -> None:
-    """A drain starts: wake-ups from now on need a new drain (the running one may have passed
+    """Clear the wake-up mark as a drain starts.
+
+    A drain starts: wake-ups from now on need a new drain (the running one may have passed
     their rows already)."""
     try:
         _redis(settings.CELERY_BROKER_URL).delete(f"{_NAMESPACE}:{name}")
@@ -110,7 +112,9 @@ def send_transfers_after_commit(*, order_id: int) -> None:
 
 
 def sync_charge_refunds_after_commit(*, charge_id: str) -> None:
-    """Fetch the charge's refunds from Stripe (outside the request) once the transaction
+    """Sync the charge's refunds from Stripe once the transaction commits.
+
+    Fetch the charge's refunds from Stripe (outside the request) once the transaction
     commits."""
     _after_commit("refunds_sync_for_charge", charge_id=charge_id)
 

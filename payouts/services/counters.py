@@ -57,7 +57,9 @@ def transfer_counts_compact() -> dict[str, int]:
 
 
 def transfer_counts_rebuild() -> dict[str, int]:
-    """Count the transfer and audit tables again, from scratch: after rows were written with the
+    """Rebuild the trigger-kept transfer counters by counting every row.
+
+    Count the transfer and audit tables again, from scratch: after rows were written with the
     triggers off (a restore, a bulk load with ``session_replication_role = replica``). Reads
     every row of both tables, so it is an operator's action, never a scheduled one."""
     with transaction.atomic(), connection.cursor() as cursor:

@@ -1,4 +1,6 @@
-"""Disputes and chargebacks: the sellers' share is recovered, and given back if the dispute is
+"""Disputes: recover the sellers' share of a chargeback, give it back if won.
+
+With a chargeback the sellers' share is recovered, and given back if the dispute is
 won.
 
 With separate charges and transfers the platform is the merchant of record: Stripe takes a

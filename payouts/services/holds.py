@@ -1,4 +1,6 @@
-"""Seller transfers that wait on purpose: the order's hold until release, and sellers whose
+"""Holds: seller transfers that wait on purpose before they are sent.
+
+They wait for the order's hold until release, and sellers whose
 connected account cannot receive transfers.
 
 A held transfer spends no retries. An order's hold (``TRANSFER_HOLD``) ends when its time comes
@@ -41,7 +43,9 @@ class NothingToRelease(Conflict):
 
 
 def order_release(*, order_id: int, actor: Actor) -> list[SellerTransfer]:
-    """Release the order's held transfers now (fulfilled, say): each is sent after commit, or
+    """Release an order's held transfers now.
+
+    The order was fulfilled, say: each is sent after commit, or
     held for its seller's account if that cannot receive. Raises ``UnknownOrder`` or
     ``NothingToRelease`` (unpaid, refunded, or released already)."""
     with transaction.atomic():
@@ -81,7 +85,9 @@ def holds_release_due(*, limit: int = 100) -> dict[str, int]:
 def seller_account_updated(
     *, account: StripeAccount, actor: Actor, event_created: datetime | None = None
 ) -> int:
-    """Stripe says whether the seller's account can receive transfers. When it can, their
+    """Apply Stripe's update of a seller's account, releasing its held transfers.
+
+    Stripe says whether the seller's account can receive transfers. When it can, their
     transfers held for the account are released and sent at once. Returns how many.
 
     ``event_created``: when Stripe made the event saying so. An event older than one applied
@@ -102,7 +108,9 @@ def seller_account_updated(
 def seller_deauthorized(
     *, account_id: str, actor: Actor, event_created: datetime | None = None
 ) -> int:
-    """The seller disconnected the platform: their transfers not sent yet are held for staff.
+    """Hold a deauthorized seller's unsent transfers for staff.
+
+    The seller disconnected the platform: their transfers not sent yet are held for staff.
     Returns how many. An event older than the account event applied already changes nothing
     (as for ``seller_account_updated``)."""
     seller = Seller.objects.filter(stripe_account_id=account_id).first()

@@ -84,7 +84,9 @@ def ledger_check(
     gateway: StripeGateway | None = None,
     incremental: bool = False,
 ) -> tuple[CheckRun, list[Found]]:
-    """Run every check and store the run and its breaks. Full: the whole book, and the
+    """Run the ledger check, full or incremental, and store its breaks.
+
+    Run every check and store the run and its breaks. Full: the whole book, and the
     per-transfer ones over transfers changed within ``since`` (or all). ``incremental``: only
     what changed since the last clean run, at most a week and a day back (``since`` is then
     ignored; breaks that stay unfixed longer are the weekly full run's). At Stripe, the checked
@@ -124,14 +126,18 @@ def ledger_check(
 
 
 def ledger_check_daily() -> dict[str, int]:
-    """Beat's daily run: what changed since the last clean run, and at Stripe what changed in
+    """The daily ledger check.
+
+    Beat's daily run: what changed since the last clean run, and at Stripe what changed in
     the last day (a break left unfixed does not make every later day read more at Stripe)."""
     run, found = ledger_check(incremental=True, stripe_since=DAILY_CHECK_WINDOW)
     return {"run": run.pk, "transfers": run.transfers_checked, "breaks": len(found)}
 
 
 def ledger_check_weekly() -> dict[str, int]:
-    """Beat's weekly run: the whole book and every row, and at Stripe the transfers changed in
+    """The weekly ledger check.
+
+    Beat's weekly run: the whole book and every row, and at Stripe the transfers changed in
     the last week (and a day)."""
     run, found = ledger_check(stripe_since=WEEKLY_CHECK_WINDOW)
     return {"run": run.pk, "transfers": run.transfers_checked, "breaks": len(found)}

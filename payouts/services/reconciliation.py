@@ -1,4 +1,6 @@
-"""Reconciliation: record what Stripe did that we did not, compare our rows with Stripe's, and
+"""Reconcile seller transfers with Stripe and with their orders' refunds.
+
+Reconciliation: record what Stripe did that we did not, compare our rows with Stripe's, and
 recompute each paid transfer's share of its order's refunds.
 
 Nothing here moves money. ``transfer_record_stripe_reversals`` brings ``amount_reversed`` up to
@@ -129,7 +131,9 @@ def _compare(row: SellerTransfer, *, gateway: StripeGateway, repair: bool) -> Di
 
 
 def shares_recheck(*, since: timedelta | None = None) -> int:
-    """Recompute every paid transfer's share of its order's refunds (orders whose refunds or
+    """Schedule every refund share a paid transfer missed.
+
+    Recompute every paid transfer's share of its order's refunds (orders whose refunds or
     transfers changed within ``since``; all refunded orders when ``None``) and schedule any
     share a transfer missed, whatever the cause. Returns how many transfers were scheduled."""
     # And the orders whose transfers a full refund cancelled, while the order is not refunded in
@@ -168,7 +172,9 @@ def shares_recheck(*, since: timedelta | None = None) -> int:
 def reconciliation_run(
     *, since: timedelta | None, at_stripe_since: timedelta | None = None
 ) -> dict[str, int]:
-    """Every missed refund share of the orders changed within ``since`` (all refunded orders
+    """Run the whole reconciliation: missed refund shares, then Stripe.
+
+    Every missed refund share of the orders changed within ``since`` (all refunded orders
     when ``None``) scheduled, then the paid transfers changed within ``at_stripe_since``
     (``since`` when not given) compared with Stripe, repairing what recording Stripe's
     reversals settles."""

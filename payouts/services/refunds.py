@@ -55,12 +55,16 @@ class UnknownRefundOrder(LookupError):
 
 
 class RefundCurrencyMismatch(ValueError):
-    """The refund is in another currency than its order: applying it would take shares in the
+    """Raised for a refund in another currency than its order.
+
+    The refund is in another currency than its order: applying it would take shares in the
     wrong unit from the sellers."""
 
 
 def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Actor) -> int:
-    """Apply what Stripe says about ``refund``; returns how many transfers were scheduled for
+    """Apply a Stripe refund's status to its order and its sellers' shares.
+
+    Apply what Stripe says about ``refund``; returns how many transfers were scheduled for
     reversal. ``status`` overrides the refund's own (``refund.failed`` events)."""
     status = _STATUS_FROM_STRIPE.get(status or refund.status)
     if status is None:
@@ -107,7 +111,9 @@ def refund_apply(*, refund: StripeRefund, status: str | None = None, actor: Acto
 
 
 def _refund_settled(order: Order, refund: Refund, actor: Actor) -> int:
-    """Book what the succeeded refund took from the platform's balance and recompute the
+    """Count a succeeded refund: book it and recompute the sellers' shares.
+
+    Book what the succeeded refund took from the platform's balance and recompute the
     sellers' shares. A refund in another currency than the order's settlement waits for its own
     balance transaction (read after commit, ``refund_settle``) before it counts."""
     if not refund.settled:
@@ -128,7 +134,9 @@ def _refund_settled(order: Order, refund: Refund, actor: Actor) -> int:
 
 
 def _refund_failed(order: Order, refund: Refund, actor: Actor) -> int:
-    """A refund failed (or was canceled) after it had succeeded: the buyer did not get the
+    """Undo a refund that failed after it succeeded.
+
+    A refund failed (or was canceled) after it had succeeded: the buyer did not get the
     money, so what it took from the platform's balance comes back (booked, once), and each
     seller's share goes down again: what was already reversed from them is given back by the
     reversal worker (their debt first, then a new transfer), what was still pending is simply
@@ -150,7 +158,9 @@ def _refund_failed(order: Order, refund: Refund, actor: Actor) -> int:
 
 
 def refunds_settle_due(*, limit: int = 100, gateway: StripeGateway | None = None) -> int:
-    """Read the balance transaction of every succeeded refund waiting for it (a refund in
+    """Settle every succeeded refund still waiting for its balance transaction.
+
+    Read the balance transaction of every succeeded refund waiting for it (a refund in
     another currency than its order's settlement), then count it in the sellers' shares.
     Returns how many were settled."""
     gateway = gateway or get_gateway()
@@ -159,7 +169,9 @@ def refunds_settle_due(*, limit: int = 100, gateway: StripeGateway | None = None
 
 
 def refund_settle(*, refund: Refund, gateway: StripeGateway) -> bool:
-    """Read one refund's balance transaction (no transaction open during the call) and apply
+    """Settle one refund from its balance transaction at Stripe.
+
+    Read one refund's balance transaction (no transaction open during the call) and apply
     it. False while Stripe cannot give it yet (the refund stays due, a minute later)."""
     settlement = settlement_read(refund, lambda: gateway.refund_settlement(refund.stripe_refund_id))
     if settlement is None:
@@ -175,7 +187,9 @@ def refund_settle(*, refund: Refund, gateway: StripeGateway) -> bool:
 
 
 def refunds_sync_for_charge(*, charge_id: str, gateway: StripeGateway | None = None) -> int:
-    """Safety net for ``charge.refunded``: fetch the charge's refunds and apply any we missed.
+    """Apply any refund of the charge that a webhook did not deliver.
+
+    Safety net for ``charge.refunded``: fetch the charge's refunds and apply any we missed.
     Returns how many transfers were scheduled for reversal."""
     gateway = gateway or get_gateway()
     scheduled = 0
@@ -230,7 +244,9 @@ def staff_refund_send(*, refund_id: int, gateway: StripeGateway | None = None) -
 
 
 def _create_at_stripe(refund: Refund, gateway: StripeGateway) -> None:
-    """Send the reserved refund to Stripe with its own key; record its id, or release the
+    """Create a reserved staff refund at Stripe.
+
+    Send the reserved refund to Stripe with its own key; record its id, or release the
     reservation when Stripe definitely refused. Raises ``GatewayError``."""
     try:
         created = gateway.create_refund(
@@ -258,14 +274,18 @@ RESERVATION_SETTLE_AFTER = timedelta(minutes=10)
 
 
 class ReservationTooRecent(Conflict):
-    """Staff asked to release a reserved refund whose first request may still be in flight at
+    """Raised when a reserved refund is too recent to be released safely.
+
+    Staff asked to release a reserved refund whose first request may still be in flight at
     Stripe: Stripe may yet refund it, and a released amount could be refunded twice."""
 
     code = "reservation_too_recent"
 
 
 def staff_refunds_settle(*, gateway: StripeGateway | None = None) -> dict[str, int]:
-    """Settle every staff refund still reserved (``pending``, no Stripe id) after its call
+    """Settle every staff refund whose Stripe call ended without an answer.
+
+    Settle every staff refund still reserved (``pending``, no Stripe id) after its call
     failed without a definite answer. Returns counts per outcome."""
     gateway = gateway or get_gateway()
     stuck = Refund.objects.filter(
@@ -282,7 +302,9 @@ def staff_refunds_settle(*, gateway: StripeGateway | None = None) -> dict[str, i
 def staff_refund_settle(
     *, refund_id: int, release: bool = False, gateway: StripeGateway | None = None
 ) -> ReservationOutcome:
-    """Settle one reserved staff refund: record it when Stripe holds it (found by our
+    """Settle one staff refund whose Stripe call ended without an answer.
+
+    Settle one reserved staff refund: record it when Stripe holds it (found by our
     metadata); otherwise release it when asked to (``release``) or when its key may be
     forgotten, else send it again with its own key so Stripe replays or completes it.
 

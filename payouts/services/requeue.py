@@ -1,4 +1,6 @@
-"""Staff re-queue a transfer that gave up: ``permanently_failed`` after its retries ran out (a
+"""Staff re-queue of a transfer that gave up after its retries.
+
+Staff re-queue a transfer that gave up: ``permanently_failed`` after its retries ran out (a
 Stripe outage longer than the backoff, say) is not the end of the seller's money.
 
 An unpaid transfer goes back to ``failed``, an unfinished reversal back to ``reversal_pending``,
@@ -44,7 +46,9 @@ class RequeueReasonMissing(InvalidInput):
 
 
 def transfer_requeue_by_staff(*, transfer_id: int, user, reason: str) -> SellerTransfer:
-    """Re-queue one ``permanently_failed`` transfer that ran out of retries, on behalf of
+    """Put one transfer that gave up back to work, on a staff member's request.
+
+    Re-queue one ``permanently_failed`` transfer that ran out of retries, on behalf of
     ``user``, for ``reason``. Returns the row, due now; the worker is woken after commit.
 
     Raises ``RequeueReasonMissing``, ``UnknownTransfer`` or ``TransferNotRequeueable`` (not
@@ -87,7 +91,9 @@ def _check_requeueable(transfer: SellerTransfer) -> None:
 
 
 def _where_it_gave_up(transfer: SellerTransfer) -> str:
-    """``failed`` when it gave up paying the seller, ``reversal_pending`` when it gave up taking
+    """The status a transfer that gave up goes back to.
+
+    ``failed`` when it gave up paying the seller, ``reversal_pending`` when it gave up taking
     a share back: where its last move into ``permanently_failed`` came from."""
     last = (
         transfer.events.filter(to_status=TransferStatus.PERMANENTLY_FAILED)

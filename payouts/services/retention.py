@@ -48,7 +48,9 @@ def webhook_events_expire(
     pause: timedelta = PAUSE,
     time_budget: timedelta = TIME_BUDGET,
 ) -> dict[str, int]:
-    """Delete processed and ignored events received (and last processed) before
+    """Delete the webhook events older than the retention period, in batches.
+
+    Delete processed and ignored events received (and last processed) before
     ``now - WEBHOOK_RETENTION``, ``batch`` rows per transaction, ``pause`` apart, until none
     is left or ``time_budget`` is spent."""
     cutoff = (now or timezone.now()) - settings.PAYOUTS.webhook_retention

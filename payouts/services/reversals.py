@@ -98,7 +98,9 @@ _SETTLED = {
 def reversals_process_due(
     *, time_budget: timedelta | None = None, gateway: StripeGateway | None = None
 ) -> dict[str, int]:
-    """Reverse due transfers, ``REVERSAL_CONCURRENCY`` at a time, until none is due or
+    """Reverse the due transfers, several at a time, within a time budget.
+
+    Reverse due transfers, ``REVERSAL_CONCURRENCY`` at a time, until none is due or
     ``time_budget`` (default: most of the beat interval) is spent. Returns counts per outcome.
 
     Each thread claims one row at a time, so a claimed row's call starts right away and its lease
@@ -126,7 +128,9 @@ def reversals_process_due(
 
 
 def reversals_drain() -> dict[str, int]:
-    """Reverse every due transfer now (a wake-up after a refund or a backoff). Wake-ups sent
+    """Reverse every due transfer now, after a wake-up.
+
+    Reverse every due transfer now (a wake-up after a refund or a backoff). Wake-ups sent
     while this drain runs start another one, which finds what this one passed by."""
     clear_mark("reversals")
     return reversals_process_due()
@@ -216,7 +220,9 @@ def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcom
 
 
 def _settle_lost_reversal(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
-    """Something is to be given back, but the reversal sent last may have been made behind a
+    """Record what Stripe reversed before giving back after a possibly lost answer.
+
+    Something is to be given back, but the reversal sent last may have been made behind a
     lost answer, and it will not be sent again: record what Stripe reversed first (what our
     reversals took beyond the shares is added to what is given back). The row stays due for
     the give-back, which then sends with a key of its own."""
@@ -243,7 +249,9 @@ def _settle_lost_give_back(transfer: SellerTransfer, gateway: StripeGateway) -> 
 
 @dataclass(frozen=True, slots=True)
 class SeenAtStripe:
-    """The transfer's reversals at Stripe: in all, by us (they carry our metadata), and made
+    """The reversals of one transfer as Stripe lists them.
+
+    The transfer's reversals at Stripe: in all, by us (they carry our metadata), and made
     elsewhere (the Dashboard)."""
 
     total: int
@@ -255,7 +263,9 @@ class SeenAtStripe:
 
 
 def _reversed_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> SeenAtStripe:
-    """The last attempt may have reversed money behind an error, and this one would use a new
+    """Read the transfer's reversals at Stripe before this attempt sends anything.
+
+    The last attempt may have reversed money behind an error, and this one would use a new
     key (or one Stripe may have forgotten, or send nothing): read what Stripe holds first."""
     reversals = gateway.list_reversals(transfer.stripe_transfer_id)
     ours = [r for r in reversals if r.metadata.get("seller_transfer_id") == str(transfer.pk)]
@@ -263,7 +273,9 @@ def _reversed_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> See
 
 
 def _settle(transfer: SellerTransfer, **outcome) -> ReversalOutcome:
-    """Record the outcome under the row lock, so a refund that raised the target while the call
+    """Record a reversal attempt's outcome.
+
+    Record the outcome under the row lock, so a refund that raised the target while the call
     was in flight is seen (the row then stays due for the rest)."""
     with transaction.atomic():
         row = transfer_lock(transfer.pk)
@@ -274,7 +286,9 @@ def _settle(transfer: SellerTransfer, **outcome) -> ReversalOutcome:
 
 
 def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
-    """The seller's shares went down (a dispute won, a refund that failed): give back what was
+    """Give back to the seller what was taken beyond their shares.
+
+    The seller's shares went down (a dispute won, a refund that failed): give back what was
     taken beyond them, their debt first, the rest in a new transfer keyed on this step."""
     with transaction.atomic():
         row = transfer_lock(transfer.pk)
@@ -356,7 +370,9 @@ def _return_at_stripe(row: SellerTransfer, gateway: StripeGateway):
 
 
 def _refuse(transfer: SellerTransfer, why: str) -> ReversalOutcome:
-    """What is left of the share becomes the seller's debt, recorded under the row lock so a
+    """Record a share Stripe will not reverse as the seller's debt.
+
+    What is left of the share becomes the seller's debt, recorded under the row lock so a
     refund that raised the target meanwhile is included."""
     with transaction.atomic():
         row = transfer_lock(transfer.pk)

@@ -36,7 +36,9 @@ logger = logging.getLogger(__name__)
 
 
 def allocate(amount: int, *, of: int, weights: dict) -> dict:
-    """``amount / of`` of each weight, in whole minor units: the parts add up to the rounded
+    """Split an amount in proportion to weights, in whole minor units.
+
+    ``amount / of`` of each weight, in whole minor units: the parts add up to the rounded
     (half up) exact total, the units lost by flooring going to the largest remainders (ties:
     lowest key). With weights adding up to ``of``, the parts add up to ``amount`` exactly."""
     if of <= 0 or amount <= 0:
@@ -51,14 +53,18 @@ def allocate(amount: int, *, of: int, weights: dict) -> dict:
 
 
 def proportional_targets(*, refunded: int, order_total: int, amounts: dict[int, int]) -> dict:
-    """Each transfer's share of ``refunded / order_total`` of its amount (``allocate``), never
+    """Each transfer's share of the order's refunds, in proportion to its amount.
+
+    Each transfer's share of ``refunded / order_total`` of its amount (``allocate``), never
     above the transfer's amount; all of it when the order is fully refunded."""
     shares = allocate(min(refunded, order_total), of=order_total, weights=amounts)
     return {pk: min(share, amounts[pk]) for pk, share in shares.items()}
 
 
 def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
-    """Recompute each transfer's share of the order's refunds and chargeback; schedule the rows
+    """Recompute the sellers' shares of an order's refunds and chargeback.
+
+    Recompute each transfer's share of the order's refunds and chargeback; schedule the rows
     whose shares changed (or keep them back, for a transfer still on hold). Must run inside the
     caller's transaction, which has locked the order. Returns how many rows were scheduled.
 
@@ -117,7 +123,9 @@ def _reinstate_cancelled(order: Order, rows, actor: Actor) -> None:
 
 
 def _on_hold(row) -> bool:
-    """Held and never handed to Stripe: its shares can be kept back instead of sent and taken
+    """Whether the transfer's shares can be kept back instead of reversed.
+
+    Held and never handed to Stripe: its shares can be kept back instead of sent and taken
     back. No claim noted a send of its key, and no earlier key may have moved money (a 5xx
     renews the key and asks for Stripe to be read first: that row may be paid already, and its
     shares wait until the read says)."""

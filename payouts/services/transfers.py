@@ -83,7 +83,9 @@ def transfer_group(order: Order) -> str:
 def order_payment_record(
     *, order: Order, amount: int, currency: str, payment_intent_id: str, charge_id: str
 ) -> bool:
-    """Stripe took the buyer's payment: mark the order paid, and after commit read what it
+    """Record a buyer's payment and pay its sellers after commit.
+
+    Stripe took the buyer's payment: mark the order paid, and after commit read what it
     settled as, create its seller transfers and pay them (``order_settle``). True when the order
     became paid now. Idempotent; raises ``OrderMismatch`` when the amounts disagree."""
     with transaction.atomic():
@@ -101,7 +103,9 @@ def order_payment_record(
 def orders_settle_due(
     *, order_id: int | None = None, limit: int = 100, gateway: StripeGateway | None = None
 ) -> int:
-    """Settle every paid order (or the one) whose balance transaction is due to be read, in
+    """Settle the paid orders whose balance transaction is due to be read.
+
+    Settle every paid order (or the one) whose balance transaction is due to be read, in
     batches of ``limit``. Returns how many got their transfer rows. An order Stripe cannot
     answer for is due again later, so this ends."""
     gateway = gateway or get_gateway()
@@ -111,7 +115,9 @@ def orders_settle_due(
 
 
 def settlement_due_rows(queryset, *, limit: int) -> Iterator:
-    """The rows of ``queryset`` (orders or refunds) whose balance transaction is due to be
+    """Iterate the rows whose balance transaction is due to be read.
+
+    The rows of ``queryset`` (orders or refunds) whose balance transaction is due to be
     read, fetched ``limit`` at a time in id order, each once."""
     after = 0
     while True:
@@ -128,7 +134,9 @@ SETTLEMENT_READ_RETRY = timedelta(minutes=1)
 
 
 def order_settle(*, order: Order, gateway: StripeGateway | None = None) -> list[SellerTransfer]:
-    """Read what the order's payment settled as (its charge's balance transaction: currency,
+    """Settle one paid order and create its seller transfers.
+
+    Read what the order's payment settled as (its charge's balance transaction: currency,
     amount, Stripe's fee, rate), then create its seller transfers from it. No transaction is
     open during the Stripe call. Returns the rows; none while the balance transaction cannot be
     read yet (the order stays due and is tried again)."""
@@ -147,7 +155,9 @@ def order_settle(*, order: Order, gateway: StripeGateway | None = None) -> list[
 
 
 def settlement_read(row, read: Callable[[], StripeSettlement | None]) -> Settlement | None:
-    """What ``row`` (an order or a refund) settled as, read from Stripe by ``read``. ``None``
+    """Read what an order or a refund settled as at Stripe.
+
+    What ``row`` (an order or a refund) settled as, read from Stripe by ``read``. ``None``
     when Stripe cannot give it yet (an error, or no balance transaction so far): the row is
     due again in ``SETTLEMENT_READ_RETRY``."""
     try:
@@ -178,7 +188,9 @@ def _as_itself(order: Order) -> Settlement:
 def transfers_create_for_order(
     *, order: Order, settlement: Settlement | None = None
 ) -> list[SellerTransfer]:
-    """Record what the order settled as, create its seller transfer rows from it, one per
+    """Create the order's seller transfers and book the payment, once.
+
+    Record what the order settled as, create its seller transfer rows from it, one per
     seller, ``pending`` and due now, and post the payment in the book. A seller who owes us (a
     refused reversal) has the debt netted from the new row first, never below zero.
 
@@ -214,7 +226,9 @@ def transfers_create_for_order(
 
 
 def seller_shares_of_settlement(order: Order) -> dict[int, int]:
-    """Each seller's part of what the payment settled as after Stripe's fee (the order's
+    """Split the payment's net settlement between the sellers, by their items.
+
+    Each seller's part of what the payment settled as after Stripe's fee (the order's
     ``settlement_net``), in proportion to their items: whole minor units of the settlement
     currency that add up to it exactly."""
     gross_by_seller = dict(
@@ -269,7 +283,9 @@ def _first_status() -> dict:
 def transfers_send_due(
     *, order_id: int | None = None, limit: int = 100, gateway: StripeGateway | None = None
 ) -> dict[str, int]:
-    """Send every due ``pending``/``failed`` transfer (of one order, or all). Returns counts per
+    """Send the due seller transfers.
+
+    Send every due ``pending``/``failed`` transfer (of one order, or all). Returns counts per
     outcome."""
     gateway = gateway or get_gateway()
     summary: Counter[str] = Counter()
@@ -288,7 +304,9 @@ def transfers_send_due(
 def transfer_send(
     transfer: SellerTransfer, *, gateway: StripeGateway, actor: Actor, may_give_up: bool = True
 ) -> SendOutcome:
-    """One attempt to pay a claimed ``transfer``. A staff retry (``may_give_up=False``) never
+    """Try once to pay a claimed seller transfer.
+
+    One attempt to pay a claimed ``transfer``. A staff retry (``may_give_up=False``) never
     gives up: a person asked for one more attempt, not for the worker's budget."""
     if transfer.status not in SENDABLE:
         return SendOutcome.SKIPPED
@@ -388,7 +406,9 @@ def _record_paid(
     actor: Actor,
     destination_payment: str = "",
 ) -> None:
-    """Paid, and the order's earlier refunds applied to the new payment, in one transaction: a
+    """Record the transfer paid and apply the order's earlier refunds to it.
+
+    Paid, and the order's earlier refunds applied to the new payment, in one transaction: a
     refund may have succeeded while this seller was still unpaid, and its share must be taken
     back whatever happens to this process next. The order is locked first, as every path that
     locks an order's transfers does."""
@@ -406,7 +426,9 @@ def _record_paid(
 
 
 def _row_stamp(transfer: SellerTransfer) -> str:
-    """The row's creation time in microseconds: with the row id, it names this row even after
+    """The row's creation time in microseconds, naming the row together with its id.
+
+    With the row id, it names this row even after
     a database restore or rebuild reuses ids."""
     return str(int(transfer.created_at.timestamp() * 1_000_000))
 
@@ -429,7 +451,9 @@ def _create_at_stripe(transfer: SellerTransfer, gateway: StripeGateway, key: str
 
 
 def _find_at_stripe(transfer: SellerTransfer, gateway: StripeGateway) -> StripeTransfer | None:
-    """A Stripe transfer an earlier attempt of this row already made: same amount, currency,
+    """Find the Stripe transfer an earlier attempt of this row made, if any.
+
+    A Stripe transfer an earlier attempt of this row already made: same amount, currency,
     row (id and creation time), to one of the seller's accounts (the one now, or one it had when
     that attempt ran). Anything else is someone else's transfer, and adopting it would mark our
     seller paid while they never were."""

@@ -48,7 +48,9 @@ class EventNotOurs(Exception):
 
 
 def webhook_event_ingest(*, payload: dict, connect: bool = False) -> WebhookEvent:
-    """Store ``payload`` in the inbox unless its event id is there already, then process it
+    """Store a Stripe event in the inbox and process it, once.
+
+    Store ``payload`` in the inbox unless its event id is there already, then process it
     unless an earlier delivery already did. ``connect``: it came from the Connect endpoint (a
     connected account's event, carrying its ``account``)."""
     account = str(payload.get("account") or "") if connect else ""
@@ -75,7 +77,9 @@ def webhook_event_ingest(*, payload: dict, connect: bool = False) -> WebhookEven
 
 
 def webhook_event_process(*, event_id: int, force: bool = False) -> WebhookEvent:
-    """Process one stored event (again, for a replay). Already processed or ignored events are
+    """Process one stored event, or replay it.
+
+    Process one stored event (again, for a replay). Already processed or ignored events are
     left alone unless ``force`` (every handler is idempotent)."""
     with transaction.atomic():
         event = WebhookEvent.objects.select_for_update().get(pk=event_id)
@@ -232,7 +236,9 @@ def _payout_changed(event: WebhookEvent) -> None:
 
 
 def _handlers(account: str) -> dict[str, Callable[[WebhookEvent], None]]:
-    """A connected account's events (stored with their account) and the platform's own are
+    """The handlers for the events of a connected account, or for the platform's own.
+
+    A connected account's events (stored with their account) and the platform's own are
     told apart: neither endpoint can trigger the other's handlers."""
     return CONNECT_HANDLERS if account else HANDLERS
 

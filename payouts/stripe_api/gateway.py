@@ -53,7 +53,9 @@ class StripeAccount:
 
 @dataclass(frozen=True, slots=True)
 class StripeBalanceMove:
-    """One of a dispute's balance transactions: ``net`` negative when funds were withdrawn
+    """A dispute's move of funds on the platform's balance.
+
+    One of a dispute's balance transactions: ``net`` negative when funds were withdrawn
     (amount and fee), positive when reinstated."""
 
     id: str
@@ -65,7 +67,9 @@ class StripeBalanceMove:
 
 @dataclass(frozen=True, slots=True)
 class StripeSettlement:
-    """How a charge or a refund landed on the platform's balance: its balance transaction, in
+    """How a charge or refund settled on the platform's balance.
+
+    How a charge or a refund landed on the platform's balance: its balance transaction, in
     the settlement currency. ``amount`` is positive for a charge and a refund alike (what came
     in, what went out); ``exchange_rate`` is ``None`` when no conversion happened."""
 
@@ -307,13 +311,17 @@ class TransferAlreadyReversed(GatewayError):
 
 
 class SellerBalanceInsufficient(GatewayError):
-    """Stripe refused a reversal because the seller's Stripe balance cannot cover it (they were
+    """Stripe refused a reversal: the seller's balance cannot cover it.
+
+    Stripe refused a reversal because the seller's Stripe balance cannot cover it (they were
     paid out already). Retrying on the usual schedule will not help: the share becomes the
     seller's debt."""
 
 
 class DestinationCannotReceive(GatewayError):
-    """Stripe refused a transfer because the seller's account cannot receive one (the
+    """Stripe refused a transfer: the seller's account cannot receive it.
+
+    Stripe refused a transfer because the seller's account cannot receive one (the
     ``transfers`` capability is not active) or no longer lets the platform in (deauthorized).
     Retrying will not help until the account changes."""
 
@@ -374,7 +382,9 @@ def classify(exc: stripe.StripeError) -> GatewayError:
 
 
 def minor_units(value: Any, *, field: str = "amount") -> int:
-    """A Stripe amount: an integer number of minor units, never a string or a fraction (a
+    """Check that an amount from Stripe is a whole, non-negative number of minor units.
+
+    A Stripe amount: an integer number of minor units, never a string or a fraction (a
     hostile or broken body must not turn "500" or 700.9 into money)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{field} must be a non-negative integer of minor units, got {value!r}")
@@ -561,7 +571,9 @@ class StripeGateway:
             )
 
     def retrieve_account(self, account_id: str) -> StripeAccount:
-        """A connected account's ability to receive transfers. A deauthorized account (403
+        """Ask Stripe whether a connected account can receive transfers.
+
+        A connected account's ability to receive transfers. A deauthorized account (403
         ``account_invalid``) cannot."""
         try:
             obj = self._call("accounts.retrieve", self._client.v1.accounts.retrieve, account_id)
@@ -611,7 +623,9 @@ class StripeGateway:
         return refund_from_stripe(obj)
 
     def charge_settlement(self, charge_id: str) -> StripeSettlement | None:
-        """The charge's balance transaction: what the buyer's payment settled as, in which
+        """Read what a charge settled as on the platform's balance.
+
+        The charge's balance transaction: what the buyer's payment settled as, in which
         currency and at which rate. ``None`` while Stripe has not created it yet."""
         return self._settlement("charges.retrieve", self._client.v1.charges.retrieve, charge_id)
 

@@ -26,7 +26,9 @@ class StripeRateLimiter:
         self._cooldown_key = f"{namespace}:cooldown"
 
     def acquire(self, *, timeout: float = 60.0) -> None:
-        """Block until this process may send one request (or ``timeout`` passes, then send
+        """Wait for this process's turn to call Stripe.
+
+        Block until this process may send one request (or ``timeout`` passes, then send
         anyway: a late request is better than a worker stuck forever on Redis)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -41,6 +43,8 @@ class StripeRateLimiter:
         logger.warning("rate limiter wait timed out; sending anyway")
 
     def slow_down(self, seconds: float = 0.25) -> None:
-        """Stripe answered 429: every process pauses for ``seconds``. A pause under way is not
+        """Pause every process's calls to Stripe after a 429.
+
+        Stripe answered 429: every process pauses for ``seconds``. A pause under way is not
         extended by the 429s it already caused, so a burst of them costs one pause, not many."""
         self._redis.set(self._cooldown_key, 1, px=max(int(seconds * 1000), 1), nx=True)

@@ -6,7 +6,9 @@ TOLERANCE_SECONDS = 300
 
 
 def signature_is_valid(raw_body: bytes, header: str | None, secrets: list[str]) -> bool:
-    """True when ``header`` signs ``raw_body`` with any of ``secrets`` (several during a
+    """Check a Stripe webhook signature against our endpoint secrets.
+
+    True when ``header`` signs ``raw_body`` with any of ``secrets`` (several during a
     rotation) within the tolerance."""
     if not header or not secrets:
         return False

@@ -1,4 +1,6 @@
-"""Who or what made a move: a worker, a Stripe event, a staff member. Interfaces build one and
+"""The actor of a transfer move, recorded on its audit event.
+
+Who or what made a move: a worker, a Stripe event, a staff member. Interfaces build one and
 pass it down; the move records it on the audit event."""
 
 from dataclasses import dataclass

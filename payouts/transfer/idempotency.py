@@ -38,7 +38,9 @@ def transfer_key(transfer) -> str:
 
 
 def reversal_key(transfer) -> str:
-    """Each reversal of a transfer gets its own key: partial reversals are told apart by how much
+    """The idempotency key of a transfer's next reversal.
+
+    Each reversal of a transfer gets its own key: partial reversals are told apart by how much
     was already reversed when they were sent."""
     if transfer.reversal_idempotency_key:
         return transfer.reversal_idempotency_key
@@ -51,7 +53,9 @@ def is_reversal_key(key: str) -> bool:
 
 
 def return_key(transfer) -> str:
-    """The key of a step giving money back to the seller in a new transfer, told apart from the
+    """The idempotency key of a step giving money back in a new transfer.
+
+    The key of a step giving money back to the seller in a new transfer, told apart from the
     earlier ones by how much was given back already."""
     if transfer.reversal_idempotency_key:
         return transfer.reversal_idempotency_key
@@ -60,7 +64,9 @@ def return_key(transfer) -> str:
 
 @dataclass(frozen=True, slots=True)
 class NextAttempt:
-    """What the attempt after a failure must do: which key to send with, and whether to read
+    """How the attempt after a failure must call Stripe.
+
+    What the attempt after a failure must do: which key to send with, and whether to read
     Stripe's state before sending anything."""
 
     key: str
@@ -70,7 +76,9 @@ class NextAttempt:
 
 
 def next_attempt(key: str, error: GatewayError | None, *, read_stripe_first: bool) -> NextAttempt:
-    """The next attempt after ``error`` (``None``: Stripe was not called). Once set, the
+    """Decide how the next attempt calls Stripe after a failure.
+
+    The next attempt after ``error`` (``None``: Stripe was not called). Once set, the
     read-first flag stays until an attempt succeeds."""
     if error is None or not error.response_seen or error.rate_limited:
         return NextAttempt(key, read_stripe_first)
@@ -82,7 +90,9 @@ def next_attempt(key: str, error: GatewayError | None, *, read_stripe_first: boo
 
 
 def key_may_be_forgotten(transfer, *, now: datetime) -> bool:
-    """True when the row's kept key may be older than Stripe's memory of it: sending it again
+    """Whether Stripe may have forgotten the row's idempotency key.
+
+    True when the row's kept key may be older than Stripe's memory of it: sending it again
     could execute a second time, so Stripe's state must be read first."""
     first_sent = transfer.key_first_sent_at
     return first_sent is not None and now - first_sent > KEY_MEMORY

@@ -32,13 +32,17 @@ def transfer_lock(transfer_id: int) -> SellerTransfer:
 
 
 def order_transfers_lock(order_id: int) -> list[SellerTransfer]:
-    """Lock every transfer of one order, in id order (the fixed lock order of every path that
+    """Lock an order's transfers and return them.
+
+    Lock every transfer of one order, in id order (the fixed lock order of every path that
     locks several), and return them fresh."""
     return list(_for_update().filter(order_id=order_id).order_by("pk"))
 
 
 def held_due_lock(*, now: datetime, limit: int) -> list[SellerTransfer]:
-    """Lock up to ``limit`` held rows whose release time has come (``SKIP LOCKED``: another
+    """Lock a batch of held transfers whose release time has come.
+
+    Lock up to ``limit`` held rows whose release time has come (``SKIP LOCKED``: another
     sweep takes others), oldest first; the caller releases them in its transaction."""
     due = SellerTransfer.objects.filter(
         status=TransferStatus.HELD,
@@ -50,7 +54,9 @@ def held_due_lock(*, now: datetime, limit: int) -> list[SellerTransfer]:
 
 
 def lease_take(transfer_id: int) -> None:
-    """Push the row's ``next_retry_at`` past the claim lease, so no worker takes it while the
+    """Keep workers off a row while a staff retry calls Stripe for it.
+
+    Push the row's ``next_retry_at`` past the claim lease, so no worker takes it while the
     caller (a staff retry) calls Stripe for it, as a worker's claim does. Not a status
     change."""
     now = timezone.now()

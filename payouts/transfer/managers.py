@@ -1,4 +1,6 @@
-"""The manager is an interface to the seller transfer table: the guarded ``transition`` lives
+"""The seller transfer's manager, with its guarded ``transition``.
+
+The manager is an interface to the seller transfer table: the guarded ``transition`` lives
 here; *which* move to make, and any Stripe call, live in ``payouts.services``."""
 
 from typing import Any

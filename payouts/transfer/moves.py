@@ -35,7 +35,9 @@ def _move(transfer: SellerTransfer, to: str, actor: Actor, detail: dict, **field
 
 
 def book_ref(transfer: SellerTransfer, step: object = None) -> ledger.services.TransferRef:
-    """The transfer as the book names it, for the step posting (by default the move just made:
+    """The reference the book uses for this transfer and step.
+
+    The transfer as the book names it, for the step posting (by default the move just made:
     its audit event)."""
     return ledger.services.TransferRef(
         transfer_id=transfer.pk,
@@ -47,7 +49,9 @@ def book_ref(transfer: SellerTransfer, step: object = None) -> ledger.services.T
 
 
 def _key_fields(key_field: str, follow: NextAttempt) -> dict[str, Any]:
-    """The key the next attempt sends, and whether it reads Stripe first. A renewed key has not
+    """The idempotency fields of the transfer's next attempt.
+
+    The key the next attempt sends, and whether it reads Stripe first. A renewed key has not
     been sent yet: when it first is, the claim notes the time."""
     fields: dict[str, Any] = {key_field: follow.key, "read_stripe_first": follow.read_stripe_first}
     if follow.renewed:
@@ -56,7 +60,9 @@ def _key_fields(key_field: str, follow: NextAttempt) -> dict[str, Any]:
 
 
 def _attempt_failed(transfer, to, key_field, message, follow, retry_at, actor) -> None:
-    """What a failed attempt records, whichever money it was moving: one more retry, when the
+    """The fields a failed attempt records.
+
+    What a failed attempt records, whichever money it was moving: one more retry, when the
     next one is due, why, and the key it will send."""
     attempt = transfer.retry_count + 1
     _move(
@@ -89,7 +95,9 @@ def paid(
     actor: Actor,
     stripe_destination_payment_id: str = "",
 ) -> SellerTransfer:
-    """pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
+    """Record the seller paid.
+
+    pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
     earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
     debt, there was nothing to send (no Stripe transfer). ``stripe_destination_payment_id``: the
     transfer on the seller's account (``py_…``), what their bank payouts will list."""
@@ -174,7 +182,9 @@ def send_given_up(
 
 
 def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
-    """pending | failed | held → permanently_failed: the order was refunded in full before the
+    """Cancel a transfer whose order was refunded in full before it was paid.
+
+    pending | failed | held → permanently_failed: the order was refunded in full before the
     seller was paid, and Stripe holds no transfer of this row. The seller is never paid."""
     message = "order fully refunded before the seller was paid; transfer cancelled"
     netted = transfer.amount_netted
@@ -229,7 +239,9 @@ def held(
     follow: NextAttempt | None = None,
     actor: Actor,
 ) -> SellerTransfer:
-    """pending | failed → held: not sent now, on purpose (the order's hold until ``until``, or
+    """Hold a transfer instead of sending it now.
+
+    pending | failed → held: not sent now, on purpose (the order's hold until ``until``, or
     the seller's account cannot receive). Spends no retry; a held row is due only at ``until``
     (never, for an account hold: the account's next update releases it). ``follow``: Stripe
     refused this attempt, and would replay that refusal to its key, so the send after the
@@ -265,7 +277,9 @@ def released(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
 def share_withheld(
     transfer: SellerTransfer, *, refund_target: int, dispute_target: int, actor: Actor
 ) -> SellerTransfer:
-    """held → held: a refund (or a chargeback) during the hold; the seller's shares of them are
+    """Keep a held transfer's new shares back from what it will send.
+
+    held → held: a refund (or a chargeback) during the hold; the seller's shares of them are
     kept back from what will be sent (nothing to take back later)."""
     previous = transfer.reversal_target, transfer.dispute_target
     with transaction.atomic():
@@ -287,7 +301,9 @@ def share_withheld(
 def shares_changed(
     transfer: SellerTransfer, *, refund_target: int, dispute_target: int, actor: Actor
 ) -> SellerTransfer:
-    """completed | partially_reversed | reversed | reversal_refused → reversal_pending, due now
+    """Schedule a paid transfer's reversal or give-back after its shares changed.
+
+    completed | partially_reversed | reversed | reversal_refused → reversal_pending, due now
     with a fresh retry budget: the seller's share of the order's refunds (``refund_target``) or
     of its chargeback (``dispute_target``) changed, so something is to be taken back from them,
     or given back. A row already pending keeps its schedule (its attempt may be in flight)."""
@@ -313,7 +329,9 @@ def shares_changed(
 
 
 def taken_back(transfer: SellerTransfer) -> int:
-    """What is taken back from the seller now: kept back before sending, reversed at Stripe,
+    """The total taken back from the seller now.
+
+    What is taken back from the seller now: kept back before sending, reversed at Stripe,
     made their debt, less what was given back."""
     return (
         transfer.amount_withheld
@@ -330,7 +348,9 @@ def left_to_take(transfer: SellerTransfer) -> int:
 
 
 def _to_give_back(transfer: SellerTransfer, new_total: int) -> int:
-    """What the seller is owed back once the shares total ``new_total``: what we hold beyond
+    """What the seller is owed back once the shares total ``new_total``.
+
+    What the seller is owed back once the shares total ``new_total``: what we hold beyond
     it. A reversal Stripe made beyond what the shares asked (and was not ours to give back
     already) is not counted: it is reported for staff, never paid back by itself."""
     old_total = transfer.reversal_target + transfer.dispute_target
@@ -357,7 +377,9 @@ def reversal_failed(
     retry_at: datetime,
     actor: Actor,
 ) -> SellerTransfer:
-    """reversal_pending → reversal_pending: one attempt failed; the next is due at
+    """Record a failed reversal attempt.
+
+    reversal_pending → reversal_pending: one attempt failed; the next is due at
     ``retry_at``."""
     key_field = "reversal_idempotency_key"
     _attempt_failed(
@@ -417,7 +439,9 @@ def reversal_given_up(
     follow: NextAttempt | None = None,
     actor: Actor,
 ) -> SellerTransfer:
-    """reversal_pending → permanently_failed: the transfer cannot be reversed (``reason``); what
+    """Give up reversing a transfer.
+
+    reversal_pending → permanently_failed: the transfer cannot be reversed (``reason``); what
     is left of the seller's share stays with the seller until staff act."""
     fields: dict[str, Any] = {"retry_count": transfer.retry_count}
     if follow is not None:
@@ -451,7 +475,9 @@ def reversal_settled(
     elsewhere: int = 0,
     actor: Actor,
 ) -> SellerTransfer:
-    """Record what Stripe has reversed, and what was given back in new transfers, in all. The
+    """Record what Stripe reversed and what was given back, and set the status.
+
+    Record what Stripe has reversed, and what was given back in new transfers, in all. The
     row becomes completed (all that was taken is given back), reversed (all of it taken back),
     partially_reversed (its shares are met), or stays reversal_pending, due now, when its shares
     moved while this attempt was in flight or something is to be given back.
@@ -519,7 +545,9 @@ def reversal_settled(
 
 
 def _ours_beyond_shares(transfer, taken, to_give_back, ours, elsewhere) -> int:
-    """What our own reversals took beyond the shares and what is already to be given back: no
+    """What our own reversals took beyond the shares and not yet given back.
+
+    What our own reversals took beyond the shares and what is already to be given back: no
     more than they took, and none of what reversals made elsewhere may account for."""
     shares = transfer.reversal_target + transfer.dispute_target
     beyond = taken - shares - to_give_back - elsewhere
@@ -540,7 +568,9 @@ def _settled_status(transfer: SellerTransfer, taken: int, to_give_back: int):
 def debt_given_back(
     transfer: SellerTransfer, *, amount: int, written_off: int = 0, actor: Actor
 ) -> SellerTransfer:
-    """reversal_pending → reversal_pending: part of what is owed back to the seller cancels
+    """Cancel part of the seller's debt instead of sending money back.
+
+    reversal_pending → reversal_pending: part of what is owed back to the seller cancels
     their debt instead of being sent (their shares went down after a refused reversal).
     ``written_off`` of it was written off by staff: no longer owed, it comes back from bad debt
     and is cancelled with the rest, never paid out to the seller who kept it."""
@@ -568,7 +598,9 @@ def debt_given_back(
 def reversal_seen_at_stripe(
     transfer: SellerTransfer, *, amount_reversed: int, actor: Actor
 ) -> SellerTransfer:
-    """completed | partially_reversed | reversal_pending | reversal_refused → reversal_pending:
+    """Record reversals made outside the service that Stripe reports.
+
+    completed | partially_reversed | reversal_pending | reversal_refused → reversal_pending:
     Stripe reports more reversed than we recorded (a Dashboard reversal, or an answer we lost).
     Records it, never moves money; the worker then settles the status without a call. What it
     took of the seller's debt (a reversal Stripe had refused, made later) is to be given back:
@@ -609,7 +641,9 @@ def _reversal_pays_debt(transfer: SellerTransfer, amount_reversed: int) -> int:
 
 
 def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) -> SellerTransfer:
-    """reversal_pending → reversal_refused: what is left of the seller's share cannot be taken
+    """Record a share that cannot be reversed as the seller's debt.
+
+    reversal_pending → reversal_refused: what is left of the seller's share cannot be taken
     back at Stripe (their balance refused it, or it was never sent to them at Stripe): it is
     recorded as the seller's debt, to be netted from their next transfers."""
     previous_owed = transfer.amount_owed
@@ -655,7 +689,9 @@ def _report_over_reversal(transfer: SellerTransfer) -> None:
 
 
 def requeued(transfer: SellerTransfer, *, to: str, reason: str, actor: Actor) -> SellerTransfer:
-    """permanently_failed → failed | reversal_pending (staff only): a row that gave up after its
+    """Put a transfer that gave up back to work (staff only).
+
+    permanently_failed → failed | reversal_pending (staff only): a row that gave up after its
     retries goes back to work, due now, with a fresh retry budget. Its idempotency key and
     whether it must read Stripe first are kept: the attempt that gave up may have moved money
     behind a lost answer, and the next one must find it rather than move it again."""

@@ -123,7 +123,9 @@ PAID_STATUSES = frozenset(
 
 
 def can_transition(from_status: str, to_status: str, *, by_staff: bool = False) -> bool:
-    """True when the table allows ``from_status → to_status`` (a staff-only edge only
+    """Whether the state table allows a move from one status to another.
+
+    True when the table allows ``from_status → to_status`` (a staff-only edge only
     ``by_staff``); an unknown status allows nothing."""
     exits = ALLOWED_TRANSITIONS.get(from_status)
     if exits is None:
