@@ -34,8 +34,8 @@ def replica_configured() -> bool:
 def reads_alias() -> str:
     """The database alias a read marked for the replica goes to now.
 
-    Where a marked read goes now: the replica inside ``replica_reads()`` when one is
-    configured and no transaction is open on the primary, else the primary."""
+    That is the replica inside ``replica_reads()`` when one is configured and no transaction is
+    open on the primary, else the primary."""
     if not (_replica_reads.get() and replica_configured()):
         return DEFAULT_DB_ALIAS
     if connections[DEFAULT_DB_ALIAS].in_atomic_block:
@@ -47,7 +47,7 @@ def reads_alias() -> str:
 def replica_reads() -> Iterator[str]:
     """Send the reads inside the block to the replica when it may serve them.
 
-    Mark the reads of the block as fit for the replica; yields the alias they go to (for a
+    Marks the reads of the block as fit for the replica; yields the alias they go to (for a
     ``transaction.atomic(using=…)`` around them)."""
     token = _replica_reads.set(True)
     try:
@@ -59,8 +59,8 @@ def replica_reads() -> Iterator[str]:
 class ReplicaRouter:
     """Database router: marked reads to the replica, everything else to the primary.
 
-    Listed in ``DATABASE_ROUTERS``: marked reads of the domain apps to the replica, all else to the
-    primary; migrations only on the primary (the replica follows it)."""
+    Listed in ``DATABASE_ROUTERS``: marked reads of the domain apps go to the replica, all else
+    to the primary; migrations run only on the primary (the replica follows it)."""
 
     def db_for_read(self, model, **hints) -> str:
         if model._meta.app_label not in REPLICA_APPS:

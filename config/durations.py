@@ -11,9 +11,9 @@ _DURATION = re.compile(
 def parse_duration(text: str, *, zero_allowed: bool = False) -> timedelta:
     """Parse a human duration such as ``30s`` or ``1h30m`` into a ``timedelta``.
 
-    Raise ``ValueError`` for anything else (bare numbers included,
-    because "30" could mean seconds or minutes and a payouts knob must not be guessed). With
-    ``zero_allowed``, ``0`` means no time at all (a knob that can be switched off)."""
+    Raise ``ValueError`` for anything else (bare numbers included, because "30" could mean
+    seconds or minutes and a payouts knob must not be guessed). With ``zero_allowed``, ``0``
+    means no time at all (a knob that can be switched off)."""
     value = text.strip().lower()
     if zero_allowed and value == "0":
         return timedelta(0)

@@ -1,7 +1,6 @@
 """Staff API of the book: a seller's balance, statement and debt write-off.
 
-Each view is
-parse → call one service or selector → serialize."""
+Each view is parse → call one service or selector → serialize."""
 
 import csv
 import io

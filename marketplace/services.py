@@ -1,7 +1,7 @@
 """Writes to orders, refunds, disputes and sellers' accounts.
 
-Called by ``payouts`` inside its own transactions; nothing here talks
-to Stripe or knows about seller transfers."""
+Called by ``payouts`` inside its own transactions; nothing here talks to Stripe or knows about
+seller transfers."""
 
 import logging
 from dataclasses import dataclass
@@ -118,8 +118,7 @@ class Settlement:
 def settlement_record(*, row: Order | Refund, settlement: Settlement) -> bool:
     """Store what an order or a refund settled as, once.
 
-    Store what ``row`` (an order or a refund, locked by the caller) settled as; the first
-    answer stays. True when it was new."""
+    ``row`` is locked by the caller; the first answer stays. True when it was new."""
     if row.settled:
         return False
     row.settlement_currency = settlement.currency
@@ -455,10 +454,9 @@ class DisputeFacts:
 def dispute_record(*, order: Order, facts: DisputeFacts) -> Dispute:
     """Create or update the order's dispute from one Stripe event.
 
-    Must run inside a transaction that
-    locked the order. Whatever order events arrive in, the dispute ends as far along as the
-    furthest of them said: statuses only move forward, and funds once withdrawn or reinstated
-    stay so."""
+    Must run inside a transaction that locked the order. Whatever order events arrive in, the
+    dispute ends as far along as the furthest of them said: statuses only move forward, and
+    funds once withdrawn or reinstated stay so."""
     dispute = (
         Dispute.objects.select_for_update()
         .filter(stripe_dispute_id=facts.stripe_dispute_id)

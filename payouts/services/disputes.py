@@ -1,8 +1,5 @@
 """Disputes: recover the sellers' share of a chargeback, give it back if won.
 
-With a chargeback the sellers' share is recovered, and given back if the dispute is
-won.
-
 With separate charges and transfers the platform is the merchant of record: Stripe takes a
 chargeback's amount (and its fee) from the platform, never from the sellers. Each dispute event,
 in any order and duplicated, updates the dispute (``marketplace.services.dispute_record``: it

@@ -1,7 +1,7 @@
 """Holds: seller transfers that wait on purpose before they are sent.
 
-They wait for the order's hold until release, and sellers whose
-connected account cannot receive transfers.
+Two kinds: the order's hold until release, and the transfers of sellers whose connected account
+cannot receive transfers.
 
 A held transfer spends no retries. An order's hold (``TRANSFER_HOLD``) ends when its time comes
 (beat's release sweep), or at once when staff or the marketplace release it (on fulfilment,
@@ -45,8 +45,8 @@ class NothingToRelease(Conflict):
 def order_release(*, order_id: int, actor: Actor) -> list[SellerTransfer]:
     """Release an order's held transfers now.
 
-    The order was fulfilled, say: each is sent after commit, or
-    held for its seller's account if that cannot receive. Raises ``UnknownOrder`` or
+    Each is sent after commit (the order was fulfilled, say), or held for its seller's account
+    if that cannot receive. Raises ``UnknownOrder`` or
     ``NothingToRelease`` (unpaid, refunded, or released already)."""
     with transaction.atomic():
         order = order_lock(order_id)

@@ -105,9 +105,8 @@ def orders_settle_due(
 ) -> int:
     """Settle the paid orders whose balance transaction is due to be read.
 
-    Settle every paid order (or the one) whose balance transaction is due to be read, in
-    batches of ``limit``. Returns how many got their transfer rows. An order Stripe cannot
-    answer for is due again later, so this ends."""
+    Every such order (or the one ``order_id``), in batches of ``limit``. Returns how many got
+    their transfer rows. An order Stripe cannot answer for is due again later, so this ends."""
     gateway = gateway or get_gateway()
     orders = Order.objects.all() if order_id is None else Order.objects.filter(pk=order_id)
     due = settlement_due_rows(orders, limit=limit)
@@ -428,8 +427,7 @@ def _record_paid(
 def _row_stamp(transfer: SellerTransfer) -> str:
     """The row's creation time in microseconds, naming the row together with its id.
 
-    With the row id, it names this row even after
-    a database restore or rebuild reuses ids."""
+    With the row id, it names this row even after a database restore or rebuild reuses ids."""
     return str(int(transfer.created_at.timestamp() * 1_000_000))
 
 

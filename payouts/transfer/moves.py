@@ -95,7 +95,7 @@ def paid(
     actor: Actor,
     stripe_destination_payment_id: str = "",
 ) -> SellerTransfer:
-    """Record the seller paid.
+    """Mark the transfer paid.
 
     pending | failed → completed: Stripe holds the seller's transfer, made now or found from an
     earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
@@ -348,7 +348,7 @@ def left_to_take(transfer: SellerTransfer) -> int:
 
 
 def _to_give_back(transfer: SellerTransfer, new_total: int) -> int:
-    """What the seller is owed back once the shares total ``new_total``.
+    """The amount to give back to the seller when the shares fall to ``new_total``.
 
     What the seller is owed back once the shares total ``new_total``: what we hold beyond
     it. A reversal Stripe made beyond what the shares asked (and was not ours to give back
@@ -545,10 +545,9 @@ def reversal_settled(
 
 
 def _ours_beyond_shares(transfer, taken, to_give_back, ours, elsewhere) -> int:
-    """What our own reversals took beyond the shares and not yet given back.
+    """The extra our own reversals took, beyond the shares and what is already due back.
 
-    What our own reversals took beyond the shares and what is already to be given back: no
-    more than they took, and none of what reversals made elsewhere may account for."""
+    No more than they took, and none of what reversals made elsewhere may account for."""
     shares = transfer.reversal_target + transfer.dispute_target
     beyond = taken - shares - to_give_back - elsewhere
     return min(max(beyond, 0), ours)

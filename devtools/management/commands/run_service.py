@@ -49,7 +49,7 @@ class Plan:
 def plan_service(*, web_port: int, environ: dict[str, str], terminal: bool = False) -> Plan:
     """The processes to start and their environment.
 
-    What to start and with which environment; pure, so it can be checked without starting.
+    Pure, so it can be checked without starting anything.
     In a ``terminal`` the logs are text for a person; otherwise JSON lines for a machine
     (whatever LOG_FORMAT says wins)."""
     python = sys.executable
@@ -136,8 +136,8 @@ class Command(BaseCommand):
     def _run(self, plan: Plan, web_port: int) -> int:
         """Run honcho in the foreground and return its exit code.
 
-        Ctrl-C reaches honcho too (one process group): it stops every
-        process, and this one waits for that."""
+        Ctrl-C reaches honcho too (one process group): it stops every process, and this one
+        waits for that."""
         honcho = subprocess.Popen(plan.argv, env=plan.environment)
 
         # A closed terminal (SIGHUP) or a process manager (SIGTERM) reaches this process only:
@@ -214,8 +214,8 @@ def sandbox_paid_transfers_forgotten(state_file: Path) -> int:
 def wait_until_ready(web_port: int, honcho: subprocess.Popen) -> bool:
     """Wait for the web app and a worker to be ready, up to a timeout.
 
-    Wait until the web app serves its login page and a worker answers a ping (their
-    start-up logs are then behind us); ``False`` on timeout or if honcho stopped."""
+    Ready means the web app serves its login page and a worker answers a ping (their start-up
+    logs are then behind us); ``False`` on timeout or if honcho stopped."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline and honcho.poll() is None:
         if _web_serves(f"http://127.0.0.1:{web_port}/admin/login/") and _a_worker_answers():
