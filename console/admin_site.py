@@ -186,7 +186,7 @@ class ConsoleAdminSite(admin.AdminSite):
             "rules": approval_rules(),
             "expires_after": _duration_text(settings.PAYOUTS.approvals.expires_after),
         }
-        return TemplateResponse(request, "admin/payouts/waiting_for_approval.html", context)
+        return TemplateResponse(request, "admin/console/waiting_for_approval.html", context)
 
     def _decide(self, request: HttpRequest) -> None:
         raw_id = request.POST.get("request", "")
