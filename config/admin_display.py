@@ -46,6 +46,13 @@ def money(amount: int | None, currency: str) -> SafeString | str:
     return format_html('<span class="{}">{}</span>', classes, format_money(amount, currency))
 
 
+def seller_named(seller) -> str:
+    """``Alice's Shop (seller 7, acct_…)``: how a seller is named in messages and plans, never
+    by internal id alone."""
+    account = seller.stripe_account_id or "no connected account"
+    return f"{seller.name} (seller {seller.pk}, {account})"
+
+
 def badge(value: str, tone: Tone, *, title: str = "") -> SafeString | str:
     if not value:
         return EMPTY
@@ -85,18 +92,26 @@ def age(duration: timedelta | None) -> str:
     return " ".join(parts) or "0 s"
 
 
-def action_form(model_admin, request, form, *, action: str, selected, title: str, **context):
-    """The page of an admin action that needs more than the selection (a reason, an amount):
-    ``form`` for the rows ``selected``, posted back to ``action`` with ``apply`` set.
-    ``context`` may give ``intro`` (a line above the form) and ``submit`` (the button)."""
+def action_form(
+    model_admin, request, form, *, action: str, selected, title: str, plan=(), **context
+):
+    """The confirmation page of an admin action: ``plan``, what will happen to whom and how
+    much (one line each), and ``form`` when the action needs more than the selection (a reason,
+    an amount; ``None`` when it does not). It is posted back to ``action`` for the rows
+    ``selected`` with ``apply`` set; nothing runs before that. ``context`` may give ``intro`` (a
+    line above), ``submit`` (the button), ``stage`` (the field the post sets instead of
+    ``apply``), ``carried`` (hidden (name, value) pairs) and ``nothing_to_do`` (why there is no
+    button)."""
     page = {
         **model_admin.admin_site.each_context(request),
         "title": title,
         "form": form,
         "action": action,
         "selected": list(selected),
+        "plan": list(plan),
         "opts": model_admin.model._meta,
         "submit": "Apply",
+        "stage": "apply",
         **context,
     }
     return TemplateResponse(request, "admin/action_form.html", page)

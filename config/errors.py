@@ -7,9 +7,12 @@ admin's actions turn them into one message each (``admin_message``). Both apps r
 neither imports the other's interfaces to do so.
 """
 
+import logging
 from typing import Any, ClassVar
 
 from django.contrib import messages
+
+logger = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -51,3 +54,14 @@ def admin_message(error: DomainError, *, about: str) -> tuple[int, str]:
     """The admin message level and text for ``error`` raised while acting on ``about``."""
     level = messages.ERROR if error.http_status >= 500 else messages.WARNING
     return level, f"{about}: {error.message}"
+
+
+def unexpected_message(error: Exception, *, about: str) -> tuple[int, str]:
+    """The admin message for an error no service meant to raise (a bug, a setting missing):
+    the operator is told what failed instead of getting the server's error page; the traceback
+    goes to the log."""
+    logger.exception("admin action failed", extra={"about": about})
+    return messages.ERROR, (
+        f"{about}: failed unexpectedly ({type(error).__name__}: {error}); nothing more was "
+        "tried. The log has the details; what Stripe answered, if it was reached, is on the row."
+    )

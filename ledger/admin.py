@@ -11,9 +11,17 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 
-from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
+from config.admin_display import (
+    EMPTY,
+    Tone,
+    action_form,
+    badge,
+    money,
+    seller_named,
+    stripe_link,
+)
 from config.errors import DomainError, admin_message
-from config.money import format_money
+from config.money import AmountNotUnderstood, format_money, parse_money
 from ledger.models import Break, CheckRun, Entry, Line
 from ledger.selectors import StatementLine, seller_balances, seller_statement_lines
 from ledger.services import debt_write_off
@@ -110,9 +118,41 @@ class CheckRunAdmin(ReadOnlyAdmin):
 
 
 class WriteOffForm(forms.Form):
-    currency = forms.RegexField(regex=r"^[a-z]{3}$", help_text="Lowercase ISO code, e.g. usd.")
-    amount = forms.IntegerField(min_value=1, help_text="Minor units (cents).")
+    """A write-off as the console shows money: the currency of one of the seller's debts and an
+    amount in major units with that currency's decimals (``108.00`` USD, ``5,805`` JPY)."""
+
+    currency = forms.ChoiceField(help_text="One of the currencies the seller owes in.")
+    amount = forms.CharField(
+        max_length=40,
+        help_text="As the console shows it: 108.00 for USD (two decimals), 5,805 for JPY (none).",
+    )
     reason = forms.CharField(widget=forms.Textarea, max_length=1000)
+
+    def __init__(self, *args, debts: dict[str, int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.debts = debts
+        self.fields["currency"].choices = [
+            (currency, f"{currency.upper()} (owes {format_money(owed, currency)})")
+            for currency, owed in debts.items()
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        currency = cleaned.get("currency")
+        if currency and "amount" in cleaned:
+            try:
+                cleaned["amount"] = parse_money(cleaned["amount"], currency)
+            except AmountNotUnderstood as error:
+                self.add_error("amount", str(error))
+                return cleaned
+            owed = self.debts[currency]
+            if cleaned["amount"] > owed:
+                self.add_error(
+                    "amount",
+                    f"{format_money(cleaned['amount'], currency)} is more than the seller owes "
+                    f"({format_money(owed, currency)}).",
+                )
+        return cleaned
 
 
 def balances_text(balances: dict[str, dict]) -> str:
@@ -183,27 +223,60 @@ class SellerWithBookAdmin(SellerAdmin):
             self.message_user(request, "Choose one seller.", messages.WARNING)
             return None
         seller = queryset.get()
-        form = WriteOffForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            try:
-                debt_write_off(seller_id=seller.pk, user=request.user, **form.cleaned_data)
-            except DomainError as error:
-                level, text = admin_message(error, about=f"seller {seller.pk}")
-                self.message_user(request, text, level)
-            else:
-                self.message_user(request, f"seller {seller.pk}: debt written off")
+        balances = seller_balances(seller_id=seller.pk)
+        debts = {currency: money["debt"] for currency, money in balances.items() if money["debt"]}
+        if not debts:
+            self.message_user(request, f"{seller_named(seller)} owes nothing.", messages.WARNING)
             return None
-        return action_form(
-            self,
-            request,
-            form,
-            action="write_off_debt",
-            selected=[seller.pk],
-            title=f"Write off {seller}'s debt",
-            intro=f"What the book says of {seller}: "
-            f"{balances_text(seller_balances(seller_id=seller.pk))}.",
-            submit="Write off",
-        )
+        stage = "apply" if "apply" in request.POST else "review" if "review" in request.POST else ""
+        form = WriteOffForm(request.POST if stage else None, debts=debts)
+        page = {
+            "action": "write_off_debt",
+            "selected": [seller.pk],
+            "title": f"Write off {seller.name}'s debt",
+        }
+        if not form.is_valid():
+            return action_form(
+                self,
+                request,
+                form,
+                **page,
+                intro=f"What the book says of {seller_named(seller)}: {balances_text(balances)}. "
+                "The next page shows what will be written off before anything is.",
+                submit="Review",
+                stage="review",
+            )
+        currency, amount = form.cleaned_data["currency"], form.cleaned_data["amount"]
+        if stage == "review":
+            left = format_money(debts[currency] - amount, currency)
+            return action_form(
+                self,
+                request,
+                None,
+                **page,
+                plan=[
+                    f"{seller_named(seller)} owes {format_money(debts[currency], currency)}: "
+                    f"{format_money(amount, currency)} of it is written off as bad debt, and "
+                    f"they owe {left} after it.",
+                    f"Reason kept with the entry: {form.cleaned_data['reason'].strip()}",
+                ],
+                intro="Nothing is written off until you confirm.",
+                carried=[(name, request.POST[name]) for name in ("currency", "amount", "reason")],
+                submit=f"Write off {format_money(amount, currency)}",
+            )
+        try:
+            left = debt_write_off(seller_id=seller.pk, user=request.user, **form.cleaned_data)
+        except DomainError as error:
+            level, text = admin_message(error, about=seller_named(seller))
+            self.message_user(request, text, level)
+        else:
+            self.message_user(
+                request,
+                f"{seller_named(seller)}: wrote off {format_money(amount, currency)} of their "
+                f"debt; they owe {format_money(left, currency)} now.",
+                messages.SUCCESS,
+            )
+        return None
 
     def has_write_off_permission(self, request):
         return request.user.has_perm("ledger.write_off_debt")

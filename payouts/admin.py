@@ -10,12 +10,20 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from config.admin_display import EMPTY, Tone, action_form, badge, money, stripe_link
-from config.errors import DomainError, admin_message
+from config.admin_display import (
+    EMPTY,
+    Tone,
+    action_form,
+    badge,
+    money,
+    seller_named,
+    stripe_link,
+)
+from config.errors import DomainError, admin_message, unexpected_message
 from config.money import format_money
 from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
 from marketplace.models import Dispute, Order, Refund
-from payouts import selectors
+from payouts import action_plans, selectors
 from payouts.admin_site import attention_label, transfer_badge
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
@@ -264,23 +272,48 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
         fieldsets = [(title, {"fields": fields}) for title, fields in self.page]
         return fieldsets + ([("More", {"fields": rest})] if rest else [])
 
-    @admin.action(description="Retry selected failed transfers now", permissions=["retry"])
+    @admin.action(description="Retry selected failed transfers now…", permissions=["retry"])
     def retry_failed(self, request, queryset):
-        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+        rows = list(queryset.select_related("seller").order_by("pk"))
+        if "apply" not in request.POST:
+            return action_form(
+                self,
+                request,
+                None,
+                action="retry_failed",
+                selected=[row.pk for row in rows],
+                title=f"Retry {len(rows)} failed transfer(s) at Stripe now",
+                plan=[action_plans.retry_plan(row) for row in rows],
+                intro="Nothing is sent until you confirm. Rows that are not failed are left "
+                "alone; a refusal by Stripe is recorded on the row and shown here.",
+                submit="Send at Stripe now",
+            )
+        for row in rows:
+            about = f"transfer {row.pk} to {seller_named(row.seller)}"
             try:
-                transfer_retry_by_staff(transfer_id=pk, user=request.user)
+                paid = transfer_retry_by_staff(transfer_id=row.pk, user=request.user)
             except DomainError as error:
-                level, text = admin_message(error, about=f"transfer {pk}")
+                level, text = admin_message(error, about=about)
+                self.message_user(request, text, level)
+            except Exception as error:  # noqa: BLE001 - whatever broke, the operator is told
+                level, text = unexpected_message(error, about=about)
                 self.message_user(request, text, level)
             else:
-                self.message_user(request, f"transfer {pk} completed", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    f"Transfer {paid.pk} completed: sent {format_money(paid.sent, paid.currency)} "
+                    f"to {seller_named(row.seller)} at Stripe "
+                    f"({paid.stripe_transfer_id}).",
+                    messages.SUCCESS,
+                )
+        return None
 
     def has_retry_permission(self, request):
         return request.user.has_perm("payouts.retry_sellertransfer")
 
     @admin.action(description="Re-queue selected transfers that gave up…", permissions=["requeue"])
     def requeue_given_up(self, request, queryset):
-        selected = list(queryset.order_by("pk").values_list("pk", flat=True))
+        rows = list(queryset.select_related("seller").order_by("pk"))
         form = RequeueForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
             return action_form(
@@ -288,24 +321,31 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
                 request,
                 form,
                 action="requeue_given_up",
-                selected=selected,
-                title=f"Re-queue {len(selected)} transfer(s) that gave up",
-                intro="Each goes back to work, due now, with a fresh retry budget: an unpaid "
-                "transfer as failed, an unfinished reversal as reversal_pending. Only rows that "
-                "ran out of retries can be re-queued; the others say why.",
+                selected=[row.pk for row in rows],
+                title=f"Re-queue {len(rows)} transfer(s) that gave up",
+                plan=[action_plans.requeue_plan(row) for row in rows],
+                intro="Nothing changes until you confirm. Each goes back to work, due now, with a "
+                "fresh retry budget. Only rows that ran out of retries can be re-queued; the "
+                "others are left alone and say why. Do not also pay or reverse them by hand in "
+                "the Stripe Dashboard: the worker does it.",
                 submit="Re-queue",
             )
-        for pk in selected:
+        for row in rows:
+            about = f"transfer {row.pk} to {seller_named(row.seller)}"
             try:
                 transfer = transfer_requeue_by_staff(
-                    transfer_id=pk, user=request.user, reason=form.cleaned_data["reason"]
+                    transfer_id=row.pk, user=request.user, reason=form.cleaned_data["reason"]
                 )
             except DomainError as error:
-                level, text = admin_message(error, about=f"transfer {pk}")
+                level, text = admin_message(error, about=about)
                 self.message_user(request, text, level)
             else:
                 self.message_user(
-                    request, f"transfer {pk} re-queued as {transfer.status}", messages.SUCCESS
+                    request,
+                    f"Transfer {row.pk} re-queued as {transfer.status}, due now "
+                    f"({format_money(transfer.amount, transfer.currency)}, "
+                    f"{seller_named(row.seller)}).",
+                    messages.SUCCESS,
                 )
         return None
 
@@ -407,38 +447,74 @@ class OrderWithTransfersAdmin(OrderAdmin):
     inlines = [*OrderAdmin.inlines, SellerTransferInline]
     actions = ["refund_in_full", "release_held"]
 
-    @admin.action(description="Refund selected orders in full at Stripe", permissions=["refund"])
+    @admin.action(description="Refund selected orders in full at Stripe…", permissions=["refund"])
     def refund_in_full(self, request, queryset):
-        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+        orders = list(queryset.order_by("pk"))
+        if "apply" not in request.POST:
+            return action_form(
+                self,
+                request,
+                None,
+                action="refund_in_full",
+                selected=[order.pk for order in orders],
+                title=f"Refund {len(orders)} order(s) in full at Stripe",
+                plan=[action_plans.refund_in_full_plan(order) for order in orders],
+                intro="Nothing is refunded until you confirm. The buyer gets back all that is "
+                "left of each order; the refund's webhook then takes each seller's share back.",
+                submit="Refund at Stripe",
+            )
+        for order in orders:
             try:
-                refund = order_refund_by_staff(order_id=pk, amount=None)
+                refund = order_refund_by_staff(order_id=order.pk, amount=None)
             except DomainError as error:
-                level, text = admin_message(error, about=f"order {pk}")
+                level, text = admin_message(error, about=f"order {order.pk}")
                 self.message_user(request, text, level)
             else:
                 self.message_user(
                     request,
-                    f"order {pk}: refund {refund.stripe_refund_id} of "
-                    f"{format_money(refund.amount, refund.currency)} created; "
-                    "its webhook completes it",
+                    f"Order {order.pk}: refunded {format_money(refund.amount, refund.currency)} "
+                    f"to {order.buyer_email} at Stripe ({refund.stripe_refund_id}); its webhook "
+                    "completes it and takes the sellers' shares back.",
                     messages.SUCCESS,
                 )
+        return None
 
     def has_refund_permission(self, request):
         return request.user.has_perm("marketplace.refund_order")
 
-    @admin.action(description="Release held seller transfers now", permissions=["release"])
+    @admin.action(description="Release held seller transfers now…", permissions=["release"])
     def release_held(self, request, queryset):
-        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+        orders = list(queryset.order_by("pk"))
+        if "apply" not in request.POST:
+            return action_form(
+                self,
+                request,
+                None,
+                action="release_held",
+                selected=[order.pk for order in orders],
+                title=f"Release the held transfers of {len(orders)} order(s)",
+                plan=[line for order in orders for line in action_plans.release_plan(order)],
+                intro="Nothing is sent until you confirm. A seller whose account cannot receive "
+                "transfers stays held until it can.",
+                submit="Release and send",
+            )
+        for order in orders:
             try:
-                released = order_release(order_id=pk, actor=Actor.staff(request.user))
+                released = order_release(order_id=order.pk, actor=Actor.staff(request.user))
             except DomainError as error:
-                level, text = admin_message(error, about=f"order {pk}")
+                level, text = admin_message(error, about=f"order {order.pk}")
                 self.message_user(request, text, level)
             else:
-                self.message_user(
-                    request, f"order {pk}: {len(released)} transfer(s) released", messages.SUCCESS
+                sent = ", ".join(
+                    f"{format_money(row.to_send, row.currency)} to {row.seller.name}"
+                    for row in released
                 )
+                self.message_user(
+                    request,
+                    f"Order {order.pk}: released {len(released)} transfer(s), sending {sent}.",
+                    messages.SUCCESS,
+                )
+        return None
 
     def has_release_permission(self, request):
         return request.user.has_perm("payouts.release_sellertransfer")

@@ -177,18 +177,28 @@ def test_the_admin_retry_action_completes_a_failed_transfer(client, sandbox, fai
     admin = UserFactory(is_staff=True, is_superuser=True)
     assert client.login(username=admin.username, password=PASSWORD)
 
-    response = client.post(
-        reverse("admin:payouts_sellertransfer_changelist"),
-        {"action": "retry_failed", "_selected_action": [str(failed_transfer.pk)]},
-        follow=True,
-    )
+    changelist = reverse("admin:payouts_sellertransfer_changelist")
+    chosen = {"action": "retry_failed", "_selected_action": [str(failed_transfer.pk)]}
+    confirm = client.post(changelist, chosen)
+    assert confirm.status_code == 200
+    [plan] = confirm.context["plan"]
+    assert plan.startswith(f"Transfer {failed_transfer.pk}: send ")
+    failed_transfer.refresh_from_db()
+    assert failed_transfer.status == TransferStatus.FAILED  # nothing before confirming
+
+    response = client.post(changelist, {**chosen, "apply": "1"}, follow=True)
 
     assert response.status_code == 200
     failed_transfer.refresh_from_db()
     assert failed_transfer.status == TransferStatus.COMPLETED
     assert [t["id"] for t in sandbox.state()["transfers"]] == [failed_transfer.stripe_transfer_id]
     messages = [str(m) for m in response.context["messages"]]
-    assert f"transfer {failed_transfer.pk} completed" in messages
+    seller = failed_transfer.seller
+    assert messages == [
+        f"Transfer {failed_transfer.pk} completed: sent 18.00 USD to {seller.name} "
+        f"(seller {seller.pk}, {seller.stripe_account_id}) at Stripe "
+        f"({failed_transfer.stripe_transfer_id})."
+    ]
 
 
 def test_retrying_a_transfer_whose_order_was_refunded_answers_409_order_refunded(
