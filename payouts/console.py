@@ -16,7 +16,7 @@ from django.db.models import Count, F, Sum
 from ledger.models import Account, AccountKind, Break, CheckRun, Line
 from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
 from payouts import selectors
-from payouts.models import SellerTransfer, TransferCount, TransferCountKind
+from payouts.models import SellerTransfer, TransferCount, TransferCountKind, WebhookEvent
 from payouts.selectors import Attention
 from payouts.transitions import TransferStatus
 
@@ -81,6 +81,8 @@ class Risk:
     label: str
     amounts: dict[str, int]
     rows: dict[str, int]
+    # Where the rows are listed: a query of the transfer list, or a "needs attention" anchor.
+    listed: str = ""
 
 
 def money_at_risk(*, debts: list[Debt]) -> list[Risk]:
@@ -117,6 +119,7 @@ def _per_currency(key: str, label: str, status: str, amount) -> Risk:
         label=label,
         amounts={currency: total for currency, _, total in rows},
         rows={currency: n for currency, n, _ in rows},
+        listed=f"?status__exact={status}",
     )
 
 
@@ -127,7 +130,7 @@ def _seller_debt_risk(debts: list[Debt]) -> Risk:
         amounts[debt.currency] += debt.amount
         sellers[debt.currency] += 1
     label = "Seller debts (owed to the platform)"
-    return Risk("seller_debts", label, dict(amounts), dict(sellers))
+    return Risk("seller_debts", label, dict(amounts), dict(sellers), listed="#debts")
 
 
 def _disputes_risk() -> Risk:
@@ -137,6 +140,7 @@ def _disputes_risk() -> Risk:
         "Disputes open (the buyers' banks are disputing)",
         {currency: amount for currency, (_, amount) in open_disputes.items()},
         {currency: count for currency, (count, _) in open_disputes.items()},
+        listed="#disputes",
     )
 
 
@@ -285,6 +289,7 @@ class Dashboard:
     attention: dict[Attention, int]
     debtors: int
     open_disputes: int
+    failed_webhooks: int
     check: CheckRun | None
     moves: Chart
     backlog: Chart
@@ -312,6 +317,7 @@ def dashboard(*, now: datetime, window: Window = DEFAULT_WINDOW) -> Dashboard:
         attention=selectors.attention_counts(now=now),
         debtors=len({debt.seller_id for debt in debts}),
         open_disputes=sum(disputes.rows.values()),
+        failed_webhooks=selectors.failed_webhook_events(limit=0)[0],
         check=selectors.latest_check_run(),
         moves=moves_chart(hours, moves),
         backlog=backlog_chart(hours, moves, now_counts),
@@ -321,17 +327,21 @@ def dashboard(*, now: datetime, window: Window = DEFAULT_WINDOW) -> Dashboard:
 # How each reason's rows are listed: the most urgent first. Each reason names its status, so
 # its rows are found through that status's partial index, then sorted.
 _ATTENTION_ORDER = {
+    Attention.FAILING_NOW: "-updated_at",
     Attention.UNPAID_PENDING: "next_retry_at",
     Attention.UNPAID_FAILED: "created_at",
     Attention.HELD_ACCOUNT: "updated_at",
     Attention.FAILING_REVERSAL: "updated_at",
     Attention.STALE_REVERSAL: "updated_at",
     Attention.REVERSAL_REFUSED: "-updated_at",
+    Attention.GAVE_UP_UNPAID: "-updated_at",
+    Attention.GAVE_UP_REVERSAL: "-updated_at",
     Attention.PERMANENTLY_FAILED: "-updated_at",
 }
 
 
 BREAKS_SHOWN = 50
+WEBHOOKS_SHOWN = 20
 DISPUTES_SHOWN = 50
 
 
@@ -350,6 +360,8 @@ class NeedsAttention:
     check: CheckRun | None
     breaks: list[Break]  # the latest check's first breaks
     disputes: list[Dispute]  # the open disputes whose evidence is due soonest
+    failed_webhooks: int  # Stripe events whose handling failed
+    webhooks: list[WebhookEvent]  # the newest of them
 
 
 def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttention:
@@ -366,8 +378,11 @@ def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttenti
     breaks = (
         list(check.breaks.select_related("seller").order_by("pk")[:BREAKS_SHOWN]) if check else []
     )
+    failed_webhooks, webhooks = selectors.failed_webhook_events(limit=WEBHOOKS_SHOWN)
     return NeedsAttention(
         now=now,
+        failed_webhooks=failed_webhooks,
+        webhooks=webhooks,
         groups=groups,
         debts=seller_debts(),
         check=check,
