@@ -6,8 +6,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, OuterRef, Subquery, Sum
-from django.utils import timezone
-from django.utils.html import format_html
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from config.admin_display import (
@@ -33,6 +33,11 @@ from payouts.services.refunds import order_refund_by_staff, staff_refund_settle
 from payouts.services.requeue import transfer_requeue_by_staff
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_process
+from payouts.transitions import TransferStatus
+
+S = TransferStatus
+# The statuses whose ``next_retry_at`` is when a worker tries again.
+RETRIED = (S.PENDING, S.FAILED, S.REVERSAL_PENDING, S.HELD)
 
 
 class SellerTransferEventInline(admin.TabularInline):
@@ -111,6 +116,50 @@ def _money_of(field: str, description: str):
     return show
 
 
+def money_line(transfer: SellerTransfer):
+    currency = transfer.currency
+
+    def part(label: str, amount: int, note: str = ""):
+        return format_html("{} {}{}", label, money(amount, currency), note)
+
+    parts = []
+    if transfer.stripe_transfer_id:
+        parts.append(part("sent", transfer.sent))
+    elif transfer.status in (S.PENDING, S.FAILED, S.HELD):
+        parts.append(part("to send", max(transfer.to_send, 0)))
+    else:
+        parts.append(format_html("not sent (of {})", money(transfer.amount, currency)))
+    if transfer.amount_netted:
+        parts.append(part("netted", transfer.amount_netted, " (their debt)"))
+    kept_back = transfer.amount_withheld if transfer.stripe_transfer_id else transfer.kept_back
+    if kept_back:
+        parts.append(part("kept back", kept_back))
+    why = [
+        format_html("refunds {}", money(transfer.reversal_target, currency))
+        if transfer.reversal_target
+        else "",
+        format_html("chargeback {}", money(transfer.dispute_target, currency))
+        if transfer.dispute_target
+        else "",
+    ]
+    why_text = format_html_join(", ", "{}", ((w,) for w in why if w))
+    if transfer.amount_reversed or (transfer.stripe_transfer_id and any(why)):
+        parts.append(
+            format_html("reversed {} (for {})", money(transfer.amount_reversed, currency), why_text)
+            if any(why)
+            else part("reversed", transfer.amount_reversed)
+        )
+    if transfer.amount_returned:
+        parts.append(part("given back", transfer.amount_returned))
+    if transfer.amount_to_give_back:
+        parts.append(part("to give back", transfer.amount_to_give_back))
+    if transfer.amount_owed:
+        parts.append(part("owed", transfer.amount_owed, " (their debt)"))
+    return format_html(
+        '<span class="money-line">{}</span>', format_html_join(" · ", "{}", ((p,) for p in parts))
+    )
+
+
 class TransferColumns:
     """How a seller transfer reads: on its list, its page and its order's page."""
 
@@ -125,6 +174,38 @@ class TransferColumns:
     @admin.display(description="status", ordering="status")
     def status_badge(self, transfer):
         return transfer_badge(transfer.status)
+
+    @admin.display(description="money")
+    def money_line(self, transfer):
+        """The transfer's money in one line: what was sent (or is to send), netted for the
+        seller's debt, kept back, reversed and why, given back, still owed."""
+        return money_line(transfer)
+
+    @admin.display(description="at Stripe")
+    def stripe_ids(self, transfer):
+        """The transfer, its latest reversal and its latest give-back, one per line."""
+        ids = [
+            (label, stripe_id)
+            for label, stripe_id in (
+                ("", transfer.stripe_transfer_id),
+                ("reversal ", transfer.stripe_reversal_id),
+                ("given back ", transfer.stripe_return_id),
+            )
+            if stripe_id
+        ]
+        if not ids:
+            return EMPTY
+        return format_html_join(
+            format_html("<br>"), "{}{}", ((label, stripe_link(i)) for label, i in ids)
+        )
+
+    @admin.display(description="attempts", ordering="retry_count")
+    def attempts(self, transfer):
+        """How many attempts failed in a row, and when the next one is due (if one is)."""
+        if transfer.next_retry_at is None or transfer.status not in RETRIED:
+            return str(transfer.retry_count)
+        due = formats.localize(timezone.template_localtime(transfer.next_retry_at))
+        return format_html("{}, next {}", transfer.retry_count, due)
 
     @admin.display(description="Stripe transfer", ordering="stripe_transfer_id")
     def stripe_transfer_id_link(self, transfer):
@@ -168,12 +249,10 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
         "seller",
         "status_badge",
         "amount_money",
-        "amount_reversed_money",
+        "money_line",
         "reason",
-        "retry_count",
-        "next_retry_at",
-        "stripe_transfer_id_link",
-        "stripe_reversal_id_link",
+        "attempts",
+        "stripe_ids",
         "updated_at",
     )
     list_filter = ("status", NeedsAttentionFilter, CurrencyFilter)
@@ -425,15 +504,10 @@ class SellerTransferInline(TransferColumns, admin.TabularInline):
         "seller",
         "status_badge",
         "amount_money",
-        "platform_fee_money",
-        "amount_reversed_money",
-        "amount_owed_money",
-        "stripe_transfer_id_link",
-        "stripe_reversal_id_link",
+        "money_line",
+        "stripe_ids",
         "reason",
-        "retry_count",
-        "next_retry_at",
-        "updated_at",
+        "attempts",
     )
     readonly_fields = fields
 
