@@ -48,15 +48,16 @@ def refund_in_full_plan(order: Order) -> str:
 
 
 def release_plan(order: Order) -> list[str]:
-    rows = (
-        SellerTransfer.objects.filter(
-            order=order, status=S.HELD, held_reason=HeldReason.AWAITING_RELEASE
-        )
-        .select_related("seller")
-        .order_by("pk")
-    )
+    held = SellerTransfer.objects.filter(order=order, status=S.HELD).select_related("seller")
     if order.status == OrderStatus.REFUNDED:
-        return [f"Order {order.pk}: refunded in full, nothing to pay (left alone)."]
+        lines = [
+            f"Order {order.pk} was refunded in full: transfer {row.pk} to "
+            f"{seller_named(row.seller)} is closed, not paid (Stripe is read first: a transfer "
+            "found there is recorded and taken back, otherwise the row is cancelled)."
+            for row in held.order_by("pk")
+        ]
+        return lines or [f"Order {order.pk}: refunded in full, nothing held (left alone)."]
+    rows = held.filter(held_reason=HeldReason.AWAITING_RELEASE).order_by("pk")
     lines = [
         f"Order {order.pk}: send {format_money(row.to_send, row.currency)} to "
         f"{seller_named(row.seller)} now (transfer {row.pk})."

@@ -21,14 +21,15 @@ from config.admin_display import (
 )
 from config.errors import DomainError, admin_message, unexpected_message
 from config.money import format_money
+from ledger.admin import SellerWithBookAdmin
 from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
-from marketplace.models import Dispute, Order, Refund
+from marketplace.models import Dispute, Order, Refund, Seller
 from payouts import action_plans, selectors
 from payouts.admin_site import attention_label, transfer_badge
 from payouts.models import SellerTransfer, SellerTransferEvent, WebhookEvent, WebhookOutcome
 from payouts.moves import Actor
 from payouts.selectors import Attention
-from payouts.services.holds import order_release
+from payouts.services.holds import order_release, seller_account_refresh
 from payouts.services.refunds import order_refund_by_staff, staff_refund_settle
 from payouts.services.requeue import transfer_requeue_by_staff
 from payouts.services.transfers import transfer_retry_by_staff
@@ -650,3 +651,41 @@ admin.site.unregister(Order)
 admin.site.register(Order, OrderWithTransfersAdmin)
 admin.site.unregister(Refund)
 admin.site.register(Refund, RefundWithSettleAdmin)
+
+
+class SellerWithAccountRefreshAdmin(SellerWithBookAdmin):
+    """The seller list and page, with "refresh from Stripe": whether the connected account can
+    receive transfers, asked now (payouts extends the book's seller admin, which extends the
+    marketplace's). A connected account entered by hand is checked at once the same way."""
+
+    actions = [*SellerWithBookAdmin.actions, "refresh_from_stripe"]
+
+    @admin.action(description="Refresh the account status from Stripe", permissions=["change"])
+    def refresh_from_stripe(self, request, queryset):
+        for seller in queryset.order_by("pk"):
+            self._refresh(request, seller)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "stripe_account_id" in form.changed_data and obj.stripe_account_id:
+            self._refresh(request, obj)
+
+    def _refresh(self, request, seller) -> None:
+        try:
+            refreshed = seller_account_refresh(seller_id=seller.pk, actor=Actor.staff(request.user))
+        except DomainError as error:
+            level, text = admin_message(error, about=seller_named(seller))
+            self.message_user(request, text, level)
+        else:
+            reason = (
+                f" ({refreshed.account_status_reason})" if refreshed.account_status_reason else ""
+            )
+            self.message_user(
+                request,
+                f"{seller_named(refreshed)}: Stripe says {refreshed.account_status}{reason}.",
+                messages.SUCCESS,
+            )
+
+
+admin.site.unregister(Seller)
+admin.site.register(Seller, SellerWithAccountRefreshAdmin)

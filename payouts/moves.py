@@ -199,11 +199,13 @@ def held(
     reason: HeldReason,
     message: str,
     until: datetime | None = None,
+    follow: NextAttempt | None = None,
     actor: Actor,
 ) -> SellerTransfer:
     """pending | failed → held: not sent now, on purpose (the order's hold until ``until``, or
     the seller's account cannot receive). Spends no retry; a held row is due only at ``until``
-    (never, for an account hold: the account's next update releases it)."""
+    (never, for an account hold: the account's next update releases it). ``follow``: Stripe
+    refused a send for the account, and the next one must not replay that refusal's key."""
     _move(
         transfer,
         S.HELD,
@@ -212,6 +214,7 @@ def held(
         held_reason=reason,
         error_message=message,
         next_retry_at=until,
+        **(_key_fields("transfer_idempotency_key", follow) if follow else {}),
     )
     _log(transfer, logging.INFO, "seller transfer held", reason=reason)
     return transfer

@@ -4,8 +4,9 @@ disconnects has their unsent transfers held for staff. Connect events come to th
 endpoint, signed with its own secret."""
 
 import pytest
+from django.utils import timezone
 
-from marketplace.models import Seller
+from marketplace.models import Order, Seller
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.ledger_check import ledger_check
 from payouts.transitions import HeldReason, TransferStatus
@@ -16,7 +17,9 @@ from tests.builders import (
     paid_order,
     post_connect_event,
     post_event,
+    refund_at_stripe,
 )
+from tests.factories import UserFactory
 
 S = TransferStatus
 pytestmark = pytest.mark.django_db
@@ -118,3 +121,89 @@ def test_other_connect_events_are_stored_and_ignored(client, sandbox):
     assert response.status_code == 200
     event = WebhookEvent.objects.get()
     assert (event.outcome, event.account) == (WebhookOutcome.IGNORED, "acct_1")
+
+
+def test_a_row_held_at_send_time_is_closed_when_its_order_is_refunded_in_full(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    # Stripe refused the send for the account. A row whose key was noted as sent (held before
+    # a refusal renewed the key, or after a 5xx) may have paid the seller, so a full refund
+    # cannot just cancel it: Stripe is read, and holding no transfer of it, the row is closed
+    # instead of staying held for ever.
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    SellerTransfer.objects.filter(pk=row.pk).update(key_first_sent_at=timezone.now())
+
+    refund = make_event("refund.created", refund_at_stripe(stripe_client, order))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_event(client, refund).status_code == 200
+
+    row.refresh_from_db()
+    assert (row.status, row.end_reason) == (S.PERMANENTLY_FAILED, "order_refunded")
+    to_seller = [
+        t for t in sandbox.state()["transfers"] if t["destination"] == seller.stripe_account_id
+    ]
+    assert to_seller == []
+    assert ledger_check()[1] == []
+
+
+def test_a_send_refused_for_the_account_is_sent_with_a_new_key_once_it_can_receive(
+    client, sandbox, stripe_client
+):
+    # Stripe keeps a 400 under its key: the same key sent again would replay the refusal.
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    [refused] = sandbox.calls("transfers.create")
+
+    row.refresh_from_db()
+    assert row.status == S.HELD
+    assert row.transfer_idempotency_key.endswith("-g1")
+    assert row.key_first_sent_at is None
+
+
+def test_staff_release_closes_a_row_left_held_on_an_order_refunded_in_full(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    # A row left held by a full refund before closing it was automatic: "Release" reads Stripe
+    # and closes it, where it used to refuse ("nothing to pay") and leave it held for ever.
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.REFUNDED)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    chosen = {"action": "release_held", "_selected_action": [str(order.pk)]}
+
+    plan = client.post("/admin/marketplace/order/", chosen).context["plan"]
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/admin/marketplace/order/", {**chosen, "apply": "1"})
+
+    assert plan[0].startswith(f"Order {order.pk} was refunded in full: transfer {row.pk} to ")
+    row.refresh_from_db()
+    assert (row.status, row.end_reason) == (S.PERMANENTLY_FAILED, "order_refunded")
+
+
+def test_refresh_from_stripe_records_the_account_and_sends_what_was_held_for_it(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    assert row.status == S.HELD
+    sandbox.set_transfers_capability(seller.stripe_account_id, "active")  # no event comes
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        page = client.post(
+            "/admin/marketplace/seller/",
+            {"action": "refresh_from_stripe", "_selected_action": [str(seller.pk)]},
+            follow=True,
+        )
+
+    notes = [str(message) for message in page.context["messages"]]
+    assert notes == [
+        f"{seller.name} (seller {seller.pk}, {seller.stripe_account_id}): Stripe says ready."
+    ]
+    row.refresh_from_db()
+    assert row.status == S.COMPLETED

@@ -39,7 +39,7 @@ from payouts.gateway import (
     StripeTransfer,
     get_gateway,
 )
-from payouts.idempotency import key_may_be_forgotten, next_attempt, transfer_key
+from payouts.idempotency import NextAttempt, key_may_be_forgotten, next_attempt, transfer_key
 from payouts.locks import claim_due, lease_take, transfer_lock
 from payouts.models import SellerTransfer
 from payouts.moves import Actor
@@ -328,7 +328,10 @@ def _attempt(
             status=AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED,
             reason=error.describe(),
         )
-        return _hold_for_the_account(transfer, seller, actor)
+        # Stripe keeps its answer under the key: sent again once the account can receive, the
+        # same key would replay this refusal for ever. The next attempt sends a new one.
+        follow = next_attempt(key, error, read_stripe_first=transfer.read_stripe_first)
+        return _hold_for_the_account(transfer, seller, actor, follow=follow)
     except GatewayError as error:
         return failed(error.describe(), error)
     adopted = existing is not None
@@ -350,14 +353,16 @@ def _seller_can_receive(seller, gateway: StripeGateway) -> bool:
     return seller.account_status == AccountStatus.READY
 
 
-def _hold_for_the_account(transfer: SellerTransfer, seller, actor: Actor) -> SendOutcome:
+def _hold_for_the_account(
+    transfer: SellerTransfer, seller, actor: Actor, *, follow: NextAttempt | None = None
+) -> SendOutcome:
     reason = (
         HeldReason.ACCOUNT_DEAUTHORIZED
         if seller.account_status == AccountStatus.DEAUTHORIZED
         else HeldReason.ACCOUNT_RESTRICTED
     )
     message = f"the seller's account cannot receive transfers: {seller.account_status_reason}"
-    moves.held(transfer, reason=reason, message=message.rstrip(": "), actor=actor)
+    moves.held(transfer, reason=reason, message=message.rstrip(": "), follow=follow, actor=actor)
     return SendOutcome.HELD
 
 
