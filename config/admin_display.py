@@ -1,13 +1,20 @@
 """The admin's small pieces of HTML, shared by every app's admin: money, status badges and
 links to Stripe. Display only; the styles are in ``config/static/console/console.css``."""
 
-from datetime import timedelta
+import csv
+from datetime import datetime, timedelta
 from enum import StrEnum
+from html import unescape
 
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, strip_tags
 from django.utils.safestring import SafeString
 
 from config.money import format_money
@@ -115,3 +122,69 @@ def action_form(
         **context,
     }
     return TemplateResponse(request, "admin/action_form.html", page)
+
+
+class _Echo:
+    """A file-like object whose ``write`` hands back what it is given: ``csv.writer`` formats a
+    row, and the streaming response sends it."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+class CsvExport:
+    """A list's "Export CSV": the rows its filters, date filters and search select, every one
+    of them (not just the page), each column as the list shows it, as text. Streamed, so a
+    large export costs the server one chunk of rows at a time; capped at ``CSV_LIMIT`` rows
+    (narrow the filters for more)."""
+
+    change_list_template = "admin/change_list_export.html"
+    CSV_LIMIT = 200_000
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_export"
+        export = self.admin_site.admin_view(self.export_csv)
+        return [path("export.csv", export, name=name), *super().get_urls()]
+
+    def export_csv(self, request):
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters as error:
+            return HttpResponseBadRequest(f"Unknown filter: {error}")
+        columns = [name for name in changelist.list_display if name != "action_checkbox"]
+        heads = [_column_title(self, name) for name in columns]
+        rows = changelist.get_queryset(request)[: self.CSV_LIMIT].iterator(chunk_size=2000)
+        writer = csv.writer(_Echo())
+
+        def lines():
+            yield writer.writerow(heads)
+            for row in rows:
+                yield writer.writerow([_column_text(self, row, name) for name in columns])
+
+        name = f"{self.opts.model_name}s-{timezone.now():%Y%m%d-%H%M%S}.csv"
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+
+def _column_title(model_admin, name: str) -> str:
+    attr = getattr(model_admin, name, None)
+    if attr is not None and hasattr(attr, "short_description"):
+        return str(attr.short_description)
+    try:
+        return str(model_admin.opts.get_field(name).verbose_name)
+    except Exception:  # noqa: BLE001 - not a field: the name is the title
+        return name
+
+
+def _column_text(model_admin, row, name: str) -> str:
+    attr = getattr(model_admin, name, None)
+    value = attr(row) if callable(attr) else getattr(row, name)
+    if isinstance(value, datetime):
+        value = timezone.localtime(value).isoformat()
+    elif value is None:
+        value = ""
+    # The list's HTML (a badge, a link, money with its sign) as the text a person reads.
+    return " ".join(unescape(strip_tags(str(value))).split())

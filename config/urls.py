@@ -7,6 +7,7 @@ from rest_framework.permissions import IsAdminUser
 from config.api import STAFF_AUTHENTICATION
 from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
 from payouts.ops_views import healthz, metrics
+from payouts.read_views import NeedsAttentionView, TransferListView
 from payouts.views import (
     ConnectWebhookView,
     OrderRefundView,
@@ -39,6 +40,8 @@ urlpatterns = [
     ),
     path("webhooks/stripe/", StripeWebhookView.as_view(), name="stripe-webhook"),
     path("webhooks/stripe/connect/", ConnectWebhookView.as_view(), name="stripe-connect-webhook"),
+    path("api/admin/transfers/", TransferListView.as_view(), name="transfer-list"),
+    path("api/admin/needs-attention/", NeedsAttentionView.as_view(), name="needs-attention"),
     path(
         "api/admin/transfers/<int:pk>/retry/",
         TransferRetryView.as_view(),

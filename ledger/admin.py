@@ -22,7 +22,7 @@ from config.admin_display import (
 )
 from config.errors import DomainError, admin_message
 from config.money import AmountNotUnderstood, format_money, parse_money
-from ledger.models import Break, CheckRun, Entry, Line
+from ledger.models import AccountKind, Break, CheckRun, Entry, Line
 from ledger.selectors import StatementLine, seller_balances, seller_statement_lines
 from ledger.services import debt_write_off
 from ledger.views import statement_csv
@@ -63,7 +63,7 @@ class EntryAdmin(ReadOnlyAdmin):
         "seller",
         "stripe_id_link",
     )
-    list_filter = ("kind",)
+    list_filter = ("kind", ("posted_at", admin.DateFieldListFilter))
     search_fields = ("=id", "external_id", "stripe_id", "=order__id", "seller__name")
     list_select_related = ("order", "seller")
     ordering = ("-id",)
@@ -165,15 +165,65 @@ def balances_text(balances: dict[str, dict]) -> str:
     return "; ".join(parts) or "nothing in the book"
 
 
+class InDebtFilter(admin.SimpleListFilter):
+    """Sellers who owe the platform something, in any currency (their debt account's lines
+    add up to more than zero: a debt is never negative in any one currency)."""
+
+    title = "debt"
+    parameter_name = "debt"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "In debt"), ("no", "Owes nothing")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(debt_total__gt=0)
+        if self.value() == "no":
+            return queryset.exclude(debt_total__gt=0)
+        return queryset
+
+
 class SellerWithBookAdmin(SellerAdmin):
     """The seller's page with what the book says of them (the book extends the marketplace's
     seller admin: the marketplace never imports the book)."""
 
+    list_display = (*SellerAdmin.list_display[:-1], "balance_money", "debt_money")
+    list_filter = (InDebtFilter, *SellerAdmin.list_filter)
     readonly_fields = (*SellerAdmin.readonly_fields, "balances", "statement")
     actions = ["download_statement", "write_off_debt"]
     # How much of their statement the seller's page lists; the CSV action has all of it.
     STATEMENT_DAYS = 30
     STATEMENT_LINES = 200
+
+    def get_queryset(self, request):
+        # What each seller owes, for the "in debt" filter and the debt column's ordering: one
+        # sum over the seller's debt account's lines (the lines' account index).
+        debt = (
+            Line.objects.filter(
+                account__seller=OuterRef("pk"), account__kind=AccountKind.SELLER_DEBT
+            )
+            .order_by()
+            .values("account__seller")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
+        return super().get_queryset(request).annotate(debt_total=Subquery(debt))
+
+    def _balances_column(self, seller, kind: str):
+        amounts = [
+            money(values[kind], currency)
+            for currency, values in seller_balances(seller_id=seller.pk).items()
+            if values[kind] or kind == "payable"
+        ]
+        return format_html_join(format_html("<br>"), "{}", ((a,) for a in amounts)) or EMPTY
+
+    @admin.display(description="balance (owed to them)")
+    def balance_money(self, seller):
+        return self._balances_column(seller, "payable")
+
+    @admin.display(description="debt (owed by them)", ordering="debt_total")
+    def debt_money(self, seller):
+        return self._balances_column(seller, "debt")
 
     @admin.display(description="balances")
     def balances(self, seller):

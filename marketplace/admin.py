@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from config.admin_display import (
     EMPTY,
     CappedCountPaginator,
+    CsvExport,
     Tone,
     badge,
     money,
@@ -77,7 +78,7 @@ def order_badge(order) -> str:
     return badge(shown, ORDER_TONES.get(order.status, Tone.NEUTRAL), title=order.status)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(CsvExport, admin.ModelAdmin):
     """Rows that record money and what Stripe said: shown, never added, edited or deleted by
     hand, not even by a superuser (they change through services only). The change page is a
     view page with no Save button; actions on the list still run, each with its own
@@ -122,7 +123,7 @@ class SellerAccountChangeInline(admin.TabularInline):
 
 
 @admin.register(Seller)
-class SellerAdmin(admin.ModelAdmin):
+class SellerAdmin(CsvExport, admin.ModelAdmin):
     list_display = (
         "id",
         "name",
@@ -283,7 +284,7 @@ class DisputeInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(CsvExport, admin.ModelAdmin):
     list_display = (
         "id",
         "buyer_email",
@@ -293,7 +294,7 @@ class OrderAdmin(admin.ModelAdmin):
         "stripe_charge_id_link",
         "created_at",
     )
-    list_filter = ("status",)
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter))
     search_fields = (
         "=id",
         "buyer_email",
@@ -390,7 +391,7 @@ class RefundAdmin(RefundColumns, ReadOnlyAdmin):
         "status_badge",
         "created_at",
     )
-    list_filter = ("status",)
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter))
     search_fields = ("=id", "stripe_refund_id", "=order__id", "order__stripe_charge_id")
     list_select_related = ("order",)
     ordering = ("-id",)
@@ -421,7 +422,7 @@ class DisputeAdmin(ReadOnlyAdmin):
         "evidence_due_by",
         "created_at",
     )
-    list_filter = ("status", "reason")
+    list_filter = ("status", "reason", ("created_at", admin.DateFieldListFilter))
     search_fields = ("stripe_dispute_id", "=order__id", "order__stripe_charge_id")
     list_select_related = ("order",)
     ordering = ("-id",)

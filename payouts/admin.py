@@ -256,7 +256,13 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
         "stripe_ids",
         "updated_at",
     )
-    list_filter = ("status", NeedsAttentionFilter, CurrencyFilter)
+    list_filter = (
+        "status",
+        NeedsAttentionFilter,
+        CurrencyFilter,
+        ("created_at", admin.DateFieldListFilter),
+        ("updated_at", admin.DateFieldListFilter),
+    )
     # Any Stripe id we hold (transfer, reversal, charge, payment intent, refund, account), the
     # order or transfer id, or the seller: get_search_results reads what the term is.
     search_fields = ("id",)
@@ -459,7 +465,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "received_at",
         "processed_at",
     )
-    list_filter = ("outcome", EventTypeFilter)
+    list_filter = ("outcome", EventTypeFilter, ("received_at", admin.DateFieldListFilter))
     search_fields = ("stripe_event_id",)
     search_help_text = "A Stripe event id (evt_…), exactly."
     ordering = ("-id",)
