@@ -87,7 +87,8 @@ def test_a_date_filter_selects_the_rows_made_that_day(staff):
     today = SellerTransferFactory()
     old = SellerTransferFactory()
     SellerTransfer.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=40))
-    since = timezone.localdate()
+    # What the filter's "Today" link sends: the day's bounds, with their time zone.
+    since = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
 
     response = staff.get(
         TRANSFERS,
