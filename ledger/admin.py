@@ -10,6 +10,7 @@ from django.db.models import OuterRef, Subquery, Sum
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from config.admin_display import (
     EMPTY,
@@ -215,7 +216,7 @@ class SellerWithBookAdmin(SellerAdmin):
             for currency, values in seller_balances(seller_id=seller.pk).items()
             if values[kind] or kind == "payable"
         ]
-        return format_html_join(format_html("<br>"), "{}", ((a,) for a in amounts)) or EMPTY
+        return format_html_join(mark_safe("<br>"), "{}", ((a,) for a in amounts)) or EMPTY
 
     @admin.display(description="balance (owed to them)")
     def balance_money(self, seller):

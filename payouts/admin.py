@@ -8,6 +8,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, OuterRef, Subquery, Sum
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from config.admin_display import (
@@ -197,7 +198,7 @@ class TransferColumns:
         if not ids:
             return EMPTY
         return format_html_join(
-            format_html("<br>"), "{}{}", ((label, stripe_link(i)) for label, i in ids)
+            mark_safe("<br>"), "{}{}", ((label, stripe_link(i)) for label, i in ids)
         )
 
     @admin.display(description="attempts", ordering="retry_count")
