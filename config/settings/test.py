@@ -13,6 +13,13 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
 
+# The tests keep their Redis keys (beat's heartbeat, the wake-ups' marks) out of development's
+# database: a heartbeat a test run stamped read, when `make run` started next, as beat gone
+# stale ("last heartbeat 400 s ago"). The development default, db 0, becomes db 12 here; a
+# broker chosen on purpose (another host or database) is kept.
+if CELERY_BROKER_URL == DEVELOPMENT_BROKER_URL:  # noqa: F405
+    CELERY_BROKER_URL = "redis://127.0.0.1:6379/12"
+
 STRIPE_RATE_LIMIT_REDIS_URL = env.str(
     "STRIPE_RATE_LIMIT_REDIS_URL", default="redis://127.0.0.1:6379/15"
 )
