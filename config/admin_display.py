@@ -45,12 +45,16 @@ class Tone(StrEnum):
     NEUTRAL = "neutral"  # settled, nothing more will happen
 
 
-def money(amount: int | None, currency: str) -> SafeString | str:
-    """``58.05 USD``, negatives (a debt, a credit line) marked so that they stand out."""
+def money(amount: int | None, currency: str, *, signed: bool = False) -> SafeString | str:
+    """``58.05 USD``, negatives (a debt, a credit line) marked so that they stand out;
+    ``signed``: positives get their ``+`` too (a ledger line)."""
     if amount is None or not currency:
         return EMPTY
     classes = "money money-negative" if amount < 0 else "money"
-    return format_html('<span class="{}">{}</span>', classes, format_money(amount, currency))
+    text = format_money(amount, currency)
+    if signed and amount > 0:
+        text = f"+{text}"
+    return format_html('<span class="{}">{}</span>', classes, text)
 
 
 def seller_named(seller) -> str:
@@ -188,3 +192,24 @@ def _column_text(model_admin, row, name: str) -> str:
         value = ""
     # The list's HTML (a badge, a link, money with its sign) as the text a person reads.
     return " ".join(unescape(strip_tags(str(value))).split())
+
+
+class PageActions:
+    """A row's page offers, as buttons, the list's actions that apply to it
+    (``page_actions_for``); each posts the action for this one row to the list, which shows
+    the action's confirmation page before anything runs."""
+
+    change_form_template = "admin/change_form_actions.html"
+
+    def page_actions_for(self, obj) -> list[str]:
+        return []
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            available = self.get_actions(request)
+            context["page_actions"] = [
+                (name, available[name][2])
+                for name in self.page_actions_for(obj)
+                if name in available
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)

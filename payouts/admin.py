@@ -13,6 +13,7 @@ from django.utils.text import Truncator
 
 from config.admin_display import (
     EMPTY,
+    PageActions,
     Tone,
     action_form,
     badge,
@@ -42,15 +43,57 @@ S = TransferStatus
 RETRIED = (S.PENDING, S.FAILED, S.REVERSAL_PENDING, S.HELD)
 
 
+# The audit detail's keys that are amounts of the transfer's currency (minor units).
+EVENT_AMOUNTS = frozenset(
+    {
+        "amount_owed",
+        "amount_returned",
+        "amount_reversed",
+        "amount_to_give_back",
+        "debt_cancelled",
+        "dispute_target",
+        "netting_released",
+        "refund_target",
+        "reversal_target",
+        "sent",
+        "stripe_amount_reversed",
+    }
+)
+
+
 class SellerTransferEventInline(admin.TabularInline):
     model = SellerTransferEvent
     extra = 0
     can_delete = False
-    fields = ("created_at", "from_badge", "to_badge", "caused_by", "user", "detail")
+    fields = ("created_at", "from_badge", "to_badge", "caused_by", "user", "detail_shown")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("transfer", "user")
+
+    @admin.display(description="detail")
+    def detail_shown(self, event):
+        """What the move recorded, each amount as money in the transfer's currency."""
+        detail = event.detail or {}
+        if not isinstance(detail, dict) or not detail:
+            return EMPTY
+        currency = event.transfer.currency
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {}",
+            (
+                (
+                    key,
+                    money(value, currency)
+                    if key in EVENT_AMOUNTS and isinstance(value, int)
+                    else value,
+                )
+                for key, value in detail.items()
+            ),
+        )
 
     @admin.display(description="from")
     def from_badge(self, event):
@@ -172,6 +215,9 @@ class TransferColumns:
     reversal_target_money = _money_of("reversal_target", "to reverse in all")
     amount_reversed_money = _money_of("amount_reversed", "reversed")
     amount_owed_money = _money_of("amount_owed", "owed by the seller")
+    dispute_target_money = _money_of("dispute_target", "chargeback share to take back")
+    amount_returned_money = _money_of("amount_returned", "given back (after it was taken)")
+    amount_to_give_back_money = _money_of("amount_to_give_back", "to give back")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, transfer):
@@ -213,6 +259,10 @@ class TransferColumns:
     def stripe_transfer_id_link(self, transfer):
         return stripe_link(transfer.stripe_transfer_id)
 
+    @admin.display(description="Stripe give-back transfer")
+    def stripe_return_id_link(self, transfer):
+        return stripe_link(transfer.stripe_return_id)
+
     @admin.display(description="Stripe reversal", ordering="stripe_reversal_id")
     def stripe_reversal_id_link(self, transfer):
         return stripe_link(transfer.stripe_reversal_id)
@@ -244,7 +294,7 @@ class TransferColumns:
 
 
 @admin.register(SellerTransfer)
-class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
+class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
     list_display = (
         "id",
         "order",
@@ -295,12 +345,16 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
         (
             "Money",
             (
+                "money_line",
                 "amount_money",
                 "platform_fee_money",
                 "amount_netted_money",
                 "amount_withheld_money",
                 "reversal_target_money",
+                "dispute_target_money",
                 "amount_reversed_money",
+                "amount_returned_money",
+                "amount_to_give_back_money",
                 "amount_owed_money",
             ),
         ),
@@ -309,15 +363,20 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
             (
                 "stripe_transfer_id_link",
                 "stripe_reversal_id_link",
+                "stripe_return_id_link",
                 "transfer_idempotency_key",
                 "reversal_idempotency_key",
             ),
         ),
         ("Times", ("created_at", "updated_at")),
     )
-    readonly_fields = ("attention_reason",)
+    readonly_fields = ("attention_reason", "money_line")
     # Model fields the page shows through a display above.
     shown_as = {
+        "dispute_target": "dispute_target_money",
+        "amount_returned": "amount_returned_money",
+        "amount_to_give_back": "amount_to_give_back_money",
+        "stripe_return_id": "stripe_return_id_link",
         "status": "status_badge",
         "currency": "amount_money",
         "amount": "amount_money",
@@ -334,6 +393,13 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
         return selectors.transfers_with_attention(now=timezone.now(), queryset=queryset)
+
+    def page_actions_for(self, obj) -> list[str]:
+        if obj.status == S.FAILED:
+            return ["retry_failed"]
+        if obj.status == S.PERMANENTLY_FAILED:
+            return ["requeue_given_up"]
+        return []
 
     def get_search_results(self, request, queryset, search_term):
         # Exact, indexed lookups chosen by what the term is; the default would run
@@ -525,9 +591,20 @@ class SellerTransferInline(TransferColumns, admin.TabularInline):
 
 # The order page shows its transfers too. The inline lives here because marketplace never
 # imports payouts: payouts extends marketplace's order admin instead.
-class OrderWithTransfersAdmin(OrderAdmin):
+class OrderWithTransfersAdmin(PageActions, OrderAdmin):
     inlines = [*OrderAdmin.inlines, SellerTransferInline]
     actions = ["refund_in_full", "release_held"]
+
+    def page_actions_for(self, obj) -> list[str]:
+        if obj.status == Order.Status.PENDING:
+            return []
+        held = obj.transfers.filter(status=S.HELD).exists()
+        refundable = obj.status != Order.Status.REFUNDED
+        return [
+            name
+            for name, applies in (("refund_in_full", refundable), ("release_held", held))
+            if applies
+        ]
 
     @admin.action(description="Refund selected orders in full at Stripe…", permissions=["refund"])
     def refund_in_full(self, request, queryset):
@@ -660,12 +737,15 @@ admin.site.unregister(Refund)
 admin.site.register(Refund, RefundWithSettleAdmin)
 
 
-class SellerWithAccountRefreshAdmin(SellerWithBookAdmin):
+class SellerWithAccountRefreshAdmin(PageActions, SellerWithBookAdmin):
     """The seller list and page, with "refresh from Stripe": whether the connected account can
     receive transfers, asked now (payouts extends the book's seller admin, which extends the
     marketplace's). A connected account entered by hand is checked at once the same way."""
 
     actions = [*SellerWithBookAdmin.actions, "refresh_from_stripe"]
+
+    def page_actions_for(self, obj) -> list[str]:
+        return ["refresh_from_stripe", "write_off_debt", "download_statement"]
 
     @admin.action(description="Refresh the account status from Stripe", permissions=["change"])
     def refresh_from_stripe(self, request, queryset):
