@@ -216,3 +216,27 @@ def test_retrying_a_transfer_whose_order_was_refunded_answers_409_order_refunded
     assert body["transfer"]["status"] == TransferStatus.PERMANENTLY_FAILED
     assert body["transfer"]["end_reason"] == "order_refunded"
     assert sandbox.calls("transfers.create") == []
+
+
+# Real commits: the wake-up that breaks runs when the attempt's transaction commits, inside the
+# request, as in production.
+@pytest.mark.django_db(transaction=True)
+def test_whatever_breaks_during_an_admin_retry_is_a_message_not_the_error_page(
+    client, sandbox, failed_transfer, settings
+):
+    # Stripe refuses again, and recording that refusal fails for a reason of our own: here the
+    # wake-up reading a setting that only the tests define (as a development run did). The
+    # operator still gets a message naming the transfer and what failed.
+    del settings.CELERY_TASK_ALWAYS_EAGER
+    sandbox.script("transfers.create", [STRIPE_500])
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    chosen = {"action": "retry_failed", "_selected_action": [str(failed_transfer.pk)]}
+
+    response = client.post(
+        reverse("admin:payouts_sellertransfer_changelist"), {**chosen, "apply": "1"}, follow=True
+    )
+
+    assert response.status_code == 200
+    [note] = [str(message) for message in response.context["messages"]]
+    assert note.startswith(f"transfer {failed_transfer.pk} to {failed_transfer.seller.name}")
+    assert "failed unexpectedly (AttributeError" in note
