@@ -309,7 +309,9 @@ def _attempt(
         _record_paid(transfer, stripe_transfer_id="", key="", adopted=False, actor=actor)
         return SendOutcome.COMPLETED
     if not refunded and not seller.stripe_account_id:
-        return failed(f"seller {seller.pk} has no connected Stripe account yet", None)
+        return failed(
+            f"{seller.name} (seller {seller.pk}) has no connected Stripe account yet", None
+        )
     try:
         if not refunded and not _seller_can_receive(seller, gateway):
             return _hold_for_the_account(transfer, seller, actor)
