@@ -207,3 +207,27 @@ def test_refresh_from_stripe_records_the_account_and_sends_what_was_held_for_it(
     ]
     row.refresh_from_db()
     assert row.status == S.COMPLETED
+
+
+def test_a_connected_account_entered_on_the_sellers_page_is_checked_at_stripe_at_once(
+    client, sandbox, stripe_client
+):
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    other = connected_seller(stripe_client)  # an account at the sandbox the seller reconnects to
+    new_account = other.stripe_account_id
+    other.delete()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    change = f"/admin/marketplace/seller/{seller.pk}/change/"
+    management = client.get(change).context["inline_admin_formsets"][0].formset.management_form
+    form = {f"{management.prefix}-{name}": value for name, value in management.initial.items()}
+
+    page = client.post(
+        change,
+        {"name": seller.name, "email": seller.email, "stripe_account_id": new_account, **form},
+        follow=True,
+    )
+
+    notes = [str(message) for message in page.context["messages"]]
+    assert f"{seller.name} (seller {seller.pk}, {new_account}): Stripe says ready." in notes
+    seller.refresh_from_db()
+    assert (seller.stripe_account_id, seller.account_status) == (new_account, "ready")
