@@ -5,7 +5,7 @@ action is confirmed, so a plan read a minute earlier can never make them do more
 
 from config.admin_display import seller_named
 from config.money import format_money
-from marketplace.models import Order, OrderStatus
+from marketplace.models import DisputeStatus, Order, OrderStatus
 from marketplace.selectors import order_refund_reserved_amount, order_refunded_amount, order_total
 from payouts.models import SellerTransfer
 from payouts.services.requeue import requeueable
@@ -32,6 +32,16 @@ def refund_in_full_plan(order: Order) -> str:
         return f"Order {order.pk}: not paid yet, nothing to refund (left alone)."
     if left <= 0:
         return f"Order {order.pk}: nothing left to refund of {paid} (left alone)."
+    dispute = (
+        order.disputes.exclude(status__in=[DisputeStatus.WON, DisputeStatus.WARNING_CLOSED])
+        .values_list("stripe_dispute_id", "status")
+        .first()
+    )
+    if dispute is not None:
+        return (
+            f"Order {order.pk}: disputed ({dispute[0]}, {dispute[1]}): Stripe refuses to refund "
+            "a disputed charge, so it is left alone; answer the dispute in the Dashboard."
+        )
     so_far = (
         f"{format_money(refunded, order.currency)} refunded already"
         if refunded

@@ -116,3 +116,20 @@ def test_a_page_action_opens_the_confirmation_and_changes_nothing(staff):
     assert confirm.status_code == 200
     assert confirm.context["plan"][0].startswith(f"Order {order.pk}: refund 50.00 USD")
     assert not order.refunds.exists()
+
+
+def test_refunding_a_disputed_order_says_on_the_confirmation_that_it_is_left_alone(staff):
+    order = PaidOrderFactory()
+    OrderItemFactory(order=order, amount=5000)
+    order.disputes.create(
+        stripe_dispute_id="dp_console", amount=5000, currency="usd", status="needs_response"
+    )
+
+    confirm = staff.post(
+        reverse("admin:marketplace_order_changelist"),
+        {"action": "refund_in_full", "_selected_action": [order.pk]},
+    )
+
+    [line] = confirm.context["plan"]
+    assert line.startswith(f"Order {order.pk}: disputed (dp_console, needs_response)")
+    assert "left alone" in line
