@@ -128,7 +128,7 @@ def action_form(
     return TemplateResponse(request, "admin/action_form.html", page)
 
 
-class _Echo:
+class Echo:
     """A file-like object whose ``write`` hands back what it is given: ``csv.writer`` formats a
     row, and the streaming response sends it."""
 
@@ -160,7 +160,7 @@ class CsvExport:
         columns = [name for name in changelist.list_display if name != "action_checkbox"]
         heads = [_column_title(self, name) for name in columns]
         rows = changelist.get_queryset(request)[: self.CSV_LIMIT].iterator(chunk_size=2000)
-        writer = csv.writer(_Echo())
+        writer = csv.writer(Echo())
 
         def lines():
             yield writer.writerow(heads)

@@ -6,14 +6,16 @@ attention" page, and how transfer statuses and attention reasons read everywhere
 the read replica when one is configured); docs/console.md explains them.
 """
 
+import csv
+
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
-from config.admin_display import Tone, badge
+from config.admin_display import Echo, Tone, badge
 from config.db_router import replica_reads
 from payouts import charts, console, selectors
 from payouts.selectors import Attention
@@ -145,8 +147,10 @@ class ConsoleAdminSite(admin.AdminSite):
 
     def get_urls(self):
         needs_attention = self.admin_view(self.needs_attention)
+        export = self.admin_view(self.needs_attention_csv)
         return [
             path("needs-attention/", needs_attention, name="needs_attention"),
+            path("needs-attention.csv", export, name="needs_attention_csv"),
             *super().get_urls(),
         ]
 
@@ -184,3 +188,21 @@ class ConsoleAdminSite(admin.AdminSite):
             ],
         }
         return TemplateResponse(request, "admin/payouts/needs_attention.html", context)
+
+    def needs_attention_csv(self, request: HttpRequest) -> StreamingHttpResponse:
+        """Every row "needs attention" shows, not only the first ten of each reason."""
+        if not request.user.has_perm(CONSOLE_PERMISSION):
+            raise PermissionDenied
+        writer = csv.writer(Echo())
+        now = timezone.now()
+
+        def lines():
+            yield writer.writerow(console.ATTENTION_CSV_HEADER)
+            with replica_reads():
+                for row in console.needs_attention_rows(now=now, label=attention_label):
+                    yield writer.writerow(row)
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        name = f"needs-attention-{now:%Y%m%d-%H%M%S}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response

@@ -8,15 +8,23 @@ as at a thousand.
 """
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, F, Sum
 
+from config.money import format_money
 from ledger.models import Account, AccountKind, Break, CheckRun, Line
 from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
 from payouts import selectors
-from payouts.models import SellerTransfer, TransferCount, TransferCountKind, WebhookEvent
+from payouts.models import (
+    SellerTransfer,
+    TransferCount,
+    TransferCountKind,
+    WebhookEvent,
+    WebhookOutcome,
+)
 from payouts.selectors import Attention
 from payouts.transitions import TransferStatus
 
@@ -389,3 +397,106 @@ def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttenti
         breaks=breaks,
         disputes=disputes_open(limit=DISPUTES_SHOWN),
     )
+
+
+# --- "Needs attention" as rows, for its CSV export ------------------------------------------
+
+ATTENTION_CSV_HEADER = (
+    "section",
+    "reason",
+    "id",
+    "order",
+    "seller",
+    "status",
+    "amount",
+    "attempts",
+    "next attempt",
+    "updated",
+    "detail",
+)
+
+
+def needs_attention_rows(*, now: datetime, label) -> Iterator[tuple]:
+    """Everything "needs attention" shows, every row of it (not only the first ten of each
+    reason), one tuple per row in ``ATTENTION_CSV_HEADER``'s order: the transfers with their
+    reason (``label`` names it), the sellers in debt, the open disputes, Stripe's failed events
+    and the latest ledger check's breaks. Amounts as the console shows them."""
+    transfers = selectors.transfers_with_attention(
+        now=now, queryset=selectors.transfers_needing_attention(now=now)
+    ).select_related("seller")
+    for row in transfers.order_by("-id").iterator(chunk_size=2000):
+        detail = ": ".join(p for p in (row.end_reason, row.held_reason, row.error_message) if p)
+        yield (
+            "transfer",
+            label(row.attention),
+            row.pk,
+            row.order_id,
+            row.seller.name,
+            row.status,
+            format_money(row.amount, row.currency),
+            row.retry_count,
+            row.next_retry_at.isoformat() if row.next_retry_at else "",
+            row.updated_at.isoformat(),
+            detail,
+        )
+    for debt in seller_debts():
+        amount = format_money(debt.amount, debt.currency)
+        yield (
+            "seller in debt",
+            "",
+            debt.seller_id,
+            "",
+            debt.seller_name,
+            "",
+            amount,
+            "",
+            "",
+            "",
+            "",
+        )
+    for dispute in disputes_open(limit=10_000):
+        due = dispute.evidence_due_by.isoformat() if dispute.evidence_due_by else ""
+        yield (
+            "dispute open",
+            dispute.reason,
+            dispute.stripe_dispute_id,
+            dispute.order_id,
+            "",
+            dispute.status,
+            format_money(dispute.amount, dispute.currency),
+            "",
+            "",
+            dispute.updated_at.isoformat(),
+            f"evidence due by {due}" if due else "",
+        )
+    failed = WebhookEvent.objects.filter(outcome=WebhookOutcome.FAILED).order_by("-id")
+    for event in failed.iterator(chunk_size=2000):
+        yield (
+            "Stripe event failed",
+            event.type,
+            event.stripe_event_id,
+            "",
+            "",
+            event.outcome,
+            "",
+            event.attempts,
+            "",
+            event.received_at.isoformat(),
+            event.error,
+        )
+    check = selectors.latest_check_run()
+    if check is not None:
+        for item in check.breaks.select_related("seller").order_by("pk").iterator():
+            yield (
+                "ledger break",
+                item.kind,
+                item.transfer_id or "",
+                "",
+                item.seller.name if item.seller_id else "",
+                "",
+                "",
+                "",
+                "",
+                check.finished_at.isoformat(),
+                f"{item.currency.upper()}: {item.detail}" if item.currency else item.detail,
+            )

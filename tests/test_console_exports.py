@@ -182,3 +182,25 @@ def test_the_needs_attention_api_says_what_the_page_says(staff):
     assert group["advice"]
     assert body["failed_webhook_events"]["count"] == 1
     assert body["failed_webhook_events"]["events"][0]["error"] == "no order 42"
+
+
+def test_needs_attention_exports_all_of_it_not_only_ten_rows_per_reason(staff):
+    failing = SellerTransferFactory.create_batch(12, status=S.FAILED, next_retry_at=timezone.now())
+    owing = SellerFactory(name="Owes")
+    refused = SellerTransferFactory(seller=owing, status=S.REVERSAL_REFUSED)
+    book.post_refund_share(book_ref(refused, "scenario"), previous_target=0, target=1800)
+    book.post_reversal_refused(book_ref(refused, "scenario"), previous_owed=0, owed_total=1800)
+    event = WebhookEventFactory(outcome=WebhookOutcome.FAILED, error="no order 42")
+    SellerTransferFactory(completed=True)
+
+    rows = exported(staff.get(reverse("admin:needs_attention_csv")))
+
+    by_section: dict[str, list[dict]] = {}
+    for row in rows:
+        by_section.setdefault(row["section"], []).append(row)
+    transfer_ids = {int(row["id"]) for row in by_section["transfer"]}
+    assert transfer_ids == {row.pk for row in failing} | {refused.pk}
+    [debt] = by_section["seller in debt"]
+    assert (debt["seller"], debt["amount"]) == ("Owes", "18.00 USD")
+    [failed] = by_section["Stripe event failed"]
+    assert (failed["id"], failed["detail"]) == (event.stripe_event_id, "no order 42")
