@@ -241,11 +241,11 @@ class SellerWithBookAdmin(SellerAdmin):
         ]
         return format_html_join(mark_safe("<br>"), "{}", ((a,) for a in amounts)) or EMPTY
 
-    @admin.display(description="balance (owed to them)")
+    @admin.display(description="balance")
     def balance_money(self, seller):
         return self._balances_column(seller, "payable")
 
-    @admin.display(description="debt (owed by them)", ordering="debt_total")
+    @admin.display(description="debt", ordering="debt_total")
     def debt_money(self, seller):
         return self._balances_column(seller, "debt")
 

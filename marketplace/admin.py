@@ -130,7 +130,6 @@ class SellerAdmin(CsvExport, admin.ModelAdmin):
         "email",
         "stripe_account_id_link",
         "account_status_badge",
-        "account_status_reason",
         "created_at",
     )
     list_filter = ("account_status",)
@@ -151,7 +150,14 @@ class SellerAdmin(CsvExport, admin.ModelAdmin):
 
     @admin.display(description="account status", ordering="account_status")
     def account_status_badge(self, seller):
-        return badge(seller.account_status, ACCOUNT_TONES.get(seller.account_status, Tone.NEUTRAL))
+        """The status, and under it why Stripe says so (when it said)."""
+        tone = ACCOUNT_TONES.get(seller.account_status, Tone.NEUTRAL)
+        shown = badge(seller.account_status, tone)
+        if not seller.account_status_reason:
+            return shown
+        return format_html(
+            '{}<br><span class="account-reason">{}</span>', shown, seller.account_status_reason
+        )
 
     def save_model(self, request, obj, form, change):
         # Where the seller's money goes is audited: a change of connected account is recorded

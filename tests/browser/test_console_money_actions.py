@@ -192,7 +192,7 @@ def test_a_disputed_orders_page_tells_its_whole_story(
     page.screenshot(path=screenshots / "17-disputed-order.png", full_page=True)
 
 
-def test_the_transfer_list_the_order_page_and_the_ledger_fit_1440_px(
+def test_the_transfer_list_the_order_page_the_ledger_and_the_other_pages_fit_1440_px(
     logged_in, live_server, client, sandbox, stripe_client, screenshots
 ):
     page = logged_in
@@ -207,6 +207,12 @@ def test_the_transfer_list_the_order_page_and_the_ledger_fit_1440_px(
         ("/admin/payouts/sellertransfer/", "18-transfer-list-1440.png"),
         (f"/admin/marketplace/order/{order.pk}/change/", "19-order-page-1440.png"),
         ("/admin/ledger/entry/", "20-ledger-list-1440.png"),
+        ("/admin/", "24-dashboard-1440.png"),
+        ("/admin/needs-attention/", "25-needs-attention-1440.png"),
+        ("/admin/marketplace/order/", "26-order-list-1440.png"),
+        ("/admin/marketplace/seller/", "27-seller-list-1440.png"),
+        ("/admin/marketplace/refund/", "28-refund-list-1440.png"),
+        ("/admin/payouts/webhookevent/", "29-event-list-1440.png"),
     ):
         page.goto(f"{live_server.url}{path}")
         width = page.evaluate("document.documentElement.scrollWidth")
