@@ -9,6 +9,7 @@ refund Stripe refused); the admin's actions turn them into one message each
 shown with an error through ``show_with_errors``.
 """
 
+import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -16,6 +17,8 @@ from django.contrib import messages
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -80,3 +83,14 @@ def exception_handler(exc, context):
         codes = exc.get_codes()
         response.data.setdefault("code", codes if isinstance(codes, str) else "invalid")
     return response
+
+
+def unexpected_message(error: Exception, *, about: str) -> tuple[int, str]:
+    """The admin message for an error no service meant to raise (a bug, a setting missing):
+    the operator is told what failed instead of getting the server's error page; the traceback
+    goes to the log."""
+    logger.exception("admin action failed", extra={"about": about})
+    return messages.ERROR, (
+        f"{about}: failed unexpectedly ({type(error).__name__}: {error}); nothing more was "
+        "tried. The log has the details; what Stripe answered, if it was reached, is on the row."
+    )

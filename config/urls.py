@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import IsAdminUser
 
@@ -13,6 +14,7 @@ from payouts.http.payout_views import (
     SellerPayoutListView,
     SellerPayoutReconcileView,
 )
+from payouts.http.read_views import NeedsAttentionView, TransferListView
 from payouts.http.views import (
     AuditExportView,
     ConnectWebhookView,
@@ -24,6 +26,8 @@ from payouts.http.views import (
 )
 
 urlpatterns = [
+    # The service's only pages are the console's: "/" and the admin's "View site" open it.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
@@ -46,6 +50,8 @@ urlpatterns = [
     ),
     path("webhooks/stripe/", StripeWebhookView.as_view(), name="stripe-webhook"),
     path("webhooks/stripe/connect/", ConnectWebhookView.as_view(), name="stripe-connect-webhook"),
+    path("api/admin/transfers/", TransferListView.as_view(), name="transfer-list"),
+    path("api/admin/needs-attention/", NeedsAttentionView.as_view(), name="needs-attention"),
     path(
         "api/admin/transfers/<int:pk>/retry/",
         TransferRetryView.as_view(),

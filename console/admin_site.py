@@ -8,10 +8,12 @@ attention" page, and how transfer statuses and attention reasons read everywhere
 the read replica when one is configured); docs/console.md explains them.
 """
 
+import csv
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -21,10 +23,10 @@ from approvals.services import approval_approve, approval_reject
 from config.db_router import replica_reads
 from config.errors import DomainError, admin_message
 from console import charts, dashboard
-from console.display import Tone, badge
+from console.display import Echo, Tone, badge
 from payouts import selectors
 from payouts.selectors import Attention
-from payouts.transfer.transitions import TransferStatus
+from payouts.transfer.transitions import EndReason, TransferStatus
 
 # Who may see the console: its figures are the transfers' money.
 CONSOLE_PERMISSION = "payouts.view_sellertransfer"
@@ -57,6 +59,7 @@ def attention_label(reason: str) -> str:
     """One line naming the reason, with its threshold."""
     unpaid = _minutes(selectors.UNPAID_AFTER)
     labels = {
+        Attention.FAILING_NOW: "Failing now: the latest attempt failed, retried with backoff",
         Attention.UNPAID_PENDING: f"Seller not paid: pending, due for over {unpaid} min",
         Attention.UNPAID_FAILED: f"Seller not paid: failed, made over {unpaid} min ago",
         Attention.HELD_ACCOUNT: "Seller not paid: their account cannot receive transfers",
@@ -67,13 +70,21 @@ def attention_label(reason: str) -> str:
             f"Reversal pending, not updated for {_minutes(selectors.STALE_REVERSAL_AFTER)} min"
         ),
         Attention.REVERSAL_REFUSED: "Reversal refused: the seller's balance could not cover it",
-        Attention.PERMANENTLY_FAILED: "Permanently failed",
+        Attention.GAVE_UP_UNPAID: "Gave up paying the seller: retries exhausted (re-queue)",
+        Attention.GAVE_UP_REVERSAL: "Gave up taking a share back: retries exhausted (re-queue)",
+        Attention.PERMANENTLY_FAILED: "Permanently failed for a final reason (by hand)",
     }
     return labels.get(reason, reason)
 
 
 # What to do, in one sentence; docs/console.md has the runbook.
 ATTENTION_ADVICE = {
+    Attention.FAILING_NOW: (
+        "Stripe refused the latest attempt (or the seller's account stopped receiving): the "
+        "workers retry on their own at the next attempt shown. Read the error; if a person must "
+        "fix something (the seller's account, the platform balance), start now. A row still "
+        f"failing after {_minutes(selectors.UNPAID_AFTER)} min moves to a group below."
+    ),
     Attention.UNPAID_PENDING: (
         "No worker took it: check /healthz (workers, beat) and that the transfer retry worker "
         "is enabled."
@@ -98,11 +109,40 @@ ATTENTION_ADVICE = {
         "What was not taken back is the seller's debt, netted from their next transfers "
         "(or written off on the seller's page)."
     ),
+    Attention.GAVE_UP_UNPAID: (
+        "The seller was never paid. Fix the cause named in the error, then select the rows in "
+        'the transfer list and "Re-queue selected transfers that gave up…": the worker pays '
+        "them. Do not pay them by hand in the Stripe Dashboard: re-queued as well, they would "
+        "be paid twice."
+    ),
+    Attention.GAVE_UP_REVERSAL: (
+        "The seller's share was not taken back. Fix the cause, then re-queue them (same action): "
+        "the worker reads Stripe first, so what an earlier attempt did is not done again. Do "
+        "not reverse them by hand as well."
+    ),
     Attention.PERMANENTLY_FAILED: (
-        "Read the end reason: pay or reverse by hand in the Stripe Dashboard (transfer group "
-        "order_<id>); reconciliation records it."
+        "Ended for a reason no re-queue changes; each row says what to do for its end reason."
     ),
 }
+
+# What to do with a row that ended for a final reason, per end reason.
+END_REASON_ADVICE = {
+    EndReason.TRANSFER_MISSING: (
+        "Stripe has no such transfer in this account: find where the seller's money went in "
+        "the Stripe Dashboard (transfer group order_<id>) and reverse it there by hand; "
+        "reconciliation records it."
+    ),
+    EndReason.NO_STRIPE_TRANSFER: (
+        "No Stripe transfer was ever recorded for it: look for one in the Dashboard (transfer "
+        "group order_<id>); if there is none, there is nothing to take back."
+    ),
+    EndReason.RETRIES_EXHAUSTED: "Re-queue it once the cause is fixed; never by hand as well.",
+    EndReason.ORDER_REFUNDED: "Nothing to do: the order was refunded before the seller was paid.",
+}
+
+
+def end_reason_advice(end_reason: str) -> str:
+    return END_REASON_ADVICE.get(end_reason, "Read the error and the audit trail.")
 
 
 class ConsoleAdminSite(admin.AdminSite):
@@ -110,12 +150,17 @@ class ConsoleAdminSite(admin.AdminSite):
     site_title = "Seller payouts"
     index_title = "Console"
     index_template = "admin/console/dashboard.html"
+    # The header's console links and the breadcrumbs lead everywhere; the models' sidebar would
+    # take 250 px from every list and page (they must fit 1,440 px).
+    enable_nav_sidebar = False
 
     def get_urls(self):
         needs_attention = self.admin_view(self.needs_attention)
+        export = self.admin_view(self.needs_attention_csv)
         waiting_for_approval = self.admin_view(self.waiting_for_approval)
         return [
             path("needs-attention/", needs_attention, name="needs_attention"),
+            path("needs-attention.csv", export, name="needs_attention_csv"),
             path("waiting-for-approval/", waiting_for_approval, name="waiting_for_approval"),
             *super().get_urls(),
         ]
@@ -155,6 +200,24 @@ class ConsoleAdminSite(admin.AdminSite):
             ],
         }
         return TemplateResponse(request, "admin/console/needs_attention.html", context)
+
+    def needs_attention_csv(self, request: HttpRequest) -> StreamingHttpResponse:
+        """Every row "needs attention" shows, not only the first ten of each reason."""
+        if not request.user.has_perm(CONSOLE_PERMISSION):
+            raise PermissionDenied
+        writer = csv.writer(Echo())
+        now = timezone.now()
+
+        def lines():
+            yield writer.writerow(dashboard.ATTENTION_CSV_HEADER)
+            with replica_reads():
+                for row in dashboard.needs_attention_rows(now=now, label=attention_label):
+                    yield writer.writerow(row)
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        name = f"needs-attention-{now:%Y%m%d-%H%M%S}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
 
     def waiting_for_approval(self, request: HttpRequest):
         """Staff money actions waiting for a second person, each with its decision: approve (it

@@ -10,16 +10,25 @@ as at a thousand.
 """
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, F, Sum
 from django.db.models.functions import Greatest
 
+from config.money import format_money
 from ledger.models import Account, AccountKind, Break, CheckRun, Line
 from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
 from payouts import selectors
-from payouts.models import Payout, SellerTransfer, TransferCount, TransferCountKind
+from payouts.models import (
+    Payout,
+    SellerTransfer,
+    TransferCount,
+    TransferCountKind,
+    WebhookEvent,
+    WebhookOutcome,
+)
 from payouts.selectors import Attention
 from payouts.transfer.transitions import TransferStatus
 
@@ -88,6 +97,8 @@ class Risk:
     label: str
     amounts: dict[str, int]
     rows: dict[str, int]
+    # Where the rows are listed: a query of the transfer list, or a "needs attention" anchor.
+    listed: str = ""
 
 
 def money_at_risk(*, debts: list[Debt]) -> list[Risk]:
@@ -128,6 +139,7 @@ def _per_currency(key: str, label: str, status: str, amount) -> Risk:
         label=label,
         amounts={currency: total for currency, _, total in rows},
         rows={currency: n for currency, n, _ in rows},
+        listed=f"?status__exact={status}",
     )
 
 
@@ -138,7 +150,7 @@ def _seller_debt_risk(debts: list[Debt]) -> Risk:
         amounts[debt.currency] += debt.amount
         sellers[debt.currency] += 1
     label = "Seller debts (owed to the platform)"
-    return Risk("seller_debts", label, dict(amounts), dict(sellers))
+    return Risk("seller_debts", label, dict(amounts), dict(sellers), listed="#debts")
 
 
 def _disputes_risk() -> Risk:
@@ -148,6 +160,7 @@ def _disputes_risk() -> Risk:
         "Disputes open (the buyers' banks are disputing)",
         {currency: amount for currency, (_, amount) in open_disputes.items()},
         {currency: count for currency, (count, _) in open_disputes.items()},
+        listed="#disputes",
     )
 
 
@@ -305,6 +318,7 @@ class Dashboard:
     attention: dict[Attention, int]
     debtors: int
     open_disputes: int
+    failed_webhooks: int
     check: CheckRun | None
     moves: Chart
     backlog: Chart
@@ -332,6 +346,7 @@ def dashboard(*, now: datetime, window: Window = DEFAULT_WINDOW) -> Dashboard:
         attention=selectors.attention_counts(now=now),
         debtors=len({debt.seller_id for debt in debts}),
         open_disputes=sum(disputes.rows.values()),
+        failed_webhooks=selectors.failed_webhook_events(limit=0)[0],
         check=selectors.latest_check_run(),
         moves=moves_chart(hours, moves),
         backlog=backlog_chart(hours, moves, now_counts),
@@ -341,17 +356,21 @@ def dashboard(*, now: datetime, window: Window = DEFAULT_WINDOW) -> Dashboard:
 # How each reason's rows are listed: the most urgent first. Each reason names its status, so
 # its rows are found through that status's partial index, then sorted.
 _ATTENTION_ORDER = {
+    Attention.FAILING_NOW: "-updated_at",
     Attention.UNPAID_PENDING: "next_retry_at",
     Attention.UNPAID_FAILED: "created_at",
     Attention.HELD_ACCOUNT: "updated_at",
     Attention.FAILING_REVERSAL: "updated_at",
     Attention.STALE_REVERSAL: "updated_at",
     Attention.REVERSAL_REFUSED: "-updated_at",
+    Attention.GAVE_UP_UNPAID: "-updated_at",
+    Attention.GAVE_UP_REVERSAL: "-updated_at",
     Attention.PERMANENTLY_FAILED: "-updated_at",
 }
 
 
 BREAKS_SHOWN = 50
+WEBHOOKS_SHOWN = 20
 DISPUTES_SHOWN = 50
 PAYOUTS_SHOWN = 50
 
@@ -375,6 +394,8 @@ class NeedsAttention:
     # up: how many, and the newest.
     payouts_count: int
     payouts: list[Payout]
+    failed_webhooks: int  # Stripe events whose handling failed
+    webhooks: list[WebhookEvent]  # the newest of them
 
 
 def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttention:
@@ -392,8 +413,11 @@ def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttenti
     breaks = (
         list(check.breaks.select_related("seller").order_by("pk")[:BREAKS_SHOWN]) if check else []
     )
+    failed_webhooks, webhooks = selectors.failed_webhook_events(limit=WEBHOOKS_SHOWN)
     return NeedsAttention(
         now=now,
+        failed_webhooks=failed_webhooks,
+        webhooks=webhooks,
         groups=groups,
         debts=seller_debts(),
         check=check,
@@ -402,3 +426,106 @@ def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttenti
         payouts_count=payouts_count,
         payouts=payouts,
     )
+
+
+# --- "Needs attention" as rows, for its CSV export ------------------------------------------
+
+ATTENTION_CSV_HEADER = (
+    "section",
+    "reason",
+    "id",
+    "order",
+    "seller",
+    "status",
+    "amount",
+    "attempts",
+    "next attempt",
+    "updated",
+    "detail",
+)
+
+
+def needs_attention_rows(*, now: datetime, label) -> Iterator[tuple]:
+    """Everything "needs attention" shows, every row of it (not only the first ten of each
+    reason), one tuple per row in ``ATTENTION_CSV_HEADER``'s order: the transfers with their
+    reason (``label`` names it), the sellers in debt, the open disputes, Stripe's failed events
+    and the latest ledger check's breaks. Amounts as the console shows them."""
+    transfers = selectors.transfers_with_attention(
+        now=now, queryset=selectors.transfers_needing_attention(now=now)
+    ).select_related("seller")
+    for row in transfers.order_by("-id").iterator(chunk_size=2000):
+        detail = ": ".join(p for p in (row.end_reason, row.held_reason, row.error_message) if p)
+        yield (
+            "transfer",
+            label(row.attention),
+            row.pk,
+            row.order_id,
+            row.seller.name,
+            row.status,
+            format_money(row.amount, row.currency),
+            row.retry_count,
+            row.next_retry_at.isoformat() if row.next_retry_at else "",
+            row.updated_at.isoformat(),
+            detail,
+        )
+    for debt in seller_debts():
+        amount = format_money(debt.amount, debt.currency)
+        yield (
+            "seller in debt",
+            "",
+            debt.seller_id,
+            "",
+            debt.seller_name,
+            "",
+            amount,
+            "",
+            "",
+            "",
+            "",
+        )
+    for dispute in disputes_open(limit=10_000):
+        due = dispute.evidence_due_by.isoformat() if dispute.evidence_due_by else ""
+        yield (
+            "dispute open",
+            dispute.reason,
+            dispute.stripe_dispute_id,
+            dispute.order_id,
+            "",
+            dispute.status,
+            format_money(dispute.amount, dispute.currency),
+            "",
+            "",
+            dispute.updated_at.isoformat(),
+            f"evidence due by {due}" if due else "",
+        )
+    failed = WebhookEvent.objects.filter(outcome=WebhookOutcome.FAILED).order_by("-id")
+    for event in failed.iterator(chunk_size=2000):
+        yield (
+            "Stripe event failed",
+            event.type,
+            event.stripe_event_id,
+            "",
+            "",
+            event.outcome,
+            "",
+            event.attempts,
+            "",
+            event.received_at.isoformat(),
+            event.error,
+        )
+    check = selectors.latest_check_run()
+    if check is not None:
+        for item in check.breaks.select_related("seller").order_by("pk").iterator():
+            yield (
+                "ledger break",
+                item.kind,
+                item.transfer_id or "",
+                "",
+                item.seller.name if item.seller_id else "",
+                "",
+                "",
+                "",
+                "",
+                check.finished_at.isoformat(),
+                f"{item.currency.upper()}: {item.detail}" if item.currency else item.detail,
+            )

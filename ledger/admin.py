@@ -12,12 +12,21 @@ from django.db.models import OuterRef, Subquery, Sum
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from approvals.services import Outcome, staff_action_request
 from config.errors import DomainError, admin_message
-from config.money import format_money
-from console.display import EMPTY, Tone, action_form, badge, money, stripe_link
-from ledger.models import Break, CheckRun, Entry, Line
+from config.money import AmountNotUnderstood, format_money, parse_money
+from console.display import (
+    EMPTY,
+    Tone,
+    action_form,
+    badge,
+    money,
+    seller_named,
+    stripe_link,
+)
+from ledger.models import AccountKind, Break, CheckRun, Entry, Line
 from ledger.selectors import StatementLine, seller_balances, seller_statement_lines
 from ledger.views import statement_csv
 from marketplace.admin import ReadOnlyAdmin, SellerAdmin
@@ -52,12 +61,12 @@ class EntryAdmin(ReadOnlyAdmin):
         "posted_at",
         "kind",
         "amount_money",
-        "external_id",
+        "lines_signed",
         "order",
-        "seller",
+        "seller_named",
         "stripe_id_link",
     )
-    list_filter = ("kind",)
+    list_filter = ("kind", ("posted_at", admin.DateFieldListFilter))
     search_fields = ("=id", "external_id", "stripe_id", "=order__id", "seller__name")
     list_select_related = ("order", "seller")
     ordering = ("-id",)
@@ -67,7 +76,7 @@ class EntryAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         # An entry's size is the sum of its debits (it balances); two small subqueries per row
-        # shown, on the lines' entry index.
+        # shown, on the lines' entry index; the lines themselves in one more query per page.
         lines = Line.objects.filter(entry=OuterRef("pk")).order_by()
         debits = lines.filter(amount__gt=0).values("entry").annotate(total=Sum("amount"))
         return (
@@ -77,11 +86,34 @@ class EntryAdmin(ReadOnlyAdmin):
                 debits=Subquery(debits.values("total")),
                 debit_currency=Subquery(lines.values("currency")[:1]),
             )
+            .prefetch_related("lines__account__seller")
         )
 
     @admin.display(description="amount")
     def amount_money(self, entry):
         return money(getattr(entry, "debits", None), getattr(entry, "debit_currency", ""))
+
+    @admin.display(description="lines (debit +, credit −)")
+    def lines_signed(self, entry):
+        """Each line with its sign, in the book's convention: a debit is positive, a credit
+        negative, and the entry's lines add up to zero."""
+        lines = sorted(entry.lines.all(), key=lambda line: (-line.amount, line.pk))
+        return format_html_join(
+            mark_safe("<br>"),
+            '<span class="ledger-line">{} {}{}</span>',
+            (
+                (
+                    line.account.kind,
+                    f"({line.account.seller.name}) " if line.account.seller_id else "",
+                    money(line.amount, line.currency, signed=True),
+                )
+                for line in lines
+            ),
+        )
+
+    @admin.display(description="seller", ordering="seller__name")
+    def seller_named(self, entry):
+        return entry.seller.name if entry.seller_id else EMPTY
 
     @admin.display(description="Stripe id", ordering="stripe_id")
     def stripe_id_link(self, entry):
@@ -112,9 +144,41 @@ class CheckRunAdmin(ReadOnlyAdmin):
 
 
 class WriteOffForm(forms.Form):
-    currency = forms.RegexField(regex=r"^[a-z]{3}$", help_text="Lowercase ISO code, e.g. usd.")
-    amount = forms.IntegerField(min_value=1, help_text="Minor units (cents).")
+    """A write-off as the console shows money: the currency of one of the seller's debts and an
+    amount in major units with that currency's decimals (``108.00`` USD, ``5,805`` JPY)."""
+
+    currency = forms.ChoiceField(help_text="One of the currencies the seller owes in.")
+    amount = forms.CharField(
+        max_length=40,
+        help_text="As the console shows it: 108.00 for USD (two decimals), 5,805 for JPY (none).",
+    )
     reason = forms.CharField(widget=forms.Textarea, max_length=1000)
+
+    def __init__(self, *args, debts: dict[str, int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.debts = debts
+        self.fields["currency"].choices = [
+            (currency, f"{currency.upper()} (owes {format_money(owed, currency)})")
+            for currency, owed in debts.items()
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        currency = cleaned.get("currency")
+        if currency and "amount" in cleaned:
+            try:
+                cleaned["amount"] = parse_money(cleaned["amount"], currency)
+            except AmountNotUnderstood as error:
+                self.add_error("amount", str(error))
+                return cleaned
+            owed = self.debts[currency]
+            if cleaned["amount"] > owed:
+                self.add_error(
+                    "amount",
+                    f"{format_money(cleaned['amount'], currency)} is more than the seller owes "
+                    f"({format_money(owed, currency)}).",
+                )
+        return cleaned
 
 
 def balances_text(balances: dict[str, dict]) -> str:
@@ -127,17 +191,67 @@ def balances_text(balances: dict[str, dict]) -> str:
     return "; ".join(parts) or "nothing in the book"
 
 
+class InDebtFilter(admin.SimpleListFilter):
+    """Sellers who owe the platform something, in any currency (their debt account's lines
+    add up to more than zero: a debt is never negative in any one currency)."""
+
+    title = "debt"
+    parameter_name = "debt"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "In debt"), ("no", "Owes nothing")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(debt_total__gt=0)
+        if self.value() == "no":
+            return queryset.exclude(debt_total__gt=0)
+        return queryset
+
+
 class SellerWithBookAdmin(SellerAdmin):
     """The seller's admin page, with the seller's balances and statement from the book.
 
     The seller's page with what the book says of them (the book extends the marketplace's
     seller admin: the marketplace never imports the book)."""
 
+    list_display = (*SellerAdmin.list_display[:-1], "balance_money", "debt_money")
+    list_filter = (InDebtFilter, *SellerAdmin.list_filter)
     readonly_fields = (*SellerAdmin.readonly_fields, "balances", "statement")
     actions = ["download_statement", "write_off_debt"]
     # How much of their statement the seller's page lists; the CSV action has all of it.
     STATEMENT_DAYS = 30
     STATEMENT_LINES = 200
+
+    def get_queryset(self, request):
+        # What each seller owes, for the "in debt" filter and the debt column's ordering: one
+        # sum over the seller's debt account's lines (the lines' account index).
+        debt = (
+            Line.objects.filter(
+                account__seller=OuterRef("pk"), account__kind=AccountKind.SELLER_DEBT
+            )
+            .order_by()
+            .values("account__seller")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
+        return super().get_queryset(request).annotate(debt_total=Subquery(debt))
+
+    def _balances_column(self, seller, kind: str):
+        amounts = [
+            money(values[kind], currency)
+            for currency, values in seller_balances(seller_id=seller.pk).items()
+            if values[kind] or kind == "payable"
+        ]
+        return format_html_join(mark_safe("<br>"), "{}", ((a,) for a in amounts)) or EMPTY
+
+    @admin.display(description="balance")
+    def balance_money(self, seller):
+        return self._balances_column(seller, "payable")
+
+    @admin.display(description="debt", ordering="debt_total")
+    def debt_money(self, seller):
+        return self._balances_column(seller, "debt")
 
     @admin.display(description="balances")
     def balances(self, seller):
@@ -187,46 +301,72 @@ class SellerWithBookAdmin(SellerAdmin):
             self.message_user(request, "Choose one seller.", messages.WARNING)
             return None
         seller = queryset.get()
-        form = WriteOffForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                done = staff_action_request(
-                    kind="write_off",
-                    params={
-                        "seller_id": seller.pk,
-                        "currency": data["currency"],
-                        "amount": data["amount"],
-                    },
-                    reason=data["reason"],
-                    user=request.user,
-                )
-            except DomainError as error:
-                level, text = admin_message(error, about=f"seller {seller.pk}")
-                self.message_user(request, text, level)
-            else:
-                if done.outcome == Outcome.WAITING:
-                    waiting = done.request
-                    self.message_user(
-                        request,
-                        f"seller {seller.pk}: the write-off of "
-                        f"{format_money(waiting.amount, waiting.currency)} waits for a second "
-                        f"person's approval (request {waiting.pk}, under Waiting for approval)",
-                    )
-                else:
-                    self.message_user(request, f"seller {seller.pk}: debt written off")
+        balances = seller_balances(seller_id=seller.pk)
+        debts = {currency: money["debt"] for currency, money in balances.items() if money["debt"]}
+        if not debts:
+            self.message_user(request, f"{seller_named(seller)} owes nothing.", messages.WARNING)
             return None
-        return action_form(
-            self,
-            request,
-            form,
-            action="write_off_debt",
-            selected=[seller.pk],
-            title=f"Write off {seller}'s debt",
-            intro=f"What the book says of {seller}: "
-            f"{balances_text(seller_balances(seller_id=seller.pk))}.",
-            submit="Write off",
-        )
+        stage = "apply" if "apply" in request.POST else "review" if "review" in request.POST else ""
+        form = WriteOffForm(request.POST if stage else None, debts=debts)
+        page = {
+            "action": "write_off_debt",
+            "selected": [seller.pk],
+            "title": f"Write off {seller.name}'s debt",
+        }
+        if not form.is_valid():
+            return action_form(
+                self,
+                request,
+                form,
+                **page,
+                intro=f"What the book says of {seller_named(seller)}: {balances_text(balances)}. "
+                "The next page shows what will be written off before anything is.",
+                submit="Review",
+                stage="review",
+            )
+        currency, amount = form.cleaned_data["currency"], form.cleaned_data["amount"]
+        if stage == "review":
+            left = format_money(debts[currency] - amount, currency)
+            return action_form(
+                self,
+                request,
+                None,
+                **page,
+                plan=[
+                    f"{seller_named(seller)} owes {format_money(debts[currency], currency)}: "
+                    f"{format_money(amount, currency)} of it is written off as bad debt, and "
+                    f"they owe {left} after it.",
+                    f"Reason kept with the entry: {form.cleaned_data['reason'].strip()}",
+                ],
+                intro="Nothing is written off until you confirm.",
+                carried=[(name, request.POST[name]) for name in ("currency", "amount", "reason")],
+                submit=f"Write off {format_money(amount, currency)}",
+            )
+        try:
+            done = staff_action_request(
+                kind="write_off",
+                params={"seller_id": seller.pk, "currency": currency, "amount": amount},
+                reason=form.cleaned_data["reason"],
+                user=request.user,
+            )
+        except DomainError as error:
+            level, text = admin_message(error, about=seller_named(seller))
+            self.message_user(request, text, level)
+            return None
+        if done.outcome == Outcome.WAITING:
+            text = (
+                f"{seller_named(seller)}: the write-off of {format_money(amount, currency)} waits "
+                f"for a second person's approval (request {done.request.pk}, under Waiting for "
+                "approval)."
+            )
+        else:
+            left = format_money(done.result["debt_left"], currency)
+            text = (
+                f"{seller_named(seller)}: wrote off {format_money(amount, currency)} of their "
+                f"debt; they owe {left} now."
+            )
+        self.message_user(request, text, messages.SUCCESS)
+        return None
 
     def has_write_off_permission(self, request):
         return request.user.has_perm("ledger.write_off_debt")

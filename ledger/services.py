@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from config.errors import InvalidInput
+from config.money import format_money
 from ledger.models import Account, AccountKind, EntryKind, Line
 from ledger.posting import Leg, account_ids, entry_post
 from ledger.selectors import account_balance
@@ -237,7 +238,8 @@ def debt_write_off(*, seller_id: int, currency: str, amount: int, reason: str, u
         debt = seller_debt_lock(seller_id=seller_id, currency=currency)
         if amount <= 0 or amount > debt:
             raise WriteOffRefused(
-                f"seller {seller_id} owes {debt} {currency}; cannot write off {amount}"
+                f"seller {seller_id} owes {format_money(debt, currency)}; cannot write off "
+                f"{format_money(amount, currency)} ({amount} minor units)"
             )
         # Named by the debt's last line: under the lock it is the debt as it stands, so a form
         # sent twice writes off once (the second finds less debt) and a later debt of the same

@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from console.display import (
     EMPTY,
     CappedCountPaginator,
+    CsvExport,
     Tone,
     badge,
     money,
@@ -36,9 +37,10 @@ from marketplace.services import seller_account_set
 ORDER_TONES = {
     OrderStatus.PENDING: Tone.WAITING,
     OrderStatus.PAID: Tone.OK,
-    OrderStatus.PARTIALLY_REFUNDED: Tone.NEUTRAL,
+    OrderStatus.PARTIALLY_REFUNDED: Tone.WARNING,
     OrderStatus.REFUNDED: Tone.NEUTRAL,
 }
+ORDER_SHOWN = {OrderStatus.PARTIALLY_REFUNDED: "partly refunded"}
 REFUND_TONES = {
     RefundStatus.PENDING: Tone.WAITING,
     RefundStatus.SUCCEEDED: Tone.OK,
@@ -62,7 +64,23 @@ ACCOUNT_TONES = {
 }
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+def order_badge(order) -> str:
+    """The order's status as an operator needs it: a dispute outweighs "paid" (the buyer's bank
+    is taking the money back), and a partial refund says so in words."""
+    dispute = getattr(order, "dispute_status", None)
+    if dispute is None and order.pk is not None:
+        dispute = order.disputes.order_by("-pk").values_list("status", flat=True).first()
+    if dispute in (DisputeStatus.WON, DisputeStatus.WARNING_CLOSED):
+        dispute = None  # over, and the money stayed: the order's own status says the rest
+    shown = ORDER_SHOWN.get(order.status, order.status)
+    if dispute == DisputeStatus.LOST:
+        return badge(f"{shown}, dispute lost", Tone.NEUTRAL, title=f"{order.status}; dispute lost")
+    if dispute:
+        return badge(f"disputed ({shown})", Tone.DANGER, title=f"{order.status}; dispute {dispute}")
+    return badge(shown, ORDER_TONES.get(order.status, Tone.NEUTRAL), title=order.status)
+
+
+class ReadOnlyAdmin(CsvExport, admin.ModelAdmin):
     """Base admin for rows that change only through services.
 
     Rows that record money and what Stripe said: shown, never added, edited or deleted by
@@ -109,14 +127,13 @@ class SellerAccountChangeInline(admin.TabularInline):
 
 
 @admin.register(Seller)
-class SellerAdmin(admin.ModelAdmin):
+class SellerAdmin(CsvExport, admin.ModelAdmin):
     list_display = (
         "id",
         "name",
         "email",
         "stripe_account_id_link",
         "account_status_badge",
-        "account_status_reason",
         "created_at",
     )
     list_filter = ("account_status",)
@@ -138,7 +155,14 @@ class SellerAdmin(admin.ModelAdmin):
 
     @admin.display(description="account status", ordering="account_status")
     def account_status_badge(self, seller):
-        return badge(seller.account_status, ACCOUNT_TONES.get(seller.account_status, Tone.NEUTRAL))
+        """The status, and under it why Stripe says so (when it said)."""
+        tone = ACCOUNT_TONES.get(seller.account_status, Tone.NEUTRAL)
+        shown = badge(seller.account_status, tone)
+        if not seller.account_status_reason:
+            return shown
+        return format_html(
+            '{}<br><span class="account-reason">{}</span>', shown, seller.account_status_reason
+        )
 
     def save_model(self, request, obj, form, change):
         # Where the seller's money goes is audited: a change of connected account is recorded
@@ -238,8 +262,49 @@ class RefundInline(RefundColumns, admin.TabularInline):
         return False
 
 
+class DisputeInline(admin.TabularInline):
+    """The order's disputes on its page: status, amount, what Stripe withdrew, evidence due."""
+
+    model = Dispute
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = (
+        "stripe_dispute_id_link",
+        "status_badge",
+        "reason",
+        "amount_money",
+        "withdrawn_money",
+        "evidence_due_by",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Stripe dispute")
+    def stripe_dispute_id_link(self, dispute):
+        return stripe_link(dispute.stripe_dispute_id)
+
+    @admin.display(description="status")
+    def status_badge(self, dispute):
+        return badge(dispute.status, DISPUTE_TONES.get(dispute.status, Tone.NEUTRAL))
+
+    @admin.display(description="disputed")
+    def amount_money(self, dispute):
+        return money(dispute.amount, dispute.currency)
+
+    @admin.display(description="withdrawn by Stripe")
+    def withdrawn_money(self, dispute):
+        return money(dispute.settlement_amount, dispute.settlement_currency)
+
+
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(CsvExport, admin.ModelAdmin):
     list_display = (
         "id",
         "buyer_email",
@@ -249,7 +314,7 @@ class OrderAdmin(admin.ModelAdmin):
         "stripe_charge_id_link",
         "created_at",
     )
-    list_filter = ("status",)
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter))
     search_fields = (
         "=id",
         "buyer_email",
@@ -272,6 +337,16 @@ class OrderAdmin(admin.ModelAdmin):
     # Staff may set only the buyer and the currency of an order not paid yet.
     readonly_fields = tuple(field for field in fields if field not in ("buyer_email", "currency"))
 
+    # Once paid, an order is history: shown as a view page (no Save), never deleted (its
+    # payments, transfers and book entries point at it).
+    def has_change_permission(self, request, obj=None):
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or obj.status == Order.Status.PENDING)
+
+    def has_delete_permission(self, request, obj=None):
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and obj is not None and obj.status == Order.Status.PENDING
+
     def get_readonly_fields(self, request, obj=None):
         # Once paid, the buyer and the currency are what Stripe charged: history, not input.
         if obj is not None and obj.status != Order.Status.PENDING:
@@ -282,7 +357,15 @@ class OrderAdmin(admin.ModelAdmin):
         # The list's totals in the page's own query (one sum per row shown), never per row.
         items = OrderItem.objects.filter(order=OuterRef("pk")).order_by()
         total = items.values("order").annotate(total=Sum("amount")).values("total")
-        return super().get_queryset(request).annotate(listed_total=Subquery(total))
+        latest_dispute = Dispute.objects.filter(order=OuterRef("pk")).order_by("-pk")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                listed_total=Subquery(total),
+                dispute_status=Subquery(latest_dispute.values("status")[:1]),
+            )
+        )
 
     @admin.display(description="total")
     def total_money(self, order):
@@ -293,7 +376,7 @@ class OrderAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, order):
-        return badge(order.status, ORDER_TONES.get(order.status, Tone.NEUTRAL))
+        return order_badge(order)
 
     @admin.display(description="settled as (Stripe's balance transaction)")
     def settled_money(self, order):
@@ -314,7 +397,7 @@ class OrderAdmin(admin.ModelAdmin):
     ordering = ("-id",)
     show_full_result_count = False
     paginator = CappedCountPaginator
-    inlines = [OrderItemInline, RefundInline]
+    inlines = [OrderItemInline, RefundInline, DisputeInline]
 
 
 @admin.register(Refund)
@@ -328,7 +411,7 @@ class RefundAdmin(RefundColumns, ReadOnlyAdmin):
         "status_badge",
         "created_at",
     )
-    list_filter = ("status",)
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter))
     search_fields = ("=id", "stripe_refund_id", "=order__id", "order__stripe_charge_id")
     list_select_related = ("order",)
     ordering = ("-id",)
@@ -361,7 +444,7 @@ class DisputeAdmin(ReadOnlyAdmin):
         "evidence_due_by",
         "created_at",
     )
-    list_filter = ("status", "reason")
+    list_filter = ("status", "reason", ("created_at", admin.DateFieldListFilter))
     search_fields = ("stripe_dispute_id", "=order__id", "order__stripe_charge_id")
     list_select_related = ("order",)
     ordering = ("-id",)

@@ -9,19 +9,29 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, OuterRef, Subquery, Sum
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.html import format_html
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from approvals.services import Outcome, staff_action_request
-from config.errors import DomainError, admin_message
+from config.errors import DomainError, admin_message, unexpected_message
 from config.money import format_money
 from console.admin_site import attention_label, transfer_badge
-from console.display import EMPTY, Tone, action_form, badge, money, stripe_link
+from console.display import (
+    EMPTY,
+    PageActions,
+    Tone,
+    action_form,
+    badge,
+    money,
+    seller_named,
+    stripe_link,
+)
 from ledger.admin import SellerWithBookAdmin
 from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
 from marketplace.models import Dispute, Order, Refund, Seller
-from payouts import selectors
+from payouts import action_plans, selectors
 from payouts.models import (
     Payout,
     PayoutItem,
@@ -34,21 +44,73 @@ from payouts.models import (
 )
 from payouts.selectors import Attention
 from payouts.services.bank_payouts import payout_reconcile_by_staff
-from payouts.services.holds import seller_reconnect
+from payouts.services.holds import seller_account_refresh, seller_reconnect
 from payouts.services.refunds import staff_refund_settle
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_process
+from payouts.transfer.actors import Actor
+from payouts.transfer.transitions import TransferStatus
+
+# The statuses whose ``next_retry_at`` is when a worker tries again.
+RETRIED = (
+    TransferStatus.PENDING,
+    TransferStatus.FAILED,
+    TransferStatus.REVERSAL_PENDING,
+    TransferStatus.HELD,
+)
+
+
+# The audit detail's keys that are amounts of the transfer's currency (minor units).
+EVENT_AMOUNTS = frozenset(
+    {
+        "amount_owed",
+        "amount_returned",
+        "amount_reversed",
+        "amount_to_give_back",
+        "debt_cancelled",
+        "dispute_target",
+        "netting_released",
+        "refund_target",
+        "reversal_target",
+        "sent",
+        "stripe_amount_reversed",
+    }
+)
 
 
 class SellerTransferEventInline(admin.TabularInline):
     model = SellerTransferEvent
     extra = 0
     can_delete = False
-    fields = ("created_at", "from_badge", "to_badge", "caused_by", "user", "detail")
+    fields = ("created_at", "from_badge", "to_badge", "caused_by", "user", "detail_shown")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("transfer", "user")
+
+    @admin.display(description="detail")
+    def detail_shown(self, event):
+        """What the move recorded, each amount as money in the transfer's currency."""
+        detail = event.detail or {}
+        if not isinstance(detail, dict) or not detail:
+            return EMPTY
+        currency = event.transfer.currency
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {}",
+            (
+                (
+                    key,
+                    money(value, currency)
+                    if key in EVENT_AMOUNTS and isinstance(value, int)
+                    else value,
+                )
+                for key, value in detail.items()
+            ),
+        )
 
     @admin.display(description="from")
     def from_badge(self, event):
@@ -120,6 +182,50 @@ def _money_of(field: str, description: str):
     return show
 
 
+def money_line(transfer: SellerTransfer):
+    currency = transfer.currency
+
+    def part(label: str, amount: int, note: str = ""):
+        return format_html("{} {}{}", label, money(amount, currency), note)
+
+    parts = []
+    if transfer.stripe_transfer_id:
+        parts.append(part("sent", transfer.sent))
+    elif transfer.status in (TransferStatus.PENDING, TransferStatus.FAILED, TransferStatus.HELD):
+        parts.append(part("to send", max(transfer.to_send, 0)))
+    else:
+        parts.append(format_html("not sent (of {})", money(transfer.amount, currency)))
+    if transfer.amount_netted:
+        parts.append(part("netted", transfer.amount_netted, " (their debt)"))
+    kept_back = transfer.amount_withheld if transfer.stripe_transfer_id else transfer.kept_back
+    if kept_back:
+        parts.append(part("kept back", kept_back))
+    why = [
+        format_html("refunds {}", money(transfer.reversal_target, currency))
+        if transfer.reversal_target
+        else "",
+        format_html("chargeback {}", money(transfer.dispute_target, currency))
+        if transfer.dispute_target
+        else "",
+    ]
+    why_text = format_html_join(", ", "{}", ((w,) for w in why if w))
+    if transfer.amount_reversed or (transfer.stripe_transfer_id and any(why)):
+        parts.append(
+            format_html("reversed {} (for {})", money(transfer.amount_reversed, currency), why_text)
+            if any(why)
+            else part("reversed", transfer.amount_reversed)
+        )
+    if transfer.amount_returned:
+        parts.append(part("given back", transfer.amount_returned))
+    if transfer.amount_to_give_back:
+        parts.append(part("to give back", transfer.amount_to_give_back))
+    if transfer.amount_owed:
+        parts.append(part("owed", transfer.amount_owed, " (their debt)"))
+    return format_html(
+        '<span class="money-line">{}</span>', format_html_join(" · ", "{}", ((p,) for p in parts))
+    )
+
+
 class TransferColumns:
     """How a seller transfer reads: on its list, its page and its order's page."""
 
@@ -130,14 +236,53 @@ class TransferColumns:
     reversal_target_money = _money_of("reversal_target", "to reverse in all")
     amount_reversed_money = _money_of("amount_reversed", "reversed")
     amount_owed_money = _money_of("amount_owed", "owed by the seller")
+    dispute_target_money = _money_of("dispute_target", "chargeback share to take back")
+    amount_returned_money = _money_of("amount_returned", "given back (after it was taken)")
+    amount_to_give_back_money = _money_of("amount_to_give_back", "to give back")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, transfer):
         return transfer_badge(transfer.status)
 
+    @admin.display(description="money")
+    def money_line(self, transfer):
+        """The transfer's money in one line: what was sent (or is to send), netted for the
+        seller's debt, kept back, reversed and why, given back, still owed."""
+        return money_line(transfer)
+
+    @admin.display(description="at Stripe")
+    def stripe_ids(self, transfer):
+        """The transfer, its latest reversal and its latest give-back, one per line."""
+        ids = [
+            (label, stripe_id)
+            for label, stripe_id in (
+                ("", transfer.stripe_transfer_id),
+                ("reversal ", transfer.stripe_reversal_id),
+                ("given back ", transfer.stripe_return_id),
+            )
+            if stripe_id
+        ]
+        if not ids:
+            return EMPTY
+        return format_html_join(
+            mark_safe("<br>"), "{}{}", ((label, stripe_link(i)) for label, i in ids)
+        )
+
+    @admin.display(description="attempts", ordering="retry_count")
+    def attempts(self, transfer):
+        """How many attempts failed in a row, and when the next one is due (if one is)."""
+        if transfer.next_retry_at is None or transfer.status not in RETRIED:
+            return str(transfer.retry_count)
+        due = formats.localize(timezone.template_localtime(transfer.next_retry_at))
+        return format_html("{}, next {}", transfer.retry_count, due)
+
     @admin.display(description="Stripe transfer", ordering="stripe_transfer_id")
     def stripe_transfer_id_link(self, transfer):
         return stripe_link(transfer.stripe_transfer_id)
+
+    @admin.display(description="Stripe give-back transfer")
+    def stripe_return_id_link(self, transfer):
+        return stripe_link(transfer.stripe_return_id)
 
     @admin.display(description="Stripe reversal", ordering="stripe_reversal_id")
     def stripe_reversal_id_link(self, transfer):
@@ -172,22 +317,26 @@ class TransferColumns:
 
 
 @admin.register(SellerTransfer)
-class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
+class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
     list_display = (
         "id",
         "order",
         "seller",
         "status_badge",
         "amount_money",
-        "amount_reversed_money",
+        "money_line",
         "reason",
-        "retry_count",
-        "next_retry_at",
-        "stripe_transfer_id_link",
-        "stripe_reversal_id_link",
+        "attempts",
+        "stripe_ids",
         "updated_at",
     )
-    list_filter = ("status", NeedsAttentionFilter, CurrencyFilter)
+    list_filter = (
+        "status",
+        NeedsAttentionFilter,
+        CurrencyFilter,
+        ("created_at", admin.DateFieldListFilter),
+        ("updated_at", admin.DateFieldListFilter),
+    )
     # Any Stripe id we hold (transfer, reversal, charge, payment intent, refund, account), the
     # order or transfer id, or the seller: get_search_results reads what the term is.
     search_fields = ("id",)
@@ -219,12 +368,16 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
         (
             "Money",
             (
+                "money_line",
                 "amount_money",
                 "platform_fee_money",
                 "amount_netted_money",
                 "amount_withheld_money",
                 "reversal_target_money",
+                "dispute_target_money",
                 "amount_reversed_money",
+                "amount_returned_money",
+                "amount_to_give_back_money",
                 "amount_owed_money",
             ),
         ),
@@ -233,15 +386,20 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
             (
                 "stripe_transfer_id_link",
                 "stripe_reversal_id_link",
+                "stripe_return_id_link",
                 "transfer_idempotency_key",
                 "reversal_idempotency_key",
             ),
         ),
         ("Times", ("created_at", "updated_at")),
     )
-    readonly_fields = ("attention_reason",)
+    readonly_fields = ("attention_reason", "money_line")
     # Model fields the page shows through a display above.
     shown_as = {
+        "dispute_target": "dispute_target_money",
+        "amount_returned": "amount_returned_money",
+        "amount_to_give_back": "amount_to_give_back_money",
+        "stripe_return_id": "stripe_return_id_link",
         "status": "status_badge",
         "currency": "amount_money",
         "amount": "amount_money",
@@ -258,6 +416,13 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
         return selectors.transfers_with_attention(now=timezone.now(), queryset=queryset)
+
+    def page_actions_for(self, obj) -> list[str]:
+        if obj.status == TransferStatus.FAILED:
+            return ["retry_failed"]
+        if obj.status == TransferStatus.PERMANENTLY_FAILED:
+            return ["requeue_given_up"]
+        return []
 
     def get_search_results(self, request, queryset, search_term):
         # Exact, indexed lookups chosen by what the term is; the default would run
@@ -283,23 +448,48 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
         fieldsets = [(title, {"fields": fields}) for title, fields in self.page]
         return fieldsets + ([("More", {"fields": rest})] if rest else [])
 
-    @admin.action(description="Retry selected failed transfers now", permissions=["retry"])
+    @admin.action(description="Retry selected failed transfers now…", permissions=["retry"])
     def retry_failed(self, request, queryset):
-        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+        rows = list(queryset.select_related("seller").order_by("pk"))
+        if "apply" not in request.POST:
+            return action_form(
+                self,
+                request,
+                None,
+                action="retry_failed",
+                selected=[row.pk for row in rows],
+                title=f"Retry {len(rows)} failed transfer(s) at Stripe now",
+                plan=[action_plans.retry_plan(row) for row in rows],
+                intro="Nothing is sent until you confirm. Rows that are not failed are left "
+                "alone; a refusal by Stripe is recorded on the row and shown here.",
+                submit="Send at Stripe now",
+            )
+        for row in rows:
+            about = f"transfer {row.pk} to {seller_named(row.seller)}"
             try:
-                transfer_retry_by_staff(transfer_id=pk, user=request.user)
+                paid = transfer_retry_by_staff(transfer_id=row.pk, user=request.user)
             except DomainError as error:
-                level, text = admin_message(error, about=f"transfer {pk}")
+                level, text = admin_message(error, about=about)
+                self.message_user(request, text, level)
+            except Exception as error:  # noqa: BLE001 - whatever broke, the operator is told
+                level, text = unexpected_message(error, about=about)
                 self.message_user(request, text, level)
             else:
-                self.message_user(request, f"transfer {pk} completed", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    f"Transfer {paid.pk} completed: sent {format_money(paid.sent, paid.currency)} "
+                    f"to {seller_named(row.seller)} at Stripe "
+                    f"({paid.stripe_transfer_id}).",
+                    messages.SUCCESS,
+                )
+        return None
 
     def has_retry_permission(self, request):
         return request.user.has_perm("payouts.retry_sellertransfer")
 
     @admin.action(description="Re-queue selected transfers that gave up…", permissions=["requeue"])
     def requeue_given_up(self, request, queryset):
-        selected = list(queryset.order_by("pk").values_list("pk", flat=True))
+        rows = list(queryset.select_related("seller").order_by("pk"))
         form = RequeueForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
             return action_form(
@@ -307,31 +497,36 @@ class SellerTransferAdmin(TransferColumns, ReadOnlyAdmin):
                 request,
                 form,
                 action="requeue_given_up",
-                selected=selected,
-                title=f"Re-queue {len(selected)} transfer(s) that gave up",
-                intro="Each goes back to work, due now, with a fresh retry budget: an unpaid "
-                "transfer as failed, an unfinished reversal as reversal_pending. Only rows that "
-                "ran out of retries can be re-queued; the others say why.",
+                selected=[row.pk for row in rows],
+                title=f"Re-queue {len(rows)} transfer(s) that gave up",
+                plan=[action_plans.requeue_plan(row) for row in rows],
+                intro="Nothing changes until you confirm. Each goes back to work, due now, with a "
+                "fresh retry budget. Only rows that ran out of retries can be re-queued; the "
+                "others are left alone and say why. Do not also pay or reverse them by hand in "
+                "the Stripe Dashboard: the worker does it.",
                 submit="Re-queue",
             )
-        for pk in selected:
+        for row in rows:
+            about = f"transfer {row.pk} to {seller_named(row.seller)}"
             try:
                 done = staff_action_request(
                     kind="requeue",
-                    params={"transfer_id": pk},
+                    params={"transfer_id": row.pk},
                     reason=form.cleaned_data["reason"],
                     user=request.user,
                 )
             except DomainError as error:
-                level, text = admin_message(error, about=f"transfer {pk}")
+                level, text = admin_message(error, about=about)
                 self.message_user(request, text, level)
             else:
-                text = (
-                    waiting_message(done.request)
-                    if done.outcome == Outcome.WAITING
-                    else f"re-queued as {done.result['status']}"
-                )
-                self.message_user(request, f"transfer {pk} {text}", messages.SUCCESS)
+                if done.outcome == Outcome.WAITING:
+                    text = f"Transfer {row.pk}: {waiting_message(done.request)}"
+                else:
+                    text = (
+                        f"Transfer {row.pk} re-queued as {done.result['status']}, due now "
+                        f"({format_money(row.amount, row.currency)}, {seller_named(row.seller)})."
+                    )
+                self.message_user(request, text, messages.SUCCESS)
         return None
 
     def has_requeue_permission(self, request):
@@ -371,7 +566,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "received_at",
         "processed_at",
     )
-    list_filter = ("outcome", EventTypeFilter)
+    list_filter = ("outcome", EventTypeFilter, ("received_at", admin.DateFieldListFilter))
     search_fields = ("stripe_event_id",)
     search_help_text = "A Stripe event id (evt_…), exactly."
     ordering = ("-id",)
@@ -419,15 +614,10 @@ class SellerTransferInline(TransferColumns, admin.TabularInline):
         "seller",
         "status_badge",
         "amount_money",
-        "platform_fee_money",
-        "amount_reversed_money",
-        "amount_owed_money",
-        "stripe_transfer_id_link",
-        "stripe_reversal_id_link",
+        "money_line",
+        "stripe_ids",
         "reason",
-        "retry_count",
-        "next_retry_at",
-        "updated_at",
+        "attempts",
     )
     readonly_fields = fields
 
@@ -437,58 +627,111 @@ class SellerTransferInline(TransferColumns, admin.TabularInline):
 
 # The order page shows its transfers too. The inline lives here because marketplace never
 # imports payouts: payouts extends marketplace's order admin instead.
-class OrderWithTransfersAdmin(OrderAdmin):
+class OrderWithTransfersAdmin(PageActions, OrderAdmin):
     inlines = [*OrderAdmin.inlines, SellerTransferInline]
     actions = ["refund_in_full", "release_held"]
 
-    @admin.action(description="Refund selected orders in full at Stripe", permissions=["refund"])
+    def page_actions_for(self, obj) -> list[str]:
+        if obj.status == Order.Status.PENDING:
+            return []
+        held = obj.transfers.filter(status=TransferStatus.HELD).exists()
+        refundable = obj.status != Order.Status.REFUNDED
+        return [
+            name
+            for name, applies in (("refund_in_full", refundable), ("release_held", held))
+            if applies
+        ]
+
+    @admin.action(description="Refund selected orders in full at Stripe…", permissions=["refund"])
     def refund_in_full(self, request, queryset):
-        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+        orders = list(queryset.order_by("pk"))
+        if "apply" not in request.POST:
+            return action_form(
+                self,
+                request,
+                None,
+                action="refund_in_full",
+                selected=[order.pk for order in orders],
+                title=f"Refund {len(orders)} order(s) in full at Stripe",
+                plan=[action_plans.refund_in_full_plan(order) for order in orders],
+                intro="Nothing is refunded until you confirm. The buyer gets back all that is "
+                "left of each order; the refund's webhook then takes each seller's share back.",
+                submit="Refund at Stripe",
+            )
+        for order in orders:
             try:
                 done = staff_action_request(
                     kind="staff_refund",
-                    params={"order_id": pk, "amount": None},
+                    params={"order_id": order.pk, "amount": None},
                     reason="",
                     user=request.user,
                 )
             except DomainError as error:
-                level, text = admin_message(error, about=f"order {pk}")
+                level, text = admin_message(error, about=f"order {order.pk}")
                 self.message_user(request, text, level)
             else:
                 if done.outcome == Outcome.WAITING:
                     self.message_user(
-                        request, f"order {pk}: {waiting_message(done.request)}", messages.SUCCESS
+                        request,
+                        f"Order {order.pk}: {waiting_message(done.request)}",
+                        messages.SUCCESS,
                     )
                     continue
                 refund = Refund.objects.get(pk=done.result["refund_id"])
                 self.message_user(
                     request,
-                    f"order {pk}: refund {refund.stripe_refund_id} of "
-                    f"{format_money(refund.amount, refund.currency)} created; "
-                    "its webhook completes it",
+                    f"Order {order.pk}: refunded {format_money(refund.amount, refund.currency)} "
+                    f"to {order.buyer_email} at Stripe ({refund.stripe_refund_id}); its webhook "
+                    "completes it and takes the sellers' shares back.",
                     messages.SUCCESS,
                 )
+        return None
 
     def has_refund_permission(self, request):
         return request.user.has_perm("marketplace.refund_order")
 
-    @admin.action(description="Release held seller transfers now", permissions=["release"])
+    @admin.action(description="Release held seller transfers now…", permissions=["release"])
     def release_held(self, request, queryset):
-        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+        orders = list(queryset.order_by("pk"))
+        if "apply" not in request.POST:
+            return action_form(
+                self,
+                request,
+                None,
+                action="release_held",
+                selected=[order.pk for order in orders],
+                title=f"Release the held transfers of {len(orders)} order(s)",
+                plan=[line for order in orders for line in action_plans.release_plan(order)],
+                intro="Nothing is sent until you confirm. A seller whose account cannot receive "
+                "transfers stays held until it can.",
+                submit="Release and send",
+            )
+        for order in orders:
             try:
                 done = staff_action_request(
-                    kind="release", params={"order_id": pk}, reason="", user=request.user
+                    kind="release", params={"order_id": order.pk}, reason="", user=request.user
                 )
             except DomainError as error:
-                level, text = admin_message(error, about=f"order {pk}")
+                level, text = admin_message(error, about=f"order {order.pk}")
                 self.message_user(request, text, level)
             else:
-                text = (
-                    waiting_message(done.request)
-                    if done.outcome == Outcome.WAITING
-                    else f"{len(done.result['released'])} transfer(s) released"
-                )
-                self.message_user(request, f"order {pk}: {text}", messages.SUCCESS)
+                if done.outcome == Outcome.WAITING:
+                    text = f"Order {order.pk}: {waiting_message(done.request)}"
+                else:
+                    released = list(
+                        SellerTransfer.objects.filter(pk__in=done.result["released"])
+                        .select_related("seller")
+                        .order_by("pk")
+                    )
+                    sent = ", ".join(
+                        f"{format_money(row.to_send, row.currency)} to {row.seller.name}"
+                        for row in released
+                    )
+                    text = (
+                        f"Order {order.pk}: released {len(released)} transfer(s), sending {sent}."
+                    )
+                self.message_user(request, text, messages.SUCCESS)
+        return None
 
     def has_release_permission(self, request):
         return request.user.has_perm("payouts.release_sellertransfer")
@@ -711,11 +954,12 @@ class PayoutAdmin(ReadOnlyAdmin):
         return request.user.has_perm("payouts.reconcile_payout")
 
 
-class SellerWithPayoutsAdmin(SellerWithBookAdmin):
+class SellerWithPayoutsAdmin(PageActions, SellerWithBookAdmin):
     """The seller page (with what the book says of them), and a link to the seller's bank
     payouts (neither marketplace nor the book imports payouts: payouts extends their admin). A
     change of connected account also releases the seller's transfers held for the old account
-    (a seller who disconnected is paid once reconnected)."""
+    (a seller who disconnected is paid once reconnected); "refresh from Stripe" asks Stripe now
+    whether the account can receive, as happens at once for an account entered by hand."""
 
     readonly_fields = (*SellerWithBookAdmin.readonly_fields, "bank_payouts")
 
@@ -734,6 +978,37 @@ class SellerWithPayoutsAdmin(SellerWithBookAdmin):
                 request,
                 f"{released} held transfer(s) of the seller released: they are sent to the new "
                 "account once Stripe says it can receive",
+                messages.SUCCESS,
+            )
+
+    actions = [*SellerWithBookAdmin.actions, "refresh_from_stripe"]
+
+    def page_actions_for(self, obj) -> list[str]:
+        return ["refresh_from_stripe", "write_off_debt", "download_statement"]
+
+    @admin.action(description="Refresh the account status from Stripe", permissions=["change"])
+    def refresh_from_stripe(self, request, queryset):
+        for seller in queryset.order_by("pk"):
+            self._refresh(request, seller)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "stripe_account_id" in form.changed_data and obj.stripe_account_id:
+            self._refresh(request, obj)
+
+    def _refresh(self, request, seller) -> None:
+        try:
+            refreshed = seller_account_refresh(seller_id=seller.pk, actor=Actor.staff(request.user))
+        except DomainError as error:
+            level, text = admin_message(error, about=seller_named(seller))
+            self.message_user(request, text, level)
+        else:
+            reason = (
+                f" ({refreshed.account_status_reason})" if refreshed.account_status_reason else ""
+            )
+            self.message_user(
+                request,
+                f"{seller_named(refreshed)}: Stripe says {refreshed.account_status}{reason}.",
                 messages.SUCCESS,
             )
 

@@ -34,6 +34,7 @@ from payouts.models import (
     TransferCount,
     TransferCountKind,
     WebhookEvent,
+    WebhookOutcome,
 )
 from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus
 
@@ -56,12 +57,15 @@ class Attention(StrEnum):
     Why a transfer needs a person: its seller is not paid, or its reversal is not done,
     beyond what the workers normally take. ``docs/console.md`` says what to do with each."""
 
+    FAILING_NOW = "failing_now"
     UNPAID_PENDING = "unpaid_pending"
     UNPAID_FAILED = "unpaid_failed"
     HELD_ACCOUNT = "held_account"
     FAILING_REVERSAL = "failing_reversal"
     STALE_REVERSAL = "stale_reversal"
     REVERSAL_REFUSED = "reversal_refused"
+    GAVE_UP_UNPAID = "gave_up_unpaid"
+    GAVE_UP_REVERSAL = "gave_up_reversal"
     PERMANENTLY_FAILED = "permanently_failed"
 
 
@@ -70,18 +74,31 @@ def attention_conditions(*, now: datetime) -> dict[Attention, Q]:
 
     Each reason's predicate, in the order a row is labelled when several apply. Each one
     names its status, so it is served by that status's partial index."""
+    account_held = Q(
+        status=TransferStatus.HELD,
+        held_reason__in=[HeldReason.ACCOUNT_RESTRICTED, HeldReason.ACCOUNT_DEAUTHORIZED],
+    )
+    gave_up = Q(status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.RETRIES_EXHAUSTED)
     return {
+        # From the first failure, before the thresholds below call it stuck: a seller Stripe
+        # refused a minute ago, a reversal whose last attempt failed, an account that just
+        # stopped receiving. Each row leaves this group for a "stuck" one once it passes its
+        # threshold, so the two never count a row twice.
+        Attention.FAILING_NOW: Q(status=TransferStatus.FAILED, created_at__gte=now - UNPAID_AFTER)
+        | Q(
+            status=TransferStatus.REVERSAL_PENDING,
+            retry_count__gte=1,
+            retry_count__lt=FAILING_AFTER_ATTEMPTS,
+            updated_at__gte=now - STALE_REVERSAL_AFTER,
+        )
+        | (account_held & Q(updated_at__gte=now - UNPAID_AFTER)),
         Attention.UNPAID_PENDING: Q(
             status=TransferStatus.PENDING, next_retry_at__lt=now - UNPAID_AFTER
         ),
         Attention.UNPAID_FAILED: Q(status=TransferStatus.FAILED, created_at__lt=now - UNPAID_AFTER),
         # Held on purpose for the order's hold is fine; held because the seller's account
         # cannot receive waits on the seller, who may not know.
-        Attention.HELD_ACCOUNT: Q(
-            status=TransferStatus.HELD,
-            held_reason__in=[HeldReason.ACCOUNT_RESTRICTED, HeldReason.ACCOUNT_DEAUTHORIZED],
-            updated_at__lt=now - UNPAID_AFTER,
-        ),
+        Attention.HELD_ACCOUNT: account_held & Q(updated_at__lt=now - UNPAID_AFTER),
         Attention.FAILING_REVERSAL: Q(
             status=TransferStatus.REVERSAL_PENDING, retry_count__gte=FAILING_AFTER_ATTEMPTS
         ),
@@ -89,10 +106,15 @@ def attention_conditions(*, now: datetime) -> dict[Attention, Q]:
             status=TransferStatus.REVERSAL_PENDING, updated_at__lt=now - STALE_REVERSAL_AFTER
         ),
         Attention.REVERSAL_REFUSED: Q(status=TransferStatus.REVERSAL_REFUSED),
-        # A transfer cancelled because its order was refunded before payment owes nothing to
-        # anyone: it ended as it should.
+        # Gave up after its retries: re-queued by staff once the cause is fixed, never paid or
+        # reversed by hand as well (the re-queued worker would do it a second time). A row that
+        # gave up paying has no Stripe transfer; one that gave up reversing has one.
+        Attention.GAVE_UP_UNPAID: gave_up & Q(stripe_transfer_id=""),
+        Attention.GAVE_UP_REVERSAL: gave_up & ~Q(stripe_transfer_id=""),
+        # Ended for a final reason, to be handled by hand. A transfer cancelled because its
+        # order was refunded before payment owes nothing to anyone: it ended as it should.
         Attention.PERMANENTLY_FAILED: Q(status=TransferStatus.PERMANENTLY_FAILED)
-        & ~Q(end_reason=EndReason.ORDER_REFUNDED),
+        & ~Q(end_reason__in=[EndReason.ORDER_REFUNDED, EndReason.RETRIES_EXHAUSTED]),
     }
 
 
@@ -129,6 +151,13 @@ def attention_counts(*, now: datetime) -> dict[Attention, int]:
         **{reason.value: Count("pk", filter=condition) for reason, condition in conditions.items()}
     )
     return {reason: counts[reason.value] for reason in conditions}
+
+
+def failed_webhook_events(*, limit: int) -> tuple[int, list[WebhookEvent]]:
+    """Stripe events whose handling failed (a payment for an order we do not know, say): how
+    many, and the newest ``limit`` of them. Served by ``idx_webhook_open``; normally none."""
+    failed = WebhookEvent.objects.filter(outcome=WebhookOutcome.FAILED)
+    return failed.count(), list(failed.order_by("-id")[:limit])
 
 
 def _counted(kind: str) -> list[tuple[str, str, int]]:

@@ -66,7 +66,8 @@ def pks(rows, *names) -> set[int]:
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ({"attention": "any"}, ("permanently_failed", "stale_reversal")),
+        ({"attention": "any"}, ("permanently_failed", "stale_reversal", "failed")),
+        ({"attention": "failing_now"}, ("failed",)),
         ({"attention": "permanently_failed"}, ("permanently_failed",)),
         ({"attention": "stale_reversal"}, ("stale_reversal",)),
     ],
@@ -96,7 +97,7 @@ def test_the_unfiltered_list_shows_every_row_with_its_operations_columns(admin_c
 
     assert shown(response) == {row.pk for row in rows.values()}
     headers = response.content.decode()
-    for column in ("stripe_transfer_id", "stripe_reversal_id", "retry_count", "next_retry_at"):
+    for column in ("stripe_ids", "attempts", "money_line", "reason"):
         assert f"column-{column}" in headers
 
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
-from marketplace.models import Seller
+from marketplace.models import Order, Seller
 from payouts.models import SellerTransfer, WebhookEvent, WebhookOutcome
 from payouts.services.ledger_check import ledger_check
 from payouts.services.reversals import reversals_process_due
@@ -280,3 +280,113 @@ def test_a_transfer_stripe_refused_for_the_account_is_sent_once_the_account_is_f
     assert row.status == TransferStatus.COMPLETED, row.error_message
     [remote] = [t for t in sandbox.state()["transfers"] if t["id"] == row.stripe_transfer_id]
     assert (remote["amount"], remote["destination"]) == (1800, seller.stripe_account_id)
+
+
+def test_a_row_held_at_send_time_is_closed_when_its_order_is_refunded_in_full(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    # Stripe refused the send for the account. A row whose key was noted as sent (held before
+    # a refusal renewed the key, or after a 5xx) may have paid the seller, so a full refund
+    # cannot just cancel it: Stripe is read, and holding no transfer of it, the row is closed
+    # instead of staying held for ever.
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    SellerTransfer.objects.filter(pk=row.pk).update(key_first_sent_at=timezone.now())
+
+    refund = make_event("refund.created", refund_at_stripe(stripe_client, order))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_event(client, refund).status_code == 200
+
+    row.refresh_from_db()
+    assert (row.status, row.end_reason) == (TransferStatus.PERMANENTLY_FAILED, "order_refunded")
+    to_seller = [
+        t for t in sandbox.state()["transfers"] if t["destination"] == seller.stripe_account_id
+    ]
+    assert to_seller == []
+    assert ledger_check()[1] == []
+
+
+def test_a_send_refused_for_the_account_is_sent_with_a_new_key_once_it_can_receive(
+    client, sandbox, stripe_client
+):
+    # Stripe keeps a 400 under its key: the same key sent again would replay the refusal.
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    [refused] = sandbox.calls("transfers.create")
+
+    row.refresh_from_db()
+    assert row.status == TransferStatus.HELD
+    assert row.transfer_idempotency_key.endswith("-g1")
+    assert row.key_first_sent_at is None
+
+
+def test_staff_release_closes_a_row_left_held_on_an_order_refunded_in_full(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    # A row left held by a full refund before closing it was automatic: "Release" reads Stripe
+    # and closes it, where it used to refuse ("nothing to pay") and leave it held for ever.
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.REFUNDED)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    chosen = {"action": "release_held", "_selected_action": [str(order.pk)]}
+
+    plan = client.post("/admin/marketplace/order/", chosen).context["plan"]
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/admin/marketplace/order/", {**chosen, "apply": "1"})
+
+    assert plan[0].startswith(f"Order {order.pk} was refunded in full: transfer {row.pk} to ")
+    row.refresh_from_db()
+    assert (row.status, row.end_reason) == (TransferStatus.PERMANENTLY_FAILED, "order_refunded")
+
+
+def test_refresh_from_stripe_records_the_account_and_sends_what_was_held_for_it(
+    client, sandbox, stripe_client, django_capture_on_commit_callbacks
+):
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    sandbox.set_transfers_capability(seller.stripe_account_id, "inactive")
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    assert row.status == TransferStatus.HELD
+    sandbox.set_transfers_capability(seller.stripe_account_id, "active")  # no event comes
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        page = client.post(
+            "/admin/marketplace/seller/",
+            {"action": "refresh_from_stripe", "_selected_action": [str(seller.pk)]},
+            follow=True,
+        )
+
+    notes = [str(message) for message in page.context["messages"]]
+    assert notes == [
+        f"{seller.name} (seller {seller.pk}, {seller.stripe_account_id}): Stripe says ready."
+    ]
+    row.refresh_from_db()
+    assert row.status == TransferStatus.COMPLETED
+
+
+def test_a_connected_account_entered_on_the_sellers_page_is_checked_at_stripe_at_once(
+    client, sandbox, stripe_client
+):
+    seller = connected_seller(stripe_client, account_status=Seller.AccountStatus.READY)
+    other = connected_seller(stripe_client)  # an account at the sandbox the seller reconnects to
+    new_account = other.stripe_account_id
+    other.delete()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    change = f"/admin/marketplace/seller/{seller.pk}/change/"
+    management = client.get(change).context["inline_admin_formsets"][0].formset.management_form
+    form = {f"{management.prefix}-{name}": value for name, value in management.initial.items()}
+
+    page = client.post(
+        change,
+        {"name": seller.name, "email": seller.email, "stripe_account_id": new_account, **form},
+        follow=True,
+    )
+
+    notes = [str(message) for message in page.context["messages"]]
+    assert f"{seller.name} (seller {seller.pk}, {new_account}): Stripe says ready." in notes
+    seller.refresh_from_db()
+    assert (seller.stripe_account_id, seller.account_status) == (new_account, "ready")

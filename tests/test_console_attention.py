@@ -11,11 +11,17 @@ from django.utils import timezone
 import ledger.services
 from ledger.models import Break, BreakKind, CheckRun
 from marketplace.models import Dispute, DisputeStatus
-from payouts.models import SellerTransfer
+from payouts.models import SellerTransfer, WebhookOutcome
 from payouts.selectors import FAILING_AFTER_ATTEMPTS, UNPAID_AFTER, Attention
 from payouts.transfer.moves import book_ref
 from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus
-from tests.factories import PaidOrderFactory, SellerFactory, SellerTransferFactory, UserFactory
+from tests.factories import (
+    PaidOrderFactory,
+    SellerFactory,
+    SellerTransferFactory,
+    UserFactory,
+    WebhookEventFactory,
+)
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = reverse("admin:payouts_sellertransfer_changelist")
@@ -47,7 +53,7 @@ def rows():
             ),
             created_at=LONG_AGO,
         ),
-        "failed_now": SellerTransferFactory(status=TransferStatus.FAILED, next_retry_at=now),
+        "failing_now": SellerTransferFactory(status=TransferStatus.FAILED, next_retry_at=now),
         "held_account": aged(
             SellerTransferFactory(
                 status=TransferStatus.HELD, held_reason=HeldReason.ACCOUNT_RESTRICTED
@@ -72,10 +78,22 @@ def rows():
             amount_owed=900,
             error_message="reversal refused: balance",
         ),
-        "permanently_failed": SellerTransferFactory(
+        "gave_up_unpaid": SellerTransferFactory(
             status=TransferStatus.PERMANENTLY_FAILED,
             end_reason=EndReason.RETRIES_EXHAUSTED,
             error_message="Stripe 400 account_invalid",
+        ),
+        "gave_up_reversal": SellerTransferFactory(
+            status=TransferStatus.PERMANENTLY_FAILED,
+            stripe_transfer_id="tr_gave_up",
+            end_reason=EndReason.RETRIES_EXHAUSTED,
+            error_message="Stripe 503",
+        ),
+        "permanently_failed": SellerTransferFactory(
+            status=TransferStatus.PERMANENTLY_FAILED,
+            stripe_transfer_id="tr_missing",
+            end_reason=EndReason.TRANSFER_MISSING,
+            error_message="Stripe 404",
         ),
         "cancelled": SellerTransferFactory(
             status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
@@ -98,13 +116,22 @@ def shown(response) -> set[int]:
     return {row.pk for row in response.context["cl"].result_list}
 
 
+# The rows of ``rows`` each reason selects: its own, and for "failing now" also the reversal
+# whose one failed attempt is being retried.
+SELECTED = {reason: {reason.value} for reason in Attention} | {
+    Attention.FAILING_NOW: {"failing_now", "retrying_reversal"}
+}
+
+
 @pytest.mark.parametrize("reason", list(Attention))
 def test_each_reason_selects_exactly_its_rows(staff, rows, reason):
-    assert shown(staff.get(CHANGELIST, {"attention": reason.value})) == {rows[reason.value].pk}
+    expected = {rows[key].pk for key in SELECTED[reason]}
+
+    assert shown(staff.get(CHANGELIST, {"attention": reason.value})) == expected
 
 
 def test_any_reason_selects_every_row_a_person_must_look_at_and_nothing_else(staff, rows):
-    expected = {rows[reason.value].pk for reason in Attention}
+    expected = {rows[key].pk for keys in SELECTED.values() for key in keys}
 
     assert shown(staff.get(CHANGELIST, {"attention": "any"})) == expected
 
@@ -124,7 +151,8 @@ def test_the_page_lists_each_reason_with_its_rows_and_what_to_do(staff, rows):
     for reason in Attention:
         row = rows[reason.value]
         section = page.split(f'id="attention-{reason.value}"', 1)[1].split('class="module"', 1)[0]
-        assert f'data-figure="attention-{reason.value}">1<' in section
+        count = len(SELECTED[reason])
+        assert f'data-figure="attention-{reason.value}">{count}<' in section
         assert reverse("admin:payouts_sellertransfer_change", args=[row.pk]) in section
     assert f"{CHANGELIST}?attention=unpaid_failed" in page
     assert "retry it from the transfer list" in page
@@ -200,3 +228,50 @@ def test_the_page_says_so_when_nothing_needs_attention(staff):
     assert "No ledger check has run yet" in page
     assert "No dispute is open." in page
     assert page.count('data-figure="attention-') == len(Attention)
+
+
+def test_a_failure_counts_from_the_first_failed_attempt_with_its_attempts_and_next_retry(staff):
+    next_try = timezone.now() + timedelta(seconds=40)
+    row = SellerTransferFactory(
+        status=TransferStatus.FAILED,
+        retry_count=1,
+        next_retry_at=next_try,
+        error_message="Stripe 500",
+    )
+
+    page = staff.get(PAGE).content.decode()
+
+    section = page.split('id="attention-failing_now"', 1)[1].split('class="module"', 1)[0]
+    assert 'data-figure="attention-failing_now">1<' in section
+    assert reverse("admin:payouts_sellertransfer_change", args=[row.pk]) in section
+    assert "Stripe 500" in section
+    assert "<td>1</td>" in section  # its attempts
+
+
+def test_advice_for_rows_that_gave_up_is_to_requeue_never_to_pay_by_hand_as_well(staff, rows):
+    page = staff.get(PAGE).content.decode()
+
+    for reason in ("gave_up_unpaid", "gave_up_reversal"):
+        section = page.split(f'id="attention-{reason}"', 1)[1].split('class="module"', 1)[0]
+        assert "Re-queue selected transfers that gave up" in section
+        assert "Do not" in section
+    final = page.split('id="attention-permanently_failed"', 1)[1].split('class="module"', 1)[0]
+    assert f'data-end-advice="{rows["permanently_failed"].pk}"' in final
+    assert "Stripe has no such transfer in this account" in final
+
+
+def test_failed_stripe_events_are_on_the_dashboard_and_listed_with_how_to_replay(staff):
+    WebhookEventFactory(outcome=WebhookOutcome.PROCESSED)
+    failed = WebhookEventFactory(
+        outcome=WebhookOutcome.FAILED, error="no order 999 for payment pi_x", attempts=2
+    )
+
+    dashboard = staff.get(reverse("admin:index")).content.decode()
+    page = staff.get(PAGE).content.decode()
+
+    assert 'data-figure="failed-webhooks">1<' in dashboard
+    webhooks = page.split('id="webhooks"', 1)[1].split('id="breaks"', 1)[0]
+    assert 'data-figure="failed-webhooks">1<' in webhooks
+    assert failed.stripe_event_id in webhooks
+    assert "no order 999 for payment pi_x" in webhooks
+    assert "replay_webhook_events" in webhooks

@@ -1,5 +1,5 @@
 """The first run, `make run`: Postgres and Redis are checked before anything starts (naming the
-one that is down and how to start it), logs are text in a terminal and JSON elsewhere, the
+one that is down and how to start it), logs are text under honcho (JSON when asked), the
 sandbox keeps its state in a file across restarts (or says it forgot), and the staff login is
 printed last."""
 
@@ -76,13 +76,14 @@ def test_make_runs_first_step_stops_naming_both_when_both_are_down():
     assert "Traceback" not in result.stderr
 
 
-def test_logs_are_text_in_a_terminal_and_json_otherwise_unless_log_format_says(settings):
+def test_logs_under_honcho_are_text_unless_log_format_says_json(settings):
+    # Honcho prefixes every line with its process, in a terminal or piped to a file alike: a
+    # person reads them, and JSON behind the prefix is unreadable.
     def log_format(**kwargs) -> str:
         return plan_service(web_port=8000, **kwargs).environment["LOG_FORMAT"]
 
-    assert log_format(environ={}, terminal=True) == "text"
-    assert log_format(environ={}, terminal=False) == "json"
-    assert log_format(environ={"LOG_FORMAT": "json"}, terminal=True) == "json"
+    assert log_format(environ={}) == "text"
+    assert log_format(environ={"LOG_FORMAT": "json"}) == "json"
 
 
 def test_the_sandbox_keeps_its_state_in_a_file_across_restarts(settings):
@@ -107,3 +108,13 @@ def test_a_sandbox_without_its_state_file_is_said_to_have_forgotten_paid_transfe
     assert sandbox_paid_transfers_forgotten(state_file) == 1
     state_file.write_text("{}")
     assert sandbox_paid_transfers_forgotten(state_file) == 0
+
+
+def test_as_root_celerys_superuser_warning_is_silenced_in_development_only_then(settings):
+    as_root = plan_service(web_port=8000, environ={}, as_root=True).environment
+    as_user = plan_service(web_port=8000, environ={}).environment
+    kept = plan_service(web_port=8000, environ={"PYTHONWARNINGS": "error"}, as_root=True)
+
+    assert as_root["PYTHONWARNINGS"] == "ignore:You're running the worker with superuser privileges"
+    assert "PYTHONWARNINGS" not in as_user
+    assert kept.environment["PYTHONWARNINGS"].split(",")[0] == "error"

@@ -158,13 +158,21 @@ def test_staff_release_an_order_from_the_admin(
     order, [row] = paid_order(stripe_client, [2000], webhook=client)
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
 
+    chosen = {"action": "release_held", "_selected_action": [str(order.pk)]}
+    confirm = client.post("/admin/marketplace/order/", chosen)
+    assert confirm.status_code == 200
+    assert confirm.context["plan"] == [
+        f"Order {order.pk}: send 18.00 USD to {row.seller.name} (seller {row.seller.pk}, "
+        f"{row.seller.stripe_account_id}) now (transfer {row.pk})."
+    ]
+    assert (
+        SellerTransfer.objects.get(pk=row.pk).status == TransferStatus.HELD
+    )  # nothing before confirming
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
-            "/admin/marketplace/order/",
-            {"action": "release_held", "_selected_action": [str(order.pk)]},
-            follow=True,
-        )
+        response = client.post("/admin/marketplace/order/", {**chosen, "apply": "1"}, follow=True)
 
     messages = [str(message) for message in response.context["messages"]]
-    assert messages == [f"order {order.pk}: 1 transfer(s) released"]
+    assert messages == [
+        f"Order {order.pk}: released 1 transfer(s), sending 18.00 USD to {row.seller.name}."
+    ]
     assert SellerTransfer.objects.get(pk=row.pk).status == TransferStatus.COMPLETED

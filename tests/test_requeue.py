@@ -251,6 +251,9 @@ def test_the_admin_action_asks_for_a_reason_then_requeues_each_selected_row(
     form = client.post(changelist, chosen)  # first the page asking why
     assert form.status_code == 200
     assert b'name="reason"' in form.content
+    plan = form.context["plan"]
+    assert plan[0].startswith(f"Transfer {row.pk}: back to reversal_pending, due now, to take back")
+    assert plan[1].startswith(f"Transfer {final.pk}: left alone (")
     row.refresh_from_db()
     assert row.status == TransferStatus.PERMANENTLY_FAILED  # nothing yet
 
@@ -260,7 +263,7 @@ def test_the_admin_action_asks_for_a_reason_then_requeues_each_selected_row(
         )
 
     notes = [str(message) for message in done.context["messages"]]
-    assert f"transfer {row.pk} re-queued as reversal_pending" in notes
+    assert any(n.startswith(f"Transfer {row.pk} re-queued as reversal_pending") for n in notes)
     assert any(f"transfer {final.pk}" in n and "refunded in full" in n for n in notes)
     row.refresh_from_db()
     assert row.status == TransferStatus.REVERSED  # the drain woken after commit reversed it

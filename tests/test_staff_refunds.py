@@ -96,10 +96,19 @@ def test_the_admin_action_refunds_an_order_in_full_at_stripe(
     refunder.save()
     client.force_login(refunder)
 
-    response = client.post(
-        "/admin/marketplace/order/",
-        {"action": "refund_in_full", "_selected_action": [three_seller_order.pk]},
+    chosen = {"action": "refund_in_full", "_selected_action": [three_seller_order.pk]}
+    confirm = client.post("/admin/marketplace/order/", chosen)
+
+    assert confirm.status_code == 200  # a confirmation first, and nothing refunded yet
+    [plan] = confirm.context["plan"]
+    assert plan.startswith(
+        f"Order {three_seller_order.pk}: refund 63.33 USD to the buyer "
+        f"{three_seller_order.buyer_email} at Stripe, all that is left of 63.33 USD"
     )
+    assert not Refund.objects.filter(order=three_seller_order).exists()
+    assert sandbox.calls("refunds.create") == []
+
+    response = client.post("/admin/marketplace/order/", {**chosen, "apply": "1"})
 
     assert response.status_code == 302
     refund = Refund.objects.get(order=three_seller_order)

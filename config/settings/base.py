@@ -158,7 +158,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery -------------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+DEVELOPMENT_BROKER_URL = "redis://127.0.0.1:6379/0"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=DEVELOPMENT_BROKER_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -297,7 +298,20 @@ LOGGING = {
         "json": JSON_FORMATTER,
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "filters": {
+        "quiet_ticks": {
+            "()": "config.log_format.QuietTicks",
+            "tasks": [entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()],
+            "routine": ["payouts.tasks.heartbeat"],
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["quiet_ticks"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # Django gives these loggers handlers of their own (plain text, DEBUG only); route them
     # through the one console handler so that no record is printed twice or in another format.

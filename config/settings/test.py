@@ -21,6 +21,13 @@ _XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _XDIST_WORKER and "CELERY_BROKER_URL" not in os.environ:
     CELERY_BROKER_URL = f"redis://127.0.0.1:6379/{4 + int(_XDIST_WORKER.removeprefix('gw'))}"
 
+# The tests keep their Redis keys (beat's heartbeat, the wake-ups' marks) out of development's
+# database: a heartbeat a test run stamped read, when `make run` started next, as beat gone
+# stale ("last heartbeat 400 s ago"). The development default, db 0, becomes db 12 here; a
+# broker chosen on purpose (another host or database) is kept.
+if CELERY_BROKER_URL == DEVELOPMENT_BROKER_URL:  # noqa: F405
+    CELERY_BROKER_URL = "redis://127.0.0.1:6379/12"
+
 STRIPE_RATE_LIMIT_REDIS_URL = env.str(
     "STRIPE_RATE_LIMIT_REDIS_URL", default="redis://127.0.0.1:6379/15"
 )

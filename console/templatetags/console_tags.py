@@ -3,7 +3,7 @@
 from django import template
 
 from console import display
-from console.admin_site import attention_label, transfer_badge
+from console.admin_site import attention_label, end_reason_advice, transfer_badge
 
 register = template.Library()
 
@@ -31,3 +31,8 @@ def transfer_status(status: str):
 @register.filter
 def attention(reason: str) -> str:
     return attention_label(reason)
+
+
+@register.filter
+def advice_for_end(end_reason: str) -> str:
+    return end_reason_advice(end_reason)

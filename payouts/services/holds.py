@@ -17,7 +17,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from config.errors import Conflict
+from config.errors import Conflict, StripeRefused
 from marketplace.models import AccountStatus, OrderStatus, Seller
 from marketplace.services import (
     order_lock,
@@ -26,7 +26,7 @@ from marketplace.services import (
     seller_account_status_set,
 )
 from payouts.models import SellerTransfer
-from payouts.stripe_api.gateway import StripeAccount
+from payouts.stripe_api.gateway import GatewayError, StripeAccount, StripeGateway, get_gateway
 from payouts.transfer import moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.locks import held_due_lock, order_transfers_lock
@@ -38,27 +38,37 @@ logger = logging.getLogger(__name__)
 ACCOUNT_HOLDS = (HeldReason.ACCOUNT_RESTRICTED, HeldReason.ACCOUNT_DEAUTHORIZED)
 
 
+class NoAccountToRefresh(Conflict):
+    code = "no_account"
+
+
 class NothingToRelease(Conflict):
     code = "nothing_to_release"
 
 
 def order_release(*, order_id: int, actor: Actor) -> list[SellerTransfer]:
-    """Release an order's held transfers now.
+    """Release an order's held transfers now (fulfilled, say).
 
-    Each is sent after commit (the order was fulfilled, say), or held for its seller's account
-    if that cannot receive. Raises ``UnknownOrder`` or
-    ``NothingToRelease`` (unpaid, refunded, or released already)."""
+    Each is sent after commit, or held for its seller's account if that cannot receive. On an
+    order refunded in full, every held row is released to be closed (see below). Raises
+    ``UnknownOrder`` or ``NothingToRelease`` (unpaid, refunded with nothing held, or released
+    already)."""
     with transaction.atomic():
         order = order_lock(order_id)
         if order.status == OrderStatus.PENDING:
             raise NothingToRelease(f"order {order_id} is not paid: nothing to release")
-        if order.status == OrderStatus.REFUNDED:
-            raise NothingToRelease(f"order {order_id} was refunded in full: nothing to pay")
+        refunded = order.status == OrderStatus.REFUNDED
+        # A refunded order's held rows are closed, not paid: released, the send worker reads
+        # Stripe for them (a row held after it was handed to Stripe may have paid the seller)
+        # and cancels each one Stripe holds no transfer of.
         waiting = [
             row
             for row in order_transfers_lock(order_id)
-            if row.status == TransferStatus.HELD and row.held_reason == HeldReason.AWAITING_RELEASE
+            if row.status == TransferStatus.HELD
+            and (refunded or row.held_reason == HeldReason.AWAITING_RELEASE)
         ]
+        if refunded and not waiting:
+            raise NothingToRelease(f"order {order_id} was refunded in full: nothing to pay")
         if not waiting:
             raise NothingToRelease(f"order {order_id} has no transfer waiting for release")
         for row in waiting:
@@ -103,6 +113,29 @@ def seller_account_updated(
     if not account.can_receive:
         return 0
     return _release_account_holds(seller, actor)
+
+
+def seller_account_refresh(
+    *, seller_id: int, actor: Actor, gateway: StripeGateway | None = None
+) -> Seller:
+    """Ask Stripe now whether the seller's account can receive transfers, and record it.
+
+    For staff, after a reconnection or when an ``account.updated`` event was missed; releases
+    their transfers held for the account when it can receive. Raises ``StripeRefused`` when
+    Stripe does not answer; nothing changes then."""
+    seller = Seller.objects.get(pk=seller_id)
+    if not seller.stripe_account_id:
+        raise NoAccountToRefresh(f"{seller.name} (seller {seller.pk}) has no connected account")
+    try:
+        account = (gateway or get_gateway()).retrieve_account(seller.stripe_account_id)
+    except GatewayError as error:
+        raise StripeRefused(error.describe(), subject=seller) from error
+    if account.reason == "deauthorized":
+        seller_deauthorized(account_id=account.id, actor=actor)
+    else:
+        seller_account_updated(account=account, actor=actor)
+    seller.refresh_from_db()
+    return seller
 
 
 def seller_deauthorized(

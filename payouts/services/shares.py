@@ -82,6 +82,14 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
     both = proportional_targets(refunded=refunded + recovered, order_total=total, amounts=shared)
     scheduled = 0
     for row in rows:
+        if refunded_in_full and row.status == TransferStatus.HELD and not _on_hold(row):
+            # Held after it was handed to Stripe (the account refused it): an earlier attempt
+            # may have paid the seller, so it cannot just be cancelled. Sent back to the send
+            # worker, which reads Stripe for a refunded order: it adopts a transfer it finds
+            # (whose shares are then taken back) or cancels the row; never left held for ever.
+            moves.released(row, actor=actor)
+            send_transfers_after_commit(order_id=order.pk)
+            continue
         if row.pk not in shared:
             if refunded:
                 logger.warning(

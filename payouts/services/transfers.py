@@ -334,7 +334,9 @@ def _attempt(
         _record_paid(transfer, stripe_transfer_id="", key="", adopted=False, actor=actor)
         return SendOutcome.COMPLETED
     if not refunded and not seller.stripe_account_id:
-        return failed(f"seller {seller.pk} has no connected Stripe account yet", None)
+        return failed(
+            f"{seller.name} (seller {seller.pk}) has no connected Stripe account yet", None
+        )
     try:
         if not refunded and not _seller_can_receive(seller, gateway):
             return _hold_for_the_account(transfer, seller, actor)
@@ -353,6 +355,8 @@ def _attempt(
             status=AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED,
             reason=error.describe(),
         )
+        # Stripe keeps its answer under the key: sent again once the account can receive, the
+        # same key would replay this refusal for ever. The next attempt sends a new one.
         follow = next_attempt(key, error, read_stripe_first=transfer.read_stripe_first)
         return _hold_for_the_account(transfer, seller, actor, follow=follow)
     except GatewayError as error:

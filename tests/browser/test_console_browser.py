@@ -124,9 +124,11 @@ def test_from_needs_attention_staff_retry_a_failed_transfer_and_see_it_paid(
     page.select_option('select[name="action"]', "retry_failed")
     page.screenshot(path=screenshots / "04-retry-selected.png", full_page=True)
     page.click('button[name="index"]')
+    assert f"Transfer {row.pk}: send 18.00 USD to" in page.locator("ul.action-plan").inner_text()
+    page.click('input[type=submit][value="Send at Stripe now"]')
 
-    message = page.locator("ul.messagelist li.success")
-    assert message.text_content() == f"Transfer {row.pk} completed"  # the admin capitalises
+    message = page.locator("ul.messagelist li.success").text_content()
+    assert message.startswith(f"Transfer {row.pk} completed: sent 18.00 USD to {row.seller.name}")
     page.screenshot(path=screenshots / "05-retried-message.png", full_page=True)
     row.refresh_from_db()
     assert row.status == TransferStatus.COMPLETED

@@ -46,16 +46,24 @@ class Plan:
     environment: dict[str, str]
 
 
-def plan_service(*, web_port: int, environ: dict[str, str], terminal: bool = False) -> Plan:
-    """The processes to start and their environment.
+# What Celery's worker prints when it runs as root (a development container, say).
+ROOT_WARNING = "You're running the worker with superuser privileges"
 
-    Pure, so it can be checked without starting anything.
-    In a ``terminal`` the logs are text for a person; otherwise JSON lines for a machine
-    (whatever LOG_FORMAT says wins)."""
+
+def plan_service(*, web_port: int, environ: dict[str, str], as_root: bool = False) -> Plan:
+    """What to start and with which environment; pure, so it can be checked without starting.
+
+    The logs are text: honcho prefixes each line with its process and a person reads them,
+    whether its output is a terminal or a file (LOG_FORMAT=json asks for JSON lines).
+
+    ``as_root``: Celery's worker warns that it runs with superuser privileges. Its real danger
+    is a worker taking pickled messages as root (code from the broker run as root), which
+    Celery refuses outright; this one accepts JSON only. In development that warning is
+    explained once by ``make run`` and silenced; production runs as an unprivileged user."""
     python = sys.executable
     environment = {
         **DEV_INTERVALS,
-        "LOG_FORMAT": "text" if terminal else "json",
+        "LOG_FORMAT": "text",
         "SANDBOX_STATE_FILE": str(SANDBOX_STATE_FILE),
         **environ,
         "PYTHON": python,
@@ -64,6 +72,10 @@ def plan_service(*, web_port: int, environ: dict[str, str], terminal: bool = Fal
         "BEAT_SCHEDULE": str(RUN_DIR / "celerybeat-schedule"),
         "PROMETHEUS_MULTIPROC_DIR": str(RUN_DIR / "prometheus"),
     }
+    if as_root:
+        silenced = f"ignore:{ROOT_WARNING}"
+        earlier = environment.get("PYTHONWARNINGS")
+        environment["PYTHONWARNINGS"] = f"{earlier},{silenced}" if earlier else silenced
     processes = ["web", "worker", "beat"]
     if getattr(settings, "STRIPE_USES_LOCAL_SANDBOX", False):
         sandbox = urlsplit(settings.SANDBOX_URL)
@@ -113,9 +125,8 @@ class Command(BaseCommand):
     def handle(self, *args, port, dry_run, **options):
         # os.environ holds .env's values too: settings loaded it without overriding anything.
         web_port = port or int(os.environ.get("PORT") or DEFAULT_WEB_PORT)
-        plan = plan_service(
-            web_port=web_port, environ=dict(os.environ), terminal=sys.stdout.isatty()
-        )
+        as_root = os.geteuid() == 0
+        plan = plan_service(web_port=web_port, environ=dict(os.environ), as_root=as_root)
         self._describe(plan, web_port)
         if dry_run:
             self.stdout.write(" ".join(plan.argv))
@@ -182,6 +193,12 @@ class Command(BaseCommand):
     def _describe(self, plan: Plan, web_port: int) -> None:
         base = f"http://127.0.0.1:{web_port}"
         self.stdout.write(f"starting {', '.join(plan.processes)}")
+        if ROOT_WARNING in plan.environment.get("PYTHONWARNINGS", ""):
+            self.stdout.write(
+                "  note     running as root: Celery's warning about superuser privileges is "
+                "silenced here (the worker accepts JSON only, never pickle); in production "
+                "run the worker as an unprivileged user"
+            )
         self.stdout.write(f"  admin    {base}/admin/")
         self.stdout.write(f"  health   {base}/healthz   metrics {base}/metrics")
         self.stdout.write(f"  openapi  {base}/api/schema/   docs {base}/api/docs/")
