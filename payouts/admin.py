@@ -387,6 +387,7 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
                 "stripe_transfer_id_link",
                 "stripe_reversal_id_link",
                 "stripe_return_id_link",
+                "stripe_destination_payment_id",
                 "transfer_idempotency_key",
                 "reversal_idempotency_key",
             ),

@@ -99,9 +99,13 @@ def _release_measure(params: Mapping[str, Any]) -> Measured:
     if order.status == OrderStatus.PENDING:
         raise NothingToRelease(f"order {order.pk} is not paid: nothing to release")
     if order.status == OrderStatus.REFUNDED:
-        raise NothingToRelease(f"order {order.pk} was refunded in full: nothing to pay")
-    waiting = _awaiting_release(order.pk)
+        # Nothing to pay; its held rows are released to be closed (order_release reads Stripe).
+        waiting = SellerTransfer.objects.filter(order_id=order.pk, status=TransferStatus.HELD)
+    else:
+        waiting = _awaiting_release(order.pk)
     currency = waiting.values_list("currency", flat=True).first()
+    if currency is None and order.status == OrderStatus.REFUNDED:
+        raise NothingToRelease(f"order {order.pk} was refunded in full: nothing to pay")
     if currency is None:
         raise NothingToRelease(f"order {order.pk} has no transfer waiting for release")
     amount = waiting.aggregate(total=Sum("amount"))["total"]

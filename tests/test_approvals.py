@@ -383,7 +383,7 @@ def test_an_approved_write_off_the_debt_no_longer_covers_fails_and_posts_nothing
     response = approve(client, approver, second)
 
     assert response.json()["status"] == A.FAILED
-    assert "owes 300 usd" in response.json()["error"]
+    assert "owes 3.00 USD" in response.json()["error"]
     assert Entry.objects.filter(kind=EntryKind.DEBT_WRITTEN_OFF).count() == 1
 
 
@@ -599,14 +599,15 @@ def test_the_write_off_admin_action_asks_for_approval_instead_of_writing_off(
     chosen = {"action": "write_off_debt", "_selected_action": [seller_in_debt.pk], "apply": "1"}
 
     done = client.post(
-        changelist, {**chosen, "currency": "usd", "amount": 900, "reason": "goodwill"}, follow=True
+        changelist, {**chosen, "currency": "usd", "amount": "9.00", "reason": "goodwill"}, follow=True
     )
 
     request = ApprovalRequest.objects.get()
     [note] = [str(message) for message in done.context["messages"]]
     assert note == (
-        f"seller {seller_in_debt.pk}: the write-off of 9.00 USD waits for a second person's "
-        f"approval (request {request.pk}, under Waiting for approval)"
+        f"{seller_in_debt.name} (seller {seller_in_debt.pk}, {seller_in_debt.stripe_account_id}): "
+        f"the write-off of 9.00 USD waits for a second person's approval (request {request.pk}, "
+        "under Waiting for approval)."
     )
     assert (request.kind, request.amount, request.reason) == ("write_off", 900, "goodwill")
     assert not Entry.objects.filter(kind=EntryKind.DEBT_WRITTEN_OFF).exists()

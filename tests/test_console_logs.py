@@ -15,7 +15,7 @@ SWEEP = "payouts.tasks.reversals_process_due"
 @pytest.fixture
 def quiet():
     tasks = [entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()]
-    return QuietTicks(tasks=tasks, routine=["payouts.tasks.heartbeat"])
+    return QuietTicks(tasks=tasks, routine=["console.tasks.heartbeat_stamp"])
 
 
 def celery_record(logger: str, message: str, args, *, data=None, level=logging.INFO):
@@ -58,7 +58,7 @@ def test_a_sweep_that_did_something_still_says_so_at_info(quiet):
 
 
 def test_the_heartbeat_is_always_a_tick_and_other_tasks_are_untouched(quiet):
-    heartbeat = success("payouts.tasks.heartbeat", "{'stamped_at': 1764960000}")
+    heartbeat = success("console.tasks.heartbeat_stamp", "{'stamped_at': 1764960000}")
     on_demand = success("payouts.tasks.order_transfers_send", "{'sent': 0}")
     failed = celery_record("celery.app.trace", "Task failed", None, level=logging.ERROR)
 

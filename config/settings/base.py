@@ -302,7 +302,7 @@ LOGGING = {
         "quiet_ticks": {
             "()": "config.log_format.QuietTicks",
             "tasks": [entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()],
-            "routine": ["payouts.tasks.heartbeat"],
+            "routine": ["console.tasks.heartbeat_stamp"],
         }
     },
     "handlers": {
