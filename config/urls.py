@@ -8,13 +8,13 @@ from rest_framework.permissions import IsAdminUser
 from approvals.views import ApprovalApproveView, ApprovalListView, ApprovalRejectView
 from config.api import STAFF_AUTHENTICATION
 from console.ops_views import healthz, metrics
+from console.read_api import NeedsAttentionView, TransferListView
 from ledger.views import SellerBalanceView, SellerDebtWriteOffView, SellerStatementView
 from payouts.http.payout_views import (
     SellerPayoutDetailView,
     SellerPayoutListView,
     SellerPayoutReconcileView,
 )
-from payouts.http.read_views import NeedsAttentionView, TransferListView
 from payouts.http.views import (
     AuditExportView,
     ConnectWebhookView,

@@ -599,7 +599,9 @@ def test_the_write_off_admin_action_asks_for_approval_instead_of_writing_off(
     chosen = {"action": "write_off_debt", "_selected_action": [seller_in_debt.pk], "apply": "1"}
 
     done = client.post(
-        changelist, {**chosen, "currency": "usd", "amount": "9.00", "reason": "goodwill"}, follow=True
+        changelist,
+        {**chosen, "currency": "usd", "amount": "9.00", "reason": "goodwill"},
+        follow=True,
     )
 
     request = ApprovalRequest.objects.get()

@@ -98,11 +98,16 @@ MAY_IMPORT: dict[str, set[str]] = {
         "approvals",
         "console",
         "marketplace.admin",
+        "payouts.action_plans",
         "payouts.services",
         "payouts.selectors",
         "payouts.transfer.actors",
         "payouts.transfer.transitions",
     },
+    # What a staff money action would do, line by line, for the console's confirmation pages.
+    "payouts.action_plans": _BOOK_AND_ORDERS
+    | _TRANSFER_DOMAIN
+    | {"console.display", "payouts.services", "payouts.transfer.transitions"},
     # The staff actions payouts registers with the approvals app (run once approved).
     "payouts.approval_actions": _BOOK_AND_ORDERS
     | _TRANSFER_DOMAIN
@@ -113,7 +118,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     # record a second person's decision on a waiting request, through the approvals app.
     "console": _BOOK_AND_ORDERS
     | _TRANSFER_DOMAIN
-    | {"approvals", "payouts.selectors", "payouts.transfer.transitions"},
+    | {
+        "approvals",
+        "payouts.http.serializers",
+        "payouts.selectors",
+        "payouts.transfer.transitions",
+    },
 }
 
 
