@@ -446,86 +446,93 @@ ATTENTION_CSV_HEADER = (
 
 
 def needs_attention_rows(*, now: datetime, label) -> Iterator[tuple]:
-    """Everything "needs attention" shows, every row of it (not only the first ten of each
-    reason), one tuple per row in ``ATTENTION_CSV_HEADER``'s order: the transfers with their
-    reason (``label`` names it), the sellers in debt, the open disputes, Stripe's failed events
-    and the latest ledger check's breaks. Amounts as the console shows them."""
+    """Every row "needs attention" stands for, one tuple each in ``ATTENTION_CSV_HEADER``'s order.
+
+    Not only the first ten of each reason: the transfers with their reason (``label`` names
+    it), the sellers in debt, the open disputes, Stripe's failed events and the latest ledger
+    check's breaks. Amounts as the console shows them."""
+    yield from _transfer_rows(now=now, label=label)
+    yield from _debt_rows()
+    yield from _dispute_rows()
+    yield from _failed_event_rows()
+    yield from _break_rows()
+
+
+def _csv_row(section: str, **cells) -> tuple:
+    """One row of the export: ``cells`` by column name (underscores for spaces), blank if absent."""
+    named = {"section": section, **{key.replace("_", " "): value for key, value in cells.items()}}
+    return tuple(named.get(column, "") for column in ATTENTION_CSV_HEADER)
+
+
+def _transfer_rows(*, now: datetime, label) -> Iterator[tuple]:
     transfers = selectors.transfers_with_attention(
         now=now, queryset=selectors.transfers_needing_attention(now=now)
     ).select_related("seller")
     for row in transfers.order_by("-id").iterator(chunk_size=2000):
-        detail = ": ".join(p for p in (row.end_reason, row.held_reason, row.error_message) if p)
-        yield (
+        yield _csv_row(
             "transfer",
-            label(row.attention),
-            row.pk,
-            row.order_id,
-            row.seller.name,
-            row.status,
-            format_money(row.amount, row.currency),
-            row.retry_count,
-            row.next_retry_at.isoformat() if row.next_retry_at else "",
-            row.updated_at.isoformat(),
-            detail,
+            reason=label(row.attention),
+            id=row.pk,
+            order=row.order_id,
+            seller=row.seller.name,
+            status=row.status,
+            amount=format_money(row.amount, row.currency),
+            attempts=row.retry_count,
+            next_attempt=row.next_retry_at.isoformat() if row.next_retry_at else "",
+            updated=row.updated_at.isoformat(),
+            detail=": ".join(p for p in (row.end_reason, row.held_reason, row.error_message) if p),
         )
+
+
+def _debt_rows() -> Iterator[tuple]:
     for debt in seller_debts():
-        amount = format_money(debt.amount, debt.currency)
-        yield (
+        yield _csv_row(
             "seller in debt",
-            "",
-            debt.seller_id,
-            "",
-            debt.seller_name,
-            "",
-            amount,
-            "",
-            "",
-            "",
-            "",
+            id=debt.seller_id,
+            seller=debt.seller_name,
+            amount=format_money(debt.amount, debt.currency),
         )
+
+
+def _dispute_rows() -> Iterator[tuple]:
     for dispute in disputes_open(limit=10_000):
         due = dispute.evidence_due_by.isoformat() if dispute.evidence_due_by else ""
-        yield (
+        yield _csv_row(
             "dispute open",
-            dispute.reason,
-            dispute.stripe_dispute_id,
-            dispute.order_id,
-            "",
-            dispute.status,
-            format_money(dispute.amount, dispute.currency),
-            "",
-            "",
-            dispute.updated_at.isoformat(),
-            f"evidence due by {due}" if due else "",
+            reason=dispute.reason,
+            id=dispute.stripe_dispute_id,
+            order=dispute.order_id,
+            status=dispute.status,
+            amount=format_money(dispute.amount, dispute.currency),
+            updated=dispute.updated_at.isoformat(),
+            detail=f"evidence due by {due}" if due else "",
         )
+
+
+def _failed_event_rows() -> Iterator[tuple]:
     failed = WebhookEvent.objects.filter(outcome=WebhookOutcome.FAILED).order_by("-id")
     for event in failed.iterator(chunk_size=2000):
-        yield (
+        yield _csv_row(
             "Stripe event failed",
-            event.type,
-            event.stripe_event_id,
-            "",
-            "",
-            event.outcome,
-            "",
-            event.attempts,
-            "",
-            event.received_at.isoformat(),
-            event.error,
+            reason=event.type,
+            id=event.stripe_event_id,
+            status=event.outcome,
+            attempts=event.attempts,
+            updated=event.received_at.isoformat(),
+            detail=event.error,
         )
+
+
+def _break_rows() -> Iterator[tuple]:
     check = selectors.latest_check_run()
-    if check is not None:
-        for item in check.breaks.select_related("seller").order_by("pk").iterator():
-            yield (
-                "ledger break",
-                item.kind,
-                item.transfer_id or "",
-                "",
-                item.seller.name if item.seller_id else "",
-                "",
-                "",
-                "",
-                "",
-                check.finished_at.isoformat(),
-                f"{item.currency.upper()}: {item.detail}" if item.currency else item.detail,
-            )
+    if check is None:
+        return
+    for item in check.breaks.select_related("seller").order_by("pk").iterator():
+        yield _csv_row(
+            "ledger break",
+            reason=item.kind,
+            id=item.transfer_id or "",
+            seller=item.seller.name if item.seller_id else "",
+            updated=check.finished_at.isoformat(),
+            detail=f"{item.currency.upper()}: {item.detail}" if item.currency else item.detail,
+        )

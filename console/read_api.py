@@ -98,25 +98,7 @@ class TransferListView(APIView):
     def get(self, request):
         params = request.query_params
         now = timezone.now()
-        rows = SellerTransfer.objects.all()
-        status = params.get("status")
-        if status:
-            if status not in TransferStatus.values:
-                raise InvalidInput(f"status must be one of {', '.join(TransferStatus.values)}")
-            rows = rows.filter(status=status)
-        for name in ("seller", "order"):
-            value = _positive_int(params, name)
-            if value is not None:
-                rows = rows.filter(**{f"{name}_id": value})
-        attention = params.get("attention")
-        if attention:
-            if attention != "any" and attention not in {reason.value for reason in Attention}:
-                raise InvalidInput(f"attention must be any or one of {', '.join(Attention)}")
-            reason = None if attention == "any" else attention
-            rows = selectors.transfers_needing_attention(now=now, reason=reason, queryset=rows)
-        before = _positive_int(params, "before")
-        if before is not None:
-            rows = rows.filter(id__lt=before)
+        rows = _filtered(SellerTransfer.objects.all(), params, now=now)
         limit = min(_positive_int(params, "limit") or PAGE_DEFAULT, PAGE_MAX)
         rows = selectors.transfers_with_attention(now=now, queryset=rows)
         page = list(rows.order_by("-id")[: limit + 1])
@@ -128,6 +110,27 @@ class TransferListView(APIView):
                 "next_before": page[-1].pk if more else None,
             }
         )
+
+
+def _filtered(rows, params, *, now):
+    """The transfers ``params`` select: by status, seller, order, attention reason, id."""
+    status = params.get("status")
+    if status:
+        if status not in TransferStatus.values:
+            raise InvalidInput(f"status must be one of {', '.join(TransferStatus.values)}")
+        rows = rows.filter(status=status)
+    for name in ("seller", "order"):
+        value = _positive_int(params, name)
+        if value is not None:
+            rows = rows.filter(**{f"{name}_id": value})
+    attention = params.get("attention")
+    if attention:
+        if attention != "any" and attention not in {reason.value for reason in Attention}:
+            raise InvalidInput(f"attention must be any or one of {', '.join(Attention)}")
+        reason = None if attention == "any" else attention
+        rows = selectors.transfers_needing_attention(now=now, reason=reason, queryset=rows)
+    before = _positive_int(params, "before")
+    return rows if before is None else rows.filter(id__lt=before)
 
 
 class NeedsAttentionView(APIView):
@@ -150,59 +153,62 @@ class NeedsAttentionView(APIView):
     )
     def get(self, request):
         report = dashboard.needs_attention(now=timezone.now())
-        check = report.check
         return Response(
             {
                 "as_of": report.now,
                 "counts": {group.reason.value: group.count for group in report.groups},
-                "groups": [
-                    {
-                        "reason": group.reason.value,
-                        "label": attention_label(group.reason),
-                        "advice": ATTENTION_ADVICE[group.reason],
-                        "count": group.count,
-                        "transfers": AttentionTransferSerializer(group.rows, many=True).data,
-                    }
-                    for group in report.groups
-                ],
-                "sellers_in_debt": [
-                    {
-                        "seller": debt.seller_id,
-                        "name": debt.seller_name,
-                        "currency": debt.currency,
-                        "amount": debt.amount,
-                    }
-                    for debt in report.debts
-                ],
-                "disputes_open": [
-                    {
-                        "stripe_dispute_id": dispute.stripe_dispute_id,
-                        "order": dispute.order_id,
-                        "status": dispute.status,
-                        "amount": dispute.amount,
-                        "currency": dispute.currency,
-                        "evidence_due_by": dispute.evidence_due_by,
-                    }
-                    for dispute in report.disputes
-                ],
+                "groups": [_group_body(group) for group in report.groups],
+                "sellers_in_debt": [_debt_body(debt) for debt in report.debts],
+                "disputes_open": [_dispute_body(dispute) for dispute in report.disputes],
                 "failed_webhook_events": {
                     "count": report.failed_webhooks,
                     "replay": "manage.py replay_webhook_events [evt_…], or the admin's "
                     '"Replay selected events"',
-                    "events": [
-                        {
-                            "stripe_event_id": event.stripe_event_id,
-                            "type": event.type,
-                            "attempts": event.attempts,
-                            "received_at": event.received_at,
-                            "error": event.error,
-                        }
-                        for event in report.webhooks
-                    ],
+                    "events": [_event_body(event) for event in report.webhooks],
                 },
                 "ledger_breaks": {
-                    "checked_at": check.finished_at if check else None,
-                    "count": check.breaks_found if check else None,
+                    "checked_at": report.check.finished_at if report.check else None,
+                    "count": report.check.breaks_found if report.check else None,
                 },
             }
         )
+
+
+def _group_body(group) -> dict:
+    return {
+        "reason": group.reason.value,
+        "label": attention_label(group.reason),
+        "advice": ATTENTION_ADVICE[group.reason],
+        "count": group.count,
+        "transfers": AttentionTransferSerializer(group.rows, many=True).data,
+    }
+
+
+def _debt_body(debt) -> dict:
+    return {
+        "seller": debt.seller_id,
+        "name": debt.seller_name,
+        "currency": debt.currency,
+        "amount": debt.amount,
+    }
+
+
+def _dispute_body(dispute) -> dict:
+    return {
+        "stripe_dispute_id": dispute.stripe_dispute_id,
+        "order": dispute.order_id,
+        "status": dispute.status,
+        "amount": dispute.amount,
+        "currency": dispute.currency,
+        "evidence_due_by": dispute.evidence_due_by,
+    }
+
+
+def _event_body(event) -> dict:
+    return {
+        "stripe_event_id": event.stripe_event_id,
+        "type": event.type,
+        "attempts": event.attempts,
+        "received_at": event.received_at,
+        "error": event.error,
+    }
