@@ -342,17 +342,22 @@ class SellerWithBookAdmin(SellerAdmin):
                 carried=[(name, request.POST[name]) for name in ("currency", "amount", "reason")],
                 submit=f"Write off {format_money(amount, currency)}",
             )
+        self._write_off(request, seller, **form.cleaned_data)
+        return None
+
+    def _write_off(self, request, seller, *, currency: str, amount: int, reason: str) -> None:
+        """Write off now, or ask a second person first when the approval rules say so."""
         try:
             done = staff_action_request(
                 kind="write_off",
                 params={"seller_id": seller.pk, "currency": currency, "amount": amount},
-                reason=form.cleaned_data["reason"],
+                reason=reason,
                 user=request.user,
             )
         except DomainError as error:
             level, text = admin_message(error, about=seller_named(seller))
             self.message_user(request, text, level)
-            return None
+            return
         if done.outcome == Outcome.WAITING:
             text = (
                 f"{seller_named(seller)}: the write-off of {format_money(amount, currency)} waits "
@@ -366,7 +371,6 @@ class SellerWithBookAdmin(SellerAdmin):
                 f"debt; they owe {left} now."
             )
         self.message_user(request, text, messages.SUCCESS)
-        return None
 
     def has_write_off_permission(self, request):
         return request.user.has_perm("ledger.write_off_debt")

@@ -78,17 +78,8 @@ def plan_service(*, web_port: int, environ: dict[str, str], as_root: bool = Fals
         environment["PYTHONWARNINGS"] = f"{earlier},{silenced}" if earlier else silenced
     processes = ["web", "worker", "beat"]
     if getattr(settings, "STRIPE_USES_LOCAL_SANDBOX", False):
-        sandbox = urlsplit(settings.SANDBOX_URL)
         processes.append("sandbox")
-        environment.update(
-            SANDBOX_HOST=sandbox.hostname or "127.0.0.1",
-            SANDBOX_PORT=str(sandbox.port or 80),
-            SANDBOX_WEBHOOK_URL=f"http://127.0.0.1:{web_port}/webhooks/stripe/",
-            # The app accepts the first of its webhook secrets (whsec_local_sandbox by default).
-            SANDBOX_WEBHOOK_SECRET=settings.STRIPE_WEBHOOK_SECRETS[0],
-            SANDBOX_CONNECT_WEBHOOK_URL=f"http://127.0.0.1:{web_port}/webhooks/stripe/connect/",
-            SANDBOX_CONNECT_WEBHOOK_SECRET=settings.STRIPE_CONNECT_WEBHOOK_SECRETS[0],
-        )
+        environment.update(_sandbox_environment(web_port))
     honcho = str(Path(python).with_name("honcho"))
     argv = [
         honcho,
@@ -106,6 +97,20 @@ def plan_service(*, web_port: int, environ: dict[str, str], as_root: bool = Fals
         *processes,
     ]
     return Plan(processes=processes, argv=argv, environment=environment)
+
+
+def _sandbox_environment(web_port: int) -> dict[str, str]:
+    """Where the local Stripe sandbox listens, and where it sends its signed webhooks."""
+    sandbox = urlsplit(settings.SANDBOX_URL)
+    return {
+        "SANDBOX_HOST": sandbox.hostname or "127.0.0.1",
+        "SANDBOX_PORT": str(sandbox.port or 80),
+        "SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{web_port}/webhooks/stripe/",
+        # The app accepts the first of its webhook secrets (whsec_local_sandbox by default).
+        "SANDBOX_WEBHOOK_SECRET": settings.STRIPE_WEBHOOK_SECRETS[0],
+        "SANDBOX_CONNECT_WEBHOOK_URL": f"http://127.0.0.1:{web_port}/webhooks/stripe/connect/",
+        "SANDBOX_CONNECT_WEBHOOK_SECRET": settings.STRIPE_CONNECT_WEBHOOK_SECRETS[0],
+    }
 
 
 class Command(BaseCommand):
