@@ -36,13 +36,12 @@ from datetime import datetime, timedelta
 
 from django.db import connection
 from django.db.models import F, QuerySet, Sum
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ledger.models import AccountKind, Break, BreakKind, CheckRun, Entry, EntryKind, Line
 from marketplace.models import Order, OrderStatus
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
-from payouts.models import SellerTransfer
+from payouts.models import GIVEN_BACK_AGAINST_DEBT, LEFT_AFTER_SHARES, SellerTransfer
 from payouts.services.transfers import transfer_group
 from payouts.stripe_api.gateway import (
     GatewayError,
@@ -51,6 +50,7 @@ from payouts.stripe_api.gateway import (
     TransferNotFound,
     get_gateway,
 )
+from payouts.transfer import money
 from payouts.transfer.transitions import PAID_STATUSES, EndReason, TransferStatus
 
 
@@ -183,7 +183,8 @@ def _unbalanced_entries() -> list[Found]:
 
 # What a transfer row says the seller's payable account holds for it (debit positive): owed at
 # payment, then netted, sent (and given back), charged refund and chargeback shares, reversed,
-# made debt, cancelled (what was not kept back already).
+# made debt, cancelled (what was not kept back already). ``money.row_payable`` in SQL, for one
+# set-based query over every row; tests/test_money_sql.py checks the two agree.
 _ROW_PAYABLE = """
     - t.amount + t.amount_netted + {sent} + t.amount_returned
     + t.reversal_target + t.dispute_target - t.amount_reversed - t.amount_owed
@@ -402,7 +403,7 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
         return "missing at Stripe"
     except GatewayError as error:
         return f"could not be read: {error.describe()}"
-    sent = row.amount - row.amount_netted - row.amount_withheld
+    sent = row.sent
     if (at_stripe.amount, at_stripe.amount_reversed) != (sent, row.amount_reversed):
         return (
             f"amount/reversed {sent}/{row.amount_reversed} here, "
@@ -426,7 +427,7 @@ def _stranded(transfers: QuerySet) -> list[Found]:
     for row in cancelled.select_related("order").order_by("pk"):
         detail = (
             f"cancelled as its order was refunded in full, but the order is {row.order.status}: "
-            f"{row.amount - row.kept_back} owed to the seller is never paid"
+            f"{money.unpaid_share(row.facts)} owed to the seller is never paid"
         )
         found.append(
             Found(BreakKind.TRANSFER_STRANDED, detail, row.seller_id, row.pk, row.currency)
@@ -435,15 +436,14 @@ def _stranded(transfers: QuerySet) -> list[Found]:
         transfers.filter(stripe_transfer_id="")
         .filter(status__in=[TransferStatus.FAILED, TransferStatus.PERMANENTLY_FAILED])
         .exclude(end_reason=EndReason.ORDER_REFUNDED)
-        .annotate(
-            left=F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
-        )
+        .annotate(left=LEFT_AFTER_SHARES)
         .filter(left__lt=0)
     )
     for row in unpaid.order_by("pk"):
         detail = (
             f"{row.status}, keeps back {row.kept_back} of shares from "
-            f"{row.amount - row.amount_netted} left to send: {-row.left} the seller owes "
+            f"{row.amount - row.amount_netted} left to send: {money.owed_at_send(row.facts)} "
+            "the seller owes "
             "can never be sent nor taken back"
         )
         found.append(
@@ -459,9 +459,7 @@ def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
     sellers = transfers.filter(amount_returned__gt=0).values("seller_id")
     rows = SellerTransfer.objects.filter(seller_id__in=sellers).values("seller_id", "currency")
     totals = rows.annotate(
-        against_debt=Sum(
-            Greatest(F("amount_returned") - F("amount_withheld") - F("amount_reversed"), 0)
-        ),
+        against_debt=Sum(GIVEN_BACK_AGAINST_DEBT),
         netted=Sum("amount_netted"),
     ).filter(against_debt__gt=F("netted"))
     return [
