@@ -459,8 +459,10 @@ class PayoutStatus(models.TextChoices):
 
 
 class Payout(models.Model):
-    """A seller's bank payout: Stripe paying the seller's connected account balance out to
-    their bank, bundling our transfers (less reversals) with whatever else is on it."""
+    """A seller's bank payout.
+
+    Stripe paying the seller's connected account balance out to their bank, bundling our transfers
+    (less reversals) with whatever else is on it."""
 
     Status = PayoutStatus
 
@@ -519,8 +521,10 @@ class PayoutItemKind(models.TextChoices):
 
 
 class PayoutItem(models.Model):
-    """One balance transaction a payout carried, tied to our transfer when it is ours. Read
-    again as a whole (replaced) whenever the payout is reconciled."""
+    """One balance transaction a payout carried.
+
+    Tied to our transfer when it is ours. Read again as a whole (replaced) whenever the payout is
+    reconciled."""
 
     Kind = PayoutItemKind
 

@@ -416,10 +416,12 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
 
 
 def _stranded(transfers: QuerySet) -> list[Found]:
-    """Transfers whose money nothing will ever move as things stand: cancelled because the order
-    was refunded in full while it is not (a refund failed after): the seller is owed their
-    share and nothing pays it; an attempt to pay failed while more is kept back than is left to
-    send: it asked Stripe for a negative transfer, and the rest is never recovered."""
+    """Transfers whose money nothing will ever move as things stand.
+
+    Cancelled because the order was refunded in full while it is not (a refund failed after): the
+    seller is owed their share and nothing pays it; an attempt to pay failed while more is kept back
+    than is left to send: it asked Stripe for a negative transfer, and the rest is never
+    recovered."""
     found = []
     cancelled = transfers.filter(
         status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
@@ -453,7 +455,9 @@ def _stranded(transfers: QuerySet) -> list[Found]:
 
 
 def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
-    """Per seller: money sent back in new transfers beyond what was reversed or kept back from
+    """Sellers paid back a debt they never paid.
+
+    Per seller: money sent back in new transfers beyond what was reversed or kept back from
     them gives back a debt, which they can only have paid by netting. More than they netted is
     a debt they never paid (written off, or still owed) paid out to them."""
     sellers = transfers.filter(amount_returned__gt=0).values("seller_id")
@@ -478,8 +482,10 @@ def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
 
 
 def _orders_at_stripe(transfers: QuerySet, gateway: StripeGateway) -> list[Found]:
-    """Each order of the checked transfers at Stripe: one list of its transfer group (the
-    sellers' transfers and the give-backs), then its charge, refunds and disputes."""
+    """Each order of the checked transfers, compared with Stripe.
+
+    One list of its transfer group (the sellers' transfers and the give-backs), then its charge,
+    refunds and disputes."""
     found = []
     order_ids = transfers.order_by("order_id").values_list("order_id", flat=True).distinct()
     for order_id in order_ids.iterator(chunk_size=2000):
@@ -531,8 +537,10 @@ def _charge_booked(order: Order) -> str:
 
 
 def _given_back_at_stripe(rows: list[SellerTransfer], group: list[StripeTransfer]) -> list[Found]:
-    """The transfers that gave money back to each seller (our metadata names the row and how
-    much was given back before) against the row's ``amount_returned``."""
+    """What Stripe gave back to each seller, against the row's ``amount_returned``.
+
+    The transfers that gave money back to each seller: our metadata names the row and how much
+    was given back before."""
     found = []
     for row in rows:
         at_stripe = sum(
@@ -550,8 +558,9 @@ def _given_back_at_stripe(rows: list[SellerTransfer], group: list[StripeTransfer
 
 
 def _cash_at_stripe(charge_id, rows, group, gateway: StripeGateway) -> int | None:
-    """What the order moved on the platform's balance at Stripe (``None`` while the charge has
-    no balance transaction yet)."""
+    """What the order moved on the platform's balance at Stripe.
+
+    ``None`` while the charge has no balance transaction yet."""
     settlement = gateway.charge_settlement(charge_id)
     if settlement is None:
         return None

@@ -157,8 +157,8 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
 
 def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
     """One attempt: give back, find what a lost answer did, or take the rest of the shares."""
-    kept = transfer.reversal_idempotency_key
-    if money.balances(transfer.facts).next == money.NextStep.GIVE_BACK:
+    kept, facts = transfer.reversal_idempotency_key, transfer.facts
+    if money.balances(facts).next == money.NextStep.GIVE_BACK:
         if is_reversal_key(kept):
             return _settle_lost_reversal(transfer, gateway)
         return _give_back(transfer, gateway)
@@ -166,14 +166,9 @@ def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcom
         # The shares rose again before a give-back's lost answer was found: not sent again,
         # but what it did is read before anything else is sent and its key let go.
         return _settle_lost_give_back(transfer, gateway)
-    return _take_back(transfer, gateway)
-
-
-def _take_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
-    """Take what is left of the shares back at Stripe; Stripe's refusals decide what follows."""
     key = reversal_key(transfer)
     try:
-        return _reverse(transfer, gateway, key)
+        return _reverse(transfer, facts, gateway, key)
     except SellerBalanceInsufficient as error:
         return _refuse(transfer, f"the seller's Stripe balance refused it: {error.describe()}")
     except TransferNotFound as error:
@@ -195,20 +190,26 @@ def _take_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
         return _attempt_failed(transfer, error=error, key=key)
 
 
-def _reverse(transfer: SellerTransfer, gateway: StripeGateway, key: str) -> ReversalOutcome:
+def _reverse(transfer, facts: money.Facts, gateway: StripeGateway, key: str) -> ReversalOutcome:
     """Reverse what is left of the shares (``money.to_reverse``).
 
-    Stripe is read first when an earlier attempt may have reversed behind a lost answer."""
-    f = transfer.facts
-    remaining, asked = money.left_to_take(f), money.to_reverse(f)
-    seen = _reversed_at_stripe(transfer, gateway) if _must_read(transfer, asked) else None
-    if seen is not None and (seen.total > transfer.amount_reversed or remaining <= 0):
+    Stripe's reversals are read first when a 5xx asked for it, when the key may be forgotten,
+    or when the key is kept (an earlier attempt since the last settle failed, perhaps behind a
+    lost answer after Stripe reversed) and this attempt sends nothing: only reading finds it."""
+    remaining, asked = money.left_to_take(facts), money.to_reverse(facts)
+    must_read = (
+        transfer.read_stripe_first
+        or key_may_be_forgotten(transfer, now=timezone.now())
+        or (bool(transfer.reversal_idempotency_key) and asked <= 0)
+    )
+    seen = _reversed_at_stripe(transfer, gateway) if must_read else None
+    if seen is not None and (seen.total > facts.reversed or remaining <= 0):
         return _settle(
             transfer, amount_reversed=seen.total, ours=seen.ours, elsewhere=seen.elsewhere
         )
     if remaining <= 0:
-        return _settle(transfer, amount_reversed=transfer.amount_reversed)
-    if money.at_stripe(f) <= 0:
+        return _settle(transfer, amount_reversed=facts.reversed)
+    if money.at_stripe(facts) <= 0:
         return _refuse(transfer, "the rest of the share was never paid out at Stripe")
     reversal = gateway.reverse_transfer(
         transfer.stripe_transfer_id,
@@ -216,22 +217,9 @@ def _reverse(transfer: SellerTransfer, gateway: StripeGateway, key: str) -> Reve
         metadata={"order_id": str(transfer.order_id), "seller_transfer_id": str(transfer.pk)},
         idempotency_key=key,
     )
-    total = transfer.amount_reversed + reversal.amount
+    total = facts.reversed + reversal.amount
     return _settle(
         transfer, amount_reversed=total, stripe_reversal_id=reversal.id, ours=reversal.amount
-    )
-
-
-def _must_read(transfer: SellerTransfer, asked: int) -> bool:
-    """Whether Stripe's reversals are read before this attempt sends anything.
-
-    A 5xx asked for it, the key may be forgotten, or the key is kept (an earlier attempt since
-    the last settle failed, perhaps behind a lost answer after Stripe reversed) while this
-    attempt sends nothing: that reversal is found only by reading."""
-    return (
-        transfer.read_stripe_first
-        or key_may_be_forgotten(transfer, now=timezone.now())
-        or (bool(transfer.reversal_idempotency_key) and asked <= 0)
     )
 
 
