@@ -5,6 +5,8 @@ sent, shares within the amount…) and what the moves keep (nothing given back b
 taken); within those, any combination. Hypothesis runs derandomized (``tests/conftest.py``).
 """
 
+from dataclasses import replace
+
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -229,3 +231,56 @@ def test_a_row_reads_as_its_facts(f):
 
     assume(not (f.paid and f.held))
     assert Facts.of(Row) == f
+
+
+@given(settled())
+def test_recording_the_same_totals_again_changes_nothing(step):
+    before, outcome = step
+    after = _recorded(before, outcome)
+    again = money.settle(after, reversed_seen=outcome.reversed, returned_seen=outcome.returned)
+    assert (again.reversed, again.returned, again.to_give_back) == (
+        outcome.reversed,
+        outcome.returned,
+        outcome.to_give_back,
+    )
+    assert again.given_back == 0 and again.ours_beyond == 0
+
+
+@given(paid_facts())
+def test_following_the_next_steps_settles_a_paid_transfer(f):
+    for _ in range(6):
+        step = money.balances(f).next
+        if step == NextStep.NOTHING:
+            break
+        f = _FOLLOW[step](f)
+    else:
+        raise AssertionError(f"still {money.balances(f).next} after six steps: {f}")
+    assert money.left_to_take(f) <= 0 and f.to_give_back == 0
+
+
+def _recorded(f: Facts, outcome: money.Settlement) -> Facts:
+    return replace(
+        f, reversed=outcome.reversed, returned=outcome.returned, to_give_back=outcome.to_give_back
+    )
+
+
+def _reverse(f: Facts) -> Facts:
+    asked = money.to_reverse(f)
+    return _recorded(f, money.settle(f, reversed_seen=f.reversed + asked, ours=asked))
+
+
+def _book_debt(f: Facts) -> Facts:
+    return replace(f, owed=money.owed_after_refusal(f))
+
+
+def _give_back(f: Facts) -> Facts:
+    cancel = money.debt_cancelled(f, seller_debt=f.owed, written_off=0)
+    f = replace(f, owed=f.owed - cancel.total, to_give_back=f.to_give_back - cancel.total)
+    return _recorded(f, money.settle(f, returned_seen=f.returned + f.to_give_back))
+
+
+_FOLLOW = {
+    NextStep.REVERSE: _reverse,
+    NextStep.BOOK_DEBT: _book_debt,
+    NextStep.GIVE_BACK: _give_back,
+}

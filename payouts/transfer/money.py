@@ -31,6 +31,10 @@ The laws (``tests/test_money_model.py`` holds one property test per law, each na
    back; ``NOTHING`` when every balance is zero.
 7. Money is conserved: an unpaid transfer's amount is what it sends, what it keeps back and
    what it nets against debt; a paid one's is what it sent, kept back and netted.
+8. Recording is idempotent: recording Stripe's same totals again moves nothing.
+9. The steps settle: following the next step (reverse, book the rest as debt, give back, each
+   as its function here says) leaves, within a few steps, nothing to take and nothing to give
+   back.
 """
 
 from collections.abc import Mapping
