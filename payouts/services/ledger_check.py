@@ -36,13 +36,12 @@ from datetime import datetime, timedelta
 
 from django.db import connection
 from django.db.models import F, QuerySet, Sum
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ledger.models import AccountKind, Break, BreakKind, CheckRun, Entry, EntryKind, Line
 from marketplace.models import Order, OrderStatus
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
-from payouts.models import SellerTransfer
+from payouts.models import GIVEN_BACK_AGAINST_DEBT, LEFT_AFTER_SHARES, SellerTransfer
 from payouts.services.transfers import transfer_group
 from payouts.stripe_api.gateway import (
     GatewayError,
@@ -51,6 +50,7 @@ from payouts.stripe_api.gateway import (
     TransferNotFound,
     get_gateway,
 )
+from payouts.transfer import money
 from payouts.transfer.transitions import PAID_STATUSES, EndReason, TransferStatus
 
 
@@ -183,7 +183,8 @@ def _unbalanced_entries() -> list[Found]:
 
 # What a transfer row says the seller's payable account holds for it (debit positive): owed at
 # payment, then netted, sent (and given back), charged refund and chargeback shares, reversed,
-# made debt, cancelled (what was not kept back already).
+# made debt, cancelled (what was not kept back already). ``money.row_payable`` in SQL, for one
+# set-based query over every row; tests/test_money_sql.py checks the two agree.
 _ROW_PAYABLE = """
     - t.amount + t.amount_netted + {sent} + t.amount_returned
     + t.reversal_target + t.dispute_target - t.amount_reversed - t.amount_owed
@@ -402,7 +403,7 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
         return "missing at Stripe"
     except GatewayError as error:
         return f"could not be read: {error.describe()}"
-    sent = row.amount - row.amount_netted - row.amount_withheld
+    sent = row.sent
     if (at_stripe.amount, at_stripe.amount_reversed) != (sent, row.amount_reversed):
         return (
             f"amount/reversed {sent}/{row.amount_reversed} here, "
@@ -415,10 +416,12 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
 
 
 def _stranded(transfers: QuerySet) -> list[Found]:
-    """Transfers whose money nothing will ever move as things stand: cancelled because the order
-    was refunded in full while it is not (a refund failed after): the seller is owed their
-    share and nothing pays it; an attempt to pay failed while more is kept back than is left to
-    send: it asked Stripe for a negative transfer, and the rest is never recovered."""
+    """Transfers whose money nothing will ever move as things stand.
+
+    Cancelled because the order was refunded in full while it is not (a refund failed after): the
+    seller is owed their share and nothing pays it; an attempt to pay failed while more is kept back
+    than is left to send: it asked Stripe for a negative transfer, and the rest is never
+    recovered."""
     found = []
     cancelled = transfers.filter(
         status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
@@ -426,7 +429,7 @@ def _stranded(transfers: QuerySet) -> list[Found]:
     for row in cancelled.select_related("order").order_by("pk"):
         detail = (
             f"cancelled as its order was refunded in full, but the order is {row.order.status}: "
-            f"{row.amount - row.kept_back} owed to the seller is never paid"
+            f"{money.unpaid_share(row.facts)} owed to the seller is never paid"
         )
         found.append(
             Found(BreakKind.TRANSFER_STRANDED, detail, row.seller_id, row.pk, row.currency)
@@ -435,15 +438,14 @@ def _stranded(transfers: QuerySet) -> list[Found]:
         transfers.filter(stripe_transfer_id="")
         .filter(status__in=[TransferStatus.FAILED, TransferStatus.PERMANENTLY_FAILED])
         .exclude(end_reason=EndReason.ORDER_REFUNDED)
-        .annotate(
-            left=F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
-        )
+        .annotate(left=LEFT_AFTER_SHARES)
         .filter(left__lt=0)
     )
     for row in unpaid.order_by("pk"):
         detail = (
             f"{row.status}, keeps back {row.kept_back} of shares from "
-            f"{row.amount - row.amount_netted} left to send: {-row.left} the seller owes "
+            f"{row.amount - row.amount_netted} left to send: {money.owed_at_send(row.facts)} "
+            "the seller owes "
             "can never be sent nor taken back"
         )
         found.append(
@@ -453,15 +455,15 @@ def _stranded(transfers: QuerySet) -> list[Found]:
 
 
 def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
-    """Per seller: money sent back in new transfers beyond what was reversed or kept back from
+    """Sellers paid back a debt they never paid.
+
+    Per seller: money sent back in new transfers beyond what was reversed or kept back from
     them gives back a debt, which they can only have paid by netting. More than they netted is
     a debt they never paid (written off, or still owed) paid out to them."""
     sellers = transfers.filter(amount_returned__gt=0).values("seller_id")
     rows = SellerTransfer.objects.filter(seller_id__in=sellers).values("seller_id", "currency")
     totals = rows.annotate(
-        against_debt=Sum(
-            Greatest(F("amount_returned") - F("amount_withheld") - F("amount_reversed"), 0)
-        ),
+        against_debt=Sum(GIVEN_BACK_AGAINST_DEBT),
         netted=Sum("amount_netted"),
     ).filter(against_debt__gt=F("netted"))
     return [
@@ -480,8 +482,10 @@ def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
 
 
 def _orders_at_stripe(transfers: QuerySet, gateway: StripeGateway) -> list[Found]:
-    """Each order of the checked transfers at Stripe: one list of its transfer group (the
-    sellers' transfers and the give-backs), then its charge, refunds and disputes."""
+    """Each order of the checked transfers, compared with Stripe.
+
+    One list of its transfer group (the sellers' transfers and the give-backs), then its charge,
+    refunds and disputes."""
     found = []
     order_ids = transfers.order_by("order_id").values_list("order_id", flat=True).distinct()
     for order_id in order_ids.iterator(chunk_size=2000):
@@ -533,8 +537,10 @@ def _charge_booked(order: Order) -> str:
 
 
 def _given_back_at_stripe(rows: list[SellerTransfer], group: list[StripeTransfer]) -> list[Found]:
-    """The transfers that gave money back to each seller (our metadata names the row and how
-    much was given back before) against the row's ``amount_returned``."""
+    """What Stripe gave back to each seller, against the row's ``amount_returned``.
+
+    The transfers that gave money back to each seller: our metadata names the row and how much
+    was given back before."""
     found = []
     for row in rows:
         at_stripe = sum(
@@ -552,8 +558,9 @@ def _given_back_at_stripe(rows: list[SellerTransfer], group: list[StripeTransfer
 
 
 def _cash_at_stripe(charge_id, rows, group, gateway: StripeGateway) -> int | None:
-    """What the order moved on the platform's balance at Stripe (``None`` while the charge has
-    no balance transaction yet)."""
+    """What the order moved on the platform's balance at Stripe.
+
+    ``None`` while the charge has no balance transaction yet."""
     settlement = gateway.charge_settlement(charge_id)
     if settlement is None:
         return None

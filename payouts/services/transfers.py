@@ -30,7 +30,7 @@ from marketplace.services import (
     settlement_record,
 )
 from payouts.models import SellerTransfer
-from payouts.services.shares import allocate, transfers_apply_shares
+from payouts.services.shares import transfers_apply_shares
 from payouts.stripe_api.gateway import (
     DestinationCannotReceive,
     GatewayError,
@@ -39,7 +39,7 @@ from payouts.stripe_api.gateway import (
     StripeTransfer,
     get_gateway,
 )
-from payouts.transfer import moves
+from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.idempotency import (
     NextAttempt,
@@ -234,7 +234,7 @@ def seller_shares_of_settlement(order: Order) -> dict[int, int]:
         order.items.values_list("seller_id").annotate(gross=Sum("amount")).order_by("seller_id")
     )
     total = sum(gross_by_seller.values())
-    return allocate(order.settlement_net, of=total, weights=gross_by_seller)
+    return money.allocate(order.settlement_net, of=total, weights=gross_by_seller)
 
 
 def _new_rows(order: Order) -> list[SellerTransfer]:
@@ -257,7 +257,7 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
                 seller_id=seller_id,
                 amount=net,
                 platform_fee=fee,
-                amount_netted=min(max(debt, 0), net),
+                amount_netted=money.netted_at_creation(amount=net, debt=debt),
                 currency=currency,
                 **_first_status(),
             )
