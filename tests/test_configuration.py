@@ -43,7 +43,7 @@ def config_from(monkeypatch):
 
     def parse(**variables: str):
         for name in list(os.environ):
-            if name.startswith(("REVERSAL_", "TRANSFER_RETRY_", "PLATFORM_FEE_")):
+            if name.startswith(("REVERSAL_", "TRANSFER_RETRY_", "PLATFORM_FEE_", "STRIPE_")):
                 monkeypatch.delenv(name)
         for name, value in variables.items():
             monkeypatch.setenv(name, value)

@@ -1,0 +1,78 @@
+"""How the checks read many transfers at Stripe: in pages, not one call each.
+
+Reconciliation and ``ledger_check`` compare a day (or a week) of transfers with Stripe. Read one
+at a time that is a call per transfer (312,000 a day at 300,000 transfers a day, three and a half
+hours of a 25/s operation's budget); listed by creation time, a hundred to a call, it is about a
+hundredth of that. ``TransfersAtStripe`` lists every transfer Stripe created in the checked
+window, keeps the figures of the ones asked about, and reads singly only those the pages did not
+return (a transfer created before the window but changed within it, one missing at Stripe).
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from payouts.gateway import StripeGateway
+
+# Our clock and Stripe's may differ, and a row's ``created_at`` comes before its transfer is sent:
+# the window opens this much before the earliest row and closes this much after now.
+CLOCK_MARGIN = timedelta(minutes=5)
+
+
+@dataclass
+class ReadCounts:
+    pages: int = 0  # list requests
+    listed: int = 0  # transfers the pages returned
+    single_reads: int = 0  # one-transfer requests for what the pages did not return
+
+    @property
+    def calls(self) -> int:
+        return self.pages + self.single_reads
+
+
+class TransfersAtStripe:
+    """The Stripe figures of a set of transfers, read a page of 100 at a time by creation
+    window; ``transfer(id)`` answers from the pages, else with one read of its own (raising the
+    gateway's ``TransferNotFound`` or ``GatewayError`` as ``retrieve_transfer`` does)."""
+
+    def __init__(self, gateway: StripeGateway):
+        self._gateway = gateway
+        self._figures: dict[str, tuple[int, int]] = {}
+        self.counts = ReadCounts()
+
+    @classmethod
+    def read(
+        cls,
+        *,
+        ids: Iterable[str],
+        created_from: datetime | None,
+        gateway: StripeGateway,
+        now: datetime | None = None,
+    ) -> "TransfersAtStripe":
+        """List the transfers created from ``created_from`` (less a margin) until now and keep
+        those in ``ids``. ``None``: nothing is listed (no row to check)."""
+        reader = cls(gateway)
+        wanted = set(ids)
+        if not wanted or created_from is None:
+            return reader
+        now = now or timezone.now()
+        start = int((created_from - CLOCK_MARGIN).timestamp())
+        end = int((now + CLOCK_MARGIN).timestamp())
+        for page in gateway.transfers_created_between(start=start, end=end):
+            reader.counts.pages += 1
+            reader.counts.listed += len(page)
+            for transfer in page:
+                if transfer.id in wanted:
+                    reader._figures[transfer.id] = (transfer.amount, transfer.amount_reversed)
+        return reader
+
+    def transfer(self, stripe_transfer_id: str) -> tuple[int, int]:
+        """``(amount, amount_reversed)`` at Stripe: from the pages, else read now."""
+        figures = self._figures.get(stripe_transfer_id)
+        if figures is not None:
+            return figures
+        self.counts.single_reads += 1
+        read = self._gateway.retrieve_transfer(stripe_transfer_id)
+        return read.amount, read.amount_reversed
