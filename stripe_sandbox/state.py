@@ -518,11 +518,13 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
     def list_refunds(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         charge_id = params.string("charge")
         intent_id = params.string("payment_intent")
+        created = params.timestamp_range("created")
         items = [
             r
             for r in self.refunds.values()
             if (charge_id is None or r["charge"] == charge_id)
             and (intent_id is None or r["payment_intent"] == intent_id)
+            and created(r["created"])
         ]
         return self._page(items, params, "/v1/refunds", "refund", copy.deepcopy)
 
@@ -570,11 +572,13 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
     def list_transfers(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         group = params.string("transfer_group")
         destination = params.string("destination")
+        created = params.timestamp_range("created")
         items = [
             t
             for t in self.transfers.values()
             if (group is None or t["transfer_group"] == group)
             and (destination is None or t["destination"] == destination)
+            and created(t["created"])
         ]
         return self._page(items, params, "/v1/transfers", "transfer", self.render_transfer)
 
@@ -649,18 +653,18 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
                 code="parameter_invalid_integer",
             )
         newest = list(reversed(items))
-        ids = [item["id"] for item in newest]
+        position = {item["id"]: index for index, item in enumerate(newest)}
         after = params.string("starting_after")
         before = params.string("ending_before")
         if after is not None:
-            if after not in ids:
+            if after not in position:
                 raise resource_missing(noun, after, param="starting_after", status=400)
-            rest = newest[ids.index(after) + 1 :]
+            rest = newest[position[after] + 1 :]
             page, has_more = rest[:limit], len(rest) > limit
         elif before is not None:
-            if before not in ids:
+            if before not in position:
                 raise resource_missing(noun, before, param="ending_before", status=400)
-            rest = newest[: ids.index(before)]
+            rest = newest[: position[before]]
             page, has_more = rest[-limit:], len(rest) > limit
         else:
             page, has_more = newest[:limit], len(newest) > limit
