@@ -497,8 +497,7 @@ class StripeGateway:
                 page_params["starting_after"] = after
             page = self._call(operation, func, *args, params=page_params)
             data = page.get("data") or []
-            if data:
-                yield data
+            yield data  # an empty first page too: the caller counts every request
             if not page.get("has_more") or not data:
                 return
             after = data[-1]["id"]

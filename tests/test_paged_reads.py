@@ -1,0 +1,116 @@
+"""The checks read Stripe's transfers in pages of 100 by creation time, and one at a time only
+the rows the pages did not return; counted at the sandbox, through the real client."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from ledger.models import BreakKind
+from payouts.gateway import get_gateway
+from payouts.models import SellerTransfer
+from payouts.services.ledger_check import ledger_check
+from payouts.services.reconciliation import transfers_compare_with_stripe
+from payouts.services.stripe_reads import TransfersAtStripe
+from tests.builders import paid_order
+
+
+@dataclass(frozen=True)
+class Reads:
+    pages: int
+    single: int
+
+
+def reads_since(sandbox, before: Reads | None = None) -> Reads:
+    now = Reads(len(sandbox.calls("transfers.list")), len(sandbox.calls("transfers.retrieve")))
+    if before is None:
+        return now
+    return Reads(now.pages - before.pages, now.single - before.single)
+
+
+@pytest.fixture
+def hundred_and_five_paid(client, sandbox, stripe_client):
+    """One order of 105 sellers, each paid at the sandbox: two pages of transfers."""
+    order, rows = paid_order(stripe_client, [100 + i for i in range(105)], webhook=client)
+    assert {row.status for row in rows} == {"completed"}
+    return order, rows
+
+
+@pytest.mark.django_db
+def test_a_check_of_105_transfers_takes_two_pages_and_no_single_read(
+    sandbox, hundred_and_five_paid
+):
+    before = reads_since(sandbox)
+
+    run, breaks = ledger_check()
+
+    assert breaks == []
+    assert run.transfers_checked == 105
+    assert reads_since(sandbox, before) == Reads(pages=2, single=0)
+
+
+@pytest.mark.django_db
+def test_a_row_the_pages_did_not_return_is_read_on_its_own(sandbox, hundred_and_five_paid):
+    _, rows = hundred_and_five_paid
+    ghost = rows[0]
+    SellerTransfer.objects.filter(pk=ghost.pk).update(stripe_transfer_id="tr_neverMadeAtStripe")
+    before = reads_since(sandbox)
+
+    _, breaks = ledger_check(stripe_since=timedelta(hours=1))
+
+    assert reads_since(sandbox, before) == Reads(pages=2, single=1)
+    stripe_breaks = [b for b in breaks if b.kind == BreakKind.TRANSFER_STRIPE]
+    assert [(b.transfer_id, b.detail) for b in stripe_breaks] == [
+        (ghost.pk, "tr_neverMadeAtStripe: missing at Stripe")
+    ]
+
+
+@pytest.mark.django_db
+def test_rows_created_before_the_listed_window_fall_back_to_single_reads(
+    sandbox, client, stripe_client
+):
+    _, rows = paid_order(stripe_client, [1000, 2000, 3000], webhook=client)
+    ids = [row.stripe_transfer_id for row in rows]
+    before = reads_since(sandbox)
+
+    # A window that opens after these transfers were made: the page returns none of them.
+    at_stripe = TransfersAtStripe.read(
+        ids=ids,
+        created_from=timezone.now() + timedelta(minutes=6),
+        gateway=get_gateway(for_checks=True),
+        now=timezone.now() + timedelta(minutes=6),
+    )
+    figures = [at_stripe.transfer(stripe_id) for stripe_id in ids]
+
+    assert figures == [(row.amount, 0) for row in rows]
+    assert reads_since(sandbox, before) == Reads(pages=1, single=3)
+    assert (at_stripe.counts.pages, at_stripe.counts.listed, at_stripe.counts.single_reads) == (
+        1,
+        0,
+        3,
+    )
+
+
+@pytest.mark.django_db
+def test_reconciliation_repairs_a_dashboard_reversal_from_the_page(sandbox, hundred_and_five_paid):
+    _, rows = hundred_and_five_paid
+    row = rows[7]
+    sandbox.reverse_out_of_band(row.stripe_transfer_id, amount=40)
+    before = reads_since(sandbox)
+
+    differences = transfers_compare_with_stripe(repair=True, since=timedelta(days=1))
+
+    assert [(d.transfer_id, d.repaired) for d in differences] == [(row.pk, True)]
+    assert reads_since(sandbox, before) == Reads(pages=2, single=0)
+    row.refresh_from_db()
+    assert row.amount_reversed == 40
+
+
+@pytest.mark.django_db
+def test_nothing_to_check_reads_nothing_at_stripe(sandbox):
+    before = reads_since(sandbox)
+
+    transfers_compare_with_stripe(repair=False, since=timedelta(days=1))
+
+    assert reads_since(sandbox, before) == Reads(pages=0, single=0)
