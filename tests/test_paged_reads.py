@@ -102,7 +102,8 @@ def test_reconciliation_repairs_a_dashboard_reversal_from_the_page(sandbox, hund
     differences = transfers_compare_with_stripe(repair=True, since=timedelta(days=1))
 
     assert [(d.transfer_id, d.repaired) for d in differences] == [(row.pk, True)]
-    assert reads_since(sandbox, before) == Reads(pages=2, single=0)
+    # The page's figure differed from ours, so it was read once more before being believed.
+    assert reads_since(sandbox, before) == Reads(pages=2, single=1)
     row.refresh_from_db()
     assert row.amount_reversed == 40
 
@@ -114,3 +115,22 @@ def test_nothing_to_check_reads_nothing_at_stripe(sandbox):
     transfers_compare_with_stripe(repair=False, since=timedelta(days=1))
 
     assert reads_since(sandbox, before) == Reads(pages=0, single=0)
+
+
+@pytest.mark.django_db
+def test_a_listed_figure_made_stale_by_a_reversal_during_the_check_is_not_a_break(
+    sandbox, client, stripe_client
+):
+    _, [row] = paid_order(stripe_client, [1000], webhook=client)
+    at_stripe = TransfersAtStripe.read(
+        ids=[row.stripe_transfer_id],
+        created_from=row.created_at,
+        gateway=get_gateway(for_checks=True),
+    )
+    # A reversal made after the page was read, and recorded on our row.
+    sandbox.reverse_out_of_band(row.stripe_transfer_id, amount=250)
+
+    figures = at_stripe.transfer(row.stripe_transfer_id, ours=(row.amount, 250))
+
+    assert figures == (row.amount, 250)
+    assert (at_stripe.counts.single_reads, at_stripe.counts.confirmations) == (1, 1)

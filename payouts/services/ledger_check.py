@@ -383,13 +383,15 @@ def _earliest(transfers) -> datetime | None:
 
 
 def _compare_at_stripe(row: SellerTransfer, at_stripe: TransfersAtStripe) -> str | None:
+    sent = row.amount - row.amount_netted - row.amount_withheld
     try:
-        amount, amount_reversed = at_stripe.transfer(row.stripe_transfer_id)
+        amount, amount_reversed = at_stripe.transfer(
+            row.stripe_transfer_id, ours=(sent, row.amount_reversed)
+        )
     except TransferNotFound:
         return "missing at Stripe"
     except GatewayError as error:
         return f"could not be read: {error.describe()}"
-    sent = row.amount - row.amount_netted - row.amount_withheld
     if (amount, amount_reversed) != (sent, row.amount_reversed):
         return (
             f"amount/reversed {sent}/{row.amount_reversed} here, "

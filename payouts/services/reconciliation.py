@@ -120,7 +120,9 @@ def _compare(
         return Difference(row.pk, row.stripe_transfer_id, problem, repaired)
 
     try:
-        amount, amount_reversed = at_stripe.transfer(row.stripe_transfer_id)
+        amount, amount_reversed = at_stripe.transfer(
+            row.stripe_transfer_id, ours=(row.sent, row.amount_reversed)
+        )
     except TransferNotFound:
         return differs("missing at Stripe")
     except GatewayError as error:

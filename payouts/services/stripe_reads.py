@@ -5,7 +5,8 @@ at a time that is a call per transfer (312,000 a day at 300,000 transfers a day,
 hours of a 25/s operation's budget); listed by creation time, a hundred to a call, it is about a
 hundredth of that. ``TransfersAtStripe`` lists every transfer Stripe created in the checked
 window, keeps the figures of the ones asked about, and reads singly only those the pages did not
-return (a transfer created before the window but changed within it, one missing at Stripe).
+return (a transfer created before the window but changed within it, one missing at Stripe) and
+those whose listed figures differ from ours (to confirm a difference before reporting it).
 """
 
 from collections.abc import Iterable
@@ -25,7 +26,8 @@ CLOCK_MARGIN = timedelta(minutes=5)
 class ReadCounts:
     pages: int = 0  # list requests
     listed: int = 0  # transfers the pages returned
-    single_reads: int = 0  # one-transfer requests for what the pages did not return
+    single_reads: int = 0  # one-transfer requests: what the pages did not return, or confirm
+    confirmations: int = 0  # of those, re-reads of a page's figures that differed from ours
 
     @property
     def calls(self) -> int:
@@ -68,11 +70,18 @@ class TransfersAtStripe:
                     reader._figures[transfer.id] = (transfer.amount, transfer.amount_reversed)
         return reader
 
-    def transfer(self, stripe_transfer_id: str) -> tuple[int, int]:
-        """``(amount, amount_reversed)`` at Stripe: from the pages, else read now."""
+    def transfer(
+        self, stripe_transfer_id: str, *, ours: tuple[int, int] | None = None
+    ) -> tuple[int, int]:
+        """``(amount, amount_reversed)`` at Stripe: from the pages, else read now. A page's
+        figures that differ from ``ours`` are read again before they are believed: the page
+        may predate a reversal made while the check ran (a check of a busy day lists for
+        minutes), and a false difference would send staff after nothing."""
         figures = self._figures.get(stripe_transfer_id)
-        if figures is not None:
+        if figures is not None and (ours is None or figures == ours):
             return figures
+        if figures is not None:
+            self.counts.confirmations += 1
         self.counts.single_reads += 1
         read = self._gateway.retrieve_transfer(stripe_transfer_id)
         return read.amount, read.amount_reversed
