@@ -70,6 +70,7 @@ STRIPE_OPERATIONS = frozenset(
     {
         "accounts.retrieve",
         "charges.retrieve",
+        "events.list",
         "refunds.create",
         "refunds.list",
         "refunds.retrieve",

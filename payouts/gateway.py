@@ -510,6 +510,15 @@ class StripeGateway:
         for page in self._pages("transfers.list", self._client.v1.transfers.list, params=params):
             yield [_transfer(obj) for obj in page]
 
+    def transfers_reversed_between(self, *, start: int, end: int) -> Iterator[list[StripeTransfer]]:
+        """The transfers as Stripe's ``transfer.reversed`` events of ``[start, end)`` carry them,
+        newest event first, a page of 100 events at a time: how the checks read the day's
+        reversals of transfers created on earlier days without a call each. Stripe keeps events
+        for 30 days."""
+        params = {"type": "transfer.reversed", "created": {"gte": start, "lt": end}}
+        for page in self._pages("events.list", self._client.v1.events.list, params=params):
+            yield [_transfer(event["data"]["object"]) for event in page]
+
     def list_reversals(self, stripe_transfer_id: str) -> list[StripeReversal]:
         return [
             _reversal(obj)

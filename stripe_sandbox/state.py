@@ -639,6 +639,20 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
     def retrieve_event(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         return copy.deepcopy(self._get(self.events, "event", args[0]))
 
+    def list_events(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        """The account's events, newest first: the platform's own unless ``Stripe-Account``
+        names a connected account; by ``type`` and ``created``, in pages."""
+        event_type = params.string("type")
+        created = params.timestamp_range("created")
+        items = [
+            e
+            for e in self.events.values()
+            if e.get("account") == ctx.stripe_account
+            and (event_type is None or e["type"] == event_type)
+            and created(e["created"])
+        ]
+        return self._page(items, params, "/v1/events", "event", copy.deepcopy)
+
     # -- shared ---------------------------------------------------------------
 
     @staticmethod
@@ -737,6 +751,7 @@ OPERATIONS = {
     "reversals.list": Store.list_reversals,
     "reversals.retrieve": Store.retrieve_reversal,
     "events.retrieve": Store.retrieve_event,
+    "events.list": Store.list_events,
     "balance.retrieve": Store.retrieve_balance,
     "balance_transactions.retrieve": Store.retrieve_balance_transaction,
     "disputes.retrieve": Store.retrieve_dispute,

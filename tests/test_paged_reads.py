@@ -1,8 +1,9 @@
 """The checks read Stripe's transfers in pages of 100 by creation time, and one at a time only
 the rows the pages did not return; counted at the sandbox, through the real client."""
 
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -12,7 +13,7 @@ from payouts.gateway import get_gateway
 from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
 from payouts.services.reconciliation import transfers_compare_with_stripe
-from payouts.services.stripe_reads import TransfersAtStripe
+from payouts.services.stripe_reads import CLOCK_MARGIN, TransfersAtStripe
 from tests.builders import paid_order
 
 
@@ -134,3 +135,39 @@ def test_a_listed_figure_made_stale_by_a_reversal_during_the_check_is_not_a_brea
 
     assert figures == (row.amount, 250)
     assert (at_stripe.counts.single_reads, at_stripe.counts.confirmations) == (1, 1)
+
+
+def events_listed(sandbox) -> int:
+    return len(sandbox.calls("events.list"))
+
+
+@pytest.mark.django_db
+def test_a_transfer_made_before_the_window_and_reversed_within_it_comes_from_the_events(
+    sandbox, client, stripe_client
+):
+    _, [row] = paid_order(stripe_client, [1000], webhook=client)
+    made = stripe_client.v1.transfers.retrieve(row.stripe_transfer_id).created
+    time.sleep(1.1)  # the reversal's event a second after the transfer, inside the window
+    sandbox.reverse_out_of_band(row.stripe_transfer_id, amount=300)
+    before, events_before = reads_since(sandbox), events_listed(sandbox)
+
+    at_stripe = TransfersAtStripe.read(
+        ids=[row.stripe_transfer_id],
+        # The listed window opens a second after the transfer was made.
+        created_from=datetime.fromtimestamp(made + 1, tz=UTC) + CLOCK_MARGIN,
+        gateway=get_gateway(for_checks=True),
+    )
+
+    assert at_stripe.transfer(row.stripe_transfer_id, ours=(row.amount, 300)) == (row.amount, 300)
+    assert reads_since(sandbox, before) == Reads(pages=1, single=0)
+    assert events_listed(sandbox) - events_before == 1
+    assert (at_stripe.counts.listed, at_stripe.counts.from_events) == (0, 1)
+
+
+@pytest.mark.django_db
+def test_events_are_not_listed_when_the_pages_returned_every_row(sandbox, hundred_and_five_paid):
+    events_before = events_listed(sandbox)
+
+    ledger_check()
+
+    assert events_listed(sandbox) == events_before

@@ -709,3 +709,24 @@ def test_a_malformed_created_filter_is_stripes_400(client):
         client.v1.transfers.list(params={"created": {"after": 5}})
 
     assert info.value.http_status == 400
+
+
+def test_events_are_listed_by_type_and_creation_time(client, transfer):
+    client.v1.transfers.reversals.create(transfer.id, params={"amount": 100})
+    client.v1.transfers.reversals.create(transfer.id, params={"amount": 200})
+
+    listed = client.v1.events.list(
+        params={"type": "transfer.reversed", "created": {"gte": transfer.created}, "limit": 1}
+    )
+    rest = client.v1.events.list(
+        params={"type": "transfer.reversed", "starting_after": listed.data[0].id}
+    )
+
+    assert listed.has_more and not rest.has_more
+    # Newest first: the latest event carries the transfer's latest amount reversed.
+    assert [e.data.object.amount_reversed for e in listed.data + rest.data] == [300, 100]
+    assert {e.type for e in client.v1.events.list(params={"limit": 100}).data} >= {
+        "transfer.created",
+        "transfer.reversed",
+    }
+    assert client.v1.events.list(params={"created": {"lt": transfer.created}}).data == []
