@@ -96,14 +96,24 @@ def main() -> int:
     print()
     print("ledger_check (full run) on one day of transfers, Stripe at live limits:")
     harness.print_table(
-        ["day", "code", "transfers.retrieve", "transfers.list", "calls", "Stripe leg s", "total s"],
+        [
+            "day",
+            "code",
+            "transfers.retrieve",
+            "transfers.list",
+            "events.list",
+            "calls",
+            "Stripe leg s",
+            "total s",
+        ],
         [
             [
                 r["size"],
                 r["which"],
                 r["retrieve"],
                 r["list"],
-                r["retrieve"] + r["list"],
+                r["events"],
+                r["retrieve"] + r["list"] + r["events"],
                 f"{r['full'] - r['book']:.1f}",
                 f"{r['full']:.1f}",
             ]
@@ -160,7 +170,8 @@ def fill(sandbox, conn, size: int) -> None:
 def measure(sandbox, db: str, size: int, which: str, code: Path) -> dict:
     control = sandbox.control
     control.set_rate_limit(100, 100, per_operation=25)
-    before = {op: len(control.calls(op)) for op in ("transfers.retrieve", "transfers.list")}
+    operations = ("transfers.retrieve", "transfers.list", "events.list")
+    before = {op: len(control.calls(op)) for op in operations}
     env = harness.worker_environment(db, sandbox.url, LOG_LEVEL="WARNING")
     env["STRIPE_SECRET_KEY"] = CHECK_KEY
     env["PYTHONPATH"] = str(code)
@@ -187,6 +198,7 @@ def measure(sandbox, db: str, size: int, which: str, code: Path) -> dict:
         which=which,
         retrieve=len(control.calls("transfers.retrieve")) - before["transfers.retrieve"],
         list=len(control.calls("transfers.list")) - before["transfers.list"],
+        events=len(control.calls("events.list")) - before["events.list"],
         limited=len(control.calls(outcome="rate_limited")),
     )
     control.set_rate_limit(None)
