@@ -335,11 +335,6 @@ class StripeGateway:
         self._rate_limiter = rate_limiter
         self._share = share
 
-    def for_checks(self) -> "StripeGateway":
-        """The same client and limiter, its requests counted against the checks' smaller share
-        (reconciliation, ledger_check)."""
-        return StripeGateway(self._client, self._rate_limiter, share=Share.CHECKS)
-
     def _call(self, operation: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one API request and return a plain dict (a list: its page, ``data`` and
         ``has_more``). Each request, each page of a list too, takes its own place in the

@@ -2,13 +2,15 @@
 the rows the pages did not return; counted at the sandbox, through the real client."""
 
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
 from ledger.models import BreakKind
+from payouts.conf import RateBudgets
 from payouts.gateway import get_gateway
 from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
@@ -171,3 +173,27 @@ def test_events_are_not_listed_when_the_pages_returned_every_row(sandbox, hundre
     ledger_check()
 
     assert events_listed(sandbox) == events_before
+
+
+@pytest.mark.django_db
+def test_the_checks_read_stripe_on_their_own_smaller_share(
+    sandbox, settings, hundred_and_five_paid
+):
+    # A budget of its own (the limiter's keys follow the API key), the checks' share at 1/s.
+    settings.STRIPE_SECRET_KEY = f"sk_test_{uuid.uuid4().hex}"
+    settings.PAYOUTS = replace(
+        settings.PAYOUTS,
+        stripe=replace(
+            settings.PAYOUTS.stripe,
+            budgets=RateBudgets(
+                global_per_second=1000, default_per_second=1000, checks_per_second=1
+            ),
+        ),
+    )
+    started = time.monotonic()
+
+    ledger_check()
+
+    # Two pages at one a second: the second waited for the checks' window, though the global
+    # and the operation's had room.
+    assert time.monotonic() - started >= 1.0
