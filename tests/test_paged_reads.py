@@ -197,3 +197,19 @@ def test_the_checks_read_stripe_on_their_own_smaller_share(
     # Two pages at one a second: the second waited for the checks' window, though the global
     # and the operation's had room.
     assert time.monotonic() - started >= 1.0
+
+
+@pytest.mark.django_db
+def test_a_page_stripe_cannot_answer_leaves_the_rest_to_single_reads(
+    sandbox, client, stripe_client
+):
+    _, rows = paid_order(stripe_client, [1000, 2000], webhook=client)
+    sandbox.script("transfers.list", [{"action": "error_500"}])
+    sandbox.script("events.list", [{"action": "error_500"}])
+    before = reads_since(sandbox)
+
+    run, breaks = ledger_check()
+
+    assert breaks == []
+    assert run.transfers_checked == 2
+    assert reads_since(sandbox, before) == Reads(pages=1, single=2)

@@ -12,13 +12,16 @@ missing at Stripe, one changed otherwise) is read on its own, and so is a listed
 differs from ours, to confirm the difference before reporting it.
 """
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from payouts.gateway import StripeGateway
+from payouts.gateway import GatewayError, StripeGateway, StripeTransfer
+
+logger = logging.getLogger(__name__)
 
 # Our clock and Stripe's may differ, and a row's ``created_at`` comes before its transfer is sent:
 # the window opens this much before the earliest row and closes this much after now.
@@ -67,7 +70,7 @@ class TransfersAtStripe:
         now = now or timezone.now()
         start = int((created_from - CLOCK_MARGIN).timestamp())
         end = int((now + CLOCK_MARGIN).timestamp())
-        for page in gateway.transfers_created_between(start=start, end=end):
+        for page in reader._pages(gateway.transfers_created_between(start=start, end=end)):
             reader.counts.pages += 1
             reader.counts.listed += len(page)
             for transfer in page:
@@ -81,12 +84,25 @@ class TransfersAtStripe:
     def _read_reversal_events(self, left: set[str], *, start: int, end: int) -> None:
         # Newest first: the first event seen for a transfer carries its latest amount reversed
         # (a reversal made after this read is caught by the confirming read of a difference).
-        for page in self._gateway.transfers_reversed_between(start=start, end=end):
+        pages = self._gateway.transfers_reversed_between(start=start, end=end)
+        for page in self._pages(pages):
             self.counts.event_pages += 1
             for transfer in page:
                 if transfer.id in left and transfer.id not in self._figures:
                     self._figures[transfer.id] = (transfer.amount, transfer.amount_reversed)
                     self.counts.from_events += 1
+
+    @staticmethod
+    def _pages(pages: Iterator[list[StripeTransfer]]) -> Iterator[list[StripeTransfer]]:
+        """The pages until one cannot be read: then what is left is read one at a time (each
+        row's own error, if any, becomes its own difference) rather than the check failing."""
+        try:
+            yield from pages
+        except GatewayError as error:
+            logger.warning(
+                "listing at Stripe failed; the rest is read one at a time",
+                extra={"error": error.describe()},
+            )
 
     def transfer(
         self, stripe_transfer_id: str, *, ours: tuple[int, int] | None = None
