@@ -11,7 +11,8 @@ Six checks, each a break per difference (stored, so the admin lists them, and pr
 3. for each transfer, the money the book says went out and came back equals the row's;
 4. for each transfer paid at Stripe, Stripe's amount and amount reversed equal the row's, and
    the transfers Stripe holds that gave money back to the seller add up to the row's
-   ``amount_returned`` (read through the gateway, so the shared rate limit applies);
+   ``amount_returned`` (read through the gateway in pages of 100 by creation time, on the
+   checks' share of the shared rate limit; ``payouts/services/stripe_reads.py``);
 5. for each order of those transfers, the platform's cash in the book equals what Stripe's
    balance transactions of the order moved: the charge's net, its refunds (and their failures),
    its disputes' funds, and every transfer of its transfer group less what was reversed;
@@ -35,13 +36,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, Min, QuerySet, Sum
 from django.utils import timezone
 
 from ledger.models import AccountKind, Break, BreakKind, CheckRun, Entry, EntryKind, Line
 from marketplace.models import Order, OrderStatus
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
 from payouts.models import GIVEN_BACK_AGAINST_DEBT, LEFT_AFTER_SHARES, SellerTransfer
+from payouts.services.stripe_reads import TransfersAtStripe
 from payouts.services.transfers import transfer_group
 from payouts.stripe_api.gateway import (
     GatewayError,
@@ -104,8 +106,8 @@ def ledger_check(
         at_stripe = transfers
         if stripe_since is not None:
             at_stripe = transfers.filter(updated_at__gte=timezone.now() - stripe_since)
-        gateway = gateway or get_gateway()
-        found += _transfers_at_stripe(at_stripe, gateway)
+        gateway = gateway or get_gateway(for_checks=True)
+        found += _transfers_at_stripe(at_stripe, gateway, window=stripe_since)
         found += _orders_at_stripe(at_stripe, gateway)
     Break.objects.bulk_create(
         Break(
@@ -379,10 +381,22 @@ def _transfers_in_the_book(since) -> list[Found]:
     ]
 
 
-def _transfers_at_stripe(transfers, gateway: StripeGateway) -> list[Found]:
+def _transfers_at_stripe(
+    transfers, gateway: StripeGateway, *, window: timedelta | None = None
+) -> list[Found]:
+    """Each transfer against Stripe's figures, read in pages of the transfers Stripe created in
+    the last ``window`` (all: since the earliest checked row's creation); only rows the pages
+    did not return are read one at a time."""
+    paid = transfers.exclude(stripe_transfer_id="")
+    created_from = timezone.now() - window if window is not None else _earliest(paid)
+    at_stripe = TransfersAtStripe.read(
+        ids=paid.values_list("stripe_transfer_id", flat=True).iterator(chunk_size=10_000),
+        created_from=created_from,
+        gateway=gateway,
+    )
     found = []
-    for row in transfers.exclude(stripe_transfer_id="").order_by("pk").iterator(chunk_size=2000):
-        problem = _compare_at_stripe(row, gateway)
+    for row in paid.order_by("pk").iterator(chunk_size=2000):
+        problem = _compare_at_stripe(row, at_stripe)
         if problem:
             found.append(
                 Found(
@@ -396,18 +410,24 @@ def _transfers_at_stripe(transfers, gateway: StripeGateway) -> list[Found]:
     return found
 
 
-def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | None:
+def _earliest(transfers) -> datetime | None:
+    return transfers.aggregate(first=Min("created_at"))["first"]
+
+
+def _compare_at_stripe(row: SellerTransfer, at_stripe: TransfersAtStripe) -> str | None:
+    sent = row.sent
     try:
-        at_stripe = gateway.retrieve_transfer(row.stripe_transfer_id)
+        amount, amount_reversed = at_stripe.transfer(
+            row.stripe_transfer_id, ours=(sent, row.amount_reversed)
+        )
     except TransferNotFound:
         return "missing at Stripe"
     except GatewayError as error:
         return f"could not be read: {error.describe()}"
-    sent = row.sent
-    if (at_stripe.amount, at_stripe.amount_reversed) != (sent, row.amount_reversed):
+    if (amount, amount_reversed) != (sent, row.amount_reversed):
         return (
             f"amount/reversed {sent}/{row.amount_reversed} here, "
-            f"{at_stripe.amount}/{at_stripe.amount_reversed} at Stripe"
+            f"{amount}/{amount_reversed} at Stripe"
         )
     return None
 
