@@ -26,11 +26,11 @@ import django  # noqa: E402
 django.setup()
 
 from django.db import connection  # noqa: E402
-from payouts.transitions import TransferStatus  # noqa: E402
 
 from payouts.models import SellerTransfer  # noqa: E402
 from payouts.services.reversals import reversals_process_due  # noqa: E402
 from payouts.services.transfers import SENDABLE, transfers_send_due  # noqa: E402
+from payouts.transfer.transitions import TransferStatus  # noqa: E402
 
 
 def main() -> int:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
-from payouts.gateway import get_gateway
 
 from ledger.models import BreakKind
 from payouts.conf import RateBudgets
@@ -16,6 +15,7 @@ from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
 from payouts.services.reconciliation import transfers_compare_with_stripe
 from payouts.services.stripe_reads import CLOCK_MARGIN, TransfersAtStripe
+from payouts.stripe_api.gateway import get_gateway
 from tests.builders import paid_order
 
 

@@ -10,9 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from payouts.rate_limit import WINDOW_MS, Share, StripeRateLimiter
 
 from payouts.conf import RateBudgets
+from payouts.stripe_api.rate_limit import WINDOW_MS, Share, StripeRateLimiter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,7 @@ def test_threads_with_their_own_connections_share_one_budget(settings, namespace
 HAMMER = """
 import sys, time
 from payouts.conf import RateBudgets
-from payouts.rate_limit import StripeRateLimiter
+from payouts.stripe_api.rate_limit import StripeRateLimiter
 url, namespace, tries = sys.argv[1], sys.argv[2], int(sys.argv[3])
 budget = StripeRateLimiter(url, RateBudgets(100, 10, 5), namespace=namespace)
 time.sleep(float(sys.argv[4]) - time.time())  # both processes start together

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from payouts.gateway import GatewayError, StripeGateway, StripeTransfer
+from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer
 
 logger = logging.getLogger(__name__)
 
