@@ -68,7 +68,9 @@ def main() -> int:
     parser.add_argument("--transfers", type=int, default=5000, help="the day measured twice")
     parser.add_argument("--after-only", type=int, nargs="*", default=[], help="larger days")
     parser.add_argument(
-        "--before", help="git revision of the old reader (default: where this branch left main)"
+        "--before",
+        help="git revision of the old reader (default: where this branch left main; "
+        "`none` measures the current code only)",
     )
     parser.add_argument("--db", default="payouts_bench_check_reads")
     parser.add_argument("--keep", action="store_true")
@@ -82,8 +84,10 @@ def main() -> int:
         harness.connect(db) as conn,
         tempfile.TemporaryDirectory(prefix="bench-before-") as before_dir,
     ):
-        extract(options.before or merge_base(), Path(before_dir))
-        runs = [(options.transfers, "before"), (options.transfers, "after")]
+        runs = [(options.transfers, "after")]
+        if options.before != "none":
+            extract(options.before or merge_base(), Path(before_dir))
+            runs.insert(0, (options.transfers, "before"))
         runs += [(size, "after") for size in options.after_only]
         filled = None
         for size, which in runs:

@@ -46,7 +46,7 @@ SMOKE_RUNS = {
         "workers  endpoint  calls  rate/s  of 25/s  overall/s  max in 1 s  429s  exactly once",
     ),
     "check_reads": Smoke(
-        "--transfers 20",
+        "--transfers 20 --before none",
         "day  code  transfers.retrieve  transfers.list  events.list  calls  Stripe leg s  total s",
     ),
     "memory": Smoke(
