@@ -46,7 +46,7 @@ def test_a_check_of_105_transfers_takes_two_pages_and_no_single_read(
 ):
     before = reads_since(sandbox)
 
-    run, breaks = ledger_check()
+    run, breaks = ledger_check(cash=False)
 
     assert breaks == []
     assert run.transfers_checked == 105
@@ -60,7 +60,7 @@ def test_a_row_the_pages_did_not_return_is_read_on_its_own(sandbox, hundred_and_
     SellerTransfer.objects.filter(pk=ghost.pk).update(stripe_transfer_id="tr_neverMadeAtStripe")
     before = reads_since(sandbox)
 
-    _, breaks = ledger_check(stripe_since=timedelta(hours=1))
+    _, breaks = ledger_check(stripe_since=timedelta(hours=1), cash=False)
 
     assert reads_since(sandbox, before) == Reads(pages=2, single=1)
     stripe_breaks = [b for b in breaks if b.kind == BreakKind.TRANSFER_STRIPE]
@@ -170,7 +170,7 @@ def test_a_transfer_made_before_the_window_and_reversed_within_it_comes_from_the
 def test_events_are_not_listed_when_the_pages_returned_every_row(sandbox, hundred_and_five_paid):
     events_before = events_listed(sandbox)
 
-    ledger_check()
+    ledger_check(cash=False)
 
     assert events_listed(sandbox) == events_before
 
@@ -192,7 +192,7 @@ def test_the_checks_read_stripe_on_their_own_smaller_share(
     )
     started = time.monotonic()
 
-    ledger_check()
+    ledger_check(cash=False)
 
     # Two pages at one a second: the second waited for the checks' window, though the global
     # and the operation's had room.
@@ -208,7 +208,7 @@ def test_a_page_stripe_cannot_answer_leaves_the_rest_to_single_reads(
     sandbox.script("events.list", [{"action": "error_500"}])
     before = reads_since(sandbox)
 
-    run, breaks = ledger_check()
+    run, breaks = ledger_check(cash=False)
 
     assert breaks == []
     assert run.transfers_checked == 2

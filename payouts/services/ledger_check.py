@@ -85,6 +85,7 @@ def ledger_check(
     stripe_since: timedelta | None = None,
     gateway: StripeGateway | None = None,
     incremental: bool = False,
+    cash: bool | None = None,
 ) -> tuple[CheckRun, list[Found]]:
     """Run the ledger check, full or incremental, and store its breaks.
 
@@ -92,7 +93,9 @@ def ledger_check(
     per-transfer ones over transfers changed within ``since`` (or all). ``incremental``: only
     what changed since the last clean run, at most a week and a day back (``since`` is then
     ignored; breaks that stay unfixed longer are the weekly full run's). At Stripe, the checked
-    transfers changed within ``stripe_since`` (or all of them)."""
+    transfers changed within ``stripe_since`` (or all of them); and, unless ``cash`` is False
+    (by default: in full runs, not incremental ones), each of their orders' platform cash
+    against Stripe's balance transactions, a few reads per order."""
     changed_since = _last_clean_run_start() if incremental else None
     if changed_since is not None:
         changed_since = max(changed_since, timezone.now() - WEEKLY_CHECK_WINDOW)
@@ -108,7 +111,8 @@ def ledger_check(
             at_stripe = transfers.filter(updated_at__gte=timezone.now() - stripe_since)
         gateway = gateway or get_gateway(for_checks=True)
         found += _transfers_at_stripe(at_stripe, gateway, window=stripe_since)
-        found += _orders_at_stripe(at_stripe, gateway)
+        if cash if cash is not None else not incremental:
+            found += _orders_at_stripe(at_stripe, gateway)
     Break.objects.bulk_create(
         Break(
             run=run,

@@ -744,12 +744,13 @@ class StripeGateway:
         return sum(int(txn.get("net", txn["amount"])) for txn in txns if isinstance(txn, dict))
 
     def list_disputes(self, *, charge_id: str) -> list[StripeDispute]:
-        objs = self._call(
-            "disputes.list",
-            self._client.v1.disputes.list,
-            params={"charge": charge_id, "limit": 100},
-        )
-        return [dispute_from_stripe(obj) for obj in objs]
+        return [
+            dispute_from_stripe(obj)
+            for page in self._pages(
+                "disputes.list", self._client.v1.disputes.list, params={"charge": charge_id}
+            )
+            for obj in page
+        ]
 
     def list_refunds(self, *, charge_id: str) -> list[StripeRefund]:
         return [
