@@ -113,6 +113,12 @@ def ledger_check(
         found += _transfers_at_stripe(at_stripe, gateway, window=stripe_since)
         if cash if cash is not None else not incremental:
             found += _orders_at_stripe(at_stripe, gateway)
+    _run_finished(run, found, checked=transfers.count())
+    return run, found
+
+
+def _run_finished(run: CheckRun, found: list[Found], *, checked: int) -> None:
+    """Store the run's breaks, and when and how much it checked."""
     Break.objects.bulk_create(
         Break(
             run=run,
@@ -125,10 +131,9 @@ def ledger_check(
         for f in found
     )
     run.finished_at = timezone.now()
-    run.transfers_checked = transfers.count()
+    run.transfers_checked = checked
     run.breaks_found = len(found)
     run.save(update_fields=["finished_at", "transfers_checked", "breaks_found"])
-    return run, found
 
 
 def ledger_check_daily() -> dict[str, int]:

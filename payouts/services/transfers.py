@@ -350,15 +350,7 @@ def _attempt(
             return SendOutcome.CANCELLED
         result = existing or _create_at_stripe(transfer, gateway, key)
     except DestinationCannotReceive as error:
-        seller_account_status_set(
-            seller=seller,
-            status=AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED,
-            reason=error.describe(),
-        )
-        # Stripe keeps its answer under the key: sent again once the account can receive, the
-        # same key would replay this refusal for ever. The next attempt sends a new one.
-        follow = next_attempt(key, error, read_stripe_first=transfer.read_stripe_first)
-        return _hold_for_the_account(transfer, seller, actor, follow=follow)
+        return _refused_for_the_account(transfer, seller, actor, key=key, error=error)
     except GatewayError as error:
         return failed(error.describe(), error)
     adopted = existing is not None
@@ -371,6 +363,21 @@ def _attempt(
         destination_payment=result.destination_payment,
     )
     return SendOutcome.COMPLETED
+
+
+def _refused_for_the_account(
+    transfer: SellerTransfer, seller, actor: Actor, *, key: str, error: DestinationCannotReceive
+) -> SendOutcome:
+    """Stripe refused the send for the seller's account: record why, and hold the row for it."""
+    seller_account_status_set(
+        seller=seller,
+        status=AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED,
+        reason=error.describe(),
+    )
+    # Stripe keeps its answer under the key: sent again once the account can receive, the same
+    # key would replay this refusal for ever. The next attempt sends a new one.
+    follow = next_attempt(key, error, read_stripe_first=transfer.read_stripe_first)
+    return _hold_for_the_account(transfer, seller, actor, follow=follow)
 
 
 def _seller_can_receive(seller, gateway: StripeGateway) -> bool:
