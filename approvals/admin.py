@@ -1,5 +1,7 @@
-"""Every approval request, decided or not, read-only: they change only through the approvals
-service (the console's "Waiting for approval" page and the staff API decide them)."""
+"""The admin's read-only list of approval requests, decided or not.
+
+Approval requests change only through the approvals service (the console's "Waiting for approval"
+page and the staff API decide them)."""
 
 from django.contrib import admin
 

@@ -2,8 +2,10 @@ from django.apps import AppConfig
 
 
 class ApprovalsConfig(AppConfig):
-    """Four eyes on staff money actions. Below the book and the payouts app: each of them
-    registers its own actions here (``approvals.registry``), so neither imports the other."""
+    """The approvals app: four eyes on staff money actions.
+
+    It sits below the book and the payouts app: each of them registers its own actions here
+    (``approvals.registry``), so neither imports the other."""
 
     name = "approvals"
     default_auto_field = "django.db.models.BigAutoField"

@@ -22,9 +22,11 @@ DECIDED = [
 
 
 class ApprovalRequest(models.Model):
-    """One staff money action above its approval rule's threshold, waiting for (or decided by)
-    a second person. ``status`` changes only through guarded ``UPDATE … WHERE status = …`` in
-    ``approvals.services``: the one that updates the row is the one that acts."""
+    """A staff money action waiting for, or decided by, a second person.
+
+    The action is above its approval rule's threshold. ``status`` changes only through guarded
+    ``UPDATE … WHERE status = …`` in ``approvals.services``: the one that updates the row is the one
+    that acts."""
 
     Status = ApprovalStatus
 

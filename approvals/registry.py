@@ -25,8 +25,10 @@ from config.errors import InvalidInput, StripeRefused
 
 @dataclass(frozen=True, slots=True)
 class Measured:
-    """What the approval rule is applied to: the amount and currency the action moves, and its
-    parameters as it will run (an amount "all that is left" made explicit, say)."""
+    """The amount, currency and parameters an approval rule judges an action by.
+
+    The amount and currency the action moves, and its parameters as it will run (an amount "all that
+    is left" made explicit, say)."""
 
     amount: int
     currency: str
@@ -35,8 +37,10 @@ class Measured:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """One run of an action: its parameters, who asked and why, and the approval request it
-    runs for (``None`` when it needed none)."""
+    """One run of a staff money action.
+
+    Its parameters, who asked and why, and the approval request it runs for (``None`` when it needed
+    none)."""
 
     params: Mapping[str, Any]
     reason: str
@@ -61,8 +65,10 @@ class Action:
 
 
 class ActionOutcomeUnknown(StripeRefused):
-    """Stripe's answer was lost (a timeout, a dropped connection): the action may have run. The
-    request stays approved and is finished by ``resume``, never run afresh."""
+    """The action may have run: Stripe's answer to it was lost.
+
+    Lost to a timeout or a dropped connection. The request stays approved and is finished by
+    ``resume``, never run afresh."""
 
     code = "outcome_unknown"
 

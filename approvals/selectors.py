@@ -11,8 +11,9 @@ from approvals.registry import action_for, actions
 
 
 def approvals_waiting(*, now: datetime) -> QuerySet[ApprovalRequest]:
-    """Requests a second person can still decide, oldest first (the partial index on
-    ``expires_at`` where pending)."""
+    """The approval requests still open to a decision, oldest first.
+
+    Served by the partial index on ``expires_at`` where pending."""
     return (
         ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, expires_at__gt=now)
         .select_related("requested_by")

@@ -1,5 +1,7 @@
-"""Four eyes: a staff money action above its approval rule waits for a second person, who
-approves it (and it runs, once) or rejects it.
+"""Four eyes: staff money actions that a second person approves or rejects.
+
+A staff money action above its approval rule waits for a second person, who approves it (and it
+runs, once) or rejects it.
 
 Running once rests on two things. The decision is a guarded ``UPDATE … SET status='approved'
 WHERE status='pending'`` (and not expired, and not by the person who asked): of two approvers at
@@ -65,9 +67,10 @@ class StaffActionOutcome:
 def staff_action_request(
     *, kind: str, params: dict[str, Any], reason: str, user
 ) -> StaffActionOutcome:
-    """Run a staff money action now, or, when its approval rule says so, record a request for
-    a second person. Raises the action's own errors (bad parameters, unknown rows, Stripe's
-    refusal when it runs now); nothing is recorded then."""
+    """Run a staff money action now, or record it for a second person's approval.
+
+    The request is recorded when the action's approval rule says so. Raises the action's own errors
+    (bad parameters, unknown rows, Stripe's refusal when it runs now); nothing is recorded then."""
     action = action_for(kind)
     reason = (reason or "").strip()
     if action.reason_required and not reason:
@@ -98,9 +101,10 @@ def staff_action_request(
 
 
 def approval_approve(*, request_id: int, user, reason: str = "") -> ApprovalRequest:
-    """``user`` approves the request: the action runs, once. Returns the request: ``executed``,
-    ``failed`` (the action refused; its error recorded, nothing changed), or ``approved`` while
-    Stripe's answer is unknown (the sweep finishes it).
+    """Approve the request as ``user``: its action runs, once.
+
+    Returns the request: ``executed``, ``failed`` (the action refused; its error recorded, nothing
+    changed), or ``approved`` while Stripe's answer is unknown (the sweep finishes it).
 
     Raises ``UnknownApprovalRequest``, ``OwnApprovalRequest`` or ``ApprovalRequestDecided``
     (decided, expired, or another approver was first); nothing changes then."""
@@ -129,8 +133,9 @@ def approval_approve(*, request_id: int, user, reason: str = "") -> ApprovalRequ
 
 
 def approval_reject(*, request_id: int, user, reason: str) -> ApprovalRequest:
-    """``user`` rejects the request, with a reason; nothing runs. Raises as
-    ``approval_approve`` does, and ``ApprovalReasonMissing``."""
+    """Reject the request as ``user``, with a reason: its action never runs.
+
+    Raises as ``approval_approve`` does, and ``ApprovalReasonMissing``."""
     reason = (reason or "").strip()
     if not reason:
         raise ApprovalReasonMissing("a rejection needs a reason")
@@ -150,8 +155,10 @@ def approval_reject(*, request_id: int, user, reason: str) -> ApprovalRequest:
 
 
 def approvals_sweep(*, now: datetime | None = None) -> dict[str, int]:
-    """Beat's sweep: expire requests nobody decided in time, and finish approved actions whose
-    process died (or whose Stripe answer was lost) mid-run. Returns counts."""
+    """Beat's sweep of approval requests: expire the undecided, finish the interrupted.
+
+    It expires requests nobody decided in time and finishes approved actions whose process died (or
+    whose Stripe answer was lost) mid-run. Returns counts."""
     now = now or timezone.now()
     expired = ApprovalRequest.objects.filter(status=A.PENDING, expires_at__lte=now).update(
         status=A.EXPIRED, updated_at=now
@@ -181,8 +188,10 @@ def _claim(request_id: int, user, now: datetime, **fields) -> int:
 
 
 def _why_not(request_id: int, user, now: datetime) -> DomainError:
-    """Why a decision updated nothing: unknown, own, or decided already (an expired request
-    that nobody has swept yet is marked so first)."""
+    """The error for a decision that updated no row.
+
+    Unknown, own, or decided already (an expired request that nobody has swept yet is marked so
+    first)."""
     request = ApprovalRequest.objects.filter(pk=request_id).select_related("decided_by").first()
     if request is None:
         return UnknownApprovalRequest(f"No approval request {request_id}.")
@@ -202,9 +211,10 @@ def _why_not(request_id: int, user, now: datetime) -> DomainError:
 
 
 def _prepare(request: ApprovalRequest, action: Action, *, approver) -> None:
-    """Inside the claim's transaction: the action's database effects, or the request marked
-    failed with the action's error when it refuses (its effects rolled back, the decision kept).
-    An action with nothing to send is executed here."""
+    """Apply an approved action's database effects in the claim's transaction.
+
+    Or mark the request failed with the action's error when it refuses (its effects rolled back, the
+    decision kept). An action with nothing to send is executed here."""
     ask = Ask(
         params=request.params,
         reason=request.reason,
@@ -239,8 +249,10 @@ def _send(request: ApprovalRequest, action: Action, step) -> None:
 
 
 def _record(request: ApprovalRequest, status: str, *, result=None, error: str = "") -> None:
-    """Record where the action got to. From ``approved`` only: a row decided otherwise (a
-    second sweep's run finishing late) is left as its first outcome made it."""
+    """Record the outcome of an approved request's action.
+
+    From ``approved`` only: a row decided otherwise (a second sweep's run finishing late) is left as
+    its first outcome made it."""
     now = timezone.now()
     fields: dict[str, Any] = {"status": status, "error": error, "updated_at": now}
     if result is not None:

@@ -1,5 +1,7 @@
-"""The staff API of four eyes: what waits for a second person, and their decision. Each view is
-parse → call one service → serialize."""
+"""The staff API of four eyes: approval requests and their decisions.
+
+What waits for a second person, and their decision. Each view is parse → call one service →
+serialize."""
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes

@@ -25,9 +25,11 @@ def staff_permission(codename: str) -> type[BasePermission]:
 
 
 class StaffTokenAuthentication(TokenAuthentication):
-    """API clients send ``Authorization: Bearer <token>``: a staff user's token, made on the
-    admin's Tokens page or with ``manage.py drf_create_token <username>``. A browser never
-    attaches it to a request on its own, so another site cannot make one send it."""
+    """Bearer-token authentication for the staff API.
+
+    Clients send ``Authorization: Bearer <token>``: a staff user's token, made on the admin's Tokens
+    page or with ``manage.py drf_create_token <username>``. A browser never attaches it to a request
+    on its own, so another site cannot make one send it."""
 
     keyword = "Bearer"
 
@@ -41,8 +43,10 @@ STAFF_AUTHENTICATION = [StaffTokenAuthentication, SessionAuthentication]
 
 
 class JSONBodyOnly(BasePermission):
-    """Unsafe requests with a body must send JSON (415 otherwise), on the endpoints that read no
-    body too: an HTML form, which another site can make a browser post, cannot send JSON."""
+    """Refuse unsafe requests whose body is not JSON (415).
+
+    Also on the endpoints that read no body: an HTML form, which another site can make a browser
+    post, cannot send JSON."""
 
     def has_permission(self, request, view):
         if request.method in SAFE_METHODS or not _has_body(request):

@@ -86,9 +86,10 @@ def exception_handler(exc, context):
 
 
 def unexpected_message(error: Exception, *, about: str) -> tuple[int, str]:
-    """The admin message for an error no service meant to raise (a bug, a setting missing):
-    the operator is told what failed instead of getting the server's error page; the traceback
-    goes to the log."""
+    """The admin message for an unexpected error, with the traceback logged.
+
+    An error no service meant to raise (a bug, a setting missing): the operator is told what failed
+    instead of getting the server's error page; the traceback goes to the log."""
     logger.exception("admin action failed", extra={"about": about})
     return messages.ERROR, (
         f"{about}: failed unexpectedly ({type(error).__name__}: {error}); nothing more was "

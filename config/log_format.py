@@ -23,11 +23,13 @@ _NONZERO = re.compile(r"[1-9]")
 
 
 class QuietTicks(logging.Filter):
-    """Beat's routine ticks at DEBUG instead of INFO: beat sending a scheduled task, a worker
-    receiving one, and its success when it found nothing to do (every count in its result 0;
-    the heartbeat always). Idle, every sweep printed three INFO lines, 130 a minute under
-    ``make run``; a sweep that did something still says so at INFO, and any failure is a
-    warning or an error as before. ``tasks``: the scheduled tasks' names (the beat schedule)."""
+    """Log beat's routine ticks at DEBUG, so an idle service stays quiet.
+
+    The routine ticks are beat sending a scheduled task, a worker receiving one, and its success
+    when it found nothing to do (every count in its result 0; the heartbeat always). Idle, every
+    sweep printed three INFO lines, 130 a minute under ``make run``; a sweep that did something
+    still says so at INFO, and any failure is a warning or an error as before. ``tasks``: the
+    scheduled tasks' names (the beat schedule)."""
 
     def __init__(self, tasks=(), routine=()):
         super().__init__()

@@ -39,8 +39,9 @@ def format_money(amount: int, currency: str) -> str:
 
 
 class AmountNotUnderstood(ValueError):
-    """Typed text that is not an amount in the currency as the console shows it; the message
-    says what to type instead."""
+    """Typed text that is not an amount in the currency as the console shows it.
+
+    The message says what to type instead."""
 
 
 def _example(currency: str) -> str:
@@ -48,9 +49,11 @@ def _example(currency: str) -> str:
 
 
 def parse_money(text: str, currency: str) -> int:
-    """An amount typed the way the console shows it, back to minor units: ``"108.00"`` USD →
-    ``10800``, ``"5,805"`` JPY → ``5805``, ``"1.234"`` KWD → ``1234``. Commas may group
-    thousands; the currency's code may follow. Raises ``AmountNotUnderstood``.
+    """Read an amount typed the way the console shows it, in minor units.
+
+    For example ``"108.00"`` USD → ``10800``, ``"5,805"`` JPY → ``5805``, ``"1.234"`` KWD →
+    ``1234``. Commas may group thousands; the currency's code may follow. Raises
+    ``AmountNotUnderstood``.
 
     Anything that could be read two ways is refused rather than guessed: ``"108"`` in a
     two-decimal currency may be 108.00 or 1.08 in cents (the mistake this exists to stop), and

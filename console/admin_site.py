@@ -220,8 +220,10 @@ class ConsoleAdminSite(admin.AdminSite):
         return response
 
     def waiting_for_approval(self, request: HttpRequest):
-        """Staff money actions waiting for a second person, each with its decision: approve (it
-        runs, once) or reject with a reason. A decision is a POST back here."""
+        """The console's "Waiting for approval" page, where a second person decides.
+
+        It lists staff money actions waiting for a second person, each with its decision: approve
+        (it runs, once) or reject with a reason. A decision is a POST back here."""
         user = request.user
         if not (user.has_perm(APPROVALS_VIEW_PERMISSION) or user.has_perm(APPROVE_PERMISSION)):
             raise PermissionDenied

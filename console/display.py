@@ -50,8 +50,10 @@ class Tone(StrEnum):
 
 
 def money(amount: int | None, currency: str, *, signed: bool = False) -> SafeString | str:
-    """``58.05 USD``, negatives (a debt, a credit line) marked so that they stand out;
-    ``signed``: positives get their ``+`` too (a ledger line)."""
+    """An amount with its currency, as the console shows money.
+
+    Like ``58.05 USD``; negatives (a debt, a credit line) marked so that they stand out; ``signed``:
+    positives get their ``+`` too (a ledger line)."""
     if amount is None or not currency:
         return EMPTY
     classes = "money money-negative" if amount < 0 else "money"
@@ -62,8 +64,9 @@ def money(amount: int | None, currency: str, *, signed: bool = False) -> SafeStr
 
 
 def seller_named(seller) -> str:
-    """``Alice's Shop (seller 7, acct_…)``: how a seller is named in messages and plans, never
-    by internal id alone."""
+    """A seller's name for messages and plans, with their id and account.
+
+    ``Alice's Shop (seller 7, acct_…)``: never the internal id alone."""
     account = seller.stripe_account_id or "no connected account"
     return f"{seller.name} (seller {seller.pk}, {account})"
 
@@ -134,18 +137,21 @@ def action_form(
 
 
 class Echo:
-    """A file-like object whose ``write`` hands back what it is given: ``csv.writer`` formats a
-    row, and the streaming response sends it."""
+    """A file-like object that lets ``csv.writer`` feed a streaming response.
+
+    Its ``write`` hands back what it is given: ``csv.writer`` formats a row, and the streaming
+    response sends it."""
 
     def write(self, value: str) -> str:
         return value
 
 
 class CsvExport:
-    """A list's "Export CSV": the rows its filters, date filters and search select, every one
-    of them (not just the page), each column as the list shows it, as text. Streamed, so a
-    large export costs the server one chunk of rows at a time; capped at ``CSV_LIMIT`` rows
-    (narrow the filters for more)."""
+    """A list's "Export CSV" of every row its filters select.
+
+    The rows its filters, date filters and search select, every one of them (not just the page),
+    each column as the list shows it, as text. Streamed, so a large export costs the server one
+    chunk of rows at a time; capped at ``CSV_LIMIT`` rows (narrow the filters for more)."""
 
     change_list_template = "admin/change_list_export.html"
     CSV_LIMIT = 200_000
@@ -200,8 +206,9 @@ def _column_text(model_admin, row, name: str) -> str:
 
 
 class PageActions:
-    """A row's page offers, as buttons, the list's actions that apply to it
-    (``page_actions_for``); each posts the action for this one row to the list, which shows
+    """A row's page with the list's actions that apply to it, as buttons.
+
+    ``page_actions_for`` names them; each posts the action for this one row to the list, which shows
     the action's confirmation page before anything runs."""
 
     change_form_template = "admin/change_form_actions.html"

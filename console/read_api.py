@@ -1,7 +1,8 @@
-"""The staff API's reads for operations: seller transfers, filtered as the console filters them,
-and "needs attention" as the console shows it, for teams building their own alerts and reports.
-Read-only; parse → one selector → serialize. Errors are rendered by
-``config.errors.exception_handler``."""
+"""The staff API's read-only views of seller transfers and "needs attention".
+
+Seller transfers, filtered as the console filters them, and "needs attention" as the console shows
+it, for teams building their own alerts and reports. Read-only; parse → one selector → serialize.
+Errors are rendered by ``config.errors.exception_handler``."""
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes

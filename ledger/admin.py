@@ -95,8 +95,10 @@ class EntryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="lines (debit +, credit −)")
     def lines_signed(self, entry):
-        """Each line with its sign, in the book's convention: a debit is positive, a credit
-        negative, and the entry's lines add up to zero."""
+        """The entry's lines, each with its sign.
+
+        In the book's convention: a debit is positive, a credit negative, and the entry's lines add
+        up to zero."""
         lines = sorted(entry.lines.all(), key=lambda line: (-line.amount, line.pk))
         return format_html_join(
             mark_safe("<br>"),
@@ -144,8 +146,10 @@ class CheckRunAdmin(ReadOnlyAdmin):
 
 
 class WriteOffForm(forms.Form):
-    """A write-off as the console shows money: the currency of one of the seller's debts and an
-    amount in major units with that currency's decimals (``108.00`` USD, ``5,805`` JPY)."""
+    """The write-off form: a debt's currency and an amount in major units.
+
+    Money as the console shows it: the currency of one of the seller's debts and an amount in major
+    units with that currency's decimals (``108.00`` USD, ``5,805`` JPY)."""
 
     currency = forms.ChoiceField(help_text="One of the currencies the seller owes in.")
     amount = forms.CharField(
@@ -192,8 +196,10 @@ def balances_text(balances: dict[str, dict]) -> str:
 
 
 class InDebtFilter(admin.SimpleListFilter):
-    """Sellers who owe the platform something, in any currency (their debt account's lines
-    add up to more than zero: a debt is never negative in any one currency)."""
+    """Filter sellers by whether they owe the platform anything.
+
+    In debt: they owe something in any currency (their debt account's lines add up to more than
+    zero: a debt is never negative in any one currency)."""
 
     title = "debt"
     parameter_name = "debt"

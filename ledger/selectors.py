@@ -24,8 +24,10 @@ def account_balance(*, kind: str, seller_id: int | None = None, currency: str) -
 
 
 def seller_written_off(*, seller_id: int, currency: str) -> int:
-    """How much of the seller's debt in ``currency`` stands written off: written off by staff,
-    less what was revived because the seller no longer owed it (their shares fell)."""
+    """The seller's debt in ``currency`` that stands written off.
+
+    Written off by staff, less what was revived because the seller no longer owed it (their shares
+    fell)."""
     lines = Line.objects.filter(
         account__kind=K.SELLER_DEBT,
         account__seller_id=seller_id,

@@ -91,8 +91,9 @@ def post_transfer_cancelled(ref: TransferRef, *, amount: int) -> None:
 
 
 def post_transfer_reinstated(ref: TransferRef, *, amount: int) -> None:
-    """A transfer cancelled when its order was refunded in full is owed again (the refund
-    failed): what the cancellation took off the seller's payable is theirs again."""
+    """Post a transfer cancelled by a full refund as owed to the seller again.
+
+    The refund failed: what the cancellation took off the seller's payable is theirs again."""
     legs = [Leg(K.SELLER_PAYABLE, -amount, ref.seller_id), Leg(K.BUYER_REFUNDS, amount)]
     ref.post(EntryKind.TRANSFER_CANCELLED, legs)
 
@@ -188,8 +189,10 @@ def post_given_back(
 
 
 def post_write_off_reversed(ref: TransferRef, *, amount: int) -> None:
-    """``amount`` of a debt staff wrote off is no longer owed (the seller's shares fell): it is
-    the seller's debt again, from bad debt, to be cancelled rather than paid out."""
+    """Post the reversal of a write-off, in part or in full.
+
+    ``amount`` of a debt staff wrote off is no longer owed (the seller's shares fell): it is the
+    seller's debt again, from bad debt, to be cancelled rather than paid out."""
     legs = [Leg(K.SELLER_DEBT, amount, ref.seller_id), Leg(K.BAD_DEBT, -amount)]
     ref.post(EntryKind.WRITE_OFF_REVERSED, legs)
 

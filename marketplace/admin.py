@@ -65,8 +65,10 @@ ACCOUNT_TONES = {
 
 
 def order_badge(order) -> str:
-    """The order's status as an operator needs it: a dispute outweighs "paid" (the buyer's bank
-    is taking the money back), and a partial refund says so in words."""
+    """The order's status badge, as an operator needs to read it.
+
+    A dispute outweighs "paid" (the buyer's bank is taking the money back), and a partial refund
+    says so in words."""
     dispute = getattr(order, "dispute_status", None)
     if dispute is None and order.pk is not None:
         dispute = order.disputes.order_by("-pk").values_list("status", flat=True).first()
@@ -176,8 +178,9 @@ class SellerAdmin(CsvExport, admin.ModelAdmin):
             super().save_model(request, obj, form, change)
 
     def account_change(self, request, seller: Seller, account: str) -> None:
-        """Point the seller at ``account`` (the payouts app extends this: a reconnected seller's
-        held transfers are released)."""
+        """Change the seller's connected account to ``account``.
+
+        The payouts app extends this: a reconnected seller's held transfers are released."""
         seller_account_set(seller=seller, stripe_account_id=account, user=request.user)
 
 

@@ -84,8 +84,9 @@ def seller_accounts(seller: Seller) -> set[str]:
 
 
 def seller_for_connected_account(*, account_id: str) -> Seller | None:
-    """The seller whose connected account ``account_id`` is, now or before an audited change
-    (``None`` when it is none of our sellers')."""
+    """The seller who has, or had, the connected account ``account_id``.
+
+    Now or before an audited change; ``None`` when it is none of our sellers'."""
     if not account_id:
         return None
     return (

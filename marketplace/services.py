@@ -395,10 +395,11 @@ def seller_account_status_set(*, seller: Seller, status: str, reason: str = "") 
 def seller_account_event_apply(
     *, seller: Seller, status: str, reason: str, event_created: datetime
 ) -> bool:
-    """Record what a Stripe account event made at ``event_created`` says of the seller's
-    account, unless an event made later was applied already (Stripe delivers them in any
-    order). True when applied. Events of one second are applied in the order they arrive:
-    their times cannot tell them apart."""
+    """Apply a Stripe account event to the seller, unless a later one came first.
+
+    It records what the event, made at ``event_created``, says of the seller's account; Stripe
+    delivers events in any order. True when applied. Events of one second are applied in the order
+    they arrive: their times cannot tell them apart."""
     applied = (
         Seller.objects.filter(pk=seller.pk)
         .filter(Q(account_event_created__isnull=True) | Q(account_event_created__lte=event_created))

@@ -1,7 +1,9 @@
-"""What each money action of the console will do, read before it runs: one line per order or
-transfer naming whom it touches and how much, in the console's money format. The confirmation
-pages show these; nothing here writes. The services decide again under their locks when the
-action is confirmed, so a plan read a minute earlier can never make them do more."""
+"""Plans of the console's money actions, read before they run.
+
+What each action will do: one line per order or transfer naming whom it touches and how much, in the
+console's money format. The confirmation pages show these; nothing here writes. The services decide
+again under their locks when the action is confirmed, so a plan read a minute earlier can never make
+them do more."""
 
 from config.money import format_money
 from console.display import seller_named

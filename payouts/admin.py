@@ -246,8 +246,10 @@ class TransferColumns:
 
     @admin.display(description="money")
     def money_line(self, transfer):
-        """The transfer's money in one line: what was sent (or is to send), netted for the
-        seller's debt, kept back, reversed and why, given back, still owed."""
+        """The transfer's money, summed up in one line.
+
+        What was sent (or is to send), netted for the seller's debt, kept back, reversed and why,
+        given back, still owed."""
         return money_line(transfer)
 
     @admin.display(description="at Stripe")
@@ -956,11 +958,13 @@ class PayoutAdmin(ReadOnlyAdmin):
 
 
 class SellerWithPayoutsAdmin(PageActions, SellerWithBookAdmin):
-    """The seller page (with what the book says of them), and a link to the seller's bank
-    payouts (neither marketplace nor the book imports payouts: payouts extends their admin). A
-    change of connected account also releases the seller's transfers held for the old account
-    (a seller who disconnected is paid once reconnected); "refresh from Stripe" asks Stripe now
-    whether the account can receive, as happens at once for an account entered by hand."""
+    """The seller's admin page, with their bank payouts and account changes.
+
+    It shows what the book says of them, and links to the seller's bank payouts (neither marketplace
+    nor the book imports payouts: payouts extends their admin). A change of connected account also
+    releases the seller's transfers held for the old account (a seller who disconnected is paid once
+    reconnected); "refresh from Stripe" asks Stripe now whether the account can receive, as happens
+    at once for an account entered by hand."""
 
     readonly_fields = (*SellerWithBookAdmin.readonly_fields, "bank_payouts")
 

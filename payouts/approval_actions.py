@@ -1,6 +1,7 @@
-"""The payouts app's staff money actions, as the approvals app runs them: staff refunds,
-releases of held transfers and re-queues. Each reads its parameters (``measure``), then runs
-through the same service as when it needs no approval."""
+"""The payouts app's staff money actions that may need a second person's approval.
+
+Staff refunds, releases of held transfers and re-queues, as the approvals app runs them. Each reads
+its parameters (``measure``), then runs through the same service as when it needs no approval."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -73,8 +74,10 @@ def _refund_send(result: dict) -> dict:
 
 
 def _refund_resume(result: dict) -> dict:
-    """A send whose process died or whose answer was lost: Stripe is read first (our metadata
-    names the refund row), then it is sent again with its own key or released."""
+    """Finish an approved staff refund whose send was interrupted.
+
+    A send whose process died or whose answer was lost: Stripe is read first (our metadata names the
+    refund row), then it is sent again with its own key or released."""
     outcome = staff_refund_settle(refund_id=result["refund_id"])
     refund = Refund.objects.get(pk=result["refund_id"])
     if outcome == ReservationOutcome.UNKNOWN:

@@ -214,8 +214,10 @@ _APPROVAL_FIELDS = (
 
 
 def _approvals(start, end) -> list[Iterator[AuditRecord]]:
-    """One stream per step of a request, each in its own time order: asked, decided, and how it
-    ended (executed, failed, expired)."""
+    """The audit streams of approval requests, one per step.
+
+    Each stream in its own time order: asked, decided, and how it ended (executed, failed,
+    expired)."""
     requests = ApprovalRequest.objects.all()
     A = ApprovalStatus
     steps = [

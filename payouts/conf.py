@@ -93,7 +93,9 @@ MAX_PER_SECOND = 10_000
 
 @dataclass(frozen=True, slots=True)
 class RateBudgets:
-    """Requests a second every process together may send to Stripe (one limiter in Redis):
+    """The rate budgets of requests to Stripe.
+
+    Requests a second every process together may send to Stripe (one limiter in Redis):
     ``global_per_second`` in all, ``per_operation`` on a named operation (else
     ``default_per_second``), and ``checks_per_second`` for reconciliation and ``ledger_check``
     together, on top of the other two."""
@@ -108,8 +110,10 @@ class RateBudgets:
 
 
 def parse_rate_budgets(raw: str, *, live: bool, name: str = "STRIPE_RATE_LIMITS") -> RateBudgets:
-    """``global=100/s,default=25/s,checks=20/s,transfers.create=25/s`` (any subset, any order);
-    what is not named takes Stripe's default for the key's mode (``live``)."""
+    """Parse ``STRIPE_RATE_LIMITS`` into rate budgets.
+
+    For example ``global=100/s,default=25/s,checks=20/s,transfers.create=25/s`` (any subset, any
+    order); what is not named takes Stripe's default for the key's mode (``live``)."""
     given: dict[str, int] = {}
     for part in raw.split(","):
         if not part.strip():
@@ -140,7 +144,9 @@ def parse_rate_budgets(raw: str, *, live: bool, name: str = "STRIPE_RATE_LIMITS"
 
 
 def is_live_key(secret_key: str) -> bool:
-    """Live secret and restricted keys; anything else (test keys, the local sandbox's) gets a
+    """Whether the Stripe key is a live one.
+
+    Live secret and restricted keys are; anything else (test keys, the local sandbox's) gets a
     sandbox's budget."""
     return secret_key.startswith(("sk_live_", "rk_live_"))
 
@@ -170,8 +176,10 @@ APPROVAL_DEFAULTS = {
 
 @dataclass(frozen=True, slots=True)
 class ApprovalRule:
-    """When one kind of staff action waits for a second person: always, or above an amount in
-    major units (per currency, else the any-currency amount); never when neither is set."""
+    """When one kind of staff action waits for a second person's approval.
+
+    Always, or above an amount in major units (per currency, else the any-currency amount); never
+    when neither is set."""
 
     always: bool = False
     above: Decimal | None = None
@@ -227,8 +235,9 @@ def parse_approval_rule(text: str) -> ApprovalRule:
 
 @dataclass(frozen=True, slots=True)
 class ApprovalPolicy:
-    """The four-eyes rules: which staff actions wait for a second person, and how long a
-    request waits before it expires."""
+    """The four-eyes rules for staff actions.
+
+    Which staff actions wait for a second person, and how long a request waits before it expires."""
 
     rules: Mapping[str, ApprovalRule]
     expires_after: timedelta
@@ -339,8 +348,10 @@ class _Reader:
         return policy
 
     def approval_policy(self) -> ApprovalPolicy:
-        """``APPROVAL_RULES``: ``kind=rule`` entries separated by ``;`` (see
-        ``APPROVAL_DEFAULTS``); a kind not named keeps its default."""
+        """The four-eyes rules, read from the ``APPROVAL_RULES`` setting.
+
+        ``kind=rule`` entries separated by ``;`` (see ``APPROVAL_DEFAULTS``); a kind not named keeps
+        its default."""
         texts = dict(APPROVAL_DEFAULTS)
         raw = self.raw("APPROVAL_RULES", "")
         for entry in filter(None, (part.strip() for part in raw.split(";"))):

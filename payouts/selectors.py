@@ -154,8 +154,10 @@ def attention_counts(*, now: datetime) -> dict[Attention, int]:
 
 
 def failed_webhook_events(*, limit: int) -> tuple[int, list[WebhookEvent]]:
-    """Stripe events whose handling failed (a payment for an order we do not know, say): how
-    many, and the newest ``limit`` of them. Served by ``idx_webhook_open``; normally none."""
+    """How many Stripe events failed in handling, and the newest of them.
+
+    A failure is a payment for an order we do not know, say. The newest ``limit`` are listed. Served
+    by ``idx_webhook_open``; normally none."""
     failed = WebhookEvent.objects.filter(outcome=WebhookOutcome.FAILED)
     return failed.count(), list(failed.order_by("-id")[:limit])
 
@@ -371,8 +373,10 @@ def open_disputes_by_currency() -> dict[str, tuple[int, int]]:
 def seller_payouts_page(
     *, seller_id: int, before_id: int | None, limit: int
 ) -> tuple[list[Payout], int | None]:
-    """A page of the seller's bank payouts, newest first, and the id to continue before (``None``
-    on the last page). Keyset on the id, served by ``idx_payout_seller``."""
+    """A page of the seller's bank payouts, newest first.
+
+    With the id to continue before (``None`` on the last page). Keyset on the id, served by
+    ``idx_payout_seller``."""
     payouts = Payout.objects.filter(seller_id=seller_id)
     if before_id is not None:
         payouts = payouts.filter(pk__lt=before_id)
@@ -388,8 +392,9 @@ def seller_payout(*, seller_id: int, stripe_payout_id: str) -> Payout | None:
 
 @dataclass(frozen=True, slots=True)
 class OrderInPayout:
-    """One order whose money a payout carried: what was paid in it and taken back, and the
-    refunds and disputes behind what was taken back."""
+    """One order whose money a payout carried.
+
+    What was paid in it and taken back, and the refunds and disputes behind what was taken back."""
 
     order_id: int
     transfer_id: int
@@ -413,8 +418,9 @@ class PayoutContents:
 
 
 def payout_contents(*, payout: Payout) -> PayoutContents:
-    """What the payout carried, as last read at Stripe: every line, per order, and what could
-    not be placed."""
+    """What the payout carried, as last read at Stripe.
+
+    Every line, per order, and what could not be placed."""
     items = list(payout.items.select_related("transfer").order_by("pk"))
     order_ids = {item.order_id for item in items if item.order_id}
     refunds: dict[int, list[Refund]] = {}
@@ -476,9 +482,11 @@ def payouts_needing_attention(*, limit: int) -> tuple[int, list[Payout]]:
 def payout_statement_lines(
     *, seller_id: int, start: datetime | None, end: datetime | None
 ) -> list[StatementLine]:
-    """A line per bank deposit for the seller's statement: not the book's money (the payout
-    moves the seller's own Stripe balance to their bank), so under the account ``bank`` and
-    never in the balances. Dated when it arrives (or, without that, when Stripe made it)."""
+    """The seller's bank deposits as lines of their statement.
+
+    A line per deposit, not the book's money (the payout moves the seller's own Stripe balance to
+    their bank), so under the account ``bank`` and never in the balances. Dated when it arrives (or,
+    without that, when Stripe made it)."""
     payouts = Payout.objects.filter(seller_id=seller_id).annotate(
         dated=Coalesce("arrival_date", "stripe_created", "created_at")
     )

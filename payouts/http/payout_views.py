@@ -1,6 +1,8 @@
-"""The staff API of sellers' bank payouts: each seller's deposits, what each one carried (the
-orders, refunds and disputes inside, with amounts), in JSON or CSV, and reading a payout again
-at Stripe. Each view is parse → call one selector or service → serialize."""
+"""The staff API of sellers' bank payouts and what each one carried.
+
+Each seller's deposits, what each one carried (the orders, refunds and disputes inside, with
+amounts), in JSON or CSV, and reading a payout again at Stripe. Each view is parse → call one
+selector or service → serialize."""
 
 import base64
 import binascii
@@ -238,8 +240,10 @@ ITEM_CSV_COLUMNS = [
 
 
 def _contents_csv(contents: PayoutContents) -> HttpResponse:
-    """One row per line of the payout; an order's refunds and disputes as ``id:amount:status``
-    joined by spaces."""
+    """The payout's contents as a CSV download.
+
+    One row per line of the payout; an order's refunds and disputes as ``id:amount:status`` joined
+    by spaces."""
     by_order = {entry.order_id: entry for entry in contents.orders}
     rows = [ITEM_CSV_COLUMNS]
     for item in contents.items:

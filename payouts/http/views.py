@@ -444,8 +444,10 @@ class BadAuditRange(InvalidInput):
 
 
 def _audit_moment(name: str, raw: str | None, *, end: bool) -> datetime | None:
-    """``from``/``to``: a date (the day's start; for ``to`` the next day's, so the day is in)
-    or an ISO date-time (UTC when it names no zone). ``None`` when absent."""
+    """Parse the audit export's ``from`` or ``to`` into a moment.
+
+    ``from``/``to``: a date (the day's start; for ``to`` the next day's, so the day is in) or an ISO
+    date-time (UTC when it names no zone). ``None`` when absent."""
     if raw is None or raw == "":
         return None
     try:
@@ -503,8 +505,9 @@ AUDIT_FORMATS = {"csv": ("text/csv", _csv_lines), "jsonl": ("application/x-ndjso
 
 
 class AuditExportView(APIView):
-    """``GET /api/admin/audit/?from=&to=&format=csv|jsonl``: every staff action and money move
-    in the range, in time order, streamed."""
+    """Stream every staff action and money move in a time range, as CSV or JSON lines.
+
+    ``GET /api/admin/audit/?from=&to=&format=csv|jsonl``, in time order."""
 
     authentication_classes = STAFF_AUTHENTICATION
     permission_classes = [IsAdminUser, staff_permission("approvals.export_audit")]

@@ -1,5 +1,6 @@
-"""Sellers' bank payouts: what Stripe paid out of each seller's connected account, and which of
-our transfers and reversals each deposit carried.
+"""Sellers' bank payouts and the transfers and reversals each deposit carried.
+
+What Stripe paid out of each seller's connected account, and what each deposit carried.
 
 A ``payout.*`` event (Connect endpoint) records the payout's latest state. Once it is ``paid``
 (or when staff ask), its balance transactions are read at Stripe as the seller's account, page
@@ -87,8 +88,10 @@ def _moment(unix: int | None) -> datetime | None:
 
 
 def payout_record(*, seller: Seller, account_id: str, payout: StripePayout) -> PayoutEventResult:
-    """Record what a ``payout.*`` event says of a seller's payout (``account_id``: the connected
-    account it came from). A payout that has just been paid is read at Stripe after commit."""
+    """Record what a ``payout.*`` event says of a seller's payout.
+
+    ``account_id``: the connected account it came from. A payout that has just been paid is read at
+    Stripe after commit."""
     fields = {
         "seller": seller,
         "stripe_account_id": account_id,
@@ -160,8 +163,9 @@ class PayoutReconciliation:
 def payout_reconcile(
     *, payout_id: int, gateway: StripeGateway | None = None
 ) -> PayoutReconciliation:
-    """Read what the payout carried at Stripe and tie each line to our transfers and
-    reversals, replacing what an earlier read recorded. Raises ``UnknownPayout``."""
+    """Read the payout's lines at Stripe and tie them to our transfers and reversals.
+
+    It replaces what an earlier read recorded. Raises ``UnknownPayout``."""
     payout = Payout.objects.filter(pk=payout_id).first()
     if payout is None:
         raise UnknownPayout(f"No payout {payout_id}.")
@@ -217,8 +221,9 @@ def payout_reconcile_by_staff(*, payout: Payout) -> PayoutReconciliation:
 
 
 def payouts_reconcile_unread(*, limit: int = 100) -> dict[str, int]:
-    """The sweep: paid automatic payouts never read (their wake-up was lost). Counts per
-    outcome."""
+    """Read the paid automatic payouts that were never read.
+
+    The sweep, for payouts whose wake-up was lost. Counts per outcome."""
     unread = Payout.objects.filter(
         status=PayoutStatus.PAID, automatic=True, reconciled_at__isnull=True
     ).order_by("pk")
@@ -270,8 +275,10 @@ def _place(payout: Payout, lines: list[StripeAccountBalanceLine]) -> list[Payout
 
 
 def _transfers_by(field: str, ids: set[str]) -> dict[str, SellerTransfer]:
-    """Our transfers whose ``field`` is one of ``ids``, a page's worth per query. The
-    ``<> ''`` condition is the one of the field's partial index, so the index serves it."""
+    """Our transfers whose ``field`` is one of ``ids``.
+
+    A page's worth per query. The ``<> ''`` condition is the one of the field's partial index, so
+    the index serves it."""
     ordered = sorted(ids)
     found: dict[str, SellerTransfer] = {}
     for start in range(0, len(ordered), PAGE_SIZE):
@@ -310,8 +317,10 @@ def _classify(
 def _learn_destination_payments(
     lines: list[StripeAccountBalanceLine], by_transfer: dict[str, SellerTransfer]
 ) -> None:
-    """Record the destination payment of transfers sent before we kept it, so their later
-    reversals can be placed in later payouts. A transfer's own payment only (not a give-back,
+    """Record the destination payments of older transfers seen in a payout.
+
+    Those transfers were sent before we kept their destination payment; once it is recorded, their
+    later reversals can be placed in later payouts. A transfer's own payment only (not a give-back,
     whose payment is another)."""
     for line in lines:
         row = by_transfer.get(line.source_transfer)

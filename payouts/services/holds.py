@@ -170,10 +170,12 @@ def seller_deauthorized(
 
 
 def seller_reconnect(*, seller: Seller, stripe_account_id: str, user) -> int:
-    """Point the seller's payouts at another connected account (audited: who, old, new), and
-    release their transfers held for the old account (disconnected, or restricted): each is
-    sent after commit to the new account, whose status is read from Stripe first, so an
-    account that cannot receive either holds them again. Returns how many were released."""
+    """Move the seller to another connected account and release their account holds.
+
+    The change is audited (who, old, new). The transfers held for the old account (disconnected, or
+    restricted) are released: each is sent after commit to the new account, whose status is read
+    from Stripe first, so an account that cannot receive either holds them again. Returns how many
+    were released."""
     with transaction.atomic():
         before = Seller.objects.select_for_update().get(pk=seller.pk).stripe_account_id
         changed = seller_account_set(seller=seller, stripe_account_id=stripe_account_id, user=user)
@@ -200,8 +202,9 @@ def _account_status_record(
 
 
 def _release_account_holds(seller: Seller, actor: Actor) -> int:
-    """Send the seller's transfers, and what is to be given back to them, that waited for
-    their account. Returns how many rows."""
+    """Send what waited for the seller's account: transfers and give-backs.
+
+    Returns how many rows."""
     return _send_held_transfers(seller, actor) + _resume_give_backs(seller, actor)
 
 

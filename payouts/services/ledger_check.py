@@ -393,9 +393,10 @@ def _transfers_in_the_book(since) -> list[Found]:
 def _transfers_at_stripe(
     transfers, gateway: StripeGateway, *, window: timedelta | None = None
 ) -> list[Found]:
-    """Each transfer against Stripe's figures, read in pages of the transfers Stripe created in
-    the last ``window`` (all: since the earliest checked row's creation); only rows the pages
-    did not return are read one at a time."""
+    """Compare each transfer with Stripe's figures, read in pages.
+
+    The pages list the transfers Stripe created in the last ``window`` (all: since the earliest
+    checked row's creation); only rows the pages did not return are read one at a time."""
     paid = transfers.exclude(stripe_transfer_id="")
     created_from = timezone.now() - window if window is not None else _earliest(paid)
     at_stripe = TransfersAtStripe.read(

@@ -213,8 +213,10 @@ def order_refund_by_staff(
 
 
 def staff_refund_reserve(*, order_id: int, amount: int | None) -> Refund:
-    """Reserve a staff refund and give it its idempotency key, in one transaction (the caller's,
-    when there is one: an approved request commits its reservation with its decision)."""
+    """Reserve a staff refund with its idempotency key.
+
+    In one transaction (the caller's, when there is one: an approved request commits its reservation
+    with its decision)."""
     with transaction.atomic():
         refund = refund_open_by_staff(order_id=order_id, amount=amount)
         key = f"payouts-refund-{refund.pk}-{int(refund.created_at.timestamp() * 1_000_000)}"
@@ -224,9 +226,11 @@ def staff_refund_reserve(*, order_id: int, amount: int | None) -> Refund:
 
 
 def staff_refund_send(*, refund_id: int, gateway: StripeGateway | None = None) -> Refund:
-    """Create the reserved refund at Stripe with its own key (no transaction open). A refund
-    already sent, or settled meanwhile, is not sent again. Raises ``StripeRefused`` (with the
-    refund row: ``failed`` when Stripe refused, still ``pending`` when its answer was lost)."""
+    """Create the reserved staff refund at Stripe.
+
+    With its own key, and no transaction open. A refund already sent, or settled meanwhile, is not
+    sent again. Raises ``StripeRefused`` (with the refund row: ``failed`` when Stripe refused, still
+    ``pending`` when its answer was lost)."""
     refund = Refund.objects.select_related("order").get(pk=refund_id)
     if refund.status == RefundStatus.FAILED:
         raise StripeRefused(f"refund {refund.pk} failed: {refund.error_message}", subject=refund)

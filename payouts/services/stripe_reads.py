@@ -43,9 +43,11 @@ class ReadCounts:
 
 
 class TransfersAtStripe:
-    """The Stripe figures of a set of transfers, read a page of 100 at a time by creation
-    window; ``transfer(id)`` answers from the pages, else with one read of its own (raising the
-    gateway's ``TransferNotFound`` or ``GatewayError`` as ``retrieve_transfer`` does)."""
+    """The Stripe figures of a set of transfers, read in pages.
+
+    Read a page of 100 at a time by creation window; ``transfer(id)`` answers from the pages, else
+    with one read of its own (raising the gateway's ``TransferNotFound`` or ``GatewayError`` as
+    ``retrieve_transfer`` does)."""
 
     def __init__(self, gateway: StripeGateway):
         self._gateway = gateway
@@ -61,8 +63,10 @@ class TransfersAtStripe:
         gateway: StripeGateway,
         now: datetime | None = None,
     ) -> "TransfersAtStripe":
-        """List the transfers created from ``created_from`` (less a margin) until now and keep
-        those in ``ids``. ``None``: nothing is listed (no row to check)."""
+        """List the transfers created since ``created_from`` and keep those in ``ids``.
+
+        From ``created_from`` less a margin until now. ``None``: nothing is listed (no row to
+        check)."""
         reader = cls(gateway)
         wanted = set(ids)
         if not wanted or created_from is None:
@@ -94,8 +98,10 @@ class TransfersAtStripe:
 
     @staticmethod
     def _pages(pages: Iterator[list[StripeTransfer]]) -> Iterator[list[StripeTransfer]]:
-        """The pages until one cannot be read: then what is left is read one at a time (each
-        row's own error, if any, becomes its own difference) rather than the check failing."""
+        """The pages of transfers, until one cannot be read.
+
+        Then what is left is read one at a time (each row's own error, if any, becomes its own
+        difference) rather than the check failing."""
         try:
             yield from pages
         except GatewayError as error:
@@ -107,10 +113,11 @@ class TransfersAtStripe:
     def transfer(
         self, stripe_transfer_id: str, *, ours: tuple[int, int] | None = None
     ) -> tuple[int, int]:
-        """``(amount, amount_reversed)`` at Stripe: from the pages, else read now. A page's
-        figures that differ from ``ours`` are read again before they are believed: the page
-        may predate a reversal made while the check ran (a check of a busy day lists for
-        minutes), and a false difference would send staff after nothing."""
+        """A transfer's ``(amount, amount_reversed)`` at Stripe.
+
+        From the pages, else read now. A page's figures that differ from ``ours`` are read again
+        before they are believed: the page may predate a reversal made while the check ran (a check
+        of a busy day lists for minutes), and a false difference would send staff after nothing."""
         figures = self._figures.get(stripe_transfer_id)
         if figures is not None and (ours is None or figures == ours):
             return figures

@@ -43,8 +43,10 @@ class WebhookRejected(Exception):
 
 
 class EventNotOurs(Exception):
-    """The event is about something that is not ours (a connected account that is none of our
-    sellers): stored as ``ignored``, nothing applied, nothing to replay."""
+    """The event is about something that is not ours.
+
+    A connected account that is none of our sellers, say: stored as ``ignored``, nothing applied,
+    nothing to replay."""
 
 
 def webhook_event_ingest(*, payload: dict, connect: bool = False) -> WebhookEvent:

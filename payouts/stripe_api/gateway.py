@@ -203,10 +203,12 @@ def payout_from_stripe(obj: Any) -> StripePayout:
 
 @dataclass(frozen=True, slots=True)
 class StripeAccountBalanceLine:
-    """One balance transaction on a connected account. ``amount`` and ``net`` are signed (a
-    payment in is positive, a payment refund or the payout itself negative). ``source`` is the
-    object that made it (``py_…``, ``pyr_…``, ``po_…``); ``source_transfer`` is the platform's
-    transfer behind a payment, ``source_payment`` the payment a payment refund took back."""
+    """One balance transaction on a connected account.
+
+    ``amount`` and ``net`` are signed (a payment in is positive, a payment refund or the payout
+    itself negative). ``source`` is the object that made it (``py_…``, ``pyr_…``, ``po_…``);
+    ``source_transfer`` is the platform's transfer behind a payment, ``source_payment`` the payment
+    a payment refund took back."""
 
     id: str
     type: str
@@ -254,8 +256,10 @@ def _account_balance_line(obj: Any) -> StripeAccountBalanceLine:
 
 
 class _OnePage:
-    """A list answer kept to the page Stripe sent: ``_call`` would read a ``ListObject`` to its
-    end in one budget slot, and a payout is read page by page, each page through the limiter."""
+    """A list answer kept to the one page Stripe sent.
+
+    ``_call`` would read a ``ListObject`` to its end in one budget slot, and a payout is read page
+    by page, each page through the limiter."""
 
     def __init__(self, page: Any):
         self._page = page
@@ -453,9 +457,10 @@ class StripeGateway:
         self._share = share
 
     def _call(self, operation: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one API request and return a plain dict (a list: its page, ``data`` and
-        ``has_more``). Each request, each page of a list too, takes its own place in the
-        budgets."""
+        """Run one Stripe API request and return a plain dict.
+
+        A list gives its page, ``data`` and ``has_more``. Each request, each page of a list too,
+        takes its own place in the budgets."""
         if self._rate_limiter is not None:
             self._rate_limiter.acquire(operation, share=self._share)
         started = time.monotonic()
@@ -617,18 +622,21 @@ class StripeGateway:
             after = data[-1]["id"]
 
     def transfers_created_between(self, *, start: int, end: int) -> Iterator[list[StripeTransfer]]:
-        """Every transfer Stripe created in ``[start, end)`` (Unix seconds), newest first, a page
-        of 100 at a time (each with its amount reversed, the newest reversals embedded): how the
-        checks read a day of transfers in a hundredth of the calls of one read each."""
+        """Every transfer Stripe created in ``[start, end)``, newest first.
+
+        ``start`` and ``end`` are Unix seconds. A page of 100 at a time (each with its amount
+        reversed, the newest reversals embedded): how the checks read a day of transfers in a
+        hundredth of the calls of one read each."""
         params = {"created": {"gte": start, "lt": end}}
         for page in self._pages("transfers.list", self._client.v1.transfers.list, params=params):
             yield [_transfer(obj) for obj in page]
 
     def transfers_reversed_between(self, *, start: int, end: int) -> Iterator[list[StripeTransfer]]:
-        """The transfers as Stripe's ``transfer.reversed`` events of ``[start, end)`` carry them,
-        newest event first, a page of 100 events at a time: how the checks read the day's
-        reversals of transfers created on earlier days without a call each. Stripe keeps events
-        for 30 days."""
+        """The transfers that Stripe's ``transfer.reversed`` events of a time range carry.
+
+        As the events of ``[start, end)`` carry them, newest event first, a page of 100 events at a
+        time: how the checks read the day's reversals of transfers created on earlier days without a
+        call each. Stripe keeps events for 30 days."""
         params = {"type": "transfer.reversed", "created": {"gte": start, "lt": end}}
         for page in self._pages("events.list", self._client.v1.events.list, params=params):
             yield [_transfer(event["data"]["object"]) for event in page]
@@ -696,9 +704,10 @@ class StripeGateway:
         starting_after: str | None = None,
         limit: int = 100,
     ) -> StripeBalancePage:
-        """One page of what a connected account's payout carried: its balance transactions,
-        read as that account (``Stripe-Account``), newest first, each line's source expanded
-        (the payment names the transfer behind it, a payment refund its payment). One call."""
+        """One page of a connected account's payout: its balance transactions.
+
+        Read as that account (``Stripe-Account``), newest first, each line's source expanded (the
+        payment names the transfer behind it, a payment refund its payment). One call."""
         params: dict[str, Any] = {
             "payout": payout_id,
             "limit": limit,
@@ -722,8 +731,10 @@ class StripeGateway:
         )
 
     def refund_cash(self, refund_id: str) -> int:
-        """What the refund moved on the platform's balance in all: minus what its balance
-        transaction took, plus what a failure gave back (its failure balance transaction)."""
+        """What the refund moved on the platform's balance in all.
+
+        Minus what its balance transaction took, plus what a failure gave back (its failure balance
+        transaction)."""
         obj = self._call(
             "refunds.retrieve",
             self._client.v1.refunds.retrieve,
@@ -788,8 +799,10 @@ def _cached_gateway(
 
 
 def get_gateway(*, for_checks: bool = False) -> StripeGateway:
-    """The process's gateway (thread-safe); rebuilt when the Stripe settings change.
-    ``for_checks``: its requests count against the checks' smaller share of the budget."""
+    """The process's Stripe gateway.
+
+    Thread-safe; rebuilt when the Stripe settings change. ``for_checks``: its requests count against
+    the checks' smaller share of the budget."""
     return _cached_gateway(
         settings.STRIPE_SECRET_KEY,
         settings.STRIPE_API_BASE,

@@ -1,7 +1,8 @@
-"""Development only: make the local Stripe sandbox pay a seller's connected account out to their
-bank now, as Stripe does on the account's schedule. The sandbox then sends the signed
-``payout.*`` events to the Connect endpoint, and the service reads what the payout carried.
-Refuses to run with DEBUG off or without the sandbox."""
+"""Development only: pay a seller out to their bank now, in the local Stripe sandbox.
+
+The sandbox pays the seller's connected account out as Stripe does on the account's schedule. The
+sandbox then sends the signed ``payout.*`` events to the Connect endpoint, and the service reads
+what the payout carried. Refuses to run with DEBUG off or without the sandbox."""
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError

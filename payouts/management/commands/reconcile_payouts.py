@@ -1,5 +1,6 @@
-"""Read sellers' bank payouts again at Stripe: the ones named, a seller's, or every paid one never
-read (what beat's sweep does)."""
+"""Read sellers' bank payouts again at Stripe.
+
+The ones named, a seller's, or every paid one never read (what beat's sweep does)."""
 
 from django.core.management.base import BaseCommand, CommandError
 
