@@ -15,7 +15,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
-from payouts.transfer.actors import Actor
 
 from ledger.selectors import seller_balances
 from ledger.services import debt_write_off, post_refund
@@ -26,6 +25,7 @@ from payouts.models import SellerTransfer
 from payouts.services.holds import order_release
 from payouts.services.reversals import reversals_process_due
 from payouts.stripe_api.gateway import get_gateway
+from payouts.transfer.actors import Actor
 from payouts.transfer.transitions import HeldReason, TransferStatus
 from tests.builders import (
     DISPUTE_EVENTS,
