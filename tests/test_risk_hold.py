@@ -93,6 +93,9 @@ def test_releasing_a_seller_with_nothing_held_for_risk_is_a_409(client):
     )
 
     assert response.status_code == 409 and response.json()["code"] == "no_risk_hold"
-    assert client.post(
-        "/api/admin/sellers/999999/risk-release/", {}, content_type="application/json"
-    ).status_code == 404
+    assert (
+        client.post(
+            "/api/admin/sellers/999999/risk-release/", {}, content_type="application/json"
+        ).status_code
+        == 404
+    )

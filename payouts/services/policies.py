@@ -185,3 +185,12 @@ def seller_policy_set(
             reason=reason,
         )
     return policy
+
+
+def seller_policy_row(*, seller_id: int) -> SellerPolicy:
+    """The seller's stored policy, made empty (every field the default) when they had none.
+
+    For the admin, which needs a row to show while a change waits for approval: an empty
+    policy changes nothing a transfer is computed with."""
+    policy, _ = SellerPolicy.objects.get_or_create(seller_id=seller_id)
+    return policy
