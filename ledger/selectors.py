@@ -160,13 +160,27 @@ DEBT_AGES = (30, 60, 90)
 
 
 def debt_aging(*, now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
-    """Per age in ``DEBT_AGES``, per currency: how many sellers owe debt that old, and its total."""
-    aging: dict[int, dict[str, tuple[int, int]]] = {}
-    for days in DEBT_AGES:
-        found: dict[str, tuple[int, int]] = {}
-        for debt in seller_debts_aged(now=now, older_than=timedelta(days=days)):
-            if debt.aged > 0:
-                count, total = found.get(debt.currency, (0, 0))
-                found[debt.currency] = (count + 1, total + debt.aged)
-        aging[days] = found
+    """Per age in ``DEBT_AGES``, per currency: how many sellers owe debt that old, and its total.
+
+    One statement: each debt account's balance and what became debt within each age (as in
+    ``seller_debts_aged``, the oldest part is what is left once the recent part is taken)."""
+    recent = {
+        f"recent_{days}": Coalesce(
+            Sum("amount", filter=Q(amount__gt=0, entry__posted_at__gt=now - timedelta(days))), 0
+        )
+        for days in DEBT_AGES
+    }
+    rows = (
+        Line.objects.filter(account__kind=K.SELLER_DEBT)
+        .values("account__seller_id", "currency")
+        .annotate(owed=Sum("amount"), **recent)
+        .filter(owed__gt=0)
+    )
+    aging: dict[int, dict[str, tuple[int, int]]] = {days: {} for days in DEBT_AGES}
+    for row in rows:
+        for days in DEBT_AGES:
+            aged = row["owed"] - row[f"recent_{days}"]
+            if aged > 0:
+                count, total = aging[days].get(row["currency"], (0, 0))
+                aging[days][row["currency"]] = (count + 1, total + aged)
     return aging

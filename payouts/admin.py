@@ -371,6 +371,7 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
                 "money_line",
                 "amount_money",
                 "platform_fee_money",
+                "policy",
                 "amount_netted_money",
                 "amount_withheld_money",
                 "reversal_target_money",

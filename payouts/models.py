@@ -100,7 +100,7 @@ class SellerTransfer(models.Model):
     )
     # The seller's payout policy this row was computed with (``fee_bps``, ``hold`` in seconds,
     # ``risk``: held for the seller's disputes), so a later policy change explains nothing away.
-    policy = models.JSONField(default=dict, blank=True)
+    policy = models.JSONField(default=dict, db_default={}, blank=True)
     transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     reversal_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     # Set when an attempt failed in a way that may have moved money (a 5xx) and the next attempt
