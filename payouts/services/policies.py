@@ -12,12 +12,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from config.durations import duration_text, parse_duration
 from config.errors import InvalidInput, NotFound
 from marketplace.models import Seller
 from payouts.models import SellerPolicy, SellerPolicyChange
+from payouts.wakeups import debits_due_at
 
 FIELDS = ("hold", "reserve_bps", "reserve_days", "fee_bps", "debits_allowed", "debit_consent_at")
 LONGEST_HOLD = timedelta(days=365)
@@ -184,6 +186,8 @@ def seller_policy_set(
             after=policy_as_json(policy),
             reason=reason,
         )
+        if policy_effective(policy).debits_allowed:
+            debits_due_at(timezone.now())  # a debt old enough may be debited at once
     return policy
 
 
