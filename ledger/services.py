@@ -226,8 +226,9 @@ def seller_debt_lock(*, seller_id: int, currency: str) -> int:
 def post_debt_debited(
     *, seller_id: int, currency: str, amount: int, debit_id: int, stripe_transfer_id: str
 ) -> None:
-    """``amount`` was taken from the seller's connected account (an account debit): the
-    platform has the cash, and the seller owes that much less. Posted once per debit row."""
+    """Book an account debit: the platform has the cash, the seller owes that much less.
+
+    ``amount`` was taken from the seller's connected account; posted once per debit row."""
     entry_post(
         kind=EntryKind.DEBT_DEBITED,
         external_id=f"debit:{debit_id}",

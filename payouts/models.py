@@ -611,7 +611,9 @@ class SellerPolicyChange(models.Model):
         return f"{self.kind} of seller {self.seller_id} at {self.changed_at:%Y-%m-%d %H:%M}"
 
 
-class DebitStatus(models.TextChoices):
+class DebitState(models.TextChoices):
+    """Where an account debit is (``state``, not ``status``: only transfers have a status)."""
+
     PENDING = "pending"  # due (again) at next_retry_at; Stripe may be asked
     SUCCEEDED = "succeeded"  # Stripe moved the money; the debt is reduced in the book
     REFUSED = "refused"  # Stripe refused it (balance, no consent): recorded, never retried
@@ -624,12 +626,12 @@ class AccountDebit(models.Model):
     The amount is fixed when the row is made (never more than the debt then); the idempotency
     key is the row's own, so every attempt of this row is one Stripe transfer at most."""
 
-    Status = DebitStatus
+    State = DebitState
 
     seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="account_debits")
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     idempotency_key = models.CharField(max_length=255, unique=True)
     stripe_transfer_id = models.CharField(max_length=255, blank=True, default="")
     retry_count = models.PositiveIntegerField(default=0)
@@ -642,17 +644,17 @@ class AccountDebit(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="chk_debit_amount"),
             models.CheckConstraint(
-                condition=Q(status__in=DebitStatus.values), name="chk_debit_status"
+                condition=Q(state__in=DebitState.values), name="chk_debit_state"
             ),
             models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_debit_currency"),
             # One debit in flight per seller and currency: two sweeps never debit twice.
             models.UniqueConstraint(
                 fields=["seller", "currency"],
-                condition=Q(status="pending"),
+                condition=Q(state="pending"),
                 name="uniq_debit_pending_per_seller",
             ),
         ]
-        indexes = [models.Index(fields=["status", "next_retry_at"], name="debit_due")]
+        indexes = [models.Index(fields=["state", "next_retry_at"], name="debit_due")]
 
     def __str__(self) -> str:
         return f"debit {self.pk} of seller {self.seller_id}: {self.amount} {self.currency}"

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from ledger.models import Entry, EntryKind
 from ledger.selectors import seller_balances
-from payouts.models import AccountDebit, DebitStatus
+from payouts.models import AccountDebit, DebitState
 from payouts.services.debits import debts_debit_due
 from payouts.services.ledger_check import ledger_check
 from payouts.services.policies import seller_policy_set
@@ -76,7 +76,7 @@ def test_an_old_debt_is_debited_from_the_account_and_the_debt_is_zero(
     assert debts_debit_due() == {"created": 1, "succeeded": 1}
 
     debit = AccountDebit.objects.get()
-    assert (debit.status, debit.amount) == (DebitStatus.SUCCEEDED, 1800)
+    assert (debit.state, debit.amount) == (DebitState.SUCCEEDED, 1800)
     [at_stripe] = debits_at_stripe(sandbox)
     assert at_stripe["id"] == debit.stripe_transfer_id
     assert (at_stripe["amount"], at_stripe["source_account"]) == (1800, account)
@@ -99,7 +99,7 @@ def test_a_refused_debit_is_recorded_and_the_debt_ages_on_the_console_and_in_met
     assert debts_debit_due() == {"created": 1, "refused": 1}
 
     debit = AccountDebit.objects.get()
-    assert debit.status == DebitStatus.REFUSED
+    assert debit.state == DebitState.REFUSED
     assert "balance_insufficient" in debit.error_message
     assert debits_at_stripe(sandbox) == []
     assert debt_of(seller) == 1800
@@ -179,6 +179,6 @@ def test_two_workers_racing_for_a_due_debit_make_one_debit_at_stripe(
 
     assert sorted(outcome.get("succeeded", 0) for outcome in outcomes) == [0, 1]
     assert len(debits_at_stripe(sandbox)) == 1
-    assert AccountDebit.objects.get().status == DebitStatus.SUCCEEDED
+    assert AccountDebit.objects.get().state == DebitState.SUCCEEDED
     assert debt_of(seller) == 0
     assert ledger_check()[1] == []

@@ -31,7 +31,7 @@ import ledger.services
 from ledger.models import AccountKind, Line
 from ledger.selectors import seller_debts_aged
 from marketplace.models import Seller
-from payouts.models import AccountDebit, DebitStatus
+from payouts.models import AccountDebit, DebitState
 from payouts.services.policies import policy_effective, seller_policy
 from payouts.stripe_api.gateway import DebitRefused, GatewayError, StripeGateway, get_gateway
 from payouts.wakeups import debits_due_at
@@ -50,7 +50,7 @@ class DebitOutcome(StrEnum):
 def debits_in_flight(*, seller_id: int, currency: str) -> int:
     """What pending debits of the seller may still take from their debt (netting leaves it)."""
     pending = AccountDebit.objects.filter(
-        seller_id=seller_id, currency=currency, status=DebitStatus.PENDING
+        seller_id=seller_id, currency=currency, state=DebitState.PENDING
     )
     return pending.aggregate(total=Sum("amount"))["total"] or 0
 
@@ -95,7 +95,7 @@ def _may_debit(seller_id: int, currency: str, *, now: datetime) -> bool:
     recent = AccountDebit.objects.filter(
         seller_id=seller_id,
         currency=currency,
-        status__in=[DebitStatus.REFUSED, DebitStatus.FAILED],
+        state__in=[DebitState.REFUSED, DebitState.FAILED],
         updated_at__gt=now - settings.PAYOUTS.debt_debit_after,
     )
     return not recent.exists()
@@ -138,7 +138,7 @@ def _debit_create(seller_id: int, currency: str, *, now: datetime) -> int:
 def _claim_due(*, now: datetime, limit: int) -> list[AccountDebit]:
     """Claim due pending debits: ``SKIP LOCKED``, and a lease keeps other workers off them."""
     with transaction.atomic():
-        due = AccountDebit.objects.filter(status=DebitStatus.PENDING, next_retry_at__lte=now)
+        due = AccountDebit.objects.filter(state=DebitState.PENDING, next_retry_at__lte=now)
         rows = list(due.select_for_update(skip_locked=True).order_by("next_retry_at", "pk")[:limit])
         AccountDebit.objects.filter(pk__in=[row.pk for row in rows]).update(
             next_retry_at=now + settings.PAYOUTS.claim_lease
@@ -171,7 +171,7 @@ def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcom
 def _locked(debit: AccountDebit) -> AccountDebit | None:
     """The row under its lock, while still pending (another actor may have recorded it)."""
     row = AccountDebit.objects.select_for_update().get(pk=debit.pk)
-    return row if row.status == DebitStatus.PENDING else None
+    return row if row.state == DebitState.PENDING else None
 
 
 def _record_succeeded(debit: AccountDebit, *, stripe_transfer_id: str) -> DebitOutcome:
@@ -180,10 +180,10 @@ def _record_succeeded(debit: AccountDebit, *, stripe_transfer_id: str) -> DebitO
         row = _locked(debit)
         if row is None:
             return DebitOutcome.SKIPPED
-        row.status = DebitStatus.SUCCEEDED
+        row.state = DebitState.SUCCEEDED
         row.stripe_transfer_id = stripe_transfer_id
         row.error_message = ""
-        row.save(update_fields=["status", "stripe_transfer_id", "error_message", "updated_at"])
+        row.save(update_fields=["state", "stripe_transfer_id", "error_message", "updated_at"])
         ledger.services.post_debt_debited(
             seller_id=row.seller_id,
             currency=row.currency,
@@ -200,9 +200,9 @@ def _record_refused(debit: AccountDebit, message: str) -> DebitOutcome:
         row = _locked(debit)
         if row is None:
             return DebitOutcome.SKIPPED
-        row.status = DebitStatus.REFUSED
+        row.state = DebitState.REFUSED
         row.error_message = message
-        row.save(update_fields=["status", "error_message", "updated_at"])
+        row.save(update_fields=["state", "error_message", "updated_at"])
     logger.warning("account debit refused", extra={"account_debit_id": debit.pk, "why": message})
     return DebitOutcome.REFUSED
 
@@ -218,11 +218,11 @@ def _record_retry(debit: AccountDebit, error: GatewayError) -> DebitOutcome:
         row.error_message = error.describe()
         delay = policy.delay_after_failure(row.retry_count)
         if delay is None:
-            row.status = DebitStatus.FAILED
+            row.state = DebitState.FAILED
         else:
             row.next_retry_at = timezone.now() + delay
             debits_due_at(row.next_retry_at)
         row.save(
-            update_fields=["status", "retry_count", "error_message", "next_retry_at", "updated_at"]
+            update_fields=["state", "retry_count", "error_message", "next_retry_at", "updated_at"]
         )
     return DebitOutcome.FAILED if delay is None else DebitOutcome.RETRY_SCHEDULED

@@ -335,12 +335,10 @@ class StripeTransientError(GatewayError):
 
 
 class DebitRefused(GatewayError):
-    """Stripe refused an account debit for good: the balance cannot cover it, or the platform
-    may not debit that account. Trying the same debit again will not help."""
+    """Stripe refused an account debit for good (the balance, or an account it cannot debit).
 
-    @property
-    def balance_insufficient(self) -> bool:
-        return self.code in _SELLER_BALANCE_CODES
+    The connected account's balance cannot cover it, or the platform may not debit that
+    account. Trying the same debit again will not help."""
 
 
 # Stripe's codes for a reversal the connected account's balance cannot cover.
