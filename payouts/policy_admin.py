@@ -87,7 +87,8 @@ class SellerPolicyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         """Send the changed fields through the approvals app; the row shown is the stored one."""
-        seller_id = obj.seller_id
+        # The form stores nothing itself (see ``_post_clean``): a new page names its seller.
+        seller_id = obj.seller_id or form.cleaned_data["seller"].pk
         try:
             done = staff_action_request(
                 kind="policy_change",

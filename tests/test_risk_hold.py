@@ -6,6 +6,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from payouts.models import SellerPolicyChange
 from payouts.services.holds import holds_release_due
@@ -48,9 +49,14 @@ def test_past_both_thresholds_the_next_transfer_is_held_until_staff_release_it(
     assert held.stripe_transfer_id == ""
     assert holds_release_due() == {"released": 0}  # no time ends a risk hold
     assert ledger_check()[1] == []
-
-    staff = staff_with("change_sellerpolicy")
+    staff = staff_with("change_sellerpolicy", is_superuser=True)
     client.force_login(staff)
+    board = client.get(reverse("admin:index")).content.decode()
+    assert 'data-figure="risk-held-sellers">1<' in board
+    report = client.get(reverse("admin:needs_attention")).content.decode()
+    assert f'data-risk-held="{seller.pk}-usd"' in report
+    assert "payouts_risk_held_sellers 1.0" in client.get("/metrics").content.decode()
+
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
             f"/api/admin/sellers/{seller.pk}/risk-release/",
@@ -67,6 +73,8 @@ def test_past_both_thresholds_the_next_transfer_is_held_until_staff_release_it(
     _, [after] = paid_order(stripe_client, [1000], sellers=[seller], webhook=client)
     assert after.status == TransferStatus.COMPLETED
     assert ledger_check()[1] == []
+    board = client.get(reverse("admin:index")).content.decode()
+    assert 'data-figure="risk-held-sellers">0<' in board
 
 
 def test_a_high_count_under_the_ratio_holds_nothing(

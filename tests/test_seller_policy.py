@@ -4,6 +4,7 @@ audit trail, and a transfer computed with the seller's fee and hold (and recordi
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest
@@ -153,3 +154,23 @@ def test_a_transfer_is_computed_with_the_sellers_fee_and_hold(
     assert default.platform_fee == (gross * 1000 + 5000) // 10_000
     assert default.status == TransferStatus.COMPLETED
     assert default.policy == {"fee_bps": 1000, "hold": 0, "risk": False}
+
+
+def test_the_admin_page_changes_only_the_fields_touched_through_the_same_service(client):
+    user = staff_with("change_sellerpolicy", "view_sellerpolicy", "add_sellerpolicy")
+    client.force_login(user)
+    seller = SellerFactory()
+    url = reverse("admin:payouts_sellerpolicy_add")
+
+    refused = client.post(url, {"seller": seller.pk, "fee_bps": "20000", "hold": ""})
+    assert refused.status_code == 200 and "fee_bps: 20000 is outside 0..10000" in (
+        refused.content.decode()
+    )
+    assert not SellerPolicy.objects.exists()
+
+    client.post(url, {"seller": seller.pk, "fee_bps": "700", "hold": "3d"})
+
+    policy = SellerPolicy.objects.get(seller=seller)
+    assert (policy.fee_bps, policy.hold, policy.reserve_bps) == (700, timedelta(days=3), None)
+    change = SellerPolicyChange.objects.get(seller=seller)
+    assert change.changed_by == user and change.after["hold"] == "3d"
