@@ -60,7 +60,10 @@ def debts_debit_due(
 ) -> dict[str, int]:
     """Beat's sweep (and the wake-up's task): make the due debits, then attempt them.
 
-    Returns counts: ``created`` rows, then one count per attempt's outcome."""
+    Returns counts: ``created`` rows, then one count per attempt's outcome; nothing while
+    ``DEBT_DEBIT_WORKER_ENABLED`` is off."""
+    if not settings.PAYOUTS.debt_debit_retry.enabled:
+        return {}
     gateway = gateway or get_gateway()
     summary: Counter[str] = Counter()
     created = debits_create_due(now=now or timezone.now())
