@@ -11,7 +11,7 @@ from approvals.services import Outcome, staff_action_request
 from config.durations import duration_text
 from config.errors import DomainError, admin_message
 from config.money import format_money
-from payouts.models import SellerPolicy, SellerPolicyChange
+from payouts.models import AccountDebit, SellerPolicy, SellerPolicyChange
 from payouts.services.policies import FIELDS, policy_changes_parse, seller_policy_row
 
 
@@ -53,6 +53,32 @@ class SellerPolicyForm(forms.ModelForm):
     def _post_clean(self):
         # The service stores the fields (audited, maybe after approval), not the form.
         pass
+
+
+@admin.register(AccountDebit)
+class AccountDebitAdmin(admin.ModelAdmin):
+    """Each account debit attempt: read-only (the debit worker is the only writer)."""
+
+    list_display = (
+        "created_at",
+        "seller",
+        "amount",
+        "currency",
+        "state",
+        "retry_count",
+        "stripe_transfer_id",
+        "error_message",
+    )
+    list_filter = ("state", "currency")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(SellerPolicyChange)

@@ -117,6 +117,8 @@ def test_a_refused_debit_is_recorded_and_the_debt_ages_on_the_console_and_in_met
     assert 'payouts_debt_aged_amount{age_days="30",currency="usd"} 1800.0' in metrics
     assert 'payouts_debtors_aged{age_days="30",currency="usd"} 1.0' in metrics
     assert 'age_days="60"' not in metrics
+    debits_page = client.get(reverse("admin:payouts_accountdebit_changelist")).content.decode()
+    assert "balance_insufficient" in debits_page
 
 
 @pytest.mark.django_db
