@@ -31,3 +31,20 @@ def parse_duration(text: str, *, zero_allowed: bool = False) -> timedelta:
     if duration <= timedelta(0):
         raise ValueError(f"{text!r} must be longer than zero")
     return duration
+
+
+def duration_text(value: timedelta) -> str:
+    """Write a ``timedelta`` the way ``parse_duration`` reads it (``7d``, ``1h30m``, ``0``).
+
+    Whole milliseconds are kept; a smaller part is dropped (no knob is that fine)."""
+    total_ms = int(value.total_seconds() * 1000)
+    if total_ms <= 0:
+        return "0"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, total_ms = divmod(total_ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if total_ms:
+        parts.append(f"{total_ms}ms")
+    return "".join(parts)

@@ -15,6 +15,7 @@ from payouts.http.payout_views import (
     SellerPayoutListView,
     SellerPayoutReconcileView,
 )
+from payouts.http.policy_views import SellerPolicyView, SellerRiskReleaseView
 from payouts.http.views import (
     AuditExportView,
     ConnectWebhookView,
@@ -64,6 +65,12 @@ urlpatterns = [
     ),
     path("api/admin/orders/<int:pk>/refund/", OrderRefundView.as_view(), name="order-refund"),
     path("api/admin/orders/<int:pk>/release/", OrderReleaseView.as_view(), name="order-release"),
+    path("api/admin/sellers/<int:pk>/policy/", SellerPolicyView.as_view(), name="seller-policy"),
+    path(
+        "api/admin/sellers/<int:pk>/risk-release/",
+        SellerRiskReleaseView.as_view(),
+        name="seller-risk-release",
+    ),
     path("api/admin/sellers/<int:pk>/balance/", SellerBalanceView.as_view(), name="seller-balance"),
     path(
         "api/admin/sellers/<int:pk>/statement/",

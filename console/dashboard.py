@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, F, Sum
 
+import ledger.selectors
 from config.money import format_money
 from ledger.models import Account, AccountKind, Break, CheckRun, Line
 from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
@@ -314,6 +315,10 @@ class Dashboard:
     oldest_due_send: timedelta
     attention: dict[Attention, int]
     debtors: int
+    # Sellers whose transfers are held for their disputes until staff release them.
+    risk_held_sellers: int
+    # Per age in days (30, 60, 90), per currency: (sellers, minor units) of debt that old.
+    debt_aging: dict[int, dict[str, tuple[int, int]]]
     open_disputes: int
     failed_webhooks: int
     check: CheckRun | None
@@ -342,6 +347,8 @@ def dashboard(*, now: datetime, window: Window = DEFAULT_WINDOW) -> Dashboard:
         oldest_due_send=selectors.oldest_due_send_age(now=now),
         attention=selectors.attention_counts(now=now),
         debtors=len({debt.seller_id for debt in debts}),
+        risk_held_sellers=len({row["seller_id"] for row in selectors.risk_held_sellers()}),
+        debt_aging=ledger.selectors.debt_aging(now=now),
         open_disputes=sum(disputes.rows.values()),
         failed_webhooks=selectors.failed_webhook_events(limit=0)[0],
         check=selectors.latest_check_run(),
@@ -384,6 +391,8 @@ class NeedsAttention:
     now: datetime
     groups: list[AttentionGroup]
     debts: list[Debt]
+    risk_held: list[dict]  # per seller and currency: rows held for risk, amount, since
+    debt_aging: dict[int, dict[str, tuple[int, int]]]
     check: CheckRun | None
     breaks: list[Break]  # the latest check's first breaks
     disputes: list[Dispute]  # the open disputes whose evidence is due soonest
@@ -417,6 +426,8 @@ def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttenti
         webhooks=webhooks,
         groups=groups,
         debts=seller_debts(),
+        risk_held=selectors.risk_held_sellers(),
+        debt_aging=ledger.selectors.debt_aging(now=now),
         check=check,
         breaks=breaks,
         disputes=disputes_open(limit=DISPUTES_SHOWN),

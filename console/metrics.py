@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
+import ledger.selectors
 from config.db_router import replica_reads
 from payouts import selectors, telemetry  # noqa: F401  (registers the counters)
 from payouts.transfer.transitions import TransferStatus
@@ -54,6 +55,8 @@ class _Figures:
     over_reversed: int
     ledger_breaks: int
     disputes: dict
+    debt_aging: dict
+    risk_held_sellers: int
 
 
 def _read_figures(*, now) -> _Figures:
@@ -68,6 +71,8 @@ def _read_figures(*, now) -> _Figures:
             over_reversed=selectors.over_reversed_count(),
             ledger_breaks=selectors.ledger_breaks_last_run(),
             disputes=selectors.open_disputes_by_currency(),
+            debt_aging=ledger.selectors.debt_aging(now=now),
+            risk_held_sellers=len({row["seller_id"] for row in selectors.risk_held_sellers()}),
         )
 
 
@@ -132,6 +137,34 @@ def _money_families(figures: _Figures) -> Iterator[Metric]:
     )
 
 
+def _risk_families(figures: _Figures) -> Iterator[Metric]:
+    aging = [
+        ((str(days), currency), figure)
+        for days, by_currency in figures.debt_aging.items()
+        for currency, figure in by_currency.items()
+    ]
+    yield _family(
+        GaugeMetricFamily,
+        "payouts_debtors_aged",
+        "Sellers owing debt older than age_days (30, 60, 90), per currency: the recovery "
+        "ladder (netting, account debits) did not settle it.",
+        ["age_days", "currency"],
+        ((labels, count) for labels, (count, _) in aging),
+    )
+    yield _family(
+        GaugeMetricFamily,
+        "payouts_debt_aged_amount",
+        "Minor units of seller debt older than age_days (30, 60, 90), per currency.",
+        ["age_days", "currency"],
+        ((labels, amount) for labels, (_, amount) in aging),
+    )
+    yield GaugeMetricFamily(
+        "payouts_risk_held_sellers",
+        "Sellers with transfers held for their disputes (reason risk) until staff release them.",
+        value=figures.risk_held_sellers,
+    )
+
+
 class TransferStateCollector:
     """Seller-transfer gauges and transition counters, read from Postgres on each scrape."""
 
@@ -139,6 +172,7 @@ class TransferStateCollector:
         figures = _read_figures(now=timezone.now())
         yield from _transfer_families(figures)
         yield from _money_families(figures)
+        yield from _risk_families(figures)
 
 
 class _ProcessMetrics:

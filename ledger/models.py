@@ -81,6 +81,8 @@ class EntryKind(models.TextChoices):
     DEBT_CANCELLED = "debt_cancelled"  # a debt given back instead of money (dispute won, say)
     # A written-off debt the seller no longer owes (their shares fell): back from bad debt.
     WRITE_OFF_REVERSED = "write_off_reversed"
+    # Taken from the seller's connected account (an account debit) to settle their debt.
+    DEBT_DEBITED = "debt_debited"
 
 
 class Entry(models.Model):

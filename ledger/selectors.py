@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
@@ -122,3 +122,67 @@ _STATEMENT_SOURCES: list[StatementSource] = []
 def statement_source_register(source: StatementSource) -> None:
     if source not in _STATEMENT_SOURCES:
         _STATEMENT_SOURCES.append(source)
+
+
+@dataclass(frozen=True, slots=True)
+class AgedDebt:
+    """One seller's debt in one currency, and how much of it is older than the age asked."""
+
+    seller_id: int
+    currency: str
+    owed: int
+    aged: int
+
+
+def seller_debts_aged(*, now: datetime, older_than: timedelta) -> list[AgedDebt]:
+    """Every seller's debt, with the part of it older than ``older_than``.
+
+    Whatever reduces a debt (netting, a debit, a write-off) pays its oldest part first, so the
+    part older than the age is what is owed now less what became debt since then (never below
+    zero). Read from the debt accounts' lines only, through their account index."""
+    since = now - older_than
+    rows = (
+        Line.objects.filter(account__kind=K.SELLER_DEBT)
+        .values_list("account__seller_id", "currency")
+        .annotate(
+            owed=Sum("amount"),
+            recent=Coalesce(Sum("amount", filter=Q(amount__gt=0, entry__posted_at__gt=since)), 0),
+        )
+        .filter(owed__gt=0)
+        .order_by("currency", "account__seller_id")
+    )
+    return [
+        AgedDebt(seller_id, currency, owed, max(owed - recent, 0))
+        for seller_id, currency, owed, recent in rows
+    ]
+
+
+# The ages the console and /metrics count debts by (days).
+DEBT_AGES = (30, 60, 90)
+
+
+def debt_aging(*, now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
+    """Per age in ``DEBT_AGES``, per currency: how many sellers owe debt that old, and its total.
+
+    One statement: each debt account's balance and what became debt within each age (as in
+    ``seller_debts_aged``, the oldest part is what is left once the recent part is taken)."""
+    recent = {
+        f"recent_{days}": Coalesce(
+            Sum("amount", filter=Q(amount__gt=0, entry__posted_at__gt=now - timedelta(days))), 0
+        )
+        for days in DEBT_AGES
+    }
+    rows = (
+        Line.objects.filter(account__kind=K.SELLER_DEBT)
+        .values("account__seller_id", "currency")
+        .annotate(owed=Sum("amount"), **recent)
+        .filter(owed__gt=0)
+    )
+    aging: dict[int, dict[str, tuple[int, int]]] = {days: {} for days in DEBT_AGES}
+    for row in rows:
+        for days in DEBT_AGES:
+            aged = row["owed"] - row[f"recent_{days}"]
+            if aged > 0:
+                count, total = aging[days].get(row["currency"], (0, 0))
+                aging[days][row["currency"]] = (count + 1, total + aged)
+    return aging

@@ -226,6 +226,22 @@ def seller_debt_lock(*, seller_id: int, currency: str) -> int:
     return account_balance(kind=K.SELLER_DEBT, seller_id=seller_id, currency=currency)
 
 
+def post_debt_debited(
+    *, seller_id: int, currency: str, amount: int, debit_id: int, stripe_transfer_id: str
+) -> None:
+    """Book an account debit: the platform has the cash, the seller owes that much less.
+
+    ``amount`` was taken from the seller's connected account; posted once per debit row."""
+    entry_post(
+        kind=EntryKind.DEBT_DEBITED,
+        external_id=f"debit:{debit_id}",
+        currency=currency,
+        legs=[Leg(K.PLATFORM_CASH, amount), Leg(K.SELLER_DEBT, -amount, seller_id)],
+        seller_id=seller_id,
+        stripe_id=stripe_transfer_id,
+    )
+
+
 class WriteOffRefused(InvalidInput):
     code = "write_off_refused"
 

@@ -31,7 +31,7 @@ from console.display import (
 from ledger.admin import SellerWithBookAdmin
 from marketplace.admin import DisputeAdmin, OrderAdmin, ReadOnlyAdmin, RefundAdmin
 from marketplace.models import Dispute, Order, Refund, Seller
-from payouts import action_plans, selectors
+from payouts import action_plans, policy_admin, selectors  # noqa: F401  (registers its pages)
 from payouts.models import (
     Payout,
     PayoutItem,
@@ -373,6 +373,7 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
                 "money_line",
                 "amount_money",
                 "platform_fee_money",
+                "policy",
                 "amount_netted_money",
                 "amount_withheld_money",
                 "reversal_target_money",

@@ -1,7 +1,8 @@
-"""The payouts app's staff money actions that may need a second person's approval.
+"""The payouts app's staff money actions, as the approvals app runs them.
 
-Staff refunds, releases of held transfers and re-queues, as the approvals app runs them. Each reads
-its parameters (``measure``), then runs through the same service as when it needs no approval."""
+Staff refunds, releases of held transfers, re-queues, payout policy changes and releases of
+risk holds. Each reads its parameters (``measure``), then runs through the same service as
+when it needs no approval."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -10,11 +11,16 @@ from django.db.models import Sum
 
 from approvals.registry import Action, ActionOutcomeUnknown, Ask, Measured, register
 from config.errors import StripeRefused
-from marketplace.models import Order, OrderStatus, Refund, RefundStatus
+from marketplace.models import Order, OrderStatus, Refund, RefundStatus, Seller
 from marketplace.selectors import order_refund_reserved_amount, order_total
 from marketplace.services import RefundRefused, UnknownOrder
 from payouts.models import SellerTransfer
 from payouts.services.holds import NothingToRelease, order_release
+from payouts.services.policies import (
+    UnknownSeller,
+    policy_changes_parse,
+    seller_policy_set,
+)
 from payouts.services.refunds import (
     ReservationOutcome,
     staff_refund_reserve,
@@ -22,6 +28,7 @@ from payouts.services.refunds import (
     staff_refund_settle,
 )
 from payouts.services.requeue import TransferNotRequeueable, requeueable, transfer_requeue_by_staff
+from payouts.services.risk import NoRiskHold, risk_held_transfers, seller_risk_release
 from payouts.services.transfers import UnknownTransfer
 from payouts.transfer.actors import Actor
 from payouts.transfer.transitions import HeldReason, TransferStatus
@@ -146,6 +153,55 @@ def _requeue_prepare(ask: Ask) -> dict:
     return {"transfer_id": transfer.pk, "status": transfer.status}
 
 
+# --- Payout policy changes and risk releases
+
+
+def _seller_exists(seller_id: int) -> None:
+    if not Seller.objects.filter(pk=seller_id).exists():
+        raise UnknownSeller(f"No seller {seller_id}.")
+
+
+def _policy_measure(params: Mapping[str, Any]) -> Measured:
+    """A policy change moves no money itself: amount 0 (its rule is "never" by default)."""
+    _seller_exists(params["seller_id"])
+    policy_changes_parse(params["changes"])  # refused when asked, as the run would refuse it
+    changes = dict(params["changes"])
+    return Measured(0, "usd", {"seller_id": params["seller_id"], "changes": changes})
+
+
+def _policy_prepare(ask: Ask) -> dict:
+    approved = _approved(ask)
+    reason = f"{ask.reason} ({approved})" if approved else ask.reason
+    policy = seller_policy_set(
+        seller_id=ask.params["seller_id"],
+        changes=ask.params["changes"],
+        user=ask.user,
+        reason=reason,
+    )
+    return {"seller_id": policy.seller_id}
+
+
+def _risk_release_measure(params: Mapping[str, Any]) -> Measured:
+    _seller_exists(params["seller_id"])
+    held = risk_held_transfers(params["seller_id"])
+    currency = held.values_list("currency", flat=True).first()
+    if currency is None:
+        raise NoRiskHold(f"seller {params['seller_id']} has no transfer held for risk")
+    amount = held.filter(currency=currency).aggregate(total=Sum("amount"))["total"]
+    return Measured(amount, currency, {"seller_id": params["seller_id"]})
+
+
+def _risk_release_prepare(ask: Ask) -> dict:
+    approved = _approved(ask)
+    actor = Actor.staff(ask.user)
+    if approved:
+        actor = Actor(f"{actor.caused_by} ({approved})"[:255], ask.user)
+    released = seller_risk_release(
+        seller_id=ask.params["seller_id"], actor=actor, reason=ask.reason
+    )
+    return {"released": released}
+
+
 def register_actions() -> None:
     register(
         Action(
@@ -175,5 +231,23 @@ def register_actions() -> None:
             subject=lambda params: f"transfer {params['transfer_id']}",
             prepare=_requeue_prepare,
             reason_required=True,
+        )
+    )
+    register(
+        Action(
+            kind="policy_change",
+            label="Payout policy change",
+            measure=_policy_measure,
+            subject=lambda params: f"seller {params['seller_id']}",
+            prepare=_policy_prepare,
+        )
+    )
+    register(
+        Action(
+            kind="risk_release",
+            label="Release of a seller's risk hold",
+            measure=_risk_release_measure,
+            subject=lambda params: f"seller {params['seller_id']}",
+            prepare=_risk_release_prepare,
         )
     )

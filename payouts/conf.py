@@ -171,6 +171,8 @@ APPROVAL_DEFAULTS = {
     "write_off": "always",
     "release": "never",
     "requeue": "never",
+    "policy_change": "never",
+    "risk_release": "never",
 }
 
 
@@ -268,6 +270,16 @@ class PayoutsConfig:
     webhook_retention: timedelta
     # Which staff money actions wait for a second person (the approvals app).
     approvals: ApprovalPolicy
+    # A seller's new transfers are held (reason ``risk``) when, over ``risk_window``, they had
+    # at least ``risk_dispute_count`` disputed orders AND disputed / paid orders reached
+    # ``risk_dispute_ratio`` (both conditions: one dispute among two orders is not a pattern).
+    risk_dispute_count: int
+    risk_dispute_ratio: Decimal
+    risk_window: timedelta
+    # A seller's debt this old is taken from their connected account (an account debit), when
+    # their policy allows it; ``debt_debit_retry`` backs off a debit Stripe could not make.
+    debt_debit_after: timedelta
+    debt_debit_retry: RetryPolicy
 
     @property
     def claim_lease(self) -> timedelta:
@@ -324,6 +336,17 @@ class _Reader:
         if raw not in choices:
             raise ImproperlyConfigured(f"{name}: {raw!r} is not one of {', '.join(choices)}")
         return raw
+
+    def ratio(self, name: str, default: str) -> Decimal:
+        """A fraction between 0 and 1 (``0.01`` is one in a hundred)."""
+        raw = self.raw(name, default)
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            raise ImproperlyConfigured(f"{name}: {raw!r} is not a number") from None
+        if not Decimal(0) <= value <= Decimal(1):
+            raise ImproperlyConfigured(f"{name}: {raw} is outside 0..1")
+        return value
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.raw(name, str(default)).lower()
@@ -423,4 +446,11 @@ def load_payouts_config(env: environ.Env, **defaults: str) -> PayoutsConfig:
             high=timedelta(days=3650),
         ),
         approvals=read.approval_policy(),
+        risk_dispute_count=read.integer("RISK_DISPUTE_COUNT", 3, low=1, high=1_000_000),
+        risk_dispute_ratio=read.ratio("RISK_DISPUTE_RATIO", "0.01"),
+        risk_window=read.duration("RISK_WINDOW", "90d", high=timedelta(days=365)),
+        debt_debit_after=read.duration(
+            "DEBT_DEBIT_AFTER", "3d", high=timedelta(days=365), zero_allowed=True
+        ),
+        debt_debit_retry=read.retry_policy("DEBT_DEBIT", switch="DEBT_DEBIT_WORKER_ENABLED"),
     )

@@ -126,6 +126,9 @@ class SellerTransfer(models.Model):
     stripe_destination_payment_id = models.CharField(
         max_length=255, blank=True, default="", db_default=""
     )
+    # The seller's payout policy this row was computed with (``fee_bps``, ``hold`` in seconds,
+    # ``risk``: held for the seller's disputes), so a later policy change explains nothing away.
+    policy = models.JSONField(default=dict, db_default={}, blank=True)
     transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     reversal_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     # Set when an attempt failed in a way that may have moved money (a 5xx) and the next attempt
@@ -565,3 +568,119 @@ class PayoutItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.stripe_balance_transaction_id}"
+
+
+class SellerPolicy(models.Model):
+    """One seller's payout terms; a field left empty (``NULL``) means "the setting's default".
+
+    Changed only through ``payouts.services.policies.seller_policy_set`` (audited in
+    ``SellerPolicyChange``). The reserve fields are stored and checked for the rolling reserve;
+    nothing reads them yet."""
+
+    seller = models.OneToOneField(Seller, on_delete=models.PROTECT, related_name="payout_policy")
+    hold = models.DurationField(null=True, blank=True, help_text="Overrides TRANSFER_HOLD.")
+    reserve_bps = models.IntegerField(null=True, blank=True)
+    reserve_days = models.IntegerField(null=True, blank=True)
+    fee_bps = models.IntegerField(null=True, blank=True, help_text="Overrides PLATFORM_FEE_BPS.")
+    debits_allowed = models.BooleanField(null=True, blank=True)
+    debit_consent_at = models.DateTimeField(null=True, blank=True)
+    # Staff released the seller's risk hold then: only disputes after it count again.
+    risk_released_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "seller policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(reserve_bps__isnull=True)
+                | Q(reserve_bps__gte=0, reserve_bps__lte=10_000),
+                name="chk_policy_reserve_bps",
+            ),
+            models.CheckConstraint(
+                condition=Q(reserve_days__isnull=True)
+                | Q(reserve_days__gte=0, reserve_days__lte=180),
+                name="chk_policy_reserve_days",
+            ),
+            models.CheckConstraint(
+                condition=Q(fee_bps__isnull=True) | Q(fee_bps__gte=0, fee_bps__lte=10_000),
+                name="chk_policy_fee_bps",
+            ),
+            # Debits without the seller's recorded consent are never allowed.
+            models.CheckConstraint(
+                condition=~Q(debits_allowed=True) | Q(debit_consent_at__isnull=False),
+                name="chk_policy_debit_consent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"payout policy of seller {self.seller_id}"
+
+
+class SellerPolicyChange(models.Model):
+    """One change of a seller's payout policy: who, when, the fields before and after."""
+
+    seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="policy_changes")
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    changed_at = models.DateTimeField(auto_now_add=True)
+    # "policy" (the terms) or "risk_release" (staff ended a risk hold).
+    kind = models.CharField(max_length=32, default="policy")
+    before = models.JSONField(default=dict)
+    after = models.JSONField(default=dict)
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["seller", "changed_at"], name="policy_change_seller")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of seller {self.seller_id} at {self.changed_at:%Y-%m-%d %H:%M}"
+
+
+class DebitState(models.TextChoices):
+    """Where an account debit is (``state``, not ``status``: only transfers have a status)."""
+
+    PENDING = "pending"  # due (again) at next_retry_at; Stripe may be asked
+    SUCCEEDED = "succeeded"  # Stripe moved the money; the debt is reduced in the book
+    REFUSED = "refused"  # Stripe refused it (balance, no consent): recorded, never retried
+    FAILED = "failed"  # Stripe could not be reached after every retry
+
+
+class AccountDebit(models.Model):
+    """One debit of a seller's connected account towards their debt (Stripe's account debit).
+
+    The amount is fixed when the row is made (never more than the debt then); the idempotency
+    key is the row's own, so every attempt of this row is one Stripe transfer at most."""
+
+    State = DebitState
+
+    seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="account_debits")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    stripe_transfer_id = models.CharField(max_length=255, blank=True, default="")
+    retry_count = models.PositiveIntegerField(default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="chk_debit_amount"),
+            models.CheckConstraint(
+                condition=Q(state__in=DebitState.values), name="chk_debit_state"
+            ),
+            models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_debit_currency"),
+            # One debit in flight per seller and currency: two sweeps never debit twice.
+            models.UniqueConstraint(
+                fields=["seller", "currency"],
+                condition=Q(state="pending"),
+                name="uniq_debit_pending_per_seller",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "next_retry_at"], name="debit_due")]
+
+    def __str__(self) -> str:
+        return f"debit {self.pk} of seller {self.seller_id}: {self.amount} {self.currency}"

@@ -515,3 +515,25 @@ def _deposit_memo(payout: Payout) -> str:
         reason = payout.failure_message or "no reason given"
         return f"bank deposit failed ({payout.failure_code or 'unknown'}): {reason}"
     return f"bank deposit, {payout.status}"
+
+
+def seller_dispute_record(*, seller_id: int, since: datetime) -> tuple[int, int]:
+    """The seller's disputed orders and paid orders since ``since``: ``(disputed, paid)``.
+
+    Paid: orders that made a transfer row for the seller since then; disputed: those of the
+    seller's orders with a dispute recorded since then (a dispute on an older order counts,
+    as the bank's claim is what is new)."""
+    paid = SellerTransfer.objects.filter(seller_id=seller_id, created_at__gte=since)
+    disputed = Dispute.objects.filter(
+        order__transfers__seller_id=seller_id, created_at__gte=since
+    ).values("order_id")
+    return disputed.distinct().count(), paid.values("order_id").distinct().count()
+
+
+def risk_held_sellers() -> list[dict]:
+    """The sellers with transfers held for risk: seller, rows, amount per currency, oldest."""
+    held = SellerTransfer.objects.filter(status=TransferStatus.HELD, held_reason=HeldReason.RISK)
+    rows = held.values("seller_id", "seller__name", "currency").annotate(
+        transfers=Count("pk"), amount=Sum("amount"), since=Min("created_at")
+    )
+    return list(rows.order_by("since", "seller_id"))

@@ -12,6 +12,7 @@ from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
 from payouts.services import (
     bank_payouts,
     counters,
+    debits,
     holds,
     ledger_check,
     reconciliation,
@@ -104,3 +105,8 @@ def payout_reconcile(payout_id: int) -> dict[str, int | str]:
 @shared_task
 def payouts_reconcile_unread() -> dict[str, int]:
     return bank_payouts.payouts_reconcile_unread()
+
+
+@shared_task
+def debts_debit_due() -> dict[str, int]:
+    return debits.debts_debit_due()

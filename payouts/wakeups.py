@@ -106,6 +106,16 @@ def transfers_due_at(when: datetime) -> None:
         _after_commit("transfers_send_due", mark=f"transfers:{second}", eta=when)
 
 
+def debits_due_at(when: datetime) -> None:
+    """A seller's debt may be debited from their account at ``when``: wake the debit worker.
+
+    Now (a policy that allows debits, a debt already old enough) or later (a debt just booked,
+    a debit retried after an error); a time past the countdown limit is left to the sweep."""
+    if when - timezone.now() <= COUNTDOWN_LIMIT:
+        second = int(when.timestamp())
+        _after_commit("debts_debit_due", mark=f"debits:{second}", eta=when)
+
+
 def send_transfers_after_commit(*, order_id: int) -> None:
     """Pay the order's due seller transfers once the current transaction commits."""
     _after_commit("order_transfers_send", order_id=order_id)

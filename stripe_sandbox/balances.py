@@ -34,7 +34,15 @@ platform balance may go negative), so flows that never model pay-ins still work;
 a transfer with ``source_transaction`` must be in the currency its charge settled
 in and can't take more than what is left of that charge's net. A connected
 account's available balance, per currency, is credited by transfers and debited
-by reversals and payouts; a reversal or payout larger than it is refused.
+by reversals, payouts and account debits; a reversal, payout or debit larger than
+it is refused.
+
+An account debit is Stripe's ``POST /v1/transfers`` made as the connected account
+(``Stripe-Account: acct_…``) with the platform (``PLATFORM_ACCOUNT_ID``) as its
+destination: the account's balance goes down (a ``transfer`` transaction it
+owns), the platform's goes up (a ``payment`` transaction). It is refused, as
+Stripe refuses it, for an account the platform may not debit (a Standard account,
+which carries its own negative balances) and for more than the account has.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ import copy
 import re
 from typing import Any
 
-from .common import new_id, now
+from .common import PLATFORM_ACCOUNT_ID, new_id, now
 from .errors import ControlError, StripeApiError, invalid_request, resource_missing
 from .money import convert, format_money, percentage
 
@@ -388,6 +396,59 @@ class BalancesMixin:
             "currency": reversal["currency"],
             "status": "succeeded",
         }
+
+    # -- account debits -------------------------------------------------------
+
+    def account_debit(self, params, account_id: str, ctx) -> dict[str, Any]:
+        """``POST /v1/transfers`` as a connected account, to the platform: a debit of it."""
+        amount = params.integer("amount", required=True, minimum=1)
+        currency = params.currency()
+        destination = params.string("destination", required=True)
+        if destination != PLATFORM_ACCOUNT_ID:
+            raise invalid_request(
+                "A transfer made as a connected account can only go to its platform "
+                f"({PLATFORM_ACCOUNT_ID}).",
+                param="destination",
+                code="transfers_not_allowed",
+            )
+        account = self.accounts[account_id]
+        if account["type"] == "standard":
+            raise invalid_request(
+                f"The platform cannot debit {account_id}: account debits need an Express or "
+                "Custom account whose negative balances the platform is liable for.",
+                code="transfers_not_allowed",
+            )
+        available = self.available(account_id, currency)
+        if amount > available:
+            raise invalid_request(
+                f"Insufficient funds in the connected account {account_id} to cover this "
+                f"debit: its available balance is {format_money(available, currency)} and "
+                f"the debit needs {format_money(amount, currency)}.",
+                code="balance_insufficient",
+            )
+        self._credit(account_id, currency, -amount)
+        transfer = {
+            "id": new_id("tr"),
+            "object": "transfer",
+            "amount": amount,
+            "amount_reversed": 0,
+            "created": now(),
+            "currency": currency,
+            "description": params.string("description"),
+            "destination": PLATFORM_ACCOUNT_ID,
+            "destination_payment": new_id("py"),
+            "livemode": False,
+            "metadata": params.metadata(),
+            "reversed": False,
+            "source_transaction": None,
+            "source_type": "card",
+            "transfer_group": params.string("transfer_group"),
+        }
+        debit_txn = self._txn("transfer", transfer["id"], -amount, currency, owner=account_id)
+        transfer["balance_transaction"] = debit_txn["id"]
+        self._txn("payment", transfer["destination_payment"], amount, currency)
+        self.account_debits[transfer["id"]] = {**transfer, "source_account": account_id}
+        return copy.deepcopy(transfer)
 
     # -- balances -------------------------------------------------------------
 

@@ -8,6 +8,9 @@ import string
 import time
 from typing import Any
 
+# The platform's own account id, the destination of account debits (a transfer made as a
+# connected account to the platform).
+PLATFORM_ACCOUNT_ID = "acct_sandboxplatform"
 _ALPHABET = string.ascii_letters + string.digits
 
 

@@ -6,7 +6,7 @@
   its settled amount and what a failure gave back) and its disputes;
 * ``disputes``: each dispute with what was withdrawn, reinstated and charged in fees;
 * ``accounts``: each connected account's available balance per currency, with the
-  transfers, reversals and payouts that make it up;
+  transfers, reversals, payouts and account debits that make it up;
 * ``platform_balance``: the sum of the platform's balance transactions per currency;
 * ``totals``: the old integer totals, plus per-currency totals of the new money.
 
@@ -128,7 +128,12 @@ def _disputes(store) -> list[dict[str, Any]]:
 def _accounts(store) -> list[dict[str, Any]]:
     entries = []
     for account_id, account in store.accounts.items():
-        moved: dict[str, dict[str, int]] = {"transferred": {}, "reversed": {}, "paid_out": {}}
+        moved: dict[str, dict[str, int]] = {
+            "transferred": {},
+            "reversed": {},
+            "paid_out": {},
+            "debited": {},
+        }
         for transfer in store.transfers.values():
             if transfer["destination"] == account_id:
                 _add(moved["transferred"], transfer["currency"], transfer["amount"])
@@ -138,10 +143,16 @@ def _accounts(store) -> list[dict[str, Any]]:
             owned = store.txn_owner.get(payout["balance_transaction"]) == account_id
             if owned and payout["status"] != "failed":
                 _add(moved["paid_out"], payout["currency"], payout["amount"])
+        for debit in store.account_debits.values():
+            if debit["source_account"] == account_id:
+                _add(moved["debited"], debit["currency"], debit["amount"])
         balances = dict(store.balances.get(account_id, {}))
-        reversed_, paid_out = moved["reversed"], moved["paid_out"]
+        reversed_, paid_out, debited = moved["reversed"], moved["paid_out"], moved["debited"]
         expected = {
-            currency: amount - reversed_.get(currency, 0) - paid_out.get(currency, 0)
+            currency: amount
+            - reversed_.get(currency, 0)
+            - paid_out.get(currency, 0)
+            - debited.get(currency, 0)
             for currency, amount in moved["transferred"].items()
         }
         entries.append(

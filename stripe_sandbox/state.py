@@ -82,6 +82,7 @@ PERSISTED = (
     "new_refund_status",
     "settlement",
     "balance_transactions",
+    "account_debits",
     "txn_owner",
     "balances",
     "disputes",
@@ -140,6 +141,8 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
         # Transfers and reversals as their connected accounts see them (py_…, pyr_…).
         self.destination_payments: dict[str, dict[str, Any]] = {}
         self.destination_payment_refunds: dict[str, dict[str, Any]] = {}
+        # Transfers made as a connected account to the platform (account debits), by id.
+        self.account_debits: dict[str, dict[str, Any]] = {}
         # Accounts the platform was deauthorized from -> when.
         self.deauthorized: dict[str, int] = {}
         self.application = {"id": new_id("ca"), "object": "application", "name": "stripe_sandbox"}
@@ -544,6 +547,8 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
     # -- transfers and reversals --------------------------------------------
 
     def create_transfer(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        if ctx.stripe_account is not None:
+            return self.account_debit(params, ctx.stripe_account, ctx)
         amount = params.integer("amount", required=True, minimum=1)
         currency = params.currency()
         destination = params.string("destination", required=True)
@@ -767,6 +772,7 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
                 "disputes": list(self.disputes.values()),
                 "payouts": list(self.payouts.values()),
                 "balances": self.balances,
+                "account_debits": list(self.account_debits.values()),
                 "deauthorized": sorted(self.deauthorized),
                 "events": list(self.events.values()),
                 "deliveries": self.deliveries,

@@ -117,6 +117,8 @@ def test_the_default_rules_are_write_offs_always_refunds_above_500_the_rest_neve
         "write_off": "always",
         "release": "never",
         "requeue": "never",
+        "policy_change": "never",
+        "risk_release": "never",
     }
     assert settings.PAYOUTS.approvals.expires_after == timedelta(days=7)
 

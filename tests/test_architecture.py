@@ -99,11 +99,14 @@ MAY_IMPORT: dict[str, set[str]] = {
         "console",
         "marketplace.admin",
         "payouts.action_plans",
+        "payouts.policy_admin",
         "payouts.services",
         "payouts.selectors",
         "payouts.transfer.actors",
         "payouts.transfer.transitions",
     },
+    # The payout policy pages (imported by payouts.admin, so registered with it).
+    "payouts.policy_admin": _BOOK_AND_ORDERS | _TRANSFER_DOMAIN | {"approvals", "payouts.services"},
     # What a staff money action would do, line by line, for the console's confirmation pages.
     "payouts.action_plans": _BOOK_AND_ORDERS
     | _TRANSFER_DOMAIN

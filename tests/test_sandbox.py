@@ -730,3 +730,56 @@ def test_events_are_listed_by_type_and_creation_time(client, transfer):
         "transfer.reversed",
     }
     assert client.v1.events.list(params={"created": {"lt": transfer.created}}).data == []
+
+
+# --- Account debits ------------------------------------------------------------------------
+
+
+def debit(client: stripe.StripeClient, account: str, amount: int, destination: str):
+    return client.v1.transfers.create(
+        params={"amount": amount, "currency": "usd", "destination": destination},
+        options={"stripe_account": account, "idempotency_key": f"debit-{account}-{amount}"},
+    )
+
+
+def test_an_account_debit_moves_money_from_the_connected_account_to_the_platform(sandbox):
+    from stripe_sandbox.common import PLATFORM_ACCOUNT_ID
+
+    client = make_client(sandbox.url)
+    account = client.v1.accounts.create(params={"type": "express"}).id
+    client.v1.transfers.create(params={"amount": 1000, "currency": "usd", "destination": account})
+    platform_before = sandbox.control.ledger()["platform_balance"].get("usd", 0)
+
+    made = debit(client, account, 600, PLATFORM_ACCOUNT_ID)
+
+    assert (made.amount, made.destination) == (600, PLATFORM_ACCOUNT_ID)
+    assert sandbox.control.account_balance(account)["available"][0]["amount"] == 400
+    assert sandbox.control.ledger()["platform_balance"]["usd"] == platform_before + 600
+    assert sandbox.control.ledger()["consistent"]
+    # The same key replays the same debit: nothing moves twice.
+    assert debit(client, account, 600, PLATFORM_ACCOUNT_ID).id == made.id
+    assert sandbox.control.account_balance(account)["available"][0]["amount"] == 400
+
+
+@pytest.mark.parametrize(
+    ("account_type", "amount", "destination", "code"),
+    [
+        ("express", 5000, None, "balance_insufficient"),  # more than the account has
+        ("standard", 100, None, "transfers_not_allowed"),  # the platform may not debit it
+        ("express", 100, "acct_someoneelse", "transfers_not_allowed"),  # not to the platform
+    ],
+)
+def test_an_account_debit_is_refused_as_stripe_refuses_it(
+    sandbox, account_type, amount, destination, code
+):
+    from stripe_sandbox.common import PLATFORM_ACCOUNT_ID
+
+    client = make_client(sandbox.url)
+    account = client.v1.accounts.create(params={"type": account_type}).id
+    sandbox.control.adjust_account(account, 1000, "usd")  # a Standard account cannot be paid
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        debit(client, account, amount, destination or PLATFORM_ACCOUNT_ID)
+
+    assert (refused.value.http_status, refused.value.code) == (400, code)
+    assert sandbox.control.account_balance(account)["available"][0]["amount"] == 1000

@@ -185,6 +185,9 @@ PUBLIC_SANDBOX_SECRETS = frozenset(
 )
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+# The platform's own Stripe account (acct_…): the destination of account debits, which take a
+# seller's old debt from their connected account. Empty: no account debit is ever made.
+STRIPE_PLATFORM_ACCOUNT_ID = env.str("STRIPE_PLATFORM_ACCOUNT_ID", default="")
 # Several comma-separated secrets are accepted while an endpoint secret is being rotated.
 STRIPE_WEBHOOK_SECRETS = [s for s in env.list("STRIPE_WEBHOOK_SECRET", default=[]) if s]
 # The Connect endpoint's own secret(s): connected accounts' events are signed with it, never with
@@ -235,6 +238,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.tasks.ledger_check_weekly",
         "schedule": 7 * 24 * 60 * 60,
         "options": {"expires": 6 * 60 * 60},
+    },
+    # Sellers' debts old enough, taken from their connected accounts when their policy allows.
+    "debit-debts": {
+        "task": "payouts.tasks.debts_debit_due",
+        "schedule": PAYOUTS.debt_debit_retry.check_interval.total_seconds(),
+        "options": {"expires": PAYOUTS.debt_debit_retry.check_interval.total_seconds()},
     },
     # Sellers' bank payouts paid but never read at Stripe (their wake-up was lost).
     "reconcile-unread-payouts": {

@@ -20,6 +20,8 @@ STRIPE_USES_LOCAL_SANDBOX = not STRIPE_SECRET_KEY  # noqa: F405
 if STRIPE_USES_LOCAL_SANDBOX:
     STRIPE_SECRET_KEY = "sk_test_local_sandbox"  # one of PUBLIC_SANDBOX_SECRETS
     STRIPE_API_BASE = env.str("STRIPE_API_BASE", default=SANDBOX_URL)
+if not STRIPE_PLATFORM_ACCOUNT_ID:  # noqa: F405
+    STRIPE_PLATFORM_ACCOUNT_ID = "acct_sandboxplatform"  # the sandbox's platform account
 if not STRIPE_WEBHOOK_SECRETS:  # noqa: F405
     STRIPE_WEBHOOK_SECRETS = ["whsec_local_sandbox"]
 if not STRIPE_CONNECT_WEBHOOK_SECRETS:  # noqa: F405

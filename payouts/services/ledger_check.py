@@ -223,7 +223,8 @@ _WRITTEN_OFF = """
     SELECT e.seller_id, l.currency, -sum(l.amount)
     FROM ledger_entry e JOIN ledger_line l ON l.entry_id = e.id
     JOIN ledger_account a ON a.id = l.account_id
-    WHERE e.kind IN ('debt_written_off', 'write_off_reversed') AND a.kind = 'seller_debt'
+    WHERE e.kind IN ('debt_written_off', 'write_off_reversed', 'debt_debited')
+      AND a.kind = 'seller_debt'
     GROUP BY e.seller_id, l.currency
 """
 

@@ -57,7 +57,7 @@ from payouts.transfer.idempotency import (
 )
 from payouts.transfer.locks import claim_due, transfer_lock
 from payouts.transfer.transitions import ConcurrentTransition, EndReason, HeldReason, TransferStatus
-from payouts.wakeups import clear_mark, reversals_due_at
+from payouts.wakeups import clear_mark, debits_due_at, reversals_due_at
 
 logger = logging.getLogger(__name__)
 
@@ -391,6 +391,8 @@ def _refuse(transfer: SellerTransfer, why: str) -> ReversalOutcome:
             moves.reversal_settled(row, actor=WORKER)
             return _SETTLED[row.status]
         moves.reversal_refused(row, message=f"reversal refused: {why}", actor=WORKER)
+        # The debt may be debited from the seller's account once it is old enough.
+        debits_due_at(timezone.now() + settings.PAYOUTS.debt_debit_after)
     return ReversalOutcome.REFUSED
 
 

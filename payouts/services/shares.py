@@ -15,6 +15,7 @@ transaction commits (``payouts.wakeups``).
 """
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -92,19 +93,26 @@ def _reinstate_cancelled(order: Order, rows, actor: Actor) -> None:
 
     Transfers cancelled because the order was refunded in full are owed again when it is not
     any more (that refund failed): held for what is left of the order's hold, else sent now."""
-    hold = settings.PAYOUTS.transfer_hold
     for row in rows:
         if (
             row.status != TransferStatus.PERMANENTLY_FAILED
             or row.end_reason != EndReason.ORDER_REFUNDED
         ):
             continue
+        hold = _row_hold(row)
         until = row.created_at + hold if hold else None
         if until is not None and until <= timezone.now():
             until = None
         moves.reinstated(row, until=until, actor=actor)
         if until is None:
             send_transfers_after_commit(order_id=order.pk)
+
+
+def _row_hold(row) -> timedelta:
+    """The hold the row was computed with (the seller's policy then), else ``TRANSFER_HOLD``."""
+    if "hold" in row.policy:
+        return timedelta(seconds=row.policy["hold"])
+    return settings.PAYOUTS.transfer_hold
 
 
 def _on_hold(row) -> bool:

@@ -30,6 +30,9 @@ from marketplace.services import (
     settlement_record,
 )
 from payouts.models import SellerTransfer
+from payouts.services.debits import debits_in_flight
+from payouts.services.policies import policy_effective, seller_policy
+from payouts.services.risk import seller_at_risk
 from payouts.services.shares import transfers_apply_shares
 from payouts.stripe_api.gateway import (
     DestinationCannotReceive,
@@ -238,11 +241,12 @@ def seller_shares_of_settlement(order: Order) -> dict[int, int]:
 
 
 def _new_rows(order: Order) -> list[SellerTransfer]:
-    bps = settings.PAYOUTS.platform_fee_bps
     currency = order.settlement_currency
     rows = []
     for seller_id, gross in seller_shares_of_settlement(order).items():
-        fee = platform_fee(gross, bps)
+        policy = seller_policy(seller_id)
+        terms = policy_effective(policy)
+        fee = platform_fee(gross, terms.fee_bps)
         net = gross - fee
         if net <= 0:
             logger.warning(
@@ -250,7 +254,10 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
                 extra={"order_id": order.pk, "seller_id": seller_id},
             )
             continue
+        at_risk = seller_at_risk(seller_id=seller_id, released_at=policy.risk_released_at)
         debt = ledger.services.seller_debt_lock(seller_id=seller_id, currency=currency)
+        # A debit under way at Stripe will settle its part: netting it too would take it twice.
+        debt -= debits_in_flight(seller_id=seller_id, currency=currency)
         rows.append(
             SellerTransfer(
                 order=order,
@@ -259,15 +266,26 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
                 platform_fee=fee,
                 amount_netted=money.netted_at_creation(amount=net, debt=debt),
                 currency=currency,
-                **_first_status(),
+                policy=terms.as_recorded(risk=at_risk),
+                **_first_status(hold=terms.hold, at_risk=at_risk),
             )
         )
     return rows
 
 
-def _first_status() -> dict:
-    """Due now, or held until the order's hold (``TRANSFER_HOLD``) ends."""
-    now, hold = timezone.now(), settings.PAYOUTS.transfer_hold
+def _first_status(*, hold: timedelta, at_risk: bool) -> dict:
+    """Due now, held for the seller's disputes, or held until the seller's hold ends.
+
+    The hold is the seller's policy's (``TRANSFER_HOLD`` by default). A risk hold has no end
+    time: only staff release it."""
+    now = timezone.now()
+    if at_risk:
+        return {
+            "status": TransferStatus.HELD,
+            "held_reason": HeldReason.RISK,
+            "next_retry_at": None,
+            "error_message": "held for the seller's disputes until staff release it",
+        }
     if not hold:
         return {"status": TransferStatus.PENDING, "next_retry_at": now}
     until = now + hold

@@ -340,8 +340,17 @@ class StripeTransientError(GatewayError):
     """Anything else; retried with backoff."""
 
 
+class DebitRefused(GatewayError):
+    """Stripe refused an account debit for good (the balance, or an account it cannot debit).
+
+    The connected account's balance cannot cover it, or the platform may not debit that
+    account. Trying the same debit again will not help."""
+
+
 # Stripe's codes for a reversal the connected account's balance cannot cover.
 _SELLER_BALANCE_CODES = frozenset({"balance_insufficient", "insufficient_funds"})
+# Stripe's codes for an account debit the platform may not make.
+_DEBIT_NOT_ALLOWED_CODES = frozenset({"transfers_not_allowed", "account_invalid"})
 # Stripe's codes for a transfer the destination account cannot receive.
 _DESTINATION_CODES = frozenset({"insufficient_capabilities_for_transfer", "account_invalid"})
 
@@ -532,6 +541,43 @@ class StripeGateway:
                 response_seen=True,
                 may_have_executed=True,
             )
+        return _transfer(obj)
+
+    def debit_account(
+        self,
+        *,
+        account_id: str,
+        amount: int,
+        currency: str,
+        platform_account_id: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> StripeTransfer:
+        """Take ``amount`` from a connected account's balance to the platform's (an account debit).
+
+        Stripe's account debit: a transfer made as the connected account (``Stripe-Account``)
+        whose destination is the platform. Raises ``DebitRefused`` when Stripe refuses it for
+        the balance or the account (no retry helps), ``StripeTransientError`` otherwise."""
+        params = {
+            "amount": amount,
+            "currency": currency,
+            "destination": platform_account_id,
+            "metadata": metadata,
+        }
+        try:
+            obj = self._call(
+                "transfers.create_debit",
+                self._client.v1.transfers.create,
+                params=params,
+                options={"idempotency_key": idempotency_key, "stripe_account": account_id},
+            )
+        except StripeTransientError as refused:
+            codes = _SELLER_BALANCE_CODES | _DEBIT_NOT_ALLOWED_CODES
+            if refused.http_status in (400, 403) and refused.code in codes:
+                raise DebitRefused(
+                    refused.message, http_status=refused.http_status, code=refused.code
+                ) from refused
+            raise
         return _transfer(obj)
 
     def reverse_transfer(

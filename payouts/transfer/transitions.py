@@ -36,6 +36,9 @@ class HeldReason(models.TextChoices):
     AWAITING_RELEASE = "awaiting_release"  # the order's hold (TRANSFER_HOLD) until release
     ACCOUNT_RESTRICTED = "account_restricted"  # the seller's account cannot receive transfers
     ACCOUNT_DEAUTHORIZED = "account_deauthorized"  # the seller disconnected the platform
+    # The seller's disputes passed RISK_DISPUTE_COUNT and RISK_DISPUTE_RATIO: until staff
+    # release them (no time ends this hold).
+    RISK = "risk"
 
 
 class EndReason(models.TextChoices):

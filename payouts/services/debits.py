@@ -1,0 +1,231 @@
+"""Account debits: a seller's old debt taken from their connected account.
+
+The debt-recovery ladder: a refused reversal is the seller's debt; their next transfers net it;
+when it is older than ``DEBT_DEBIT_AFTER`` and their payout policy allows account debits (with
+the date their consent was recorded), this worker takes it from their connected account
+(Stripe's account debit); what still ages is counted on the console and in ``/metrics``; staff
+write off the rest.
+
+One debit row per attempt to recover (``AccountDebit``), made under the seller's debt lock for
+no more than the part of the debt that is old enough (netting pays the oldest part first), at
+most one in flight per seller and currency, with a key built from the debt as it stood (its
+last line): two sweeps that see the same debt make the same row once. Then claim → call →
+record: a short transaction claims due rows (``SKIP LOCKED`` and a lease), Stripe is called
+with no transaction open, and a short transaction records the outcome with its book entry.
+A transient error is retried with backoff under the same key (Stripe replays what it did); a
+refusal (the balance cannot cover it, or the account cannot be debited) is recorded and not
+retried: the debt waits for another ``DEBT_DEBIT_AFTER`` before the next debit is tried.
+"""
+
+import logging
+from collections import Counter
+from datetime import datetime
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Sum
+from django.utils import timezone
+
+import ledger.services
+from ledger.models import AccountKind, Line
+from ledger.selectors import seller_debts_aged
+from marketplace.models import Seller
+from payouts.models import AccountDebit, DebitState
+from payouts.services.policies import policy_effective, seller_policy
+from payouts.stripe_api.gateway import DebitRefused, GatewayError, StripeGateway, get_gateway
+from payouts.wakeups import debits_due_at
+
+logger = logging.getLogger(__name__)
+
+
+class DebitOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    REFUSED = "refused"
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+def debits_in_flight(*, seller_id: int, currency: str) -> int:
+    """What pending debits of the seller may still take from their debt (netting leaves it)."""
+    pending = AccountDebit.objects.filter(
+        seller_id=seller_id, currency=currency, state=DebitState.PENDING
+    )
+    return pending.aggregate(total=Sum("amount"))["total"] or 0
+
+
+def debts_debit_due(
+    *, limit: int = 100, gateway: StripeGateway | None = None, now: datetime | None = None
+) -> dict[str, int]:
+    """Beat's sweep (and the wake-up's task): make the due debits, then attempt them.
+
+    Returns counts: ``created`` rows, then one count per attempt's outcome; nothing while
+    ``DEBT_DEBIT_WORKER_ENABLED`` is off."""
+    if not settings.PAYOUTS.debt_debit_retry.enabled:
+        return {}
+    gateway = gateway or get_gateway()
+    summary: Counter[str] = Counter()
+    created = debits_create_due(now=now or timezone.now())
+    if created:
+        summary["created"] = created
+    while True:
+        rows = _claim_due(now=timezone.now(), limit=limit)
+        for row in rows:
+            summary[debit_attempt(row, gateway=gateway)] += 1
+        if len(rows) < limit:
+            return dict(summary)
+
+
+def debits_create_due(*, now: datetime) -> int:
+    """Make a debit row for each debt old enough whose seller allows debits. Returns how many."""
+    if not settings.STRIPE_PLATFORM_ACCOUNT_ID:
+        return 0
+    after = settings.PAYOUTS.debt_debit_after
+    created = 0
+    for debt in seller_debts_aged(now=now, older_than=after):
+        if debt.aged > 0 and _may_debit(debt.seller_id, debt.currency, now=now):
+            created += _debit_create(debt.seller_id, debt.currency, now=now)
+    return created
+
+
+def _may_debit(seller_id: int, currency: str, *, now: datetime) -> bool:
+    """The policy allows it, the seller has an account, and no recent debit was refused."""
+    if not policy_effective(seller_policy(seller_id)).debits_allowed:
+        return False
+    if not Seller.objects.filter(pk=seller_id).exclude(stripe_account_id="").exists():
+        return False
+    recent = AccountDebit.objects.filter(
+        seller_id=seller_id,
+        currency=currency,
+        state__in=[DebitState.REFUSED, DebitState.FAILED],
+        updated_at__gt=now - settings.PAYOUTS.debt_debit_after,
+    )
+    return not recent.exists()
+
+
+def _debit_create(seller_id: int, currency: str, *, now: datetime) -> int:
+    """One debit row for the part of the debt old enough, under the seller's debt lock."""
+    with transaction.atomic():
+        debt = ledger.services.seller_debt_lock(seller_id=seller_id, currency=currency)
+        if debits_in_flight(seller_id=seller_id, currency=currency):
+            return 0
+        # Under the lock: what netting or a write-off left of the old part since it was read.
+        [aged] = [
+            found.aged
+            for found in seller_debts_aged(now=now, older_than=settings.PAYOUTS.debt_debit_after)
+            if (found.seller_id, found.currency) == (seller_id, currency)
+        ] or [0]
+        amount = min(aged, debt)
+        if amount <= 0:
+            return 0
+        last_line = Line.objects.filter(
+            account__kind=AccountKind.SELLER_DEBT, account__seller_id=seller_id, currency=currency
+        ).aggregate(last=Max("pk"))["last"]
+        # Deterministic: the seller's debits so far and the debt's last line, read under the lock.
+        tried = AccountDebit.objects.filter(seller_id=seller_id, currency=currency).count()
+        try:
+            with transaction.atomic():
+                AccountDebit.objects.create(
+                    seller_id=seller_id,
+                    currency=currency,
+                    amount=amount,
+                    idempotency_key=f"debit-{seller_id}-{currency}-{tried + 1}-line-{last_line}",
+                    next_retry_at=now,
+                )
+        except IntegrityError:
+            return 0  # another sweep made this very row (the database's unique key says so)
+    return 1
+
+
+def _claim_due(*, now: datetime, limit: int) -> list[AccountDebit]:
+    """Claim due pending debits: ``SKIP LOCKED``, and a lease keeps other workers off them."""
+    with transaction.atomic():
+        due = AccountDebit.objects.filter(state=DebitState.PENDING, next_retry_at__lte=now)
+        rows = list(due.select_for_update(skip_locked=True).order_by("next_retry_at", "pk")[:limit])
+        AccountDebit.objects.filter(pk__in=[row.pk for row in rows]).update(
+            next_retry_at=now + settings.PAYOUTS.claim_lease
+        )
+    return rows
+
+
+def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcome:
+    """Call Stripe once for a claimed debit (no transaction open) and record what it said."""
+    seller = Seller.objects.get(pk=debit.seller_id)
+    if not policy_effective(seller_policy(seller.pk)).debits_allowed:
+        # Withdrawn since the row was made: never attempted.
+        return _record_refused(debit, "the seller's payout policy no longer allows debits")
+    try:
+        result = gateway.debit_account(
+            account_id=seller.stripe_account_id,
+            amount=debit.amount,
+            currency=debit.currency,
+            platform_account_id=settings.STRIPE_PLATFORM_ACCOUNT_ID,
+            metadata={"account_debit_id": str(debit.pk), "seller_id": str(seller.pk)},
+            idempotency_key=debit.idempotency_key,
+        )
+    except DebitRefused as refused:
+        return _record_refused(debit, refused.describe())
+    except GatewayError as error:
+        return _record_retry(debit, error)
+    return _record_succeeded(debit, stripe_transfer_id=result.id)
+
+
+def _locked(debit: AccountDebit) -> AccountDebit | None:
+    """The row under its lock, while still pending (another actor may have recorded it)."""
+    row = AccountDebit.objects.select_for_update().get(pk=debit.pk)
+    return row if row.state == DebitState.PENDING else None
+
+
+def _record_succeeded(debit: AccountDebit, *, stripe_transfer_id: str) -> DebitOutcome:
+    with transaction.atomic():
+        ledger.services.seller_debt_lock(seller_id=debit.seller_id, currency=debit.currency)
+        row = _locked(debit)
+        if row is None:
+            return DebitOutcome.SKIPPED
+        row.state = DebitState.SUCCEEDED
+        row.stripe_transfer_id = stripe_transfer_id
+        row.error_message = ""
+        row.save(update_fields=["state", "stripe_transfer_id", "error_message", "updated_at"])
+        ledger.services.post_debt_debited(
+            seller_id=row.seller_id,
+            currency=row.currency,
+            amount=row.amount,
+            debit_id=row.pk,
+            stripe_transfer_id=stripe_transfer_id,
+        )
+    logger.info("account debited", extra={"account_debit_id": debit.pk, "amount": debit.amount})
+    return DebitOutcome.SUCCEEDED
+
+
+def _record_refused(debit: AccountDebit, message: str) -> DebitOutcome:
+    with transaction.atomic():
+        row = _locked(debit)
+        if row is None:
+            return DebitOutcome.SKIPPED
+        row.state = DebitState.REFUSED
+        row.error_message = message
+        row.save(update_fields=["state", "error_message", "updated_at"])
+    logger.warning("account debit refused", extra={"account_debit_id": debit.pk, "why": message})
+    return DebitOutcome.REFUSED
+
+
+def _record_retry(debit: AccountDebit, error: GatewayError) -> DebitOutcome:
+    """Due again after the backoff with the same key, or failed once the retries are spent."""
+    policy = settings.PAYOUTS.debt_debit_retry
+    with transaction.atomic():
+        row = _locked(debit)
+        if row is None:
+            return DebitOutcome.SKIPPED
+        row.retry_count += 1
+        row.error_message = error.describe()
+        delay = policy.delay_after_failure(row.retry_count)
+        if delay is None:
+            row.state = DebitState.FAILED
+        else:
+            row.next_retry_at = timezone.now() + delay
+            debits_due_at(row.next_retry_at)
+        row.save(
+            update_fields=["state", "retry_count", "error_message", "next_retry_at", "updated_at"]
+        )
+    return DebitOutcome.FAILED if delay is None else DebitOutcome.RETRY_SCHEDULED

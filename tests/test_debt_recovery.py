@@ -1,0 +1,186 @@
+"""The debt-recovery ladder after netting: an account debit (Stripe's transfer made as the
+connected account to the platform) once the debt is older than ``DEBT_DEBIT_AFTER`` and the
+seller's policy allows it; a refused debit recorded, the debt aging on the console and in
+/metrics; never a debit for a seller whose policy does not allow it; two workers racing for a
+due debit make one debit at Stripe. Everything against the sandbox over HTTP."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from ledger.models import Entry, EntryKind
+from ledger.selectors import seller_balances
+from payouts.models import AccountDebit, DebitState
+from payouts.services.debits import debts_debit_due
+from payouts.services.ledger_check import ledger_check
+from payouts.services.policies import seller_policy_set
+from payouts.transfer.transitions import TransferStatus
+from tests.builders import paid_order, refund_at_stripe, staff_with
+
+CONSENT = {"debits_allowed": True, "debit_consent_at": "2026-11-01T10:00:00Z"}
+
+
+def seller_in_debt(client, sandbox, stripe_client, deliver):
+    """A seller paid 1800, paid out to their bank, then refunded in full: the reversal is
+    refused for their balance and the 1800 is their debt. No sale follows."""
+    order, [row] = paid_order(stripe_client, [2000], webhook=client)
+    sandbox.simulate_payout(row.seller.stripe_account_id, 1800)
+    refund_at_stripe(stripe_client, order)
+    deliver("refund.created")
+    row.refresh_from_db()
+    assert (row.status, row.amount_owed) == (TransferStatus.REVERSAL_REFUSED, 1800)
+    return row.seller
+
+
+def debt_of(seller) -> int:
+    return seller_balances(seller_id=seller.pk)["usd"]["debt"]
+
+
+@pytest.fixture
+def age_debt(monkeypatch):
+    """Time passes: ``age_debt(seller, days)`` moves the service's clock ``days`` ahead.
+
+    The book is append-only (its entries keep the time they were posted), so the clock moves
+    instead: Django's ``timezone.now``, which every service, selector and page reads."""
+    real_now = timezone.now
+
+    def advance(seller, days: int) -> None:
+        monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(days=days))
+
+    return advance
+
+
+def allow_debits(seller) -> None:
+    seller_policy_set(seller_id=seller.pk, changes=CONSENT, user=staff_with())
+
+
+def debits_at_stripe(sandbox) -> list[dict]:
+    return sandbox.state()["account_debits"]
+
+
+@pytest.mark.django_db
+def test_an_old_debt_is_debited_from_the_account_and_the_debt_is_zero(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    account = seller.stripe_account_id
+    sandbox.adjust_account(account, 2500)  # the seller's balance has money again
+    allow_debits(seller)
+
+    assert debts_debit_due() == {}  # not older than DEBT_DEBIT_AFTER (3 days) yet
+    age_debt(seller, 4)
+    assert debts_debit_due() == {"created": 1, "succeeded": 1}
+
+    debit = AccountDebit.objects.get()
+    assert (debit.state, debit.amount) == (DebitState.SUCCEEDED, 1800)
+    [at_stripe] = debits_at_stripe(sandbox)
+    assert at_stripe["id"] == debit.stripe_transfer_id
+    assert (at_stripe["amount"], at_stripe["source_account"]) == (1800, account)
+    assert at_stripe["destination"] == "acct_sandboxplatform"
+    assert sandbox.account_balance(account)["available"][0]["amount"] == 700
+    assert debt_of(seller) == 0
+    assert Entry.objects.filter(kind=EntryKind.DEBT_DEBITED).count() == 1
+    assert ledger_check()[1] == []
+    assert debts_debit_due() == {}  # nothing is owed any more: no second debit
+
+
+@pytest.mark.django_db
+def test_a_refused_debit_is_recorded_and_the_debt_ages_on_the_console_and_in_metrics(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    allow_debits(seller)
+    age_debt(seller, 31)
+
+    assert debts_debit_due() == {"created": 1, "refused": 1}
+
+    debit = AccountDebit.objects.get()
+    assert debit.state == DebitState.REFUSED
+    assert "balance_insufficient" in debit.error_message
+    assert debits_at_stripe(sandbox) == []
+    assert debt_of(seller) == 1800
+    assert debts_debit_due() == {}  # refused: not tried again before another 3 days
+    assert ledger_check()[1] == []
+
+    client.force_login(staff_with(is_superuser=True))
+    board = client.get(reverse("admin:index")).content.decode()
+    assert 'data-aged="30-usd"><span class="money">18.00 USD</span>' in board
+    assert 'data-figure="debt-aged-60">0<' in board
+    report = client.get(reverse("admin:needs_attention")).content.decode()
+    assert 'data-aged="30-usd">1 owing <span class="money">18.00 USD</span>' in report
+    assert 'data-aged="60-usd"' not in report
+    metrics = client.get("/metrics").content.decode()
+    assert 'payouts_debt_aged_amount{age_days="30",currency="usd"} 1800.0' in metrics
+    assert 'payouts_debtors_aged{age_days="30",currency="usd"} 1.0' in metrics
+    assert 'age_days="60"' not in metrics
+    debits_page = client.get(reverse("admin:payouts_accountdebit_changelist")).content.decode()
+    assert "balance_insufficient" in debits_page
+
+
+@pytest.mark.django_db
+def test_a_standard_account_cannot_be_debited_as_stripe_refuses_it(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    standard = stripe_client.v1.accounts.create(params={"type": "standard"})
+    sandbox.adjust_account(standard.id, 5000)
+    type(seller).objects.filter(pk=seller.pk).update(stripe_account_id=standard.id)
+    allow_debits(seller)
+    age_debt(seller, 4)
+
+    assert debts_debit_due() == {"created": 1, "refused": 1}
+    assert "transfers_not_allowed" in AccountDebit.objects.get().error_message
+    assert debt_of(seller) == 1800
+
+
+@pytest.mark.django_db
+def test_a_debit_is_never_attempted_for_a_seller_whose_policy_does_not_allow_it(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    age_debt(seller, 100)
+    calls_before = len(sandbox.calls("transfers.create"))
+
+    assert debts_debit_due() == {}
+    seller_policy_set(seller_id=seller.pk, changes={**CONSENT, "debits_allowed": False}, user=None)
+    assert debts_debit_due() == {}
+
+    assert not AccountDebit.objects.exists()
+    assert len(sandbox.calls("transfers.create")) == calls_before
+    assert debt_of(seller) == 1800
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_racing_for_a_due_debit_make_one_debit_at_stripe(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    start = threading.Barrier(2)
+    outcomes = []
+
+    def worker():
+        try:
+            start.wait()
+            outcomes.append(debts_debit_due())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcome.get("succeeded", 0) for outcome in outcomes) == [0, 1]
+    assert len(debits_at_stripe(sandbox)) == 1
+    assert AccountDebit.objects.get().state == DebitState.SUCCEEDED
+    assert debt_of(seller) == 0
+    assert ledger_check()[1] == []
