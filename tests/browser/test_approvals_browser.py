@@ -28,6 +28,7 @@ def test_a_refund_above_the_rule_waits_and_a_second_person_approves_it_on_the_pa
     page.check(f'input[name="_selected_action"][value="{order.pk}"]')
     page.select_option('select[name="action"]', "refund_in_full")
     page.click('button[name="index"]')
+    page.click('input[type=submit][value="Refund at Stripe"]')  # the confirmation page
     message = page.locator("ul.messagelist li.success").inner_text()
     assert "700.00 USD waits for a second person's approval" in message
     page.screenshot(path=screenshots / "approval-01-asked.png", full_page=True)

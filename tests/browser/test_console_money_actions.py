@@ -91,8 +91,9 @@ def test_refunding_an_order_asks_first_saying_to_whom_and_how_much(
 
 
 def test_a_write_off_typed_as_the_console_shows_money_writes_off_that_much(
-    logged_in, live_server, client, sandbox, stripe_client, screenshots
+    logged_in, live_server, client, sandbox, stripe_client, screenshots, approval_rules
 ):
+    approval_rules("write_off=never")  # one person writes off here; four eyes: test_approvals
     page = logged_in
     # Paid 108.00, paid out to their bank at once, then refunded: 108.00 is their debt.
     order, [row] = paid_order(stripe_client, [12000], webhook=client)
