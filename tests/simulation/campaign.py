@@ -36,7 +36,10 @@ def test_simulate(sandbox, stripe_client, settings):
         steps += outcome.steps_run
         if outcome.failed:
             failed.append(seed)
-            say(f"seed {seed} FAILED: {outcome.failures[0].splitlines()[0]}")
+            say(f"seed {seed} FAILED:")
+            for failure in outcome.failures:
+                if not failure.startswith("rows "):  # the rows table: SEED=<seed> shows it
+                    say(f"    {failure.splitlines()[0]}")
     minutes = (time.monotonic() - started) / 60
     say(
         f"\n{count} histories, {steps} steps in {minutes:.1f} min: "

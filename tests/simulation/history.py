@@ -83,7 +83,7 @@ _MAKERS = {
     lambda rng: Step("release", (_pick(rng),)): 5,
     lambda rng: Step("restrict_account", (rng.randrange(SELLERS),)): 3,
     lambda rng: Step("fix_account", (rng.randrange(SELLERS),)): 3,
-    lambda rng: Step("seller_pays_out", (rng.randrange(SELLERS),)): 5,
+    lambda rng: Step("seller_pays_out", (_pick(rng),)): 5,
     lambda rng: Step("deliver_events", (rng.randrange(1000), rng.random() < 0.3)): 14,
     lambda rng: Step("run_workers", ()): 14,
     lambda rng: Step("reconcile", ()): 2,
@@ -93,5 +93,5 @@ _MAKERS = {
     lambda rng: Step("stripe_forgets_keys", ()): 2,
     lambda rng: Step("staff_retry", (_pick(rng),)): 2,
     lambda rng: Step("staff_requeue", (_pick(rng),)): 2,
-    lambda rng: Step("write_off", (rng.randrange(SELLERS),)): 3,
+    lambda rng: Step("write_off", (_pick(rng),)): 3,
 }

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import traceback
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -288,13 +289,19 @@ class World:
     def fix_account(self, seller: int) -> None:
         self.sandbox.set_transfers_capability(self.sellers[seller].stripe_account_id, "active")
 
-    def seller_pays_out(self, seller: int) -> None:
-        """The seller pays their whole balance out to their bank: a reversal now finds
+    def seller_pays_out(self, which: int) -> None:
+        """A seller with money at Stripe pays it all out to their bank: a reversal now finds
         nothing to take back (Stripe refuses it for an insufficient balance)."""
-        account = self.sellers[seller].stripe_account_id
-        for balance in self.sandbox.account_balance(account)["available"]:
-            if balance["amount"] > 0:
-                self.sandbox.simulate_payout(account, balance["amount"], balance["currency"])
+        balances = [
+            (seller.stripe_account_id, balance)
+            for seller in self.sellers
+            for balance in self.sandbox.account_balance(seller.stripe_account_id)["available"]
+            if balance["amount"] > 0
+        ]
+        if not balances:
+            return
+        account, balance = balances[which % len(balances)]
+        self.sandbox.simulate_payout(account, balance["amount"], balance["currency"])
 
     def stripe_fault(self, operation: str, fault: str) -> None:
         entry = {"action": fault}
@@ -353,10 +360,9 @@ class World:
     def run_workers(self) -> None:
         """One tick of each worker, as beat's sweeps start them."""
         for work in (self._send, holds_release_due, self._reverse):
-            try:
+            # A killed worker's claimed row keeps its lease; a later tick takes it up.
+            with suppress(WorkerKilled):
                 work()
-            except WorkerKilled:
-                pass  # its claimed row keeps its lease; a later tick takes it up
 
     def _send(self) -> None:
         transfers_send_due(gateway=self.gateway)
@@ -365,10 +371,8 @@ class World:
         reversals_process_due(time_budget=timedelta(seconds=60), gateway=self.gateway)
 
     def reconcile(self) -> None:
-        try:
+        with suppress(WorkerKilled):
             reconciliation_run(since=None)
-        except WorkerKilled:
-            pass
 
     def kill_after_stripe(self, operation: str) -> None:
         self.gateway.armed.add(operation)
@@ -379,10 +383,8 @@ class World:
         sim = self._order(which)
         if sim is None:
             return
-        try:
+        with suppress(DomainError):  # nothing to release: a 409, nothing changed
             order_release(order_id=sim.order.pk, actor=Actor.staff(self.staff))
-        except DomainError:
-            pass  # nothing to release: answered 409, nothing changed
 
     def staff_retry(self, which: int) -> None:
         self._staff_on(
@@ -406,28 +408,30 @@ class World:
         rows = list(SellerTransfer.objects.filter(status=status).order_by("pk"))
         if not rows:
             return
-        try:
+        with suppress(DomainError, WorkerKilled):  # refused with a 4xx: nothing changed
             act(rows[which % len(rows)])
-        except (DomainError, WorkerKilled):
-            pass  # refused with a 4xx (or the worker died): nothing else changed
 
-    def write_off(self, seller: int) -> None:
-        """Once the workers are idle, staff write off all the seller's debt."""
+    def write_off(self, which: int) -> None:
+        """Once the workers are idle, staff write off all the debt of a seller who owes."""
         self.settle(rounds=4)
-        chosen = self.sellers[seller]
-        for currency, balance in seller_balances(seller_id=chosen.pk).items():
-            debt = balance["debt"]
-            if debt <= 0:
-                continue
-            kept = self._kept_per_order(chosen, currency)
-            debt_write_off(
-                seller_id=chosen.pk,
-                currency=currency,
-                amount=debt,
-                reason="simulated write-off",
-                user=self.staff,
-            )
-            self.model.written_off(seller=chosen.pk, currency=currency, amount=debt, kept=kept)
+        owing = [
+            (seller, currency, balance["debt"])
+            for seller in self.sellers
+            for currency, balance in seller_balances(seller_id=seller.pk).items()
+            if balance["debt"] > 0
+        ]
+        if not owing:
+            return
+        seller, currency, debt = owing[which % len(owing)]
+        kept = self._kept_per_order(seller, currency)
+        debt_write_off(
+            seller_id=seller.pk,
+            currency=currency,
+            amount=debt,
+            reason="simulated write-off",
+            user=self.staff,
+        )
+        self.model.written_off(seller=seller.pk, currency=currency, amount=debt, kept=kept)
 
     # --- reading the world -----------------------------------------------------------------
 

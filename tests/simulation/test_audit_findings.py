@@ -1,0 +1,36 @@
+"""The audit's findings, as the simulator found them on the code before their fixes: each a
+shrunk history (``SEED=<seed> make simulate`` prints and shrinks the original). Each fails
+there, so each is marked ``xfail(strict=True)``: once the fix is merged the history passes,
+the strict mark turns that into a failure, and the mark is removed."""
+
+import pytest
+
+from tests.simulation.history import History, Step
+from tests.simulation.world import Environment, run
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_passes(history: History, sandbox, stripe_client, settings) -> None:
+    outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
+    assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
+
+
+@pytest.mark.xfail(strict=True, reason="audit finding 1, fixed on branch audit-money")
+def test_finding_1_a_full_refund_during_the_hold_that_fails_pays_the_sellers(
+    sandbox, stripe_client, settings
+):
+    # Found by seed 20: the hold keeps both sellers' transfers back; the full refund cancels
+    # them; when it fails, the order is paid again but the rows stay cancelled.
+    history = History(
+        seed=20,
+        hold=True,
+        dispute_recovery="on_loss",
+        steps=(
+            Step("pay", ("usd", (2, 3), (2982, 4993))),
+            Step("refund", (421, 1.0)),
+            Step("write_off", (0,)),  # seller 0 owes nothing: only the workers run first
+            Step("fail_refund", (879,)),
+        ),
+    )
+    assert_passes(history, sandbox, stripe_client, settings)
