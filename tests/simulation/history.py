@@ -47,13 +47,16 @@ class History:
         return "\n".join([head, *(f"  {i:2}. {step}" for i, step in enumerate(self.steps))])
 
 
-def generate(seed: int, *, min_steps: int = 8, max_steps: int = 36) -> History:
+def generate(seed: int, *, profile: str = "default") -> History:
+    """The history of ``seed`` under ``profile`` (``PROFILES``): its steps, whether orders are
+    held, and the dispute recovery policy."""
     rng = random.Random(seed)
-    makers = [(maker, weight) for maker, weight in _MAKERS.items()]
+    weights = PROFILES[profile]
+    names = list(weights)
     steps = [_pay(rng)]  # every history starts with a payment
-    for _ in range(rng.randint(min_steps, max_steps)):
-        maker = rng.choices([m for m, _ in makers], weights=[w for _, w in makers])[0]
-        steps.append(maker(rng))
+    for _ in range(rng.randint(8, 36)):
+        name = rng.choices(names, weights=[weights[n] for n in names])[0]
+        steps.append(MAKERS[name](rng))
     return History(
         seed=seed,
         hold=rng.random() < 0.5,
@@ -74,24 +77,47 @@ def _pick(rng: random.Random) -> int:
     return rng.randrange(1000)  # taken modulo how many there are when the step runs
 
 
-_MAKERS = {
-    _pay: 10,
-    lambda rng: Step("refund", (_pick(rng), rng.choice((0.1, 0.25, 0.5, 1.0)))): 10,
-    lambda rng: Step("fail_refund", (_pick(rng),)): 6,
-    lambda rng: Step("open_dispute", (_pick(rng),)): 4,
-    lambda rng: Step("close_dispute", (_pick(rng), rng.choice(("won", "lost")))): 4,
-    lambda rng: Step("release", (_pick(rng),)): 5,
-    lambda rng: Step("restrict_account", (rng.randrange(SELLERS),)): 3,
-    lambda rng: Step("fix_account", (rng.randrange(SELLERS),)): 3,
-    lambda rng: Step("seller_pays_out", (_pick(rng),)): 5,
-    lambda rng: Step("deliver_events", (rng.randrange(1000), rng.random() < 0.3)): 14,
-    lambda rng: Step("run_workers", ()): 14,
-    lambda rng: Step("reconcile", ()): 2,
-    lambda rng: Step("advance", (rng.choice((1, 10, 60, 360, 2 * 24 * 60)),)): 6,
-    lambda rng: Step("stripe_fault", (rng.choice(FAULTY_OPERATIONS), rng.choice(FAULTS))): 8,
-    lambda rng: Step("kill_after_stripe", (rng.choice(KILLABLE),)): 3,
-    lambda rng: Step("stripe_forgets_keys", ()): 2,
-    lambda rng: Step("staff_retry", (_pick(rng),)): 2,
-    lambda rng: Step("staff_requeue", (_pick(rng),)): 2,
-    lambda rng: Step("write_off", (_pick(rng),)): 3,
+MAKERS = {
+    "pay": _pay,
+    "refund": lambda rng: Step("refund", (_pick(rng), rng.choice((0.1, 0.25, 0.5, 1.0)))),
+    "fail_refund": lambda rng: Step("fail_refund", (_pick(rng),)),
+    "open_dispute": lambda rng: Step("open_dispute", (_pick(rng),)),
+    "close_dispute": lambda rng: Step("close_dispute", (_pick(rng), rng.choice(("won", "lost")))),
+    "release": lambda rng: Step("release", (_pick(rng),)),
+    "restrict_account": lambda rng: Step("restrict_account", (rng.randrange(SELLERS),)),
+    "fix_account": lambda rng: Step("fix_account", (rng.randrange(SELLERS),)),
+    "seller_pays_out": lambda rng: Step("seller_pays_out", (_pick(rng),)),
+    "deliver_events": lambda rng: Step("deliver_events", (rng.randrange(1000), rng.random() < 0.3)),
+    "run_workers": lambda rng: Step("run_workers", ()),
+    "reconcile": lambda rng: Step("reconcile", ()),
+    "advance": lambda rng: Step("advance", (rng.choice((1, 10, 60, 360, 2 * 24 * 60)),)),
+    "stripe_fault": lambda rng: Step(
+        "stripe_fault", (rng.choice(FAULTY_OPERATIONS), rng.choice(FAULTS))
+    ),
+    "kill_after_stripe": lambda rng: Step("kill_after_stripe", (rng.choice(KILLABLE),)),
+    "stripe_forgets_keys": lambda rng: Step("stripe_forgets_keys", ()),
+    "staff_retry": lambda rng: Step("staff_retry", (_pick(rng),)),
+    "staff_requeue": lambda rng: Step("staff_requeue", (_pick(rng),)),
+    "write_off": lambda rng: Step("write_off", (_pick(rng),)),
+    "run_worker": lambda rng: Step("run_worker", (rng.choice(WORKERS),)),
 }
+WORKERS = ("send", "release_sweep", "reverse")
+
+# How often each step is drawn. ``default`` walks everything; ``money`` dwells on what moves a
+# seller's money both ways (refunds failing, debt, holds, write-offs, lost answers) and runs
+# one worker at a time, so a fault meets whichever call that worker makes next.
+PROFILES = {
+    "default": {
+        "pay": 10, "refund": 10, "fail_refund": 6, "open_dispute": 4, "close_dispute": 4,
+        "release": 5, "restrict_account": 3, "fix_account": 3, "seller_pays_out": 5,
+        "deliver_events": 14, "run_workers": 14, "reconcile": 2, "advance": 6,
+        "stripe_fault": 8, "kill_after_stripe": 3, "stripe_forgets_keys": 2, "staff_retry": 2,
+        "staff_requeue": 2, "write_off": 3,
+    },
+    "money": {
+        "pay": 10, "refund": 12, "fail_refund": 8, "open_dispute": 3, "close_dispute": 3,
+        "release": 6, "seller_pays_out": 8, "deliver_events": 16, "run_workers": 8,
+        "run_worker": 10, "advance": 3, "stripe_fault": 4, "kill_after_stripe": 3,
+        "write_off": 3,
+    },
+}  # fmt: skip

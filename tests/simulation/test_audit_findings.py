@@ -34,3 +34,27 @@ def test_finding_1_a_full_refund_during_the_hold_that_fails_pays_the_sellers(
         ),
     )
     assert_passes(history, sandbox, stripe_client, settings)
+
+
+@pytest.mark.xfail(strict=True, reason="audit finding 3, fixed on branch audit-money")
+def test_finding_3_a_written_off_debt_is_not_paid_out_again_when_the_dispute_is_won(
+    sandbox, stripe_client, settings
+):
+    # Found by seed 405 (in jpy, zero-decimal): the seller paid their balance out, so the
+    # chargeback's reversal was refused and became debt; staff wrote it off; the dispute was
+    # won and the seller was sent their share again, holding twice what they are owed.
+    history = History(
+        seed=405,
+        hold=False,
+        dispute_recovery="on_open",
+        steps=(
+            Step("pay", ("jpy", (1,), (1943,))),
+            Step("deliver_events", (569, True)),
+            Step("run_workers", ()),
+            Step("seller_pays_out", (985,)),
+            Step("open_dispute", (69,)),
+            Step("write_off", (822,)),
+            Step("close_dispute", (120, "won")),
+        ),
+    )
+    assert_passes(history, sandbox, stripe_client, settings)

@@ -12,7 +12,17 @@ from tests.simulation.world import Environment, run
 
 pytestmark = pytest.mark.django_db
 
-CI_SEEDS = list(range(0, 3))
+# Seeds below 43 whose histories fail on the code as it is, and why (see
+# test_audit_findings.py); the others, about a minute on two cores, pass.
+KNOWN_FAILING = {
+    # A seller's account restricted then fixed, the events applied out of order: their
+    # transfer stays held for an account Stripe says can receive (audit finding 7).
+    3: "audit finding 7",
+    20: "audit finding 1",
+    # The same symptom as seed 3 (a transfer held for an account fixed at Stripe).
+    39: "audit finding 7",
+}
+CI_SEEDS = [seed for seed in range(43) if seed not in KNOWN_FAILING]
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from datetime import timedelta
 
 import stripe
 from django.db import connection, transaction
+from django.db.models import Max
 from django.test import Client, override_settings
 
 from config.errors import DomainError
@@ -208,7 +209,17 @@ class World:
             if after == before:
                 return
             before = after
-            self.clock.advance(SETTLE_STEP)
+            self.clock.advance(self.until_next_due())
+
+    def until_next_due(self) -> timedelta:
+        """How far to move the clock so every row waiting for a time (a backoff, a lease, an
+        order's hold that began while settling) is due: at least ``SETTLE_STEP``."""
+        latest = SellerTransfer.objects.exclude(status__in=FINISHED).aggregate(
+            latest=Max("next_retry_at")
+        )["latest"]
+        if latest is None:
+            return SETTLE_STEP
+        return max(SETTLE_STEP, latest - self.clock.now() + timedelta(seconds=1))
 
     def fingerprint(self) -> list:
         return list(SellerTransfer.objects.order_by("pk").values_list("pk", "status", "updated_at"))
@@ -363,6 +374,12 @@ class World:
             # A killed worker's claimed row keeps its lease; a later tick takes it up.
             with suppress(WorkerKilled):
                 work()
+
+    def run_worker(self, which: str) -> None:
+        """One tick of one worker alone."""
+        work = {"send": self._send, "release_sweep": holds_release_due, "reverse": self._reverse}
+        with suppress(WorkerKilled):
+            work[which]()
 
     def _send(self) -> None:
         transfers_send_due(gateway=self.gateway)
