@@ -12,9 +12,10 @@ KINDS = {
     "the book": "the book does not balance",
     "ledger_check": "ledger_check found a break",
     "gave up": "a transfer gave up after its retries (shown in its row)",
+    "seller holds too much": "a seller holds more than they are owed",
     "transfer ": "a row unfinished without a reason in needs attention",
     "event refused": "an event is refused for good",
-    "seller ": "a seller holds the wrong amount",
+    "seller holds too little": "a seller holds less than they are owed",
 }
 
 

@@ -36,6 +36,35 @@ def test_finding_1_a_full_refund_during_the_hold_that_fails_pays_the_sellers(
     assert_passes(history, sandbox, stripe_client, settings)
 
 
+@pytest.mark.xfail(strict=True, reason="audit finding 2, fixed on branch audit-money")
+def test_finding_2_a_give_back_whose_answer_was_lost_is_not_kept_when_a_new_refund_comes(
+    sandbox, stripe_client, settings
+):
+    # Found by seed 305 of the ``money`` profile (in jpy): a refund failed, so the reversal
+    # worker gave the sellers' shares back; it died after Stripe made the give-back, before
+    # recording it; a new refund raised the shares, the worker took the reversal path, never
+    # read the give-back and kept it: the seller holds the given-back share too.
+    history = History(
+        seed=305,
+        hold=False,
+        dispute_recovery="on_loss",
+        steps=(
+            Step("pay", ("jpy", (2, 3), (8812, 3138))),
+            Step("refund", (481, 0.5)),
+            Step("refund", (748, 0.25)),
+            Step("write_off", (640,)),  # nobody owes: only the workers run first
+            Step("refund", (506, 0.5)),
+            Step("refund", (655, 0.1)),
+            Step("fail_refund", (776,)),
+            Step("deliver_events", (494, False)),
+            Step("kill_after_stripe", ("create_transfer",)),
+            Step("run_workers", ()),
+            Step("refund", (543, 0.5)),
+        ),
+    )
+    assert_passes(history, sandbox, stripe_client, settings)
+
+
 @pytest.mark.xfail(strict=True, reason="audit finding 3, fixed on branch audit-money")
 def test_finding_3_a_written_off_debt_is_not_paid_out_again_when_the_dispute_is_won(
     sandbox, stripe_client, settings

@@ -520,8 +520,10 @@ class World:
                 debt = seller_balances(seller_id=seller.pk).get(currency, {}).get("debt", 0)
                 expected = self.model.expected(seller.pk, currency, open_debt=debt)
                 if abs(at_stripe - expected.amount) > expected.slack:
+                    how = "too much" if at_stripe > expected.amount else "too little"
                     failures.append(
-                        f"seller {seller.pk} holds {at_stripe} {currency} at Stripe; owed "
+                        f"seller holds {how}: seller {seller.pk} holds {at_stripe} {currency} "
+                        f"at Stripe; owed "
                         f"{float(expected.amount):.2f} (open debt {debt}, rounding ±"
                         f"{expected.slack})"
                     )
