@@ -59,7 +59,7 @@ def generate(seed: int, *, profile: str = "default") -> History:
         steps.append(MAKERS[name](rng))
     return History(
         seed=seed,
-        hold=rng.random() < 0.5,
+        hold=rng.random() < HELD_SHARE.get(profile, 0.5),
         dispute_recovery=rng.choice(("on_open", "on_loss")),
         steps=tuple(steps),
     )
@@ -105,7 +105,8 @@ WORKERS = ("send", "release_sweep", "reverse")
 
 # How often each step is drawn. ``default`` walks everything; ``money`` dwells on what moves a
 # seller's money both ways (refunds failing, debt, holds, write-offs, lost answers) and runs
-# one worker at a time, so a fault meets whichever call that worker makes next.
+# one worker at a time, so a fault meets whichever call that worker makes next; ``debt`` on
+# sellers who owe, paid again while their orders are held.
 PROFILES = {
     "default": {
         "pay": 10, "refund": 10, "fail_refund": 6, "open_dispute": 4, "close_dispute": 4,
@@ -120,4 +121,11 @@ PROFILES = {
         "run_worker": 10, "advance": 3, "stripe_fault": 4, "kill_after_stripe": 3,
         "write_off": 3,
     },
+    "debt": {
+        "pay": 12, "refund": 12, "fail_refund": 3, "release": 8, "seller_pays_out": 10,
+        "deliver_events": 18, "run_worker": 14, "run_workers": 6, "write_off": 1,
+    },
 }  # fmt: skip
+# The share of histories whose orders are held (``TRANSFER_HOLD``), by profile: ``debt``
+# dwells on debt netted into transfers still on hold.
+HELD_SHARE = {"debt": 0.9}
