@@ -48,7 +48,7 @@ from tests.builders import (
 )
 from tests.factories import UserFactory
 from tests.simulation.clock import simulated_time
-from tests.simulation.history import FAULTY_OPERATIONS, History
+from tests.simulation.history import FAULTY_OPERATIONS, SELLERS, History
 from tests.simulation.reference import ReferenceModel
 
 S = TransferStatus
@@ -164,7 +164,7 @@ class World:
         self.model = ReferenceModel(
             fee_bps=env.payouts.platform_fee_bps, dispute_recovery=history.dispute_recovery
         )
-        self.sellers = [connected_seller(self.stripe) for _ in range(4)]
+        self.sellers = [connected_seller(self.stripe) for _ in range(SELLERS)]
         self.orders: list[SimOrder] = []
         self.delivered: list[dict] = []
         self.delivered_ids: set[str] = set()
