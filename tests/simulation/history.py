@@ -100,13 +100,15 @@ MAKERS = {
     "staff_requeue": lambda rng: Step("staff_requeue", (_pick(rng),)),
     "write_off": lambda rng: Step("write_off", (_pick(rng),)),
     "run_worker": lambda rng: Step("run_worker", (rng.choice(WORKERS),)),
+    "quiet_hour": lambda rng: Step("quiet_hour", ()),
 }
 WORKERS = ("send", "release_sweep", "reverse")
 
 # How often each step is drawn. ``default`` walks everything; ``money`` dwells on what moves a
 # seller's money both ways (refunds failing, debt, holds, write-offs, lost answers) and runs
 # one worker at a time, so a fault meets whichever call that worker makes next; ``debt`` on
-# sellers who owe, paid again while their orders are held.
+# sellers who owe, paid again while their orders are held, with quiet hours (every event
+# arrives, the workers catch up) so such long chains happen often.
 PROFILES = {
     "default": {
         "pay": 10, "refund": 10, "fail_refund": 6, "open_dispute": 4, "close_dispute": 4,
@@ -123,7 +125,7 @@ PROFILES = {
     },
     "debt": {
         "pay": 12, "refund": 12, "fail_refund": 3, "release": 8, "seller_pays_out": 10,
-        "deliver_events": 18, "run_worker": 14, "run_workers": 6, "write_off": 1,
+        "deliver_events": 8, "run_worker": 6, "quiet_hour": 16, "write_off": 1,
     },
 }  # fmt: skip
 # The share of histories whose orders are held (``TRANSFER_HOLD``), by profile: ``debt``

@@ -375,6 +375,12 @@ class World:
             with suppress(WorkerKilled):
                 work()
 
+    def quiet_hour(self) -> None:
+        """Every event arrives and the workers catch up, without time passing (holds stay)."""
+        for _ in range(2):
+            self.deliver(self.undelivered(), shuffle=False)
+            self.run_workers()
+
     def run_worker(self, which: str) -> None:
         """One tick of one worker alone."""
         work = {"send": self._send, "release_sweep": holds_release_due, "reverse": self._reverse}
