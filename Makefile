@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: run demo test test-fast lint format venv
+.PHONY: run demo test test-fast lint format venv simulate
 
 ifeq ($(VENV),.venv)
 venv: $(VENV)/.installed
@@ -54,3 +54,8 @@ test-fast: venv
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## Random histories against the real service and the sandbox (docs/simulation.md):
+## HISTORIES=10000 make simulate, or SEED=<seed> make simulate to replay and shrink one.
+simulate: venv
+	$(BIN)/pytest tests/simulation/campaign.py -q -s

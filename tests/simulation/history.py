@@ -1,0 +1,133 @@
+"""Random histories: a seeded generator of steps, each a small named action with its
+arguments. Arguments name things by position (the third order paid so far, the second seller),
+resolved when the step runs, so a history with steps removed (shrinking) still means something:
+a step whose order or refund does not exist (yet) does nothing."""
+
+import random
+from dataclasses import dataclass
+
+CURRENCIES = ("usd", "jpy")  # jpy: zero-decimal, settled as itself (the sandbox has no rate)
+SELLERS = 4
+# Stripe operations the faults are injected into, and what Stripe does to the call.
+FAULTY_OPERATIONS = (
+    "transfers.create",
+    "reversals.create",
+    "reversals.list",
+    "transfers.list",
+    "accounts.retrieve",
+    "charges.retrieve",
+)
+FAULTS = ("timeout", "drop_after_perform", "error_500", "rate_limit")
+# The worker is killed after Stripe answers, before it records the answer.
+KILLABLE = ("create_transfer", "reverse_transfer")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    args: tuple = ()
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(map(repr, self.args))})"
+
+
+@dataclass(frozen=True)
+class History:
+    seed: int
+    hold: bool  # TRANSFER_HOLD of a week, or none
+    dispute_recovery: str  # on_open | on_loss
+    steps: tuple[Step, ...]
+
+    def without(self, indices: set[int]) -> "History":
+        kept = tuple(step for i, step in enumerate(self.steps) if i not in indices)
+        return History(self.seed, self.hold, self.dispute_recovery, kept)
+
+    def describe(self) -> str:
+        head = f"seed {self.seed}: hold={self.hold} dispute_recovery={self.dispute_recovery}"
+        return "\n".join([head, *(f"  {i:2}. {step}" for i, step in enumerate(self.steps))])
+
+
+def generate(seed: int, *, profile: str = "default") -> History:
+    """The history of ``seed`` under ``profile`` (``PROFILES``): its steps, whether orders are
+    held, and the dispute recovery policy."""
+    rng = random.Random(seed)
+    weights = PROFILES[profile]
+    names = list(weights)
+    steps = [_pay(rng)]  # every history starts with a payment
+    for _ in range(rng.randint(8, 36)):
+        name = rng.choices(names, weights=[weights[n] for n in names])[0]
+        steps.append(MAKERS[name](rng))
+    return History(
+        seed=seed,
+        hold=rng.random() < HELD_SHARE.get(profile, 0.5),
+        dispute_recovery=rng.choice(("on_open", "on_loss")),
+        steps=tuple(steps),
+    )
+
+
+def _pay(rng: random.Random) -> Step:
+    sellers = tuple(sorted(rng.sample(range(SELLERS), rng.randint(1, 4))))
+    currency = rng.choice(CURRENCIES)
+    low, high = (300, 6000) if currency == "usd" else (300, 9000)
+    amounts = tuple(rng.randint(low, high) for _ in sellers)
+    return Step("pay", (currency, sellers, amounts))
+
+
+def _pick(rng: random.Random) -> int:
+    return rng.randrange(1000)  # taken modulo how many there are when the step runs
+
+
+MAKERS = {
+    "pay": _pay,
+    "refund": lambda rng: Step("refund", (_pick(rng), rng.choice((0.1, 0.25, 0.5, 1.0)))),
+    "fail_refund": lambda rng: Step("fail_refund", (_pick(rng),)),
+    "open_dispute": lambda rng: Step("open_dispute", (_pick(rng),)),
+    "close_dispute": lambda rng: Step("close_dispute", (_pick(rng), rng.choice(("won", "lost")))),
+    "release": lambda rng: Step("release", (_pick(rng),)),
+    "restrict_account": lambda rng: Step("restrict_account", (rng.randrange(SELLERS),)),
+    "fix_account": lambda rng: Step("fix_account", (rng.randrange(SELLERS),)),
+    "seller_pays_out": lambda rng: Step("seller_pays_out", (_pick(rng),)),
+    "deliver_events": lambda rng: Step("deliver_events", (rng.randrange(1000), rng.random() < 0.3)),
+    "run_workers": lambda rng: Step("run_workers", ()),
+    "reconcile": lambda rng: Step("reconcile", ()),
+    "advance": lambda rng: Step("advance", (rng.choice((1, 10, 60, 360, 2 * 24 * 60)),)),
+    "stripe_fault": lambda rng: Step(
+        "stripe_fault", (rng.choice(FAULTY_OPERATIONS), rng.choice(FAULTS))
+    ),
+    "kill_after_stripe": lambda rng: Step("kill_after_stripe", (rng.choice(KILLABLE),)),
+    "stripe_forgets_keys": lambda rng: Step("stripe_forgets_keys", ()),
+    "staff_retry": lambda rng: Step("staff_retry", (_pick(rng),)),
+    "staff_requeue": lambda rng: Step("staff_requeue", (_pick(rng),)),
+    "write_off": lambda rng: Step("write_off", (_pick(rng),)),
+    "run_worker": lambda rng: Step("run_worker", (rng.choice(WORKERS),)),
+    "quiet_hour": lambda rng: Step("quiet_hour", ()),
+}
+WORKERS = ("send", "release_sweep", "reverse")
+
+# How often each step is drawn. ``default`` walks everything; ``money`` dwells on what moves a
+# seller's money both ways (refunds failing, debt, holds, write-offs, lost answers) and runs
+# one worker at a time, so a fault meets whichever call that worker makes next; ``debt`` on
+# sellers who owe, paid again while their orders are held, with quiet hours (every event
+# arrives, the workers catch up) so such long chains happen often.
+PROFILES = {
+    "default": {
+        "pay": 10, "refund": 10, "fail_refund": 6, "open_dispute": 4, "close_dispute": 4,
+        "release": 5, "restrict_account": 3, "fix_account": 3, "seller_pays_out": 5,
+        "deliver_events": 14, "run_workers": 14, "reconcile": 2, "advance": 6,
+        "stripe_fault": 8, "kill_after_stripe": 3, "stripe_forgets_keys": 2, "staff_retry": 2,
+        "staff_requeue": 2, "write_off": 3,
+    },
+    "money": {
+        "pay": 10, "refund": 12, "fail_refund": 8, "open_dispute": 3, "close_dispute": 3,
+        "release": 6, "seller_pays_out": 8, "deliver_events": 16, "run_workers": 8,
+        "run_worker": 10, "advance": 3, "stripe_fault": 4, "kill_after_stripe": 3,
+        "write_off": 3,
+    },
+    "debt": {
+        "pay": 12, "refund": 12, "fail_refund": 3, "release": 8, "seller_pays_out": 10,
+        "deliver_events": 8, "run_worker": 6, "quiet_hour": 16, "write_off": 1,
+    },
+}  # fmt: skip
+# The share of histories whose orders are held (``TRANSFER_HOLD``), by profile: ``debt``
+# dwells on debt netted into transfers still on hold.
+HELD_SHARE = {"debt": 0.9}

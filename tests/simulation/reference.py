@@ -1,0 +1,137 @@
+"""What each seller is owed, from the facts of a history alone: the orders paid, what was
+refunded (and not failed since), the disputes and how they ended, and what staff wrote off.
+
+Written on purpose without the production money code: no shares, no rounding rules, no rows.
+Each order owes each of its sellers their items less the platform's fee, less the part of the
+order taken back from the buyer's side (refunds, and chargebacks recovered under the policy),
+in exact fractions. Production rounds each share to a whole minor unit, so each order a seller
+has a share taken from may differ by less than one unit: ``Expectation.slack`` says how much.
+
+A seller keeps more than that only in two ways the model also knows:
+
+- a debt still open in the book (a reversal their balance could not cover, not yet netted);
+- a debt staff wrote off. A write-off forgives what the seller kept of an order at that moment;
+  if that order's entitlement rises again afterwards (its refund failed, its dispute was won),
+  the rise is covered by what they kept, so the write-off shrinks by it. Paying the rise again
+  would pay the seller twice.
+"""
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+# Dispute statuses under which Stripe holds the funds (withdrawn when the chargeback opened).
+FUNDS_WITHDRAWN = ("needs_response", "under_review", "lost")
+
+
+@dataclass
+class OrderFacts:
+    currency: str
+    items: dict[int, int]  # seller -> gross amount of their items
+    refunds: dict[str, int] = field(default_factory=dict)  # succeeded, not failed since
+    disputes: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (amount, status)
+
+    @property
+    def total(self) -> int:
+        return sum(self.items.values())
+
+
+@dataclass
+class WriteOff:
+    seller: int
+    currency: str
+    order: int  # -1: tied to no order
+    amount: int
+    entitlement_then: Fraction
+
+
+@dataclass(frozen=True)
+class Expectation:
+    amount: Fraction  # what the seller should hold at Stripe
+    slack: int  # rounding: at most one minor unit per order with a share taken
+
+
+class ReferenceModel:
+    def __init__(self, *, fee_bps: int, dispute_recovery: str):
+        self.fee_bps = fee_bps
+        self.dispute_recovery = dispute_recovery
+        self.orders: dict[int, OrderFacts] = {}
+        self.write_offs: list[WriteOff] = []
+
+    # --- facts -----------------------------------------------------------------------------
+
+    def paid(self, order: int, *, currency: str, items: dict[int, int]) -> None:
+        self.orders[order] = OrderFacts(currency, dict(items))
+
+    def refunded(self, order: int, refund: str, amount: int) -> None:
+        self.orders[order].refunds[refund] = amount
+        self._absorb()
+
+    def refund_failed(self, order: int, refund: str) -> None:
+        self.orders[order].refunds.pop(refund, None)
+        self._absorb()
+
+    def dispute(self, order: int, dispute: str, amount: int, status: str) -> None:
+        self.orders[order].disputes[dispute] = (amount, status)
+        self._absorb()
+
+    def written_off(self, *, seller: int, currency: str, amount: int, kept: dict[int, int]):
+        """Staff wrote off ``amount`` of the seller's debt; ``kept`` is what they hold beyond
+        their entitlement per order at Stripe now. The write-off covers the largest first."""
+        left = amount
+        for order, excess in sorted(kept.items(), key=lambda pair: (-pair[1], pair[0])):
+            if left <= 0 or excess <= 0 or self.orders[order].currency != currency:
+                continue
+            part = min(left, excess)
+            owed_now = self.owed(seller, order)
+            self.write_offs.append(WriteOff(seller, currency, order, part, owed_now))
+            left -= part
+        if left > 0:  # nothing kept to tie it to: forgiven for good
+            self.write_offs.append(WriteOff(seller, currency, -1, left, Fraction(0)))
+
+    # --- what is owed ----------------------------------------------------------------------
+
+    def net_of_fee(self, gross: int) -> int:
+        return gross - (gross * self.fee_bps + 5_000) // 10_000  # the fee, rounded half up
+
+    def taken_back(self, order: OrderFacts) -> Fraction:
+        """The fraction of the order taken back from its sellers."""
+        recovered = sum(
+            amount for amount, status in order.disputes.values() if self._recovers(status)
+        )
+        return min(Fraction(sum(order.refunds.values()) + recovered, order.total), Fraction(1))
+
+    def _recovers(self, status: str) -> bool:
+        if self.dispute_recovery == "on_loss":
+            return status == "lost"
+        return status in FUNDS_WITHDRAWN
+
+    def owed(self, seller: int, order_id: int) -> Fraction:
+        order = self.orders[order_id]
+        if seller not in order.items:
+            return Fraction(0)
+        return self.net_of_fee(order.items[seller]) * (1 - self.taken_back(order))
+
+    def _absorb(self) -> None:
+        for write_off in self.write_offs:
+            if write_off.order < 0:
+                continue
+            now = self.owed(write_off.seller, write_off.order)
+            rise = now - write_off.entitlement_then
+            if rise > 0:
+                write_off.amount = max(write_off.amount - rise, 0)
+            write_off.entitlement_then = now
+
+    def expected(self, seller: int, currency: str, *, open_debt: int) -> Expectation:
+        """What the seller should hold at Stripe in ``currency``, given the debt the book
+        still holds against them."""
+        mine = [
+            order_id
+            for order_id, order in self.orders.items()
+            if order.currency == currency and seller in order.items
+        ]
+        entitled = sum((self.owed(seller, order_id) for order_id in mine), Fraction(0))
+        forgiven = sum(
+            w.amount for w in self.write_offs if (w.seller, w.currency) == (seller, currency)
+        )
+        shared = sum(1 for order_id in mine if self.taken_back(self.orders[order_id]) > 0)
+        return Expectation(entitled + open_debt + forgiven, slack=shared)

@@ -1,0 +1,567 @@
+"""Runs a history against the real service: its webhook endpoint, services, moves, book and
+workers (called in this process, as the Celery tasks call them), and the Stripe sandbox over
+HTTP. Only time is simulated (``clock``). Each history runs inside a savepoint rolled back at
+its end, with a reset sandbox, so histories never see one another.
+
+After the steps, ``finish`` lets the world settle as production would: faults stop, accounts
+are fixed, every event is delivered (again), and the workers run, the clock moving past every
+backoff, hold and lease, until nothing changes. Then ``checks`` compares it with the reference
+model (``reference.py``).
+"""
+
+import json
+import logging
+import random
+import traceback
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+import stripe
+from django.db import connection, transaction
+from django.db.models import Max
+from django.test import Client, override_settings
+
+from config.errors import DomainError
+from ledger.selectors import seller_balances
+from ledger.services import debt_write_off
+from marketplace.models import Seller
+from payouts import selectors
+from payouts.models import SellerTransfer
+from payouts.services.holds import holds_release_due, order_release
+from payouts.services.ledger_check import ledger_check
+from payouts.services.reconciliation import reconciliation_run
+from payouts.services.requeue import transfer_requeue_by_staff
+from payouts.services.reversals import reversals_process_due
+from payouts.services.transfers import transfer_retry_by_staff, transfers_send_due
+from payouts.stripe_api.gateway import get_gateway
+from payouts.transfer.actors import Actor
+from payouts.transfer.transitions import TransferStatus
+from stripe_sandbox.testing import SandboxControlError
+from tests.builders import (
+    CONNECT_WEBHOOK_SECRET,
+    WEBHOOK_SECRET,
+    connected_seller,
+    paid_intent,
+    seller_order,
+    sign,
+)
+from tests.factories import UserFactory
+from tests.simulation.clock import simulated_time
+from tests.simulation.history import FAULTY_OPERATIONS, SELLERS, History
+from tests.simulation.reference import ReferenceModel
+
+# Rows that are done: nothing is due on them and nothing needs a person.
+FINISHED = (TransferStatus.COMPLETED, TransferStatus.PARTIALLY_REVERSED, TransferStatus.REVERSED)
+# The Stripe timeout of the simulated service, and how long an injected timeout holds the
+# call: short, so a timeout costs a fraction of a second of wall time.
+STRIPE_TIMEOUT = timedelta(milliseconds=250)
+FAULT_HOLD_SECONDS = 0.4
+# finish(): how many rounds of "time passes, every worker runs" at most before calling the
+# history stuck, and how far the clock moves each round (past the longest backoff and lease).
+SETTLE_ROUNDS = 14
+SETTLE_STEP = timedelta(hours=2)
+
+
+class WorkerKilled(BaseException):  # noqa: N818 - it stands for the process dying, not an error
+    """The worker process died right after Stripe answered, before recording it. A
+    ``BaseException``: nothing in the service may catch it, as nothing catches SIGKILL."""
+
+
+class KillingGateway:
+    """The service's own gateway, which can kill the worker once right after a chosen call
+    returns (Stripe has done it; the worker never records it)."""
+
+    def __init__(self, real):
+        self._real = real
+        self.armed: set[str] = set()
+
+    def __getattr__(self, name):
+        attribute = getattr(self._real, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            result = attribute(*args, **kwargs)
+            if name in self.armed:
+                self.armed.discard(name)
+                raise WorkerKilled(name)
+            return result
+
+        return call
+
+
+@dataclass
+class SimOrder:
+    order: object
+    currency: str
+    refunds: list[str] = field(default_factory=list)
+    disputes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    history: History
+    failures: list[str]
+    steps_run: int
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+
+@dataclass
+class Environment:
+    """What a history runs against: the test's sandbox and Stripe client, and the settings."""
+
+    sandbox: object  # SandboxControl
+    stripe_client: stripe.StripeClient
+    payouts: object  # settings.PAYOUTS as the test configured it
+
+
+def run(history: History, env: Environment) -> Outcome:
+    """Run ``history`` from a clean world, settle it, check it; roll everything back."""
+    env.sandbox.reset()
+    payouts = replace(
+        env.payouts,
+        transfer_hold=timedelta(days=7) if history.hold else timedelta(0),
+        dispute_recovery=history.dispute_recovery,
+        dispute_fee_borne_by="platform",
+        stripe=replace(env.payouts.stripe, timeout=STRIPE_TIMEOUT, max_network_retries=0),
+    )
+    logging.disable(logging.CRITICAL)  # thousands of histories: the service's logs are noise
+    try:
+        return _run(history, env, payouts)
+    finally:
+        logging.disable(logging.NOTSET)
+        env.sandbox.reset()
+
+
+def _run(history: History, env: Environment, payouts) -> Outcome:
+    with override_settings(PAYOUTS=payouts), transaction.atomic(), simulated_time() as clock:
+        world = World(history, env, clock)
+        try:
+            world.play()
+            world.finish()
+            failures = world.checks()
+        except Exception:  # a crash of the service is a finding too
+            failures = [f"crashed at {world.current}:\n{traceback.format_exc(limit=6)}"]
+        transaction.set_rollback(True)
+    return Outcome(history, failures, world.steps_run)
+
+
+class World:
+    def __init__(self, history: History, env: Environment, clock):
+        self.history = history
+        self.sandbox = env.sandbox
+        self.stripe = env.stripe_client
+        self.clock = clock
+        self.rng = random.Random(history.seed)  # choices made while steps run (event order)
+        self.web = Client()
+        self.staff = UserFactory(is_staff=True, is_superuser=True)
+        self.gateway = KillingGateway(get_gateway())
+        self.model = ReferenceModel(
+            fee_bps=env.payouts.platform_fee_bps, dispute_recovery=history.dispute_recovery
+        )
+        self.sellers = [connected_seller(self.stripe) for _ in range(SELLERS)]
+        self.orders: list[SimOrder] = []
+        self.delivered: list[dict] = []
+        self.delivered_ids: set[str] = set()
+        self.refused_events: dict[str, str] = {}
+        self.current = "set-up"
+        self.steps_run = 0
+
+    # --- running ---------------------------------------------------------------------------
+
+    def play(self) -> None:
+        for index, step in enumerate(self.history.steps):
+            self.current = f"step {index} {step}"
+            getattr(self, step.name)(*step.args)
+            self.steps_run += 1
+
+    def finish(self) -> None:
+        """Faults stop; Stripe's retries of every event arrive, in any order; the accounts are
+        fixed; the workers run, the clock moving past holds and backoffs, until idle."""
+        self.current = "finish"
+        self.gateway.armed.clear()
+        for operation in FAULTY_OPERATIONS:
+            self.sandbox.script(operation, [], replace=True)
+        self.deliver(self.delivered + self.undelivered(), shuffle=True)
+        for seller in self.sellers:
+            self.sandbox.set_transfers_capability(seller.stripe_account_id, "active")
+        self.deliver(self.undelivered(), shuffle=False)
+        self.run_workers()
+        if self.history.hold:
+            self.clock.advance(timedelta(days=8))  # every order's hold has ended
+        self.settle(rounds=SETTLE_ROUNDS)
+
+    def settle(self, *, rounds: int) -> None:
+        """Deliver every event and run every worker, moving the clock past backoffs and
+        leases, until a round changes nothing (or ``rounds`` run out)."""
+        before = None
+        for _ in range(rounds):
+            refused = [e for e in self.delivered if e["id"] in self.refused_events]
+            self.deliver(refused + self.undelivered(), shuffle=False)  # Stripe retries a 4xx
+            self.run_workers()
+            self.reconcile()
+            after = self.fingerprint()
+            if after == before:
+                return
+            before = after
+            self.clock.advance(self.until_next_due())
+
+    def until_next_due(self) -> timedelta:
+        """How far to move the clock so every row waiting for a time (a backoff, a lease, an
+        order's hold that began while settling) is due: at least ``SETTLE_STEP``."""
+        latest = SellerTransfer.objects.exclude(status__in=FINISHED).aggregate(
+            latest=Max("next_retry_at")
+        )["latest"]
+        if latest is None:
+            return SETTLE_STEP
+        return max(SETTLE_STEP, latest - self.clock.now() + timedelta(seconds=1))
+
+    def fingerprint(self) -> list:
+        return list(SellerTransfer.objects.order_by("pk").values_list("pk", "status", "updated_at"))
+
+    # --- steps: the buyer and Stripe -------------------------------------------------------
+
+    def pay(self, currency: str, sellers: tuple, amounts: tuple) -> None:
+        chosen = [self.sellers[i] for i in sellers]
+        order = seller_order(self.stripe, list(amounts), sellers=chosen, currency=currency)
+        intent = paid_intent(self.stripe, order)
+        order.stripe_payment_intent_id = intent["id"]
+        order.stripe_charge_id = intent["latest_charge"]
+        self.orders.append(SimOrder(order, currency))
+        items = {seller.pk: amount for seller, amount in zip(chosen, amounts, strict=True)}
+        self.model.paid(order.pk, currency=currency, items=items)
+
+    def refund(self, which: int, fraction: float) -> None:
+        sim = self._order(which)
+        if sim is None:
+            return
+        left = self.model.orders[sim.order.pk].total - sum(
+            self.model.orders[sim.order.pk].refunds.values()
+        )
+        amount = left if fraction == 1.0 else max(int(left * fraction), 1)
+        if amount <= 0:
+            return
+        try:
+            refund = self.stripe.v1.refunds.create(
+                params={"payment_intent": sim.order.stripe_payment_intent_id, "amount": amount}
+            )
+        except stripe.StripeError:
+            return  # Stripe refused it (a disputed charge, say): nothing happened
+        sim.refunds.append(refund.id)
+        if refund.status == "succeeded":
+            self.model.refunded(sim.order.pk, refund.id, refund.amount)
+
+    def fail_refund(self, which: int) -> None:
+        refunds = [(sim, r) for sim in self.orders for r in sim.refunds]
+        if not refunds:
+            return
+        sim, refund_id = refunds[which % len(refunds)]
+        if refund_id not in self.model.orders[sim.order.pk].refunds:
+            return
+        try:
+            self.sandbox.fail_refund(refund_id, "expired_or_canceled_card")
+        except SandboxControlError:
+            return
+        self.model.refund_failed(sim.order.pk, refund_id)
+
+    def open_dispute(self, which: int) -> None:
+        sim = self._order(which)
+        if sim is None or sim.disputes:
+            return
+        try:
+            dispute = self.sandbox.open_dispute(sim.order.stripe_charge_id)
+        except SandboxControlError:
+            return
+        sim.disputes.append(dispute["id"])
+        self.model.dispute(sim.order.pk, dispute["id"], dispute["amount"], dispute["status"])
+
+    def close_dispute(self, which: int, result: str) -> None:
+        disputes = [(sim, d) for sim in self.orders for d in sim.disputes]
+        if not disputes:
+            return
+        sim, dispute_id = disputes[which % len(disputes)]
+        amount, status = self.model.orders[sim.order.pk].disputes[dispute_id]
+        if status in ("won", "lost"):
+            return
+        try:
+            self.sandbox.advance_dispute(dispute_id, result)
+        except SandboxControlError:
+            return
+        self.model.dispute(sim.order.pk, dispute_id, amount, result)
+
+    def restrict_account(self, seller: int) -> None:
+        self.sandbox.set_transfers_capability(self.sellers[seller].stripe_account_id, "inactive")
+
+    def fix_account(self, seller: int) -> None:
+        self.sandbox.set_transfers_capability(self.sellers[seller].stripe_account_id, "active")
+
+    def seller_pays_out(self, which: int) -> None:
+        """A seller with money at Stripe pays it all out to their bank: a reversal now finds
+        nothing to take back (Stripe refuses it for an insufficient balance)."""
+        balances = [
+            (seller.stripe_account_id, balance)
+            for seller in self.sellers
+            for balance in self.sandbox.account_balance(seller.stripe_account_id)["available"]
+            if balance["amount"] > 0
+        ]
+        if not balances:
+            return
+        account, balance = balances[which % len(balances)]
+        self.sandbox.simulate_payout(account, balance["amount"], balance["currency"])
+
+    def stripe_fault(self, operation: str, fault: str) -> None:
+        entry = {"action": fault}
+        if fault == "timeout":
+            entry["timeout_seconds"] = FAULT_HOLD_SECONDS
+        self.sandbox.script(operation, [entry])
+
+    def stripe_forgets_keys(self) -> None:
+        """A day passes with no worker running; Stripe forgets every idempotency key."""
+        self.clock.advance(timedelta(hours=25))
+        self.sandbox.forget_idempotency_keys()
+
+    def advance(self, minutes: int) -> None:
+        self.clock.advance(timedelta(minutes=minutes))
+
+    # --- steps: webhooks -------------------------------------------------------------------
+
+    def deliver_events(self, how_many: int, duplicate: bool) -> None:
+        """Some of the events not delivered yet, in any order; perhaps one again."""
+        waiting = self.undelivered()
+        if not waiting:
+            return
+        chosen = self.rng.sample(waiting, 1 + how_many % len(waiting))
+        if duplicate and self.delivered:
+            chosen.append(self.rng.choice(self.delivered))
+        self.deliver(chosen, shuffle=True)
+
+    def undelivered(self) -> list[dict]:
+        return [e for e in self.sandbox.events() if e["id"] not in self.delivered_ids]
+
+    def deliver(self, events: list[dict], *, shuffle: bool) -> None:
+        if shuffle:
+            self.rng.shuffle(events)
+        for event in events:
+            connect = bool(event.get("account"))
+            body = json.dumps(event).encode()
+            secret = CONNECT_WEBHOOK_SECRET if connect else WEBHOOK_SECRET
+            response = self.web.post(
+                "/webhooks/stripe/connect/" if connect else "/webhooks/stripe/",
+                data=body,
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=sign(body, secret),
+            )
+            if event["id"] not in self.delivered_ids:
+                self.delivered_ids.add(event["id"])
+                self.delivered.append(event)
+            if response.status_code == 200:
+                self.refused_events.pop(event["id"], None)
+            else:
+                self.refused_events[event["id"]] = (
+                    f"{event['type']}: {response.status_code} {response.content[:300]!r}"
+                )
+
+    # --- steps: workers --------------------------------------------------------------------
+
+    def run_workers(self) -> None:
+        """One tick of each worker, as beat's sweeps start them."""
+        for work in (self._send, holds_release_due, self._reverse):
+            # A killed worker's claimed row keeps its lease; a later tick takes it up.
+            with suppress(WorkerKilled):
+                work()
+
+    def quiet_hour(self) -> None:
+        """Every event arrives and the workers catch up, without time passing (holds stay)."""
+        for _ in range(2):
+            self.deliver(self.undelivered(), shuffle=False)
+            self.run_workers()
+
+    def run_worker(self, which: str) -> None:
+        """One tick of one worker alone."""
+        work = {"send": self._send, "release_sweep": holds_release_due, "reverse": self._reverse}
+        with suppress(WorkerKilled):
+            work[which]()
+
+    def _send(self) -> None:
+        transfers_send_due(gateway=self.gateway)
+
+    def _reverse(self) -> None:
+        reversals_process_due(time_budget=timedelta(seconds=60), gateway=self.gateway)
+
+    def reconcile(self) -> None:
+        with suppress(WorkerKilled):
+            reconciliation_run(since=None)
+
+    def kill_after_stripe(self, operation: str) -> None:
+        self.gateway.armed.add(operation)
+
+    # --- steps: staff ----------------------------------------------------------------------
+
+    def release(self, which: int) -> None:
+        sim = self._order(which)
+        if sim is None:
+            return
+        with suppress(DomainError):  # nothing to release: a 409, nothing changed
+            order_release(order_id=sim.order.pk, actor=Actor.staff(self.staff))
+
+    def staff_retry(self, which: int) -> None:
+        self._staff_on(
+            TransferStatus.FAILED,
+            which,
+            lambda row: transfer_retry_by_staff(
+                transfer_id=row.pk, user=self.staff, gateway=self.gateway
+            ),
+        )
+
+    def staff_requeue(self, which: int) -> None:
+        self._staff_on(
+            TransferStatus.PERMANENTLY_FAILED,
+            which,
+            lambda row: transfer_requeue_by_staff(
+                transfer_id=row.pk, user=self.staff, reason="simulated staff re-queue"
+            ),
+        )
+
+    def _staff_on(self, status: str, which: int, act) -> None:
+        rows = list(SellerTransfer.objects.filter(status=status).order_by("pk"))
+        if not rows:
+            return
+        with suppress(DomainError, WorkerKilled):  # refused with a 4xx: nothing changed
+            act(rows[which % len(rows)])
+
+    def write_off(self, which: int) -> None:
+        """Once the workers are idle, staff write off all the debt of a seller who owes."""
+        self.settle(rounds=4)
+        owing = [
+            (seller, currency, balance["debt"])
+            for seller in self.sellers
+            for currency, balance in seller_balances(seller_id=seller.pk).items()
+            if balance["debt"] > 0
+        ]
+        if not owing:
+            return
+        seller, currency, debt = owing[which % len(owing)]
+        kept = self._kept_per_order(seller, currency)
+        debt_write_off(
+            seller_id=seller.pk,
+            currency=currency,
+            amount=debt,
+            reason="simulated write-off",
+            user=self.staff,
+        )
+        self.model.written_off(seller=seller.pk, currency=currency, amount=debt, kept=kept)
+
+    # --- reading the world -----------------------------------------------------------------
+
+    def _order(self, which: int) -> SimOrder | None:
+        return self.orders[which % len(self.orders)] if self.orders else None
+
+    def held_at_stripe(self) -> dict[tuple[str, str, int], int]:
+        """What each (account, currency, order) holds at Stripe: transfers less reversals."""
+        held: dict[tuple[str, str, int], int] = {}
+        for transfer in self.sandbox.state()["transfers"]:
+            order = int(transfer["metadata"].get("order_id", 0))
+            key = (transfer["destination"], transfer["currency"], order)
+            held[key] = held.get(key, 0) + transfer["amount"] - transfer["amount_reversed"]
+        return held
+
+    def _kept_per_order(self, seller: Seller, currency: str) -> dict[int, int]:
+        held = self.held_at_stripe()
+        kept = {}
+        for order_id in self.model.orders:
+            at_stripe = held.get((seller.stripe_account_id, currency, order_id), 0)
+            kept[order_id] = int(at_stripe - self.model.owed(seller.pk, order_id))
+        return kept
+
+    # --- checks ----------------------------------------------------------------------------
+
+    def checks(self) -> list[str]:
+        self.current = "checks"
+        failures = [f"event refused: {what}" for what in self.refused_events.values()]
+        failures += self.check_sellers_hold_what_they_are_owed()
+        failures += [f"ledger_check: {found}" for found in ledger_check()[1]]
+        failures += self.check_unfinished_rows_need_attention()
+        failures += self.check_book_balances()
+        if failures:
+            failures.append(self.rows_table())
+        return failures
+
+    def rows_table(self) -> str:
+        fields = (
+            "pk",
+            "order_id",
+            "seller_id",
+            "currency",
+            "status",
+            "amount",
+            "amount_netted",
+            "amount_withheld",
+            "reversal_target",
+            "dispute_target",
+            "amount_reversed",
+            "amount_owed",
+            "amount_returned",
+            "amount_to_give_back",
+            "end_reason",
+            "held_reason",
+        )
+        rows = SellerTransfer.objects.order_by("pk").values_list(*fields)
+        return "rows " + " ".join(fields) + "\n" + "\n".join(f"  {row}" for row in rows)
+
+    def check_sellers_hold_what_they_are_owed(self) -> list[str]:
+        held = self.held_at_stripe()
+        failures = []
+        for seller in self.sellers:
+            for currency in ("usd", "jpy"):
+                at_stripe = sum(
+                    amount
+                    for (account, cur, _), amount in held.items()
+                    if account == seller.stripe_account_id and cur == currency
+                )
+                debt = seller_balances(seller_id=seller.pk).get(currency, {}).get("debt", 0)
+                expected = self.model.expected(seller.pk, currency, open_debt=debt)
+                if abs(at_stripe - expected.amount) > expected.slack:
+                    how = "too much" if at_stripe > expected.amount else "too little"
+                    failures.append(
+                        f"seller holds {how}: seller {seller.pk} holds {at_stripe} {currency} "
+                        f"at Stripe; owed "
+                        f"{float(expected.amount):.2f} (open debt {debt}, rounding ±"
+                        f"{expected.slack})"
+                    )
+        return failures
+
+    def check_unfinished_rows_need_attention(self) -> list[str]:
+        now = self.clock.now()
+        attention = set(selectors.transfers_needing_attention(now=now).values_list("pk", flat=True))
+        unfinished = SellerTransfer.objects.exclude(status__in=FINISHED).exclude(pk__in=attention)
+        return [
+            f"transfer {row.pk} left {row.status} ({row.end_reason or row.held_reason}) without "
+            "a reason in needs attention"
+            for row in unfinished
+            if not _ended_as_it_should(row)
+        ]
+
+    def check_book_balances(self) -> list[str]:
+        """The book's balance constraints run at commit; a history never commits, so they are
+        run now (then deferred again for the rollback)."""
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        except Exception as error:  # the database names the entry that does not balance
+            return [f"the book does not balance: {error}"]
+        return []
+
+
+def _ended_as_it_should(row: SellerTransfer) -> bool:
+    """A transfer cancelled because its order was refunded in full before it was sent: done,
+    as long as the order is still refunded (the money check says whether it is)."""
+    return (
+        row.status == TransferStatus.PERMANENTLY_FAILED
+        and row.end_reason == "order_refunded"
+        and (row.order.status == "refunded")
+    )
