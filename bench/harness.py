@@ -366,6 +366,55 @@ def insert_reversal_backlog(
     conn.execute("ANALYZE payouts_sellertransfer")
 
 
+def create_accounts(base_url: str, count: int, *, threads: int = 6) -> list[str]:
+    """``count`` connected accounts at the sandbox, created by a few threads."""
+    client = _SandboxClient(base_url)
+
+    def create(_: int) -> str:
+        return client.post("/v1/accounts", {"type": "express"})["id"]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(create, range(count), chunksize=64))
+
+
+def insert_transfer_backlog(
+    conn: psycopg.Connection, account_ids: Sequence[str], amounts: Sequence[int]
+) -> None:
+    """One paid order per seller (each seller's own connected account, known to be able to
+    receive), and its ``pending`` transfer row due now, as a payment leaves them."""
+    count = len(account_ids)
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO marketplace_seller (name, email, stripe_account_id, created_at, "
+            "account_status, account_status_at) "
+            "SELECT 'payee ' || g, 'payee' || g || '@bench.invalid', a.id, now(), 'ready', now() "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS a(id, g)",
+            [list(account_ids)],
+        )
+        conn.execute(
+            "INSERT INTO marketplace_order (buyer_email, currency, status, "
+            "stripe_payment_intent_id, stripe_charge_id, created_at, updated_at, "
+            "settlement_amount, settlement_currency, settlement_net) "
+            "SELECT 'buyer@bench.invalid', 'usd', 'paid', 'pi_pay' || g, '', now(), now(), "
+            "0, 'usd', 0 FROM generate_series(1, %s) AS g",
+            [count],
+        )
+        conn.execute(
+            "INSERT INTO payouts_sellertransfer (order_id, seller_id, amount, platform_fee, "
+            "currency, status, stripe_transfer_id, stripe_reversal_id, amount_reversed, "
+            "reversal_target, transfer_idempotency_key, reversal_idempotency_key, "
+            "read_stripe_first, retry_count, next_retry_at, error_message, created_at, "
+            "updated_at) "
+            "SELECT o.id, s.id, a.amount, 0, 'usd', 'pending', '', '', 0, 0, "
+            "'pay-' || o.id, '', false, 0, now(), '', now(), now() "
+            "FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS a(account, amount, g) "
+            "JOIN marketplace_seller s ON s.stripe_account_id = a.account "
+            "JOIN marketplace_order o ON o.stripe_payment_intent_id = 'pi_pay' || a.g",
+            [list(account_ids), list(amounts)],
+        )
+    conn.execute("ANALYZE payouts_sellertransfer")
+
+
 def backlog_amounts(rows: int) -> list[int]:
     return [100 + i % 9_900 for i in range(rows)]
 

@@ -33,7 +33,7 @@ def main() -> int:
     options = parser.parse_args()
 
     harness.print_machine()
-    worker_env = {"STRIPE_MAX_REQUESTS_PER_SECOND": "off"}  # the shared limiter is off
+    worker_env = {"STRIPE_RATE_LIMITS": "off"}  # the shared limiter is off
     worker_env.update(harness.parse_env_overrides(options.env))
     print(f"worker env: {worker_env}")
     results = []

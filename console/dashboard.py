@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, F, Sum
-from django.db.models.functions import Greatest
 
 import ledger.selectors
 from config.money import format_money
@@ -23,6 +22,8 @@ from ledger.models import Account, AccountKind, Break, CheckRun, Line
 from marketplace.models import CLOSED_DISPUTE_STATUSES, Dispute
 from payouts import selectors
 from payouts.models import (
+    TO_TAKE_BACK,
+    UNSENT,
     Payout,
     SellerTransfer,
     TransferCount,
@@ -34,10 +35,6 @@ from payouts.selectors import Attention
 from payouts.transfer.transitions import TransferStatus
 
 HOUR = timedelta(hours=1)
-# What a transfer still unpaid is to send at Stripe (``SellerTransfer.to_send``): its amount,
-# less the debt it settles and the refund and chargeback shares kept back during a hold, never
-# below nothing (shares beyond it become the seller's debt when it is paid).
-UNSENT = Greatest(F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target"), 0)
 
 
 @dataclass(frozen=True)
@@ -112,7 +109,7 @@ def money_at_risk(*, debts: list[Debt]) -> list[Risk]:
             "reversals_pending",
             "Reversals pending (to take back from sellers)",
             TransferStatus.REVERSAL_PENDING,
-            F("reversal_target") - F("amount_reversed") - F("amount_owed"),
+            TO_TAKE_BACK,
         ),
         _per_currency(
             "transfers_failing",

@@ -4,7 +4,7 @@ Liveness of what the service needs: Postgres and Redis (the web app cannot work 
 them), Celery workers (nothing moves money without one) and Celery beat (the sweeps: retries,
 reconciliation, the ledger check).
 
-Beat is seen through a heartbeat: it sends ``payouts.tasks.heartbeat`` every
+Beat is seen through a heartbeat: it sends ``console.tasks.heartbeat_stamp`` every
 ``HEARTBEAT_INTERVAL``, a worker runs it, and the task stamps the time in Redis. A stamp older
 than ``HEARTBEAT_STALE_AFTER`` means beat is not sending, or no worker is running its tasks;
 when no worker answers a ping either, beat's state cannot be told and is ``unknown``.

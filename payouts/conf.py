@@ -9,6 +9,7 @@ variables, their defaults and their meaning are listed in ``.env.template`` and
 ``docs/configuration.md``.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,12 +30,14 @@ LONGEST_BACKOFF = STRIPE_KEY_MEMORY - timedelta(hours=1)
 # retry a duplicate. Processed events are kept at least that long plus margin (a late retry, a
 # person replaying from the Dashboard after a weekend).
 STRIPE_RETRY_WINDOW = timedelta(days=3)
-# What the scheduled checks (reconciliation, ledger_check) read at Stripe, one transfer a call:
-# daily the last day and an hour for a late start, weekly the last week and a day for a daily
-# run that did not happen. Reading a month would be 9 million calls at 300,000 transfers a day.
+# What the scheduled checks (reconciliation, ledger_check) read at Stripe, in pages of 100
+# transfers by creation time: daily the last day and an hour for a late start, weekly the last
+# week and a day for a daily run that did not happen.
 DAILY_CHECK_WINDOW = timedelta(hours=25)
 WEEKLY_CHECK_WINDOW = timedelta(days=8)
 SHORTEST_WEBHOOK_RETENTION = STRIPE_RETRY_WINDOW + timedelta(days=4)
+# The single global rate of earlier versions, replaced by STRIPE_RATE_LIMITS.
+RETIRED_RATE_VARIABLE = "STRIPE_MAX_REQUESTS_PER_SECOND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +61,98 @@ class RetryPolicy:
         return min(self.backoff_base * 2 ** (attempt - 1), self.backoff_max)
 
 
+# Stripe's documented request budgets: live mode allows 100 requests a second in all and 25 a
+# second on each named operation; a sandbox (test keys) allows 25 a second in all.
+LIVE_GLOBAL_PER_SECOND = 100
+OPERATION_PER_SECOND = 25
+SANDBOX_GLOBAL_PER_SECOND = 25
+# The checks (reconciliation, ledger_check) take at most this share of the global budget when
+# STRIPE_RATE_LIMITS does not say `checks=`: 20/s live, 5/s in a sandbox, less than what paying
+# or reversing each may use, so a backlog drains at full speed while a check runs.
+CHECKS_SHARE_OF_GLOBAL = 5
+# The names STRIPE_RATE_LIMITS accepts besides `global`, `default` and `checks`: the operations
+# the gateway calls (a typo must stop start-up, not silently fall back to `default`).
+STRIPE_OPERATIONS = frozenset(
+    {
+        "accounts.retrieve",
+        "charges.retrieve",
+        "events.list",
+        "refunds.create",
+        "refunds.list",
+        "refunds.retrieve",
+        "reversals.create",
+        "reversals.list",
+        "transfers.create",
+        "transfers.list",
+        "transfers.retrieve",
+    }
+)
+_BUDGET = re.compile(r"^\s*([a-z_]+(?:\.[a-z_]+)?)\s*=\s*(\d+)\s*/\s*s\s*$")
+MAX_PER_SECOND = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateBudgets:
+    """Requests a second every process together may send to Stripe (one limiter in Redis):
+    ``global_per_second`` in all, ``per_operation`` on a named operation (else
+    ``default_per_second``), and ``checks_per_second`` for reconciliation and ``ledger_check``
+    together, on top of the other two."""
+
+    global_per_second: int
+    default_per_second: int
+    checks_per_second: int
+    per_operation: tuple[tuple[str, int], ...] = ()
+
+    def for_operation(self, operation: str) -> int:
+        return dict(self.per_operation).get(operation, self.default_per_second)
+
+
+def parse_rate_budgets(raw: str, *, live: bool, name: str = "STRIPE_RATE_LIMITS") -> RateBudgets:
+    """``global=100/s,default=25/s,checks=20/s,transfers.create=25/s`` (any subset, any order);
+    what is not named takes Stripe's default for the key's mode (``live``)."""
+    given: dict[str, int] = {}
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        found = _BUDGET.match(part)
+        if not found:
+            raise ImproperlyConfigured(
+                f"{name}: {part.strip()!r} is not NAME=N/s (e.g. global=100/s,default=25/s)"
+            )
+        key, value = found.group(1), int(found.group(2))
+        if key not in {"global", "default", "checks"} and key not in STRIPE_OPERATIONS:
+            known = ", ".join(["global", "default", "checks", *sorted(STRIPE_OPERATIONS)])
+            raise ImproperlyConfigured(f"{name}: unknown name {key!r}; known: {known}")
+        if key in given:
+            raise ImproperlyConfigured(f"{name}: {key} is given twice")
+        if not 1 <= value <= MAX_PER_SECOND:
+            raise ImproperlyConfigured(f"{name}: {key}={value}/s is outside 1..{MAX_PER_SECOND}")
+        given[key] = value
+    whole = given.pop("global", LIVE_GLOBAL_PER_SECOND if live else SANDBOX_GLOBAL_PER_SECOND)
+    default = given.pop("default", OPERATION_PER_SECOND)
+    checks = given.pop("checks", max(1, whole // CHECKS_SHARE_OF_GLOBAL))
+    return RateBudgets(
+        global_per_second=whole,
+        default_per_second=default,
+        checks_per_second=checks,
+        per_operation=tuple(sorted(given.items())),
+    )
+
+
+def is_live_key(secret_key: str) -> bool:
+    """Live secret and restricted keys; anything else (test keys, the local sandbox's) gets a
+    sandbox's budget."""
+    return secret_key.startswith(("sk_live_", "rk_live_"))
+
+
 @dataclass(frozen=True, slots=True)
 class StripeLimits:
     """How the gateway talks to Stripe."""
 
     timeout: timedelta
     max_network_retries: int
-    # Requests per second every process together may send (a Redis-shared window); None: off.
-    max_requests_per_second: int | None
+    # Requests a second every process together may send (a Redis-shared limiter); None: off.
+    budgets: RateBudgets | None
 
 
 # The staff money actions that may wait for a second person, and when they do by default. A new
@@ -305,13 +392,19 @@ class _Reader:
         )
 
     def stripe_limits(self) -> StripeLimits:
-        rate = self.raw("STRIPE_MAX_REQUESTS_PER_SECOND", "25")
+        if self.raw(RETIRED_RATE_VARIABLE, ""):
+            # One number could not say Stripe's per-operation limits; a deployment still setting
+            # it must learn that its number no longer applies rather than be silently ignored.
+            raise ImproperlyConfigured(
+                f"{RETIRED_RATE_VARIABLE} is no longer read: set STRIPE_RATE_LIMITS instead "
+                "(e.g. global=100/s,default=25/s, or off)"
+            )
+        raw = self.raw("STRIPE_RATE_LIMITS", "")
+        live = is_live_key(self.raw("STRIPE_SECRET_KEY", ""))
         return StripeLimits(
             timeout=self.duration("STRIPE_TIMEOUT", "20s", high=timedelta(minutes=5)),
             max_network_retries=self.integer("STRIPE_MAX_NETWORK_RETRIES", 2, low=0, high=10),
-            max_requests_per_second=None
-            if rate.lower() == "off"
-            else self.integer("STRIPE_MAX_REQUESTS_PER_SECOND", 25, low=1, high=10_000),
+            budgets=None if raw.lower() == "off" else parse_rate_budgets(raw, live=live),
         )
 
 

@@ -1,8 +1,10 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 
 from marketplace.models import CURRENCY_FORMAT, Order, Seller
+from payouts.transfer import money
 from payouts.transfer.managers import SellerTransferManager
 from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus
 
@@ -33,8 +35,34 @@ ATTENTION_CANDIDATES = Q(
     ]
 ) | (Q(status=TransferStatus.PERMANENTLY_FAILED) & ~Q(end_reason=EndReason.ORDER_REFUNDED))
 
+# The money arithmetic in SQL, for the set-based reads over millions of rows (the console's
+# figures, ledger_check, the alert gauge). Each mirrors a function of payouts.transfer.money;
+# tests/test_money_sql.py checks the two agree on a set of rows.
+
+# What is left of an unpaid transfer once netted and its shares kept back (negative: shares
+# beyond it, the seller's debt once paid; ``money.owed_at_send``).
+LEFT_AFTER_SHARES = F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
+# What an unpaid transfer is to send (``money.to_send``).
+UNSENT = Greatest(LEFT_AFTER_SHARES, 0)
+# What is left to take back from a paid transfer (``money.balances(...).to_take_back``).
+TO_TAKE_BACK = Greatest(
+    F("reversal_target")
+    + F("dispute_target")
+    - F("amount_withheld")
+    - F("amount_reversed")
+    - F("amount_owed")
+    + F("amount_returned"),
+    0,
+)
+# Given back in new transfers beyond what was kept back or reversed: against the seller's debt
+# (``money.given_back_against_debt``).
+GIVEN_BACK_AGAINST_DEBT = Greatest(
+    F("amount_returned") - F("amount_withheld") - F("amount_reversed"), 0
+)
+
 # Taken back beyond the shares (and beyond what is owed back already): Stripe reversed more
-# than asked (a Dashboard reversal, a forgotten key). Reported, never adopted.
+# than asked (a Dashboard reversal, a forgotten key). Reported, never adopted
+# (``money.over_reversed``).
 OVER_REVERSED = Q(
     amount_reversed__gt=F("reversal_target")
     + F("dispute_target")
@@ -261,43 +289,37 @@ class SellerTransfer(models.Model):
     def __str__(self) -> str:
         return f"Transfer {self.pk} ({self.status})"
 
-    # What moves at Stripe, in one place: every path that sends, adopts, books or compares a
-    # transfer reads these, so that none can disagree with another.
+    # What moves at Stripe, in one place (``payouts.transfer.money``): every path that sends,
+    # adopts, books or compares a transfer reads these, so that none can disagree with another.
+    @property
+    def facts(self) -> money.Facts:
+        """The row's amounts as the money arithmetic reads them."""
+        return money.Facts.of(self)
+
     @property
     def kept_back(self) -> int:
-        """The shares an unpaid transfer keeps back.
-
-        The refund and chargeback shares an unpaid transfer keeps back instead of sending
-        them and taking them back."""
-        return self.reversal_target + self.dispute_target
+        """The refund and chargeback shares an unpaid transfer keeps back."""
+        return self.facts.shares
 
     @property
     def withheld_at_send(self) -> int:
-        """What an unpaid transfer keeps back of its shares: all of them, but no more than it
-        has left once its netting is settled."""
-        return min(self.kept_back, self.amount - self.amount_netted)
+        """What an unpaid transfer keeps back of its shares (``money.withheld_at_send``)."""
+        return money.withheld_at_send(self.facts)
 
     @property
     def owed_at_send(self) -> int:
-        """The shares beyond what an unpaid transfer has left to keep back (it was mostly
-        netted): nothing can be kept back nor reversed for them, so they are the seller's
-        debt when it is paid."""
-        return self.kept_back - self.withheld_at_send
+        """The shares an unpaid transfer cannot keep back: debt once paid."""
+        return money.owed_at_send(self.facts)
 
     @property
     def to_send(self) -> int:
-        """The amount an unpaid transfer sends to Stripe.
-
-        Its amount, less the debt it settles, less the shares kept back; never below nothing."""
-        return self.amount - self.amount_netted - self.withheld_at_send
+        """The amount an unpaid transfer sends to Stripe (``money.to_send``)."""
+        return money.to_send(self.facts)
 
     @property
     def sent(self) -> int:
-        """The amount Stripe's transfer to the seller was for, once paid.
-
-        What Stripe's transfer to the seller was for, once paid: the amount, less the debt it
-        settled, less the shares kept back when it was sent."""
-        return self.amount - self.amount_netted - self.amount_withheld
+        """The amount Stripe's transfer to the seller was for, once paid (``money.sent``)."""
+        return money.sent(self.facts)
 
 
 class SellerTransferEvent(models.Model):
@@ -440,8 +462,10 @@ class PayoutStatus(models.TextChoices):
 
 
 class Payout(models.Model):
-    """A seller's bank payout: Stripe paying the seller's connected account balance out to
-    their bank, bundling our transfers (less reversals) with whatever else is on it."""
+    """A seller's bank payout.
+
+    Stripe paying the seller's connected account balance out to their bank, bundling our transfers
+    (less reversals) with whatever else is on it."""
 
     Status = PayoutStatus
 
@@ -500,8 +524,10 @@ class PayoutItemKind(models.TextChoices):
 
 
 class PayoutItem(models.Model):
-    """One balance transaction a payout carried, tied to our transfer when it is ours. Read
-    again as a whole (replaced) whenever the payout is reconciled."""
+    """One balance transaction a payout carried.
+
+    Tied to our transfer when it is ours. Read again as a whole (replaced) whenever the payout is
+    reconciled."""
 
     Kind = PayoutItemKind
 

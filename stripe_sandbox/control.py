@@ -18,7 +18,11 @@ Set-up and faults
   POST /_sandbox/reset                     forget everything, back to the start-up config
   POST /_sandbox/faults      {"operation", "latency_ms", "timeout_seconds", "*_rate"...}
   POST /_sandbox/script      {"operation", "responses": [...], "replace"}
-  POST /_sandbox/rate_limit  {"per_second", "burst"}
+  POST /_sandbox/rate_limit  {"per_second", "burst", "per_operation", "operations"}
+       Stripe's limits as token buckets: per_second in all (holding burst, default a second's
+       worth), per_operation on each named operation, operations {"transfers.create": 25}
+       overriding some; null: no such limit. Live: 100 and 25; a sandbox: 25 in all. A refused
+       request is a 429 rate_limit with Stripe-Rate-Limited-Reason global-rate or endpoint-rate
   POST /_sandbox/config      {"new_refund_status": "succeeded"|"pending", "seed"}
   POST /_sandbox/idempotency/forget
        forget every idempotency key, as Stripe does 24 hours after a key's first use

@@ -85,13 +85,16 @@ def api_error_500() -> StripeApiError:
     return StripeApiError(500, "api_error", "An unknown error occurred")
 
 
-def rate_limited() -> StripeApiError:
+def rate_limited(reason: str | None = None) -> StripeApiError:
+    """Stripe's 429; ``reason`` (``global-rate``, ``endpoint-rate``) goes in the
+    ``Stripe-Rate-Limited-Reason`` header, as Stripe says which limiter refused."""
     return StripeApiError(
         429,
         "invalid_request_error",
         "Request rate limit exceeded. You can learn more about rate limits here "
         "https://stripe.com/docs/rate-limits.",
         code="rate_limit",
+        headers={"Stripe-Rate-Limited-Reason": reason} if reason else None,
     )
 
 

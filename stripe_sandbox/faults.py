@@ -1,4 +1,5 @@
-"""Fault injection: scripted responses, seeded random faults and a global rate limit.
+"""Fault injection: scripted responses, seeded random faults and Stripe's rate limits (a global
+token bucket, and one per named operation).
 
 Like ``Store``, a ``FaultPlan`` relies on the Sandbox lock; it never sleeps, it
 only decides. The Sandbox carries out the decision (sleeping, holding or
@@ -65,10 +66,17 @@ class TokenBucket:
         self._tokens = burst
         self._last = clock()
 
-    def take(self) -> bool:
+    def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
         self._last = now
+
+    def has_token(self) -> bool:
+        self._refill()
+        return self._tokens >= 1
+
+    def take(self) -> bool:
+        self._refill()
         if self._tokens >= 1:
             self._tokens -= 1
             return True
@@ -86,6 +94,11 @@ class FaultPlan:
         self._scripts: dict[str, deque[Fault]] = {}
         self._script_sources: dict[str, deque[dict[str, Any]]] = {}
         self._bucket: TokenBucket | None = None
+        # Stripe's per-operation limit: each named operation has a bucket of its own, at
+        # ``operations[name]`` a second if given, else ``per_operation`` (None: no such limit).
+        self._per_operation: float | None = None
+        self._operation_rates: dict[str, float] = {}
+        self._operation_buckets: dict[str, TokenBucket] = {}
 
     def reseed(self, seed: int | None) -> None:
         self.seed = seed
@@ -167,23 +180,62 @@ class FaultPlan:
             raise FaultConfigError("scripted responses need an 'error' (or 'body') object")
         return Fault("respond", status=status, body=body, headers=headers, outcome="injected")
 
-    def set_rate_limit(self, per_second: Any, burst: Any = None) -> None:
-        if per_second is None:
-            self._bucket = None
-            return
-        for name, value in (("per_second", per_second), ("burst", burst)):
+    def set_rate_limit(
+        self,
+        per_second: Any,
+        burst: Any = None,
+        *,
+        per_operation: Any = None,
+        operations: Any = None,
+    ) -> None:
+        """The global bucket (``per_second``, ``burst``; None: none) and the per-operation ones
+        (``per_operation`` for every operation, ``operations`` naming some; each bucket holds a
+        second of its rate). Stripe live: 100 and 25; a sandbox: 25 in all."""
+        operations = operations or {}
+        if not isinstance(operations, dict):
+            raise FaultConfigError("operations must be an object of operation -> per second")
+        named = [(f"operations[{op}]", rate) for op, rate in operations.items()]
+        checked = [("per_second", per_second), ("burst", burst), ("per_operation", per_operation)]
+        for name, value in checked + named:
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
             ):
                 raise FaultConfigError(f"{name} must be a positive number")
-        capacity = float(burst) if burst is not None else max(1.0, float(per_second))
-        self._bucket = TokenBucket(float(per_second), capacity)
+        for operation in operations:
+            if operation not in OPERATIONS:
+                raise FaultConfigError(f"unknown operation {operation!r} in operations")
+        if per_second is None:
+            self._bucket = None
+        else:
+            capacity = float(burst) if burst is not None else max(1.0, float(per_second))
+            self._bucket = TokenBucket(float(per_second), capacity)
+        self._per_operation = None if per_operation is None else float(per_operation)
+        self._operation_rates = {op: float(rate) for op, rate in operations.items()}
+        self._operation_buckets = {}
 
     # -- decisions ------------------------------------------------------------
 
-    def admit(self) -> bool:
-        """Take a token from the global rate limit; False means answer 429."""
-        return self._bucket is None or self._bucket.take()
+    def _operation_bucket(self, operation: str) -> TokenBucket | None:
+        rate = self._operation_rates.get(operation, self._per_operation)
+        if rate is None:
+            return None
+        bucket = self._operation_buckets.get(operation)
+        if bucket is None:
+            bucket = self._operation_buckets[operation] = TokenBucket(rate, max(1.0, rate))
+        return bucket
+
+    def admit(self, operation: str) -> str | None:
+        """Take a token from the global bucket and from the operation's; ``None`` when admitted,
+        else which limit refused (``global-rate``, ``endpoint-rate``): answer 429. A request
+        refused by one bucket takes nothing from the other."""
+        own = self._operation_bucket(operation)
+        if own is not None and not own.has_token():
+            return "endpoint-rate"
+        if self._bucket is not None and not self._bucket.take():
+            return "global-rate"
+        if own is not None:
+            own.take()
+        return None
 
     def _effective(self, operation: str) -> dict[str, float]:
         return {**self._knobs.get("*", {}), **self._knobs.get(operation, {})}
@@ -228,4 +280,6 @@ class FaultPlan:
             "rate_limit": (
                 {"per_second": bucket.per_second, "burst": bucket.burst} if bucket else None
             ),
+            "per_operation": self._per_operation,
+            "operations": dict(self._operation_rates),
         }

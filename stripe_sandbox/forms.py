@@ -122,6 +122,31 @@ class Params:
             )
         return raw
 
+    def timestamp_range(self, name: str = "created"):
+        """A Unix-time filter, ``created=T`` or any of ``created[gt|gte|lt|lte]=T``, as a test
+        of one timestamp (always true when the parameter is absent)."""
+        raw = self.data.get(name)
+        if raw is None or raw == "":
+            return lambda value: True
+        bounds = raw if isinstance(raw, dict) else {"eq": raw}
+        tests = {
+            "eq": lambda v, t: v == t,
+            "gt": lambda v, t: v > t,
+            "gte": lambda v, t: v >= t,
+            "lt": lambda v, t: v < t,
+            "lte": lambda v, t: v <= t,
+        }
+        checks = []
+        for key, text in bounds.items():
+            if key not in tests or key == "eq" and isinstance(raw, dict):
+                raise invalid_request(f"Received unknown parameter: {name}[{key}]", param=name)
+            if not isinstance(text, str) or not text.lstrip("-").isdigit():
+                raise invalid_request(
+                    f"Invalid integer: {text}", param=name, code="parameter_invalid_integer"
+                )
+            checks.append((tests[key], int(text)))
+        return lambda value: all(test(value, bound) for test, bound in checks)
+
     def string_list(self, name: str) -> list[str]:
         """An array parameter, sent as ``name[]=a`` or, like stripe-python does, ``name[0]=a``."""
         raw = self.data.get(name)

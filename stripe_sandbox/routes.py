@@ -24,6 +24,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", "/v1/transfers/{id}/reversals", "reversals.create"),
         ("GET", "/v1/transfers/{id}/reversals", "reversals.list"),
         ("GET", "/v1/transfers/{id}/reversals/{id}", "reversals.retrieve"),
+        ("GET", "/v1/events", "events.list"),
         ("GET", "/v1/events/{id}", "events.retrieve"),
         ("GET", "/v1/balance", "balance.retrieve"),
         ("GET", "/v1/balance_transactions", "balance_transactions.list"),

@@ -243,7 +243,7 @@ class Sandbox:
         reservation: Entry | None = None
         fault: Fault = NO_FAULT
         with self.lock:
-            rejection = self._admit(key, fingerprint)
+            rejection = self._admit(operation, key, fingerprint)
             if isinstance(rejection, Entry):
                 replay, rejection = rejection, None
             elif rejection is None:
@@ -289,10 +289,11 @@ class Sandbox:
             return finish(Reply(None, action="drop"), "dropped_after_perform")
         return finish(reply, reply.outcome or "performed")
 
-    def _admit(self, key: str | None, fingerprint: Any):
+    def _admit(self, operation: str, key: str | None, fingerprint: Any):
         """Rate limit and idempotency checks; returns a rejection, a replay Entry, or None."""
-        if not self.faults.admit():
-            return rate_limited(), "rate_limited"
+        refused_by = self.faults.admit(operation)
+        if refused_by is not None:
+            return rate_limited(refused_by), "rate_limited"
         if not key:
             return None
         entry = self.idempotency.lookup(key)
@@ -454,7 +455,12 @@ class Sandbox:
 
     def _set_rate_limit(self, payload: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
-            self.faults.set_rate_limit(payload.get("per_second"), payload.get("burst"))
+            self.faults.set_rate_limit(
+                payload.get("per_second"),
+                payload.get("burst"),
+                per_operation=payload.get("per_operation"),
+                operations=payload.get("operations"),
+            )
             return self.faults.describe()
 
     def _describe_faults(self) -> dict[str, Any]:

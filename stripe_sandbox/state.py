@@ -120,6 +120,9 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
         self.reversals: dict[str, dict[str, Any]] = {}
         self.reversals_by_transfer: dict[str, list[str]] = {}
         self.events: dict[str, dict[str, Any]] = {}
+        # Table -> (its size and ends, its ids in creation order, each id's position): lets a
+        # page of a big list start at ``starting_after`` without scanning everything before it.
+        self._positions: dict[str, tuple[tuple, list[str], dict[str, int]]] = {}
         self.deliveries: list[dict[str, Any]] = []
         # Events created by the current operation, collected by the Sandbox for delivery.
         self.outbox: list[dict[str, Any]] = []
@@ -531,11 +534,13 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
     def list_refunds(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         charge_id = params.string("charge")
         intent_id = params.string("payment_intent")
+        created = params.timestamp_range("created")
         items = [
             r
             for r in self.refunds.values()
             if (charge_id is None or r["charge"] == charge_id)
             and (intent_id is None or r["payment_intent"] == intent_id)
+            and created(r["created"])
         ]
         return self._page(items, params, "/v1/refunds", "refund", copy.deepcopy)
 
@@ -585,13 +590,18 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
     def list_transfers(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         group = params.string("transfer_group")
         destination = params.string("destination")
-        items = [
-            t
-            for t in self.transfers.values()
-            if (group is None or t["transfer_group"] == group)
-            and (destination is None or t["destination"] == destination)
-        ]
-        return self._page(items, params, "/v1/transfers", "transfer", self.render_transfer)
+        created = params.timestamp_range("created")
+
+        def matches(t: dict[str, Any]) -> bool:
+            return (
+                (group is None or t["transfer_group"] == group)
+                and (destination is None or t["destination"] == destination)
+                and created(t["created"])
+            )
+
+        return self._page_newest_first(
+            "transfers", matches, params, "/v1/transfers", "transfer", self.render_transfer
+        )
 
     def create_reversal(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         return self.reverse(
@@ -650,10 +660,66 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
     def retrieve_event(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
         return copy.deepcopy(self._get(self.events, "event", args[0]))
 
+    def list_events(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        """The account's events, newest first: the platform's own unless ``Stripe-Account``
+        names a connected account; by ``type`` and ``created``, in pages."""
+        event_type = params.string("type")
+        created = params.timestamp_range("created")
+
+        def matches(e: dict[str, Any]) -> bool:
+            return (
+                e.get("account") == ctx.stripe_account
+                and (event_type is None or e["type"] == event_type)
+                and created(e["created"])
+            )
+
+        return self._page_newest_first(
+            "events", matches, params, "/v1/events", "event", copy.deepcopy
+        )
+
     # -- shared ---------------------------------------------------------------
 
+    def _positions_of(self, table_name: str) -> tuple[list[str], dict[str, int]]:
+        table = getattr(self, table_name)
+        key = (len(table), next(iter(table), None), next(reversed(table), None))
+        cached = self._positions.get(table_name)
+        if cached is None or cached[0] != key:
+            ids = list(table)
+            cached = (key, ids, {object_id: index for index, object_id in enumerate(ids)})
+            self._positions[table_name] = cached
+        return cached[1], cached[2]
+
+    def _page_newest_first(self, table_name, matches, params, url, noun, render):
+        """A page of the table's objects that ``matches``, newest first, as ``_page`` gives it,
+        walking back from ``starting_after`` instead of filtering the whole table for each page
+        (a check lists a day of transfers a hundred at a time)."""
+        if params.string("ending_before") is not None:
+            items = [item for item in getattr(self, table_name).values() if matches(item)]
+            return self._page(items, params, url, noun, render)
+        limit = self._limit(params)
+        table = getattr(self, table_name)
+        ids, position = self._positions_of(table_name)
+        index = len(ids) - 1
+        after = params.string("starting_after")
+        if after is not None:
+            if after not in position:
+                raise resource_missing(noun, after, param="starting_after", status=400)
+            index = position[after] - 1
+        page: list[dict[str, Any]] = []
+        while index >= 0 and len(page) <= limit:
+            item = table[ids[index]]
+            if matches(item):
+                page.append(item)
+            index -= 1
+        return {
+            "object": "list",
+            "data": [render(item) for item in page[:limit]],
+            "has_more": len(page) > limit,
+            "url": url,
+        }
+
     @staticmethod
-    def _page(items, params: Params, url: str, noun: str, render) -> dict[str, Any]:
+    def _limit(params: Params) -> int:
         limit = params.integer("limit", minimum=1)
         if limit is None:
             limit = 10
@@ -663,19 +729,24 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
                 param="limit",
                 code="parameter_invalid_integer",
             )
+        return limit
+
+    @staticmethod
+    def _page(items, params: Params, url: str, noun: str, render) -> dict[str, Any]:
+        limit = Store._limit(params)
         newest = list(reversed(items))
-        ids = [item["id"] for item in newest]
+        position = {item["id"]: index for index, item in enumerate(newest)}
         after = params.string("starting_after")
         before = params.string("ending_before")
         if after is not None:
-            if after not in ids:
+            if after not in position:
                 raise resource_missing(noun, after, param="starting_after", status=400)
-            rest = newest[ids.index(after) + 1 :]
+            rest = newest[position[after] + 1 :]
             page, has_more = rest[:limit], len(rest) > limit
         elif before is not None:
-            if before not in ids:
+            if before not in position:
                 raise resource_missing(noun, before, param="ending_before", status=400)
-            rest = newest[: ids.index(before)]
+            rest = newest[: position[before]]
             page, has_more = rest[-limit:], len(rest) > limit
         else:
             page, has_more = newest[:limit], len(newest) > limit
@@ -749,6 +820,7 @@ OPERATIONS = {
     "reversals.list": Store.list_reversals,
     "reversals.retrieve": Store.retrieve_reversal,
     "events.retrieve": Store.retrieve_event,
+    "events.list": Store.list_events,
     "balance.retrieve": Store.retrieve_balance,
     "balance_transactions.retrieve": Store.retrieve_balance_transaction,
     "balance_transactions.list": Store.list_balance_transactions,

@@ -106,8 +106,24 @@ class SandboxControl:
         payload = {"operation": operation, "responses": responses, "replace": replace}
         return self._call("POST", "script", payload)["queued"]
 
-    def set_rate_limit(self, per_second: float | None, burst: float | None = None) -> dict:
-        return self._call("POST", "rate_limit", {"per_second": per_second, "burst": burst})
+    def set_rate_limit(
+        self,
+        per_second: float | None,
+        burst: float | None = None,
+        *,
+        per_operation: float | None = None,
+        operations: dict[str, float] | None = None,
+    ) -> dict:
+        """Stripe's limits: ``per_second`` in all (a token bucket holding ``burst``) and
+        ``per_operation`` on each named operation (``operations`` overriding some); None: no
+        such limit. Live Stripe is ``set_rate_limit(100, per_operation=25)``."""
+        payload = {
+            "per_second": per_second,
+            "burst": burst,
+            "per_operation": per_operation,
+            "operations": operations,
+        }
+        return self._call("POST", "rate_limit", payload)
 
     def config(self) -> dict:
         """The sandbox's configuration now: ``new_refund_status``, ``seed``, ``webhook_url``,

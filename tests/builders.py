@@ -415,7 +415,7 @@ def worker_environment(sandbox_url: str, **overrides: str) -> dict[str, str]:
         "REVERSAL_CONCURRENCY": "4",
         # The shared limiter is off: with injected 429s its fleet-wide pause per 429 would
         # stretch the run, and its Redis keys would be shared with other suites running now.
-        "STRIPE_MAX_REQUESTS_PER_SECOND": "off",
+        "STRIPE_RATE_LIMITS": "off",
         "LOG_LEVEL": "WARNING",
         **overrides,
     }

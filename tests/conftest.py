@@ -16,10 +16,23 @@ from datetime import timedelta
 import environ
 import pytest
 import stripe
+from hypothesis import HealthCheck, settings
 
 from payouts.conf import load_payouts_config
 from stripe_sandbox.testing import RunningSandbox
 from tests.builders import CONNECT_WEBHOOK_SECRET, WEBHOOK_SECRET, paid_order, post_event
+
+# Property tests draw the same examples on every run and every machine (CI never meets an
+# example a developer did not), and stay within a few seconds.
+settings.register_profile(
+    "suite",
+    derandomize=True,
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session")

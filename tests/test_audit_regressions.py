@@ -449,7 +449,7 @@ def test_replaying_inbox_events_needs_the_replay_permission_not_just_view_access
     [
         ("STRIPE_MAX_NETWORK_RETRIES", "-3"),
         ("REVERSAL_CONCURRENCY", "0"),
-        ("STRIPE_MAX_REQUESTS_PER_SECOND", "0"),
+        ("STRIPE_RATE_LIMITS", "global=0/s"),
     ],
 )
 def test_a_nonsense_number_stops_start_up_naming_its_variable(variable, value):

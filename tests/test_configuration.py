@@ -43,7 +43,7 @@ def config_from(monkeypatch):
 
     def parse(**variables: str):
         for name in list(os.environ):
-            if name.startswith(("REVERSAL_", "TRANSFER_RETRY_", "PLATFORM_FEE_")):
+            if name.startswith(("REVERSAL_", "TRANSFER_RETRY_", "PLATFORM_FEE_", "STRIPE_")):
                 monkeypatch.delenv(name)
         for name, value in variables.items():
             monkeypatch.setenv(name, value)
@@ -126,3 +126,67 @@ def test_production_refuses_to_start_without_a_secret(missing):
 
     assert result.returncode != 0
     assert f"{missing} must be set in production" in result.stderr
+
+
+def test_stripe_budgets_default_to_live_limits_with_a_live_key(config_from):
+    budgets = config_from(STRIPE_SECRET_KEY="sk_live_example").stripe.budgets
+
+    assert (budgets.global_per_second, budgets.default_per_second) == (100, 25)
+    assert budgets.for_operation("transfers.create") == 25
+    assert budgets.checks_per_second < budgets.default_per_second
+
+
+@pytest.mark.parametrize("key", ["sk_test_example", "rk_test_example", ""])
+def test_stripe_budgets_default_to_the_sandbox_25_in_all_with_a_test_key(config_from, key):
+    budgets = config_from(STRIPE_SECRET_KEY=key).stripe.budgets
+
+    assert budgets.global_per_second == 25
+    assert budgets.checks_per_second < budgets.default_per_second
+
+
+def test_stripe_rate_limits_name_the_global_default_checks_and_operations(config_from):
+    budgets = config_from(
+        STRIPE_SECRET_KEY="sk_test_example",
+        STRIPE_RATE_LIMITS="global=100/s, default=20/s,checks=4/s,transfers.create=24/s",
+    ).stripe.budgets
+
+    assert (budgets.global_per_second, budgets.default_per_second) == (100, 20)
+    assert budgets.checks_per_second == 4
+    assert budgets.for_operation("transfers.create") == 24
+    assert budgets.for_operation("reversals.create") == 20
+
+
+def test_stripe_rate_limits_off_turns_the_limiter_off(config_from):
+    assert config_from(STRIPE_RATE_LIMITS="off").stripe.budgets is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "global=100",
+        "global=100/m",
+        "global=0/s",
+        "default=-1/s",
+        "transfers.craete=25/s",
+        "global=100/s,global=90/s",
+        "everything",
+        "global=100000/s",
+    ],
+)
+def test_a_malformed_stripe_rate_limits_names_the_variable(config_from, value):
+    with pytest.raises(ImproperlyConfigured, match="STRIPE_RATE_LIMITS"):
+        config_from(STRIPE_RATE_LIMITS=value)
+
+
+def test_the_retired_single_rate_stops_start_up_pointing_at_its_replacement(config_from):
+    with pytest.raises(ImproperlyConfigured, match="STRIPE_RATE_LIMITS"):
+        config_from(STRIPE_MAX_REQUESTS_PER_SECOND="90")
+
+
+@pytest.mark.slow  # starts manage.py in a process
+def test_a_malformed_stripe_rate_limits_stops_start_up_naming_the_variable():
+    result = start_django("config.settings.local", STRIPE_RATE_LIMITS="transfers=25")
+
+    assert result.returncode != 0
+    assert "STRIPE_RATE_LIMITS" in result.stderr
+    assert "transfers=25" in result.stderr

@@ -85,6 +85,23 @@ def test_money_at_risk_adds_up_each_kind_per_currency(staff):
     assert figure(page, "debtors") == "2"
 
 
+def test_reversals_pending_count_chargeback_shares_and_never_what_is_given_back(staff):
+    """What is still to take back (``money.balances(...).to_take_back``): a chargeback's share
+    counts as a refund's does, and a row giving money back owes nothing to take."""
+    SellerTransferFactory(reversal_due=True, amount=1000, reversal_target=0, dispute_target=400)
+    SellerTransferFactory(
+        reversal_due=True,
+        amount=1000,
+        reversal_target=0,
+        amount_reversed=600,
+        amount_to_give_back=600,
+    )
+
+    page = staff.get(INDEX).content.decode()
+
+    assert risk(page, "reversals_pending", "usd") == "4.00 USD"
+
+
 def test_open_disputes_are_money_at_risk_and_closed_ones_are_not(staff):
     for number, (status, amount) in enumerate(
         [

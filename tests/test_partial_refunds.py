@@ -10,7 +10,7 @@ from django.core.management import call_command
 from marketplace.models import Order, Refund
 from payouts import tasks
 from payouts.models import SellerTransfer
-from payouts.services.shares import proportional_targets
+from payouts.transfer.money import proportional_targets
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import make_event, paid_order, post_event, refund_at_stripe
 

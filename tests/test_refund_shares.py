@@ -3,7 +3,7 @@ cents that add up exactly and never exceed what was paid."""
 
 import pytest
 
-from payouts.services.shares import proportional_targets
+from payouts.transfer.money import proportional_targets
 
 
 @pytest.mark.parametrize(

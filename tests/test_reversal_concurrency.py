@@ -7,7 +7,6 @@ The workers have their own database connections, so the backlog is committed
 
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 
 from payouts.models import SellerTransfer
 from payouts.services.reversals import reversals_process_due
-from payouts.stripe_api.rate_limit import StripeRateLimiter
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import reversal_backlog, worker_environment
 
@@ -95,28 +93,3 @@ def test_one_run_keeps_several_stripe_calls_in_flight_and_reverses_each_row_once
     ledger = {t["id"]: t for t in sandbox.ledger()["transfers"]}
     assert all(ledger[r.stripe_transfer_id]["reversal_count"] == 1 for r in rows)
     assert most_calls_in_flight(sandbox.calls("reversals.create")) > 1
-
-
-@pytest.mark.slow  # seconds of paced Stripe calls
-def test_the_shared_rate_limiter_caps_the_whole_fleet(settings):
-    limiter = StripeRateLimiter(
-        settings.STRIPE_RATE_LIMIT_REDIS_URL, 20, namespace=f"t{time.time()}"
-    )
-    started = time.monotonic()
-    for _ in range(50):
-        limiter.acquire()
-
-    # 20 per moving second: the first 20 pass at once, the next 20 a second later, and so on.
-    assert time.monotonic() - started >= 2.0
-
-
-def test_a_429_pauses_every_process_sharing_the_limiter(settings):
-    namespace = f"t{time.time()}"
-    first = StripeRateLimiter(settings.STRIPE_RATE_LIMIT_REDIS_URL, 1000, namespace=namespace)
-    second = StripeRateLimiter(settings.STRIPE_RATE_LIMIT_REDIS_URL, 1000, namespace=namespace)
-    first.slow_down(0.5)
-    started = time.monotonic()
-
-    second.acquire()
-
-    assert time.monotonic() - started >= 0.4

@@ -597,3 +597,136 @@ def test_runs_as_a_separate_process():
         assert process.control.state()["accounts"][0]["id"] == account.id
         process.process.send_signal(signal.SIGTERM)
         assert process.process.wait(timeout=10) == 0
+
+
+def test_an_operation_over_its_own_limit_gets_stripes_429(client, sandbox, transfer):
+    # Stripe live: 100 a second in all, 25 on each operation; here 2 on each to see it.
+    sandbox.control.set_rate_limit(per_second=100, per_operation=2)
+    client.v1.transfers.retrieve(transfer.id)
+    client.v1.transfers.retrieve(transfer.id)
+    with pytest.raises(stripe.RateLimitError) as info:
+        client.v1.transfers.retrieve(transfer.id)
+
+    assert info.value.http_status == 429 and info.value.error.code == "rate_limit"
+    assert info.value.headers["Stripe-Rate-Limited-Reason"] == "endpoint-rate"
+    # Another operation has a budget of its own.
+    assert client.v1.transfers.reversals.list(transfer.id).data == []
+    assert outcomes(sandbox, "transfers.retrieve") == ["performed", "performed", "rate_limited"]
+
+
+def test_a_named_operation_limit_overrides_the_per_operation_one(client, sandbox, transfer):
+    sandbox.control.set_rate_limit(
+        per_second=None, per_operation=5, operations={"transfers.retrieve": 1}
+    )
+    client.v1.transfers.retrieve(transfer.id)
+    with pytest.raises(stripe.RateLimitError):
+        client.v1.transfers.retrieve(transfer.id)
+    for _ in range(5):
+        client.v1.transfers.reversals.list(transfer.id)
+    with pytest.raises(stripe.RateLimitError):
+        client.v1.transfers.reversals.list(transfer.id)
+
+
+def test_the_global_limit_refuses_across_operations_and_says_so(client, sandbox, transfer):
+    sandbox.control.set_rate_limit(per_second=0.001, burst=2, per_operation=25)
+    client.v1.transfers.retrieve(transfer.id)
+    client.v1.transfers.reversals.list(transfer.id)
+    with pytest.raises(stripe.RateLimitError) as info:
+        client.v1.transfers.list()
+
+    assert info.value.headers["Stripe-Rate-Limited-Reason"] == "global-rate"
+
+
+def test_a_request_refused_by_its_operation_spends_no_global_budget(client, sandbox, transfer):
+    sandbox.control.set_rate_limit(per_second=0.001, burst=2, per_operation=1)
+    client.v1.transfers.retrieve(transfer.id)
+    for _ in range(3):
+        with pytest.raises(stripe.RateLimitError):
+            client.v1.transfers.retrieve(transfer.id)
+
+    # The second global token is still there for another operation.
+    client.v1.transfers.reversals.list(transfer.id)
+
+
+def test_rate_limit_settings_are_checked(sandbox):
+    with pytest.raises(SandboxControlError):
+        sandbox.control.set_rate_limit(per_second=None, operations={"transfers.craete": 25})
+    with pytest.raises(SandboxControlError):
+        sandbox.control.set_rate_limit(per_second=None, per_operation=0)
+
+
+def test_transfers_are_listed_by_creation_time_in_pages(client, sandbox):
+    account = client.v1.accounts.create(params={"type": "express"})
+    made = [
+        client.v1.transfers.create(
+            params={"amount": 100 + i, "currency": "usd", "destination": account.id}
+        )
+        for i in range(5)
+    ]
+    first, last = made[0].created, made[-1].created
+    window = {"gte": first, "lt": last + 1}
+
+    page = client.v1.transfers.list(params={"created": window, "limit": 2})
+    rest = client.v1.transfers.list(
+        params={"created": window, "limit": 100, "starting_after": page.data[-1].id}
+    )
+
+    assert page.has_more and not rest.has_more
+    assert [t.id for t in page.data + rest.data] == [t.id for t in reversed(made)]
+    assert client.v1.transfers.list(params={"created": {"lt": first}}).data == []
+    assert client.v1.transfers.list(params={"created": {"gt": last}}).data == []
+    assert len(client.v1.transfers.list(params={"created": {"lte": last}}).data) == 5
+
+
+def test_a_listed_transfer_embeds_its_reversals(client, transfer):
+    client.v1.transfers.reversals.create(transfer.id, params={"amount": 300})
+
+    (listed,) = client.v1.transfers.list(params={"created": {"gte": transfer.created}}).data
+
+    assert listed.amount_reversed == 300
+    assert [r.amount for r in listed.reversals.data] == [300]
+
+
+def test_refunds_are_listed_by_creation_time(client):
+    intent = client.v1.payment_intents.create(
+        params={
+            "amount": 1000,
+            "currency": "usd",
+            "confirm": True,
+            "payment_method": "pm_card_visa",
+        }
+    )
+    refund = client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 100})
+
+    found = client.v1.refunds.list(params={"created": {"gte": refund.created}}).data
+    none = client.v1.refunds.list(params={"created": {"lt": refund.created}}).data
+
+    assert [r.id for r in found] == [refund.id] and none == []
+
+
+def test_a_malformed_created_filter_is_stripes_400(client):
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        client.v1.transfers.list(params={"created": {"after": 5}})
+
+    assert info.value.http_status == 400
+
+
+def test_events_are_listed_by_type_and_creation_time(client, transfer):
+    client.v1.transfers.reversals.create(transfer.id, params={"amount": 100})
+    client.v1.transfers.reversals.create(transfer.id, params={"amount": 200})
+
+    listed = client.v1.events.list(
+        params={"type": "transfer.reversed", "created": {"gte": transfer.created}, "limit": 1}
+    )
+    rest = client.v1.events.list(
+        params={"type": "transfer.reversed", "starting_after": listed.data[0].id}
+    )
+
+    assert listed.has_more and not rest.has_more
+    # Newest first: the latest event carries the transfer's latest amount reversed.
+    assert [e.data.object.amount_reversed for e in listed.data + rest.data] == [300, 100]
+    assert {e.type for e in client.v1.events.list(params={"limit": 100}).data} >= {
+        "transfer.created",
+        "transfer.reversed",
+    }
+    assert client.v1.events.list(params={"created": {"lt": transfer.created}}).data == []

@@ -4,7 +4,7 @@ a scrape counts no big table; the inbox forgets only processed events past their
 ledger_check can look at only what changed. (The replica: test_scale_replica.py.)"""
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, timedelta
 from io import StringIO
 from pathlib import Path
@@ -418,6 +418,20 @@ def test_the_webhook_retention_defaults_to_90_days(monkeypatch):
 # --- ledger_check: what changed since the last clean run --------------------------------------
 
 
+@dataclass(frozen=True)
+class Reads:
+    pages: int
+    single: int
+
+    def __sub__(self, other: "Reads") -> "Reads":
+        return Reads(self.pages - other.pages, self.single - other.single)
+
+
+def stripe_reads(sandbox) -> Reads:
+    """The transfer pages listed and the single transfers read at the sandbox so far."""
+    return Reads(len(sandbox.calls("transfers.list")), len(sandbox.calls("transfers.retrieve")))
+
+
 def age_everything() -> None:
     """As if the earlier check runs were a day old, and the rows had not changed for two (more
     than the hour an incremental run looks back before the last clean one)."""
@@ -453,13 +467,14 @@ def test_an_incremental_check_reads_only_the_transfers_changed_since_the_last_cl
     first, _ = checked_yesterday
     refund(client, stripe_client, first, None, django_capture_on_commit_callbacks)
     paid_order(stripe_client, [1500], webhook=client)
-    read_before = len(sandbox.calls("transfers.retrieve"))
+    read_before = stripe_reads(sandbox)
 
     run, breaks = ledger_check(incremental=True)
 
     assert breaks == []
     assert run.transfers_checked == 3  # the first order's two, and the new one
-    assert len(sandbox.calls("transfers.retrieve")) - read_before == 3
+    # All three from one page of transfers listed by creation time, none read on its own.
+    assert stripe_reads(sandbox) - read_before == Reads(pages=1, single=0)
 
 
 @pytest.mark.django_db
@@ -511,12 +526,14 @@ def test_the_weekly_check_reads_every_row_of_the_book_and_only_the_last_week_at_
     SellerTransfer.objects.filter(order=old).update(updated_at=ten_days_ago)
     changed = old.transfers.first()
     SellerTransfer.objects.filter(pk=changed.pk).update(amount=F("amount") - 100)
-    read_before = len(sandbox.calls("transfers.retrieve"))
+    read_before = stripe_reads(sandbox)
 
     summary = tasks.ledger_check_weekly()
 
     assert summary["transfers"] == 3  # every row checked against the book ...
-    assert len(sandbox.calls("transfers.retrieve")) - read_before == 1  # ... the week at Stripe
+    # ... at Stripe one page of the week's transfers, and the week's one order's transfer group
+    # once, for its cash (the old order's rows changed ten days ago, outside the week)
+    assert stripe_reads(sandbox) - read_before == Reads(pages=2, single=0)
     breaks = CheckRun.objects.get(pk=summary["run"]).breaks.all()
     assert changed.pk in {b.transfer_id for b in breaks}
     assert BreakKind.TRANSFER_STRIPE not in {b.kind for b in breaks}
@@ -532,11 +549,11 @@ def test_the_daily_check_reads_stripe_for_the_last_day_only_even_after_days_of_b
     three_days_ago = timezone.now() - timedelta(days=3)
     SellerTransfer.objects.filter(pk=row.pk).update(reversal_target=500, updated_at=three_days_ago)
     paid_order(stripe_client, [1500], webhook=client)
-    read_before = len(sandbox.calls("transfers.retrieve"))
+    read_before = stripe_reads(sandbox)
 
     summary = tasks.ledger_check_daily()
 
-    assert len(sandbox.calls("transfers.retrieve")) - read_before == 1  # the new one only
+    assert stripe_reads(sandbox) - read_before == Reads(pages=1, single=0)
     breaks = CheckRun.objects.get(pk=summary["run"]).breaks.all()
     assert row.pk in {b.transfer_id for b in breaks}  # still checked against the book
 

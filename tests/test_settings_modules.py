@@ -32,7 +32,7 @@ SLICE = [
 # through the variables a deployment would use.
 COMMON = {
     "DATABASE_CONN_MAX_AGE": "0",
-    "STRIPE_MAX_REQUESTS_PER_SECOND": "1000",
+    "STRIPE_RATE_LIMITS": "global=1000/s,default=1000/s,checks=1000/s",
     "REVERSAL_CONCURRENCY": "1",
     "LOG_LEVEL": "WARNING",
 }

@@ -35,7 +35,7 @@ PAYOUTS = load_payouts_config(
     env,
     # The shared Stripe rate limiter is exercised by its own tests; elsewhere it must not pace
     # the suite (the sandbox fixture leaves it on at this generous rate).
-    STRIPE_MAX_REQUESTS_PER_SECOND="1000",
+    STRIPE_RATE_LIMITS="global=1000/s,default=1000/s,checks=1000/s",
     # Worker threads use their own database connections, which cannot see rows created inside
     # a test's transaction; tests that exercise in-run concurrency commit their rows and raise
     # this.

@@ -11,7 +11,8 @@ Six checks, each a break per difference (stored, so the admin lists them, and pr
 3. for each transfer, the money the book says went out and came back equals the row's;
 4. for each transfer paid at Stripe, Stripe's amount and amount reversed equal the row's, and
    the transfers Stripe holds that gave money back to the seller add up to the row's
-   ``amount_returned`` (read through the gateway, so the shared rate limit applies);
+   ``amount_returned`` (read through the gateway in pages of 100 by creation time, on the
+   checks' share of the shared rate limit; ``payouts/services/stripe_reads.py``);
 5. for each order of those transfers, the platform's cash in the book equals what Stripe's
    balance transactions of the order moved: the charge's net, its refunds (and their failures),
    its disputes' funds, and every transfer of its transfer group less what was reversed;
@@ -35,14 +36,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import F, QuerySet, Sum
-from django.db.models.functions import Greatest
+from django.db.models import F, Min, QuerySet, Sum
 from django.utils import timezone
 
 from ledger.models import AccountKind, Break, BreakKind, CheckRun, Entry, EntryKind, Line
 from marketplace.models import Order, OrderStatus
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
-from payouts.models import SellerTransfer
+from payouts.models import GIVEN_BACK_AGAINST_DEBT, LEFT_AFTER_SHARES, SellerTransfer
+from payouts.services.stripe_reads import TransfersAtStripe
 from payouts.services.transfers import transfer_group
 from payouts.stripe_api.gateway import (
     GatewayError,
@@ -51,6 +52,7 @@ from payouts.stripe_api.gateway import (
     TransferNotFound,
     get_gateway,
 )
+from payouts.transfer import money
 from payouts.transfer.transitions import PAID_STATUSES, EndReason, TransferStatus
 
 
@@ -83,6 +85,7 @@ def ledger_check(
     stripe_since: timedelta | None = None,
     gateway: StripeGateway | None = None,
     incremental: bool = False,
+    cash: bool | None = None,
 ) -> tuple[CheckRun, list[Found]]:
     """Run the ledger check, full or incremental, and store its breaks.
 
@@ -90,7 +93,9 @@ def ledger_check(
     per-transfer ones over transfers changed within ``since`` (or all). ``incremental``: only
     what changed since the last clean run, at most a week and a day back (``since`` is then
     ignored; breaks that stay unfixed longer are the weekly full run's). At Stripe, the checked
-    transfers changed within ``stripe_since`` (or all of them)."""
+    transfers changed within ``stripe_since`` (or all of them); and, unless ``cash`` is False
+    (by default: in full runs, not incremental ones), each of their orders' platform cash
+    against Stripe's balance transactions, a few reads per order."""
     changed_since = _last_clean_run_start() if incremental else None
     if changed_since is not None:
         changed_since = max(changed_since, timezone.now() - WEEKLY_CHECK_WINDOW)
@@ -104,9 +109,16 @@ def ledger_check(
         at_stripe = transfers
         if stripe_since is not None:
             at_stripe = transfers.filter(updated_at__gte=timezone.now() - stripe_since)
-        gateway = gateway or get_gateway()
-        found += _transfers_at_stripe(at_stripe, gateway)
-        found += _orders_at_stripe(at_stripe, gateway)
+        gateway = gateway or get_gateway(for_checks=True)
+        found += _transfers_at_stripe(at_stripe, gateway, window=stripe_since)
+        if cash if cash is not None else not incremental:
+            found += _orders_at_stripe(at_stripe, gateway)
+    _run_finished(run, found, checked=transfers.count())
+    return run, found
+
+
+def _run_finished(run: CheckRun, found: list[Found], *, checked: int) -> None:
+    """Store the run's breaks, and when and how much it checked."""
     Break.objects.bulk_create(
         Break(
             run=run,
@@ -119,10 +131,9 @@ def ledger_check(
         for f in found
     )
     run.finished_at = timezone.now()
-    run.transfers_checked = transfers.count()
+    run.transfers_checked = checked
     run.breaks_found = len(found)
     run.save(update_fields=["finished_at", "transfers_checked", "breaks_found"])
-    return run, found
 
 
 def ledger_check_daily() -> dict[str, int]:
@@ -183,7 +194,8 @@ def _unbalanced_entries() -> list[Found]:
 
 # What a transfer row says the seller's payable account holds for it (debit positive): owed at
 # payment, then netted, sent (and given back), charged refund and chargeback shares, reversed,
-# made debt, cancelled (what was not kept back already).
+# made debt, cancelled (what was not kept back already). ``money.row_payable`` in SQL, for one
+# set-based query over every row; tests/test_money_sql.py checks the two agree.
 _ROW_PAYABLE = """
     - t.amount + t.amount_netted + {sent} + t.amount_returned
     + t.reversal_target + t.dispute_target - t.amount_reversed - t.amount_owed
@@ -379,10 +391,22 @@ def _transfers_in_the_book(since) -> list[Found]:
     ]
 
 
-def _transfers_at_stripe(transfers, gateway: StripeGateway) -> list[Found]:
+def _transfers_at_stripe(
+    transfers, gateway: StripeGateway, *, window: timedelta | None = None
+) -> list[Found]:
+    """Each transfer against Stripe's figures, read in pages of the transfers Stripe created in
+    the last ``window`` (all: since the earliest checked row's creation); only rows the pages
+    did not return are read one at a time."""
+    paid = transfers.exclude(stripe_transfer_id="")
+    created_from = timezone.now() - window if window is not None else _earliest(paid)
+    at_stripe = TransfersAtStripe.read(
+        ids=paid.values_list("stripe_transfer_id", flat=True).iterator(chunk_size=10_000),
+        created_from=created_from,
+        gateway=gateway,
+    )
     found = []
-    for row in transfers.exclude(stripe_transfer_id="").order_by("pk").iterator(chunk_size=2000):
-        problem = _compare_at_stripe(row, gateway)
+    for row in paid.order_by("pk").iterator(chunk_size=2000):
+        problem = _compare_at_stripe(row, at_stripe)
         if problem:
             found.append(
                 Found(
@@ -396,18 +420,24 @@ def _transfers_at_stripe(transfers, gateway: StripeGateway) -> list[Found]:
     return found
 
 
-def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | None:
+def _earliest(transfers) -> datetime | None:
+    return transfers.aggregate(first=Min("created_at"))["first"]
+
+
+def _compare_at_stripe(row: SellerTransfer, at_stripe: TransfersAtStripe) -> str | None:
+    sent = row.sent
     try:
-        at_stripe = gateway.retrieve_transfer(row.stripe_transfer_id)
+        amount, amount_reversed = at_stripe.transfer(
+            row.stripe_transfer_id, ours=(sent, row.amount_reversed)
+        )
     except TransferNotFound:
         return "missing at Stripe"
     except GatewayError as error:
         return f"could not be read: {error.describe()}"
-    sent = row.amount - row.amount_netted - row.amount_withheld
-    if (at_stripe.amount, at_stripe.amount_reversed) != (sent, row.amount_reversed):
+    if (amount, amount_reversed) != (sent, row.amount_reversed):
         return (
             f"amount/reversed {sent}/{row.amount_reversed} here, "
-            f"{at_stripe.amount}/{at_stripe.amount_reversed} at Stripe"
+            f"{amount}/{amount_reversed} at Stripe"
         )
     return None
 
@@ -416,10 +446,12 @@ def _compare_at_stripe(row: SellerTransfer, gateway: StripeGateway) -> str | Non
 
 
 def _stranded(transfers: QuerySet) -> list[Found]:
-    """Transfers whose money nothing will ever move as things stand: cancelled because the order
-    was refunded in full while it is not (a refund failed after): the seller is owed their
-    share and nothing pays it; an attempt to pay failed while more is kept back than is left to
-    send: it asked Stripe for a negative transfer, and the rest is never recovered."""
+    """Transfers whose money nothing will ever move as things stand.
+
+    Cancelled because the order was refunded in full while it is not (a refund failed after): the
+    seller is owed their share and nothing pays it; an attempt to pay failed while more is kept back
+    than is left to send: it asked Stripe for a negative transfer, and the rest is never
+    recovered."""
     found = []
     cancelled = transfers.filter(
         status=TransferStatus.PERMANENTLY_FAILED, end_reason=EndReason.ORDER_REFUNDED
@@ -427,7 +459,7 @@ def _stranded(transfers: QuerySet) -> list[Found]:
     for row in cancelled.select_related("order").order_by("pk"):
         detail = (
             f"cancelled as its order was refunded in full, but the order is {row.order.status}: "
-            f"{row.amount - row.kept_back} owed to the seller is never paid"
+            f"{money.unpaid_share(row.facts)} owed to the seller is never paid"
         )
         found.append(
             Found(BreakKind.TRANSFER_STRANDED, detail, row.seller_id, row.pk, row.currency)
@@ -436,15 +468,14 @@ def _stranded(transfers: QuerySet) -> list[Found]:
         transfers.filter(stripe_transfer_id="")
         .filter(status__in=[TransferStatus.FAILED, TransferStatus.PERMANENTLY_FAILED])
         .exclude(end_reason=EndReason.ORDER_REFUNDED)
-        .annotate(
-            left=F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
-        )
+        .annotate(left=LEFT_AFTER_SHARES)
         .filter(left__lt=0)
     )
     for row in unpaid.order_by("pk"):
         detail = (
             f"{row.status}, keeps back {row.kept_back} of shares from "
-            f"{row.amount - row.amount_netted} left to send: {-row.left} the seller owes "
+            f"{row.amount - row.amount_netted} left to send: {money.owed_at_send(row.facts)} "
+            "the seller owes "
             "can never be sent nor taken back"
         )
         found.append(
@@ -454,15 +485,15 @@ def _stranded(transfers: QuerySet) -> list[Found]:
 
 
 def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
-    """Per seller: money sent back in new transfers beyond what was reversed or kept back from
+    """Sellers paid back a debt they never paid.
+
+    Per seller: money sent back in new transfers beyond what was reversed or kept back from
     them gives back a debt, which they can only have paid by netting. More than they netted is
     a debt they never paid (written off, or still owed) paid out to them."""
     sellers = transfers.filter(amount_returned__gt=0).values("seller_id")
     rows = SellerTransfer.objects.filter(seller_id__in=sellers).values("seller_id", "currency")
     totals = rows.annotate(
-        against_debt=Sum(
-            Greatest(F("amount_returned") - F("amount_withheld") - F("amount_reversed"), 0)
-        ),
+        against_debt=Sum(GIVEN_BACK_AGAINST_DEBT),
         netted=Sum("amount_netted"),
     ).filter(against_debt__gt=F("netted"))
     return [
@@ -481,8 +512,10 @@ def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
 
 
 def _orders_at_stripe(transfers: QuerySet, gateway: StripeGateway) -> list[Found]:
-    """Each order of the checked transfers at Stripe: one list of its transfer group (the
-    sellers' transfers and the give-backs), then its charge, refunds and disputes."""
+    """Each order of the checked transfers, compared with Stripe.
+
+    One list of its transfer group (the sellers' transfers and the give-backs), then its charge,
+    refunds and disputes."""
     found = []
     order_ids = transfers.order_by("order_id").values_list("order_id", flat=True).distinct()
     for order_id in order_ids.iterator(chunk_size=2000):
@@ -534,8 +567,10 @@ def _charge_booked(order: Order) -> str:
 
 
 def _given_back_at_stripe(rows: list[SellerTransfer], group: list[StripeTransfer]) -> list[Found]:
-    """The transfers that gave money back to each seller (our metadata names the row and how
-    much was given back before) against the row's ``amount_returned``."""
+    """What Stripe gave back to each seller, against the row's ``amount_returned``.
+
+    The transfers that gave money back to each seller: our metadata names the row and how much
+    was given back before."""
     found = []
     for row in rows:
         at_stripe = sum(
@@ -553,8 +588,9 @@ def _given_back_at_stripe(rows: list[SellerTransfer], group: list[StripeTransfer
 
 
 def _cash_at_stripe(charge_id, rows, group, gateway: StripeGateway) -> int | None:
-    """What the order moved on the platform's balance at Stripe (``None`` while the charge has
-    no balance transaction yet)."""
+    """What the order moved on the platform's balance at Stripe.
+
+    ``None`` while the charge has no balance transaction yet."""
     settlement = gateway.charge_settlement(charge_id)
     if settlement is None:
         return None

@@ -5,7 +5,8 @@ recompute each paid transfer's share of its order's refunds.
 
 Nothing here moves money. ``transfer_record_stripe_reversals`` brings ``amount_reversed`` up to
 what Stripe reports (a reversal made in the Dashboard, or one whose answer we lost);
-``transfers_compare_with_stripe`` reads every paid transfer at Stripe and reports differences,
+``transfers_compare_with_stripe`` reads every paid transfer at Stripe (in pages of 100 by
+creation time, on the checks' share of the rate limit) and reports differences,
 repairing only those that recording Stripe's reversals settles. Differences a repair cannot
 settle (Stripe reports less reversed than we recorded, a different amount, a transfer missing at
 Stripe) are reported for staff.
@@ -17,13 +18,14 @@ from datetime import timedelta
 from enum import StrEnum
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from marketplace.models import Order, OrderStatus, Refund
 from marketplace.services import order_lock
 from payouts.models import SellerTransfer
 from payouts.services.shares import transfers_apply_shares
+from payouts.services.stripe_reads import TransfersAtStripe
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, TransferNotFound, get_gateway
 from payouts.transfer import moves
 from payouts.transfer.actors import Actor
@@ -89,14 +91,27 @@ class Difference:
 def transfers_compare_with_stripe(
     *, repair: bool, since: timedelta | None = None, gateway: StripeGateway | None = None
 ) -> list[Difference]:
-    """Read every paid transfer (changed within ``since``) at Stripe; return the differences."""
-    gateway = gateway or get_gateway()
+    """Read every paid transfer (changed within ``since``) at Stripe; return the differences.
+
+    Stripe is listed in pages by creation time over the same window (all: since the earliest
+    row's creation); a row the pages did not return is read on its own."""
+    gateway = gateway or get_gateway(for_checks=True)
     rows = SellerTransfer.objects.exclude(stripe_transfer_id="").filter(status__in=PAID_STATUSES)
     if since is not None:
         rows = rows.filter(updated_at__gte=timezone.now() - since)
+    created_from = (
+        timezone.now() - since
+        if since is not None
+        else rows.aggregate(first=Min("created_at"))["first"]
+    )
+    at_stripe = TransfersAtStripe.read(
+        ids=rows.values_list("stripe_transfer_id", flat=True).iterator(chunk_size=10_000),
+        created_from=created_from,
+        gateway=gateway,
+    )
     differences = []
     for row in rows.order_by("pk").iterator():
-        found = _compare(row, gateway=gateway, repair=repair)
+        found = _compare(row, at_stripe=at_stripe, repair=repair)
         if found is not None:
             logger.warning(
                 "reconciliation difference", extra={"transfer_id": row.pk, "problem": found.problem}
@@ -105,26 +120,30 @@ def transfers_compare_with_stripe(
     return differences
 
 
-def _compare(row: SellerTransfer, *, gateway: StripeGateway, repair: bool) -> Difference | None:
+def _compare(
+    row: SellerTransfer, *, at_stripe: TransfersAtStripe, repair: bool
+) -> Difference | None:
     def differs(problem: str, repaired: bool = False) -> Difference:
         return Difference(row.pk, row.stripe_transfer_id, problem, repaired)
 
     try:
-        at_stripe = gateway.retrieve_transfer(row.stripe_transfer_id)
+        amount, amount_reversed = at_stripe.transfer(
+            row.stripe_transfer_id, ours=(row.sent, row.amount_reversed)
+        )
     except TransferNotFound:
         return differs("missing at Stripe")
     except GatewayError as error:
         return differs(f"could not be read: {error.describe()}")
-    if at_stripe.amount != row.sent:
-        return differs(f"amount {row.sent} sent here, {at_stripe.amount} at Stripe")
-    if at_stripe.amount_reversed == row.amount_reversed:
+    if amount != row.sent:
+        return differs(f"amount {row.sent} sent here, {amount} at Stripe")
+    if amount_reversed == row.amount_reversed:
         return None
-    problem = f"amount_reversed {row.amount_reversed} here, {at_stripe.amount_reversed} at Stripe"
-    if not repair or at_stripe.amount_reversed < row.amount_reversed:
+    problem = f"amount_reversed {row.amount_reversed} here, {amount_reversed} at Stripe"
+    if not repair or amount_reversed < row.amount_reversed:
         return differs(problem)
     outcome = transfer_record_stripe_reversals(
         transfer_id=row.pk,
-        stripe_amount_reversed=at_stripe.amount_reversed,
+        stripe_amount_reversed=amount_reversed,
         actor=Actor.worker("reconcile_transfers"),
     )
     return differs(problem, repaired=outcome == RecordOutcome.RECORDED)

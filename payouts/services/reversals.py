@@ -46,7 +46,7 @@ from payouts.stripe_api.gateway import (
     TransferNotFound,
     get_gateway,
 )
-from payouts.transfer import moves
+from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.idempotency import (
     is_reversal_key,
@@ -156,8 +156,9 @@ def transfer_reverse(transfer: SellerTransfer, *, gateway: StripeGateway) -> Rev
 
 
 def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
-    kept = transfer.reversal_idempotency_key
-    if transfer.amount_to_give_back > 0:
+    """One attempt: give back, find what a lost answer did, or take the rest of the shares."""
+    kept, facts = transfer.reversal_idempotency_key, transfer.facts
+    if money.balances(facts).next == money.NextStep.GIVE_BACK:
         if is_reversal_key(kept):
             return _settle_lost_reversal(transfer, gateway)
         return _give_back(transfer, gateway)
@@ -166,34 +167,8 @@ def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcom
         # but what it did is read before anything else is sent and its key let go.
         return _settle_lost_give_back(transfer, gateway)
     key = reversal_key(transfer)
-    # What is left of the shares to take, and how much of it Stripe still holds with the seller.
-    remaining = moves.left_to_take(transfer)
-    at_stripe = transfer.sent - transfer.amount_reversed
-    # A kept key: an earlier attempt since the last settle failed, perhaps behind a lost answer
-    # after Stripe reversed. When this attempt sends nothing, that reversal is found by reading.
-    kept_key = bool(transfer.reversal_idempotency_key)
-    sends_nothing = min(remaining, at_stripe) <= 0
     try:
-        must_read = (
-            transfer.read_stripe_first
-            or key_may_be_forgotten(transfer, now=timezone.now())
-            or (kept_key and sends_nothing)
-        )
-        seen = _reversed_at_stripe(transfer, gateway) if must_read else None
-        if seen is not None and (seen.total > transfer.amount_reversed or remaining <= 0):
-            return _settle(
-                transfer, amount_reversed=seen.total, ours=seen.ours, elsewhere=seen.elsewhere
-            )
-        if remaining <= 0:
-            return _settle(transfer, amount_reversed=transfer.amount_reversed)
-        if at_stripe <= 0:
-            return _refuse(transfer, "the rest of the share was never paid out at Stripe")
-        reversal = gateway.reverse_transfer(
-            transfer.stripe_transfer_id,
-            amount=min(remaining, at_stripe),
-            metadata={"order_id": str(transfer.order_id), "seller_transfer_id": str(transfer.pk)},
-            idempotency_key=key,
-        )
+        return _reverse(transfer, facts, gateway, key)
     except SellerBalanceInsufficient as error:
         return _refuse(transfer, f"the seller's Stripe balance refused it: {error.describe()}")
     except TransferNotFound as error:
@@ -213,7 +188,36 @@ def _attempt(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcom
         return ReversalOutcome.ALREADY_REVERSED
     except GatewayError as error:
         return _attempt_failed(transfer, error=error, key=key)
-    total = transfer.amount_reversed + reversal.amount
+
+
+def _reverse(transfer, facts: money.Facts, gateway: StripeGateway, key: str) -> ReversalOutcome:
+    """Reverse what is left of the shares (``money.to_reverse``).
+
+    Stripe's reversals are read first when a 5xx asked for it, when the key may be forgotten,
+    or when the key is kept (an earlier attempt since the last settle failed, perhaps behind a
+    lost answer after Stripe reversed) and this attempt sends nothing: only reading finds it."""
+    remaining, asked = money.left_to_take(facts), money.to_reverse(facts)
+    must_read = (
+        transfer.read_stripe_first
+        or key_may_be_forgotten(transfer, now=timezone.now())
+        or (bool(transfer.reversal_idempotency_key) and asked <= 0)
+    )
+    seen = _reversed_at_stripe(transfer, gateway) if must_read else None
+    if seen is not None and (seen.total > facts.reversed or remaining <= 0):
+        return _settle(
+            transfer, amount_reversed=seen.total, ours=seen.ours, elsewhere=seen.elsewhere
+        )
+    if remaining <= 0:
+        return _settle(transfer, amount_reversed=facts.reversed)
+    if money.at_stripe(facts) <= 0:
+        return _refuse(transfer, "the rest of the share was never paid out at Stripe")
+    reversal = gateway.reverse_transfer(
+        transfer.stripe_transfer_id,
+        amount=asked,
+        metadata={"order_id": str(transfer.order_id), "seller_transfer_id": str(transfer.pk)},
+        idempotency_key=key,
+    )
+    total = facts.reversed + reversal.amount
     return _settle(
         transfer, amount_reversed=total, stripe_reversal_id=reversal.id, ours=reversal.amount
     )
@@ -234,7 +238,9 @@ def _settle_lost_reversal(transfer: SellerTransfer, gateway: StripeGateway) -> R
 
 
 def _settle_lost_give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutcome:
-    """A give-back was sent last, its answer lost, and nothing is to be given back any more:
+    """Record what a give-back whose answer was lost did.
+
+    A give-back was sent last, its answer lost, and nothing is to be given back any more:
     record the transfer it made at Stripe, if any (found by our metadata), so the shares are
     taken from what the seller really holds. The row stays due for the rest."""
     try:
@@ -295,14 +301,13 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
         if row.status != transfer.status:
             raise ConcurrentTransition(row.pk, transfer.status, "given back")
         debt = ledger.services.seller_debt_lock(seller_id=row.seller_id, currency=row.currency)
-        cancelled = min(row.amount_to_give_back, row.amount_owed, max(debt, 0))
         # A debt staff wrote off was never paid: the seller kept it. What of the row's debt is
         # not owed any more and not netted either is cancelled from the write-off, never sent.
         written_off = seller_written_off(seller_id=row.seller_id, currency=row.currency)
-        revived = min(row.amount_to_give_back - cancelled, row.amount_owed - cancelled, written_off)
-        if cancelled or revived > 0:
+        cancel = money.debt_cancelled(row.facts, seller_debt=debt, written_off=written_off)
+        if cancel.total:
             moves.debt_given_back(
-                row, amount=cancelled + max(revived, 0), written_off=max(revived, 0), actor=WORKER
+                row, amount=cancel.total, written_off=cancel.revived, actor=WORKER
             )
     if row.amount_to_give_back == 0:
         return _settle(row)
@@ -323,7 +328,9 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
 def _give_back_waits(
     row: SellerTransfer, *, error: DestinationCannotReceive, key: str
 ) -> ReversalOutcome:
-    """The seller's account cannot receive what is given back: like a transfer to such an
+    """Let the give-back wait for the seller's account.
+
+    The seller's account cannot receive what is given back: like a transfer to such an
     account, it waits for the account without spending retries (``payouts.services.holds``
     resumes it when the account can receive, or the seller is reconnected)."""
     status = AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED
@@ -378,7 +385,7 @@ def _refuse(transfer: SellerTransfer, why: str) -> ReversalOutcome:
         row = transfer_lock(transfer.pk)
         if row.status != transfer.status:
             raise ConcurrentTransition(row.pk, transfer.status, TransferStatus.REVERSAL_REFUSED)
-        if moves.left_to_take(row) <= 0:
+        if money.left_to_take(row.facts) <= 0:
             # The shares fell while the refused call was in flight: nothing is left to owe,
             # and what was taken beyond them is given back.
             moves.reversal_settled(row, actor=WORKER)

@@ -1,6 +1,7 @@
 """Each seller's share of what the order gave back: its refunds, and its chargeback.
 
-A paid transfer's ``reversal_target`` is its proportional share of what the order has refunded
+The arithmetic is ``payouts.transfer.money.order_shares``. A paid transfer's
+``reversal_target`` is its proportional share of what the order has refunded
 (succeeded refunds only), and its ``dispute_target`` its share of the chargeback being recovered
 (see ``payouts.services.disputes``); together they never exceed the transfer. Both are computed
 afresh from the order each time, so they follow it both ways: up when a refund succeeds or a
@@ -27,39 +28,13 @@ from marketplace.selectors import (
     order_total,
 )
 from payouts.selectors import dispute_recovery_amount
-from payouts.transfer import moves
+from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.locks import order_transfers_lock
 from payouts.transfer.transitions import PAID_STATUSES, EndReason, TransferStatus
 from payouts.wakeups import reversals_due_after_commit, send_transfers_after_commit
 
 logger = logging.getLogger(__name__)
-
-
-def allocate(amount: int, *, of: int, weights: dict) -> dict:
-    """Split an amount in proportion to weights, in whole minor units.
-
-    ``amount / of`` of each weight, in whole minor units: the parts add up to the rounded
-    (half up) exact total, the units lost by flooring going to the largest remainders (ties:
-    lowest key). With weights adding up to ``of``, the parts add up to ``amount`` exactly."""
-    if of <= 0 or amount <= 0:
-        return dict.fromkeys(weights, 0)
-    exact = {key: amount * weight for key, weight in weights.items()}  # part × of
-    parts = {key: value // of for key, value in exact.items()}
-    total = (2 * sum(exact.values()) + of) // (2 * of)
-    by_remainder = sorted(weights, key=lambda key: (-(exact[key] % of), key))
-    for key in by_remainder[: max(total - sum(parts.values()), 0)]:
-        parts[key] += 1
-    return parts
-
-
-def proportional_targets(*, refunded: int, order_total: int, amounts: dict[int, int]) -> dict:
-    """Each transfer's share of the order's refunds, in proportion to its amount.
-
-    Each transfer's share of ``refunded / order_total`` of its amount (``allocate``), never
-    above the transfer's amount; all of it when the order is fully refunded."""
-    shares = allocate(min(refunded, order_total), of=order_total, weights=amounts)
-    return {pk: min(share, amounts[pk]) for pk, share in shares.items()}
 
 
 def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
@@ -79,8 +54,9 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
     if not refunded_in_full:
         _reinstate_cancelled(order, rows, actor)
     shared = {row.pk: row.amount for row in rows if row.status in PAID_STATUSES or _on_hold(row)}
-    refunds = proportional_targets(refunded=refunded, order_total=total, amounts=shared)
-    both = proportional_targets(refunded=refunded + recovered, order_total=total, amounts=shared)
+    split = money.order_shares(
+        refunded=refunded, recovered=recovered, order_total=total, amounts=shared
+    )
     scheduled = 0
     for row in rows:
         if refunded_in_full and row.status == TransferStatus.HELD and not _on_hold(row):
@@ -98,11 +74,10 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
                     extra={"order_id": order.pk, "transfer_id": row.pk, "status": row.status},
                 )
             continue
-        refund_share = refunds[row.pk]
-        dispute_share = min(max(both[row.pk] - refund_share, 0), row.amount - refund_share)
-        if (refund_share, dispute_share) == (row.reversal_target, row.dispute_target):
+        share = split[row.pk]
+        if (share.refund, share.dispute) == (row.reversal_target, row.dispute_target):
             continue
-        shares = {"refund_target": refund_share, "dispute_target": dispute_share}
+        shares = {"refund_target": share.refund, "dispute_target": share.dispute}
         if _on_hold(row):
             _keep_back(row, shares=shares, refunded_in_full=refunded_in_full, actor=actor)
             continue
@@ -114,7 +89,9 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
 
 
 def _reinstate_cancelled(order: Order, rows, actor: Actor) -> None:
-    """Transfers cancelled because the order was refunded in full are owed again when it is not
+    """Owe the order's cancelled transfers again.
+
+    Transfers cancelled because the order was refunded in full are owed again when it is not
     any more (that refund failed): held for what is left of the order's hold, else sent now."""
     for row in rows:
         if (

@@ -33,7 +33,7 @@ from payouts.models import SellerTransfer
 from payouts.services.debits import debits_in_flight
 from payouts.services.policies import policy_effective, seller_policy
 from payouts.services.risk import seller_at_risk
-from payouts.services.shares import allocate, transfers_apply_shares
+from payouts.services.shares import transfers_apply_shares
 from payouts.stripe_api.gateway import (
     DestinationCannotReceive,
     GatewayError,
@@ -42,7 +42,7 @@ from payouts.stripe_api.gateway import (
     StripeTransfer,
     get_gateway,
 )
-from payouts.transfer import moves
+from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.idempotency import (
     NextAttempt,
@@ -237,7 +237,7 @@ def seller_shares_of_settlement(order: Order) -> dict[int, int]:
         order.items.values_list("seller_id").annotate(gross=Sum("amount")).order_by("seller_id")
     )
     total = sum(gross_by_seller.values())
-    return allocate(order.settlement_net, of=total, weights=gross_by_seller)
+    return money.allocate(order.settlement_net, of=total, weights=gross_by_seller)
 
 
 def _new_rows(order: Order) -> list[SellerTransfer]:
@@ -264,7 +264,7 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
                 seller_id=seller_id,
                 amount=net,
                 platform_fee=fee,
-                amount_netted=min(max(debt, 0), net),
+                amount_netted=money.netted_at_creation(amount=net, debt=debt),
                 currency=currency,
                 policy=terms.as_recorded(risk=at_risk),
                 **_first_status(hold=terms.hold, at_risk=at_risk),
@@ -368,15 +368,7 @@ def _attempt(
             return SendOutcome.CANCELLED
         result = existing or _create_at_stripe(transfer, gateway, key)
     except DestinationCannotReceive as error:
-        seller_account_status_set(
-            seller=seller,
-            status=AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED,
-            reason=error.describe(),
-        )
-        # Stripe keeps its answer under the key: sent again once the account can receive, the
-        # same key would replay this refusal for ever. The next attempt sends a new one.
-        follow = next_attempt(key, error, read_stripe_first=transfer.read_stripe_first)
-        return _hold_for_the_account(transfer, seller, actor, follow=follow)
+        return _refused_for_the_account(transfer, seller, actor, key=key, error=error)
     except GatewayError as error:
         return failed(error.describe(), error)
     adopted = existing is not None
@@ -389,6 +381,21 @@ def _attempt(
         destination_payment=result.destination_payment,
     )
     return SendOutcome.COMPLETED
+
+
+def _refused_for_the_account(
+    transfer: SellerTransfer, seller, actor: Actor, *, key: str, error: DestinationCannotReceive
+) -> SendOutcome:
+    """Stripe refused the send for the seller's account: record why, and hold the row for it."""
+    seller_account_status_set(
+        seller=seller,
+        status=AccountStatus.DEAUTHORIZED if error.deauthorized else AccountStatus.RESTRICTED,
+        reason=error.describe(),
+    )
+    # Stripe keeps its answer under the key: sent again once the account can receive, the same
+    # key would replay this refusal for ever. The next attempt sends a new one.
+    follow = next_attempt(key, error, read_stripe_first=transfer.read_stripe_first)
+    return _hold_for_the_account(transfer, seller, actor, follow=follow)
 
 
 def _seller_can_receive(seller, gateway: StripeGateway) -> bool:

@@ -10,6 +10,7 @@ the exception class alone: stripe-python raises every 402 as ``CardError``, what
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -18,7 +19,8 @@ from typing import Any
 import stripe
 from django.conf import settings
 
-from payouts.stripe_api.rate_limit import StripeRateLimiter
+from payouts.conf import RateBudgets
+from payouts.stripe_api.rate_limit import Share, StripeRateLimiter
 from payouts.telemetry import stripe_call_observed
 
 logger = logging.getLogger(__name__)
@@ -443,22 +445,31 @@ def refund_from_stripe(obj: Any) -> StripeRefund:
     )
 
 
+# Stripe's largest page.
+PAGE_SIZE = 100
+
+
 class StripeGateway:
-    def __init__(self, client: stripe.StripeClient, rate_limiter: StripeRateLimiter | None = None):
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        rate_limiter: StripeRateLimiter | None = None,
+        *,
+        share: Share = Share.WORK,
+    ):
         self._client = client
         self._rate_limiter = rate_limiter
+        self._share = share
 
     def _call(self, operation: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one API call (a list is read to its end) and return plain dicts."""
+        """Run one API request and return a plain dict (a list: its page, ``data`` and
+        ``has_more``). Each request, each page of a list too, takes its own place in the
+        budgets."""
         if self._rate_limiter is not None:
-            self._rate_limiter.acquire()
+            self._rate_limiter.acquire(operation, share=self._share)
         started = time.monotonic()
         try:
-            result = func(*args, **kwargs)
-            if isinstance(result, stripe.ListObject):
-                result = [item.to_dict() for item in result.auto_paging_iter()]
-            else:
-                result = result.to_dict()
+            result = func(*args, **kwargs).to_dict()
         except stripe.StripeError as exc:
             classified = classify(exc)
             stripe_call_observed(operation=operation, outcome=type(classified).__name__)
@@ -635,22 +646,61 @@ class StripeGateway:
         )
         return _transfer(obj)
 
+    def _pages(
+        self, operation: str, func: Any, *args: Any, params: dict[str, Any]
+    ) -> Iterator[list[dict]]:
+        """A list read a page of ``PAGE_SIZE`` at a time, each page one request."""
+        after = None
+        while True:
+            page_params = {**params, "limit": PAGE_SIZE}
+            if after is not None:
+                page_params["starting_after"] = after
+            page = self._call(operation, func, *args, params=page_params)
+            data = page.get("data") or []
+            yield data  # an empty first page too: the caller counts every request
+            if not page.get("has_more") or not data:
+                return
+            after = data[-1]["id"]
+
+    def transfers_created_between(self, *, start: int, end: int) -> Iterator[list[StripeTransfer]]:
+        """Every transfer Stripe created in ``[start, end)`` (Unix seconds), newest first, a page
+        of 100 at a time (each with its amount reversed, the newest reversals embedded): how the
+        checks read a day of transfers in a hundredth of the calls of one read each."""
+        params = {"created": {"gte": start, "lt": end}}
+        for page in self._pages("transfers.list", self._client.v1.transfers.list, params=params):
+            yield [_transfer(obj) for obj in page]
+
+    def transfers_reversed_between(self, *, start: int, end: int) -> Iterator[list[StripeTransfer]]:
+        """The transfers as Stripe's ``transfer.reversed`` events of ``[start, end)`` carry them,
+        newest event first, a page of 100 events at a time: how the checks read the day's
+        reversals of transfers created on earlier days without a call each. Stripe keeps events
+        for 30 days."""
+        params = {"type": "transfer.reversed", "created": {"gte": start, "lt": end}}
+        for page in self._pages("events.list", self._client.v1.events.list, params=params):
+            yield [_transfer(event["data"]["object"]) for event in page]
+
     def list_reversals(self, stripe_transfer_id: str) -> list[StripeReversal]:
-        objs = self._call(
-            "reversals.list",
-            self._client.v1.transfers.reversals.list,
-            stripe_transfer_id,
-            params={"limit": 100},
-        )
-        return [_reversal(obj) for obj in objs]
+        return [
+            _reversal(obj)
+            for page in self._pages(
+                "reversals.list",
+                self._client.v1.transfers.reversals.list,
+                stripe_transfer_id,
+                params={},
+            )
+            for obj in page
+        ]
 
     def find_transfers(self, *, transfer_group: str) -> list[StripeTransfer]:
-        objs = self._call(
-            "transfers.list",
-            self._client.v1.transfers.list,
-            params={"transfer_group": transfer_group, "limit": 100},
-        )
-        return [_transfer(obj) for obj in objs]
+        return [
+            _transfer(obj)
+            for page in self._pages(
+                "transfers.list",
+                self._client.v1.transfers.list,
+                params={"transfer_group": transfer_group},
+            )
+            for obj in page
+        ]
 
     def create_refund(
         self,
@@ -740,20 +790,22 @@ class StripeGateway:
         return sum(int(txn.get("net", txn["amount"])) for txn in txns if isinstance(txn, dict))
 
     def list_disputes(self, *, charge_id: str) -> list[StripeDispute]:
-        objs = self._call(
-            "disputes.list",
-            self._client.v1.disputes.list,
-            params={"charge": charge_id, "limit": 100},
-        )
-        return [dispute_from_stripe(obj) for obj in objs]
+        return [
+            dispute_from_stripe(obj)
+            for page in self._pages(
+                "disputes.list", self._client.v1.disputes.list, params={"charge": charge_id}
+            )
+            for obj in page
+        ]
 
     def list_refunds(self, *, charge_id: str) -> list[StripeRefund]:
-        objs = self._call(
-            "refunds.list",
-            self._client.v1.refunds.list,
-            params={"charge": charge_id, "limit": 100},
-        )
-        return [refund_from_stripe(obj) for obj in objs]
+        return [
+            refund_from_stripe(obj)
+            for page in self._pages(
+                "refunds.list", self._client.v1.refunds.list, params={"charge": charge_id}
+            )
+            for obj in page
+        ]
 
 
 def build_client() -> stripe.StripeClient:
@@ -765,23 +817,31 @@ def build_client() -> stripe.StripeClient:
     )
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def _cached_gateway(
-    key: str, api_base: str, retries: int, timeout: float, per_second: int | None, redis_url: str
+    key: str,
+    api_base: str,
+    retries: int,
+    timeout: float,
+    budgets: RateBudgets | None,
+    redis_url: str,
+    share: Share,
 ) -> StripeGateway:
     # One budget per Stripe account: the namespace carries a digest of the key, never the key.
     namespace = f"payouts:stripe:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    limiter = StripeRateLimiter(redis_url, per_second, namespace=namespace) if per_second else None
-    return StripeGateway(build_client(), limiter)
+    limiter = StripeRateLimiter(redis_url, budgets, namespace=namespace) if budgets else None
+    return StripeGateway(build_client(), limiter, share=share)
 
 
-def get_gateway() -> StripeGateway:
-    """The process's gateway (thread-safe); rebuilt when the Stripe settings change."""
+def get_gateway(*, for_checks: bool = False) -> StripeGateway:
+    """The process's gateway (thread-safe); rebuilt when the Stripe settings change.
+    ``for_checks``: its requests count against the checks' smaller share of the budget."""
     return _cached_gateway(
         settings.STRIPE_SECRET_KEY,
         settings.STRIPE_API_BASE,
         settings.PAYOUTS.stripe.max_network_retries,
         settings.PAYOUTS.stripe.timeout.total_seconds(),
-        settings.PAYOUTS.stripe.max_requests_per_second,
+        settings.PAYOUTS.stripe.budgets,
         settings.STRIPE_RATE_LIMIT_REDIS_URL,
+        Share.CHECKS if for_checks else Share.WORK,
     )

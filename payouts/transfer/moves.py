@@ -21,6 +21,7 @@ from django.utils import timezone
 
 import ledger.services
 from payouts.models import SellerTransfer
+from payouts.transfer import money
 from payouts.transfer.actors import Actor
 from payouts.transfer.idempotency import NextAttempt
 from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus, TransitionNotAllowed
@@ -101,19 +102,19 @@ def paid(
     earlier attempt whose answer was lost (``adopted``); or, when all of it settled the seller's
     debt, there was nothing to send (no Stripe transfer). ``stripe_destination_payment_id``: the
     transfer on the seller's account (``py_…``), what their bank payouts will list."""
-    withheld, sent, owed = transfer.withheld_at_send, transfer.to_send, transfer.owed_at_send
-    previous_owed = transfer.amount_owed
+    f = transfer.facts
+    sent, owed = money.to_send(f), money.owed_at_send(f)
     detail = {"stripe_transfer_id": stripe_transfer_id, "adopted": adopted, "sent": sent}
     if owed:
-        detail["amount_owed"] = previous_owed + owed
+        detail["amount_owed"] = f.owed + owed
     with transaction.atomic():
         _move(
             transfer,
             TransferStatus.COMPLETED,
             actor,
             detail,
-            amount_withheld=withheld,
-            amount_owed=previous_owed + owed,
+            amount_withheld=money.withheld_at_send(f),
+            amount_owed=f.owed + owed,
             stripe_transfer_id=stripe_transfer_id,
             stripe_destination_payment_id=stripe_destination_payment_id,
             transfer_idempotency_key=key,
@@ -122,21 +123,26 @@ def paid(
             read_stripe_first=False,
             key_first_sent_at=None,
         )
-        if sent:
-            ledger.services.post_transfer_sent(
-                book_ref(transfer), amount=sent, stripe_transfer_id=stripe_transfer_id
-            )
-        if owed:
-            # Its shares exceed what was left once netted: nothing to keep back or reverse for
-            # the rest, so the seller owes it, netted from their next transfers.
-            ledger.services.seller_debt_lock(
-                seller_id=transfer.seller_id, currency=transfer.currency
-            )
-            ledger.services.post_reversal_refused(
-                book_ref(transfer), previous_owed=previous_owed, owed_total=previous_owed + owed
-            )
+        _post_paid(
+            transfer, sent=sent, previous_owed=f.owed, owed=owed, stripe_id=stripe_transfer_id
+        )
     _log(transfer, logging.INFO, "seller paid", stripe_transfer_id=stripe_transfer_id)
     return transfer
+
+
+def _post_paid(transfer, *, sent: int, previous_owed: int, owed: int, stripe_id: str) -> None:
+    """Book what paying the transfer moved: what it sent, and the shares it made debt."""
+    if sent:
+        ledger.services.post_transfer_sent(
+            book_ref(transfer), amount=sent, stripe_transfer_id=stripe_id
+        )
+    if owed:
+        # Its shares exceed what was left once netted: nothing to keep back or reverse for the
+        # rest, so the seller owes it, netted from their next transfers.
+        ledger.services.seller_debt_lock(seller_id=transfer.seller_id, currency=transfer.currency)
+        ledger.services.post_reversal_refused(
+            book_ref(transfer), previous_owed=previous_owed, owed_total=previous_owed + owed
+        )
 
 
 def send_failed(
@@ -188,7 +194,7 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
     seller was paid, and Stripe holds no transfer of this row. The seller is never paid."""
     message = "order fully refunded before the seller was paid; transfer cancelled"
     netted = transfer.amount_netted
-    unpaid = transfer.amount - transfer.reversal_target - transfer.dispute_target
+    unpaid = money.unpaid_share(transfer.facts)
     with transaction.atomic():
         _move(
             transfer,
@@ -210,12 +216,14 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
 
 
 def reinstated(transfer: SellerTransfer, *, until: datetime | None, actor: Actor) -> SellerTransfer:
-    """permanently_failed (``order_refunded``) → held | pending: the refund that cancelled the
+    """Owe a cancelled transfer to the seller again.
+
+    permanently_failed (``order_refunded``) → held | pending: the refund that cancelled the
     transfer failed, so the seller is owed their share again. Held until ``until`` when the
     order's hold has not ended yet, else due now."""
     if transfer.end_reason != EndReason.ORDER_REFUNDED:
         raise TransitionNotAllowed(transfer.pk, transfer.status, "reinstated")
-    unpaid = transfer.amount - transfer.kept_back
+    unpaid = money.unpaid_share(transfer.facts)
     fields: dict[str, Any] = {"end_reason": "", "retry_count": 0, "error_message": ""}
     if until is not None:
         to = TransferStatus.HELD
@@ -311,7 +319,9 @@ def shares_changed(
     fields: dict[str, Any] = {
         "reversal_target": refund_target,
         "dispute_target": dispute_target,
-        "amount_to_give_back": _to_give_back(transfer, refund_target + dispute_target),
+        "amount_to_give_back": money.to_give_back_when(
+            transfer.facts, refund_target + dispute_target
+        ),
     }
     if transfer.status != TransferStatus.REVERSAL_PENDING:
         fields.update(
@@ -326,37 +336,6 @@ def shares_changed(
         _move(transfer, TransferStatus.REVERSAL_PENDING, actor, detail, **fields)
         _post_shares(transfer, previous)
     return transfer
-
-
-def taken_back(transfer: SellerTransfer) -> int:
-    """The total taken back from the seller now.
-
-    What is taken back from the seller now: kept back before sending, reversed at Stripe,
-    made their debt, less what was given back."""
-    return (
-        transfer.amount_withheld
-        + transfer.amount_reversed
-        + transfer.amount_owed
-        - transfer.amount_returned
-    )
-
-
-def left_to_take(transfer: SellerTransfer) -> int:
-    """What is left of the shares to take back from the seller (negative when more was taken
-    than they now ask: the shares fell)."""
-    return transfer.reversal_target + transfer.dispute_target - taken_back(transfer)
-
-
-def _to_give_back(transfer: SellerTransfer, new_total: int) -> int:
-    """The amount to give back to the seller when the shares fall to ``new_total``.
-
-    What the seller is owed back once the shares total ``new_total``: what we hold beyond
-    it. A reversal Stripe made beyond what the shares asked (and was not ours to give back
-    already) is not counted: it is reported for staff, never paid back by itself."""
-    old_total = transfer.reversal_target + transfer.dispute_target
-    taken = taken_back(transfer)
-    made_elsewhere = max(taken - old_total - transfer.amount_to_give_back, 0)
-    return max(taken - made_elsewhere - new_total, 0)
 
 
 def _post_shares(transfer: SellerTransfer, previous: tuple[int, int]) -> None:
@@ -398,7 +377,9 @@ def give_back_waits(
     recheck_at: datetime,
     actor: Actor,
 ) -> SellerTransfer:
-    """reversal_pending → reversal_pending: Stripe refused to give money back to the seller's
+    """Let a give-back wait for the seller's account.
+
+    reversal_pending → reversal_pending: Stripe refused to give money back to the seller's
     account (it cannot receive transfers, or the seller disconnected). It waits for the account
     (``held_reason``), spending no retry: the account's next update saying it can receive, or a
     reconnection, makes it due at once (``give_back_resumed``); ``recheck_at`` is only there
@@ -418,7 +399,9 @@ def give_back_waits(
 
 
 def give_back_resumed(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
-    """reversal_pending → reversal_pending, due now: the seller's account can receive again (or
+    """Send a give-back that waited for the seller's account.
+
+    reversal_pending → reversal_pending, due now: the seller's account can receive again (or
     is a new one), so the give-back that waited for it is sent."""
     return _move(
         transfer,
@@ -477,91 +460,88 @@ def reversal_settled(
 ) -> SellerTransfer:
     """Record what Stripe reversed and what was given back, and set the status.
 
-    Record what Stripe has reversed, and what was given back in new transfers, in all. The
-    row becomes completed (all that was taken is given back), reversed (all of it taken back),
-    partially_reversed (its shares are met), or stays reversal_pending, due now, when its shares
-    moved while this attempt was in flight or something is to be given back.
+    Record what Stripe has reversed, and what was given back in new transfers, in all
+    (``money.settle``). The row becomes completed (all that was taken is given back), reversed
+    (all of it taken back), partially_reversed (its shares are met), or stays
+    reversal_pending, due now, when its shares moved while this attempt was in flight or
+    something is to be given back.
 
     ``ours`` is what our own reversals took, of the reversed total; ``elsewhere`` is what
     reversals made outside the service took (known when Stripe's list was read). What our own
-    reversals took beyond the shares (the shares fell while the call was in flight, or before
-    a lost answer was found) is to be given back, as when the shares fall after a reversal.
-
-    The caller holds the row's lock, so the shares it sees are the latest. Stripe reversing more
-    than the shares ask on its own is reported, never adopted."""
-    previous_reversed, previous_returned = transfer.amount_reversed, transfer.amount_returned
-    reversed_total = min(max(previous_reversed, amount_reversed or 0), transfer.sent)
-    returned_total = max(previous_returned, amount_returned or 0)
-    given_back = returned_total - previous_returned
-    taken = transfer.amount_withheld + reversed_total + transfer.amount_owed - returned_total
-    to_give_back = max(transfer.amount_to_give_back - given_back, 0)
-    ours_beyond = _ours_beyond_shares(transfer, taken, to_give_back, ours, elsewhere)
-    to_give_back += ours_beyond
-    to, next_retry_at = _settled_status(transfer, taken, to_give_back)
-    detail = {"amount_reversed": reversed_total, "amount_returned": returned_total}
-    if ours_beyond:
-        detail["to_give_back"] = ours_beyond
+    reversals took beyond the shares is to be given back; what Stripe reversed beyond them on
+    its own is reported, never adopted. The caller holds the row's lock (the latest shares)."""
+    previous_reversed = transfer.amount_reversed
+    outcome = money.settle(
+        transfer.facts,
+        reversed_seen=amount_reversed or 0,
+        returned_seen=amount_returned or 0,
+        ours=ours,
+        elsewhere=elsewhere,
+    )
+    to = _SETTLED_STATUS[outcome.standing]
+    detail = {"amount_reversed": outcome.reversed, "amount_returned": outcome.returned}
+    if outcome.ours_beyond:
+        detail["to_give_back"] = outcome.ours_beyond
+    fields = _settled_fields(transfer, outcome, to, stripe_reversal_id, stripe_return_id)
     with transaction.atomic():
-        _move(
-            transfer,
-            to,
-            actor,
-            detail,
-            amount_reversed=reversed_total,
-            amount_returned=returned_total,
-            amount_to_give_back=to_give_back,
-            stripe_reversal_id=stripe_reversal_id or transfer.stripe_reversal_id,
-            stripe_return_id=stripe_return_id or transfer.stripe_return_id,
-            # The next step gets a fresh key (see payouts.transfer.idempotency).
-            reversal_idempotency_key="",
-            key_first_sent_at=None,
-            retry_count=0,
-            read_stripe_first=False,
-            next_retry_at=next_retry_at,
-            error_message=message,
-            # A give-back that waited for the seller's account is sent: it waits no more.
-            held_reason="",
-        )
-        ref = book_ref(transfer)
-        ledger.services.post_reversal(
-            ref,
-            previous_reversed=previous_reversed,
-            reversed_total=reversed_total,
-            stripe_reversal_id=stripe_reversal_id,
-        )
-        ledger.services.post_given_back(
-            ref, debt_cancelled=0, returned=given_back, stripe_transfer_id=stripe_return_id
-        )
-    _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=reversed_total)
-    if ours_beyond:
+        _move(transfer, to, actor, detail, error_message=message, **fields)
+        _post_settled(transfer, previous_reversed, outcome, stripe_reversal_id, stripe_return_id)
+    _log_settled(transfer, to, outcome)
+    return transfer
+
+
+def _settled_fields(transfer, outcome: money.Settlement, to: str, reversal_id: str, return_id: str):
+    """The fields a settled reversal step writes: the totals, and a fresh start for the next."""
+    return {
+        "amount_reversed": outcome.reversed,
+        "amount_returned": outcome.returned,
+        "amount_to_give_back": outcome.to_give_back,
+        "stripe_reversal_id": reversal_id or transfer.stripe_reversal_id,
+        "stripe_return_id": return_id or transfer.stripe_return_id,
+        # The next step gets a fresh key (see payouts.transfer.idempotency).
+        "reversal_idempotency_key": "",
+        "key_first_sent_at": None,
+        "retry_count": 0,
+        "read_stripe_first": False,
+        "next_retry_at": timezone.now() if to == TransferStatus.REVERSAL_PENDING else None,
+        # A give-back that waited for the seller's account is sent: it waits no more.
+        "held_reason": "",
+    }
+
+
+# Where a paid transfer rests once a reversal step is recorded, by where its money stands.
+_SETTLED_STATUS = {
+    money.Standing.UNSETTLED: TransferStatus.REVERSAL_PENDING,
+    money.Standing.NOTHING_TAKEN: TransferStatus.COMPLETED,
+    money.Standing.ALL_TAKEN: TransferStatus.REVERSED,
+    money.Standing.PART_TAKEN: TransferStatus.PARTIALLY_REVERSED,
+}
+
+
+def _post_settled(transfer, previous_reversed: int, outcome, reversal_id: str, return_id: str):
+    """Book what a settled reversal step moved: what Stripe reversed, what was given back."""
+    ref = book_ref(transfer)
+    ledger.services.post_reversal(
+        ref,
+        previous_reversed=previous_reversed,
+        reversed_total=outcome.reversed,
+        stripe_reversal_id=reversal_id,
+    )
+    ledger.services.post_given_back(
+        ref, debt_cancelled=0, returned=outcome.given_back, stripe_transfer_id=return_id
+    )
+
+
+def _log_settled(transfer: SellerTransfer, to: str, outcome: money.Settlement) -> None:
+    _log(transfer, logging.INFO, "reversal settled", status=to, amount_reversed=outcome.reversed)
+    if outcome.ours_beyond:
         _log(
             transfer,
             logging.WARNING,
             "our reversal took more than the shares; the rest is given back",
-            to_give_back=ours_beyond,
+            to_give_back=outcome.ours_beyond,
         )
     _report_over_reversal(transfer)
-    return transfer
-
-
-def _ours_beyond_shares(transfer, taken, to_give_back, ours, elsewhere) -> int:
-    """The extra our own reversals took, beyond the shares and what is already due back.
-
-    No more than they took, and none of what reversals made elsewhere may account for."""
-    shares = transfer.reversal_target + transfer.dispute_target
-    beyond = taken - shares - to_give_back - elsewhere
-    return min(max(beyond, 0), ours)
-
-
-def _settled_status(transfer: SellerTransfer, taken: int, to_give_back: int):
-    shares = transfer.reversal_target + transfer.dispute_target
-    if taken < shares or to_give_back > 0:
-        return TransferStatus.REVERSAL_PENDING, timezone.now()
-    if taken <= 0:
-        return TransferStatus.COMPLETED, None
-    if taken >= transfer.amount:
-        return TransferStatus.REVERSED, None
-    return TransferStatus.PARTIALLY_REVERSED, None
 
 
 def debt_given_back(
@@ -606,7 +586,7 @@ def reversal_seen_at_stripe(
     the worker cancels that debt. The target (the refunds' share) is not raised to match: more
     reversed than refunded and owed is reported for staff."""
     previous = transfer.amount_reversed
-    pays_debt = _reversal_pays_debt(transfer, amount_reversed)
+    pays_debt = money.reversal_pays_debt(transfer.facts, reversed_at_stripe=amount_reversed)
     fields: dict[str, Any] = {
         "amount_reversed": amount_reversed,
         "amount_to_give_back": transfer.amount_to_give_back + pays_debt,
@@ -628,17 +608,6 @@ def reversal_seen_at_stripe(
     return transfer
 
 
-def _reversal_pays_debt(transfer: SellerTransfer, amount_reversed: int) -> int:
-    """What of a reversal Stripe made (beyond what the shares and what is to be given back
-    already account for) takes back what the seller owes as debt: the seller paid it at Stripe,
-    so it is theirs back (their debt cancelled first, as any give-back). Beyond the debt it
-    is an over-reversal, reported and never adopted."""
-    growth = amount_reversed - transfer.amount_reversed
-    shares = transfer.reversal_target + transfer.dispute_target
-    beyond = taken_back(transfer) + growth - shares - transfer.amount_to_give_back
-    return max(min(growth, beyond, transfer.amount_owed), 0)
-
-
 def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) -> SellerTransfer:
     """Record a share that cannot be reversed as the seller's debt.
 
@@ -648,7 +617,7 @@ def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) ->
     previous_owed = transfer.amount_owed
     # Only what is left of the shares: if they fell below what is taken, nothing more is owed
     # (the caller gives back the rest instead of refusing).
-    owed = previous_owed + max(left_to_take(transfer), 0)
+    owed = money.owed_after_refusal(transfer.facts)
     with transaction.atomic():
         _move(
             transfer,
@@ -673,8 +642,7 @@ def reversal_refused(transfer: SellerTransfer, *, message: str, actor: Actor) ->
 
 def _report_over_reversal(transfer: SellerTransfer) -> None:
     # The gauge payouts_transfers_over_reversed counts these rows for alerting.
-    shares = transfer.reversal_target + transfer.dispute_target
-    if taken_back(transfer) > shares + transfer.amount_to_give_back:
+    if money.over_reversed(transfer.facts):
         _log(
             transfer,
             logging.ERROR,
