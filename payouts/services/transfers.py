@@ -215,6 +215,10 @@ def transfers_create_for_order(
                 ledger.services.post_netting(
                     moves.book_ref(row, step="created"), amount=row.amount_netted
                 )
+            if row.amount_reserved:
+                ledger.services.post_reserve_kept(
+                    moves.book_ref(row, step="created"), amount=row.amount_reserved
+                )
         ledger.services.post_payment(
             order_id=order.pk,
             charge_id=order.stripe_charge_id,
@@ -258,19 +262,31 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
         debt = ledger.services.seller_debt_lock(seller_id=seller_id, currency=currency)
         # A debit under way at Stripe will settle its part: netting it too would take it twice.
         debt -= debits_in_flight(seller_id=seller_id, currency=currency)
+        reserve = money.reserve_kept(amount=net, bps=terms.reserve_bps)
         rows.append(
             SellerTransfer(
                 order=order,
                 seller_id=seller_id,
                 amount=net,
                 platform_fee=fee,
-                amount_netted=money.netted_at_creation(amount=net, debt=debt),
+                amount_netted=money.netted_at_creation(amount=net - reserve, debt=debt),
                 currency=currency,
                 policy=terms.as_recorded(risk=at_risk),
+                **_reserve(reserve, days=terms.reserve_days),
                 **_first_status(hold=terms.hold, at_risk=at_risk),
             )
         )
     return rows
+
+
+def _reserve(reserve: int, *, days: int) -> dict:
+    """The reserve kept back from a new transfer, and when what it has left is released."""
+    if not reserve:
+        return {}
+    return {
+        "amount_reserved": reserve,
+        "reserve_release_at": timezone.now() + timedelta(days=days),
+    }
 
 
 def _first_status(*, hold: timedelta, at_risk: bool) -> dict:
