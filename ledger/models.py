@@ -147,6 +147,8 @@ class BreakKind(models.TextChoices):
     UNBALANCED_ENTRY = "unbalanced_entry"
     SELLER_PAYABLE = "seller_payable"
     SELLER_DEBT = "seller_debt"
+    # A seller's reserve account against the reserves their transfers keep.
+    SELLER_RESERVE = "seller_reserve"
     TRANSFER_BOOK = "transfer_book"
     TRANSFER_STRIPE = "transfer_stripe"
     # The platform's cash for an order in the book against Stripe's balance transactions.
