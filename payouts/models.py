@@ -263,6 +263,13 @@ class SellerTransfer(models.Model):
             ),
         ]
         indexes = [
+            # The reserve sweep and the console's reserve figure: only transfers that kept a
+            # reserve (few, next to the millions of settled rows).
+            models.Index(
+                fields=["reserve_release_at"],
+                condition=Q(amount_reserved__gt=0),
+                name="idx_transfer_reserve",
+            ),
             # A seller's bank payout names a dispute's give-back by its Stripe transfer.
             models.Index(
                 fields=["stripe_return_id"],

@@ -68,11 +68,11 @@ def reserves_release_due(
 def _due_reserves(now: datetime):
     """Transfers whose reserve days have passed, paid, with something left in the reserve."""
     return SellerTransfer.objects.filter(
+        amount_reserved__gt=0,  # the partial index of transfers with a reserve
         reserve_release__isnull=True,
         reserve_release_at__lte=now,
         status__in=PAID_STATUSES,
-        amount_reserved__gt=F("reserve_refund") + F("reserve_dispute"),
-    )
+    ).filter(amount_reserved__gt=F("reserve_refund") + F("reserve_dispute"))
 
 
 def reserves_batch_due(*, now: datetime) -> int:
