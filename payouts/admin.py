@@ -242,7 +242,7 @@ def reserve_part(transfer: SellerTransfer):
     if transfer.reserve_release_id:
         where = format_html("released (release {})", transfer.reserve_release_id)
     elif transfer.reserve_release_at:
-        where = format_html("until {:%Y-%m-%d}", transfer.reserve_release_at)
+        where = format_html("until {}", f"{transfer.reserve_release_at:%Y-%m-%d}")
     else:
         where = ""
     notes = format_html_join(", ", "{}", ((n,) for n in [*taken, where] if n))

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from ledger.models import Entry, EntryKind
@@ -250,3 +251,29 @@ def test_two_sweeps_racing_make_one_release_and_one_stripe_transfer(client, sand
     assert ReserveRelease.objects.get().state == ReleaseState.SENT
     assert reserve_of(row.seller) == 0
     assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_the_console_shows_the_reserve_on_the_transfer_the_seller_and_the_dashboard(
+    client, sandbox, stripe_client, deliver
+):
+    order, row = paid_with_reserve(client, stripe_client)
+    refund_at_stripe(stripe_client, order, 100)
+    deliver("refund.created")
+    client.force_login(staff_with(is_superuser=True))
+
+    page = client.get(reverse("admin:payouts_sellertransfer_change", args=[row.pk])).content
+    line = page.decode()
+    assert "sent <span" in line and "16.20 USD" in line
+    assert "reserve <span" in line and "1.80 USD" in line and "refunds <span" in line
+    sellers = client.get(reverse("admin:marketplace_seller_changelist")).content.decode()
+    assert 'class="column-reserve_money"' in sellers
+    assert '<td class="field-reserve_money"><span class="money">0.90 USD</span></td>' in sellers
+    board = client.get(reverse("admin:index")).content.decode()
+    assert 'data-risk="reserves_held" data-currency="usd">' in board
+    held = board.split('data-risk="reserves_held" data-currency="usd">')[1]
+    assert held.split("</div>")[0].count("0.90 USD") == 1
+
+    reserves_release_due(now=after_days(31))
+    board = client.get(reverse("admin:index")).content.decode()
+    assert '<span class="console-muted" data-risk="reserves_held">nothing</span>' in board
