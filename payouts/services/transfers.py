@@ -193,8 +193,10 @@ def transfers_create_for_order(
     """Create the order's seller transfers and book the payment, once.
 
     Record what the order settled as, create its seller transfer rows from it, one per
-    seller, ``pending`` and due now, and post the payment in the book. A seller who owes us (a
-    refused reversal) has the debt netted from the new row first, never below zero.
+    seller, ``pending`` and due now, and post the payment in the book. The seller's rolling
+    reserve (their policy's ``reserve_bps``) is kept back from the new row and booked to their
+    reserve account; a seller who owes us (a refused reversal) has the debt netted from what is
+    left, never below zero.
 
     Idempotent: under the order's lock, an order that has its rows already gets nothing new, so
     duplicate or replayed payment events never create a second row nor post twice.
