@@ -277,3 +277,43 @@ def test_the_console_shows_the_reserve_on_the_transfer_the_seller_and_the_dashbo
     reserves_release_due(now=after_days(31))
     board = client.get(reverse("admin:index")).content.decode()
     assert '<span class="console-muted" data-risk="reserves_held">nothing</span>' in board
+
+
+@pytest.mark.django_db
+def test_an_order_refunded_in_full_during_the_hold_takes_all_the_reserve_and_sends_nothing(
+    client, sandbox, stripe_client, deliver
+):
+    seller = connected_seller(stripe_client)
+    changes = {**TEN_PERCENT_FOR_30_DAYS, "hold": "7d"}
+    seller_policy_set(seller_id=seller.pk, changes=changes, user=staff_with())
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    assert (row.status, row.amount_reserved) == (TransferStatus.HELD, 180)
+
+    refund_at_stripe(stripe_client, order)
+    deliver("refund.created")
+
+    row.refresh_from_db()
+    assert row.status == TransferStatus.PERMANENTLY_FAILED
+    assert (row.reserve_refund, row.reserve_dispute) == (180, 0)
+    assert transfers_to(sandbox, seller.stripe_account_id) == []
+    assert reserve_of(seller) == 0
+    assert ledger_check()[1] == []
+    assert reserves_release_due(now=after_days(31)) == {}
+
+
+@pytest.mark.django_db
+def test_a_refund_during_the_hold_takes_the_reserve_first_and_the_transfer_sends_the_rest(
+    client, sandbox, stripe_client, deliver
+):
+    seller = connected_seller(stripe_client)
+    changes = {**TEN_PERCENT_FOR_30_DAYS, "hold": "7d"}
+    seller_policy_set(seller_id=seller.pk, changes=changes, user=staff_with())
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+
+    refund_at_stripe(stripe_client, order, 500)  # the seller's share: 450
+    deliver("refund.created")
+
+    row.refresh_from_db()
+    assert (row.reserve_refund, row.reversal_target, row.to_send) == (180, 270, 1350)
+    assert row.status == TransferStatus.HELD
+    assert ledger_check()[1] == []
