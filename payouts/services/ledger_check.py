@@ -490,7 +490,8 @@ def _stranded(transfers: QuerySet) -> list[Found]:
     for row in unpaid.order_by("pk"):
         detail = (
             f"{row.status}, keeps back {row.kept_back} of shares from "
-            f"{row.amount - row.amount_netted} left to send: {money.owed_at_send(row.facts)} "
+            f"{row.amount - row.amount_reserved - row.amount_netted} left to send: "
+            f"{money.owed_at_send(row.facts)} "
             "the seller owes "
             "can never be sent nor taken back"
         )
