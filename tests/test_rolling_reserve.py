@@ -317,3 +317,20 @@ def test_a_refund_during_the_hold_takes_the_reserve_first_and_the_transfer_sends
     assert (row.reserve_refund, row.reversal_target, row.to_send) == (180, 270, 1350)
     assert row.status == TransferStatus.HELD
     assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_refund_after_the_release_is_taken_back_from_the_transfer(
+    client, sandbox, stripe_client, deliver
+):
+    order, row = paid_with_reserve(client, stripe_client)
+    assert reserves_release_due(now=after_days(31)) == {"created": 1, "sent": 1}
+
+    refund_at_stripe(stripe_client, order, 100)  # the seller's share: 90
+    deliver("refund.created")
+
+    row.refresh_from_db()
+    assert (row.reserve_refund, row.reversal_target, row.amount_reversed) == (0, 90, 90)
+    assert len(sandbox.calls("reversals.create")) == 1
+    assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []
