@@ -334,3 +334,33 @@ def test_a_refund_after_the_release_is_taken_back_from_the_transfer(
     assert len(sandbox.calls("reversals.create")) == 1
     assert reserve_of(row.seller) == 0
     assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_release_stripe_made_despite_a_500_is_found_by_reading_stripe_and_adopted(
+    client, sandbox, stripe_client
+):
+    order, row = paid_with_reserve(client, stripe_client)
+    sandbox.script("transfers.create", [STRIPE_500])
+    assert reserves_release_due(now=after_days(31)) == {"created": 1, "retry_scheduled": 1}
+    release = ReserveRelease.objects.get()
+    # A 5xx may hide a transfer Stripe made: here it did (made as that attempt would have).
+    made = stripe_client.v1.transfers.create(
+        params={
+            "amount": 180,
+            "currency": "usd",
+            "destination": row.seller.stripe_account_id,
+            "transfer_group": f"reserve-{row.seller_id}-usd-{release.release_on:%Y%m%d}",
+            "metadata": {"reserve_release_id": str(release.pk), "seller_id": str(row.seller_id)},
+        }
+    )
+    creates = len(sandbox.calls("transfers.create"))
+
+    assert reserves_release_due(now=after_days(32)) == {"adopted": 1}
+
+    release.refresh_from_db()
+    assert (release.state, release.stripe_transfer_id) == (ReleaseState.SENT, made.id)
+    assert len(sandbox.calls("transfers.create")) == creates  # read, not sent again
+    assert [t["amount"] for t in transfers_to(sandbox, row.seller.stripe_account_id)] == [1620, 180]
+    assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []
