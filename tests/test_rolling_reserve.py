@@ -364,3 +364,29 @@ def test_a_release_stripe_made_despite_a_500_is_found_by_reading_stripe_and_adop
     assert [t["amount"] for t in transfers_to(sandbox, row.seller.stripe_account_id)] == [1620, 180]
     assert reserve_of(row.seller) == 0
     assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_full_refund_that_fails_after_the_hold_gives_the_reserve_back(
+    client, sandbox, stripe_client, deliver, monkeypatch
+):
+    seller = connected_seller(stripe_client)
+    changes = {**TEN_PERCENT_FOR_30_DAYS, "hold": "7d"}
+    seller_policy_set(seller_id=seller.pk, changes=changes, user=staff_with())
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    refund = refund_at_stripe(stripe_client, order)
+    deliver("refund.created")
+    row.refresh_from_db()
+    assert (row.status, row.reserve_refund) == (TransferStatus.PERMANENTLY_FAILED, 180)
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(days=8))  # hold over
+
+    sandbox.fail_refund(refund["id"])
+    deliver("refund.failed")
+
+    row.refresh_from_db()
+    assert row.reserve_refund == 0
+    assert row.status in (TransferStatus.PENDING, TransferStatus.COMPLETED)
+    assert row.to_send == 1620 or row.sent == 1620
+    assert reserve_of(seller) == 180
+    assert ledger_check()[1] == []
