@@ -122,6 +122,7 @@ def money_at_risk(*, debts: list[Debt]) -> list[Risk]:
         ),
         _seller_debt_risk(debts),
         _disputes_risk(),
+        _reserves_risk(),
     ]
 
 
@@ -159,6 +160,16 @@ def _disputes_risk() -> Risk:
         {currency: amount for currency, (_, amount) in open_disputes.items()},
         {currency: count for currency, (count, _) in open_disputes.items()},
         listed="#disputes",
+    )
+
+
+def _reserves_risk() -> Risk:
+    held = selectors.reserves_held_by_currency()
+    return Risk(
+        "reserves_held",
+        "Reserves held (kept back from sellers until their days pass)",
+        {currency: amount for currency, (_, amount) in held.items()},
+        {currency: count for currency, (count, _) in held.items()},
     )
 
 

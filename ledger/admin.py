@@ -190,6 +190,11 @@ def balances_text(balances: dict[str, dict]) -> str:
     parts = [
         f"{format_money(amounts['payable'], currency)} owed to them, "
         f"{format_money(amounts['debt'], currency)} owed by them"
+        + (
+            f", {format_money(amounts['reserve'], currency)} in reserve"
+            if amounts.get("reserve")
+            else ""
+        )
         for currency, amounts in balances.items()
     ]
     return "; ".join(parts) or "nothing in the book"
@@ -221,7 +226,12 @@ class SellerWithBookAdmin(SellerAdmin):
     The seller's page with what the book says of them (the book extends the marketplace's
     seller admin: the marketplace never imports the book)."""
 
-    list_display = (*SellerAdmin.list_display[:-1], "balance_money", "debt_money")
+    list_display = (
+        *SellerAdmin.list_display[:-1],
+        "balance_money",
+        "reserve_money",
+        "debt_money",
+    )
     list_filter = (InDebtFilter, *SellerAdmin.list_filter)
     readonly_fields = (*SellerAdmin.readonly_fields, "balances", "statement")
     actions = ["download_statement", "write_off_debt"]
@@ -247,13 +257,17 @@ class SellerWithBookAdmin(SellerAdmin):
         amounts = [
             money(values[kind], currency)
             for currency, values in seller_balances(seller_id=seller.pk).items()
-            if values[kind] or kind == "payable"
+            if values.get(kind) or kind == "payable"
         ]
         return format_html_join(mark_safe("<br>"), "{}", ((a,) for a in amounts)) or EMPTY
 
     @admin.display(description="balance")
     def balance_money(self, seller):
         return self._balances_column(seller, "payable")
+
+    @admin.display(description="reserve")
+    def reserve_money(self, seller):
+        return self._balances_column(seller, "reserve")
 
     @admin.display(description="debt", ordering="debt_total")
     def debt_money(self, seller):

@@ -14,6 +14,9 @@ Accounts, from the platform's side:
 - ``bad_debt``: seller debt written off.
 - ``seller_payable`` (one per seller): what the platform owes the seller. A credit balance is owed
   to the seller; a debit balance is a refund share the seller still has to give back.
+- ``seller_reserve`` (one per seller): the rolling reserve kept back from the seller's
+  transfers (a credit balance, owed to the seller): taken by refunds and chargebacks first,
+  sent to the seller when its days pass.
 - ``seller_debt`` (one per seller): what the seller owes after a reversal Stripe refused for the
   seller's balance; recovered by netting it from the seller's next transfers, or written off.
 """
@@ -33,9 +36,10 @@ class AccountKind(models.TextChoices):
     BAD_DEBT = "bad_debt"
     SELLER_PAYABLE = "seller_payable"
     SELLER_DEBT = "seller_debt"
+    SELLER_RESERVE = "seller_reserve"
 
 
-SELLER_KINDS = (AccountKind.SELLER_PAYABLE, AccountKind.SELLER_DEBT)
+SELLER_KINDS = (AccountKind.SELLER_PAYABLE, AccountKind.SELLER_DEBT, AccountKind.SELLER_RESERVE)
 
 
 class Account(models.Model):
@@ -83,6 +87,11 @@ class EntryKind(models.TextChoices):
     WRITE_OFF_REVERSED = "write_off_reversed"
     # Taken from the seller's connected account (an account debit) to settle their debt.
     DEBT_DEBITED = "debt_debited"
+    # The rolling reserve: kept back from a seller's share at payment, its part of a refund or
+    # chargeback taken from it, and what is left sent to the seller when its days pass.
+    RESERVE_KEPT = "reserve_kept"
+    RESERVE_SHARE = "reserve_share"
+    RESERVE_RELEASED = "reserve_released"
 
 
 class Entry(models.Model):
@@ -138,6 +147,8 @@ class BreakKind(models.TextChoices):
     UNBALANCED_ENTRY = "unbalanced_entry"
     SELLER_PAYABLE = "seller_payable"
     SELLER_DEBT = "seller_debt"
+    # A seller's reserve account against the reserves their transfers keep.
+    SELLER_RESERVE = "seller_reserve"
     TRANSFER_BOOK = "transfer_book"
     TRANSFER_STRIPE = "transfer_stripe"
     # The platform's cash for an order in the book against Stripe's balance transactions.

@@ -39,21 +39,27 @@ def seller_written_off(*, seller_id: int, currency: str) -> int:
 
 def _seller_lines(seller_id: int) -> QuerySet:
     return Line.objects.filter(
-        account__seller_id=seller_id, account__kind__in=[K.SELLER_PAYABLE, K.SELLER_DEBT]
+        account__seller_id=seller_id,
+        account__kind__in=[K.SELLER_PAYABLE, K.SELLER_DEBT, K.SELLER_RESERVE],
     )
 
 
+# How a statement names each of the seller's accounts.
+_ACCOUNT_NAMES = {K.SELLER_PAYABLE: "payable", K.SELLER_DEBT: "debt", K.SELLER_RESERVE: "reserve"}
+
+
 def _as_seller_sees(kind: str, total: int) -> int:
-    # The payable account is the platform's liability: a credit (negative) is owed to the
-    # seller. The debt account is an asset: a debit (positive) is owed by the seller.
-    return -total if kind == K.SELLER_PAYABLE else total
+    # The payable and reserve accounts are the platform's liabilities: a credit (negative) is
+    # owed to the seller. The debt account is an asset: a debit (positive) is owed by them.
+    return total if kind == K.SELLER_DEBT else -total
 
 
 def seller_balances(*, seller_id: int, before: datetime | None = None) -> dict[str, dict]:
     """What the platform owes the seller and what the seller owes it, per currency.
 
     ``{currency: {"payable": owed to the seller, "debt": owed by the seller}}``, every
-    currency the seller has lines in (as of ``before``, when given)."""
+    currency the seller has lines in (as of ``before``, when given); with ``"reserve"`` (their
+    rolling reserve, owed to them once its days pass) in a currency they have had one in."""
     lines = _seller_lines(seller_id)
     if before is not None:
         lines = lines.filter(entry__posted_at__lt=before)
@@ -61,7 +67,7 @@ def seller_balances(*, seller_id: int, before: datetime | None = None) -> dict[s
     balances: dict[str, dict] = {}
     for currency, kind, total in totals.order_by("currency"):
         entry = balances.setdefault(currency, {"payable": 0, "debt": 0})
-        entry["payable" if kind == K.SELLER_PAYABLE else "debt"] = _as_seller_sees(kind, total)
+        entry[_ACCOUNT_NAMES[kind]] = _as_seller_sees(kind, total)
     return balances
 
 
@@ -69,7 +75,7 @@ def seller_balances(*, seller_id: int, before: datetime | None = None) -> dict[s
 class StatementLine:
     posted_at: datetime
     kind: str
-    account: str  # "payable" or "debt"; another app's own (a bank deposit: "bank")
+    account: str  # "payable", "debt" or "reserve"; another app's own (a bank deposit: "bank")
     currency: str
     amount: int  # as the seller sees it: payable owed to them, or debt owed by them
     order_id: int | None
@@ -92,7 +98,7 @@ def seller_statement_lines(
         StatementLine(
             posted_at=line.entry.posted_at,
             kind=line.entry.kind,
-            account="payable" if line.account.kind == K.SELLER_PAYABLE else "debt",
+            account=_ACCOUNT_NAMES[line.account.kind],
             currency=line.currency,
             amount=_as_seller_sees(line.account.kind, line.amount),
             order_id=line.entry.order_id,

@@ -242,6 +242,46 @@ def post_debt_debited(
     )
 
 
+def post_reserve_kept(ref: TransferRef, *, amount: int) -> None:
+    """``amount`` of what the seller is owed for this transfer waits in their reserve."""
+    legs = [
+        Leg(K.SELLER_PAYABLE, amount, ref.seller_id),
+        Leg(K.SELLER_RESERVE, -amount, ref.seller_id),
+    ]
+    ref.post(EntryKind.RESERVE_KEPT, legs)
+
+
+def post_reserve_share(
+    ref: TransferRef, *, previous: tuple[int, int], refund: int, dispute: int
+) -> None:
+    """Book a change in what the seller's reserve covers of the order's refunds and chargeback.
+
+    The reserve pays its part of the refund (``refund``) and of the chargeback (``dispute``)
+    in all, out of the seller's reserve: nothing is taken back at Stripe for it (or, when the
+    shares fell, it is the seller's reserve again)."""
+    refund_grown, dispute_grown = refund - previous[0], dispute - previous[1]
+    legs = [
+        Leg(K.SELLER_RESERVE, refund_grown + dispute_grown, ref.seller_id),
+        Leg(K.BUYER_REFUNDS, -refund_grown),
+        Leg(K.DISPUTES, -dispute_grown),
+    ]
+    ref.post(EntryKind.RESERVE_SHARE, legs)
+
+
+def post_reserve_released(
+    *, seller_id: int, currency: str, amount: int, release_id: int, stripe_transfer_id: str
+) -> None:
+    """The seller's reserve, ``amount`` of it, was sent to them at Stripe (one release row)."""
+    entry_post(
+        kind=EntryKind.RESERVE_RELEASED,
+        external_id=f"reserve_release:{release_id}",
+        currency=currency,
+        legs=[Leg(K.SELLER_RESERVE, amount, seller_id), Leg(K.PLATFORM_CASH, -amount)],
+        seller_id=seller_id,
+        stripe_id=stripe_transfer_id,
+    )
+
+
 class WriteOffRefused(InvalidInput):
     code = "write_off_refused"
 

@@ -33,14 +33,17 @@ from marketplace.models import Seller
 def balances_field() -> serializers.DictField:
     return serializers.DictField(
         child=serializers.DictField(child=serializers.IntegerField()),
-        help_text='`{"<currency>": {"payable": owed to the seller, "debt": owed by the seller}}`',
+        help_text='`{"<currency>": {"payable": owed to the seller, "debt": owed by the seller}}`, '
+        'with `"reserve"` (the rolling reserve, owed to the seller once its days pass) in a '
+        "currency the seller has had one in",
     )
 
 
 BALANCES_RESPONSE = OpenApiResponse(
     OpenApiTypes.OBJECT,
     description='The seller\'s balances per currency, as they see them: `{"usd": {"payable": '
-    'owed to the seller, "debt": owed by the seller}}` (minor units).',
+    'owed to the seller, "debt": owed by the seller}}` (minor units), with `"reserve"` (their '
+    "rolling reserve) in a currency they have had one in.",
 )
 
 

@@ -197,6 +197,8 @@ def money_line(transfer: SellerTransfer):
         parts.append(format_html("not sent (of {})", money(transfer.amount, currency)))
     if transfer.amount_netted:
         parts.append(part("netted", transfer.amount_netted, " (their debt)"))
+    if transfer.amount_reserved:
+        parts.append(reserve_part(transfer))
     kept_back = transfer.amount_withheld if transfer.stripe_transfer_id else transfer.kept_back
     if kept_back:
         parts.append(part("kept back", kept_back))
@@ -226,6 +228,27 @@ def money_line(transfer: SellerTransfer):
     )
 
 
+def reserve_part(transfer: SellerTransfer):
+    """The rolling reserve in the money line: kept, what refunds and chargebacks took, where."""
+    currency = transfer.currency
+    taken = [
+        format_html("refunds {}", money(transfer.reserve_refund, currency))
+        if transfer.reserve_refund
+        else "",
+        format_html("chargeback {}", money(transfer.reserve_dispute, currency))
+        if transfer.reserve_dispute
+        else "",
+    ]
+    if transfer.reserve_release_id:
+        where = format_html("released (release {})", transfer.reserve_release_id)
+    elif transfer.reserve_release_at:
+        where = format_html("until {}", f"{transfer.reserve_release_at:%Y-%m-%d}")
+    else:
+        where = ""
+    notes = format_html_join(", ", "{}", ((n,) for n in [*taken, where] if n))
+    return format_html("reserve {} ({})", money(transfer.amount_reserved, currency), notes)
+
+
 class TransferColumns:
     """How a seller transfer reads: on its list, its page and its order's page."""
 
@@ -233,6 +256,9 @@ class TransferColumns:
     platform_fee_money = _money_of("platform_fee", "platform fee")
     amount_netted_money = _money_of("amount_netted", "netted (settles their debt)")
     amount_withheld_money = _money_of("amount_withheld", "withheld (refunded during a hold)")
+    amount_reserved_money = _money_of("amount_reserved", "reserve kept back")
+    reserve_refund_money = _money_of("reserve_refund", "reserve taken by refunds")
+    reserve_dispute_money = _money_of("reserve_dispute", "reserve taken by the chargeback")
     reversal_target_money = _money_of("reversal_target", "to reverse in all")
     amount_reversed_money = _money_of("amount_reversed", "reversed")
     amount_owed_money = _money_of("amount_owed", "owed by the seller")
@@ -385,6 +411,16 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
             ),
         ),
         (
+            "Rolling reserve",
+            (
+                "amount_reserved_money",
+                "reserve_refund_money",
+                "reserve_dispute_money",
+                "reserve_release_at",
+                "reserve_release",
+            ),
+        ),
+        (
             "At Stripe",
             (
                 "stripe_transfer_id_link",
@@ -413,6 +449,9 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
         "reversal_target": "reversal_target_money",
         "amount_reversed": "amount_reversed_money",
         "amount_owed": "amount_owed_money",
+        "amount_reserved": "amount_reserved_money",
+        "reserve_refund": "reserve_refund_money",
+        "reserve_dispute": "reserve_dispute_money",
         "stripe_transfer_id": "stripe_transfer_id_link",
         "stripe_reversal_id": "stripe_reversal_id_link",
     }

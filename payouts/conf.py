@@ -280,6 +280,10 @@ class PayoutsConfig:
     # their policy allows it; ``debt_debit_retry`` backs off a debit Stripe could not make.
     debt_debit_after: timedelta
     debt_debit_retry: RetryPolicy
+    # The rolling reserve of a seller whose policy leaves it empty: ``reserve_bps`` of each
+    # transfer kept back at payment, sent to the seller ``reserve_days`` later.
+    reserve_bps: int
+    reserve_days: int
 
     @property
     def claim_lease(self) -> timedelta:
@@ -453,4 +457,6 @@ def load_payouts_config(env: environ.Env, **defaults: str) -> PayoutsConfig:
             "DEBT_DEBIT_AFTER", "3d", high=timedelta(days=365), zero_allowed=True
         ),
         debt_debit_retry=read.retry_policy("DEBT_DEBIT", switch="DEBT_DEBIT_WORKER_ENABLED"),
+        reserve_bps=read.integer("RESERVE_BPS", 0, low=0, high=10_000),
+        reserve_days=read.integer("RESERVE_DAYS", 30, low=0, high=180),
     )

@@ -41,7 +41,13 @@ ATTENTION_CANDIDATES = Q(
 
 # What is left of an unpaid transfer once netted and its shares kept back (negative: shares
 # beyond it, the seller's debt once paid; ``money.owed_at_send``).
-LEFT_AFTER_SHARES = F("amount") - F("amount_netted") - F("reversal_target") - F("dispute_target")
+LEFT_AFTER_SHARES = (
+    F("amount")
+    - F("amount_reserved")
+    - F("amount_netted")
+    - F("reversal_target")
+    - F("dispute_target")
+)
 # What an unpaid transfer is to send (``money.to_send``).
 UNSENT = Greatest(LEFT_AFTER_SHARES, 0)
 # What is left to take back from a paid transfer (``money.balances(...).to_take_back``).
@@ -129,6 +135,23 @@ class SellerTransfer(models.Model):
     # The seller's payout policy this row was computed with (``fee_bps``, ``hold`` in seconds,
     # ``risk``: held for the seller's disputes), so a later policy change explains nothing away.
     policy = models.JSONField(default=dict, db_default={}, blank=True)
+    # The rolling reserve: the part of ``amount`` kept back at payment (the seller's policy's
+    # ``reserve_bps``), never sent with the transfer, released in a transfer of its own at
+    # ``reserve_release_at`` (``payouts.services.reserves``). The order's refunds and chargeback
+    # take from it first: ``reserve_refund`` and ``reserve_dispute`` are the shares it covered;
+    # ``reversal_target`` and ``dispute_target`` only what it did not.
+    amount_reserved = models.BigIntegerField(default=0, db_default=0)
+    reserve_refund = models.BigIntegerField(default=0, db_default=0)
+    reserve_dispute = models.BigIntegerField(default=0, db_default=0)
+    reserve_release_at = models.DateTimeField(null=True, blank=True)
+    # The release that sent what the reserve had left (set once; the reserve is then closed).
+    reserve_release = models.ForeignKey(
+        "ReserveRelease",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="transfers",
+    )
     transfer_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     reversal_idempotency_key = models.CharField(max_length=255, blank=True, default="")
     # Set when an attempt failed in a way that may have moved money (a 5xx) and the next attempt
@@ -185,6 +208,16 @@ class SellerTransfer(models.Model):
                 & Q(amount_withheld__lte=F("amount") - F("amount_netted")),
                 name="chk_transfer_amount_withheld_range",
             ),
+            # The reserve and the netting together are never more than the seller's share; the
+            # shares the reserve covers are never more than it kept.
+            models.CheckConstraint(
+                condition=Q(amount_reserved__gte=0)
+                & Q(amount_reserved__lte=F("amount") - F("amount_netted"))
+                & Q(reserve_refund__gte=0)
+                & Q(reserve_dispute__gte=0)
+                & Q(reserve_refund__lte=F("amount_reserved") - F("reserve_dispute")),
+                name="chk_transfer_reserve_range",
+            ),
             models.CheckConstraint(
                 condition=Q(held_reason="") | Q(held_reason__in=HeldReason.values),
                 name="chk_transfer_held_reason",
@@ -230,6 +263,13 @@ class SellerTransfer(models.Model):
             ),
         ]
         indexes = [
+            # The reserve sweep and the console's reserve figure: only transfers that kept a
+            # reserve (few, next to the millions of settled rows).
+            models.Index(
+                fields=["reserve_release_at"],
+                condition=Q(amount_reserved__gt=0),
+                name="idx_transfer_reserve",
+            ),
             # A seller's bank payout names a dispute's give-back by its Stripe transfer.
             models.Index(
                 fields=["stripe_return_id"],
@@ -684,3 +724,53 @@ class AccountDebit(models.Model):
 
     def __str__(self) -> str:
         return f"debit {self.pk} of seller {self.seller_id}: {self.amount} {self.currency}"
+
+
+class ReleaseState(models.TextChoices):
+    """Where a reserve release is (``state``, not ``status``: only transfers have a status)."""
+
+    PENDING = "pending"  # due (again) at next_retry_at; Stripe may be asked
+    SENT = "sent"  # Stripe holds the transfer; the reserve account is debited in the book
+    FAILED = "failed"  # Stripe refused it, or could not be reached after every retry
+
+
+class ReserveRelease(models.Model):
+    """One transfer of a seller's released reserve: one per seller, currency and release day.
+
+    Made by the reserve sweep with every transfer whose reserve days have passed (their
+    ``reserve_release``); the amount is fixed then, and the idempotency key is the row's own
+    and deterministic (seller, currency, day), so two sweeps make one row and Stripe one
+    transfer."""
+
+    State = ReleaseState
+
+    seller = models.ForeignKey(Seller, on_delete=models.PROTECT, related_name="reserve_releases")
+    currency = models.CharField(max_length=3)
+    release_on = models.DateField()
+    amount = models.BigIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    # An attempt's answer was lost (a 5xx, a timeout): Stripe is read before the next one.
+    read_stripe_first = models.BooleanField(default=False)
+    stripe_transfer_id = models.CharField(max_length=255, blank=True, default="")
+    retry_count = models.PositiveIntegerField(default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="chk_release_amount"),
+            models.CheckConstraint(
+                condition=Q(state__in=ReleaseState.values), name="chk_release_state"
+            ),
+            models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_release_currency"),
+            models.UniqueConstraint(
+                fields=["seller", "currency", "release_on"], name="uniq_release_seller_day"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "next_retry_at"], name="release_due")]
+
+    def __str__(self) -> str:
+        return f"reserve release {self.pk} of seller {self.seller_id}: {self.amount}"

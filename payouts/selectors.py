@@ -29,6 +29,7 @@ from payouts.models import (
     PayoutItem,
     PayoutItemKind,
     PayoutStatus,
+    ReleaseState,
     SellerTransfer,
     SellerTransferEvent,
     TransferCount,
@@ -537,3 +538,21 @@ def risk_held_sellers() -> list[dict]:
         transfers=Count("pk"), amount=Sum("amount"), since=Min("created_at")
     )
     return list(rows.order_by("since", "seller_id"))
+
+
+def reserves_held_by_currency() -> dict[str, tuple[int, int]]:
+    """The sellers' rolling reserves not sent yet, per currency: (transfers, amount held).
+
+    What each reserve kept less what refunds and chargebacks took from it, until the release
+    that carries it is sent."""
+    held = F("amount_reserved") - F("reserve_refund") - F("reserve_dispute")
+    rows = (
+        # ``amount_reserved > 0`` first: the partial index of the transfers that kept a reserve.
+        SellerTransfer.objects.filter(amount_reserved__gt=0)
+        .filter(amount_reserved__gt=F("reserve_refund") + F("reserve_dispute"))
+        .exclude(reserve_release__state=ReleaseState.SENT)
+        .values_list("currency")
+        .annotate(n=Count("*"), total=Sum(held))
+        .order_by("currency")
+    )
+    return {currency: (n, total) for currency, n, total in rows}

@@ -17,6 +17,7 @@ from payouts.services import (
     ledger_check,
     reconciliation,
     refunds,
+    reserves,
     retention,
     reversals,
     transfers,
@@ -110,3 +111,8 @@ def payouts_reconcile_unread() -> dict[str, int]:
 @shared_task
 def debts_debit_due() -> dict[str, int]:
     return debits.debts_debit_due()
+
+
+@shared_task
+def reserves_release_due() -> dict[str, int]:
+    return reserves.reserves_release_due()

@@ -284,3 +284,46 @@ _FOLLOW = {
     NextStep.BOOK_DEBT: _book_debt,
     NextStep.GIVE_BACK: _give_back,
 }
+
+
+@given(
+    AMOUNT,
+    st.integers(0, 10_000),
+    st.integers(0, 200_000),
+    st.data(),
+)
+def test_the_reserve_is_kept_never_lost(amount, bps, debt, data):
+    """Law 10: the reserve taken stays within the reserve kept; reserve first, then transfer.
+
+    What the reserve and the transfer take of the shares adds up to them, and the reserve,
+    the netting, what is sent and what is kept back add up to the seller's share."""
+    reserve = money.reserve_kept(amount=amount, bps=bps)
+    assert 0 <= reserve <= amount
+    assert abs(reserve * money.BPS - amount * bps) <= money.BPS // 2
+    netted = money.netted_at_creation(amount=amount - reserve, debt=debt)
+    refund, dispute = data.draw(shares_of(amount))
+    shares = money.Shares(refund=refund, dispute=dispute)
+    from_reserve, from_transfer = money.reserve_split(shares, reserve=reserve)
+    taken = from_reserve.refund + from_reserve.dispute
+    assert 0 <= taken <= reserve
+    assert from_reserve.refund + from_transfer.refund == refund
+    assert from_reserve.dispute + from_transfer.dispute == dispute
+    assert min(from_transfer.refund, from_transfer.dispute) >= 0
+    # The reserve is used up before the transfer is touched.
+    assert from_transfer.refund + from_transfer.dispute == 0 or taken == reserve
+
+    class Row:
+        amount_reserved = reserve
+        amount_netted, amount_withheld, amount_reversed, amount_returned = netted, 0, 0, 0
+        amount_owed, amount_to_give_back = 0, 0
+        reversal_target, dispute_target = from_transfer.refund, from_transfer.dispute
+        stripe_transfer_id, status = "", "pending"
+
+    Row.amount = amount
+    part = Facts.of(Row)
+    assert part.amount == amount - reserve
+    kept_back = money.withheld_at_send(part)
+    owed = money.owed_at_send(part)
+    assert reserve + netted + money.to_send(part) + kept_back == amount
+    assert kept_back + owed == from_transfer.refund + from_transfer.dispute
+    assert money.reserve_held(reserved=reserve, taken=taken) == reserve - taken

@@ -47,7 +47,7 @@ def test_get_shows_the_defaults_of_a_seller_without_a_policy(client, staff, sett
     assert body["effective"] == {
         "hold": "0",
         "reserve_bps": 0,
-        "reserve_days": 0,
+        "reserve_days": 30,
         "fee_bps": settings.PAYOUTS.platform_fee_bps,
         "debits_allowed": False,
         "debit_consent_at": None,
@@ -150,10 +150,22 @@ def test_a_transfer_is_computed_with_the_sellers_fee_and_hold(
     assert own.platform_fee == (gross * 2500 + 5000) // 10_000
     assert (own.status, own.held_reason) == (TransferStatus.HELD, HeldReason.AWAITING_RELEASE)
     assert own.next_retry_at - timezone.now() > timedelta(days=1, hours=23)
-    assert own.policy == {"fee_bps": 2500, "hold": 2 * 86400, "risk": False}
+    assert own.policy == {
+        "fee_bps": 2500,
+        "hold": 2 * 86400,
+        "risk": False,
+        "reserve_bps": 0,
+        "reserve_days": 30,
+    }
     assert default.platform_fee == (gross * 1000 + 5000) // 10_000
     assert default.status == TransferStatus.COMPLETED
-    assert default.policy == {"fee_bps": 1000, "hold": 0, "risk": False}
+    assert default.policy == {
+        "fee_bps": 1000,
+        "hold": 0,
+        "risk": False,
+        "reserve_bps": 0,
+        "reserve_days": 30,
+    }
 
 
 def test_the_admin_page_changes_only_the_fields_touched_through_the_same_service(client):

@@ -245,6 +245,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": PAYOUTS.debt_debit_retry.check_interval.total_seconds(),
         "options": {"expires": PAYOUTS.debt_debit_retry.check_interval.total_seconds()},
     },
+    # Sellers' rolling reserves whose days have passed: one transfer per seller, currency and day.
+    "release-reserves": {
+        "task": "payouts.tasks.reserves_release_due",
+        "schedule": 15 * 60,
+        "options": {"expires": 15 * 60},
+    },
     # Sellers' bank payouts paid but never read at Stripe (their wake-up was lost).
     "reconcile-unread-payouts": {
         "task": "payouts.tasks.payouts_reconcile_unread",

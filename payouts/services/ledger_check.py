@@ -196,29 +196,42 @@ def _unbalanced_entries() -> list[Found]:
 # payment, then netted, sent (and given back), charged refund and chargeback shares, reversed,
 # made debt, cancelled (what was not kept back already). ``money.row_payable`` in SQL, for one
 # set-based query over every row; tests/test_money_sql.py checks the two agree.
+# The transfer's part of the seller's share: all of it but the rolling reserve, which its own
+# account holds (``money.Facts.of``).
 _ROW_PAYABLE = """
-    - t.amount + t.amount_netted + {sent} + t.amount_returned
+    - (t.amount - t.amount_reserved) + t.amount_netted + {sent} + t.amount_returned
     + t.reversal_target + t.dispute_target - t.amount_reversed - t.amount_owed
     + CASE WHEN t.end_reason = 'order_refunded'
-      THEN t.amount - t.reversal_target - t.dispute_target ELSE 0 END
+      THEN t.amount - t.amount_reserved - t.reversal_target - t.dispute_target ELSE 0 END
 """
 _SENT = """
     CASE WHEN t.stripe_transfer_id <> '' OR t.status = ANY(%(paid)s)
-    THEN t.amount - t.amount_netted - t.amount_withheld ELSE 0 END
+    THEN t.amount - t.amount_reserved - t.amount_netted - t.amount_withheld ELSE 0 END
 """
 
 _BOOK_BY_SELLER = """
     SELECT a.seller_id, l.currency, a.kind, sum(l.amount)
     FROM ledger_line l JOIN ledger_account a ON a.id = l.account_id
-    WHERE a.kind IN ('seller_payable', 'seller_debt')
+    WHERE a.kind IN ('seller_payable', 'seller_debt', 'seller_reserve')
     GROUP BY a.seller_id, l.currency, a.kind
 """
+# The reserve account holds what each reserve kept and not taken by shares, until a release
+# that carries it is sent (a credit: owed to the seller).
 _ROWS_BY_SELLER = f"""
     SELECT t.seller_id, t.currency,
            sum({_ROW_PAYABLE.format(sent=_SENT)}),
-           sum(t.amount_owed - t.amount_netted)
-    FROM payouts_sellertransfer t GROUP BY t.seller_id, t.currency
+           sum(t.amount_owed - t.amount_netted),
+           -sum(CASE WHEN r.state IS DISTINCT FROM 'sent'
+                THEN t.amount_reserved - t.reserve_refund - t.reserve_dispute ELSE 0 END)
+    FROM payouts_sellertransfer t
+    LEFT JOIN payouts_reserverelease r ON r.id = t.reserve_release_id
+    GROUP BY t.seller_id, t.currency
 """
+_SELLER_BREAKS = {
+    "seller_payable": BreakKind.SELLER_PAYABLE,
+    "seller_debt": BreakKind.SELLER_DEBT,
+    "seller_reserve": BreakKind.SELLER_RESERVE,
+}
 _WRITTEN_OFF = """
     SELECT e.seller_id, l.currency, -sum(l.amount)
     FROM ledger_entry e JOIN ledger_line l ON l.entry_id = e.id
@@ -235,8 +248,11 @@ def _seller_accounts() -> list[Found]:
         book[(seller_id, currency, kind)] = total
     written_off = {(s, c): total for s, c, total in _rows(_WRITTEN_OFF)}
     expected: dict[tuple, int] = {}
-    for seller_id, currency, payable, debt in _rows(_ROWS_BY_SELLER, {"paid": list(PAID_STATUSES)}):
+    paid = {"paid": list(PAID_STATUSES)}
+    for seller_id, currency, payable, debt, reserve in _rows(_ROWS_BY_SELLER, paid):
         expected[(seller_id, currency, "seller_payable")] = payable
+        if reserve:
+            expected[(seller_id, currency, "seller_reserve")] = reserve
         off = written_off.get((seller_id, currency), 0)
         expected[(seller_id, currency, "seller_debt")] = debt - off
     found = []
@@ -246,7 +262,7 @@ def _seller_accounts() -> list[Found]:
             seller_id, currency, kind = key
             found.append(
                 Found(
-                    BreakKind.SELLER_PAYABLE if kind == "seller_payable" else BreakKind.SELLER_DEBT,
+                    _SELLER_BREAKS[kind],
                     f"{kind} is {ours} in the book, {theirs} by the transfer rows",
                     seller_id=seller_id,
                     currency=currency,
@@ -475,7 +491,8 @@ def _stranded(transfers: QuerySet) -> list[Found]:
     for row in unpaid.order_by("pk"):
         detail = (
             f"{row.status}, keeps back {row.kept_back} of shares from "
-            f"{row.amount - row.amount_netted} left to send: {money.owed_at_send(row.facts)} "
+            f"{row.amount - row.amount_reserved - row.amount_netted} left to send: "
+            f"{money.owed_at_send(row.facts)} "
             "the seller owes "
             "can never be sent nor taken back"
         )

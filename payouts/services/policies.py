@@ -1,8 +1,9 @@
 """Each seller's payout policy: read with its defaults, changed by staff (audited).
 
-A policy field left empty means the setting's default (``TRANSFER_HOLD``, ``PLATFORM_FEE_BPS``;
-no reserve; no account debits). ``policy_effective`` says what applies to a seller now; the
-transfer service computes each new row with it and records it on the row.
+A policy field left empty means the setting's default (``TRANSFER_HOLD``, ``PLATFORM_FEE_BPS``,
+``RESERVE_BPS`` and ``RESERVE_DAYS``; no account debits). ``policy_effective`` says what
+applies to a seller now; the transfer service computes each new row with it and records it on
+the row.
 """
 
 from collections.abc import Mapping
@@ -52,7 +53,13 @@ class EffectivePolicy:
 
     def as_recorded(self, *, risk: bool = False) -> dict:
         """What a transfer row records of the policy it was computed with."""
-        return {"fee_bps": self.fee_bps, "hold": int(self.hold.total_seconds()), "risk": risk}
+        return {
+            "fee_bps": self.fee_bps,
+            "hold": int(self.hold.total_seconds()),
+            "risk": risk,
+            "reserve_bps": self.reserve_bps,
+            "reserve_days": self.reserve_days,
+        }
 
 
 def seller_policy(seller_id: int) -> SellerPolicy:
@@ -66,8 +73,8 @@ def policy_effective(policy: SellerPolicy) -> EffectivePolicy:
     conf = settings.PAYOUTS
     return EffectivePolicy(
         hold=conf.transfer_hold if policy.hold is None else policy.hold,
-        reserve_bps=policy.reserve_bps or 0,
-        reserve_days=policy.reserve_days or 0,
+        reserve_bps=conf.reserve_bps if policy.reserve_bps is None else policy.reserve_bps,
+        reserve_days=conf.reserve_days if policy.reserve_days is None else policy.reserve_days,
         fee_bps=conf.platform_fee_bps if policy.fee_bps is None else policy.fee_bps,
         debits_allowed=bool(policy.debits_allowed) and policy.debit_consent_at is not None,
         debit_consent_at=policy.debit_consent_at,

@@ -1,6 +1,8 @@
 """Each seller's share of what the order gave back: its refunds, and its chargeback.
 
-The arithmetic is ``payouts.transfer.money.order_shares``. A paid transfer's
+The arithmetic is ``payouts.transfer.money.order_shares``; a transfer with a rolling reserve
+has its shares taken from the reserve first (``money.reserve_split``), and only the rest is
+its ``reversal_target`` and ``dispute_target``. A paid transfer's
 ``reversal_target`` is its proportional share of what the order has refunded
 (succeeded refunds only), and its ``dispute_target`` its share of the chargeback being recovered
 (see ``payouts.services.disputes``); together they never exceed the transfer. Both are computed
@@ -74,7 +76,7 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
                     extra={"order_id": order.pk, "transfer_id": row.pk, "status": row.status},
                 )
             continue
-        share = split[row.pk]
+        share = _from_the_reserve_first(row, split[row.pk], actor=actor)
         if (share.refund, share.dispute) == (row.reversal_target, row.dispute_target):
             continue
         shares = {"refund_target": share.refund, "dispute_target": share.dispute}
@@ -86,6 +88,31 @@ def transfers_apply_shares(*, order: Order, actor: Actor) -> int:
     if scheduled:
         reversals_due_after_commit()
     return scheduled
+
+
+def _from_the_reserve_first(row, share: money.Shares, *, actor: Actor) -> money.Shares:
+    """Take the row's shares from its reserve first; return what is left for the transfer.
+
+    While the reserve is held (not released yet) it covers the shares up to all it kept, and
+    follows them both ways; once released, what it covered then stays (``reserve_split`` with
+    only that much)."""
+    if not row.amount_reserved:
+        return share
+    covered = row.reserve_refund + row.reserve_dispute
+    available = covered if row.reserve_release_id else row.amount_reserved
+    from_reserve, rest = money.reserve_split(share, reserve=available)
+    if row.reserve_release_id is None and (from_reserve.refund, from_reserve.dispute) != (
+        row.reserve_refund,
+        row.reserve_dispute,
+    ):
+        moves.reserve_shares_taken(
+            row, refund=from_reserve.refund, dispute=from_reserve.dispute, actor=actor
+        )
+    amount = row.amount - row.amount_reserved
+    # Once released, shares beyond what the reserve covered then fall on the transfer, which
+    # cannot take back more than it is.
+    refund = min(rest.refund, amount)
+    return money.Shares(refund=refund, dispute=min(rest.dispute, amount - refund))
 
 
 def _reinstate_cancelled(order: Order, rows, actor: Actor) -> None:

@@ -193,8 +193,10 @@ def transfers_create_for_order(
     """Create the order's seller transfers and book the payment, once.
 
     Record what the order settled as, create its seller transfer rows from it, one per
-    seller, ``pending`` and due now, and post the payment in the book. A seller who owes us (a
-    refused reversal) has the debt netted from the new row first, never below zero.
+    seller, ``pending`` and due now, and post the payment in the book. The seller's rolling
+    reserve (their policy's ``reserve_bps``) is kept back from the new row and booked to their
+    reserve account; a seller who owes us (a refused reversal) has the debt netted from what is
+    left, never below zero.
 
     Idempotent: under the order's lock, an order that has its rows already gets nothing new, so
     duplicate or replayed payment events never create a second row nor post twice.
@@ -214,6 +216,10 @@ def transfers_create_for_order(
             if row.amount_netted:
                 ledger.services.post_netting(
                     moves.book_ref(row, step="created"), amount=row.amount_netted
+                )
+            if row.amount_reserved:
+                ledger.services.post_reserve_kept(
+                    moves.book_ref(row, step="created"), amount=row.amount_reserved
                 )
         ledger.services.post_payment(
             order_id=order.pk,
@@ -258,19 +264,31 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
         debt = ledger.services.seller_debt_lock(seller_id=seller_id, currency=currency)
         # A debit under way at Stripe will settle its part: netting it too would take it twice.
         debt -= debits_in_flight(seller_id=seller_id, currency=currency)
+        reserve = money.reserve_kept(amount=net, bps=terms.reserve_bps)
         rows.append(
             SellerTransfer(
                 order=order,
                 seller_id=seller_id,
                 amount=net,
                 platform_fee=fee,
-                amount_netted=money.netted_at_creation(amount=net, debt=debt),
+                amount_netted=money.netted_at_creation(amount=net - reserve, debt=debt),
                 currency=currency,
                 policy=terms.as_recorded(risk=at_risk),
+                **_reserve(reserve, days=terms.reserve_days),
                 **_first_status(hold=terms.hold, at_risk=at_risk),
             )
         )
     return rows
+
+
+def _reserve(reserve: int, *, days: int) -> dict:
+    """The reserve kept back from a new transfer, and when what it has left is released."""
+    if not reserve:
+        return {}
+    return {
+        "amount_reserved": reserve,
+        "reserve_release_at": timezone.now() + timedelta(days=days),
+    }
 
 
 def _first_status(*, hold: timedelta, at_risk: bool) -> dict:

@@ -35,6 +35,16 @@ The laws (``tests/test_money_model.py`` holds one property test per law, each na
 9. The steps settle: following the next step (reverse, book the rest as debt, give back, each
    as its function here says) leaves, within a few steps, nothing to take and nothing to give
    back.
+10. The reserve is kept, never lost: the reserve taken never exceeds the reserve kept; what a
+    refund or chargeback takes from the reserve plus what it takes from the transfer is its
+    share; and reserve + netted + sent + kept back is the seller's share (``amount``).
+
+The rolling reserve: a part of the seller's share (``reserved``, ``reserve_kept``) is never
+sent with the transfer; it waits on the platform and is released in a transfer of its own
+once its days pass. A refund's or chargeback's share is taken from it first
+(``reserve_split``); only the rest reaches the transfer. ``Facts.of(row)`` reads the transfer
+part: its amount is the share less the reserve, its shares what the reserve did not cover, so
+every law above holds for that part as it did before reserves.
 """
 
 from collections.abc import Mapping
@@ -95,7 +105,8 @@ class Facts:
         ``paid`` and ``held`` default to what the row's Stripe transfer id and status say."""
         status = str(getattr(row, "status", ""))
         return cls(
-            amount=row.amount,
+            # The reserve is not the transfer's to send: the transfer part is the rest.
+            amount=row.amount - getattr(row, "amount_reserved", 0),
             platform_fee=getattr(row, "platform_fee", 0),
             netted=row.amount_netted,
             withheld=row.amount_withheld,
@@ -424,3 +435,37 @@ def order_shares(
         )
         for pk in amounts
     }
+
+
+# --- The rolling reserve ------------------------------------------------------------------------
+
+BPS = 10_000
+
+
+def reserve_kept(*, amount: int, bps: int) -> int:
+    """The reserve kept back from a seller's share: ``bps`` of it, rounded half up.
+
+    Whole minor units; the transfer sends the rest, so no unit is lost to the rounding."""
+    if amount <= 0 or bps <= 0:
+        return 0
+    return min((2 * amount * bps + BPS) // (2 * BPS), amount)
+
+
+def reserve_split(shares: Shares, *, reserve: int) -> tuple[Shares, Shares]:
+    """Split a transfer's shares between its reserve (first) and the transfer (the rest).
+
+    ``reserve``: what the reserve can still cover (all it kept, while it is held). The refund
+    share is taken from it first, then the chargeback share. Returns (from the reserve, from
+    the transfer); the two add up to ``shares``."""
+    reserve = max(reserve, 0)
+    refund = min(shares.refund, reserve)
+    dispute = min(shares.dispute, reserve - refund)
+    return (
+        Shares(refund=refund, dispute=dispute),
+        Shares(refund=shares.refund - refund, dispute=shares.dispute - dispute),
+    )
+
+
+def reserve_held(*, reserved: int, taken: int) -> int:
+    """What of the reserve is still the seller's to be released: kept, less what was taken."""
+    return max(reserved - taken, 0)

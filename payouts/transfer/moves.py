@@ -24,7 +24,13 @@ from payouts.models import SellerTransfer
 from payouts.transfer import money
 from payouts.transfer.actors import Actor
 from payouts.transfer.idempotency import NextAttempt
-from payouts.transfer.transitions import EndReason, HeldReason, TransferStatus, TransitionNotAllowed
+from payouts.transfer.transitions import (
+    ConcurrentTransition,
+    EndReason,
+    HeldReason,
+    TransferStatus,
+    TransitionNotAllowed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +307,58 @@ def share_withheld(
         )
         _post_shares(transfer, previous)
     return transfer
+
+
+# --- The rolling reserve ------------------------------------------------------------------------
+
+
+def reserve_shares_taken(
+    transfer: SellerTransfer, *, refund: int, dispute: int, actor: Actor
+) -> SellerTransfer:
+    """Take the transfer's new shares from its reserve first (or give the reserve them back).
+
+    No status changes (the reserve is not the transfer's to send): the reserve's part of the
+    order's refunds (``refund``) and of its chargeback (``dispute``), written with one guarded
+    ``UPDATE`` on what the row had (and only while its reserve is still held), recorded as an
+    audit event and booked from the seller's reserve account. Nothing is reversed at Stripe
+    for this part. Raises ``ConcurrentTransition`` when another actor changed the row first."""
+    previous = transfer.reserve_refund, transfer.reserve_dispute
+    detail = {"reserve_refund": refund, "reserve_dispute": dispute}
+    with transaction.atomic():
+        updated = SellerTransfer.objects.filter(
+            pk=transfer.pk,
+            status=transfer.status,
+            reserve_refund=previous[0],
+            reserve_dispute=previous[1],
+            reserve_release__isnull=True,
+        ).update(reserve_refund=refund, reserve_dispute=dispute, updated_at=timezone.now())
+        if updated != 1:
+            raise ConcurrentTransition(transfer.pk, transfer.status, transfer.status)
+        event = transfer.events.create(
+            from_status=transfer.status,
+            to_status=transfer.status,
+            caused_by=actor.caused_by,
+            user=actor.user,
+            detail=detail,
+        )
+        transfer.refresh_from_db()
+        ledger.services.post_reserve_share(
+            book_ref(transfer, step=f"event:{event.pk}"),
+            previous=previous,
+            refund=refund,
+            dispute=dispute,
+        )
+    return transfer
+
+
+def reserves_released(transfer_ids: list[int], *, release_id: int) -> int:
+    """Close the reserves of these transfers: what they have left is sent by one release.
+
+    Written only on rows whose reserve is still open; returns how many were closed (the
+    caller holds their locks, so all of them)."""
+    return SellerTransfer.objects.filter(pk__in=transfer_ids, reserve_release__isnull=True).update(
+        reserve_release_id=release_id, updated_at=timezone.now()
+    )
 
 
 # --- Taking a refund's share back ---------------------------------------------------------------

@@ -1,0 +1,242 @@
+"""The rolling reserve's release: what each seller's reserve has left, sent when its days pass.
+
+At payment a part of each seller's share (their policy's ``reserve_bps``) is kept back from
+the transfer and booked to their reserve account (``payouts.services.transfers``); the order's
+refunds and chargeback take from it first (``payouts.services.shares``). Once its
+``reserve_release_at`` has passed, and its transfer is paid, this sweep sends what it has left.
+
+Batching: every transfer of a seller and currency whose reserve is due joins ONE release row
+per seller, currency and release day (the day the sweep runs), made under the transfers' locks
+(``SKIP LOCKED``) and a unique key on (seller, currency, day): two sweeps make it once, and a
+reserve that falls due after that day's release was made waits for the next day's. The
+release's idempotency key is deterministic (seller, currency, day, generation). Then claim →
+call → record, as for account debits: a short transaction claims due releases (``SKIP LOCKED``
+and a lease), Stripe is called with no transaction open, a short transaction records the
+outcome with its entry in the book. After an answer that may hide an executed transfer (a
+5xx), the next attempt reads Stripe first and adopts the transfer it finds there.
+"""
+
+import logging
+from collections import Counter
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+import ledger.services
+from marketplace.models import Seller
+from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
+from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
+from payouts.transfer import money, moves
+from payouts.transfer.idempotency import next_attempt
+from payouts.transfer.transitions import PAID_STATUSES
+
+logger = logging.getLogger(__name__)
+
+
+class ReleaseOutcome(StrEnum):
+    SENT = "sent"
+    ADOPTED = "adopted"
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+def reserves_release_due(
+    *, limit: int = 100, gateway: StripeGateway | None = None, now: datetime | None = None
+) -> dict[str, int]:
+    """Beat's sweep: batch the reserves due into releases, then send the releases due.
+
+    Returns counts: ``created`` releases, then one count per attempt's outcome."""
+    gateway = gateway or get_gateway()
+    now = now or timezone.now()
+    summary: Counter[str] = Counter()
+    created = reserves_batch_due(now=now)
+    if created:
+        summary["created"] = created
+    while True:
+        releases = _claim_due(now=now, limit=limit)
+        for release in releases:
+            summary[release_attempt(release, gateway=gateway)] += 1
+        if len(releases) < limit:
+            return dict(summary)
+
+
+def _due_reserves(now: datetime):
+    """Transfers whose reserve days have passed, paid, with something left in the reserve."""
+    return SellerTransfer.objects.filter(
+        amount_reserved__gt=0,  # the partial index of transfers with a reserve
+        reserve_release__isnull=True,
+        reserve_release_at__lte=now,
+        status__in=PAID_STATUSES,
+    ).filter(amount_reserved__gt=F("reserve_refund") + F("reserve_dispute"))
+
+
+def reserves_batch_due(*, now: datetime) -> int:
+    """Make one release per seller and currency with every reserve due. Returns how many."""
+    day = now.astimezone(UTC).date()
+    groups = _due_reserves(now).values_list("seller_id", "currency").distinct()
+    return sum(
+        _batch(seller_id, currency, day=day, now=now) for seller_id, currency in list(groups)
+    )
+
+
+def release_key(*, seller_id: int, currency: str, day: date) -> str:
+    """The release's first idempotency key: the seller, currency and day name it."""
+    return f"payouts-reserve-{seller_id}-{currency}-{day:%Y%m%d}-g0"
+
+
+def _batch(seller_id: int, currency: str, *, day: date, now: datetime) -> int:
+    """One release of the seller's due reserves in ``currency``, under their rows' locks."""
+    with transaction.atomic():
+        due = _due_reserves(now).filter(seller_id=seller_id, currency=currency)
+        rows = list(due.select_for_update(skip_locked=True, no_key=True).order_by("pk"))
+        if not rows:
+            return 0  # another sweep holds them (or released them a moment ago)
+        amount = sum(
+            money.reserve_held(
+                reserved=row.amount_reserved, taken=row.reserve_refund + row.reserve_dispute
+            )
+            for row in rows
+        )
+        try:
+            with transaction.atomic():
+                release = ReserveRelease.objects.create(
+                    seller_id=seller_id,
+                    currency=currency,
+                    release_on=day,
+                    amount=amount,
+                    idempotency_key=release_key(seller_id=seller_id, currency=currency, day=day),
+                    next_retry_at=now,
+                )
+        except IntegrityError:
+            return 0  # this day's release is made already: these wait for the next day's
+        moves.reserves_released([row.pk for row in rows], release_id=release.pk)
+    logger.info(
+        "reserve release made",
+        extra={"reserve_release_id": release.pk, "amount": amount, "transfers": len(rows)},
+    )
+    return 1
+
+
+def _claim_due(*, now: datetime, limit: int) -> list[ReserveRelease]:
+    """Claim due pending releases: ``SKIP LOCKED``, and a lease keeps other workers off them."""
+    with transaction.atomic():
+        due = ReserveRelease.objects.filter(state=ReleaseState.PENDING, next_retry_at__lte=now)
+        rows = list(
+            due.select_for_update(skip_locked=True, no_key=True).order_by("next_retry_at", "pk")[
+                :limit
+            ]
+        )
+        ReserveRelease.objects.filter(pk__in=[row.pk for row in rows]).update(
+            next_retry_at=now + settings.PAYOUTS.claim_lease
+        )
+    return rows
+
+
+def _group(release: ReserveRelease) -> str:
+    return f"reserve-{release.seller_id}-{release.currency}-{release.release_on:%Y%m%d}"
+
+
+def release_attempt(release: ReserveRelease, *, gateway: StripeGateway) -> ReleaseOutcome:
+    """Send a claimed release at Stripe (no transaction open) and record what it said.
+
+    After an answer that may hide an executed transfer, Stripe is read first: a transfer of
+    this release found there is adopted, never sent twice."""
+    seller = Seller.objects.get(pk=release.seller_id)
+    try:
+        if release.read_stripe_first and (found := _find_at_stripe(release, gateway)):
+            return _record_sent(release, stripe_transfer_id=found.id, adopted=True)
+        result = gateway.create_transfer(
+            amount=release.amount,
+            currency=release.currency,
+            destination=seller.stripe_account_id,
+            transfer_group=_group(release),
+            source_transaction=None,
+            metadata={"reserve_release_id": str(release.pk), "seller_id": str(seller.pk)},
+            idempotency_key=release.idempotency_key,
+        )
+    except GatewayError as error:
+        return _record_retry(release, error)
+    return _record_sent(release, stripe_transfer_id=result.id, adopted=False)
+
+
+def _find_at_stripe(release: ReserveRelease, gateway: StripeGateway) -> StripeTransfer | None:
+    """The Stripe transfer an earlier attempt of this release made, if any."""
+    for candidate in gateway.find_transfers(transfer_group=_group(release)):
+        if (
+            candidate.metadata.get("reserve_release_id") == str(release.pk)
+            and candidate.amount == release.amount
+            and candidate.currency.lower() == release.currency
+        ):
+            return candidate
+    return None
+
+
+def _locked(release: ReserveRelease) -> ReserveRelease | None:
+    """The row under its lock, while still pending (another actor may have recorded it)."""
+    row = ReserveRelease.objects.select_for_update().get(pk=release.pk)
+    return row if row.state == ReleaseState.PENDING else None
+
+
+def _record_sent(
+    release: ReserveRelease, *, stripe_transfer_id: str, adopted: bool
+) -> ReleaseOutcome:
+    with transaction.atomic():
+        row = _locked(release)
+        if row is None:
+            return ReleaseOutcome.SKIPPED
+        row.state = ReleaseState.SENT
+        row.stripe_transfer_id = stripe_transfer_id
+        row.error_message = ""
+        row.next_retry_at = None
+        row.read_stripe_first = False
+        row.save(
+            update_fields=[
+                "state",
+                "stripe_transfer_id",
+                "error_message",
+                "next_retry_at",
+                "read_stripe_first",
+                "updated_at",
+            ]
+        )
+        ledger.services.post_reserve_released(
+            seller_id=row.seller_id,
+            currency=row.currency,
+            amount=row.amount,
+            release_id=row.pk,
+            stripe_transfer_id=stripe_transfer_id,
+        )
+    logger.info(
+        "reserve released",
+        extra={"reserve_release_id": release.pk, "amount": release.amount, "adopted": adopted},
+    )
+    return ReleaseOutcome.ADOPTED if adopted else ReleaseOutcome.SENT
+
+
+def _record_retry(release: ReserveRelease, error: GatewayError) -> ReleaseOutcome:
+    """Due again after the backoff (the key renewed when Stripe would replay the error)."""
+    policy = settings.PAYOUTS.transfer_retry
+    with transaction.atomic():
+        row = _locked(release)
+        if row is None:
+            return ReleaseOutcome.SKIPPED
+        follow = next_attempt(row.idempotency_key, error, read_stripe_first=row.read_stripe_first)
+        row.retry_count += 1
+        row.error_message = error.describe()
+        row.idempotency_key = follow.key
+        row.read_stripe_first = follow.read_stripe_first
+        delay = policy.delay_after_failure(row.retry_count)
+        if delay is None:
+            row.state = ReleaseState.FAILED
+        else:
+            row.next_retry_at = timezone.now() + delay
+        row.save()
+    logger.warning(
+        "reserve release failed", extra={"reserve_release_id": release.pk, "why": error.describe()}
+    )
+    return ReleaseOutcome.FAILED if delay is None else ReleaseOutcome.RETRY_SCHEDULED
