@@ -1,5 +1,6 @@
-"""The retry, staff retry API and wake-up paths run under the development and production
-settings modules, not only the tests' own: a code path that reads a setting which only
+"""The retry, staff retry API, wake-up and simulated-history paths run under other settings.
+
+They run under the development and production settings modules, not only the tests' own: a code path that reads a setting which only
 ``config.settings.test`` defines crashes there (an ``AttributeError`` on every failed attempt,
 say) while the rest of the suite passes.
 
@@ -26,6 +27,9 @@ SLICE = [
     "tests/test_transfer_retry.py",
     "tests/test_staff_retry_api.py",
     "tests/test_event_driven.py",
+    # The simulator's histories of the audit's findings: every path they cross, as it runs in
+    # development and in production.
+    "tests/simulation/test_audit_findings.py",
 ]
 
 # What every run needs from the environment: the suite's pacing and connection habits, set
