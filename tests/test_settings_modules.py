@@ -1,8 +1,8 @@
 """The retry, staff retry API, wake-up and simulated-history paths run under other settings.
 
-They run under the development and production settings modules, not only the tests' own: a code path that reads a setting which only
-``config.settings.test`` defines crashes there (an ``AttributeError`` on every failed attempt,
-say) while the rest of the suite passes.
+They run under the development and production settings modules, not only the tests' own: a
+code path that reads a setting which only ``config.settings.test`` defines crashes there (an
+``AttributeError`` on every failed attempt, say) while the rest of the suite passes.
 
 Each module runs the slice in a pytest of its own, on the test database this run created, with
 ``tests/settings_slice_plugin.py`` giving the harness what it needs without Django settings.
