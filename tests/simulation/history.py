@@ -53,7 +53,7 @@ def generate(seed: int, *, profile: str = "default") -> History:
     rng = random.Random(seed)
     weights = PROFILES[profile]
     names = list(weights)
-    steps = [_pay(rng)]  # every history starts with a payment
+    steps = [FIRST_PAY.get(profile, _pay)(rng)]  # every history starts with a payment
     for _ in range(rng.randint(8, 36)):
         name = rng.choices(names, weights=[weights[n] for n in names])[0]
         steps.append(MAKERS[name](rng))
@@ -101,14 +101,33 @@ MAKERS = {
     "write_off": lambda rng: Step("write_off", (_pick(rng),)),
     "run_worker": lambda rng: Step("run_worker", (rng.choice(WORKERS),)),
     "quiet_hour": lambda rng: Step("quiet_hour", ()),
+    # The same steps aimed by age rather than anywhere: a negative position counts from the
+    # newest order (-1 % n is the last), 0 is the oldest. The newest order is the one a new
+    # share was netted from against debt and is still held; the oldest, the one already paid
+    # out that a refund turns into debt.
+    "refund_recent": lambda rng: Step("refund", (-rng.randint(1, 2), rng.choice((0.25, 0.5, 1.0)))),
+    "release_oldest": lambda rng: Step("release", (0,)),
+    "pay_few": lambda rng: _pay_few(rng),
 }
+
+
+def _pay_few(rng: random.Random) -> Step:
+    """An order of one or two of the first two sellers, in usd: the same seller's debt in the
+    same currency keeps meeting their next order."""
+    sellers = tuple(sorted(rng.sample(range(2), rng.randint(1, 2))))
+    return Step("pay", ("usd", sellers, tuple(rng.randint(300, 6000) for _ in sellers)))
+
+
 WORKERS = ("send", "release_sweep", "reverse")
 
 # How often each step is drawn. ``default`` walks everything; ``money`` dwells on what moves a
 # seller's money both ways (refunds failing, debt, holds, write-offs, lost answers) and runs
 # one worker at a time, so a fault meets whichever call that worker makes next; ``debt`` on
 # sellers who owe, paid again while their orders are held, with quiet hours (every event
-# arrives, the workers catch up) so such long chains happen often.
+# arrives, the workers catch up) so such long chains happen often; ``netting`` on the end of
+# that chain: the oldest order released and paid out, the seller spending it, a refund of it
+# refused (debt), a new order of that seller netted against the debt while held, and then a
+# refund or chargeback of the newest orders before their hold ends.
 PROFILES = {
     "default": {
         "pay": 10, "refund": 10, "fail_refund": 6, "open_dispute": 4, "close_dispute": 4,
@@ -127,7 +146,13 @@ PROFILES = {
         "pay": 12, "refund": 12, "fail_refund": 3, "release": 8, "seller_pays_out": 10,
         "deliver_events": 8, "run_worker": 6, "quiet_hour": 16, "write_off": 1,
     },
+    "netting": {
+        "pay_few": 8, "refund_recent": 12, "open_dispute": 2, "release_oldest": 10,
+        "seller_pays_out": 10, "deliver_events": 4, "run_worker": 3, "quiet_hour": 18,
+    },
 }  # fmt: skip
+# The first payment's maker, by profile (``pay`` unless named).
+FIRST_PAY = {"netting": _pay_few}
 # The share of histories whose orders are held (``TRANSFER_HOLD``), by profile: ``debt``
-# dwells on debt netted into transfers still on hold.
-HELD_SHARE = {"debt": 0.9}
+# and ``netting`` dwell on debt netted into transfers still on hold.
+HELD_SHARE = {"debt": 0.9, "netting": 0.9}

@@ -84,3 +84,41 @@ def test_finding_3_a_written_off_debt_is_not_paid_out_again_when_the_dispute_is_
         ),
     )
     assert_passes(history, sandbox, stripe_client, settings)
+
+
+@pytest.mark.xfail(strict=True, reason="audit finding 4, fixed on branch audit-money")
+def test_finding_4_a_refund_during_the_hold_of_a_netted_transfer_leaves_debt_not_a_failure(
+    sandbox, stripe_client, settings
+):
+    """Found by seed 17 of the ``netting`` profile (``PROFILE=netting SEED=17 make
+    simulate``), the 18th history of that profile, shrunk from 33 steps to these 9 (hold on)::
+
+        pay('usd', (0, 1), (2672, 1731)), quiet_hour(), release(0), quiet_hour(),
+        seller_pays_out(978), refund(-2, 1.0), quiet_hour(),
+        pay('usd', (0, 1), (712, 4209)), refund(-1, 0.25)
+
+    Seller 0 is paid 24.05 for the first order and pays it out; the order is refunded in full,
+    the reversal is refused and 24.05 becomes debt. Their 6.41 share of the second order is
+    netted in full against it while held; a quarter of that order is refunded during the hold,
+    so 1.60 is to be kept back from a transfer with nothing left to send: to send is -1.60,
+    Stripe refuses it, and after its retries the row ends ``permanently_failed``
+    (retries_exhausted). The seller holds 24.05 where 22.45 is owed (their share left, 4.81, and
+    the open debt, 17.64): the 1.60 should have stayed as debt and the row completed with
+    nothing sent."""
+    history = History(
+        seed=17,
+        hold=True,
+        dispute_recovery="on_loss",
+        steps=(
+            Step("pay", ("usd", (0, 1), (2672, 1731))),
+            Step("quiet_hour", ()),
+            Step("release", (0,)),
+            Step("quiet_hour", ()),
+            Step("seller_pays_out", (978,)),
+            Step("refund", (-2, 1.0)),  # -2 of one order: the first, the only one yet
+            Step("quiet_hour", ()),
+            Step("pay", ("usd", (0, 1), (712, 4209))),
+            Step("refund", (-1, 0.25)),  # -1: the newest order, still held
+        ),
+    )
+    assert_passes(history, sandbox, stripe_client, settings)
