@@ -86,7 +86,6 @@ def test_finding_3_a_written_off_debt_is_not_paid_out_again_when_the_dispute_is_
     assert_passes(history, sandbox, stripe_client, settings)
 
 
-@pytest.mark.xfail(strict=True, reason="audit finding 4, fixed on branch audit-money")
 def test_finding_4_a_refund_during_the_hold_of_a_netted_transfer_leaves_debt_not_a_failure(
     sandbox, stripe_client, settings
 ):
