@@ -398,11 +398,24 @@ def seller_account_event_apply(
     """Apply a Stripe account event to the seller, unless a later one came first.
 
     It records what the event, made at ``event_created``, says of the seller's account; Stripe
-    delivers events in any order. True when applied. Events of one second are applied in the order
-    they arrive: their times cannot tell them apart."""
+    delivers events in any order. True when applied.
+
+    Stripe stamps events to the second, so two of one second cannot be ordered by their times,
+    and their arrival order says nothing. Between them a "restricted" never replaces a "ready":
+    taken wrongly, a restriction holds the seller's transfers until some later event, which may
+    never come (the account is fine), while a wrong "ready" costs one send that Stripe refuses,
+    which holds the row and records the restriction itself. Any other event of the same second
+    is applied in the order it arrives."""
+    same_second = Q(account_event_created=event_created)
+    if status == AccountStatus.RESTRICTED:
+        same_second &= ~Q(account_status=AccountStatus.READY)
     applied = (
         Seller.objects.filter(pk=seller.pk)
-        .filter(Q(account_event_created__isnull=True) | Q(account_event_created__lte=event_created))
+        .filter(
+            Q(account_event_created__isnull=True)
+            | Q(account_event_created__lt=event_created)
+            | same_second
+        )
         .update(
             account_status=status,
             account_status_reason=reason[:255],

@@ -178,6 +178,57 @@ def test_a_newer_account_update_still_restricts_the_seller(client, sandbox, stri
     assert seller.account_status == Seller.AccountStatus.RESTRICTED
 
 
+def test_a_restriction_of_the_same_second_arriving_after_the_fix_does_not_strand_the_seller(
+    client, sandbox, stripe_client
+):
+    seller = connected_seller(stripe_client)
+    account_id = seller.stripe_account_id
+    sandbox.set_transfers_capability(
+        account_id, "inactive", disabled_reason="requirements.past_due"
+    )
+    restricted = account_object(stripe_client, account_id)
+    sandbox.set_transfers_capability(account_id, "active")
+    ready = account_object(stripe_client, account_id)
+    # Stripe stamps events to the second: the restriction and the fix share one, and Stripe
+    # delivers them in any order. Nothing later comes: the account is fine now.
+    now = int(time.time())
+
+    post_connect_event(client, "account.updated", ready, account=account_id, created=now)
+    late = post_connect_event(
+        client, "account.updated", restricted, account=account_id, created=now
+    )
+
+    assert late.status_code == 200, late.content
+    seller.refresh_from_db()
+    assert seller.account_status == Seller.AccountStatus.READY
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    assert row.status == TransferStatus.COMPLETED
+
+
+def test_a_fix_of_the_same_second_arriving_after_a_later_restriction_is_caught_by_stripe(
+    client, sandbox, stripe_client
+):
+    seller = connected_seller(stripe_client)
+    account_id = seller.stripe_account_id
+    ready = account_object(stripe_client, account_id)
+    sandbox.set_transfers_capability(
+        account_id, "inactive", disabled_reason="requirements.past_due"
+    )
+    restricted = account_object(stripe_client, account_id)
+    now = int(time.time())
+
+    # The account really ends restricted, but its two events of one second arrive the other
+    # way round: the seller is taken as ready, and Stripe's refusal of the send holds the row.
+    post_connect_event(client, "account.updated", restricted, account=account_id, created=now)
+    post_connect_event(client, "account.updated", ready, account=account_id, created=now)
+    _, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+
+    assert (row.status, row.held_reason) == (TransferStatus.HELD, HeldReason.ACCOUNT_RESTRICTED)
+    assert row.retry_count == 0
+    seller.refresh_from_db()
+    assert seller.account_status == Seller.AccountStatus.RESTRICTED
+
+
 def test_a_disconnected_seller_given_a_new_account_is_paid(
     client, sandbox, stripe_client, django_capture_on_commit_callbacks
 ):
