@@ -78,6 +78,25 @@ class BeforeTheReversalLands:
         return self.gateway.reverse_transfer(*args, **kwargs)
 
 
+class WorkerDied(BaseException):  # noqa: N818 - it stands for the process dying, not an error
+    """The worker process died (SIGKILL): nothing in the service may catch it."""
+
+
+class DiesAfterGivingBack:
+    """The real gateway, but the worker dies right after Stripe made a give-back transfer,
+    before the worker could record it."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def __getattr__(self, name):
+        return getattr(self.gateway, name)
+
+    def create_transfer(self, *args, **kwargs):
+        self.gateway.create_transfer(*args, **kwargs)
+        raise WorkerDied("killed after Stripe gave back")
+
+
 # --- 1 -----------------------------------------------------------------------------------------
 
 
@@ -161,6 +180,35 @@ def test_a_give_back_whose_answer_was_lost_is_found_before_a_new_refund_is_rever
     refund_at_stripe(stripe_client, order, 1000)  # a new refund: the share is 900 again
     deliver("refund.created")
     make_due(row)
+    reversals_process_due()
+
+    row.refresh_from_db()
+    assert (row.status, row.reversal_target) == (TransferStatus.PARTIALLY_REVERSED, 900)
+    assert (row.amount_reversed, row.amount_returned) == (1800, 900)
+    assert returned_at_stripe(sandbox, row) == [900]
+    assert reversed_at_stripe(sandbox, row) == 1800  # the seller keeps 1800 - 1800 + 900
+    assert_ledger_check_clean(sandbox)
+
+
+def test_a_give_back_made_by_a_worker_killed_before_recording_it_is_found_after_a_new_refund(
+    client, sandbox, stripe_client, deliver
+):
+    order, [row] = paid_order(stripe_client, [2000], webhook=client)
+    refund = refund_at_stripe(stripe_client, order, 1000)
+    deliver("refund.created")  # 900 of the 1800 reversed
+    sandbox.fail_refund(refund["id"])
+    for event in [e for e in sandbox.events() if e["type"] == "refund.failed"]:
+        assert post_event(client, event).status_code == 200  # no wake-up: the tick gives back
+    # Stripe gives the 900 back; the worker dies before it records anything.
+    with pytest.raises(WorkerDied):
+        reversals_process_due(gateway=DiesAfterGivingBack(get_gateway()))
+    row.refresh_from_db()
+    assert (row.status, row.amount_returned) == (TransferStatus.REVERSAL_PENDING, 0)
+    assert returned_at_stripe(sandbox, row) == [900]
+
+    refund_at_stripe(stripe_client, order, 1000)  # a new refund: the share is 900 again
+    deliver("refund.created")
+    make_due(row)  # the dead worker's lease ran out
     reversals_process_due()
 
     row.refresh_from_db()

@@ -309,9 +309,12 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
             moves.debt_given_back(
                 row, amount=cancel.total, written_off=cancel.revived, actor=WORKER
             )
+        if row.amount_to_give_back and not row.reversal_idempotency_key:
+            # Kept before the call: a worker killed behind it leaves the give-back findable.
+            moves.give_back_keyed(row, key=return_key(row), actor=WORKER)
     if row.amount_to_give_back == 0:
         return _settle(row)
-    key = return_key(row)
+    key = row.reversal_idempotency_key
     try:
         must_read = row.read_stripe_first or key_may_be_forgotten(row, now=timezone.now())
         found = _return_at_stripe(row, gateway) if must_read else None
