@@ -211,6 +211,9 @@ def _reverse(transfer, facts: money.Facts, gateway: StripeGateway, key: str) -> 
         return _settle(transfer, amount_reversed=facts.reversed)
     if money.at_stripe(facts) <= 0:
         return _refuse(transfer, "the rest of the share was never paid out at Stripe")
+    if transfer.reversal_idempotency_key != key:
+        # Kept before the call: a worker killed behind it leaves the reversal to be read.
+        moves.step_keyed(transfer, key=key, actor=WORKER)
     reversal = gateway.reverse_transfer(
         transfer.stripe_transfer_id,
         amount=asked,
@@ -311,7 +314,7 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
             )
         if row.amount_to_give_back and not row.reversal_idempotency_key:
             # Kept before the call: a worker killed behind it leaves the give-back findable.
-            moves.give_back_keyed(row, key=return_key(row), actor=WORKER)
+            moves.step_keyed(row, key=return_key(row), actor=WORKER)
     if row.amount_to_give_back == 0:
         return _settle(row)
     key = row.reversal_idempotency_key
