@@ -55,7 +55,7 @@ from payouts.transfer.idempotency import (
     return_key,
     reversal_key,
 )
-from payouts.transfer.locks import claim_due, transfer_lock
+from payouts.transfer.locks import claim_due, step_key_keep, transfer_lock
 from payouts.transfer.transitions import ConcurrentTransition, EndReason, HeldReason, TransferStatus
 from payouts.wakeups import clear_mark, debits_due_at, reversals_due_at
 
@@ -213,7 +213,7 @@ def _reverse(transfer, facts: money.Facts, gateway: StripeGateway, key: str) -> 
         return _refuse(transfer, "the rest of the share was never paid out at Stripe")
     if transfer.reversal_idempotency_key != key:
         # Kept before the call: a worker killed behind it leaves the reversal to be read.
-        moves.step_keyed(transfer, key=key, actor=WORKER)
+        step_key_keep(transfer, key=key)
     reversal = gateway.reverse_transfer(
         transfer.stripe_transfer_id,
         amount=asked,
@@ -314,7 +314,7 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
             )
         if row.amount_to_give_back and not row.reversal_idempotency_key:
             # Kept before the call: a worker killed behind it leaves the give-back findable.
-            moves.step_keyed(row, key=return_key(row), actor=WORKER)
+            step_key_keep(row, key=return_key(row))
     if row.amount_to_give_back == 0:
         return _settle(row)
     key = row.reversal_idempotency_key

@@ -368,22 +368,6 @@ def reversal_failed(
     return transfer
 
 
-def step_keyed(transfer: SellerTransfer, *, key: str, actor: Actor) -> SellerTransfer:
-    """Keep the key of a reversal or give-back about to be sent, before Stripe is called.
-
-    reversal_pending → reversal_pending: a worker killed after Stripe acted leaves nothing else
-    behind, and the shares may move before the next attempt, which then takes the other path
-    (a reversal after a lost give-back, a give-back after a lost reversal): the kept key tells
-    it to read what the lost step did first."""
-    return _move(
-        transfer,
-        TransferStatus.REVERSAL_PENDING,
-        actor,
-        {"step_key": key},
-        reversal_idempotency_key=key,
-    )
-
-
 def give_back_waits(
     transfer: SellerTransfer,
     *,
