@@ -3,7 +3,8 @@ fix, and on that history ``manage.py ledger_check`` exited 1 naming the seller a
 Each ends with the check exiting 0: Stripe, the transfer rows and the book agree.
 
 1. a full refund during the hold that fails leaves the seller unpaid;
-2. a give-back whose answer was lost is forgotten when a new refund raises the shares;
+2. a give-back whose answer was lost is forgotten when a new refund raises the shares (also
+   when the worker was killed behind it, and the same for a reversal when the shares fall);
 3. a written-off debt is paid out again when the shares fall;
 4. a refund during the hold of a mostly netted transfer asks Stripe for a negative transfer;
 5. Stripe reversing a transfer whose reversal it had refused leaves the seller's debt in place;
@@ -76,6 +77,35 @@ class BeforeTheReversalLands:
     def reverse_transfer(self, *args, **kwargs):
         self.meanwhile()
         return self.gateway.reverse_transfer(*args, **kwargs)
+
+
+class WorkerDied(BaseException):  # noqa: N818 - it stands for the process dying, not an error
+    """The worker process died (SIGKILL): nothing in the service may catch it."""
+
+
+class DiesAfter:
+    """The real gateway, but the worker dies right after Stripe did ``operation`` (its
+    answer came back), before the worker could record it."""
+
+    def __init__(self, gateway, operation: str):
+        self.gateway, self.operation = gateway, operation
+
+    def __getattr__(self, name):
+        attribute = getattr(self.gateway, name)
+        if name != self.operation:
+            return attribute
+
+        def call(*args, **kwargs):
+            attribute(*args, **kwargs)
+            raise WorkerDied(f"killed after Stripe answered {name}")
+
+        return call
+
+
+def deliver_without_wake_up(client, sandbox, event_type: str) -> None:
+    """Deliver the events as Stripe does, the worker not woken: its next tick takes the row."""
+    for event in [e for e in sandbox.events() if e["type"] == event_type]:
+        assert post_event(client, event).status_code == 200
 
 
 # --- 1 -----------------------------------------------------------------------------------------
@@ -168,6 +198,59 @@ def test_a_give_back_whose_answer_was_lost_is_found_before_a_new_refund_is_rever
     assert (row.amount_reversed, row.amount_returned) == (1800, 900)
     assert returned_at_stripe(sandbox, row) == [900]
     assert reversed_at_stripe(sandbox, row) == 1800  # the seller keeps 1800 - 1800 + 900
+    assert_ledger_check_clean(sandbox)
+
+
+def test_a_give_back_made_by_a_worker_killed_before_recording_it_is_found_after_a_new_refund(
+    client, sandbox, stripe_client, deliver
+):
+    order, [row] = paid_order(stripe_client, [2000], webhook=client)
+    refund = refund_at_stripe(stripe_client, order, 1000)
+    deliver("refund.created")  # 900 of the 1800 reversed
+    sandbox.fail_refund(refund["id"])
+    deliver_without_wake_up(client, sandbox, "refund.failed")
+    # Stripe gives the 900 back; the worker dies before it records anything.
+    with pytest.raises(WorkerDied):
+        reversals_process_due(gateway=DiesAfter(get_gateway(), "create_transfer"))
+    row.refresh_from_db()
+    assert (row.status, row.amount_returned) == (TransferStatus.REVERSAL_PENDING, 0)
+    assert returned_at_stripe(sandbox, row) == [900]
+
+    refund_at_stripe(stripe_client, order, 1000)  # a new refund: the share is 900 again
+    deliver("refund.created")
+    make_due(row)  # the dead worker's lease ran out
+    reversals_process_due()
+
+    row.refresh_from_db()
+    assert (row.status, row.reversal_target) == (TransferStatus.PARTIALLY_REVERSED, 900)
+    assert (row.amount_reversed, row.amount_returned) == (1800, 900)
+    assert returned_at_stripe(sandbox, row) == [900]
+    assert reversed_at_stripe(sandbox, row) == 1800  # the seller keeps 1800 - 1800 + 900
+    assert_ledger_check_clean(sandbox)
+
+
+def test_a_reversal_made_by_a_worker_killed_before_recording_it_is_given_back_when_refund_fails(
+    client, sandbox, stripe_client
+):
+    order, [row] = paid_order(stripe_client, [2000], webhook=client)
+    refund = refund_at_stripe(stripe_client, order, 1000)
+    deliver_without_wake_up(client, sandbox, "refund.created")
+    # Stripe reverses the 900; the worker dies before it records anything.
+    with pytest.raises(WorkerDied):
+        reversals_process_due(gateway=DiesAfter(get_gateway(), "reverse_transfer"))
+    row.refresh_from_db()
+    assert (row.status, row.amount_reversed) == (TransferStatus.REVERSAL_PENDING, 0)
+    assert reversed_at_stripe(sandbox, row) == 900
+
+    sandbox.fail_refund(refund["id"])  # the share falls to nothing
+    deliver_without_wake_up(client, sandbox, "refund.failed")
+    make_due(row)  # the dead worker's lease ran out
+    reversals_process_due()
+
+    row.refresh_from_db()
+    assert (row.status, row.reversal_target) == (TransferStatus.COMPLETED, 0)
+    assert (row.amount_reversed, row.amount_returned) == (900, 900)
+    assert returned_at_stripe(sandbox, row) == [900]  # the seller holds their 1800 again
     assert_ledger_check_clean(sandbox)
 
 

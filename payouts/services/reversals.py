@@ -55,7 +55,7 @@ from payouts.transfer.idempotency import (
     return_key,
     reversal_key,
 )
-from payouts.transfer.locks import claim_due, transfer_lock
+from payouts.transfer.locks import claim_due, step_key_keep, transfer_lock
 from payouts.transfer.transitions import ConcurrentTransition, EndReason, HeldReason, TransferStatus
 from payouts.wakeups import clear_mark, debits_due_at, reversals_due_at
 
@@ -211,6 +211,9 @@ def _reverse(transfer, facts: money.Facts, gateway: StripeGateway, key: str) -> 
         return _settle(transfer, amount_reversed=facts.reversed)
     if money.at_stripe(facts) <= 0:
         return _refuse(transfer, "the rest of the share was never paid out at Stripe")
+    if transfer.reversal_idempotency_key != key:
+        # Kept before the call: a worker killed behind it leaves the reversal to be read.
+        step_key_keep(transfer, key=key)
     reversal = gateway.reverse_transfer(
         transfer.stripe_transfer_id,
         amount=asked,
@@ -309,9 +312,12 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
             moves.debt_given_back(
                 row, amount=cancel.total, written_off=cancel.revived, actor=WORKER
             )
+        if row.amount_to_give_back and not row.reversal_idempotency_key:
+            # Kept before the call: a worker killed behind it leaves the give-back findable.
+            step_key_keep(row, key=return_key(row))
     if row.amount_to_give_back == 0:
         return _settle(row)
-    key = return_key(row)
+    key = row.reversal_idempotency_key
     try:
         must_read = row.read_stripe_first or key_may_be_forgotten(row, now=timezone.now())
         found = _return_at_stripe(row, gateway) if must_read else None

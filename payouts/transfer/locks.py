@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from payouts.models import SellerTransfer
-from payouts.transfer.transitions import HeldReason, TransferStatus
+from payouts.transfer.transitions import ConcurrentTransition, HeldReason, TransferStatus
 
 
 def _for_update():
@@ -64,6 +64,21 @@ def lease_take(transfer_id: int) -> None:
         next_retry_at=now + settings.PAYOUTS.claim_lease,
         key_first_sent_at=Coalesce("key_first_sent_at", Value(now)),
     )
+
+
+def step_key_keep(transfer: SellerTransfer, *, key: str) -> None:
+    """Keep the key of a reversal or give-back about to be sent, before Stripe is called.
+
+    A worker killed after Stripe acted leaves nothing else behind, and the shares may move
+    before the next attempt, which then takes the other path (a reversal after a lost
+    give-back, a give-back after a lost reversal): the kept key tells it to read what the lost
+    step did first. Like the lease, not a status change: guarded on the row still pending."""
+    kept = SellerTransfer.objects.filter(
+        pk=transfer.pk, status=TransferStatus.REVERSAL_PENDING
+    ).update(reversal_idempotency_key=key)
+    if kept != 1:
+        raise ConcurrentTransition(transfer.pk, transfer.status, "keyed")
+    transfer.reversal_idempotency_key = key
 
 
 # One statement, one round trip: lock due rows that no other worker holds (SKIP LOCKED, in a
