@@ -6,10 +6,12 @@ import pytest
 
 from payouts.models import SellerTransfer
 from payouts.services.ledger_check import ledger_check
+from payouts.services.reconciliation import reconciliation_run
 from payouts.services.reversals import reversals_process_due
 from payouts.stripe_api.gateway import get_gateway
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
+    DISPUTE_EVENTS,
     make_due,
     make_event,
     paid_order,
@@ -171,4 +173,58 @@ def test_our_reversal_that_lands_after_the_refund_failed_is_given_back_once(
     assert (row.amount_reversed, row.amount_returned) == (450, 450)
     assert returned_at_stripe(sandbox, row) == [450]
     assert len(sandbox.calls("reversals.create")) == 1
+    assert_seller_has_their_share(sandbox, row)
+
+
+class WorkerKilled(BaseException):  # noqa: N818 - it stands for the process dying
+    """The worker process dies: nothing in the service catches it, as nothing catches SIGKILL."""
+
+
+class KilledAfterReversing:
+    """The real gateway; the worker dies right after Stripe made its reversal, before recording
+    it."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def __getattr__(self, name):
+        return getattr(self.gateway, name)
+
+    def reverse_transfer(self, *args, **kwargs):
+        self.gateway.reverse_transfer(*args, **kwargs)
+        raise WorkerKilled
+
+
+@pytest.mark.parametrize("heard", ["from its transfer.reversed event", "by reconciliation"])
+def test_a_reversal_whose_answer_was_lost_is_given_back_when_the_dispute_is_won(
+    client, sandbox, stripe_client, deliver, heard
+):
+    order, [row, _] = paid_order(stripe_client, [1000, 2000], webhook=client)
+    dispute = sandbox.open_dispute(order.stripe_charge_id)
+    for event in sandbox.events():  # the chargeback is recovered; its drain never ran
+        if event["type"] in DISPUTE_EVENTS:
+            post_event(client, event)
+    with pytest.raises(WorkerKilled):
+        reversals_process_due(gateway=KilledAfterReversing(get_gateway()))
+    row.refresh_from_db()
+    assert (row.dispute_target, row.amount_reversed) == (900, 0)
+    assert reversed_at_stripe(sandbox, row) == 900
+
+    # The dispute is won before the service hears of the reversal: then it hears of it.
+    sandbox.advance_dispute(dispute["id"], "won")
+    deliver(*DISPUTE_EVENTS)
+    if heard == "from its transfer.reversed event":
+        deliver("transfer.reversed")
+    else:
+        reconciliation_run(since=None)
+    for _ in range(3):  # the lease runs out; the worker passes by, again and again
+        make_due(row)
+        reversals_process_due()
+
+    row.refresh_from_db()
+    assert (row.status, row.dispute_target) == (TransferStatus.COMPLETED, 0)
+    assert (row.amount_reversed, row.amount_returned) == (900, 900)
+    assert returned_at_stripe(sandbox, row) == [900]
+    calls = sandbox.calls("reversals.create")
+    assert len([c for c in calls if row.stripe_transfer_id in c["path"]]) == 1
     assert_seller_has_their_share(sandbox, row)

@@ -194,13 +194,18 @@ def _reverse(transfer, facts: money.Facts, gateway: StripeGateway, key: str) -> 
     """Reverse what is left of the shares (``money.to_reverse``).
 
     Stripe's reversals are read first when a 5xx asked for it, when the key may be forgotten,
-    or when the key is kept (an earlier attempt since the last settle failed, perhaps behind a
-    lost answer after Stripe reversed) and this attempt sends nothing: only reading finds it."""
+    when the key is kept (an earlier attempt since the last settle failed, perhaps behind a
+    lost answer after Stripe reversed) and this attempt sends nothing: only reading finds it;
+    and when more is recorded reversed than the shares, with nothing due back. Then a reversal
+    was recorded as Stripe reported it (an event, reconciliation), not as ours: perhaps ours,
+    made by a worker that died before recording it while the shares fell. Only Stripe's list
+    tells ours (given back) from one made elsewhere (reported, never given back)."""
     remaining, asked = money.left_to_take(facts), money.to_reverse(facts)
     must_read = (
         transfer.read_stripe_first
         or key_may_be_forgotten(transfer, now=timezone.now())
         or (bool(transfer.reversal_idempotency_key) and asked <= 0)
+        or remaining < 0
     )
     seen = _reversed_at_stripe(transfer, gateway) if must_read else None
     if seen is not None and (seen.total > facts.reversed or remaining <= 0):

@@ -639,10 +639,12 @@ def reversal_seen_at_stripe(
 
     completed | partially_reversed | reversal_pending | reversal_refused → reversal_pending:
     Stripe reports more reversed than we recorded (a Dashboard reversal, or an answer we lost).
-    Records it, never moves money; the worker then settles the status without a call. What it
-    took of the seller's debt (a reversal Stripe had refused, made later) is to be given back:
-    the worker cancels that debt. The target (the refunds' share) is not raised to match: more
-    reversed than refunded and owed is reported for staff."""
+    Records it, never moves money; the worker then settles the status, reading Stripe's
+    reversals first when more is reversed than the shares (our own, whose answer was lost, is
+    given back; one made elsewhere is only reported). What it took of the seller's debt (a
+    reversal Stripe had refused, made later) is to be given back: the worker cancels that debt.
+    The target (the refunds' share) is not raised to match: more reversed than refunded and
+    owed is reported for staff."""
     previous = transfer.amount_reversed
     pays_debt = money.reversal_pays_debt(transfer.facts, reversed_at_stripe=amount_reversed)
     fields: dict[str, Any] = {
