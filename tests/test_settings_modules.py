@@ -87,6 +87,7 @@ def run_slice(settings_module: str, *paths: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a pytest process of its own per settings module
 @pytest.mark.parametrize("settings_module", list(ENVIRONMENTS))
 def test_the_retry_staff_api_and_wake_up_paths_pass_under(settings_module, django_db_setup):
     result = run_slice(settings_module, *SLICE)

@@ -21,6 +21,7 @@ def environment(sandbox, stripe_client, settings):
     return Environment(sandbox, stripe_client, settings.PAYOUTS)
 
 
+@pytest.mark.slow  # the whole budget, about a minute: CI runs it, the inner loop does not
 def test_the_budget_of_histories_ends_with_every_seller_holding_what_they_are_owed(environment):
     failed = {}
     for seed in CI_SEEDS:
