@@ -15,7 +15,7 @@ from approvals.views import WAITING, waiting_response
 from config.api import STAFF_AUTHENTICATION, STAFF_ERRORS, JSONBodyOnly, error_response
 from marketplace.models import Seller
 from payouts.http.serializers import ReleaseRequestSerializer, SellerTransferSerializer
-from payouts.models import SellerTransfer
+from payouts.http.views import release_response
 from payouts.services.policies import (
     InvalidPolicy,
     UnknownSeller,
@@ -139,15 +139,4 @@ class SellerRiskReleaseView(APIView):
         },
     )
     def post(self, request, pk: int):
-        body = ReleaseRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        done = staff_action_request(
-            kind="risk_release",
-            params={"seller_id": pk},
-            reason=body.validated_data["reason"],
-            user=request.user,
-        )
-        if done.outcome == Outcome.WAITING:
-            return waiting_response(done.request)
-        released = SellerTransfer.objects.filter(pk__in=done.result["released"]).order_by("pk")
-        return Response(SellerTransferSerializer(released, many=True).data)
+        return release_response(request, kind="risk_release", params={"seller_id": pk})

@@ -425,18 +425,7 @@ class OrderReleaseView(APIView):
         },
     )
     def post(self, request, pk: int):
-        body = ReleaseRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        done = staff_action_request(
-            kind="release",
-            params={"order_id": pk},
-            reason=body.validated_data["reason"],
-            user=request.user,
-        )
-        if done.outcome == Outcome.WAITING:
-            return waiting_response(done.request)
-        released = SellerTransfer.objects.filter(pk__in=done.result["released"]).order_by("pk")
-        return Response(SellerTransferSerializer(released, many=True).data)
+        return release_response(request, kind="release", params={"order_id": pk})
 
 
 class BadAuditRange(InvalidInput):
@@ -553,3 +542,18 @@ class AuditExportView(APIView):
         )
         response["Content-Disposition"] = f'attachment; filename="audit.{output}"'
         return response
+
+
+def release_response(request, *, kind: str, params: dict) -> Response:
+    """Ask for a release of held transfers (at once, or waiting for a second person).
+
+    Answers 202 with the waiting request, or 200 with the transfers released."""
+    body = ReleaseRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    done = staff_action_request(
+        kind=kind, params=params, reason=body.validated_data["reason"], user=request.user
+    )
+    if done.outcome == Outcome.WAITING:
+        return waiting_response(done.request)
+    released = SellerTransfer.objects.filter(pk__in=done.result["released"]).order_by("pk")
+    return Response(SellerTransferSerializer(released, many=True).data)
