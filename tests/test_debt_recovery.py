@@ -184,3 +184,25 @@ def test_two_workers_racing_for_a_due_debit_make_one_debit_at_stripe(
     assert AccountDebit.objects.get().state == DebitState.SUCCEEDED
     assert debt_of(seller) == 0
     assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_debit_whose_answer_was_lost_is_not_sent_again_once_stripe_may_forget_its_key(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
+
+    assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}  # made, answer lost
+    assert len(debits_at_stripe(sandbox)) == 1
+    age_debt(seller, 6)  # two days on: Stripe forgets keys after 24 hours
+    sandbox.forget_idempotency_keys()
+
+    assert debts_debit_due() == {"failed": 1}
+    assert len(debits_at_stripe(sandbox)) == 1  # never a second debit
+    debit = AccountDebit.objects.get()
+    assert debit.state == DebitState.FAILED
+    assert "may be forgotten" in debit.error_message

@@ -34,6 +34,7 @@ from marketplace.models import Seller
 from payouts.models import AccountDebit, DebitState
 from payouts.services.policies import policy_effective, seller_policy
 from payouts.stripe_api.gateway import DebitRefused, GatewayError, StripeGateway, get_gateway
+from payouts.transfer.idempotency import KEY_MEMORY
 from payouts.wakeups import debits_due_at
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,11 @@ def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcom
     if not policy_effective(seller_policy(seller.pk)).debits_allowed:
         # Withdrawn since the row was made: never attempted.
         return _record_refused(debit, "the seller's payout policy no longer allows debits")
+    if debit.retry_count and timezone.now() - debit.created_at > KEY_MEMORY:
+        # An earlier attempt may have been made behind an answer we never saw, and Stripe may
+        # have forgotten its key by now: sent again, the seller could be debited twice. No more
+        # attempts; staff check the connected account at Stripe.
+        return _record_given_up(debit, "its idempotency key may be forgotten at Stripe")
     try:
         result = gateway.debit_account(
             account_id=seller.stripe_account_id,
@@ -208,6 +214,18 @@ def _record_refused(debit: AccountDebit, message: str) -> DebitOutcome:
         row.save(update_fields=["state", "error_message", "updated_at"])
     logger.warning("account debit refused", extra={"account_debit_id": debit.pk, "why": message})
     return DebitOutcome.REFUSED
+
+
+def _record_given_up(debit: AccountDebit, message: str) -> DebitOutcome:
+    with transaction.atomic():
+        row = _locked(debit)
+        if row is None:
+            return DebitOutcome.SKIPPED
+        row.state = DebitState.FAILED
+        row.error_message = f"{row.error_message} (then given up: {message})".strip()
+        row.save(update_fields=["state", "error_message", "updated_at"])
+    logger.warning("account debit given up", extra={"account_debit_id": debit.pk, "why": message})
+    return DebitOutcome.FAILED
 
 
 def _record_retry(debit: AccountDebit, error: GatewayError) -> DebitOutcome:
