@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -220,6 +221,24 @@ def test_an_answer_lost_after_stripe_made_the_release_is_replayed_not_sent_twice
 
     assert reserves_release_due(now=after_days(31)) == {"created": 1, "retry_scheduled": 1}
     assert reserves_release_due(now=after_days(32)) == {"sent": 1}
+
+    assert [t["amount"] for t in transfers_to(sandbox, row.seller.stripe_account_id)] == [1620, 180]
+    assert ReserveRelease.objects.get().state == ReleaseState.SENT
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_release_whose_answer_was_lost_is_looked_for_once_stripe_may_forget_its_key(
+    client, sandbox, stripe_client
+):
+    order, row = paid_with_reserve(client, stripe_client)
+    sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
+    assert reserves_release_due(now=after_days(31)) == {"created": 1, "retry_scheduled": 1}
+    # Two days pass before the next attempt, and Stripe forgets its keys after 24 hours.
+    ReserveRelease.objects.update(created_at=F("created_at") - timedelta(days=2))
+    sandbox.forget_idempotency_keys()
+
+    assert reserves_release_due(now=after_days(33)) == {"adopted": 1}
 
     assert [t["amount"] for t in transfers_to(sandbox, row.seller.stripe_account_id)] == [1620, 180]
     assert ReserveRelease.objects.get().state == ReleaseState.SENT

@@ -31,7 +31,7 @@ from marketplace.models import Seller
 from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
 from payouts.transfer import money, moves
-from payouts.transfer.idempotency import next_attempt
+from payouts.transfer.idempotency import KEY_MEMORY, next_attempt
 from payouts.transfer.transitions import PAID_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -147,8 +147,13 @@ def release_attempt(release: ReserveRelease, *, gateway: StripeGateway) -> Relea
     After an answer that may hide an executed transfer, Stripe is read first: a transfer of
     this release found there is adopted, never sent twice."""
     seller = Seller.objects.get(pk=release.seller_id)
+    # A key kept after an answer we never saw may be forgotten by Stripe after 24 hours: past
+    # that, an earlier attempt's transfer is looked for before anything is sent again.
+    key_may_be_forgotten = release.retry_count and timezone.now() - release.created_at > KEY_MEMORY
     try:
-        if release.read_stripe_first and (found := _find_at_stripe(release, gateway)):
+        if (release.read_stripe_first or key_may_be_forgotten) and (
+            found := _find_at_stripe(release, gateway)
+        ):
             return _record_sent(release, stripe_transfer_id=found.id, adopted=True)
         result = gateway.create_transfer(
             amount=release.amount,
