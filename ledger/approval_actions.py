@@ -6,8 +6,8 @@ from typing import Any
 from approvals.registry import Action, Ask, Measured, register
 from config.errors import NotFound
 from ledger.models import AccountKind
-from ledger.selectors import account_balance
-from ledger.services import WriteOffRefused, debt_write_off
+from ledger.selectors import account_balance, seller_debt_claimed
+from ledger.services import debt_write_off, write_off_check
 from marketplace.models import Seller
 
 
@@ -20,11 +20,9 @@ def _write_off_measure(params: Mapping[str, Any]) -> Measured:
     if not Seller.objects.filter(pk=seller_id).exists():
         raise UnknownSeller(f"No seller {seller_id}.")
     debt = account_balance(kind=AccountKind.SELLER_DEBT, seller_id=seller_id, currency=currency)
-    if amount <= 0 or amount > debt:
-        # Refused when asked, not only when approved: nobody approves what cannot run.
-        raise WriteOffRefused(
-            f"seller {seller_id} owes {debt} {currency}; cannot write off {amount}"
-        )
+    # Refused when asked, not only when approved: nobody approves what cannot run.
+    free = debt - seller_debt_claimed(seller_id=seller_id, currency=currency)
+    write_off_check(seller_id=seller_id, currency=currency, amount=amount, free=free)
     return Measured(
         amount, currency, {"seller_id": seller_id, "currency": currency, "amount": amount}
     )

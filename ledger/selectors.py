@@ -130,6 +130,23 @@ def statement_source_register(source: StatementSource) -> None:
         _STATEMENT_SOURCES.append(source)
 
 
+# What other apps have under way against a seller's debt (an account debit sent to Stripe and
+# not answered yet): that part will be settled by it, so nothing else may settle it meanwhile.
+# Registered when those apps load, as the statement sources are.
+DebtClaim = Callable[..., int]
+_DEBT_CLAIMS: list[DebtClaim] = []
+
+
+def debt_claim_register(claim: DebtClaim) -> None:
+    if claim not in _DEBT_CLAIMS:
+        _DEBT_CLAIMS.append(claim)
+
+
+def seller_debt_claimed(*, seller_id: int, currency: str) -> int:
+    """The part of the seller's debt in ``currency`` something under way will settle."""
+    return sum(claim(seller_id=seller_id, currency=currency) for claim in _DEBT_CLAIMS)
+
+
 @dataclass(frozen=True, slots=True)
 class AgedDebt:
     """One seller's debt in one currency, and how much of it is older than the age asked."""

@@ -15,7 +15,7 @@ from config.errors import InvalidInput
 from config.money import format_money
 from ledger.models import Account, AccountKind, EntryKind, Line
 from ledger.posting import Leg, account_ids, entry_post
-from ledger.selectors import account_balance
+from ledger.selectors import account_balance, seller_debt_claimed
 
 K = AccountKind
 
@@ -226,6 +226,16 @@ def seller_debt_lock(*, seller_id: int, currency: str) -> int:
     return account_balance(kind=K.SELLER_DEBT, seller_id=seller_id, currency=currency)
 
 
+def seller_debt_free_lock(*, seller_id: int, currency: str) -> int:
+    """Take the seller's debt lock and return the debt nothing under way is settling.
+
+    An account debit sent to Stripe will settle its part of the debt: netting, cancelling or
+    writing off that part too would take it from the seller twice (or leave a debt below
+    zero). So those read this; the debit itself reads the whole debt."""
+    debt = seller_debt_lock(seller_id=seller_id, currency=currency)
+    return debt - seller_debt_claimed(seller_id=seller_id, currency=currency)
+
+
 def post_debt_debited(
     *, seller_id: int, currency: str, amount: int, debit_id: int, stripe_transfer_id: str
 ) -> None:
@@ -286,6 +296,24 @@ class WriteOffRefused(InvalidInput):
     code = "write_off_refused"
 
 
+def write_off_check(*, seller_id: int, currency: str, amount: int, free: int) -> None:
+    """Refuse a write-off of more than the debt nothing else is settling (``free``).
+
+    The message says how much is owed and how much of it is being debited."""
+    if 0 < amount <= free:
+        return
+    claimed = seller_debt_claimed(seller_id=seller_id, currency=currency)
+    owed = f"seller {seller_id} owes {format_money(free + claimed, currency)}"
+    if claimed:
+        owed += (
+            f", of which {format_money(claimed, currency)} is being debited from their connected "
+            "account now"
+        )
+    raise WriteOffRefused(
+        f"{owed}; cannot write off {format_money(amount, currency)} ({amount} minor units)"
+    )
+
+
 def debt_write_off(*, seller_id: int, currency: str, amount: int, reason: str, user) -> int:
     """Write off part of a seller's debt.
 
@@ -294,12 +322,8 @@ def debt_write_off(*, seller_id: int, currency: str, amount: int, reason: str, u
     if not reason.strip():
         raise WriteOffRefused("a write-off needs a reason")
     with transaction.atomic():
-        debt = seller_debt_lock(seller_id=seller_id, currency=currency)
-        if amount <= 0 or amount > debt:
-            raise WriteOffRefused(
-                f"seller {seller_id} owes {format_money(debt, currency)}; cannot write off "
-                f"{format_money(amount, currency)} ({amount} minor units)"
-            )
+        free = seller_debt_free_lock(seller_id=seller_id, currency=currency)
+        write_off_check(seller_id=seller_id, currency=currency, amount=amount, free=free)
         # Named by the debt's last line: under the lock it is the debt as it stands, so a form
         # sent twice writes off once (the second finds less debt) and a later debt of the same
         # size, after new lines, is a new write-off.
@@ -315,4 +339,4 @@ def debt_write_off(*, seller_id: int, currency: str, amount: int, reason: str, u
             memo=reason.strip(),
             user=user,
         )
-    return debt - amount
+    return account_balance(kind=K.SELLER_DEBT, seller_id=seller_id, currency=currency)

@@ -14,10 +14,13 @@ from django.utils import timezone
 
 from ledger.models import Entry, EntryKind
 from ledger.selectors import seller_balances
+from ledger.services import WriteOffRefused, debt_write_off
+from marketplace.models import Refund
 from payouts.models import AccountDebit, DebitState
-from payouts.services.debits import debts_debit_due
+from payouts.services.debits import debits_create_due, debts_debit_due
 from payouts.services.ledger_check import ledger_check
 from payouts.services.policies import seller_policy_set
+from payouts.services.reversals import reversals_process_due
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import paid_order, refund_at_stripe, staff_with
 
@@ -206,3 +209,71 @@ def test_a_debit_whose_answer_was_lost_is_not_sent_again_once_stripe_may_forget_
     debit = AccountDebit.objects.get()
     assert debit.state == DebitState.FAILED
     assert "may be forgotten" in debit.error_message
+
+
+def debit_made_not_yet_sent(client, sandbox, stripe_client, deliver, age_debt):
+    """A seller owing 1800 with money at Stripe again, whose debit row is made (the debt is old
+    and the policy allows it) and waits for its call: the debit is in flight."""
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    assert debits_create_due(now=timezone.now()) == 1
+    return seller
+
+
+@pytest.mark.django_db
+def test_a_write_off_leaves_the_debt_a_debit_in_flight_is_taking(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = debit_made_not_yet_sent(client, sandbox, stripe_client, deliver, age_debt)
+
+    with pytest.raises(WriteOffRefused, match="being debited"):
+        debt_write_off(
+            seller_id=seller.pk, currency="usd", amount=1800, reason="gone", user=staff_with()
+        )
+    assert debt_of(seller) == 1800  # nothing written off
+
+    assert debts_debit_due() == {"succeeded": 1}
+    assert debt_of(seller) == 0  # the debit took the debt, never more
+    assert sandbox.account_balance(seller.stripe_account_id)["available"][0]["amount"] == 700
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_write_off_asked_through_the_api_during_a_debit_is_a_400_and_changes_nothing(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = debit_made_not_yet_sent(client, sandbox, stripe_client, deliver, age_debt)
+    client.force_login(staff_with(is_superuser=True))
+
+    response = client.post(
+        reverse("seller-debt-write-off", args=[seller.pk]),
+        {"currency": "usd", "amount": 1800, "reason": "gone"},
+        content_type="application/json",
+    )
+
+    assert response.status_code == 400, response.content
+    assert "being debited" in response.json()["detail"]
+    assert debt_of(seller) == 1800
+    assert not Entry.objects.filter(kind=EntryKind.DEBT_WRITTEN_OFF).exists()
+
+
+@pytest.mark.django_db
+def test_a_refund_failing_while_its_debt_is_debited_never_takes_the_money_twice(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = debit_made_not_yet_sent(client, sandbox, stripe_client, deliver, age_debt)
+    account = seller.stripe_account_id
+    refund = Refund.objects.get(order__items__seller=seller)
+
+    # The buyer's refund fails: the seller is owed their 1800 again, so their debt is not owed.
+    sandbox.fail_refund(refund.stripe_refund_id)
+    deliver("charge.refund.updated")
+    reversals_process_due()
+    debts_debit_due()  # the debit made before goes through
+
+    # Whatever the order of the two, the seller ends with what they had: the 2500 at Stripe.
+    assert sandbox.account_balance(account)["available"][0]["amount"] == 2500
+    assert debt_of(seller) == 0
+    assert ledger_check()[1] == []

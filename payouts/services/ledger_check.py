@@ -42,7 +42,13 @@ from django.utils import timezone
 from ledger.models import AccountKind, Break, BreakKind, CheckRun, Entry, EntryKind, Line
 from marketplace.models import Order, OrderStatus
 from payouts.conf import DAILY_CHECK_WINDOW, WEEKLY_CHECK_WINDOW
-from payouts.models import GIVEN_BACK_AGAINST_DEBT, LEFT_AFTER_SHARES, SellerTransfer
+from payouts.models import (
+    GIVEN_BACK_AGAINST_DEBT,
+    LEFT_AFTER_SHARES,
+    AccountDebit,
+    DebitState,
+    SellerTransfer,
+)
 from payouts.services.stripe_reads import TransfersAtStripe
 from payouts.services.transfers import transfer_group
 from payouts.stripe_api.gateway import (
@@ -506,24 +512,37 @@ def _given_back_uncollected(transfers: QuerySet) -> list[Found]:
     """Sellers paid back a debt they never paid.
 
     Per seller: money sent back in new transfers beyond what was reversed or kept back from
-    them gives back a debt, which they can only have paid by netting. More than they netted is
-    a debt they never paid (written off, or still owed) paid out to them."""
+    them gives back a debt, which they can only have paid by netting or by an account debit.
+    More than they netted and were debited is a debt they never paid (written off, or still
+    owed) paid out to them."""
     sellers = transfers.filter(amount_returned__gt=0).values("seller_id")
     rows = SellerTransfer.objects.filter(seller_id__in=sellers).values("seller_id", "currency")
     totals = rows.annotate(
         against_debt=Sum(GIVEN_BACK_AGAINST_DEBT),
         netted=Sum("amount_netted"),
     ).filter(against_debt__gt=F("netted"))
-    return [
-        Found(
-            BreakKind.GIVEN_BACK_UNCOLLECTED,
-            f"{t['against_debt']} given back in new transfers against debt, {t['netted']} of "
-            f"it ever netted: {t['against_debt'] - t['netted']} paid out for a debt never paid",
-            seller_id=t["seller_id"],
-            currency=t["currency"],
+    found = []
+    for t in totals.order_by("seller_id", "currency"):
+        debited = AccountDebit.objects.filter(
+            seller_id=t["seller_id"], currency=t["currency"], state=DebitState.SUCCEEDED
+        ).aggregate(total=Sum("amount"))["total"]
+        collected = t["netted"] + (debited or 0)
+        if t["against_debt"] <= collected:
+            continue
+        detail = (
+            f"{t['against_debt']} given back in new transfers against debt, {collected} of it "
+            f"ever netted or debited: {t['against_debt'] - collected} paid out for a debt "
+            "never paid"
         )
-        for t in totals.order_by("seller_id", "currency")
-    ]
+        found.append(
+            Found(
+                BreakKind.GIVEN_BACK_UNCOLLECTED,
+                detail,
+                seller_id=t["seller_id"],
+                currency=t["currency"],
+            )
+        )
+    return found
 
 
 # --- The platform's cash and the give-backs at Stripe ---------------------------------------------

@@ -308,7 +308,9 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
         row = transfer_lock(transfer.pk)
         if row.status != transfer.status:
             raise ConcurrentTransition(row.pk, transfer.status, "given back")
-        debt = ledger.services.seller_debt_lock(seller_id=row.seller_id, currency=row.currency)
+        # What a debit under way is settling is not cancelled: that debt is paid by the debit,
+        # and what the seller is owed back is sent instead.
+        debt = ledger.services.seller_debt_free_lock(seller_id=row.seller_id, currency=row.currency)
         # A debt staff wrote off was never paid: the seller kept it. What of the row's debt is
         # not owed any more and not netted either is cancelled from the write-off, never sent.
         written_off = seller_written_off(seller_id=row.seller_id, currency=row.currency)

@@ -30,7 +30,6 @@ from marketplace.services import (
     settlement_record,
 )
 from payouts.models import SellerTransfer
-from payouts.services.debits import debits_in_flight
 from payouts.services.policies import policy_effective, seller_policy
 from payouts.services.risk import seller_at_risk
 from payouts.services.shares import transfers_apply_shares
@@ -261,9 +260,7 @@ def _new_rows(order: Order) -> list[SellerTransfer]:
             )
             continue
         at_risk = seller_at_risk(seller_id=seller_id, released_at=policy.risk_released_at)
-        debt = ledger.services.seller_debt_lock(seller_id=seller_id, currency=currency)
-        # A debit under way at Stripe will settle its part: netting it too would take it twice.
-        debt -= debits_in_flight(seller_id=seller_id, currency=currency)
+        debt = ledger.services.seller_debt_free_lock(seller_id=seller_id, currency=currency)
         reserve = money.reserve_kept(amount=net, bps=terms.reserve_bps)
         rows.append(
             SellerTransfer(
