@@ -116,7 +116,9 @@ class ReferenceModel:
             if write_off.order < 0:
                 continue
             now = self.owed(write_off.seller, write_off.order)
-            rise = now - write_off.entitlement_then
+            # In whole units, as the write-off was: production pays whole units of a share, so
+            # an entitlement rising from 918.07 to 1224 gives back the 306 written off.
+            rise = round(now) - round(write_off.entitlement_then)
             if rise > 0:
                 write_off.amount = max(write_off.amount - rise, 0)
             write_off.entitlement_then = now

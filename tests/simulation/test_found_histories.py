@@ -36,3 +36,30 @@ def test_a_reversal_whose_answer_was_lost_is_given_back_when_the_dispute_is_won(
     )
     outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
     assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
+
+
+def test_a_write_off_given_back_by_a_failed_refund_is_counted_in_whole_units(
+    sandbox, stripe_client, settings
+):
+    """Found by seed 5114 (hold=True, DISPUTE_RECOVERY=on_loss): a mistake of the reference
+    model, not of the service.
+
+    A quarter of an order is refunded; the second seller's share of it (305.93, paid as 306)
+    cannot be taken back and is written off; the refund then fails. The service was right (the
+    seller keeps their whole 1224); the model tied only 305 of the 306 written off to the order
+    (it truncated) and forgave the last unit for good, so it said the seller was owed 1225."""
+    history = History(
+        seed=5114,
+        hold=True,
+        dispute_recovery="on_loss",
+        steps=(
+            Step("pay", ("usd", (0, 3), (2613, 1360))),
+            Step("write_off", (936,)),
+            Step("refund", (292, 0.25)),
+            Step("seller_pays_out", (367,)),
+            Step("write_off", (521,)),
+            Step("fail_refund", (514,)),
+        ),
+    )
+    outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
+    assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
