@@ -699,6 +699,9 @@ class AccountDebit(models.Model):
     currency = models.CharField(max_length=3)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     idempotency_key = models.CharField(max_length=255, unique=True)
+    # When a worker first claimed the row under its key (then perhaps called Stripe with it):
+    # a day later Stripe may have forgotten the key, so the next attempt reads Stripe first.
+    key_first_sent_at = models.DateTimeField(null=True, blank=True)
     stripe_transfer_id = models.CharField(max_length=255, blank=True, default="")
     retry_count = models.PositiveIntegerField(default=0)
     next_retry_at = models.DateTimeField(null=True, blank=True)

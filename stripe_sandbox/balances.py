@@ -450,6 +450,17 @@ class BalancesMixin:
         self.account_debits[transfer["id"]] = {**transfer, "source_account": account_id}
         return copy.deepcopy(transfer)
 
+    def list_account_debits(self, params, account_id: str) -> dict[str, Any]:
+        """``GET /v1/transfers`` as a connected account: the transfers it made (its debits)."""
+        group = params.string("transfer_group")
+        items = [
+            debit
+            for debit in self.account_debits.values()
+            if debit["source_account"] == account_id
+            and (group is None or debit["transfer_group"] == group)
+        ]
+        return self._page(items, params, "/v1/transfers", "transfer", _without_source)
+
     # -- balances -------------------------------------------------------------
 
     def _credit(self, account_id: str, currency: str, amount: int) -> None:
@@ -585,3 +596,8 @@ class BalancesMixin:
             return self.expand(copy.deepcopy(txn), expand)
 
         return self._page(items, params, "/v1/balance_transactions", "balance_transaction", render)
+
+
+def _without_source(debit: dict[str, Any]) -> dict[str, Any]:
+    """A debit as Stripe shows it: the sandbox's note of its source account left out."""
+    return {key: copy.deepcopy(value) for key, value in debit.items() if key != "source_account"}

@@ -588,6 +588,8 @@ class Store(BalancesMixin, DisputesMixin, ConnectMixin):
         return self.render_transfer(self._get(self.transfers, "transfer", args[0]))
 
     def list_transfers(self, params: Params, args: tuple[str, ...], ctx: RequestContext):
+        if ctx.stripe_account is not None:
+            return self.list_account_debits(params, ctx.stripe_account)
         group = params.string("transfer_group")
         destination = params.string("destination")
         created = params.timestamp_range("created")

@@ -189,28 +189,6 @@ def test_two_workers_racing_for_a_due_debit_make_one_debit_at_stripe(
     assert ledger_check()[1] == []
 
 
-@pytest.mark.django_db
-def test_a_debit_whose_answer_was_lost_is_not_sent_again_once_stripe_may_forget_its_key(
-    client, sandbox, stripe_client, deliver, age_debt
-):
-    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
-    sandbox.adjust_account(seller.stripe_account_id, 2500)
-    allow_debits(seller)
-    age_debt(seller, 4)
-    sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
-
-    assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}  # made, answer lost
-    assert len(debits_at_stripe(sandbox)) == 1
-    age_debt(seller, 6)  # two days on: Stripe forgets keys after 24 hours
-    sandbox.forget_idempotency_keys()
-
-    assert debts_debit_due() == {"failed": 1}
-    assert len(debits_at_stripe(sandbox)) == 1  # never a second debit
-    debit = AccountDebit.objects.get()
-    assert debit.state == DebitState.FAILED
-    assert "may be forgotten" in debit.error_message
-
-
 def debit_made_not_yet_sent(client, sandbox, stripe_client, deliver, age_debt):
     """A seller owing 1800 with money at Stripe again, whose debit row is made (the debt is old
     and the policy allows it) and waits for its call: the debit is in flight."""
@@ -277,3 +255,48 @@ def test_a_refund_failing_while_its_debt_is_debited_never_takes_the_money_twice(
     assert sandbox.account_balance(account)["available"][0]["amount"] == 2500
     assert debt_of(seller) == 0
     assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_debit_made_behind_a_lost_answer_is_found_at_stripe_once_its_key_may_be_forgotten(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
+    assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}  # made, answer lost
+    age_debt(seller, 6)  # two days on: Stripe forgets keys after 24 hours
+    sandbox.forget_idempotency_keys()
+
+    assert debts_debit_due() == {"succeeded": 1}  # read at Stripe, adopted
+
+    [at_stripe] = debits_at_stripe(sandbox)  # never a second debit
+    debit = AccountDebit.objects.get()
+    assert (debit.state, debit.stripe_transfer_id) == (DebitState.SUCCEEDED, at_stripe["id"])
+    assert debt_of(seller) == 0
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_debit_that_stripe_never_made_is_sent_under_a_new_key_once_the_old_may_be_forgotten(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    sandbox.script("transfers.create", [{"action": "error_500"}])
+    assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}  # nothing made
+    first_key = AccountDebit.objects.get().idempotency_key
+    age_debt(seller, 6)
+    sandbox.forget_idempotency_keys()
+
+    assert debts_debit_due() == {"succeeded": 1}
+
+    [at_stripe] = debits_at_stripe(sandbox)
+    debit = AccountDebit.objects.get()
+    assert debit.idempotency_key != first_key
+    assert (debit.state, debit.stripe_transfer_id) == (DebitState.SUCCEEDED, at_stripe["id"])
+    assert debt_of(seller) == 0

@@ -24,7 +24,8 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Sum
+from django.db.models import Max, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 import ledger.services
@@ -33,7 +34,13 @@ from ledger.selectors import seller_debts_aged
 from marketplace.models import Seller
 from payouts.models import AccountDebit, DebitState
 from payouts.services.policies import policy_effective, seller_policy
-from payouts.stripe_api.gateway import DebitRefused, GatewayError, StripeGateway, get_gateway
+from payouts.stripe_api.gateway import (
+    DebitRefused,
+    GatewayError,
+    StripeGateway,
+    StripeTransfer,
+    get_gateway,
+)
 from payouts.transfer.idempotency import KEY_MEMORY
 from payouts.wakeups import debits_due_at
 
@@ -145,28 +152,33 @@ def _claim_due(*, now: datetime, limit: int) -> list[AccountDebit]:
         due = AccountDebit.objects.filter(state=DebitState.PENDING, next_retry_at__lte=now)
         rows = list(due.select_for_update(skip_locked=True).order_by("next_retry_at", "pk")[:limit])
         AccountDebit.objects.filter(pk__in=[row.pk for row in rows]).update(
-            next_retry_at=now + settings.PAYOUTS.claim_lease
+            next_retry_at=now + settings.PAYOUTS.claim_lease,
+            key_first_sent_at=Coalesce("key_first_sent_at", Value(now)),
         )
     return rows
 
 
 def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcome:
-    """Call Stripe once for a claimed debit (no transaction open) and record what it said."""
+    """Call Stripe once for a claimed debit (no transaction open) and record what it said.
+
+    Once Stripe may have forgotten the row's key (a day after it was first sent), Stripe is
+    read first: a debit an earlier attempt made behind a lost answer is adopted; if there is
+    none, the debit is sent under a new key. Never a second debit either way."""
     seller = Seller.objects.get(pk=debit.seller_id)
     if not policy_effective(seller_policy(seller.pk)).debits_allowed:
         # Withdrawn since the row was made: never attempted.
         return _record_refused(debit, "the seller's payout policy no longer allows debits")
-    if debit.retry_count and timezone.now() - debit.created_at > KEY_MEMORY:
-        # An earlier attempt may have been made behind an answer we never saw, and Stripe may
-        # have forgotten its key by now: sent again, the seller could be debited twice. No more
-        # attempts; staff check the connected account at Stripe.
-        return _record_given_up(debit, "its idempotency key may be forgotten at Stripe")
     try:
+        if _key_may_be_forgotten(debit):
+            if found := _find_at_stripe(debit, seller, gateway):
+                return _record_succeeded(debit, stripe_transfer_id=found.id)
+            debit = _key_renewed(debit)
         result = gateway.debit_account(
             account_id=seller.stripe_account_id,
             amount=debit.amount,
             currency=debit.currency,
             platform_account_id=settings.STRIPE_PLATFORM_ACCOUNT_ID,
+            transfer_group=_group(debit),
             metadata={"account_debit_id": str(debit.pk), "seller_id": str(seller.pk)},
             idempotency_key=debit.idempotency_key,
         )
@@ -175,6 +187,45 @@ def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcom
     except GatewayError as error:
         return _record_retry(debit, error)
     return _record_succeeded(debit, stripe_transfer_id=result.id)
+
+
+def _key_may_be_forgotten(debit: AccountDebit) -> bool:
+    sent_at = debit.key_first_sent_at
+    return sent_at is not None and timezone.now() - sent_at > KEY_MEMORY
+
+
+def _group(debit: AccountDebit) -> str:
+    """The debit's transfer group at Stripe: how a later attempt finds what an earlier made."""
+    return f"debit-{debit.pk}"
+
+
+def _find_at_stripe(
+    debit: AccountDebit, seller: Seller, gateway: StripeGateway
+) -> StripeTransfer | None:
+    """The debit an earlier attempt of this row made at Stripe, if any."""
+    found = gateway.find_account_debits(
+        account_id=seller.stripe_account_id, transfer_group=_group(debit)
+    )
+    for candidate in found:
+        if (
+            candidate.metadata.get("account_debit_id") == str(debit.pk)
+            and candidate.amount == debit.amount
+            and candidate.currency.lower() == debit.currency
+        ):
+            return candidate
+    return None
+
+
+def _key_renewed(debit: AccountDebit) -> AccountDebit:
+    """Give the row a new key (read first: no earlier attempt made a debit), kept on the row
+    before the call, whose memory at Stripe starts now."""
+    with transaction.atomic():
+        row = AccountDebit.objects.select_for_update().get(pk=debit.pk)
+        base, _, renewals = row.idempotency_key.partition("~")
+        row.idempotency_key = f"{base}~{int(renewals or 0) + 1}"
+        row.key_first_sent_at = timezone.now()
+        row.save(update_fields=["idempotency_key", "key_first_sent_at", "updated_at"])
+    return row
 
 
 def _locked(debit: AccountDebit) -> AccountDebit | None:
@@ -214,18 +265,6 @@ def _record_refused(debit: AccountDebit, message: str) -> DebitOutcome:
         row.save(update_fields=["state", "error_message", "updated_at"])
     logger.warning("account debit refused", extra={"account_debit_id": debit.pk, "why": message})
     return DebitOutcome.REFUSED
-
-
-def _record_given_up(debit: AccountDebit, message: str) -> DebitOutcome:
-    with transaction.atomic():
-        row = _locked(debit)
-        if row is None:
-            return DebitOutcome.SKIPPED
-        row.state = DebitState.FAILED
-        row.error_message = f"{row.error_message} (then given up: {message})".strip()
-        row.save(update_fields=["state", "error_message", "updated_at"])
-    logger.warning("account debit given up", extra={"account_debit_id": debit.pk, "why": message})
-    return DebitOutcome.FAILED
 
 
 def _record_retry(debit: AccountDebit, error: GatewayError) -> DebitOutcome:

@@ -550,6 +550,7 @@ class StripeGateway:
         amount: int,
         currency: str,
         platform_account_id: str,
+        transfer_group: str,
         metadata: dict[str, str],
         idempotency_key: str,
     ) -> StripeTransfer:
@@ -562,6 +563,7 @@ class StripeGateway:
             "amount": amount,
             "currency": currency,
             "destination": platform_account_id,
+            "transfer_group": transfer_group,
             "metadata": metadata,
         }
         try:
@@ -652,7 +654,7 @@ class StripeGateway:
         return _transfer(obj)
 
     def _pages(
-        self, operation: str, func: Any, *args: Any, params: dict[str, Any]
+        self, operation: str, func: Any, *args: Any, params: dict[str, Any], **options: Any
     ) -> Iterator[list[dict]]:
         """A list read a page of ``PAGE_SIZE`` at a time, each page one request."""
         after = None
@@ -660,7 +662,7 @@ class StripeGateway:
             page_params = {**params, "limit": PAGE_SIZE}
             if after is not None:
                 page_params["starting_after"] = after
-            page = self._call(operation, func, *args, params=page_params)
+            page = self._call(operation, func, *args, params=page_params, **options)
             data = page.get("data") or []
             yield data  # an empty first page too: the caller counts every request
             if not page.get("has_more") or not data:
@@ -695,6 +697,22 @@ class StripeGateway:
                 self._client.v1.transfers.reversals.list,
                 stripe_transfer_id,
                 params={},
+            )
+            for obj in page
+        ]
+
+    def find_account_debits(self, *, account_id: str, transfer_group: str) -> list[StripeTransfer]:
+        """The debits a connected account made in ``transfer_group``.
+
+        Its own transfers, read as the account (``Stripe-Account``): a debit is one it made to
+        the platform."""
+        return [
+            _transfer(obj)
+            for page in self._pages(
+                "transfers.list",
+                self._client.v1.transfers.list,
+                params={"transfer_group": transfer_group},
+                options={"stripe_account": account_id},
             )
             for obj in page
         ]
