@@ -217,8 +217,9 @@ def _find_at_stripe(
 
 
 def _key_renewed(debit: AccountDebit) -> AccountDebit:
-    """Give the row a new key (read first: no earlier attempt made a debit), kept on the row
-    before the call, whose memory at Stripe starts now."""
+    """Give the row a new key, kept on the row before the call.
+
+    Stripe was read first: no earlier attempt made a debit. The new key's memory starts now."""
     with transaction.atomic():
         row = AccountDebit.objects.select_for_update().get(pk=debit.pk)
         base, _, renewals = row.idempotency_key.partition("~")
