@@ -30,6 +30,7 @@ from payouts.models import (
     PayoutItemKind,
     PayoutStatus,
     ReleaseState,
+    ReserveRelease,
     SellerTransfer,
     SellerTransferEvent,
     TransferCount,
@@ -544,15 +545,27 @@ def reserves_held_by_currency() -> dict[str, tuple[int, int]]:
     """The sellers' rolling reserves not sent yet, per currency: (transfers, amount held).
 
     What each reserve kept less what refunds and chargebacks took from it, until the release
-    that carries it is sent."""
-    held = F("amount_reserved") - F("reserve_refund") - F("reserve_dispute")
+    that carries it is sent; and what released reserves gave back, until each give-back is
+    sent."""
+    taken = F("reserve_refund") + F("reserve_dispute") + F("reserve_given_back")
     rows = (
         # ``amount_reserved > 0`` first: the partial index of the transfers that kept a reserve.
         SellerTransfer.objects.filter(amount_reserved__gt=0)
-        .filter(amount_reserved__gt=F("reserve_refund") + F("reserve_dispute"))
+        .filter(amount_reserved__gt=taken)
         .exclude(reserve_release__state=ReleaseState.SENT)
         .values_list("currency")
-        .annotate(n=Count("*"), total=Sum(held))
+        .annotate(n=Count("*"), total=Sum(F("amount_reserved") - taken))
         .order_by("currency")
     )
-    return {currency: (n, total) for currency, n, total in rows}
+    held = {currency: (n, total) for currency, n, total in rows}
+    given_back = (
+        ReserveRelease.objects.filter(given_back_for__isnull=False)
+        .exclude(state=ReleaseState.SENT)
+        .values_list("currency")
+        .annotate(n=Count("*"), total=Sum("amount"))
+        .order_by("currency")
+    )
+    for currency, n, total in given_back:
+        before = held.get(currency, (0, 0))
+        held[currency] = (before[0] + n, before[1] + total)
+    return dict(sorted(held.items()))

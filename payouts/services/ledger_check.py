@@ -215,16 +215,23 @@ _BOOK_BY_SELLER = """
     WHERE a.kind IN ('seller_payable', 'seller_debt', 'seller_reserve')
     GROUP BY a.seller_id, l.currency, a.kind
 """
-# The reserve account holds what each reserve kept and not taken by shares, until a release
-# that carries it is sent (a credit: owed to the seller).
+# The reserve account holds what each reserve kept and not taken by shares (at its release:
+# with what it gave back since), until the release that carries it is sent (a credit: owed to
+# the seller); and what released reserves gave back, until each give-back is sent.
 _ROWS_BY_SELLER = f"""
     SELECT t.seller_id, t.currency,
            sum({_ROW_PAYABLE.format(sent=_SENT)}),
            sum(t.amount_owed - t.amount_netted),
            -sum(CASE WHEN r.state IS DISTINCT FROM 'sent'
-                THEN t.amount_reserved - t.reserve_refund - t.reserve_dispute ELSE 0 END)
+                THEN t.amount_reserved - t.reserve_refund - t.reserve_dispute
+                     - t.reserve_given_back ELSE 0 END)
+           - coalesce(sum(b.unsent), 0)
     FROM payouts_sellertransfer t
     LEFT JOIN payouts_reserverelease r ON r.id = t.reserve_release_id
+    LEFT JOIN LATERAL (
+        SELECT sum(g.amount) AS unsent FROM payouts_reserverelease g
+        WHERE g.given_back_for_id = t.id AND g.state <> 'sent'
+    ) b ON t.reserve_given_back > 0
     GROUP BY t.seller_id, t.currency
 """
 _SELLER_BREAKS = {

@@ -31,6 +31,7 @@ from marketplace.models import Seller
 from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
 from payouts.transfer import money, moves
+from payouts.transfer.actors import Actor
 from payouts.transfer.idempotency import KEY_MEMORY, next_attempt
 from payouts.transfer.transitions import PAID_STATUSES
 
@@ -120,6 +121,47 @@ def _batch(seller_id: int, currency: str, *, day: date, now: datetime) -> int:
         extra={"reserve_release_id": release.pk, "amount": amount, "transfers": len(rows)},
     )
     return 1
+
+
+def give_back_key(*, transfer_id: int, given_back: int) -> str:
+    """A give-back's first idempotency key: the transfer and its ``reserve_given_back`` total.
+
+    That total only grows, so each give-back of a transfer has a key of its own."""
+    return f"payouts-reserve-back-{transfer_id}-{given_back}-g0"
+
+
+def reserve_give_back(
+    row: SellerTransfer, *, released: money.ReleasedReserve, actor: Actor
+) -> SellerTransfer:
+    """Write what a released reserve covers now; what it gave back gets a release of its own.
+
+    Runs inside the caller's transaction (the order's lock held), with no Stripe call: the
+    reserve's new cover, its entry in the book and the release that sends what it gave back
+    (pending, due now: the sweep sends it, keyed) are written together or not at all."""
+    with transaction.atomic():
+        row = moves.reserve_given_back(
+            row,
+            refund=released.from_reserve.refund,
+            dispute=released.from_reserve.dispute,
+            actor=actor,
+        )
+        if released.given_back <= 0:
+            return row  # only moved between the refund and the chargeback
+        now = timezone.now()
+        release = ReserveRelease.objects.create(
+            seller_id=row.seller_id,
+            currency=row.currency,
+            release_on=now.astimezone(UTC).date(),
+            amount=released.given_back,
+            given_back_for=row,
+            idempotency_key=give_back_key(transfer_id=row.pk, given_back=row.reserve_given_back),
+            next_retry_at=now,
+        )
+    logger.info(
+        "released reserve gave back",
+        extra={"reserve_release_id": release.pk, "transfer_id": row.pk, "amount": release.amount},
+    )
+    return row
 
 
 def _claim_due(*, now: datetime, limit: int) -> list[ReserveRelease]:
