@@ -784,6 +784,7 @@ class ReserveRelease(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [("resend_reserverelease", "Can send a reserve release that gave up again")]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="chk_release_amount"),
             models.CheckConstraint(

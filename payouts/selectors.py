@@ -164,6 +164,15 @@ def failed_webhook_events(*, limit: int) -> tuple[int, list[WebhookEvent]]:
     return failed.count(), list(failed.order_by("-id")[:limit])
 
 
+def failed_reserve_releases(*, limit: int) -> tuple[int, list[ReserveRelease]]:
+    """How many reserve releases gave up (``failed``), and the oldest of them.
+
+    Each keeps its money in the seller's reserve account until staff send it again. Found
+    through the ``release_due`` index (state first); normally none."""
+    failed = ReserveRelease.objects.filter(state=ReleaseState.FAILED)
+    return failed.count(), list(failed.select_related("seller").order_by("pk")[:limit])
+
+
 def _counted(kind: str) -> list[tuple[str, str, int]]:
     """(from status, status, count) per key of one kind of counter: the sum of its rows."""
     rows = (

@@ -27,12 +27,13 @@ from django.db.models import F
 from django.utils import timezone
 
 import ledger.services
+from config.errors import Conflict, InvalidInput, NotFound
 from marketplace.models import Seller
 from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
 from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
-from payouts.transfer.idempotency import KEY_MEMORY, next_attempt
+from payouts.transfer.idempotency import KEY_MEMORY, next_attempt, renewed_key
 from payouts.transfer.transitions import PAID_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -287,3 +288,83 @@ def _record_retry(release: ReserveRelease, error: GatewayError) -> ReleaseOutcom
         "reserve release failed", extra={"reserve_release_id": release.pk, "why": error.describe()}
     )
     return ReleaseOutcome.FAILED if delay is None else ReleaseOutcome.RETRY_SCHEDULED
+
+
+# --- Staff re-send of a release that gave up ----------------------------------------------------
+
+
+class UnknownRelease(NotFound):
+    code = "unknown_release"
+
+
+class ReleaseNotResendable(Conflict):
+    code = "release_not_resendable"
+
+
+class ResendReasonMissing(InvalidInput):
+    code = "reason_required"
+
+
+def resendable(release: ReserveRelease) -> str | None:
+    """``None`` when staff may send the release again, else why not."""
+    if release.state != ReleaseState.FAILED:
+        return f"reserve release {release.pk} is {release.state}, not failed"
+    return None
+
+
+def release_resend_claim(*, release_id: int, user, reason: str) -> ReserveRelease:
+    """Put a release that gave up back to work, for staff: failed → pending, due after a lease.
+
+    Under the row's lock: a fresh retry budget, a new idempotency key (Stripe would replay the
+    old key's error) and Stripe read before anything is sent (an earlier attempt may have made
+    the transfer); who, when and why are kept on the row. The lease keeps the sweep off it
+    while the caller's attempt runs (``release_resend_send``); should that caller die, the
+    sweep sends it once the lease ends. Raises ``ResendReasonMissing``, ``UnknownRelease`` or
+    ``ReleaseNotResendable``; nothing changes then."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ResendReasonMissing("a reason is required to send a reserve release again")
+    with transaction.atomic():
+        release = ReserveRelease.objects.select_for_update().filter(pk=release_id).first()
+        if release is None:
+            raise UnknownRelease(f"No reserve release {release_id}.")
+        why_not = resendable(release)
+        if why_not is not None:
+            raise ReleaseNotResendable(why_not, subject=release)
+        now = timezone.now()
+        release.state = ReleaseState.PENDING
+        release.idempotency_key = renewed_key(release.idempotency_key)
+        release.read_stripe_first = True
+        release.retry_count = 0
+        release.next_retry_at = now + settings.PAYOUTS.claim_lease
+        release.resent_by, release.resent_at, release.resend_reason = user, now, reason[:500]
+        release.save()
+    logger.warning(
+        "reserve release sent again by staff",
+        extra={"reserve_release_id": release.pk, "user": user.get_username(), "why": reason},
+    )
+    return release
+
+
+def release_resend_send(*, release_id: int, gateway: StripeGateway | None = None) -> ReserveRelease:
+    """The attempt of a release staff put back to work: Stripe read first, then sent.
+
+    A transfer of the release found at Stripe is adopted; else it is sent under its new key.
+    Stripe's error leaves it pending with its retry scheduled (the sweep goes on). Returns
+    the row as it stands."""
+    release = ReserveRelease.objects.get(pk=release_id)
+    if release.state == ReleaseState.PENDING:
+        release_attempt(release, gateway=gateway or get_gateway())
+    release.refresh_from_db()
+    return release
+
+
+def release_resend_by_staff(
+    *, release_id: int, user, reason: str, gateway: StripeGateway | None = None
+) -> ReserveRelease:
+    """Send a release that gave up again, now, on behalf of ``user``, for ``reason``.
+
+    ``release_resend_claim`` then ``release_resend_send``: failed → sent, or pending when
+    Stripe refused again (its error on the row). Raises as ``release_resend_claim`` does."""
+    release_resend_claim(release_id=release_id, user=user, reason=reason)
+    return release_resend_send(release_id=release_id, gateway=gateway)
