@@ -1016,8 +1016,7 @@ class ResendForm(forms.Form):
 
 @admin.register(ReserveRelease)
 class ReserveReleaseAdmin(ReadOnlyAdmin):
-    """Each seller's reserve releases (and give-backs), with the staff re-send of one that gave
-    up."""
+    """Each seller's reserve releases and give-backs; staff send one that gave up again."""
 
     list_display = (
         "id",

@@ -294,6 +294,10 @@ def register_actions() -> None:
             prepare=_risk_release_prepare,
         )
     )
+    _register_reserve_resend()
+
+
+def _register_reserve_resend() -> None:
     register(
         Action(
             kind="reserve_resend",

@@ -134,9 +134,7 @@ def test_an_unknown_release_is_404_and_one_not_failed_is_409_changing_nothing(
     assert ApprovalRequest.objects.count() == 0
 
 
-def test_a_resend_needs_a_reason_and_the_permission(
-    client, sandbox, stripe_client, no_retries
-):
+def test_a_resend_needs_a_reason_and_the_permission(client, sandbox, stripe_client, no_retries):
     release, row = release_that_gave_up(client, sandbox, stripe_client, answer=STRIPE_REFUSED)
     client.force_login(staff_with(username="eve"))
     assert resend(client, release.pk).status_code == 403
