@@ -240,6 +240,9 @@ def reserve_part(transfer: SellerTransfer):
         format_html("chargeback {}", money(transfer.reserve_dispute, currency))
         if transfer.reserve_dispute
         else "",
+        format_html("given back after release {}", money(transfer.reserve_given_back, currency))
+        if transfer.reserve_given_back
+        else "",
     ]
     if transfer.reserve_release_id:
         where = format_html("released (release {})", transfer.reserve_release_id)
@@ -261,6 +264,9 @@ class TransferColumns:
     amount_reserved_money = _money_of("amount_reserved", "reserve kept back")
     reserve_refund_money = _money_of("reserve_refund", "reserve taken by refunds")
     reserve_dispute_money = _money_of("reserve_dispute", "reserve taken by the chargeback")
+    reserve_given_back_money = _money_of(
+        "reserve_given_back", "reserve given back after its release"
+    )
     reversal_target_money = _money_of("reversal_target", "to reverse in all")
     amount_reversed_money = _money_of("amount_reversed", "reversed")
     amount_owed_money = _money_of("amount_owed", "owed by the seller")
@@ -418,6 +424,7 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
                 "amount_reserved_money",
                 "reserve_refund_money",
                 "reserve_dispute_money",
+                "reserve_given_back_money",
                 "reserve_release_at",
                 "reserve_release",
             ),
@@ -454,6 +461,7 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
         "amount_reserved": "amount_reserved_money",
         "reserve_refund": "reserve_refund_money",
         "reserve_dispute": "reserve_dispute_money",
+        "reserve_given_back": "reserve_given_back_money",
         "stripe_transfer_id": "stripe_transfer_id_link",
         "stripe_reversal_id": "stripe_reversal_id_link",
     }
