@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from ledger.selectors import seller_balances
+from payouts.audit import audit_records
 from payouts.models import ReleaseState, ReserveRelease
 from payouts.services.ledger_check import ledger_check
 from payouts.services.reserves import reserves_release_due
@@ -211,3 +212,16 @@ def test_a_release_that_gave_up_shows_under_needs_attention(
     assert api["failed_reserve_releases"]["releases"][0]["id"] == release.pk
     csv = b"".join(client.get(reverse("admin:needs_attention_csv")).streaming_content).decode()
     assert f"reserve release failed,release,{release.pk}," in csv
+
+
+def test_the_audit_export_names_who_sent_a_release_again_and_why(
+    client, sandbox, stripe_client, no_retries, dana
+):
+    release, row = release_that_gave_up(client, sandbox, stripe_client, answer=STRIPE_REFUSED)
+    assert resend(client, release.pk).status_code == 200
+
+    [record] = [r for r in audit_records(start=None, end=None) if r.source == "reserve_resend"]
+
+    assert (record.ref, record.actor, record.amount) == (release.pk, "dana", 180)
+    assert record.reason == "the seller fixed their account"
+    assert record.detail == {"state": "sent"}

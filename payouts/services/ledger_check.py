@@ -225,14 +225,14 @@ _ROWS_BY_SELLER = f"""
            -sum(CASE WHEN r.state IS DISTINCT FROM 'sent'
                 THEN t.amount_reserved - t.reserve_refund - t.reserve_dispute
                      - t.reserve_given_back ELSE 0 END)
-           - coalesce(sum(b.unsent), 0)
     FROM payouts_sellertransfer t
     LEFT JOIN payouts_reserverelease r ON r.id = t.reserve_release_id
-    LEFT JOIN LATERAL (
-        SELECT sum(g.amount) AS unsent FROM payouts_reserverelease g
-        WHERE g.given_back_for_id = t.id AND g.state <> 'sent'
-    ) b ON t.reserve_given_back > 0
     GROUP BY t.seller_id, t.currency
+"""
+_GIVE_BACKS_UNSENT = """
+    SELECT seller_id, currency, -sum(amount) FROM payouts_reserverelease
+    WHERE given_back_for_id IS NOT NULL AND state <> 'sent'
+    GROUP BY seller_id, currency
 """
 _SELLER_BREAKS = {
     "seller_payable": BreakKind.SELLER_PAYABLE,
@@ -256,8 +256,10 @@ def _seller_accounts() -> list[Found]:
     written_off = {(s, c): total for s, c, total in _rows(_WRITTEN_OFF)}
     expected: dict[tuple, int] = {}
     paid = {"paid": list(PAID_STATUSES)}
+    given_back = {(s, c): total for s, c, total in _rows(_GIVE_BACKS_UNSENT)}
     for seller_id, currency, payable, debt, reserve in _rows(_ROWS_BY_SELLER, paid):
         expected[(seller_id, currency, "seller_payable")] = payable
+        reserve += given_back.get((seller_id, currency), 0)
         if reserve:
             expected[(seller_id, currency, "seller_reserve")] = reserve
         off = written_off.get((seller_id, currency), 0)
