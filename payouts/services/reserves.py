@@ -14,6 +14,12 @@ call → record, as for account debits: a short transaction claims due releases 
 and a lease), Stripe is called with no transaction open, a short transaction records the
 outcome with its entry in the book. After an answer that may hide an executed transfer (a
 5xx), the next attempt reads Stripe first and adopts the transfer it finds there.
+
+After the release a reserve covers no more than it did; what it covers no more (a refund it
+covered failed, a dispute it covered was won) is given back in a release of its own, made with
+the change of shares (``reserve_give_back``) and sent by the same sweep. A release that gave
+up (``failed``) is sent again by staff (``release_resend_by_staff``): Stripe read first, else a
+new key.
 """
 
 import logging
