@@ -25,6 +25,8 @@ from payouts.models import (
     TO_TAKE_BACK,
     UNSENT,
     Payout,
+    ReleaseState,
+    ReserveRelease,
     SellerTransfer,
     TransferCount,
     TransferCountKind,
@@ -388,6 +390,7 @@ BREAKS_SHOWN = 50
 WEBHOOKS_SHOWN = 20
 DISPUTES_SHOWN = 50
 PAYOUTS_SHOWN = 50
+RELEASES_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -413,6 +416,9 @@ class NeedsAttention:
     payouts: list[Payout]
     failed_webhooks: int  # Stripe events whose handling failed
     webhooks: list[WebhookEvent]  # the newest of them
+    # Reserve releases that gave up after their retries: how many, and the oldest.
+    failed_releases: int
+    releases: list[ReserveRelease]
 
 
 def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttention:
@@ -431,10 +437,13 @@ def needs_attention(*, now: datetime, rows_per_reason: int = 10) -> NeedsAttenti
         list(check.breaks.select_related("seller").order_by("pk")[:BREAKS_SHOWN]) if check else []
     )
     failed_webhooks, webhooks = selectors.failed_webhook_events(limit=WEBHOOKS_SHOWN)
+    failed_releases, releases = selectors.failed_reserve_releases(limit=RELEASES_SHOWN)
     return NeedsAttention(
         now=now,
         failed_webhooks=failed_webhooks,
         webhooks=webhooks,
+        failed_releases=failed_releases,
+        releases=releases,
         groups=groups,
         debts=seller_debts(),
         risk_held=selectors.risk_held_sellers(),
@@ -474,6 +483,7 @@ def needs_attention_rows(*, now: datetime, label) -> Iterator[tuple]:
     yield from _debt_rows()
     yield from _dispute_rows()
     yield from _failed_event_rows()
+    yield from _failed_release_rows()
     yield from _break_rows()
 
 
@@ -539,6 +549,22 @@ def _failed_event_rows() -> Iterator[tuple]:
             attempts=event.attempts,
             updated=event.received_at.isoformat(),
             detail=event.error,
+        )
+
+
+def _failed_release_rows() -> Iterator[tuple]:
+    failed = ReserveRelease.objects.filter(state=ReleaseState.FAILED).select_related("seller")
+    for release in failed.order_by("pk").iterator(chunk_size=2000):
+        yield _csv_row(
+            "reserve release failed",
+            reason="give-back" if release.given_back_for_id else "release",
+            id=release.pk,
+            seller=release.seller.name,
+            status=release.state,
+            amount=format_money(release.amount, release.currency),
+            attempts=release.retry_count,
+            updated=release.updated_at.isoformat(),
+            detail=release.error_message,
         )
 
 

@@ -146,7 +146,8 @@ class NeedsAttentionView(APIView):
         description=(
             "Per reason: how many transfers, what to do, and the most urgent ten (all of them: "
             "`/api/admin/transfers/?attention=<reason>`); the sellers in debt; the open "
-            "disputes; the Stripe events whose handling failed; the latest ledger check's "
+            "disputes; the Stripe events whose handling failed; the reserve releases that gave "
+            "up; the latest ledger check's "
             "breaks. Amounts in minor units. Build alerts on `counts`."
         ),
         tags=["staff"],
@@ -166,6 +167,12 @@ class NeedsAttentionView(APIView):
                     "replay": "manage.py replay_webhook_events [evt_…], or the admin's "
                     '"Replay selected events"',
                     "events": [_event_body(event) for event in report.webhooks],
+                },
+                "failed_reserve_releases": {
+                    "count": report.failed_releases,
+                    "resend": "POST /api/admin/reserve-releases/<id>/resend/, or the admin's "
+                    '"Send selected reserve releases that gave up again"',
+                    "releases": [_release_body(release) for release in report.releases],
                 },
                 "ledger_breaks": {
                     "checked_at": report.check.finished_at if report.check else None,
@@ -202,6 +209,19 @@ def _dispute_body(dispute) -> dict:
         "amount": dispute.amount,
         "currency": dispute.currency,
         "evidence_due_by": dispute.evidence_due_by,
+    }
+
+
+def _release_body(release) -> dict:
+    return {
+        "id": release.pk,
+        "seller": release.seller_id,
+        "amount": release.amount,
+        "currency": release.currency,
+        "release_on": release.release_on,
+        "given_back_for": release.given_back_for_id,
+        "attempts": release.retry_count,
+        "error": release.error_message,
     }
 
 

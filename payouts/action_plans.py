@@ -9,8 +9,9 @@ from config.money import format_money
 from console.display import seller_named
 from marketplace.models import DisputeStatus, Order, OrderStatus
 from marketplace.selectors import order_refund_reserved_amount, order_refunded_amount, order_total
-from payouts.models import SellerTransfer
+from payouts.models import ReserveRelease, SellerTransfer
 from payouts.services.requeue import requeueable
+from payouts.services.reserves import resendable
 from payouts.transfer.transitions import HeldReason, TransferStatus
 
 
@@ -105,4 +106,15 @@ def requeue_plan(row: SellerTransfer) -> str:
         f"{format_money(row.to_send, row.currency)} to {seller_named(row.seller)} "
         f"(order {row.order_id}); it was never paid, so paying it by hand as well would pay "
         "twice."
+    )
+
+
+def resend_plan(row: ReserveRelease) -> str:
+    why_not = resendable(row)
+    if why_not is not None:
+        return f"Reserve release {row.pk}: left alone ({why_not})."
+    return (
+        f"Reserve release {row.pk}: read at Stripe, then sent again if not found there: "
+        f"{format_money(row.amount, row.currency)} to {seller_named(row.seller)} "
+        f"(gave up after {row.retry_count} attempt(s): {row.error_message or 'no error'})."
     )

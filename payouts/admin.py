@@ -37,6 +37,8 @@ from payouts.models import (
     PayoutItem,
     PayoutItemKind,
     PayoutStatus,
+    ReleaseState,
+    ReserveRelease,
     SellerTransfer,
     SellerTransferEvent,
     WebhookEvent,
@@ -238,6 +240,9 @@ def reserve_part(transfer: SellerTransfer):
         format_html("chargeback {}", money(transfer.reserve_dispute, currency))
         if transfer.reserve_dispute
         else "",
+        format_html("given back after release {}", money(transfer.reserve_given_back, currency))
+        if transfer.reserve_given_back
+        else "",
     ]
     if transfer.reserve_release_id:
         where = format_html("released (release {})", transfer.reserve_release_id)
@@ -259,6 +264,9 @@ class TransferColumns:
     amount_reserved_money = _money_of("amount_reserved", "reserve kept back")
     reserve_refund_money = _money_of("reserve_refund", "reserve taken by refunds")
     reserve_dispute_money = _money_of("reserve_dispute", "reserve taken by the chargeback")
+    reserve_given_back_money = _money_of(
+        "reserve_given_back", "reserve given back after its release"
+    )
     reversal_target_money = _money_of("reversal_target", "to reverse in all")
     amount_reversed_money = _money_of("amount_reversed", "reversed")
     amount_owed_money = _money_of("amount_owed", "owed by the seller")
@@ -416,6 +424,7 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
                 "amount_reserved_money",
                 "reserve_refund_money",
                 "reserve_dispute_money",
+                "reserve_given_back_money",
                 "reserve_release_at",
                 "reserve_release",
             ),
@@ -452,6 +461,7 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
         "amount_reserved": "amount_reserved_money",
         "reserve_refund": "reserve_refund_money",
         "reserve_dispute": "reserve_dispute_money",
+        "reserve_given_back": "reserve_given_back_money",
         "stripe_transfer_id": "stripe_transfer_id_link",
         "stripe_reversal_id": "stripe_reversal_id_link",
     }
@@ -995,6 +1005,103 @@ class PayoutAdmin(ReadOnlyAdmin):
 
     def has_reconcile_permission(self, request):
         return request.user.has_perm("payouts.reconcile_payout")
+
+
+RELEASE_TONES = {
+    ReleaseState.PENDING: Tone.WAITING,
+    ReleaseState.SENT: Tone.OK,
+    ReleaseState.FAILED: Tone.DANGER,
+}
+
+
+class ResendForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea,
+        max_length=500,
+        help_text="Why it is sent again (the cause that is fixed); kept on the release.",
+    )
+
+
+@admin.register(ReserveRelease)
+class ReserveReleaseAdmin(ReadOnlyAdmin):
+    """Each seller's reserve releases and give-backs; staff send one that gave up again."""
+
+    list_display = (
+        "id",
+        "seller",
+        "release_on",
+        "amount_money",
+        "state_badge",
+        "given_back_for",
+        "retry_count",
+        "stripe_transfer_id",
+        "error_message",
+    )
+    list_filter = ("state",)
+    list_select_related = ("seller",)
+    search_fields = ("=stripe_transfer_id", "=idempotency_key")
+    ordering = ("-id",)
+    actions = ["resend_given_up"]
+    shown_as = {"amount": "amount_money", "state": "state_badge"}
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_money(self, release):
+        return money(release.amount, release.currency)
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, release):
+        return badge(release.state, RELEASE_TONES.get(release.state, Tone.NEUTRAL))
+
+    @admin.action(
+        description="Send selected reserve releases that gave up again…", permissions=["resend"]
+    )
+    def resend_given_up(self, request, queryset):
+        rows = list(queryset.select_related("seller").order_by("pk"))
+        form = ResendForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return action_form(
+                self,
+                request,
+                form,
+                action="resend_given_up",
+                selected=[row.pk for row in rows],
+                title=f"Send {len(rows)} reserve release(s) that gave up again",
+                plan=[action_plans.resend_plan(row) for row in rows],
+                intro="Nothing is sent until you confirm. Stripe is read first: a transfer of "
+                "the release found there is adopted, else it is sent under a new key. Only "
+                "failed releases are sent; the others are left alone and say why. Do not also "
+                "pay the seller by hand in the Stripe Dashboard.",
+                submit="Send again",
+            )
+        for row in rows:
+            self._resend(request, row, reason=form.cleaned_data["reason"])
+        return None
+
+    def _resend(self, request, row, *, reason: str) -> None:
+        about = f"reserve release {row.pk} to {seller_named(row.seller)}"
+        try:
+            done = staff_action_request(
+                kind="reserve_resend",
+                params={"release_id": row.pk},
+                reason=reason,
+                user=request.user,
+            )
+        except DomainError as error:
+            level, text = admin_message(error, about=about)
+            self.message_user(request, text, level)
+            return
+        if done.outcome == Outcome.WAITING:
+            text = f"Reserve release {row.pk}: {waiting_message(done.request)}"
+        else:
+            text = (
+                f"Reserve release {row.pk} of {format_money(row.amount, row.currency)} to "
+                f"{seller_named(row.seller)}: {done.result['state']} "
+                f"{done.result['stripe_transfer_id'] or '(Stripe refused again; retried)'}."
+            )
+        self.message_user(request, text, messages.SUCCESS)
+
+    def has_resend_permission(self, request):
+        return request.user.has_perm("payouts.resend_reserverelease")
 
 
 class SellerWithPayoutsAdmin(PageActions, SellerWithBookAdmin):

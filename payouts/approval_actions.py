@@ -1,8 +1,8 @@
 """The payouts app's staff money actions, as the approvals app runs them.
 
-Staff refunds, releases of held transfers, re-queues, payout policy changes and releases of
-risk holds. Each reads its parameters (``measure``), then runs through the same service as
-when it needs no approval."""
+Staff refunds, releases of held transfers, re-queues, payout policy changes, releases of
+risk holds and re-sends of reserve releases that gave up. Each reads its parameters
+(``measure``), then runs through the same service as when it needs no approval."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +14,7 @@ from config.errors import StripeRefused
 from marketplace.models import Order, OrderStatus, Refund, RefundStatus, Seller
 from marketplace.selectors import order_refund_reserved_amount, order_total
 from marketplace.services import RefundRefused, UnknownOrder
-from payouts.models import SellerTransfer
+from payouts.models import ReserveRelease, SellerTransfer
 from payouts.services.holds import NothingToRelease, order_release
 from payouts.services.policies import (
     UnknownSeller,
@@ -28,6 +28,13 @@ from payouts.services.refunds import (
     staff_refund_settle,
 )
 from payouts.services.requeue import TransferNotRequeueable, requeueable, transfer_requeue_by_staff
+from payouts.services.reserves import (
+    ReleaseNotResendable,
+    UnknownRelease,
+    release_resend_claim,
+    release_resend_send,
+    resendable,
+)
 from payouts.services.risk import NoRiskHold, risk_held_transfers, seller_risk_release
 from payouts.services.transfers import UnknownTransfer
 from payouts.transfer.actors import Actor
@@ -153,6 +160,42 @@ def _requeue_prepare(ask: Ask) -> dict:
     return {"transfer_id": transfer.pk, "status": transfer.status}
 
 
+# --- Re-sends of reserve releases that gave up
+
+
+def _resend_measure(params: Mapping[str, Any]) -> Measured:
+    release = ReserveRelease.objects.filter(pk=params["release_id"]).first()
+    if release is None:
+        raise UnknownRelease(f"No reserve release {params['release_id']}.")
+    why_not = resendable(release)
+    if why_not is not None:
+        raise ReleaseNotResendable(why_not, subject=release)
+    return Measured(release.amount, release.currency, {"release_id": release.pk})
+
+
+def _resend_prepare(ask: Ask) -> dict:
+    approved = _approved(ask)
+    reason = f"{ask.reason} ({approved})" if approved else ask.reason
+    release = release_resend_claim(
+        release_id=ask.params["release_id"], user=ask.user, reason=reason
+    )
+    return {"release_id": release.pk}
+
+
+def _resend_send(result: dict) -> dict:
+    release = release_resend_send(release_id=result["release_id"])
+    return {"state": release.state, "stripe_transfer_id": release.stripe_transfer_id}
+
+
+def _resend_resume(result: dict) -> dict:
+    """An approved re-send whose process died: the release is pending, the sweep sends it.
+
+    Its lease has run out (the approvals sweep waits as long), so the release sweep reads
+    Stripe first and sends it, once; nothing is sent from here."""
+    release = ReserveRelease.objects.get(pk=result["release_id"])
+    return {"state": release.state, "stripe_transfer_id": release.stripe_transfer_id}
+
+
 # --- Payout policy changes and risk releases
 
 
@@ -249,5 +292,21 @@ def register_actions() -> None:
             measure=_risk_release_measure,
             subject=lambda params: f"seller {params['seller_id']}",
             prepare=_risk_release_prepare,
+        )
+    )
+    _register_reserve_resend()
+
+
+def _register_reserve_resend() -> None:
+    register(
+        Action(
+            kind="reserve_resend",
+            label="Re-send of a reserve release that gave up",
+            measure=_resend_measure,
+            subject=lambda params: f"reserve release {params['release_id']}",
+            prepare=_resend_prepare,
+            send=_resend_send,
+            resume=_resend_resume,
+            reason_required=True,
         )
     )

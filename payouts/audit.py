@@ -11,7 +11,9 @@ million rows it holds. The sources:
   write-off's reason);
 - ``approval``: each approval request made, approved, rejected, executed, failed or expired;
 - ``account_change``: each change of a seller's connected account (where their money goes);
-- ``staff_refund``: each refund staff started here (its Stripe refund id).
+- ``staff_refund``: each refund staff started here (its Stripe refund id);
+- ``reserve_resend``: each reserve release staff sent again after it gave up (the last re-send
+  of each: who, when, why).
 
 Run inside one ``REPEATABLE READ`` read-only transaction (when the caller has none open), so
 every source is read from the same snapshot: a move committed mid-export is in all of them or
@@ -32,7 +34,7 @@ from django.db.models.functions import JSONObject
 from approvals.models import ApprovalRequest, ApprovalStatus
 from ledger.models import Entry, Line
 from marketplace.models import Refund, SellerAccountChange
-from payouts.models import SellerTransferEvent
+from payouts.models import ReserveRelease, SellerTransferEvent
 
 # Rows fetched per round trip of each cursor: bounds the memory of the export.
 CHUNK = 2000
@@ -86,6 +88,7 @@ def audit_records(*, start: datetime | None, end: datetime | None) -> Iterator[A
             *_approvals(start, end),
             _account_changes(start, end),
             _staff_refunds(start, end),
+            _reserve_resends(start, end),
         ]
         yield from heapq.merge(*sources, key=lambda record: (record.at, record.source, record.ref))
 
@@ -305,4 +308,35 @@ def _staff_refunds(start, end) -> Iterator[AuditRecord]:
             order_id=order_id,
             stripe_ids=(stripe_refund_id,) if stripe_refund_id else (),
             detail={"status": status},
+        )
+
+
+def _reserve_resends(start, end) -> Iterator[AuditRecord]:
+    resent = ReserveRelease.objects.filter(resent_at__isnull=False)
+    rows = _within(resent, "resent_at", start, end).values_list(
+        "pk",
+        "resent_at",
+        "resent_by__username",
+        "resend_reason",
+        "amount",
+        "currency",
+        "seller_id",
+        "state",
+        "stripe_transfer_id",
+    )
+    for pk, at, user, reason, amount, currency, seller_id, state, transfer_id in rows.iterator(
+        chunk_size=CHUNK
+    ):
+        yield AuditRecord(
+            at=at,
+            source="reserve_resend",
+            ref=pk,
+            action="reserve release sent again",
+            actor=user or "",
+            reason=reason,
+            amount=amount,
+            currency=currency,
+            seller_id=seller_id,
+            stripe_ids=(transfer_id,) if transfer_id else (),
+            detail={"state": state},
         )

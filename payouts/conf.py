@@ -173,6 +173,7 @@ APPROVAL_DEFAULTS = {
     "requeue": "never",
     "policy_change": "never",
     "risk_release": "never",
+    "reserve_resend": "never",
 }
 
 

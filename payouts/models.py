@@ -143,6 +143,10 @@ class SellerTransfer(models.Model):
     amount_reserved = models.BigIntegerField(default=0, db_default=0)
     reserve_refund = models.BigIntegerField(default=0, db_default=0)
     reserve_dispute = models.BigIntegerField(default=0, db_default=0)
+    # What the reserve covered at its release and gave back since (a refund that failed, a
+    # dispute won): owed to the seller again, and sent by releases of its own
+    # (``ReserveRelease.given_back_for``). What it covered at release is this plus the two above.
+    reserve_given_back = models.BigIntegerField(default=0, db_default=0)
     reserve_release_at = models.DateTimeField(null=True, blank=True)
     # The release that sent what the reserve had left (set once; the reserve is then closed).
     reserve_release = models.ForeignKey(
@@ -215,7 +219,12 @@ class SellerTransfer(models.Model):
                 & Q(amount_reserved__lte=F("amount") - F("amount_netted"))
                 & Q(reserve_refund__gte=0)
                 & Q(reserve_dispute__gte=0)
-                & Q(reserve_refund__lte=F("amount_reserved") - F("reserve_dispute")),
+                & Q(reserve_given_back__gte=0)
+                & Q(
+                    reserve_refund__lte=F("amount_reserved")
+                    - F("reserve_dispute")
+                    - F("reserve_given_back")
+                ),
                 name="chk_transfer_reserve_range",
             ),
             models.CheckConstraint(
@@ -743,7 +752,9 @@ class ReserveRelease(models.Model):
     Made by the reserve sweep with every transfer whose reserve days have passed (their
     ``reserve_release``); the amount is fixed then, and the idempotency key is the row's own
     and deterministic (seller, currency, day), so two sweeps make one row and Stripe one
-    transfer."""
+    transfer. A *give-back* (``given_back_for`` set) sends what one released reserve covered
+    and gave back since (its key names the transfer and its ``reserve_given_back`` total), made
+    in the transaction that gave it back; it is not one of the day's releases."""
 
     State = ReleaseState
 
@@ -759,10 +770,24 @@ class ReserveRelease(models.Model):
     retry_count = models.PositiveIntegerField(default=0)
     next_retry_at = models.DateTimeField(null=True, blank=True)
     error_message = models.TextField(blank=True, default="")
+    given_back_for = models.ForeignKey(
+        SellerTransfer,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="reserve_give_backs",
+    )
+    # The last staff re-send of a release that gave up: who, when and why.
+    resent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resent_at = models.DateTimeField(null=True, blank=True)
+    resend_reason = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [("resend_reserverelease", "Can send a reserve release that gave up again")]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="chk_release_amount"),
             models.CheckConstraint(
@@ -770,7 +795,9 @@ class ReserveRelease(models.Model):
             ),
             models.CheckConstraint(condition=CURRENCY_FORMAT, name="chk_release_currency"),
             models.UniqueConstraint(
-                fields=["seller", "currency", "release_on"], name="uniq_release_seller_day"
+                fields=["seller", "currency", "release_on"],
+                condition=Q(given_back_for__isnull=True),
+                name="uniq_release_seller_day",
             ),
         ]
         indexes = [models.Index(fields=["state", "next_retry_at"], name="release_due")]

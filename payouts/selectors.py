@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import connections, router
-from django.db.models import Case, CharField, Count, F, Min, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, CharField, Count, F, Min, Q, QuerySet, Sum, Value, When, Window
 from django.db.models.functions import Coalesce
 
 from ledger.models import CheckRun
@@ -30,6 +30,7 @@ from payouts.models import (
     PayoutItemKind,
     PayoutStatus,
     ReleaseState,
+    ReserveRelease,
     SellerTransfer,
     SellerTransferEvent,
     TransferCount,
@@ -161,6 +162,17 @@ def failed_webhook_events(*, limit: int) -> tuple[int, list[WebhookEvent]]:
     by ``idx_webhook_open``; normally none."""
     failed = WebhookEvent.objects.filter(outcome=WebhookOutcome.FAILED)
     return failed.count(), list(failed.order_by("-id")[:limit])
+
+
+def failed_reserve_releases(*, limit: int) -> tuple[int, list[ReserveRelease]]:
+    """How many reserve releases gave up (``failed``), and the oldest of them.
+
+    Each keeps its money in the seller's reserve account until staff send it again. Found
+    through the ``release_due`` index (state first); normally none."""
+    failed = ReserveRelease.objects.filter(state=ReleaseState.FAILED).select_related("seller")
+    # The count rides on the rows (a window over the whole filter): one statement.
+    rows = list(failed.annotate(failed=Window(Count("*"))).order_by("pk")[:limit])
+    return (rows[0].failed if rows else 0), rows
 
 
 def _counted(kind: str) -> list[tuple[str, str, int]]:
@@ -544,15 +556,27 @@ def reserves_held_by_currency() -> dict[str, tuple[int, int]]:
     """The sellers' rolling reserves not sent yet, per currency: (transfers, amount held).
 
     What each reserve kept less what refunds and chargebacks took from it, until the release
-    that carries it is sent."""
-    held = F("amount_reserved") - F("reserve_refund") - F("reserve_dispute")
-    rows = (
+    that carries it is sent; and what released reserves gave back, until each give-back is
+    sent. One statement (the two parts joined by ``UNION ALL``)."""
+    taken = F("reserve_refund") + F("reserve_dispute") + F("reserve_given_back")
+    kept = (
         # ``amount_reserved > 0`` first: the partial index of the transfers that kept a reserve.
         SellerTransfer.objects.filter(amount_reserved__gt=0)
-        .filter(amount_reserved__gt=F("reserve_refund") + F("reserve_dispute"))
+        .filter(amount_reserved__gt=taken)
         .exclude(reserve_release__state=ReleaseState.SENT)
         .values_list("currency")
-        .annotate(n=Count("*"), total=Sum(held))
-        .order_by("currency")
+        .annotate(n=Count("*"), total=Sum(F("amount_reserved") - taken))
+        .order_by()
     )
-    return {currency: (n, total) for currency, n, total in rows}
+    given_back = (
+        ReserveRelease.objects.filter(given_back_for__isnull=False)
+        .exclude(state=ReleaseState.SENT)
+        .values_list("currency")
+        .annotate(n=Count("*"), total=Sum("amount"))
+        .order_by()
+    )
+    held: dict[str, tuple[int, int]] = {}
+    for currency, n, total in kept.union(given_back, all=True):
+        before = held.get(currency, (0, 0))
+        held[currency] = (before[0] + n, before[1] + total)
+    return dict(sorted(held.items()))

@@ -475,3 +475,37 @@ def staff_with(*codenames: str, **fields):
     user = UserFactory(is_staff=True, **fields)
     user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
     return user
+
+
+# --- The rolling reserve -------------------------------------------------------------------------
+
+STRIPE_REFUSED = {
+    "status": 400,
+    "error": {
+        "type": "invalid_request_error",
+        "code": "account_invalid",
+        "message": "The destination account cannot receive transfers.",
+    },
+}
+
+
+def release_that_gave_up(client, sandbox, stripe_client, *, answer: dict):
+    """A seller with a 10 % reserve paid for one order (1800 after the fee, 180 kept back); the
+    release of the 180 after 31 days got ``answer`` from Stripe and gave up (the caller lets
+    the workers make no retry). Returns (the release, the transfer row)."""
+    from payouts.models import ReleaseState, ReserveRelease
+    from payouts.services.policies import seller_policy_set
+    from payouts.services.reserves import reserves_release_due
+
+    seller = connected_seller(stripe_client)
+    changes = {"reserve_bps": 1000, "reserve_days": 30}
+    seller_policy_set(seller_id=seller.pk, changes=changes, user=staff_with())
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    sandbox.script("transfers.create", [answer])
+    assert reserves_release_due(now=timezone.now() + timedelta(days=31)) == {
+        "created": 1,
+        "failed": 1,
+    }
+    release = ReserveRelease.objects.get(seller=seller)
+    assert release.state == ReleaseState.FAILED
+    return release, row

@@ -119,6 +119,7 @@ def test_the_default_rules_are_write_offs_always_refunds_above_500_the_rest_neve
         "requeue": "never",
         "policy_change": "never",
         "risk_release": "never",
+        "reserve_resend": "never",
     }
     assert settings.PAYOUTS.approvals.expires_after == timedelta(days=7)
 

@@ -327,3 +327,25 @@ def test_the_reserve_is_kept_never_lost(amount, bps, debt, data):
     assert reserve + netted + money.to_send(part) + kept_back == amount
     assert kept_back + owed == from_transfer.refund + from_transfer.dispute
     assert money.reserve_held(reserved=reserve, taken=taken) == reserve - taken
+
+
+@given(AMOUNT, st.integers(0, 10_000), st.data())
+def test_a_released_reserve_covers_no_more_and_gives_back_what_it_covers_no_more(amount, bps, data):
+    """Law 10, after the release: the reserve's cover never grows, and is never lost.
+
+    What it covers now plus what it gives back is what it covered; what it and the transfer
+    take is the shares; following the shares again moves nothing."""
+    reserve = money.reserve_kept(amount=amount, bps=bps)
+    at_release = money.reserve_split(money.Shares(*data.draw(shares_of(amount))), reserve=reserve)
+    covered = at_release[0]
+    shares = money.Shares(*data.draw(shares_of(amount)))
+
+    released = money.reserve_after_release(shares, covered=covered)
+
+    now = released.from_reserve
+    assert now.refund + now.dispute + released.given_back == covered.refund + covered.dispute
+    assert released.given_back >= 0 and min(now.refund, now.dispute) >= 0
+    assert now.refund + released.from_transfer.refund == shares.refund
+    assert now.dispute + released.from_transfer.dispute == shares.dispute
+    again = money.reserve_after_release(shares, covered=now)
+    assert (again.from_reserve, again.given_back) == (now, 0)

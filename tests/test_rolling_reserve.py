@@ -409,3 +409,153 @@ def test_a_full_refund_that_fails_after_the_hold_gives_the_reserve_back(
     assert row.to_send == 1620 or row.sent == 1620
     assert reserve_of(seller) == 180
     assert ledger_check()[1] == []
+
+
+def released_after_a_refund(client, stripe_client, deliver):
+    """Paid with a 180 reserve; a refund took 90 of it; the other 90 released after the days."""
+    order, row = paid_with_reserve(client, stripe_client)
+    refund = refund_at_stripe(stripe_client, order, 100)  # the seller's share: 90
+    deliver("refund.created")
+    assert reserves_release_due(now=after_days(31)) == {"created": 1, "sent": 1}
+    return order, row, refund
+
+
+@pytest.mark.django_db
+def test_a_refund_that_fails_after_the_release_sends_what_the_reserve_covered_exactly_once(
+    client, sandbox, stripe_client, deliver
+):
+    order, row, refund = released_after_a_refund(client, stripe_client, deliver)
+
+    sandbox.fail_refund(refund["id"])
+    deliver("refund.failed")
+
+    row.refresh_from_db()
+    assert (row.reserve_refund, row.reserve_given_back) == (0, 90)
+    assert sandbox.calls("reversals.create") == []
+    assert reserve_of(row.seller) == 90  # owed to the seller again, until sent
+    assert ledger_check()[1] == []
+    assert reserves_release_due(now=after_days(31)) == {"sent": 1}
+    assert reserves_release_due(now=after_days(32)) == {}
+
+    back = ReserveRelease.objects.get(given_back_for=row)
+    assert (back.state, back.amount) == (ReleaseState.SENT, 90)
+    assert back.idempotency_key == f"payouts-reserve-back-{row.pk}-90-g0"
+    account = row.seller.stripe_account_id
+    assert [t["amount"] for t in transfers_to(sandbox, account)] == [1620, 90, 90]
+    assert transfers_to(sandbox, account)[-1]["metadata"]["reserve_release_id"] == str(back.pk)
+    assert reserve_of(row.seller) == 0
+    assert Entry.objects.filter(kind=EntryKind.RESERVE_RELEASED).count() == 2
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_refund_that_fails_after_the_release_is_made_before_that_release_is_sent_counts_once(
+    client, sandbox, stripe_client, deliver
+):
+    order, row = paid_with_reserve(client, stripe_client)
+    refund = refund_at_stripe(stripe_client, order, 100)
+    deliver("refund.created")
+    sandbox.script("transfers.create", [STRIPE_500])
+    assert reserves_release_due(now=after_days(31)) == {"created": 1, "retry_scheduled": 1}
+
+    sandbox.fail_refund(refund["id"])  # the release of 90 is made, not sent yet
+    deliver("refund.failed")
+    assert ledger_check()[1] == []
+
+    assert reserves_release_due(now=after_days(32)) == {"sent": 2}
+    amounts = sorted(t["amount"] for t in transfers_to(sandbox, row.seller.stripe_account_id))
+    assert amounts == [90, 90, 1620]
+    assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_give_back_whose_answer_was_lost_is_replayed_not_sent_twice(
+    client, sandbox, stripe_client, deliver
+):
+    order, row, refund = released_after_a_refund(client, stripe_client, deliver)
+    sandbox.fail_refund(refund["id"])
+    deliver("refund.failed")
+    sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
+
+    assert reserves_release_due(now=after_days(31)) == {"retry_scheduled": 1}
+    assert reserves_release_due(now=after_days(32)) == {"sent": 1}
+
+    account = row.seller.stripe_account_id
+    assert [t["amount"] for t in transfers_to(sandbox, account)] == [1620, 90, 90]
+    assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_give_back_whose_worker_died_after_stripe_made_it_is_sent_once_after_the_lease(
+    client, sandbox, stripe_client, deliver
+):
+    order, row, refund = released_after_a_refund(client, stripe_client, deliver)
+    sandbox.fail_refund(refund["id"])
+    deliver("refund.failed")
+    back = ReserveRelease.objects.get(given_back_for=row)
+    # A worker claimed it, asked Stripe (which made it) and died before recording anything.
+    ReserveRelease.objects.filter(pk=back.pk).update(next_retry_at=after_days(31))
+    stripe_client.v1.transfers.create(
+        params={
+            "amount": 90,
+            "currency": "usd",
+            "destination": row.seller.stripe_account_id,
+            "transfer_group": f"reserve-{row.seller_id}-usd-{back.release_on:%Y%m%d}",
+            "metadata": {"reserve_release_id": str(back.pk), "seller_id": str(row.seller_id)},
+        },
+        options={"idempotency_key": back.idempotency_key},
+    )
+
+    assert reserves_release_due(now=timezone.now()) == {}  # its lease still runs
+    assert reserves_release_due(now=after_days(32)) == {"sent": 1}
+
+    account = row.seller.stripe_account_id
+    assert [t["amount"] for t in transfers_to(sandbox, account)] == [1620, 90, 90]
+    assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_new_refund_after_the_give_back_is_taken_from_the_transfer_not_twice(
+    client, sandbox, stripe_client, deliver
+):
+    order, row, refund = released_after_a_refund(client, stripe_client, deliver)
+    sandbox.fail_refund(refund["id"])
+    deliver("refund.failed")
+    assert reserves_release_due(now=after_days(31)) == {"sent": 1}
+
+    refund_at_stripe(stripe_client, order, 100)  # the seller's share: 90 again
+    deliver("refund.created")
+
+    row.refresh_from_db()
+    assert (row.reserve_refund, row.reserve_given_back) == (0, 90)
+    assert (row.reversal_target, row.amount_reversed) == (90, 90)
+    assert ReserveRelease.objects.filter(given_back_for=row).count() == 1
+    assert reserve_of(row.seller) == 0
+    assert reserves_release_due(now=after_days(32)) == {}
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_dispute_won_after_the_release_sends_what_the_reserve_covered(
+    client, sandbox, stripe_client, deliver
+):
+    order, row = paid_with_reserve(client, stripe_client)
+    dispute = sandbox.open_dispute(order.stripe_charge_id, amount=100)  # the share: 90
+    deliver(*DISPUTE_EVENTS)
+    row.refresh_from_db()
+    assert (row.reserve_dispute, row.dispute_target) == (90, 0)
+    assert reserves_release_due(now=after_days(31)) == {"created": 1, "sent": 1}
+
+    sandbox.advance_dispute(dispute["id"], "won")
+    deliver(*DISPUTE_EVENTS)
+
+    row.refresh_from_db()
+    assert (row.reserve_dispute, row.reserve_given_back) == (0, 90)
+    assert reserves_release_due(now=after_days(32)) == {"sent": 1}
+    account = row.seller.stripe_account_id
+    assert [t["amount"] for t in transfers_to(sandbox, account)] == [1620, 90, 90]
+    assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []

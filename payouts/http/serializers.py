@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from marketplace.models import Dispute, Refund
-from payouts.models import Payout, PayoutItem, SellerTransfer
+from payouts.models import Payout, PayoutItem, ReserveRelease, SellerTransfer
 
 # What staff see of a seller transfer, in the API and on the order's admin page.
 TRANSFER_FIELDS = (
@@ -60,6 +60,40 @@ class RequeueRequestSerializer(serializers.Serializer):
     reason = serializers.CharField(
         max_length=500, help_text="Why the transfer is re-queued; kept in its audit trail."
     )
+
+
+class ResendRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=500,
+        help_text="Why the release is sent again (the cause that is fixed); kept on the row.",
+    )
+
+
+class ReserveReleaseSerializer(serializers.ModelSerializer):
+    resent_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ReserveRelease
+        fields = [
+            "id",
+            "seller",
+            "currency",
+            "release_on",
+            "amount",
+            "state",
+            "given_back_for",
+            "stripe_transfer_id",
+            "retry_count",
+            "next_retry_at",
+            "read_stripe_first",
+            "error_message",
+            "resent_by",
+            "resent_at",
+            "resend_reason",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
 
 
 class RefundSerializer(serializers.ModelSerializer):

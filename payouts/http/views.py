@@ -47,9 +47,11 @@ from payouts.http.serializers import (
     RefundSerializer,
     ReleaseRequestSerializer,
     RequeueRequestSerializer,
+    ResendRequestSerializer,
+    ReserveReleaseSerializer,
     SellerTransferSerializer,
 )
-from payouts.models import SellerTransfer, WebhookOutcome
+from payouts.models import ReserveRelease, SellerTransfer, WebhookOutcome
 from payouts.services.transfers import transfer_retry_by_staff
 from payouts.services.webhooks import webhook_event_ingest
 from payouts.stripe_api.webhook_signature import signature_is_valid
@@ -345,6 +347,57 @@ class TransferRequeueView(APIView):
             return waiting_response(done.request)
         transfer = SellerTransfer.objects.get(pk=done.result["transfer_id"])
         return Response(SellerTransferSerializer(transfer).data)
+
+
+class ReserveReleaseResendView(APIView):
+    """``POST /api/admin/reserve-releases/<id>/resend/``: send a release that gave up again.
+
+    The body is ``{"reason": "…"}``; the release is ``failed`` after its retries."""
+
+    authentication_classes = STAFF_AUTHENTICATION
+    permission_classes = [
+        IsAdminUser,
+        staff_permission("payouts.resend_reserverelease"),
+        JSONBodyOnly,
+    ]
+
+    @extend_schema(
+        operation_id="reserve_release_resend",
+        summary="Send a reserve release that gave up again",
+        description=(
+            "Only for `failed` reserve releases. Stripe is read first: a transfer of this "
+            "release found there is adopted (`sent`); else it is sent under a new idempotency "
+            "key (`sent`, or `pending` with Stripe's error and a retry scheduled). Goes through "
+            "the four-eyes rule `reserve_resend`. Needs staff status and the "
+            "`payouts.resend_reserverelease` permission. Who, when and why are kept on the row."
+        ),
+        tags=["staff"],
+        request=ResendRequestSerializer,
+        responses={
+            200: OpenApiResponse(
+                ReserveReleaseSerializer, description="The release, sent or pending again."
+            ),
+            202: WAITING,
+            **STAFF_ERRORS,
+            409: error_response(
+                "`release_not_resendable`: the release is not `failed` (the message says what "
+                "it is); nothing changed."
+            ),
+        },
+    )
+    def post(self, request, pk: int):
+        body = ResendRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        done = staff_action_request(
+            kind="reserve_resend",
+            params={"release_id": pk},
+            reason=body.validated_data["reason"],
+            user=request.user,
+        )
+        if done.outcome == Outcome.WAITING:
+            return waiting_response(done.request)
+        release = ReserveRelease.objects.get(pk=done.result["release_id"])
+        return Response(ReserveReleaseSerializer(release).data)
 
 
 class OrderRefundView(APIView):

@@ -221,17 +221,24 @@ _BOOK_BY_SELLER = """
     WHERE a.kind IN ('seller_payable', 'seller_debt', 'seller_reserve')
     GROUP BY a.seller_id, l.currency, a.kind
 """
-# The reserve account holds what each reserve kept and not taken by shares, until a release
-# that carries it is sent (a credit: owed to the seller).
+# The reserve account holds what each reserve kept and not taken by shares (at its release:
+# with what it gave back since), until the release that carries it is sent (a credit: owed to
+# the seller); and what released reserves gave back, until each give-back is sent.
 _ROWS_BY_SELLER = f"""
     SELECT t.seller_id, t.currency,
            sum({_ROW_PAYABLE.format(sent=_SENT)}),
            sum(t.amount_owed - t.amount_netted),
            -sum(CASE WHEN r.state IS DISTINCT FROM 'sent'
-                THEN t.amount_reserved - t.reserve_refund - t.reserve_dispute ELSE 0 END)
+                THEN t.amount_reserved - t.reserve_refund - t.reserve_dispute
+                     - t.reserve_given_back ELSE 0 END)
     FROM payouts_sellertransfer t
     LEFT JOIN payouts_reserverelease r ON r.id = t.reserve_release_id
     GROUP BY t.seller_id, t.currency
+"""
+_GIVE_BACKS_UNSENT = """
+    SELECT seller_id, currency, -sum(amount) FROM payouts_reserverelease
+    WHERE given_back_for_id IS NOT NULL AND state <> 'sent'
+    GROUP BY seller_id, currency
 """
 _SELLER_BREAKS = {
     "seller_payable": BreakKind.SELLER_PAYABLE,
@@ -255,8 +262,10 @@ def _seller_accounts() -> list[Found]:
     written_off = {(s, c): total for s, c, total in _rows(_WRITTEN_OFF)}
     expected: dict[tuple, int] = {}
     paid = {"paid": list(PAID_STATUSES)}
+    given_back = {(s, c): total for s, c, total in _rows(_GIVE_BACKS_UNSENT)}
     for seller_id, currency, payable, debt, reserve in _rows(_ROWS_BY_SELLER, paid):
         expected[(seller_id, currency, "seller_payable")] = payable
+        reserve += given_back.get((seller_id, currency), 0)
         if reserve:
             expected[(seller_id, currency, "seller_reserve")] = reserve
         off = written_off.get((seller_id, currency), 0)

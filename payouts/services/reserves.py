@@ -14,6 +14,12 @@ call → record, as for account debits: a short transaction claims due releases 
 and a lease), Stripe is called with no transaction open, a short transaction records the
 outcome with its entry in the book. After an answer that may hide an executed transfer (a
 5xx), the next attempt reads Stripe first and adopts the transfer it finds there.
+
+After the release a reserve covers no more than it did; what it covers no more (a refund it
+covered failed, a dispute it covered was won) is given back in a release of its own, made with
+the change of shares (``reserve_give_back``) and sent by the same sweep. A release that gave
+up (``failed``) is sent again by staff (``release_resend_by_staff``): Stripe read first, else a
+new key.
 """
 
 import logging
@@ -27,11 +33,13 @@ from django.db.models import F
 from django.utils import timezone
 
 import ledger.services
+from config.errors import Conflict, InvalidInput, NotFound
 from marketplace.models import Seller
 from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
 from payouts.transfer import money, moves
-from payouts.transfer.idempotency import KEY_MEMORY, next_attempt
+from payouts.transfer.actors import Actor
+from payouts.transfer.idempotency import KEY_MEMORY, next_attempt, renewed_key
 from payouts.transfer.transitions import PAID_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -120,6 +128,47 @@ def _batch(seller_id: int, currency: str, *, day: date, now: datetime) -> int:
         extra={"reserve_release_id": release.pk, "amount": amount, "transfers": len(rows)},
     )
     return 1
+
+
+def give_back_key(*, transfer_id: int, given_back: int) -> str:
+    """A give-back's first idempotency key: the transfer and its ``reserve_given_back`` total.
+
+    That total only grows, so each give-back of a transfer has a key of its own."""
+    return f"payouts-reserve-back-{transfer_id}-{given_back}-g0"
+
+
+def reserve_give_back(
+    row: SellerTransfer, *, released: money.ReleasedReserve, actor: Actor
+) -> SellerTransfer:
+    """Write what a released reserve covers now; what it gave back gets a release of its own.
+
+    Runs inside the caller's transaction (the order's lock held), with no Stripe call: the
+    reserve's new cover, its entry in the book and the release that sends what it gave back
+    (pending, due now: the sweep sends it, keyed) are written together or not at all."""
+    with transaction.atomic():
+        row = moves.reserve_given_back(
+            row,
+            refund=released.from_reserve.refund,
+            dispute=released.from_reserve.dispute,
+            actor=actor,
+        )
+        if released.given_back <= 0:
+            return row  # only moved between the refund and the chargeback
+        now = timezone.now()
+        release = ReserveRelease.objects.create(
+            seller_id=row.seller_id,
+            currency=row.currency,
+            release_on=now.astimezone(UTC).date(),
+            amount=released.given_back,
+            given_back_for=row,
+            idempotency_key=give_back_key(transfer_id=row.pk, given_back=row.reserve_given_back),
+            next_retry_at=now,
+        )
+    logger.info(
+        "released reserve gave back",
+        extra={"reserve_release_id": release.pk, "transfer_id": row.pk, "amount": release.amount},
+    )
+    return row
 
 
 def _claim_due(*, now: datetime, limit: int) -> list[ReserveRelease]:
@@ -245,3 +294,83 @@ def _record_retry(release: ReserveRelease, error: GatewayError) -> ReleaseOutcom
         "reserve release failed", extra={"reserve_release_id": release.pk, "why": error.describe()}
     )
     return ReleaseOutcome.FAILED if delay is None else ReleaseOutcome.RETRY_SCHEDULED
+
+
+# --- Staff re-send of a release that gave up ----------------------------------------------------
+
+
+class UnknownRelease(NotFound):
+    code = "unknown_release"
+
+
+class ReleaseNotResendable(Conflict):
+    code = "release_not_resendable"
+
+
+class ResendReasonMissing(InvalidInput):
+    code = "reason_required"
+
+
+def resendable(release: ReserveRelease) -> str | None:
+    """``None`` when staff may send the release again, else why not."""
+    if release.state != ReleaseState.FAILED:
+        return f"reserve release {release.pk} is {release.state}, not failed"
+    return None
+
+
+def release_resend_claim(*, release_id: int, user, reason: str) -> ReserveRelease:
+    """Put a release that gave up back to work, for staff: failed → pending, due after a lease.
+
+    Under the row's lock: a fresh retry budget, a new idempotency key (Stripe would replay the
+    old key's error) and Stripe read before anything is sent (an earlier attempt may have made
+    the transfer); who, when and why are kept on the row. The lease keeps the sweep off it
+    while the caller's attempt runs (``release_resend_send``); should that caller die, the
+    sweep sends it once the lease ends. Raises ``ResendReasonMissing``, ``UnknownRelease`` or
+    ``ReleaseNotResendable``; nothing changes then."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ResendReasonMissing("a reason is required to send a reserve release again")
+    with transaction.atomic():
+        release = ReserveRelease.objects.select_for_update().filter(pk=release_id).first()
+        if release is None:
+            raise UnknownRelease(f"No reserve release {release_id}.")
+        why_not = resendable(release)
+        if why_not is not None:
+            raise ReleaseNotResendable(why_not, subject=release)
+        now = timezone.now()
+        release.state = ReleaseState.PENDING
+        release.idempotency_key = renewed_key(release.idempotency_key)
+        release.read_stripe_first = True
+        release.retry_count = 0
+        release.next_retry_at = now + settings.PAYOUTS.claim_lease
+        release.resent_by, release.resent_at, release.resend_reason = user, now, reason[:500]
+        release.save()
+    logger.warning(
+        "reserve release sent again by staff",
+        extra={"reserve_release_id": release.pk, "user": user.get_username(), "why": reason},
+    )
+    return release
+
+
+def release_resend_send(*, release_id: int, gateway: StripeGateway | None = None) -> ReserveRelease:
+    """The attempt of a release staff put back to work: Stripe read first, then sent.
+
+    A transfer of the release found at Stripe is adopted; else it is sent under its new key.
+    Stripe's error leaves it pending with its retry scheduled (the sweep goes on). Returns
+    the row as it stands."""
+    release = ReserveRelease.objects.get(pk=release_id)
+    if release.state == ReleaseState.PENDING:
+        release_attempt(release, gateway=gateway or get_gateway())
+    release.refresh_from_db()
+    return release
+
+
+def release_resend_by_staff(
+    *, release_id: int, user, reason: str, gateway: StripeGateway | None = None
+) -> ReserveRelease:
+    """Send a release that gave up again, now, on behalf of ``user``, for ``reason``.
+
+    ``release_resend_claim`` then ``release_resend_send``: failed → sent, or pending when
+    Stripe refused again (its error on the row). Raises as ``release_resend_claim`` does."""
+    release_resend_claim(release_id=release_id, user=user, reason=reason)
+    return release_resend_send(release_id=release_id, gateway=gateway)

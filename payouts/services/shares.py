@@ -30,6 +30,7 @@ from marketplace.selectors import (
     order_total,
 )
 from payouts.selectors import dispute_recovery_amount
+from payouts.services.reserves import reserve_give_back
 from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.locks import order_transfers_lock
@@ -94,20 +95,23 @@ def _from_the_reserve_first(row, share: money.Shares, *, actor: Actor) -> money.
     """Take the row's shares from its reserve first; return what is left for the transfer.
 
     While the reserve is held (not released yet) it covers the shares up to all it kept, and
-    follows them both ways; once released, what it covered then stays (``reserve_split`` with
-    only that much)."""
+    follows them both ways. Once released it covers no more than it did then: what it covers
+    no more (a refund failed, a dispute was won) is given back to the seller in a release of
+    its own (``reserves.reserve_give_back``)."""
     if not row.amount_reserved:
         return share
-    covered = row.reserve_refund + row.reserve_dispute
-    available = covered if row.reserve_release_id else row.amount_reserved
-    from_reserve, rest = money.reserve_split(share, reserve=available)
-    if row.reserve_release_id is None and (from_reserve.refund, from_reserve.dispute) != (
-        row.reserve_refund,
-        row.reserve_dispute,
-    ):
-        moves.reserve_shares_taken(
-            row, refund=from_reserve.refund, dispute=from_reserve.dispute, actor=actor
-        )
+    covered = money.Shares(refund=row.reserve_refund, dispute=row.reserve_dispute)
+    if row.reserve_release_id is None:
+        from_reserve, rest = money.reserve_split(share, reserve=row.amount_reserved)
+        if from_reserve != covered:
+            moves.reserve_shares_taken(
+                row, refund=from_reserve.refund, dispute=from_reserve.dispute, actor=actor
+            )
+    else:
+        released = money.reserve_after_release(share, covered=covered)
+        if released.from_reserve != covered:
+            reserve_give_back(row, released=released, actor=actor)
+        rest = released.from_transfer
     amount = row.amount - row.amount_reserved
     # Once released, shares beyond what the reserve covered then fall on the transfer, which
     # cannot take back more than it is.

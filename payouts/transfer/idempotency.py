@@ -82,11 +82,16 @@ def next_attempt(key: str, error: GatewayError | None, *, read_stripe_first: boo
     read-first flag stays until an attempt succeeds."""
     if error is None or not error.response_seen or error.rate_limited:
         return NextAttempt(key, read_stripe_first)
+    following = renewed_key(key)
+    return NextAttempt(following, read_stripe_first or error.may_have_executed, renewed=True)
+
+
+def renewed_key(key: str) -> str:
+    """The key's next generation (``…-g1`` after ``…-g0``): a key Stripe has never seen."""
     match = _GENERATION.match(key)
     if match is None:
         raise ValueError(f"not one of our idempotency keys: {key!r}")
-    following = f"{match['stem']}-g{int(match['generation']) + 1}"
-    return NextAttempt(following, read_stripe_first or error.may_have_executed, renewed=True)
+    return f"{match['stem']}-g{int(match['generation']) + 1}"
 
 
 def key_may_be_forgotten(transfer, *, now: datetime) -> bool:

@@ -37,7 +37,9 @@ The laws (``tests/test_money_model.py`` holds one property test per law, each na
    back.
 10. The reserve is kept, never lost: the reserve taken never exceeds the reserve kept; what a
     refund or chargeback takes from the reserve plus what it takes from the transfer is its
-    share; and reserve + netted + sent + kept back is the seller's share (``amount``).
+    share; and reserve + netted + sent + kept back is the seller's share (``amount``). Once
+    released, what the reserve covers never grows, and what it covers now plus what it gave
+    back (``reserve_after_release``) is what it covered.
 
 The rolling reserve: a part of the seller's share (``reserved``, ``reserve_kept``) is never
 sent with the transfer; it waits on the platform and is released in a transfer of its own
@@ -469,3 +471,26 @@ def reserve_split(shares: Shares, *, reserve: int) -> tuple[Shares, Shares]:
 def reserve_held(*, reserved: int, taken: int) -> int:
     """What of the reserve is still the seller's to be released: kept, less what was taken."""
     return max(reserved - taken, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedReserve:
+    """What a released reserve covers of the shares now, and what it gives back to the seller."""
+
+    from_reserve: Shares
+    from_transfer: Shares
+    # What it covered before and covers no more (a refund failed, a dispute was won): owed to
+    # the seller again, in a release of its own.
+    given_back: int
+
+
+def reserve_after_release(shares: Shares, *, covered: Shares) -> ReleasedReserve:
+    """Split a transfer's shares once its reserve is released (what was left of it is sent).
+
+    The reserve covers no more than it ``covered`` (refund first, then chargeback), so what it
+    covers never grows after its release; when the shares fall, what it covers no more is
+    given back. Shares beyond it fall on the transfer."""
+    before = covered.refund + covered.dispute
+    from_reserve, rest = reserve_split(shares, reserve=before)
+    given_back = before - from_reserve.refund - from_reserve.dispute
+    return ReleasedReserve(from_reserve=from_reserve, from_transfer=rest, given_back=given_back)

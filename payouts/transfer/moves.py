@@ -351,6 +351,55 @@ def reserve_shares_taken(
     return transfer
 
 
+def reserve_given_back(
+    transfer: SellerTransfer, *, refund: int, dispute: int, actor: Actor
+) -> SellerTransfer:
+    """Write what a released reserve covers now, giving back what it covers no more.
+
+    After its release the reserve covers no more than it did (``money.reserve_after_release``):
+    when the shares fell (a refund failed, a dispute was won), what it covers no more is added
+    to ``reserve_given_back``, owed to the seller again. One guarded ``UPDATE`` on what the row
+    had (and only once its reserve is released), an audit event, and the ``reserve_share``
+    entry that credits the seller's reserve with it; the caller makes the release that sends
+    it in the same transaction. Raises ``ConcurrentTransition`` when another actor changed the
+    row first."""
+    previous = transfer.reserve_refund, transfer.reserve_dispute
+    given_back = previous[0] + previous[1] - refund - dispute
+    total = transfer.reserve_given_back + given_back
+    detail = {"reserve_refund": refund, "reserve_dispute": dispute, "reserve_given_back": total}
+    with transaction.atomic():
+        updated = SellerTransfer.objects.filter(
+            pk=transfer.pk,
+            status=transfer.status,
+            reserve_refund=previous[0],
+            reserve_dispute=previous[1],
+            reserve_given_back=transfer.reserve_given_back,
+            reserve_release__isnull=False,
+        ).update(
+            reserve_refund=refund,
+            reserve_dispute=dispute,
+            reserve_given_back=total,
+            updated_at=timezone.now(),
+        )
+        if updated != 1:
+            raise ConcurrentTransition(transfer.pk, transfer.status, transfer.status)
+        event = transfer.events.create(
+            from_status=transfer.status,
+            to_status=transfer.status,
+            caused_by=actor.caused_by,
+            user=actor.user,
+            detail=detail,
+        )
+        transfer.refresh_from_db()
+        ledger.services.post_reserve_share(
+            book_ref(transfer, step=f"event:{event.pk}"),
+            previous=previous,
+            refund=refund,
+            dispute=dispute,
+        )
+    return transfer
+
+
 def reserves_released(transfer_ids: list[int], *, release_id: int) -> int:
     """Close the reserves of these transfers: what they have left is sent by one release.
 
