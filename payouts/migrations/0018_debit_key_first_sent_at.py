@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("payouts", "0016_rolling_reserve"),
+        ("payouts", "0017_reserve_give_back_and_resend"),
     ]
 
     operations = [
