@@ -711,6 +711,8 @@ class AccountDebit(models.Model):
     # When a worker first claimed the row under its key (then perhaps called Stripe with it):
     # a day later Stripe may have forgotten the key, so the next attempt reads Stripe first.
     key_first_sent_at = models.DateTimeField(null=True, blank=True)
+    # An answer may have hidden a debit (a 5xx): the next attempt reads Stripe before sending.
+    read_stripe_first = models.BooleanField(default=False)
     stripe_transfer_id = models.CharField(max_length=255, blank=True, default="")
     retry_count = models.PositiveIntegerField(default=0)
     next_retry_at = models.DateTimeField(null=True, blank=True)
@@ -764,6 +766,8 @@ class ReserveRelease(models.Model):
     amount = models.BigIntegerField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     idempotency_key = models.CharField(max_length=255, unique=True)
+    # When a worker first claimed the row under its key (then perhaps called Stripe with it).
+    key_first_sent_at = models.DateTimeField(null=True, blank=True)
     # An attempt's answer was lost (a 5xx, a timeout): Stripe is read before the next one.
     read_stripe_first = models.BooleanField(default=False)
     stripe_transfer_id = models.CharField(max_length=255, blank=True, default="")

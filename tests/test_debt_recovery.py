@@ -5,6 +5,7 @@ seller's policy allows it; a refused debit recorded, the debt aging on the conso
 due debit make one debit at Stripe. Everything against the sandbox over HTTP."""
 
 import threading
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -287,7 +288,7 @@ def test_a_debit_that_stripe_never_made_is_sent_under_a_new_key_once_the_old_may
     sandbox.adjust_account(seller.stripe_account_id, 2500)
     allow_debits(seller)
     age_debt(seller, 4)
-    sandbox.script("transfers.create", [{"action": "error_500"}])
+    sandbox.script("transfers.create", [{"action": "rate_limit"}])
     assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}  # nothing made
     first_key = AccountDebit.objects.get().idempotency_key
     age_debt(seller, 6)
@@ -300,3 +301,71 @@ def test_a_debit_that_stripe_never_made_is_sent_under_a_new_key_once_the_old_may
     assert debit.idempotency_key != first_key
     assert (debit.state, debit.stripe_transfer_id) == (DebitState.SUCCEEDED, at_stripe["id"])
     assert debt_of(seller) == 0
+
+
+@pytest.mark.django_db
+def test_after_a_500_a_debit_reads_stripe_then_goes_under_a_new_key(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    sandbox.script("transfers.create", [{"action": "error_500"}])
+    assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}
+    debit = AccountDebit.objects.get()
+    # Stripe replays a 500 to its key: the next attempt cannot use it, and the 500 may hide
+    # a debit made, so Stripe is read first.
+    assert debit.idempotency_key.endswith("-g1") and debit.read_stripe_first
+    age_debt(seller, 5)  # past the backoff
+    reads = len(sandbox.calls("transfers.list"))
+
+    assert debts_debit_due() == {"succeeded": 1}
+
+    assert len(sandbox.calls("transfers.list")) == reads + 1
+    [at_stripe] = debits_at_stripe(sandbox)
+    debit.refresh_from_db()
+    assert (debit.state, debit.stripe_transfer_id) == (DebitState.SUCCEEDED, at_stripe["id"])
+    assert not debit.read_stripe_first
+    assert debt_of(seller) == 0
+
+
+@pytest.mark.django_db
+def test_a_debit_out_of_retries_after_a_lost_answer_is_adopted_not_given_up(
+    client, sandbox, stripe_client, deliver, age_debt, settings
+):
+    conf = settings.PAYOUTS
+    settings.PAYOUTS = replace(conf, debt_debit_retry=replace(conf.debt_debit_retry, max_retries=0))
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
+
+    # Its last attempt's answer is lost: Stripe is read before the debit is given up.
+    assert debts_debit_due() == {"created": 1, "succeeded": 1}
+
+    [at_stripe] = debits_at_stripe(sandbox)
+    debit = AccountDebit.objects.get()
+    assert (debit.state, debit.stripe_transfer_id) == (DebitState.SUCCEEDED, at_stripe["id"])
+    assert debt_of(seller) == 0
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_debit_out_of_retries_that_stripe_never_made_is_failed(
+    client, sandbox, stripe_client, deliver, age_debt, settings
+):
+    conf = settings.PAYOUTS
+    settings.PAYOUTS = replace(conf, debt_debit_retry=replace(conf.debt_debit_retry, max_retries=0))
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    sandbox.script("transfers.create", [{"action": "error_500"}])
+
+    assert debts_debit_due() == {"created": 1, "failed": 1}
+
+    assert debits_at_stripe(sandbox) == []
+    assert AccountDebit.objects.get().state == DebitState.FAILED
+    assert debt_of(seller) == 1800

@@ -235,7 +235,7 @@ def test_a_release_whose_answer_was_lost_is_looked_for_once_stripe_may_forget_it
     sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
     assert reserves_release_due(now=after_days(31)) == {"created": 1, "retry_scheduled": 1}
     # Two days pass before the next attempt, and Stripe forgets its keys after 24 hours.
-    ReserveRelease.objects.update(created_at=F("created_at") - timedelta(days=2))
+    ReserveRelease.objects.update(key_first_sent_at=F("key_first_sent_at") - timedelta(days=2))
     sandbox.forget_idempotency_keys()
 
     assert reserves_release_due(now=after_days(33)) == {"adopted": 1}

@@ -10,7 +10,7 @@ One debit row per attempt to recover (``AccountDebit``), made under the seller's
 no more than the part of the debt that is old enough (netting pays the oldest part first), at
 most one in flight per seller and currency, with a key built from the debt as it stood (its
 last line): two sweeps that see the same debt make the same row once. Then claim → call →
-record: a short transaction claims due rows (``SKIP LOCKED`` and a lease), Stripe is called
+record: a short transaction claims the next due row (``SKIP LOCKED`` and a lease), Stripe is called
 with no transaction open, and a short transaction records the outcome with its book entry.
 A transient error is retried with backoff under the same key (Stripe replays what it did); a
 refusal (the balance cannot cover it, or the account cannot be debited) is recorded and not
@@ -24,8 +24,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Max, Sum
 from django.utils import timezone
 
 import ledger.services
@@ -41,7 +40,8 @@ from payouts.stripe_api.gateway import (
     StripeTransfer,
     get_gateway,
 )
-from payouts.transfer.idempotency import KEY_MEMORY
+from payouts.transfer.idempotency import key_may_be_forgotten, next_attempt, renewed_key
+from payouts.transfer.locks import due_rows_claimed
 from payouts.wakeups import debits_due_at
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def debits_in_flight(*, seller_id: int, currency: str) -> int:
 
 
 def debts_debit_due(
-    *, limit: int = 100, gateway: StripeGateway | None = None, now: datetime | None = None
+    *, limit: int | None = None, gateway: StripeGateway | None = None, now: datetime | None = None
 ) -> dict[str, int]:
     """Beat's sweep (and the wake-up's task): make the due debits, then attempt them.
 
@@ -77,12 +77,10 @@ def debts_debit_due(
     created = debits_create_due(now=now or timezone.now())
     if created:
         summary["created"] = created
-    while True:
-        rows = _claim_due(now=timezone.now(), limit=limit)
-        for row in rows:
-            summary[debit_attempt(row, gateway=gateway)] += 1
-        if len(rows) < limit:
-            return dict(summary)
+    due = AccountDebit.objects.filter(state=DebitState.PENDING, next_retry_at__lte=timezone.now())
+    for debit in due_rows_claimed(due, limit=limit):
+        summary[debit_attempt(debit, gateway=gateway)] += 1
+    return dict(summary)
 
 
 def debits_create_due(*, now: datetime) -> int:
@@ -138,7 +136,7 @@ def _debit_create(seller_id: int, currency: str, *, now: datetime) -> int:
                     seller_id=seller_id,
                     currency=currency,
                     amount=amount,
-                    idempotency_key=f"debit-{seller_id}-{currency}-{tried + 1}-line-{last_line}",
+                    idempotency_key=f"debit-{seller_id}-{currency}-{tried + 1}-line-{last_line}-g0",
                     next_retry_at=now,
                 )
         except IntegrityError:
@@ -146,33 +144,25 @@ def _debit_create(seller_id: int, currency: str, *, now: datetime) -> int:
     return 1
 
 
-def _claim_due(*, now: datetime, limit: int) -> list[AccountDebit]:
-    """Claim due pending debits: ``SKIP LOCKED``, and a lease keeps other workers off them."""
-    with transaction.atomic():
-        due = AccountDebit.objects.filter(state=DebitState.PENDING, next_retry_at__lte=now)
-        rows = list(due.select_for_update(skip_locked=True).order_by("next_retry_at", "pk")[:limit])
-        AccountDebit.objects.filter(pk__in=[row.pk for row in rows]).update(
-            next_retry_at=now + settings.PAYOUTS.claim_lease,
-            key_first_sent_at=Coalesce("key_first_sent_at", Value(now)),
-        )
-    return rows
-
-
 def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcome:
     """Call Stripe once for a claimed debit (no transaction open) and record what it said.
 
-    Once Stripe may have forgotten the row's key (a day after it was first sent), Stripe is
-    read first: a debit an earlier attempt made behind a lost answer is adopted; if there is
-    none, the debit is sent under a new key. Never a second debit either way."""
+    After an answer that may hide a debit (a 5xx: the key is renewed, as Stripe would replay
+    the error to it) and once Stripe may have forgotten the row's key (a day after it was
+    first sent), Stripe is read first: a debit an earlier attempt made is adopted; if there is
+    none, the debit is sent (under a new key if the old one may be forgotten). Never a second
+    debit either way."""
     seller = Seller.objects.get(pk=debit.seller_id)
     if not policy_effective(seller_policy(seller.pk)).debits_allowed:
         # Withdrawn since the row was made: never attempted.
         return _record_refused(debit, "the seller's payout policy no longer allows debits")
     try:
-        if _key_may_be_forgotten(debit):
+        forgotten = key_may_be_forgotten(debit, now=timezone.now())
+        if debit.read_stripe_first or forgotten:
             if found := _find_at_stripe(debit, seller, gateway):
                 return _record_succeeded(debit, stripe_transfer_id=found.id)
-            debit = _key_renewed(debit)
+            if forgotten:
+                debit = _key_renewed(debit)
         result = gateway.debit_account(
             account_id=seller.stripe_account_id,
             amount=debit.amount,
@@ -185,13 +175,26 @@ def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcom
     except DebitRefused as refused:
         return _record_refused(debit, refused.describe())
     except GatewayError as error:
-        return _record_retry(debit, error)
+        return _attempt_failed(debit, seller, error=error, gateway=gateway)
     return _record_succeeded(debit, stripe_transfer_id=result.id)
 
 
-def _key_may_be_forgotten(debit: AccountDebit) -> bool:
-    sent_at = debit.key_first_sent_at
-    return sent_at is not None and timezone.now() - sent_at > KEY_MEMORY
+def _attempt_failed(
+    debit: AccountDebit, seller: Seller, *, error: GatewayError, gateway: StripeGateway
+) -> DebitOutcome:
+    """Retry after the backoff; with the retries spent, give up only once Stripe shows none.
+
+    No attempt made the debit, Stripe says: failed. One it finds is adopted; a read that fails
+    keeps the row trying."""
+    if settings.PAYOUTS.debt_debit_retry.delay_after_failure(debit.retry_count + 1) is not None:
+        return _record_retry(debit, error)
+    try:
+        found = _find_at_stripe(debit, seller, gateway)
+    except GatewayError as read_error:
+        return _record_retry(debit, read_error, give_up=False)
+    if found:
+        return _record_succeeded(debit, stripe_transfer_id=found.id)
+    return _record_retry(debit, error)
 
 
 def _group(debit: AccountDebit) -> str:
@@ -222,29 +225,38 @@ def _key_renewed(debit: AccountDebit) -> AccountDebit:
     Stripe was read first: no earlier attempt made a debit. The new key's memory starts now."""
     with transaction.atomic():
         row = AccountDebit.objects.select_for_update().get(pk=debit.pk)
-        base, _, renewals = row.idempotency_key.partition("~")
-        row.idempotency_key = f"{base}~{int(renewals or 0) + 1}"
+        row.idempotency_key = renewed_key(row.idempotency_key)
         row.key_first_sent_at = timezone.now()
         row.save(update_fields=["idempotency_key", "key_first_sent_at", "updated_at"])
     return row
 
 
-def _locked(debit: AccountDebit) -> AccountDebit | None:
-    """The row under its lock, while still pending (another actor may have recorded it)."""
+def _locked(debit: AccountDebit, *, states=(DebitState.PENDING,)) -> AccountDebit | None:
+    """The row under its lock, while in ``states`` (another actor may have recorded it)."""
     row = AccountDebit.objects.select_for_update().get(pk=debit.pk)
-    return row if row.state == DebitState.PENDING else None
+    return row if row.state in states else None
 
 
 def _record_succeeded(debit: AccountDebit, *, stripe_transfer_id: str) -> DebitOutcome:
     with transaction.atomic():
         ledger.services.seller_debt_lock(seller_id=debit.seller_id, currency=debit.currency)
-        row = _locked(debit)
+        # Stripe's word that it made the debit wins over our having given up on it.
+        row = _locked(debit, states=(DebitState.PENDING, DebitState.FAILED))
         if row is None:
             return DebitOutcome.SKIPPED
         row.state = DebitState.SUCCEEDED
         row.stripe_transfer_id = stripe_transfer_id
         row.error_message = ""
-        row.save(update_fields=["state", "stripe_transfer_id", "error_message", "updated_at"])
+        row.read_stripe_first = False
+        row.save(
+            update_fields=[
+                "state",
+                "stripe_transfer_id",
+                "error_message",
+                "read_stripe_first",
+                "updated_at",
+            ]
+        )
         ledger.services.post_debt_debited(
             seller_id=row.seller_id,
             currency=row.currency,
@@ -268,8 +280,12 @@ def _record_refused(debit: AccountDebit, message: str) -> DebitOutcome:
     return DebitOutcome.REFUSED
 
 
-def _record_retry(debit: AccountDebit, error: GatewayError) -> DebitOutcome:
-    """Due again after the backoff with the same key, or failed once the retries are spent."""
+def _record_retry(
+    debit: AccountDebit, error: GatewayError, *, give_up: bool = True
+) -> DebitOutcome:
+    """Due again after the backoff with the same key, or failed once the retries are spent.
+
+    With ``give_up`` off, due again after the longest backoff instead of failing."""
     policy = settings.PAYOUTS.debt_debit_retry
     with transaction.atomic():
         row = _locked(debit)
@@ -277,13 +293,17 @@ def _record_retry(debit: AccountDebit, error: GatewayError) -> DebitOutcome:
             return DebitOutcome.SKIPPED
         row.retry_count += 1
         row.error_message = error.describe()
+        follow = next_attempt(row.idempotency_key, error, read_stripe_first=row.read_stripe_first)
+        if follow.key != row.idempotency_key:
+            row.idempotency_key, row.key_first_sent_at = follow.key, None
+        row.read_stripe_first = follow.read_stripe_first
         delay = policy.delay_after_failure(row.retry_count)
+        if delay is None and not give_up:
+            delay = policy.backoff_max
         if delay is None:
             row.state = DebitState.FAILED
         else:
             row.next_retry_at = timezone.now() + delay
             debits_due_at(row.next_retry_at)
-        row.save(
-            update_fields=["state", "retry_count", "error_message", "next_retry_at", "updated_at"]
-        )
+        row.save()
     return DebitOutcome.FAILED if delay is None else DebitOutcome.RETRY_SCHEDULED

@@ -39,7 +39,8 @@ from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
 from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
-from payouts.transfer.idempotency import KEY_MEMORY, next_attempt, renewed_key
+from payouts.transfer.idempotency import key_may_be_forgotten, next_attempt, renewed_key
+from payouts.transfer.locks import due_rows_claimed
 from payouts.transfer.transitions import PAID_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class ReleaseOutcome(StrEnum):
 
 
 def reserves_release_due(
-    *, limit: int = 100, gateway: StripeGateway | None = None, now: datetime | None = None
+    *, limit: int | None = None, gateway: StripeGateway | None = None, now: datetime | None = None
 ) -> dict[str, int]:
     """Beat's sweep: batch the reserves due into releases, then send the releases due.
 
@@ -65,12 +66,10 @@ def reserves_release_due(
     created = reserves_batch_due(now=now)
     if created:
         summary["created"] = created
-    while True:
-        releases = _claim_due(now=now, limit=limit)
-        for release in releases:
-            summary[release_attempt(release, gateway=gateway)] += 1
-        if len(releases) < limit:
-            return dict(summary)
+    due = ReserveRelease.objects.filter(state=ReleaseState.PENDING, next_retry_at__lte=now)
+    for release in due_rows_claimed(due, limit=limit):
+        summary[release_attempt(release, gateway=gateway)] += 1
+    return dict(summary)
 
 
 def _due_reserves(now: datetime):
@@ -171,21 +170,6 @@ def reserve_give_back(
     return row
 
 
-def _claim_due(*, now: datetime, limit: int) -> list[ReserveRelease]:
-    """Claim due pending releases: ``SKIP LOCKED``, and a lease keeps other workers off them."""
-    with transaction.atomic():
-        due = ReserveRelease.objects.filter(state=ReleaseState.PENDING, next_retry_at__lte=now)
-        rows = list(
-            due.select_for_update(skip_locked=True, no_key=True).order_by("next_retry_at", "pk")[
-                :limit
-            ]
-        )
-        ReserveRelease.objects.filter(pk__in=[row.pk for row in rows]).update(
-            next_retry_at=now + settings.PAYOUTS.claim_lease
-        )
-    return rows
-
-
 def _group(release: ReserveRelease) -> str:
     return f"reserve-{release.seller_id}-{release.currency}-{release.release_on:%Y%m%d}"
 
@@ -196,11 +180,12 @@ def release_attempt(release: ReserveRelease, *, gateway: StripeGateway) -> Relea
     After an answer that may hide an executed transfer, Stripe is read first: a transfer of
     this release found there is adopted, never sent twice."""
     seller = Seller.objects.get(pk=release.seller_id)
-    # A key kept after an answer we never saw may be forgotten by Stripe after 24 hours: past
-    # that, an earlier attempt's transfer is looked for before anything is sent again.
-    key_may_be_forgotten = release.retry_count and timezone.now() - release.created_at > KEY_MEMORY
+    # Stripe forgets a key after 24 hours: a day after it was first sent (an answer lost, a
+    # worker killed behind Stripe's transfer), an earlier attempt's transfer is looked for
+    # before anything is sent again.
     try:
-        if (release.read_stripe_first or key_may_be_forgotten) and (
+        forgotten = key_may_be_forgotten(release, now=timezone.now())
+        if (release.read_stripe_first or forgotten) and (
             found := _find_at_stripe(release, gateway)
         ):
             return _record_sent(release, stripe_transfer_id=found.id, adopted=True)
@@ -230,17 +215,18 @@ def _find_at_stripe(release: ReserveRelease, gateway: StripeGateway) -> StripeTr
     return None
 
 
-def _locked(release: ReserveRelease) -> ReserveRelease | None:
-    """The row under its lock, while still pending (another actor may have recorded it)."""
+def _locked(release: ReserveRelease, *, states=(ReleaseState.PENDING,)) -> ReserveRelease | None:
+    """The row under its lock, while in ``states`` (another actor may have recorded it)."""
     row = ReserveRelease.objects.select_for_update().get(pk=release.pk)
-    return row if row.state == ReleaseState.PENDING else None
+    return row if row.state in states else None
 
 
 def _record_sent(
     release: ReserveRelease, *, stripe_transfer_id: str, adopted: bool
 ) -> ReleaseOutcome:
     with transaction.atomic():
-        row = _locked(release)
+        # Stripe's word that it made the transfer wins over our having given up on it.
+        row = _locked(release, states=(ReleaseState.PENDING, ReleaseState.FAILED))
         if row is None:
             return ReleaseOutcome.SKIPPED
         row.state = ReleaseState.SENT
@@ -282,7 +268,8 @@ def _record_retry(release: ReserveRelease, error: GatewayError) -> ReleaseOutcom
         follow = next_attempt(row.idempotency_key, error, read_stripe_first=row.read_stripe_first)
         row.retry_count += 1
         row.error_message = error.describe()
-        row.idempotency_key = follow.key
+        if follow.key != row.idempotency_key:
+            row.idempotency_key, row.key_first_sent_at = follow.key, None
         row.read_stripe_first = follow.read_stripe_first
         delay = policy.delay_after_failure(row.retry_count)
         if delay is None:
@@ -340,6 +327,7 @@ def release_resend_claim(*, release_id: int, user, reason: str) -> ReserveReleas
         now = timezone.now()
         release.state = ReleaseState.PENDING
         release.idempotency_key = renewed_key(release.idempotency_key)
+        release.key_first_sent_at = None
         release.read_stripe_first = True
         release.retry_count = 0
         release.next_retry_at = now + settings.PAYOUTS.claim_lease

@@ -1,4 +1,4 @@
-"""Every row lock and claim on seller transfers, in one place.
+"""Every row lock and claim on seller transfers (and the rows other sweeps send), in one place.
 
 A claim is a lease: in one short transaction, due rows are locked with
 ``FOR NO KEY UPDATE SKIP LOCKED`` (so concurrent workers and overlapping ticks take disjoint
@@ -8,12 +8,12 @@ mid-row leaves the row due again when the lease runs out; the next tick finishes
 same idempotency key. A lease is not a status change, so no transition is involved.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Value
+from django.db.models import Model, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -64,6 +64,45 @@ def lease_take(transfer_id: int) -> None:
         next_retry_at=now + settings.PAYOUTS.claim_lease,
         key_first_sent_at=Coalesce("key_first_sent_at", Value(now)),
     )
+
+
+def due_row_claim(due: QuerySet) -> Model | None:
+    """Claim the next due row of a sweep that calls Stripe once per row, or ``None``.
+
+    The first of ``due`` (pending rows whose ``next_retry_at`` has come), oldest first, not
+    locked by another worker (``SKIP LOCKED``), its ``next_retry_at`` pushed past the lease
+    from this moment, and when its key is first sent noted (``key_first_sent_at``: a day on,
+    Stripe may have forgotten it). One row at a time: a lease taken for a batch runs out while
+    the batch's earlier calls are slow, and another worker then sends a row the first is still
+    sending (found by the sweeps' chaos test)."""
+    with transaction.atomic():
+        row = (
+            due.select_for_update(skip_locked=True, no_key=True)
+            .order_by("next_retry_at", "pk")
+            .first()
+        )
+        if row is None:
+            return None
+        now = timezone.now()
+        type(row).objects.filter(pk=row.pk).update(
+            next_retry_at=now + settings.PAYOUTS.claim_lease,
+            key_first_sent_at=Coalesce("key_first_sent_at", Value(now)),
+        )
+    return row
+
+
+def due_rows_claimed(due: QuerySet, *, limit: int | None = None) -> Iterator[Model]:
+    """Claim ``due`` rows one at a time (``due_row_claim``) as the caller asks for them.
+
+    Each row at most once per sweep (one retried in it is due again only at a later sweep), at
+    most ``limit`` of them when given; ends when none is left."""
+    attempted: list[int] = []
+    while limit is None or len(attempted) < limit:
+        row = due_row_claim(due.exclude(pk__in=attempted))
+        if row is None:
+            return
+        attempted.append(row.pk)
+        yield row
 
 
 def step_key_keep(transfer: SellerTransfer, *, key: str) -> None:
