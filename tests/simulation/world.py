@@ -20,7 +20,7 @@ from decimal import Decimal
 
 import stripe
 from django.db import connection, transaction
-from django.db.models import F, Max
+from django.db.models import Count, F, Max
 from django.test import Client, override_settings
 
 from config.errors import DomainError
@@ -28,7 +28,14 @@ from ledger.selectors import seller_balances
 from ledger.services import debt_write_off
 from marketplace.models import Seller
 from payouts import selectors
-from payouts.models import AccountDebit, DebitState, ReleaseState, ReserveRelease, SellerTransfer
+from payouts.models import (
+    AccountDebit,
+    DebitState,
+    ReleaseState,
+    ReserveRelease,
+    SellerPolicyChange,
+    SellerTransfer,
+)
 from payouts.services.debits import debts_debit_due
 from payouts.services.holds import holds_release_due, order_release
 from payouts.services.ledger_check import ledger_check
@@ -114,6 +121,9 @@ class Outcome:
     history: History
     failures: list[str]
     steps_run: int
+    # What the history reached (reserve releases sent, account debits by state, risk holds):
+    # the campaign sums them, so a profile that never reaches a feature shows it.
+    reached: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -162,8 +172,9 @@ def _run(history: History, env: Environment, payouts) -> Outcome:
             failures = world.checks()
         except Exception:  # a crash of the service is a finding too
             failures = [f"crashed at {world.current}:\n{traceback.format_exc(limit=6)}"]
+        reached = world.reached()
         transaction.set_rollback(True)
-    return Outcome(history, failures, world.steps_run)
+    return Outcome(history, failures, world.steps_run, reached)
 
 
 class World:
@@ -588,6 +599,19 @@ class World:
             at_stripe += max(reserves.get(order_id, 0), 0)
             kept[order_id] = int(at_stripe - self.model.owed(seller.pk, order_id))
         return kept
+
+    def reached(self) -> dict[str, int]:
+        """How many reserve releases, account debits (by state) and risk holds it made."""
+        counts = {
+            f"releases {state}": n
+            for state, n in ReserveRelease.objects.values_list("state").annotate(n=Count("pk"))
+        }
+        counts |= {
+            f"debits {state}": n
+            for state, n in AccountDebit.objects.values_list("state").annotate(n=Count("pk"))
+        }
+        risk = SellerPolicyChange.objects.filter(kind="risk_release").count()
+        return counts | ({"risk releases": risk} if risk else {})
 
     # --- checks ----------------------------------------------------------------------------
 
