@@ -9,6 +9,7 @@
 import os
 import sys
 import time
+from collections import Counter
 
 import pytest
 
@@ -32,10 +33,11 @@ def test_simulate(sandbox, stripe_client, settings):
     first = int(os.environ.get("FIRST_SEED", "0"))
     count = int(os.environ.get("HISTORIES", "100"))
     started = time.monotonic()
-    steps, failed = 0, []
+    steps, failed, reached = 0, [], Counter()
     for seed in range(first, first + count):
         outcome = run(generate(seed, profile=profile), env)
         steps += outcome.steps_run
+        reached.update(outcome.reached)
         if outcome.failed:
             failed.append(seed)
             say(f"seed {seed} FAILED: {', '.join(kinds(outcome.failures))}")
@@ -47,6 +49,7 @@ def test_simulate(sandbox, stripe_client, settings):
         f"\n{count} histories, {steps} steps in {minutes:.1f} min: "
         f"{count / minutes:.0f} histories/min, {steps / minutes:.0f} steps/min"
     )
+    say(f"reached: {', '.join(f'{what} {n}' for what, n in sorted(reached.items())) or '-'}")
     say(f"failed: {len(failed)} {failed}")
     say(f"replay one: PROFILE={profile} SEED=<seed> make simulate")
 

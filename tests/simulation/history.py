@@ -4,7 +4,7 @@ resolved when the step runs, so a history with steps removed (shrinking) still m
 a step whose order or refund does not exist (yet) does nothing."""
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 CURRENCIES = ("usd", "jpy")  # jpy: zero-decimal, settled as itself (the sandbox has no rate)
 SELLERS = 4
@@ -18,8 +18,11 @@ FAULTY_OPERATIONS = (
     "charges.retrieve",
 )
 FAULTS = ("timeout", "drop_after_perform", "error_500", "rate_limit")
-# The worker is killed after Stripe answers, before it records the answer.
-KILLABLE = ("create_transfer", "reverse_transfer")
+# The worker is killed after Stripe answers, before it records the answer: a seller's transfer
+# or a reserve release (``create_transfer``), a reversal or give-back, an account debit.
+KILLABLE = ("create_transfer", "reverse_transfer", "debit_account")
+# What the profiles written before reserves and debits kill (their seeds keep their histories).
+KILLABLE_SHARES = KILLABLE[:2]
 
 
 @dataclass(frozen=True)
@@ -32,19 +35,40 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Terms:
+    """One seller's payout policy, set by staff before the history starts."""
+
+    reserve_bps: int = 0  # the rolling reserve kept back from each share (0: none)
+    reserve_days: int = 30  # and how long it is kept
+    fee_bps: int | None = None  # the platform's fee for this seller (None: PLATFORM_FEE_BPS)
+    debits: bool = False  # account debits allowed (with the date the consent was recorded)
+
+    def __str__(self) -> str:
+        parts = [f"reserve {self.reserve_bps}bps/{self.reserve_days}d"] if self.reserve_bps else []
+        parts += [f"fee {self.fee_bps}bps"] if self.fee_bps is not None else []
+        parts += ["debits"] if self.debits else []
+        return ", ".join(parts) or "defaults"
+
+
+@dataclass(frozen=True)
 class History:
     seed: int
     hold: bool  # TRANSFER_HOLD of a week, or none
     dispute_recovery: str  # on_open | on_loss
     steps: tuple[Step, ...]
+    terms: tuple[Terms, ...] = ()  # per seller, by position (none given: every default)
+    risk: bool = False  # risk thresholds so low that one dispute holds the seller's next orders
 
     def without(self, indices: set[int]) -> "History":
         kept = tuple(step for i, step in enumerate(self.steps) if i not in indices)
-        return History(self.seed, self.hold, self.dispute_recovery, kept)
+        return replace(self, steps=kept)
 
     def describe(self) -> str:
         head = f"seed {self.seed}: hold={self.hold} dispute_recovery={self.dispute_recovery}"
-        return "\n".join([head, *(f"  {i:2}. {step}" for i, step in enumerate(self.steps))])
+        if self.risk:
+            head += " risk=True"
+        lines = [head, *(f"  seller {i}: {terms}" for i, terms in enumerate(self.terms))]
+        return "\n".join([*lines, *(f"  {i:2}. {step}" for i, step in enumerate(self.steps))])
 
 
 def generate(seed: int, *, profile: str = "default") -> History:
@@ -57,11 +81,27 @@ def generate(seed: int, *, profile: str = "default") -> History:
     for _ in range(rng.randint(8, 36)):
         name = rng.choices(names, weights=[weights[n] for n in names])[0]
         steps.append(MAKERS[name](rng))
-    return History(
+    history = History(
         seed=seed,
         hold=rng.random() < HELD_SHARE.get(profile, 0.5),
         dispute_recovery=rng.choice(("on_open", "on_loss")),
         steps=tuple(steps),
+    )
+    # The sellers' policies and the risk thresholds come from a generator of their own, so
+    # the steps of a seed are the same as before policies were drawn.
+    knobs = random.Random(f"terms-{seed}")
+    if knobs.random() < TERMS_SHARE.get(profile, 0.0):
+        history = replace(history, terms=tuple(_terms(knobs) for _ in range(SELLERS)))
+    return replace(history, risk=knobs.random() < RISK_SHARE.get(profile, 0.0))
+
+
+def _terms(rng: random.Random) -> Terms:
+    reserve = rng.random() < 0.6
+    return Terms(
+        reserve_bps=rng.choice((500, 1000, 2000)) if reserve else 0,
+        reserve_days=rng.choice((7, 14, 30, 60)),
+        fee_bps=rng.choice((0, 500, 1500, 2500)) if rng.random() < 0.4 else None,
+        debits=rng.random() < 0.5,
     )
 
 
@@ -94,7 +134,7 @@ MAKERS = {
     "stripe_fault": lambda rng: Step(
         "stripe_fault", (rng.choice(FAULTY_OPERATIONS), rng.choice(FAULTS))
     ),
-    "kill_after_stripe": lambda rng: Step("kill_after_stripe", (rng.choice(KILLABLE),)),
+    "kill_after_stripe": lambda rng: Step("kill_after_stripe", (rng.choice(KILLABLE_SHARES),)),
     "stripe_forgets_keys": lambda rng: Step("stripe_forgets_keys", ()),
     "staff_retry": lambda rng: Step("staff_retry", (_pick(rng),)),
     "staff_requeue": lambda rng: Step("staff_requeue", (_pick(rng),)),
@@ -108,6 +148,20 @@ MAKERS = {
     "refund_recent": lambda rng: Step("refund", (-rng.randint(1, 2), rng.choice((0.25, 0.5, 1.0)))),
     "release_oldest": lambda rng: Step("release", (0,)),
     "pay_few": lambda rng: _pay_few(rng),
+    # Reserves, debits and risk holds (the ``risk`` profile; the others' seeds never draw them).
+    "days_pass": lambda rng: Step("days_pass", (rng.choice((4, 8, 31)),)),
+    "run_any_worker": lambda rng: Step("run_worker", (rng.choice(ALL_WORKERS),)),
+    "kill_any": lambda rng: Step("kill_after_stripe", (rng.choice(KILLABLE),)),
+    "risk_release": lambda rng: Step("risk_release", (rng.randrange(SELLERS),)),
+    "change_policy": lambda rng: Step(
+        "change_policy", (rng.randrange(SELLERS), rng.choice(POLICY_CHANGES))
+    ),
+    "seller_earns": lambda rng: Step(
+        "seller_earns", (rng.randrange(SELLERS), rng.choice(CURRENCIES), rng.randint(500, 8000))
+    ),
+    "money_fault": lambda rng: Step(
+        "stripe_fault", (rng.choice(("transfers.create", "transfers.list")), rng.choice(FAULTS))
+    ),
 }
 
 
@@ -119,6 +173,11 @@ def _pay_few(rng: random.Random) -> Step:
 
 
 WORKERS = ("send", "release_sweep", "reverse")
+# With the rolling reserve's release sweep and the account debit sweep.
+ALL_WORKERS = (*WORKERS, "reserve_sweep", "debit_sweep")
+# What staff change of a seller's policy mid-history (never the fee: an order's fee is the one
+# in force when its transfers are made, which the reference model does not follow).
+POLICY_CHANGES = ("allow_debits", "forbid_debits", "reserve_none", "reserve_1000_14")
 
 # How often each step is drawn. ``default`` walks everything; ``money`` dwells on what moves a
 # seller's money both ways (refunds failing, debt, holds, write-offs, lost answers) and runs
@@ -127,7 +186,12 @@ WORKERS = ("send", "release_sweep", "reverse")
 # arrives, the workers catch up) so such long chains happen often; ``netting`` on the end of
 # that chain: the oldest order released and paid out, the seller spending it, a refund of it
 # refused (debt), a new order of that seller netted against the debt while held, and then a
-# refund or chargeback of the newest orders before their hold ends.
+# refund or chargeback of the newest orders before their hold ends; ``risk`` on the seller-risk
+# features: every seller has a policy (a rolling reserve, a fee, account debits), half the
+# histories hold a seller after one dispute, days pass (past a debt's DEBT_DEBIT_AFTER and a
+# reserve's days) while the reserve and debit sweeps run alone, killed or faulted, staff release
+# risk holds and change policies, and sellers' balances grow from elsewhere (a debit can take
+# from them).
 PROFILES = {
     "default": {
         "pay": 10, "refund": 10, "fail_refund": 6, "open_dispute": 4, "close_dispute": 4,
@@ -150,9 +214,20 @@ PROFILES = {
         "pay_few": 8, "refund_recent": 12, "open_dispute": 2, "release_oldest": 10,
         "seller_pays_out": 10, "deliver_events": 4, "run_worker": 3, "quiet_hour": 18,
     },
+    "risk": {
+        "pay": 12, "refund": 10, "fail_refund": 5, "open_dispute": 6, "close_dispute": 5,
+        "release": 3, "seller_pays_out": 8, "seller_earns": 4, "deliver_events": 10,
+        "run_workers": 8, "run_any_worker": 8, "quiet_hour": 6, "days_pass": 7,
+        "advance": 2, "money_fault": 4, "stripe_fault": 2, "kill_any": 3,
+        "stripe_forgets_keys": 1, "risk_release": 3, "change_policy": 2, "write_off": 1,
+    },
 }  # fmt: skip
 # The first payment's maker, by profile (``pay`` unless named).
 FIRST_PAY = {"netting": _pay_few}
 # The share of histories whose orders are held (``TRANSFER_HOLD``), by profile: ``debt``
 # and ``netting`` dwell on debt netted into transfers still on hold.
 HELD_SHARE = {"debt": 0.9, "netting": 0.9}
+# The share of histories whose sellers get payout policies of their own (``Terms``: reserves,
+# fees, debits), and of those whose risk thresholds make one dispute hold a seller.
+TERMS_SHARE = {"default": 0.25, "risk": 1.0}
+RISK_SHARE = {"default": 0.1, "risk": 0.5}

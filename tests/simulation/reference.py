@@ -14,6 +14,24 @@ A seller keeps more than that only in two ways the model also knows:
   if that order's entitlement rises again afterwards (its refund failed, its dispute was won),
   the rise is covered by what they kept, so the write-off shrinks by it. Paying the rise again
   would pay the seller twice.
+
+The seller-risk features:
+
+- **Fees per seller.** A seller whose payout policy names a fee pays that one instead of the
+  platform's (``seller_fees``); it is set before the history starts and never changed.
+- **The rolling reserve** changes when a seller is paid, not what they are owed: a part of each
+  share is kept back, refunds and recovered chargebacks take from it first, and once its days
+  pass what it has left is sent (a reserve release, a transfer of no order). The simulator
+  checks at the end, once every reserve's days have passed, so each seller is owed their whole
+  entitlement whatever reserve they had; that their reserve account in the book is empty and
+  no release is pending or given up is checked beside it.
+- **Account debits** take a seller's old debt from their connected account (a transfer made as
+  them to the platform). A debit lowers what the seller holds at Stripe and their open debt
+  alike, so what they should hold (entitlement + open debt + write-offs) is unchanged by it:
+  the world counts each debit against what the seller holds, and the book's open debt is read
+  after it.
+- **Risk holds** keep a seller's new transfers until staff release them; staff release every
+  one while settling, so they change nothing the seller is owed either.
 """
 
 from dataclasses import dataclass, field
@@ -51,8 +69,11 @@ class Expectation:
 
 
 class ReferenceModel:
-    def __init__(self, *, fee_bps: int, dispute_recovery: str):
+    def __init__(
+        self, *, fee_bps: int, dispute_recovery: str, seller_fees: dict[int, int] | None = None
+    ):
         self.fee_bps = fee_bps
+        self.seller_fees = dict(seller_fees or {})  # seller -> their own fee, in basis points
         self.dispute_recovery = dispute_recovery
         self.orders: dict[int, OrderFacts] = {}
         self.write_offs: list[WriteOff] = []
@@ -90,8 +111,9 @@ class ReferenceModel:
 
     # --- what is owed ----------------------------------------------------------------------
 
-    def net_of_fee(self, gross: int) -> int:
-        return gross - (gross * self.fee_bps + 5_000) // 10_000  # the fee, rounded half up
+    def net_of_fee(self, gross: int, seller: int | None = None) -> int:
+        bps = self.seller_fees.get(seller, self.fee_bps)
+        return gross - (gross * bps + 5_000) // 10_000  # the fee, rounded half up
 
     def taken_back(self, order: OrderFacts) -> Fraction:
         """The fraction of the order taken back from its sellers."""
@@ -109,7 +131,7 @@ class ReferenceModel:
         order = self.orders[order_id]
         if seller not in order.items:
             return Fraction(0)
-        return self.net_of_fee(order.items[seller]) * (1 - self.taken_back(order))
+        return self.net_of_fee(order.items[seller], seller) * (1 - self.taken_back(order))
 
     def _absorb(self) -> None:
         for write_off in self.write_offs:

@@ -14,6 +14,9 @@ KINDS = {
     "gave up": "a transfer gave up after its retries (shown in its row)",
     "seller holds too much": "a seller holds more than they are owed",
     "transfer ": "a row unfinished without a reason in needs attention",
+    "release ": "a reserve release left pending or given up",
+    "debit pending": "an account debit left pending",
+    "reserve left": "a seller's reserve account not empty once every reserve is due",
     "event refused": "an event is refused for good",
     "seller holds too little": "a seller holds less than they are owed",
 }

@@ -2,7 +2,8 @@
 cores), each played against the real service and the sandbox, settled, and checked against the
 reference model (docs/simulation.md). ``make simulate`` runs as many as asked.
 
-The seeds are fixed so the run is the same every time. Before the audit's fixes, seeds 3 and 39
+The seeds are fixed so the run is the same every time: seeds 0-42 of the ``default`` profile and
+a handful of the ``risk`` profile's. Before the audit's fixes, seeds 3 and 39
 failed (finding 7) and seed 20 (finding 1); the shrunk histories of the findings the simulator
 found are in ``test_audit_findings.py``."""
 
@@ -14,6 +15,11 @@ from tests.simulation.world import Environment, run
 pytestmark = pytest.mark.django_db
 
 CI_SEEDS = list(range(43))
+# Seeds of the ``risk`` profile (reserves, fees, debits, risk holds) that pass on the current
+# code. Its seeds 0, 6, 9, 12, 21, 27, 32, 53, 83, 84, 110 and 146 fail on known gaps of the
+# rolling reserve (a share that changes after its reserve was released; the reserve of a
+# transfer cancelled before it was sent): they join the budget once those are fixed.
+CI_RISK_SEEDS = [1, 2, 3, 4, 5, 7, 8, 10, 11, 13]
 
 
 @pytest.fixture
@@ -24,11 +30,13 @@ def environment(sandbox, stripe_client, settings):
 @pytest.mark.slow  # the whole budget, about a minute: CI runs it, the inner loop does not
 def test_the_budget_of_histories_ends_with_every_seller_holding_what_they_are_owed(environment):
     failed = {}
-    for seed in CI_SEEDS:
-        outcome = run(generate(seed), environment)
+    budget = [("default", seed) for seed in CI_SEEDS] + [("risk", seed) for seed in CI_RISK_SEEDS]
+    for profile, seed in budget:
+        outcome = run(generate(seed, profile=profile), environment)
         if outcome.failed:
-            failed[seed] = outcome.failures
+            failed[(profile, seed)] = outcome.failures
     assert failed == {}, "\n\n".join(
-        f"seed {seed} (replay: SEED={seed} make simulate):\n" + "\n".join(failures)
-        for seed, failures in failed.items()
+        f"seed {seed} (replay: PROFILE={profile} SEED={seed} make simulate):\n"
+        + "\n".join(failures)
+        for (profile, seed), failures in failed.items()
     )

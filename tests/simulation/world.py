@@ -16,10 +16,11 @@ import traceback
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from decimal import Decimal
 
 import stripe
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Count, F, Max
 from django.test import Client, override_settings
 
 from config.errors import DomainError
@@ -27,17 +28,28 @@ from ledger.selectors import seller_balances
 from ledger.services import debt_write_off
 from marketplace.models import Seller
 from payouts import selectors
-from payouts.models import SellerTransfer
+from payouts.models import (
+    AccountDebit,
+    DebitState,
+    ReleaseState,
+    ReserveRelease,
+    SellerPolicyChange,
+    SellerTransfer,
+)
+from payouts.services.debits import debts_debit_due
 from payouts.services.holds import holds_release_due, order_release
 from payouts.services.ledger_check import ledger_check
+from payouts.services.policies import seller_policy_set
 from payouts.services.reconciliation import reconciliation_run
 from payouts.services.requeue import transfer_requeue_by_staff
+from payouts.services.reserves import reserves_release_due
 from payouts.services.reversals import reversals_process_due
 from payouts.services.risk import seller_risk_release
 from payouts.services.transfers import transfer_retry_by_staff, transfers_send_due
 from payouts.stripe_api.gateway import get_gateway
 from payouts.transfer.actors import Actor
-from payouts.transfer.transitions import HeldReason, TransferStatus
+from payouts.transfer.transitions import PAID_STATUSES, HeldReason, TransferStatus
+from stripe_sandbox.common import PLATFORM_ACCOUNT_ID
 from stripe_sandbox.testing import SandboxControlError
 from tests.builders import (
     CONNECT_WEBHOOK_SECRET,
@@ -49,7 +61,7 @@ from tests.builders import (
 )
 from tests.factories import UserFactory
 from tests.simulation.clock import simulated_time
-from tests.simulation.history import FAULTY_OPERATIONS, SELLERS, History
+from tests.simulation.history import FAULTY_OPERATIONS, SELLERS, History, Terms
 from tests.simulation.reference import ReferenceModel
 
 # Rows that are done: nothing is due on them and nothing needs a person.
@@ -62,6 +74,10 @@ FAULT_HOLD_SECONDS = 0.4
 # history stuck, and how far the clock moves each round (past the longest backoff and lease).
 SETTLE_ROUNDS = 14
 SETTLE_STEP = timedelta(hours=2)
+# A risky history's thresholds: one disputed order among five paid holds the seller.
+RISK_THRESHOLDS = {"risk_dispute_count": 1, "risk_dispute_ratio": Decimal("0.2")}
+# The date staff recorded a seller's consent to account debits.
+CONSENT_AT = "2026-01-01T00:00:00Z"
 
 
 class WorkerKilled(BaseException):  # noqa: N818 - it stands for the process dying, not an error
@@ -105,6 +121,9 @@ class Outcome:
     history: History
     failures: list[str]
     steps_run: int
+    # What the history reached (reserve releases sent, account debits by state, risk holds):
+    # the campaign sums them, so a profile that never reaches a feature shows it.
+    reached: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -129,6 +148,8 @@ def run(history: History, env: Environment) -> Outcome:
         dispute_recovery=history.dispute_recovery,
         dispute_fee_borne_by="platform",
         stripe=replace(env.payouts.stripe, timeout=STRIPE_TIMEOUT, max_network_retries=0),
+        debt_debit_after=timedelta(days=3),
+        **(RISK_THRESHOLDS if history.risk else {}),
     )
     logging.disable(logging.CRITICAL)  # thousands of histories: the service's logs are noise
     try:
@@ -139,7 +160,11 @@ def run(history: History, env: Environment) -> Outcome:
 
 
 def _run(history: History, env: Environment, payouts) -> Outcome:
-    with override_settings(PAYOUTS=payouts), transaction.atomic(), simulated_time() as clock:
+    with (
+        override_settings(PAYOUTS=payouts, STRIPE_PLATFORM_ACCOUNT_ID=PLATFORM_ACCOUNT_ID),
+        transaction.atomic(),
+        simulated_time() as clock,
+    ):
         world = World(history, env, clock)
         try:
             world.play()
@@ -147,8 +172,9 @@ def _run(history: History, env: Environment, payouts) -> Outcome:
             failures = world.checks()
         except Exception:  # a crash of the service is a finding too
             failures = [f"crashed at {world.current}:\n{traceback.format_exc(limit=6)}"]
+        reached = world.reached()
         transaction.set_rollback(True)
-    return Outcome(history, failures, world.steps_run)
+    return Outcome(history, failures, world.steps_run, reached)
 
 
 class World:
@@ -161,10 +187,17 @@ class World:
         self.web = Client()
         self.staff = UserFactory(is_staff=True, is_superuser=True)
         self.gateway = KillingGateway(get_gateway())
-        self.model = ReferenceModel(
-            fee_bps=env.payouts.platform_fee_bps, dispute_recovery=history.dispute_recovery
-        )
         self.sellers = [connected_seller(self.stripe) for _ in range(SELLERS)]
+        fees = {}
+        for seller, terms in zip(self.sellers, history.terms, strict=False):
+            self._set_policy(seller, _policy_of(terms))
+            if terms.fee_bps is not None:
+                fees[seller.pk] = terms.fee_bps
+        self.model = ReferenceModel(
+            fee_bps=env.payouts.platform_fee_bps,
+            dispute_recovery=history.dispute_recovery,
+            seller_fees=fees,
+        )
         self.orders: list[SimOrder] = []
         self.delivered: list[dict] = []
         self.delivered_ids: set[str] = set()
@@ -195,6 +228,14 @@ class World:
         if self.history.hold:
             self.clock.advance(timedelta(days=8))  # every order's hold has ended
         self.settle(rounds=SETTLE_ROUNDS)
+        # Every reserve's days pass: what each has left is released (settling moves the clock
+        # a day at a time while a reserve waits for the next day's release).
+        latest = SellerTransfer.objects.filter(amount_reserved__gt=0).aggregate(
+            latest=Max("reserve_release_at")
+        )["latest"]
+        if latest is not None and latest >= self.clock.now():
+            self.clock.advance(latest - self.clock.now() + timedelta(minutes=1))
+            self.settle(rounds=SETTLE_ROUNDS)
 
     def release_risk_holds(self) -> None:
         """Staff review each seller held for risk (their disputes passed the thresholds) and
@@ -217,7 +258,7 @@ class World:
             self.run_workers()
             self.reconcile()
             after = self.fingerprint()
-            if after == before:
+            if after == before and not self.reserves_waiting().exists():
                 return
             before = after
             self.clock.advance(self.until_next_due())
@@ -225,15 +266,34 @@ class World:
     def until_next_due(self) -> timedelta:
         """How far to move the clock so every row waiting for a time (a backoff, a lease, an
         order's hold that began while settling) is due: at least ``SETTLE_STEP``."""
-        latest = SellerTransfer.objects.exclude(status__in=FINISHED).aggregate(
-            latest=Max("next_retry_at")
-        )["latest"]
+        if self.reserves_waiting().exists():
+            return timedelta(days=1)  # that day's release is made: the next day's takes them
+        due = [
+            SellerTransfer.objects.exclude(status__in=FINISHED),
+            ReserveRelease.objects.filter(state=ReleaseState.PENDING),
+            AccountDebit.objects.filter(state=DebitState.PENDING),
+        ]
+        times = [rows.aggregate(latest=Max("next_retry_at"))["latest"] for rows in due]
+        latest = max((time for time in times if time is not None), default=None)
         if latest is None:
             return SETTLE_STEP
         return max(SETTLE_STEP, latest - self.clock.now() + timedelta(seconds=1))
 
+    def reserves_waiting(self):
+        """Paid transfers whose reserve is due with something left, not in a release yet."""
+        return SellerTransfer.objects.filter(
+            amount_reserved__gt=F("reserve_refund") + F("reserve_dispute"),
+            reserve_release__isnull=True,
+            reserve_release_at__lte=self.clock.now(),
+            status__in=PAID_STATUSES,
+        )
+
     def fingerprint(self) -> list:
-        return list(SellerTransfer.objects.order_by("pk").values_list("pk", "status", "updated_at"))
+        return [
+            list(SellerTransfer.objects.order_by("pk").values_list("pk", "status", "updated_at")),
+            list(ReserveRelease.objects.order_by("pk").values_list("pk", "state", "updated_at")),
+            list(AccountDebit.objects.order_by("pk").values_list("pk", "state", "updated_at")),
+        ]
 
     # --- steps: the buyer and Stripe -------------------------------------------------------
 
@@ -339,6 +399,16 @@ class World:
     def advance(self, minutes: int) -> None:
         self.clock.advance(timedelta(minutes=minutes))
 
+    def days_pass(self, days: int) -> None:
+        """Days pass with no worker running: a debt grows old enough to debit, a reserve's
+        days end."""
+        self.clock.advance(timedelta(days=days))
+
+    def seller_earns(self, seller: int, currency: str, amount: int) -> None:
+        """The seller's balance at Stripe grows from elsewhere (not our transfers): a debit
+        can take from it. What they hold of our money is unchanged."""
+        self.sandbox.adjust_account(self.sellers[seller].stripe_account_id, amount, currency)
+
     # --- steps: webhooks -------------------------------------------------------------------
 
     def deliver_events(self, how_many: int, duplicate: bool) -> None:
@@ -381,7 +451,7 @@ class World:
 
     def run_workers(self) -> None:
         """One tick of each worker, as beat's sweeps start them."""
-        for work in (self._send, holds_release_due, self._reverse):
+        for work in (self._send, holds_release_due, self._reverse, self._reserves, self._debits):
             # A killed worker's claimed row keeps its lease; a later tick takes it up.
             with suppress(WorkerKilled):
                 work()
@@ -394,7 +464,13 @@ class World:
 
     def run_worker(self, which: str) -> None:
         """One tick of one worker alone."""
-        work = {"send": self._send, "release_sweep": holds_release_due, "reverse": self._reverse}
+        work = {
+            "send": self._send,
+            "release_sweep": holds_release_due,
+            "reverse": self._reverse,
+            "reserve_sweep": self._reserves,
+            "debit_sweep": self._debits,
+        }
         with suppress(WorkerKilled):
             work[which]()
 
@@ -403,6 +479,12 @@ class World:
 
     def _reverse(self) -> None:
         reversals_process_due(time_budget=timedelta(seconds=60), gateway=self.gateway)
+
+    def _reserves(self) -> None:
+        reserves_release_due(gateway=self.gateway)
+
+    def _debits(self) -> None:
+        debts_debit_due(gateway=self.gateway)
 
     def reconcile(self) -> None:
         with suppress(WorkerKilled):
@@ -419,6 +501,20 @@ class World:
             return
         with suppress(DomainError):  # nothing to release: a 409, nothing changed
             order_release(order_id=sim.order.pk, actor=Actor.staff(self.staff))
+
+    def risk_release(self, seller: int) -> None:
+        """Staff review a seller held for their disputes and release them."""
+        with suppress(DomainError):  # nothing held for risk: a 409, nothing changed
+            seller_risk_release(seller_id=self.sellers[seller].pk, actor=Actor.staff(self.staff))
+
+    def change_policy(self, seller: int, change: str) -> None:
+        """Staff change a seller's policy: debits allowed or not, another reserve for the
+        orders to come (a reserve already kept keeps its terms)."""
+        self._set_policy(self.sellers[seller], POLICY_CHANGES[change])
+
+    def _set_policy(self, seller: Seller, changes: dict) -> None:
+        if changes:
+            seller_policy_set(seller_id=seller.pk, changes=changes, user=self.staff)
 
     def staff_retry(self, which: int) -> None:
         self._staff_on(
@@ -473,23 +569,51 @@ class World:
         return self.orders[which % len(self.orders)] if self.orders else None
 
     def held_at_stripe(self) -> dict[tuple[str, str, int], int]:
-        """What each (account, currency, order) holds at Stripe: transfers less reversals."""
+        """What each (account, currency, order) holds at Stripe: transfers less reversals, less
+        account debits. A reserve release (metadata ``reserve_release_id``) and an account
+        debit (a transfer made as the seller's account to the platform's) belong to no order:
+        they count under order 0."""
+        state = self.sandbox.state()
         held: dict[tuple[str, str, int], int] = {}
-        for transfer in self.sandbox.state()["transfers"]:
+        for transfer in state["transfers"]:
             order = int(transfer["metadata"].get("order_id", 0))
             key = (transfer["destination"], transfer["currency"], order)
             held[key] = held.get(key, 0) + transfer["amount"] - transfer["amount_reversed"]
+        for debit in state["account_debits"]:
+            key = (debit["source_account"], debit["currency"], 0)
+            held[key] = held.get(key, 0) - debit["amount"] + debit["amount_reversed"]
         return held
 
     def _kept_per_order(self, seller: Seller, currency: str) -> dict[int, int]:
+        """What the seller keeps of each order beyond what they are owed for it: its transfer
+        at Stripe, and what its reserve has left (theirs, sent in a release or to be)."""
         held = self.held_at_stripe()
+        reserves = dict(
+            SellerTransfer.objects.filter(seller=seller, currency=currency).values_list(
+                "order_id", F("amount_reserved") - F("reserve_refund") - F("reserve_dispute")
+            )
+        )
         kept = {}
         for order_id in self.model.orders:
             at_stripe = held.get((seller.stripe_account_id, currency, order_id), 0)
+            at_stripe += max(reserves.get(order_id, 0), 0)
             # To the nearest unit, as production rounds the share: truncating 305.93 to 305 left
             # one unit of the write-off tied to no order, forgiven for good (seed 5114).
             kept[order_id] = round(at_stripe - self.model.owed(seller.pk, order_id))
         return kept
+
+    def reached(self) -> dict[str, int]:
+        """How many reserve releases, account debits (by state) and risk holds it made."""
+        counts = {
+            f"releases {state}": n
+            for state, n in ReserveRelease.objects.values_list("state").annotate(n=Count("pk"))
+        }
+        counts |= {
+            f"debits {state}": n
+            for state, n in AccountDebit.objects.values_list("state").annotate(n=Count("pk"))
+        }
+        risk = SellerPolicyChange.objects.filter(kind="risk_release").count()
+        return counts | ({"risk releases": risk} if risk else {})
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -499,6 +623,7 @@ class World:
         failures += self.check_sellers_hold_what_they_are_owed()
         failures += [f"ledger_check: {found}" for found in ledger_check()[1]]
         failures += self.check_unfinished_rows_need_attention()
+        failures += self.check_reserves_released_and_debits_done()
         failures += self.check_book_balances()
         if failures:
             failures.append(self.rows_table())
@@ -559,6 +684,30 @@ class World:
             if not _ended_as_it_should(row)
         ]
 
+    def check_reserves_released_and_debits_done(self) -> list[str]:
+        """Every reserve's days have passed: each seller's reserve account is empty, and no
+        release or debit is left pending (nor a release given up: the seller never gets it)."""
+        failures = [
+            f"reserve left: seller {seller.pk} still has {balance.get('reserve')} {currency} in "
+            "their reserve account"
+            for seller in self.sellers
+            for currency, balance in seller_balances(seller_id=seller.pk).items()
+            if balance.get("reserve")
+        ]
+        failures += [
+            f"release {state}: reserve release {pk} of seller {seller} ({amount}): {error}"
+            for pk, seller, amount, state, error in ReserveRelease.objects.exclude(
+                state=ReleaseState.SENT
+            ).values_list("pk", "seller_id", "amount", "state", "error_message")
+        ]
+        failures += [
+            f"debit pending: account debit {pk} of seller {seller} ({amount})"
+            for pk, seller, amount in AccountDebit.objects.filter(
+                state=DebitState.PENDING
+            ).values_list("pk", "seller_id", "amount")
+        ]
+        return failures
+
     def check_book_balances(self) -> list[str]:
         """The book's balance constraints run at commit; a history never commits, so they are
         run now (then deferred again for the rollback)."""
@@ -579,3 +728,24 @@ def _ended_as_it_should(row: SellerTransfer) -> bool:
         and row.end_reason == "order_refunded"
         and (row.order.status == "refunded")
     )
+
+
+# What staff change of a seller's policy (``history.POLICY_CHANGES``).
+POLICY_CHANGES = {
+    "allow_debits": {"debits_allowed": True, "debit_consent_at": CONSENT_AT},
+    "forbid_debits": {"debits_allowed": False},
+    "reserve_none": {"reserve_bps": 0},
+    "reserve_1000_14": {"reserve_bps": 1000, "reserve_days": 14},
+}
+
+
+def _policy_of(terms: Terms) -> dict:
+    """The policy fields staff set for a seller's ``Terms`` (none: every default)."""
+    changes: dict = {}
+    if terms.reserve_bps:
+        changes |= {"reserve_bps": terms.reserve_bps, "reserve_days": terms.reserve_days}
+    if terms.fee_bps is not None:
+        changes["fee_bps"] = terms.fee_bps
+    if terms.debits:
+        changes |= POLICY_CHANGES["allow_debits"]
+    return changes
