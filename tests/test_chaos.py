@@ -37,11 +37,25 @@ from pathlib import Path
 import pytest
 from django.db.models import Count
 
+from ledger.selectors import seller_balances
 from payouts import selectors
-from payouts.models import SellerTransfer, SellerTransferEvent
+from payouts.models import (
+    AccountDebit,
+    DebitState,
+    ReleaseState,
+    ReserveRelease,
+    SellerTransfer,
+    SellerTransferEvent,
+)
 from payouts.services.ledger_check import ledger_check
-from payouts.transfer.transitions import TransferStatus
-from tests.builders import reversal_backlog, worker_environment
+from payouts.transfer import money
+from payouts.transfer.transitions import PAID_STATUSES, TransferStatus
+from tests.builders import (
+    debts_backlog,
+    reserves_backlog,
+    reversal_backlog,
+    worker_environment,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 600
@@ -71,10 +85,13 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 class WorkerSlot:
     """One worker process position: the current process and its successors after kills."""
 
-    def __init__(self, index: int, env: dict[str, str], log_dir: Path):
+    def __init__(
+        self, index: int, env: dict[str, str], log_dir: Path, command: str = "process_reversals"
+    ):
         self.index = index
         self.env = env
         self.log_dir = log_dir
+        self.command = command
         self.generation = 0
         self.process = self._start()
 
@@ -86,7 +103,7 @@ class WorkerSlot:
             open(self.log_dir / f"{name}.log", "wb") as err,
         ):
             return subprocess.Popen(
-                [sys.executable, "manage.py", "process_reversals", "--drain"]
+                [sys.executable, "manage.py", self.command, "--drain"]
                 + ["--max-seconds", str(DRAIN_SECONDS)],
                 cwd=ROOT,
                 env=self.env,
@@ -212,3 +229,186 @@ def test_killed_workers_and_a_failing_stripe_still_reverse_every_transfer_exactl
     # And the counters /metrics reads, kept by triggers through every kill, equal a recount.
     assert selectors.transfer_counts_by_status() == selectors.transfer_counts_by_status_recount()
     assert selectors.transition_counts() == selectors.transition_counts_recount()
+
+
+# --- Reserve releases and account debits -------------------------------------------------------
+
+RESERVE_SELLERS = 30
+DEBT_SELLERS = 24
+SWEEP_KILLS = 6
+SWEEP_KILL_INTERVAL_SECONDS = (0.5, 1.0)
+# The book keeps the database's time: the debts are old enough for the workers' debits this long
+# after they are made (the reserves are built meanwhile); a refused debit is tried again this
+# long after it was refused, if the workers still run.
+DEBT_DEBIT_AFTER_SECONDS = 12
+SWEEP_FAULTS = {**REVERSAL_FAULTS, "latency_ms": 100}
+SWEEP_ENVIRONMENT = {
+    "DEBT_DEBIT_AFTER": f"{DEBT_DEBIT_AFTER_SECONDS}s",
+    "TRANSFER_RETRY_MAX_RETRIES": "50",
+    "TRANSFER_RETRY_BACKOFF_BASE": "100ms",
+    "TRANSFER_RETRY_BACKOFF_MAX": "500ms",
+    "DEBT_DEBIT_MAX_RETRIES": "8",
+    "DEBT_DEBIT_BACKOFF_BASE": "100ms",
+    "DEBT_DEBIT_BACKOFF_MAX": "300ms",
+}
+FINAL_DEBITS = (DebitState.SUCCEEDED, DebitState.REFUSED, DebitState.FAILED)
+
+
+def reserves_left_by_seller(rows) -> dict[int, int]:
+    """What each seller's paid reserves still hold, now (refund shares taken)."""
+    left: Counter[int] = Counter()
+    for row in SellerTransfer.objects.filter(pk__in=[row.pk for row in rows]):
+        if row.status in PAID_STATUSES:
+            left[row.seller_id] += money.reserve_held(
+                reserved=row.amount_reserved, taken=row.reserve_refund + row.reserve_dispute
+            )
+    return {seller: amount for seller, amount in left.items() if amount > 0}
+
+
+def sweep_work_left(releases_expected: int, debtors: int) -> int:
+    """Releases not sent yet and sellers in debt without a final debit: what a kill can cut."""
+    sent = ReserveRelease.objects.filter(state=ReleaseState.SENT).count()
+    settled = AccountDebit.objects.filter(state__in=FINAL_DEBITS).values("seller").distinct()
+    return releases_expected - sent + debtors - settled.count()
+
+
+def test_killed_sweep_workers_and_a_failing_stripe_release_every_reserve_and_debit_at_most_the_debt(
+    client, sandbox, sandbox_server, stripe_client, tmp_path
+):
+    building = time.monotonic()
+    debtors = debts_backlog(client, sandbox, stripe_client, DEBT_SELLERS)
+    debts_made = time.monotonic()
+    reserve_rows = reserves_backlog(client, sandbox, stripe_client, RESERVE_SELLERS)
+    built = time.monotonic()
+    print(f"debts built in {debts_made - building:.1f} s, reserves in {built - debts_made:.1f} s")
+    time.sleep(max(debts_made + DEBT_DEBIT_AFTER_SECONDS + 0.5 - time.monotonic(), 0))
+    release_due = reserves_left_by_seller(reserve_rows)
+    debts_before = {s.pk: seller_balances(seller_id=s.pk)["usd"]["debt"] for s in debtors}
+    sandbox.set_faults("transfers.create", **SWEEP_FAULTS)
+    sandbox.set_faults("transfers.list", **SWEEP_FAULTS)
+    rng = random.Random(SEED)
+    env = worker_environment(sandbox_server.url, **SWEEP_ENVIRONMENT)
+    started = time.monotonic()
+
+    slots = [
+        WorkerSlot(i, env, tmp_path, command="process_reserves_and_debits") for i in range(WORKERS)
+    ]
+    kills = []  # (seconds since start, slot, killed a live worker, work still left)
+    try:
+        while len(kills) < SWEEP_KILLS:
+            time.sleep(rng.uniform(*SWEEP_KILL_INTERVAL_SECONDS))
+            slot = rng.choice(slots)
+            left = sweep_work_left(len(release_due), len(debtors))
+            killed = slot.kill_and_restart()
+            kills.append((round(time.monotonic() - started, 1), slot.index, killed, left))
+        for slot in slots:
+            remaining = max(WAIT_SECONDS - (time.monotonic() - started), 1)
+            try:
+                slot.process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"workers still draining after {WAIT_SECONDS} s; kills {kills}")
+    finally:
+        for slot in slots:
+            if slot.process.poll() is None:
+                slot.process.kill()
+                slot.process.wait()
+    elapsed = time.monotonic() - started
+    sandbox.clear_faults()
+
+    outputs = {f"worker{slot.index}": slot.output() for slot in slots}
+    diagnostics = f"after {elapsed:.0f} s; kills {kills}; last outputs {outputs}; logs {tmp_path}"
+    print(diagnostics)
+    assert [slot.process.returncode for slot in slots] == [0] * WORKERS, diagnostics
+    assert all(killed and left > 0 for _, _, killed, left in kills), diagnostics
+
+    state = sandbox.state()
+    assert_every_release_sent_once(state, release_due)
+    assert_every_debit_at_most_once_and_within_the_debt(state, debts_before)
+    assert_the_faults_happened(sandbox)
+    _, breaks = ledger_check()
+    assert breaks == [], breaks[:5]
+
+
+def assert_every_release_sent_once(state: dict, release_due: dict[int, int]) -> None:
+    """One Stripe transfer per sent release, of its amount; what each seller's reserves had
+    left is released, or (some reserves batched after that day's release) still held."""
+    releases = list(ReserveRelease.objects.all())
+    assert {r.state for r in releases} <= {ReleaseState.SENT}, Counter(r.state for r in releases)
+    at_stripe: dict[str, list[dict]] = {}
+    for transfer in state["transfers"]:
+        if "reserve_release_id" in transfer["metadata"]:
+            at_stripe.setdefault(transfer["metadata"]["reserve_release_id"], []).append(transfer)
+    assert set(at_stripe) == {str(r.pk) for r in releases}
+    for release in releases:
+        [transfer] = at_stripe[str(release.pk)]
+        assert transfer["id"] == release.stripe_transfer_id, release.pk
+        assert transfer["amount"] == release.amount, release.pk
+        carried = SellerTransfer.objects.filter(reserve_release=release)
+        held = sum(
+            money.reserve_held(
+                reserved=t.amount_reserved, taken=t.reserve_refund + t.reserve_dispute
+            )
+            for t in carried
+        )
+        assert held == release.amount, release.pk
+    released = Counter()
+    for release in releases:
+        released[release.seller_id] += release.amount
+    still_held = {
+        seller: seller_balances(seller_id=seller)["usd"]["reserve"] for seller in release_due
+    }
+    for seller, due in release_due.items():
+        assert released[seller] + still_held[seller] == due, (seller, due, released[seller])
+    waiting = {seller: held for seller, held in still_held.items() if held}
+    print(f"{len(releases)} releases sent; reserves waiting for the next day's: {waiting}")
+    assert set(released) <= set(release_due)
+
+
+def assert_every_debit_at_most_once_and_within_the_debt(
+    state: dict, debts_before: dict[int, int]
+) -> None:
+    """At most one Stripe debit per debit row, never more than the debt; the book's debt is
+    the debt before less what Stripe debited; every row final."""
+    debits = list(AccountDebit.objects.all())
+    states = Counter(d.state for d in debits)
+    print(f"account debits: {dict(states)}")
+    unfinished = [
+        (d.pk, d.seller_id, d.state, d.retry_count, d.next_retry_at, d.error_message)
+        for d in debits
+        if d.state not in FINAL_DEBITS
+    ]
+    assert set(states) <= set(FINAL_DEBITS), (states, unfinished)
+    assert states[DebitState.SUCCEEDED] > 0 and states[DebitState.REFUSED] > 0, states
+    by_row: dict[str, list[dict]] = {}
+    for debit in state["account_debits"]:
+        by_row.setdefault(debit["metadata"]["account_debit_id"], []).append(debit)
+    rows = {str(d.pk): d for d in debits}
+    assert set(by_row) <= set(rows)
+    debited: Counter[int] = Counter()
+    for pk, made in by_row.items():
+        row = rows[pk]
+        assert len(made) == 1, (row.pk, made)
+        assert made[0]["amount"] == row.amount <= debts_before[row.seller_id], row.pk
+        assert row.state == DebitState.SUCCEEDED, (row.pk, row.state, row.error_message)
+        assert made[0]["id"] == row.stripe_transfer_id
+        debited[row.seller_id] += row.amount
+    assert all(d.state != DebitState.SUCCEEDED or str(d.pk) in by_row for d in debits)
+    for seller, before in debts_before.items():
+        assert debited[seller] <= before, seller
+        after = seller_balances(seller_id=seller)["usd"]["debt"]
+        assert after == before - debited[seller], (seller, before, debited[seller], after)
+
+
+def assert_the_faults_happened(sandbox) -> None:
+    """Every kind of fault hit the releases' and the debits' calls; reads ran before sends."""
+    calls = sandbox.calls("transfers.create")
+    kinds = {"release": "payouts-reserve-", "debit": "debit-"}
+    for kind, prefix in kinds.items():
+        outcomes = Counter(
+            c["outcome"] for c in calls if (c["idempotency_key"] or "").startswith(prefix)
+        )
+        print(f"{kind} transfers.create outcomes: {dict(outcomes)}")
+        for outcome in ("injected_500", "rate_limited", "timeout", "dropped_after_perform"):
+            assert outcomes[outcome] > 0, (kind, outcomes)
+        assert outcomes["replayed"] > 0, (kind, outcomes)
+    assert sandbox.calls("transfers.list"), "no release read Stripe before sending again"
