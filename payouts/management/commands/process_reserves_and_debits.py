@@ -22,13 +22,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--max-seconds", type=float, default=600, help="stop draining after this long"
         )
+        parser.add_argument(
+            "--limit", type=int, default=100, help="rows claimed at a time by each sweep"
+        )
 
-    def handle(self, *args, drain, max_seconds, **options):
+    def handle(self, *args, drain, max_seconds, limit, **options):
         total: Counter[str] = Counter()
         deadline = time.monotonic() + max_seconds
         while True:
-            done = Counter({f"reserves:{k}": v for k, v in reserves_release_due().items()})
-            done.update({f"debits:{k}": v for k, v in debts_debit_due().items()})
+            done = Counter(
+                {f"reserves:{k}": v for k, v in reserves_release_due(limit=limit).items()}
+            )
+            done.update({f"debits:{k}": v for k, v in debts_debit_due(limit=limit).items()})
             total.update(done)
             # A pending row may be leased by another worker (or one killed): wait for it too.
             if not drain or not (done or _pending()) or time.monotonic() > deadline:
