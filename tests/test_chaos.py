@@ -24,6 +24,30 @@ Why the numbers are what they are (on two cores, the whole test takes about 15 s
   which keeps calls in flight when a kill lands.
 - ``DRAIN_SECONDS``/``WAIT_SECONDS`` only bound a broken run: about six times what a good one
   takes.
+
+The second test does the same to the reserve release and account debit sweeps, run together by
+``manage.py process_reserves_and_debits --drain`` in two processes, with about a third of
+``POST /v1/transfers`` (releases and debits alike) and of the releases' reads failing. The
+backlog is built through the webhook: 40 sellers keeping 10 % back (due at once), ten of them
+paid twice (one release carries both), refunds taking 0-12 % of their orders (a 12 % refund
+empties the reserves: nothing to release); 30 sellers in debt who allow debits, every fourth
+with too little on their account (refused). In the end: one Stripe transfer per release, of
+the amount its reserves had left (or the reserve still held, waiting for the next day's); at
+most one Stripe debit per debit row, never more than the debt; each seller's debt in the book
+is the debt before less what Stripe debited; no release or debit left pending; the ledger
+check clean. Its numbers (about 30 s on two cores shared with other work: 10 s building, 15 s
+draining):
+
+- The workers claim 5 rows at a time (``--limit``): the lease is per call (0.5 s timeout + 2 s
+  margin), and a batch of 100 worked one call at a time outlasts it (``test_sweep_leases.py``).
+- Each kill waits until the worker it hits has logged a Stripe call (booting takes 1-3 s here),
+  then 0.1-0.8 s more, the two workers in turn: five kills, each of a worker at work (asserted,
+  with work left).
+- ``DEBT_DEBIT_AFTER`` is 10 s: the book stamps entries with the database's clock, so the debts
+  become old enough while the reserves are built; a refused debit may be tried again late in
+  the run (refused again).
+- ``DEBT_DEBIT_MAX_RETRIES`` is 8: a debit whose key met a 500 gets that 500 replayed under its
+  key until its retries are spent, then it is ``failed`` (no money moved).
 """
 
 import random
