@@ -348,8 +348,8 @@ def test_killed_sweep_workers_and_a_failing_stripe_release_every_reserve_and_deb
     kills = []  # (seconds since start, slot, killed a live worker at work, work still left)
     try:
         while len(kills) < SWEEP_KILLS:
-            # In turn (one boots while the other works), each once it has worked a round, at a
-            # random moment of its next ones.
+            # In turn (one boots while the other works), each once it has called Stripe, at a
+            # random moment of the calls that follow.
             slot = slots[len(kills) % WORKERS]
             working = slot.working(timeout=WAIT_SECONDS / 3)
             time.sleep(rng.uniform(*SWEEP_KILL_AFTER_SECONDS))
@@ -383,6 +383,7 @@ def test_killed_sweep_workers_and_a_failing_stripe_release_every_reserve_and_deb
     assert_the_faults_happened(sandbox)
     _, breaks = ledger_check()
     assert breaks == [], breaks[:5]
+    assert selectors.transfer_counts_by_status() == selectors.transfer_counts_by_status_recount()
 
 
 def assert_every_release_sent_once(state: dict, release_due: dict[int, int]) -> None:
