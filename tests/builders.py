@@ -13,7 +13,7 @@ from one another (``tests/test_suite_layout.py`` checks it).
 - transfers: ``stripe_transfer``, ``due_row``, ``make_due``, ``age_transfer``,
   ``transfers_at_stripe_for``, ``returned_at_stripe``
 - worker processes: ``reversal_backlog``, ``worker_environment``, ``reserves_backlog``,
-  ``debts_backlog``
+  ``debts_backlog``, ``order_refunded``
 - the book against Stripe: ``ledger_check_command``
 """
 
@@ -551,3 +551,10 @@ def debts_backlog(
         money_back = debt // 2 if index % short_every == short_every - 1 else debt + 500
         sandbox.adjust_account(seller.stripe_account_id, money_back)
     return sellers
+
+
+def order_refunded(client, sandbox, stripe_client, order: Order, amount: int) -> None:
+    """Refund ``amount`` of the order at the sandbox and deliver its ``refund.created`` to the
+    webhook, as Stripe would: the service takes the sellers' shares (from their reserves while
+    held) before this returns."""
+    _deliver_refund(client, sandbox, refund_at_stripe(stripe_client, order, amount))
