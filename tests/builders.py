@@ -12,7 +12,8 @@ from one another (``tests/test_suite_layout.py`` checks it).
   ``refund_at_stripe``
 - transfers: ``stripe_transfer``, ``due_row``, ``make_due``, ``age_transfer``,
   ``transfers_at_stripe_for``, ``returned_at_stripe``
-- worker processes: ``reversal_backlog``, ``worker_environment``
+- worker processes: ``reversal_backlog``, ``worker_environment``, ``reserves_backlog``,
+  ``debts_backlog``, ``order_refunded``
 - the book against Stripe: ``ledger_check_command``
 """
 
@@ -39,11 +40,13 @@ from django.test import TestCase
 from django.utils import timezone
 
 import ledger.services
+from ledger.selectors import seller_balances
 from marketplace.models import Order, Seller
 from marketplace.selectors import order_total
 from marketplace.services import order_mark_paid
 from payouts import tasks
 from payouts.models import SellerTransfer
+from payouts.services.policies import seller_policy_set
 from payouts.services.transfers import order_settle
 from payouts.transfer.moves import book_ref
 from payouts.transfer.transitions import TransferStatus
@@ -509,3 +512,83 @@ def release_that_gave_up(client, sandbox, stripe_client, *, answer: dict):
     release = ReserveRelease.objects.get(seller=seller)
     assert release.state == ReleaseState.FAILED
     return release, row
+
+
+# --- Reserves due and old debts, for worker processes ------------------------------------------
+
+# A seller keeping 10 % of each share back, due at once; a seller owing money who allows debits.
+RESERVE_DUE_AT_ONCE = {"reserve_bps": 1000, "reserve_days": 0}
+DEBITS_ALLOWED = {"debits_allowed": True, "debit_consent_at": "2026-11-01T10:00:00Z"}
+
+
+def _deliver_refund(client, sandbox, refund: dict) -> None:
+    """Post the sandbox's ``refund.created`` of ``refund`` to the webhook, running what it
+    starts after commit (the sellers' shares taken, reversals sent)."""
+    [event] = [
+        e for e in sandbox.events("refund.created") if e["data"]["object"]["id"] == refund["id"]
+    ]
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = post_event(client, event)
+    assert response.status_code == 200, response.content
+
+
+def reserves_backlog(
+    client, sandbox, stripe_client, size: int, *, per_order: int = 10
+) -> list[SellerTransfer]:
+    """``size`` sellers keeping 10 % of their share back (due at once), paid through the webhook in
+    orders of ``per_order`` sellers; the first ``per_order`` are paid in a second order too (one
+    release carries both reserves). Each order is then refunded a part of its total, through
+    the webhook, in turn: none, 2 %, 5 %, 12 % (more than the reserves: they are emptied and
+    the rest is reversed at Stripe), 7 %. Returns every row paid."""
+    sellers = [connected_seller(stripe_client) for _ in range(size)]
+    staff = staff_with()
+    for seller in sellers:
+        seller_policy_set(seller_id=seller.pk, changes=RESERVE_DUE_AT_ONCE, user=staff)
+    groups = [sellers[i : i + per_order] for i in range(0, size, per_order)] + [sellers[:per_order]]
+    rows = []
+    for index, group in enumerate(groups):
+        amounts = [1000 + 37 * ((index * per_order + i) % 50) for i in range(len(group))]
+        order, paid = paid_order(stripe_client, amounts, webhook=client, sellers=group)
+        rows += paid
+        percent = (0, 2, 5, 12, 7)[index % 5]
+        if percent:
+            refund = refund_at_stripe(stripe_client, order, sum(amounts) * percent // 100)
+            _deliver_refund(client, sandbox, refund)
+    return list(SellerTransfer.objects.filter(pk__in=[row.pk for row in rows]).order_by("pk"))
+
+
+def debts_backlog(
+    client, sandbox, stripe_client, size: int, *, short_every: int = 4, per_order: int = 12
+) -> list[Seller]:
+    """``size`` sellers who allow account debits, each in debt for their whole share: paid
+    through the webhook (orders of ``per_order`` sellers), their balance paid out to their
+    bank, then the order refunded in full, so the reversal is refused for their balance. Then
+    money comes onto their accounts again: their debt and 500 more, except every
+    ``short_every``-th seller, who gets half their debt (a debit of it is refused).
+
+    The book keeps the database's time of each entry: the debts are as old as the time since
+    this returned (workers' ``DEBT_DEBIT_AFTER`` must be shorter by the time they start)."""
+    sellers = [connected_seller(stripe_client) for _ in range(size)]
+    staff = staff_with()
+    for seller in sellers:
+        seller_policy_set(seller_id=seller.pk, changes=DEBITS_ALLOWED, user=staff)
+    for start in range(0, size, per_order):
+        group = sellers[start : start + per_order]
+        amounts = [1500 + 41 * i for i in range(len(group))]
+        order, rows = paid_order(stripe_client, amounts, webhook=client, sellers=group)
+        for row in rows:
+            sandbox.simulate_payout(row.seller.stripe_account_id, row.amount)
+        _deliver_refund(client, sandbox, refund_at_stripe(stripe_client, order))
+    for index, seller in enumerate(sellers):
+        debt = seller_balances(seller_id=seller.pk)["usd"]["debt"]
+        assert debt > 0, (seller.pk, debt)
+        money_back = debt // 2 if index % short_every == short_every - 1 else debt + 500
+        sandbox.adjust_account(seller.stripe_account_id, money_back)
+    return sellers
+
+
+def order_refunded(client, sandbox, stripe_client, order: Order, amount: int) -> None:
+    """Refund ``amount`` of the order at the sandbox and deliver its ``refund.created`` to the
+    webhook, as Stripe would: the service takes the sellers' shares (from their reserves while
+    held) before this returns."""
+    _deliver_refund(client, sandbox, refund_at_stripe(stripe_client, order, amount))
