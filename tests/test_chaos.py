@@ -40,8 +40,9 @@ than the debt; each seller's debt in the book is the debt before less what Strip
 release or debit left pending; the ledger check clean. Its numbers (about 30 s on two cores
 shared with other work: 10 s building, 15-18 s draining):
 
-- The workers claim 5 rows at a time (``--limit``): the lease is per call (0.5 s timeout + 2 s
-  margin), and a batch of 100 worked one call at a time outlasts it (``test_sweep_leases.py``).
+- Each sweep claims one row at a time, its lease (0.5 s timeout + 2 s margin) starting as its
+  call does; a kill holds back only the row in flight. (Claiming batches under one lease is
+  the defect ``test_sweep_leases.py`` keeps: a batch outlasted its lease.)
 - Each kill waits until the worker it hits has logged a Stripe call (booting takes 1-3 s here),
   then 0.1-0.8 s more, the two workers in turn: five kills, each of a worker at work (asserted,
   with work left).
@@ -282,7 +283,7 @@ RESERVE_SELLERS = 40
 DEBT_SELLERS = 30
 SWEEP_KILLS = 5
 SWEEP_KILL_AFTER_SECONDS = (0.1, 0.8)
-# A few rows claimed at a time: a kill holds back only those for the lease.
+# At most a few rows per round of each sweep, so both sweeps take turns in each worker.
 SWEEP_COMMAND = ("process_reserves_and_debits", "--limit", "5")
 # The book keeps the database's time: the debts are old enough for the workers' debits this long
 # after they are made (the reserves are built meanwhile); a refused debit is tried again this

@@ -1,13 +1,13 @@
-"""A sweep claims a batch of rows under one lease and works through them one Stripe call at a
-time. When the batch outlasts the lease, another worker claims the row the first is still
-sending and calls Stripe with the same key: Stripe answers it 409 (the key is in use). Found by
-the reserve and debit chaos test (``tests/test_chaos.py``), reduced here.
+"""Two workers sweeping releases or debits never send one row at once, slow calls or not.
 
-If that 409 spends the row's last retry, the row is recorded failed; the first worker's call
-then succeeds at Stripe and its record is skipped (the row is no longer pending). For an account
-debit the seller is debited while the book keeps the debt, and the next debit (after
-``DEBT_DEBIT_AFTER``) takes it again; for a reserve release the seller is paid while the release
-says failed and the reserve stays held in the book."""
+Found by the reserve and debit chaos test (``tests/test_chaos.py``), reduced here. A sweep
+used to claim a batch of rows under one lease and work through them one Stripe call at a time:
+when the batch outlasted the lease, another worker claimed the row the first was still sending
+and called Stripe with the same key (Stripe answered 409, the key in use); on the row's last
+retry that recorded it failed, and the first worker's success was then skipped. An account
+debit was taken twice (the book kept the debt, and the next debit took it again); a release
+was paid while it said failed and the book kept the reserve. Each sweep now claims one row at
+a time, its lease starting as its call does, and Stripe's success wins over a row given up."""
 
 import threading
 import time
@@ -78,12 +78,6 @@ def race(sweep, sandbox) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 409 (key in use by a worker whose lease ran out) spends the debit's last retry: "
-    "recorded failed while the other worker's debit succeeds at Stripe; the debt stays in the "
-    "book and the next debit takes it again",
-)
 def test_a_debit_reclaimed_after_its_lease_is_made_once_and_the_book_takes_it_from_the_debt(
     client, sandbox, stripe_client, short_lease_no_retries
 ):
@@ -92,10 +86,9 @@ def test_a_debit_reclaimed_after_its_lease_is_made_once_and_the_book_takes_it_fr
         sandbox.adjust_account(seller.stripe_account_id, 5000)
     debts = {s.pk: seller_balances(seller_id=s.pk)["usd"]["debt"] for s in sellers}
 
-    outcomes = race(debts_debit_due, sandbox)
+    race(debts_debit_due, sandbox)
     debts_debit_due()  # the next sweep
 
-    print(outcomes, [(d.pk, d.state, d.error_message) for d in AccountDebit.objects.all()])
     debited: dict[str, int] = {}
     for debit in sandbox.state()["account_debits"]:
         debited[debit["source_account"]] = debited.get(debit["source_account"], 0) + debit["amount"]
@@ -110,21 +103,14 @@ def test_a_debit_reclaimed_after_its_lease_is_made_once_and_the_book_takes_it_fr
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 409 (key in use by a worker whose lease ran out) spends the release's last "
-    "retry: recorded failed while the other worker's transfer is made at Stripe; the reserve "
-    "stays held in the book",
-)
 def test_a_release_reclaimed_after_its_lease_is_sent_once_and_recorded_sent(
     client, sandbox, stripe_client, short_lease_no_retries
 ):
     reserves_backlog(client, sandbox, stripe_client, 2, per_order=2)
 
-    outcomes = race(reserves_release_due, sandbox)
+    race(reserves_release_due, sandbox)
 
     releases = list(ReserveRelease.objects.order_by("pk"))
-    print(outcomes, [(r.pk, r.state, r.error_message) for r in releases])
     at_stripe = [
         t["metadata"]["reserve_release_id"]
         for t in sandbox.state()["transfers"]

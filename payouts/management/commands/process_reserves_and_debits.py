@@ -23,7 +23,7 @@ class Command(BaseCommand):
             "--max-seconds", type=float, default=600, help="stop draining after this long"
         )
         parser.add_argument(
-            "--limit", type=int, default=100, help="rows claimed at a time by each sweep"
+            "--limit", type=int, default=None, help="rows each sweep attempts at most per round"
         )
 
     def handle(self, *args, drain, max_seconds, limit, **options):
