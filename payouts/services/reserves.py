@@ -10,10 +10,11 @@ per seller, currency and release day (the day the sweep runs), made under the tr
 (``SKIP LOCKED``) and a unique key on (seller, currency, day): two sweeps make it once, and a
 reserve that falls due after that day's release was made waits for the next day's. The
 release's idempotency key is deterministic (seller, currency, day, generation). Then claim →
-call → record, as for account debits: a short transaction claims due releases (``SKIP LOCKED``
-and a lease), Stripe is called with no transaction open, a short transaction records the
-outcome with its entry in the book. After an answer that may hide an executed transfer (a
-5xx), the next attempt reads Stripe first and adopts the transfer it finds there.
+call → record, as for account debits: a short transaction claims the next due release
+(``SKIP LOCKED`` and a lease), Stripe is called with no transaction open, a short transaction
+records the outcome with its entry in the book. After an answer that may hide an executed
+transfer (a 5xx), and a day after its key was first sent, the next attempt reads Stripe first
+and adopts the transfer it finds there.
 
 After the release a reserve covers no more than it did; what it covers no more (a refund it
 covered failed, a dispute it covered was won) is given back in a release of its own, made with
