@@ -689,3 +689,28 @@ def test_a_reinstated_transfer_cancelled_before_it_was_sent_owes_its_reserve_aga
     assert ledger_check()[1] == []
     assert reserves_release_due(now=after_days(31)) == {"created": 1, "sent": 1}
     assert reserve_of(seller) == 0
+
+
+@pytest.mark.django_db
+def test_a_refund_in_full_failing_during_the_hold_takes_the_reserve_as_the_share_left_asks(
+    client, sandbox, stripe_client, deliver
+):
+    seller = connected_seller(stripe_client)
+    changes = {**TEN_PERCENT_FOR_30_DAYS, "hold": "7d"}
+    seller_policy_set(seller_id=seller.pk, changes=changes, user=staff_with())
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    refund_at_stripe(stripe_client, order, 500)  # the seller's share: 450, 180 of it reserved
+    deliver("refund.created")
+    rest = refund_at_stripe(stripe_client, order)  # refunded in full: cancelled during the hold
+    deliver("refund.created")
+    row.refresh_from_db()
+    assert (row.status, row.reserve_refund) == (TransferStatus.PERMANENTLY_FAILED, 180)
+
+    sandbox.fail_refund(rest["id"])
+    deliver("refund.failed")
+
+    row.refresh_from_db()
+    assert row.status == TransferStatus.HELD
+    assert (row.reserve_refund, row.reversal_target, row.to_send) == (180, 270, 1350)
+    assert reserve_of(seller) == 0
+    assert ledger_check()[1] == []
