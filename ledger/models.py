@@ -92,6 +92,10 @@ class EntryKind(models.TextChoices):
     RESERVE_KEPT = "reserve_kept"
     RESERVE_SHARE = "reserve_share"
     RESERVE_RELEASED = "reserve_released"
+    # Once released, what the reserve and the transfer together can no longer cover of a
+    # seller's shares: the part of the released reserve they owe, as debt (or, owed no more,
+    # that debt cancelled, and what of it they had paid owed to them again through the reserve).
+    RESERVE_OWED = "reserve_owed"
 
 
 class Entry(models.Model):

@@ -278,6 +278,25 @@ def post_reserve_share(
     ref.post(EntryKind.RESERVE_SHARE, legs)
 
 
+def post_reserve_owed(
+    ref: TransferRef, *, previous: tuple[int, int], refund: int, dispute: int, given_back: int
+) -> None:
+    """Book a change in what the seller owes of their released reserve.
+
+    The seller owes ``refund`` of the order's refunds and ``dispute`` of its chargeback in all
+    beyond what the reserve and the transfer cover: their debt grows (or, when the shares fell,
+    is cancelled). ``given_back``: of a debt cancelled, what the seller had paid already; it is
+    owed to them again through their reserve account, and a release sends it."""
+    refund_grown, dispute_grown = refund - previous[0], dispute - previous[1]
+    legs = [
+        Leg(K.SELLER_DEBT, refund_grown + dispute_grown + given_back, ref.seller_id),
+        Leg(K.BUYER_REFUNDS, -refund_grown),
+        Leg(K.DISPUTES, -dispute_grown),
+        Leg(K.SELLER_RESERVE, -given_back, ref.seller_id),
+    ]
+    ref.post(EntryKind.RESERVE_OWED, legs)
+
+
 def post_reserve_released(
     *, seller_id: int, currency: str, amount: int, release_id: int, stripe_transfer_id: str
 ) -> None:

@@ -243,6 +243,12 @@ def reserve_part(transfer: SellerTransfer):
         format_html("given back after release {}", money(transfer.reserve_given_back, currency))
         if transfer.reserve_given_back
         else "",
+        format_html(
+            "owed by the seller after release {}",
+            money(transfer.reserve_owed_refund + transfer.reserve_owed_dispute, currency),
+        )
+        if transfer.reserve_owed_refund + transfer.reserve_owed_dispute
+        else "",
     ]
     if transfer.reserve_release_id:
         where = format_html("released (release {})", transfer.reserve_release_id)
@@ -266,6 +272,15 @@ class TransferColumns:
     reserve_dispute_money = _money_of("reserve_dispute", "reserve taken by the chargeback")
     reserve_given_back_money = _money_of(
         "reserve_given_back", "reserve given back after its release"
+    )
+    reserve_owed_refund_money = _money_of(
+        "reserve_owed_refund", "released reserve owed by the seller (refunds)"
+    )
+    reserve_owed_dispute_money = _money_of(
+        "reserve_owed_dispute", "released reserve owed by the seller (chargeback)"
+    )
+    reserve_owed_given_back_money = _money_of(
+        "reserve_owed_given_back", "that debt, once paid, sent back to the seller"
     )
     reversal_target_money = _money_of("reversal_target", "to reverse in all")
     amount_reversed_money = _money_of("amount_reversed", "reversed")
@@ -425,6 +440,9 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
                 "reserve_refund_money",
                 "reserve_dispute_money",
                 "reserve_given_back_money",
+                "reserve_owed_refund_money",
+                "reserve_owed_dispute_money",
+                "reserve_owed_given_back_money",
                 "reserve_release_at",
                 "reserve_release",
             ),
@@ -462,6 +480,9 @@ class SellerTransferAdmin(PageActions, TransferColumns, ReadOnlyAdmin):
         "reserve_refund": "reserve_refund_money",
         "reserve_dispute": "reserve_dispute_money",
         "reserve_given_back": "reserve_given_back_money",
+        "reserve_owed_refund": "reserve_owed_refund_money",
+        "reserve_owed_dispute": "reserve_owed_dispute_money",
+        "reserve_owed_given_back": "reserve_owed_given_back_money",
         "stripe_transfer_id": "stripe_transfer_id_link",
         "stripe_reversal_id": "stripe_reversal_id_link",
     }

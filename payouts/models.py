@@ -147,6 +147,14 @@ class SellerTransfer(models.Model):
     # dispute won): owed to the seller again, and sent by releases of its own
     # (``ReserveRelease.given_back_for``). What it covered at release is this plus the two above.
     reserve_given_back = models.BigIntegerField(default=0, db_default=0)
+    # Once released, shares beyond what the reserve still covers and what the transfer part
+    # can take back (a full refund after the release): the part of the released reserve the
+    # seller owes, of the refund and of the chargeback, booked as their debt with the change of
+    # shares. ``reserve_owed_given_back``: what of that debt, already paid (netted, debited),
+    # was owed no more later and went back to the seller by a release of its own.
+    reserve_owed_refund = models.BigIntegerField(default=0, db_default=0)
+    reserve_owed_dispute = models.BigIntegerField(default=0, db_default=0)
+    reserve_owed_given_back = models.BigIntegerField(default=0, db_default=0)
     reserve_release_at = models.DateTimeField(null=True, blank=True)
     # The release that sent what the reserve had left (set once; the reserve is then closed).
     reserve_release = models.ForeignKey(
@@ -226,6 +234,14 @@ class SellerTransfer(models.Model):
                     - F("reserve_given_back")
                 ),
                 name="chk_transfer_reserve_range",
+            ),
+            # What the seller owes of a released reserve is never more than it released.
+            models.CheckConstraint(
+                condition=Q(reserve_owed_refund__gte=0)
+                & Q(reserve_owed_dispute__gte=0)
+                & Q(reserve_owed_given_back__gte=0)
+                & Q(reserve_owed_refund__lte=F("amount_reserved") - F("reserve_owed_dispute")),
+                name="chk_transfer_reserve_owed_range",
             ),
             models.CheckConstraint(
                 condition=Q(held_reason="") | Q(held_reason__in=HeldReason.values),

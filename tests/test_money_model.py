@@ -349,3 +349,26 @@ def test_a_released_reserve_covers_no_more_and_gives_back_what_it_covers_no_more
     assert now.dispute + released.from_transfer.dispute == shares.dispute
     again = money.reserve_after_release(shares, covered=now)
     assert (again.from_reserve, again.given_back) == (now, 0)
+
+
+@given(AMOUNT, st.integers(0, 10_000), st.data())
+def test_after_the_release_the_transfer_part_takes_what_it_can_and_the_rest_is_owed(
+    amount, bps, data
+):
+    """Law 10, after the release: the reserve, the transfer part and the seller's debt cover
+    the shares exactly, the transfer part never more than it is, and debt only beyond it."""
+    reserve = money.reserve_kept(amount=amount, bps=bps)
+    at_release = money.reserve_split(money.Shares(*data.draw(shares_of(amount))), reserve=reserve)
+    shares = money.Shares(*data.draw(shares_of(amount)))
+    released = money.reserve_after_release(shares, covered=at_release[0])
+
+    part, owed = money.beyond_the_transfer(released.from_transfer, room=amount - reserve)
+
+    now = released.from_reserve
+    assert now.refund + part.refund + owed.refund == shares.refund
+    assert now.dispute + part.dispute + owed.dispute == shares.dispute
+    assert min(part.refund, part.dispute, owed.refund, owed.dispute) >= 0
+    assert part.refund + part.dispute <= amount - reserve
+    assert owed.refund + owed.dispute == 0 or part.refund + part.dispute == amount - reserve
+    # What the seller owes is never more than the release paid them.
+    assert owed.refund + owed.dispute <= reserve - at_release[0].refund - at_release[0].dispute

@@ -13,12 +13,13 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from ledger.models import Entry, EntryKind
+from ledger.models import BreakKind, Entry, EntryKind
 from ledger.selectors import seller_balances, seller_statement_lines
-from payouts.models import ReleaseState, ReserveRelease
+from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
 from payouts.services.ledger_check import ledger_check
 from payouts.services.policies import seller_policy_set
 from payouts.services.reserves import reserves_release_due
+from payouts.services.transfers import transfers_send_due
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     DISPUTE_EVENTS,
@@ -558,4 +559,158 @@ def test_a_dispute_won_after_the_release_sends_what_the_reserve_covered(
     account = row.seller.stripe_account_id
     assert [t["amount"] for t in transfers_to(sandbox, account)] == [1620, 90, 90]
     assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []
+
+
+def released_then_refunded_in_full(client, sandbox, stripe_client, deliver):
+    """Paid with a 180 reserve, all of it released after the days; then refunded in full."""
+    order, row = paid_with_reserve(client, stripe_client)
+    assert reserves_release_due(now=after_days(31)) == {"created": 1, "sent": 1}
+    refund = refund_at_stripe(stripe_client, order)  # the seller's share: all 1800
+    deliver("refund.created")
+    row.refresh_from_db()
+    return order, row, refund
+
+
+@pytest.mark.django_db
+def test_a_full_refund_after_the_release_books_what_the_release_paid_as_the_sellers_debt(
+    client, sandbox, stripe_client, deliver
+):
+    order, row, _ = released_then_refunded_in_full(client, sandbox, stripe_client, deliver)
+
+    # The transfer part (1620) is taken back at Stripe; the 180 the release sent cannot be
+    # reversed from this transfer, so the seller owes it.
+    assert seller_balances(seller_id=row.seller_id)["usd"]["debt"] == 180
+    assert (row.reversal_target, row.amount_reversed) == (1620, 1620)
+    assert (row.reserve_owed_refund, row.reserve_owed_dispute) == (180, 0)
+    assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_that_refund_failing_cancels_the_debt_of_the_released_reserve_and_sends_nothing_more(
+    client, sandbox, stripe_client, deliver
+):
+    order, row, refund = released_then_refunded_in_full(client, sandbox, stripe_client, deliver)
+
+    sandbox.fail_refund(refund["id"])
+    deliver("refund.failed")
+
+    row.refresh_from_db()
+    assert (row.reserve_owed_refund, row.reserve_owed_given_back) == (0, 0)
+    assert seller_balances(seller_id=row.seller_id)["usd"]["debt"] == 0
+    assert not ReserveRelease.objects.filter(given_back_for=row).exists()
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_debt_of_the_released_reserve_netted_then_no_longer_owed_is_sent_back_by_release(
+    client, sandbox, stripe_client, deliver
+):
+    order, row, refund = released_then_refunded_in_full(client, sandbox, stripe_client, deliver)
+    paid_order(stripe_client, [2000], webhook=client, sellers=[row.seller])  # nets the 180
+    assert seller_balances(seller_id=row.seller_id)["usd"]["debt"] == 0
+
+    sandbox.fail_refund(refund["id"])
+    deliver("refund.failed")
+
+    row.refresh_from_db()
+    assert (row.reserve_owed_refund, row.reserve_owed_given_back) == (0, 180)
+    assert seller_balances(seller_id=row.seller_id)["usd"]["debt"] == 0
+    # Owed to the seller again until sent, beside the new order's own reserve of 180.
+    assert reserve_of(row.seller) == 180 + 180
+    assert ledger_check()[1] == []
+    assert reserves_release_due(now=after_days(1)) == {"sent": 1}
+    back = ReserveRelease.objects.get(given_back_for=row)
+    assert (back.state, back.amount) == (ReleaseState.SENT, 180)
+    assert back.idempotency_key == f"payouts-reserve-owed-back-{row.pk}-180-g0"
+    assert reserve_of(row.seller) == 180
+    assert ledger_check()[1] == []
+
+
+def cancelled_before_it_was_sent(stripe_client, deliver):
+    """A seller with a 10 % reserve whose transfer was never sent; the order refunded in full."""
+    seller = reserved_seller(stripe_client)
+    order, [row] = paid_order(stripe_client, [2000], sellers=[seller], unpaid=(0,))
+    assert (row.status, row.amount_reserved) == (TransferStatus.PENDING, 180)
+    refund_at_stripe(stripe_client, order)
+    deliver("refund.created")
+    transfers_send_due(order_id=order.pk)
+    row.refresh_from_db()
+    assert (row.status, row.end_reason) == (TransferStatus.PERMANENTLY_FAILED, "order_refunded")
+    return order, row
+
+
+@pytest.mark.django_db
+def test_a_transfer_cancelled_before_it_was_sent_gives_its_reserve_to_the_refund(
+    client, sandbox, stripe_client, deliver
+):
+    order, row = cancelled_before_it_was_sent(stripe_client, deliver)
+
+    assert (row.reserve_refund, row.reserve_dispute) == (180, 0)
+    assert reserve_of(row.seller) == 0
+    assert ledger_check()[1] == []
+    assert reserves_release_due(now=after_days(31)) == {}
+    assert transfers_to(sandbox, row.seller.stripe_account_id) == []
+
+
+@pytest.mark.django_db
+def test_the_ledger_check_reports_a_reserve_kept_for_a_transfer_cancelled_with_its_order(
+    client, sandbox, stripe_client, deliver
+):
+    order, row = cancelled_before_it_was_sent(stripe_client, deliver)
+    # As the rows stood before cancelling took the reserve: 180 kept that nothing releases.
+    SellerTransfer.objects.filter(pk=row.pk).update(reserve_refund=0)
+
+    stranded = [f for f in ledger_check()[1] if f.kind == BreakKind.TRANSFER_STRANDED]
+
+    assert [f.transfer_id for f in stranded] == [row.pk]
+    assert "reserve keeps 180" in stranded[0].detail
+
+
+@pytest.mark.django_db
+def test_a_reinstated_transfer_cancelled_before_it_was_sent_owes_its_reserve_again(
+    client, sandbox, stripe_client, deliver
+):
+    seller = reserved_seller(stripe_client)
+    order, [row] = paid_order(stripe_client, [2000], sellers=[seller], unpaid=(0,))
+    refund = refund_at_stripe(stripe_client, order)
+    deliver("refund.created")
+    transfers_send_due(order_id=order.pk)
+
+    sandbox.fail_refund(refund["id"])
+    deliver("refund.failed")
+    transfers_send_due(order_id=order.pk)
+
+    row.refresh_from_db()
+    assert row.status == TransferStatus.COMPLETED
+    assert (row.reserve_refund, row.reserve_dispute) == (0, 0)
+    assert reserve_of(seller) == 180
+    assert ledger_check()[1] == []
+    assert reserves_release_due(now=after_days(31)) == {"created": 1, "sent": 1}
+    assert reserve_of(seller) == 0
+
+
+@pytest.mark.django_db
+def test_a_refund_in_full_failing_during_the_hold_takes_the_reserve_as_the_share_left_asks(
+    client, sandbox, stripe_client, deliver
+):
+    seller = connected_seller(stripe_client)
+    changes = {**TEN_PERCENT_FOR_30_DAYS, "hold": "7d"}
+    seller_policy_set(seller_id=seller.pk, changes=changes, user=staff_with())
+    order, [row] = paid_order(stripe_client, [2000], webhook=client, sellers=[seller])
+    refund_at_stripe(stripe_client, order, 500)  # the seller's share: 450, 180 of it reserved
+    deliver("refund.created")
+    rest = refund_at_stripe(stripe_client, order)  # refunded in full: cancelled during the hold
+    deliver("refund.created")
+    row.refresh_from_db()
+    assert (row.status, row.reserve_refund) == (TransferStatus.PERMANENTLY_FAILED, 180)
+
+    sandbox.fail_refund(rest["id"])
+    deliver("refund.failed")
+
+    row.refresh_from_db()
+    assert row.status == TransferStatus.HELD
+    assert (row.reserve_refund, row.reversal_target, row.to_send) == (180, 270, 1350)
+    assert reserve_of(seller) == 0
     assert ledger_check()[1] == []

@@ -215,6 +215,13 @@ _SENT = """
     THEN t.amount - t.amount_reserved - t.amount_netted - t.amount_withheld ELSE 0 END
 """
 
+# What a transfer row adds to the seller's debt: made debt, less what it netted, and what they
+# owe of its released reserve (with what of that, once paid, was given back to them).
+_ROW_DEBT = """
+    t.amount_owed - t.amount_netted
+    + t.reserve_owed_refund + t.reserve_owed_dispute + t.reserve_owed_given_back
+"""
+
 _BOOK_BY_SELLER = """
     SELECT a.seller_id, l.currency, a.kind, sum(l.amount)
     FROM ledger_line l JOIN ledger_account a ON a.id = l.account_id
@@ -227,7 +234,7 @@ _BOOK_BY_SELLER = """
 _ROWS_BY_SELLER = f"""
     SELECT t.seller_id, t.currency,
            sum({_ROW_PAYABLE.format(sent=_SENT)}),
-           sum(t.amount_owed - t.amount_netted),
+           sum({_ROW_DEBT}),
            -sum(CASE WHEN r.state IS DISTINCT FROM 'sent'
                 THEN t.amount_reserved - t.reserve_refund - t.reserve_dispute
                      - t.reserve_given_back ELSE 0 END)
@@ -347,7 +354,7 @@ _BY_ORDER = f"""
     ), compared AS (
         SELECT t.id, t.order_id, t.seller_id, t.currency,
                {_ROW_PAYABLE.format(sent=_SENT)} AS payable,
-               t.amount_owed - t.amount_netted AS debt,
+               {_ROW_DEBT} AS debt,
                {_SENT} + t.amount_returned AS sent, t.amount_reversed AS reversed,
                coalesce(b.payable, 0) AS book_payable, coalesce(b.debt, 0) AS book_debt,
                coalesce(b.sent, 0) AS book_sent, coalesce(b.reversed, 0) AS book_reversed
@@ -496,6 +503,7 @@ def _stranded(transfers: QuerySet) -> list[Found]:
         found.append(
             Found(BreakKind.TRANSFER_STRANDED, detail, row.seller_id, row.pk, row.currency)
         )
+    found += _reserve_kept_when_cancelled(transfers)
     unpaid = (
         transfers.filter(stripe_transfer_id="")
         .filter(status__in=[TransferStatus.FAILED, TransferStatus.PERMANENTLY_FAILED])
@@ -515,6 +523,31 @@ def _stranded(transfers: QuerySet) -> list[Found]:
             Found(BreakKind.TRANSFER_STRANDED, detail, row.seller_id, row.pk, row.currency)
         )
     return found
+
+
+def _reserve_kept_when_cancelled(transfers: QuerySet) -> list[Found]:
+    """Transfers cancelled with their order whose reserve still keeps money for the seller.
+
+    The order was refunded in full, so the reserve pays its part of the refund; a reserve
+    left kept is owed to the seller in the book and never released (only paid transfers'
+    reserves are)."""
+    kept = transfers.filter(
+        status=TransferStatus.PERMANENTLY_FAILED,
+        end_reason=EndReason.ORDER_REFUNDED,
+        amount_reserved__gt=F("reserve_refund") + F("reserve_dispute"),
+    )
+    return [
+        Found(
+            BreakKind.TRANSFER_STRANDED,
+            f"cancelled as its order was refunded in full, but its reserve keeps "
+            f"{row.amount_reserved - row.reserve_refund - row.reserve_dispute} for the seller "
+            "that no release will send",
+            row.seller_id,
+            row.pk,
+            row.currency,
+        )
+        for row in kept.order_by("pk")
+    ]
 
 
 def _given_back_uncollected(transfers: QuerySet) -> list[Found]:

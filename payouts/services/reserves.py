@@ -35,6 +35,7 @@ from django.utils import timezone
 
 import ledger.services
 from config.errors import Conflict, InvalidInput, NotFound
+from ledger.selectors import seller_written_off
 from marketplace.models import Seller
 from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
@@ -169,6 +170,63 @@ def reserve_give_back(
         extra={"reserve_release_id": release.pk, "transfer_id": row.pk, "amount": release.amount},
     )
     return row
+
+
+def reserve_owed_changed(
+    row: SellerTransfer, *, owed: money.Shares, actor: Actor
+) -> SellerTransfer:
+    """Book what the seller owes of their released reserve as the shares now ask.
+
+    Runs inside the caller's transaction (the order's lock held), with no Stripe call. The
+    seller's debt lock is taken first, as on every path that changes a debt. A debt that grows
+    is booked; one that falls is cancelled from the debt nothing else is settling, then
+    revived from what staff wrote off, and the rest (the seller paid it already, by netting or
+    a debit) is sent back to them by a release of its own (pending, due now: the sweep sends
+    it, keyed), written with it."""
+    with transaction.atomic():
+        free = ledger.services.seller_debt_free_lock(seller_id=row.seller_id, currency=row.currency)
+        previous = row.reserve_owed_refund + row.reserve_owed_dispute
+        drop = max(previous - owed.refund - owed.dispute, 0)
+        written_off = seller_written_off(seller_id=row.seller_id, currency=row.currency)
+        back = money.debt_cancelled(
+            money.Facts(amount=0, owed=previous, to_give_back=drop),
+            seller_debt=free,
+            written_off=written_off,
+        )
+        given_back = drop - back.total
+        row = moves.reserve_owed(
+            row,
+            refund=owed.refund,
+            dispute=owed.dispute,
+            revived=back.revived,
+            given_back=given_back,
+            actor=actor,
+        )
+        if given_back:
+            now = timezone.now()
+            ReserveRelease.objects.create(
+                seller_id=row.seller_id,
+                currency=row.currency,
+                release_on=now.astimezone(UTC).date(),
+                amount=given_back,
+                given_back_for=row,
+                idempotency_key=owed_back_key(
+                    transfer_id=row.pk, given_back=row.reserve_owed_given_back
+                ),
+                next_retry_at=now,
+            )
+    logger.info(
+        "seller owes of their released reserve",
+        extra={"transfer_id": row.pk, "owed": owed.refund + owed.dispute, "back": given_back},
+    )
+    return row
+
+
+def owed_back_key(*, transfer_id: int, given_back: int) -> str:
+    """The first key of a release sending back a released reserve's debt the seller had paid.
+
+    ``reserve_owed_given_back`` only grows, so each such release has a key of its own."""
+    return f"payouts-reserve-owed-back-{transfer_id}-{given_back}-g0"
 
 
 def _group(release: ReserveRelease) -> str:

@@ -30,7 +30,7 @@ from marketplace.selectors import (
     order_total,
 )
 from payouts.selectors import dispute_recovery_amount
-from payouts.services.reserves import reserve_give_back
+from payouts.services.reserves import reserve_give_back, reserve_owed_changed
 from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
 from payouts.transfer.locks import order_transfers_lock
@@ -97,7 +97,9 @@ def _from_the_reserve_first(row, share: money.Shares, *, actor: Actor) -> money.
     While the reserve is held (not released yet) it covers the shares up to all it kept, and
     follows them both ways. Once released it covers no more than it did then: what it covers
     no more (a refund failed, a dispute was won) is given back to the seller in a release of
-    its own (``reserves.reserve_give_back``)."""
+    its own (``reserves.reserve_give_back``). Shares it and the transfer part no longer cover
+    (a full refund after the release) were paid to the seller by the release: their debt
+    (``reserves.reserve_owed_changed``)."""
     if not row.amount_reserved:
         return share
     covered = money.Shares(refund=row.reserve_refund, dispute=row.reserve_dispute)
@@ -112,11 +114,12 @@ def _from_the_reserve_first(row, share: money.Shares, *, actor: Actor) -> money.
         if released.from_reserve != covered:
             reserve_give_back(row, released=released, actor=actor)
         rest = released.from_transfer
-    amount = row.amount - row.amount_reserved
-    # Once released, shares beyond what the reserve covered then fall on the transfer, which
-    # cannot take back more than it is.
-    refund = min(rest.refund, amount)
-    return money.Shares(refund=refund, dispute=min(rest.dispute, amount - refund))
+    # Once released, shares beyond what the reserve covered then fall on the transfer part as
+    # far as it goes; beyond it, the release paid them to the seller: they owe them.
+    from_transfer, owed = money.beyond_the_transfer(rest, room=row.amount - row.amount_reserved)
+    if owed != money.Shares(refund=row.reserve_owed_refund, dispute=row.reserve_owed_dispute):
+        reserve_owed_changed(row, owed=owed, actor=actor)
+    return from_transfer
 
 
 def _reinstate_cancelled(order: Order, rows, actor: Actor) -> None:

@@ -39,7 +39,10 @@ The laws (``tests/test_money_model.py`` holds one property test per law, each na
     refund or chargeback takes from the reserve plus what it takes from the transfer is its
     share; and reserve + netted + sent + kept back is the seller's share (``amount``). Once
     released, what the reserve covers never grows, and what it covers now plus what it gave
-    back (``reserve_after_release``) is what it covered.
+    back (``reserve_after_release``) is what it covered; what the reserve covers, what the
+    transfer part takes and what the seller owes of the released reserve
+    (``beyond_the_transfer``) add up to the shares, the transfer part never taking more than
+    it is.
 
 The rolling reserve: a part of the seller's share (``reserved``, ``reserve_kept``) is never
 sent with the transfer; it waits on the platform and is released in a transfer of its own
@@ -494,3 +497,17 @@ def reserve_after_release(shares: Shares, *, covered: Shares) -> ReleasedReserve
     from_reserve, rest = reserve_split(shares, reserve=before)
     given_back = before - from_reserve.refund - from_reserve.dispute
     return ReleasedReserve(from_reserve=from_reserve, from_transfer=rest, given_back=given_back)
+
+
+def beyond_the_transfer(rest: Shares, *, room: int) -> tuple[Shares, Shares]:
+    """Split the shares a released reserve does not cover: the transfer part's, then debt.
+
+    The transfer part takes them up to its amount (``room``; the refund first, then the
+    chargeback); what is beyond was paid to the seller by the release and cannot be reversed
+    from this transfer: it is their debt. Returns (from the transfer, owed)."""
+    room = max(room, 0)
+    refund = min(rest.refund, room)
+    dispute = min(rest.dispute, room - refund)
+    return Shares(refund=refund, dispute=dispute), Shares(
+        refund=rest.refund - refund, dispute=rest.dispute - dispute
+    )

@@ -201,6 +201,7 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
     message = "order fully refunded before the seller was paid; transfer cancelled"
     netted = transfer.amount_netted
     unpaid = money.unpaid_share(transfer.facts)
+    reserve = transfer.reserve_refund, transfer.reserve_dispute
     with transaction.atomic():
         _move(
             transfer,
@@ -212,13 +213,28 @@ def cancelled(transfer: SellerTransfer, *, actor: Actor) -> SellerTransfer:
             end_reason=EndReason.ORDER_REFUNDED,
             amount_netted=0,
             held_reason="",
+            # Refunded in full: its reserve pays its part of the refund, nothing is released.
+            reserve_refund=transfer.amount_reserved,
+            reserve_dispute=0,
         )
         if netted:
             ledger.services.post_netting_released(book_ref(transfer), amount=netted)
         # The refund shares already withheld from it were booked when they were withheld.
         ledger.services.post_transfer_cancelled(book_ref(transfer), amount=unpaid)
+        _post_reserve(transfer, previous=reserve)
     _log(transfer, logging.WARNING, message)
     return transfer
+
+
+def _post_reserve(transfer: SellerTransfer, *, previous: tuple[int, int]) -> None:
+    """Book the reserve's new cover the move just wrote (nothing when it did not change)."""
+    if previous != (transfer.reserve_refund, transfer.reserve_dispute):
+        ledger.services.post_reserve_share(
+            book_ref(transfer, step=f"event:{transfer.last_event_id}:reserve"),
+            previous=previous,
+            refund=transfer.reserve_refund,
+            dispute=transfer.reserve_dispute,
+        )
 
 
 def reinstated(transfer: SellerTransfer, *, until: datetime | None, actor: Actor) -> SellerTransfer:
@@ -230,7 +246,16 @@ def reinstated(transfer: SellerTransfer, *, until: datetime | None, actor: Actor
     if transfer.end_reason != EndReason.ORDER_REFUNDED:
         raise TransitionNotAllowed(transfer.pk, transfer.status, "reinstated")
     unpaid = money.unpaid_share(transfer.facts)
-    fields: dict[str, Any] = {"end_reason": "", "retry_count": 0, "error_message": ""}
+    reserve = transfer.reserve_refund, transfer.reserve_dispute
+    # Its reserve covers nothing of the refund any more: its shares, once computed again (on
+    # hold, or once paid), take from it again.
+    fields: dict[str, Any] = {
+        "end_reason": "",
+        "retry_count": 0,
+        "error_message": "",
+        "reserve_refund": 0,
+        "reserve_dispute": 0,
+    }
     if until is not None:
         to = TransferStatus.HELD
         fields.update(held_reason=HeldReason.AWAITING_RELEASE, next_retry_at=until)
@@ -240,6 +265,7 @@ def reinstated(transfer: SellerTransfer, *, until: datetime | None, actor: Actor
     with transaction.atomic():
         _move(transfer, to, actor, {"reinstated": unpaid, "reason": "refund failed"}, **fields)
         ledger.services.post_transfer_reinstated(book_ref(transfer), amount=unpaid)
+        _post_reserve(transfer, previous=reserve)
     _log(transfer, logging.WARNING, "the refund failed; the seller is owed their share again")
     return transfer
 
@@ -396,6 +422,80 @@ def reserve_given_back(
             previous=previous,
             refund=refund,
             dispute=dispute,
+        )
+    return transfer
+
+
+def _written_in_place(
+    transfer: SellerTransfer, *, had: dict, now: dict, detail: dict, actor: Actor
+):
+    """Write ``now`` with one guarded ``UPDATE`` on what the row ``had``; no status change.
+
+    Returns the audit event written with it (the row refreshed). Raises
+    ``ConcurrentTransition`` when another actor changed the row first."""
+    updated = SellerTransfer.objects.filter(pk=transfer.pk, status=transfer.status, **had).update(
+        **now, updated_at=timezone.now()
+    )
+    if updated != 1:
+        raise ConcurrentTransition(transfer.pk, transfer.status, transfer.status)
+    event = transfer.events.create(
+        from_status=transfer.status,
+        to_status=transfer.status,
+        caused_by=actor.caused_by,
+        user=actor.user,
+        detail=detail,
+    )
+    transfer.refresh_from_db()
+    return event
+
+
+def reserve_owed(
+    transfer: SellerTransfer,
+    *,
+    refund: int,
+    dispute: int,
+    revived: int,
+    given_back: int,
+    actor: Actor,
+) -> SellerTransfer:
+    """Write what the seller owes of their released reserve, and book it as their debt.
+
+    Once the reserve is released, shares beyond what it still covers and what the transfer
+    part can take back were paid to the seller by the release: ``refund`` and ``dispute`` in
+    all are their debt. When that falls, the debt is cancelled; ``revived`` of it comes back
+    from a write-off first (the seller never paid it), and ``given_back`` (they had paid it by
+    netting or a debit) is owed to them again through their reserve account: the caller makes
+    the release that sends it, in the same transaction. One guarded ``UPDATE`` on what the row
+    had (only once its reserve is released), an audit event and the entries. Raises
+    ``ConcurrentTransition`` when another actor changed the row first."""
+    previous = transfer.reserve_owed_refund, transfer.reserve_owed_dispute
+    now = {
+        "reserve_owed_refund": refund,
+        "reserve_owed_dispute": dispute,
+        "reserve_owed_given_back": transfer.reserve_owed_given_back + given_back,
+    }
+    with transaction.atomic():
+        event = _written_in_place(
+            transfer,
+            had={
+                "reserve_owed_refund": previous[0],
+                "reserve_owed_dispute": previous[1],
+                "reserve_owed_given_back": transfer.reserve_owed_given_back,
+                "reserve_release__isnull": False,
+            },
+            now=now,
+            detail={**now, "write_off_revived": revived},
+            actor=actor,
+        )
+        if revived:
+            step = f"event:{event.pk}:revived"
+            ledger.services.post_write_off_reversed(book_ref(transfer, step), amount=revived)
+        ledger.services.post_reserve_owed(
+            book_ref(transfer, step=f"event:{event.pk}"),
+            previous=previous,
+            refund=refund,
+            dispute=dispute,
+            given_back=given_back,
         )
     return transfer
 

@@ -5,7 +5,7 @@ found it (``SEED=<seed> make simulate`` replays and shrinks the original)."""
 
 import pytest
 
-from tests.simulation.history import History, Step
+from tests.simulation.history import History, Step, Terms
 from tests.simulation.world import Environment, run
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +59,66 @@ def test_a_write_off_given_back_by_a_failed_refund_is_counted_in_whole_units(
             Step("seller_pays_out", (367,)),
             Step("write_off", (521,)),
             Step("fail_refund", (514,)),
+        ),
+    )
+    outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
+    assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
+
+
+def test_a_full_refund_after_the_reserve_was_released_books_the_released_part_as_debt(
+    sandbox, stripe_client, settings
+):
+    """Found by risk seed 9 (hold=False, DISPUTE_RECOVERY=on_loss).
+
+    The second seller keeps 20 % of their share back for 7 days. The order is refunded in
+    full, but the refund's event arrives only after the days passed and the reserve sweep
+    released the 795 kept. The transfer part was reversed; the 795 the release had paid stayed
+    with the seller, neither taken back nor owed: the seller held too much."""
+    history = History(
+        seed=9,
+        hold=False,
+        dispute_recovery="on_loss",
+        risk=True,
+        terms=(
+            Terms(fee_bps=2500, debits=True),
+            Terms(reserve_bps=2000, reserve_days=7),
+            Terms(),
+            Terms(reserve_bps=500, reserve_days=30, fee_bps=500),
+        ),
+        steps=(
+            Step("pay", ("usd", (0, 1, 2, 3), (3071, 4418, 4098, 5253))),
+            Step("quiet_hour", ()),
+            Step("refund", (968, 1.0)),
+            Step("days_pass", (8,)),
+            Step("run_worker", ("reserve_sweep",)),
+        ),
+    )
+    outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
+    assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
+
+
+def test_a_transfer_cancelled_before_it_was_sent_leaves_nothing_in_the_reserve(
+    sandbox, stripe_client, settings
+):
+    """Found by risk seed 84 (hold=False, DISPUTE_RECOVERY=on_loss).
+
+    The second seller keeps 20 % of their share back for 7 days; the order is refunded in full
+    before their transfer was sent, so it is cancelled. The 791 its reserve kept stayed in the
+    seller's reserve account for ever: the book owed them a reserve no release would send."""
+    history = History(
+        seed=84,
+        hold=False,
+        dispute_recovery="on_loss",
+        risk=True,
+        terms=(
+            Terms(debits=True),
+            Terms(reserve_bps=2000, reserve_days=7, debits=True),
+            Terms(reserve_bps=1000, reserve_days=30, debits=True),
+            Terms(reserve_bps=1000, reserve_days=30),
+        ),
+        steps=(
+            Step("pay", ("usd", (1,), (4393,))),
+            Step("refund", (793, 1.0)),
         ),
     )
     outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
