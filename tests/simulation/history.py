@@ -282,8 +282,8 @@ PROFILES = {
         "stripe_forgets_keys": 1, "risk_release": 3, "change_policy": 2, "write_off": 1,
     },
     "ladder": {
-        "into_debt": 3, "pay": 1, "refund": 3, "fail_refund": 2, "seller_pays_out": 2,
-        "quiet_hour": 5, "deliver_events": 2, "ripen": 5, "debtor_earns": 2, "seller_earns": 1,
+        "into_debt": 3, "pay": 1, "refund": 3, "fail_refund": 2, "seller_pays_out": 1,
+        "quiet_hour": 5, "deliver_events": 2, "ripen": 7, "debtor_earns": 2, "seller_earns": 1,
         "debt_ages": 3, "debit_sweep": 6, "faulty_debit": 4, "killed_debit": 2,
         "run_workers": 2, "money_fault": 2, "kill_debit": 1, "stripe_forgets_keys": 3,
         "consent": 2, "write_off_now": 3, "write_off": 1,
