@@ -560,9 +560,9 @@ class World:
     def write_off(self, which: int) -> None:
         """Once the workers are idle, staff write off all the debt of a seller who owes."""
         self.settle(rounds=4)
-        self.write_off_now(which)
+        self.write_off_now(which, settled=True)
 
-    def write_off_now(self, which: int) -> None:
+    def write_off_now(self, which: int, *, settled: bool = False) -> None:
         """Staff write off all the debt the book shows for a seller who owes, without waiting
         for the workers: a debit may be pending, and a write-off of its part is refused (a
         400, nothing changed).
@@ -589,7 +589,9 @@ class World:
             self.counts["write-offs refused"] += 1
             return
         self.counts["write-offs"] += 1
-        self.model.written_off(seller=seller.pk, currency=currency, amount=debt, kept=kept)
+        self.model.written_off(
+            seller=seller.pk, currency=currency, amount=debt, kept=kept, settled=settled
+        )
 
     def _owing(self) -> list[tuple[Seller, str, int]]:
         """Each seller and currency with open debt in the book, and the debt."""
