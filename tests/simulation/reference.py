@@ -103,6 +103,7 @@ class ReferenceModel:
         amount: int,
         kept: dict[int, int],
         settled: bool = True,
+        entitled: dict[int, int] | None = None,
     ):
         """Staff wrote off ``amount`` of the seller's debt; ``kept`` is what they hold beyond
         their entitlement per order at Stripe now. The write-off covers the largest first.
@@ -110,13 +111,15 @@ class ReferenceModel:
         What is left once it covers all they keep is debt of facts the book has not caught up
         with (a failed refund whose debt the workers have not cancelled yet): while the world
         is ``settled`` it is forgiven for good, else the service cancels it later (with its
-        part of the write-off) and it forgives nothing."""
+        part of the write-off) and it forgives nothing. ``entitled``: the entitlement per
+        order a later rise is measured from, as the book has it (the model's own unless
+        given)."""
         left = amount
         for order, excess in sorted(kept.items(), key=lambda pair: (-pair[1], pair[0])):
             if left <= 0 or excess <= 0 or self.orders[order].currency != currency:
                 continue
             part = min(left, excess)
-            owed_now = self.owed(seller, order)
+            owed_now = self.owed(seller, order) if entitled is None else Fraction(entitled[order])
             self.write_offs.append(WriteOff(seller, currency, order, part, owed_now))
             left -= part
         if left > 0 and settled:  # nothing kept to tie it to: forgiven for good

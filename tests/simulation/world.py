@@ -10,8 +10,8 @@ model (``reference.py``).
 """
 
 import json
-import math
 import logging
+import math
 import random
 import traceback
 from collections import Counter
@@ -577,6 +577,15 @@ class World:
             return
         seller, currency, debt = owing[which % len(owing)]
         kept = self._kept_per_order(seller, currency)
+        entitled = None if settled else self._entitled_in_the_book(seller, currency)
+        if entitled is not None:
+            # The book may lag the facts (a failed refund's debt not cancelled yet): what the
+            # seller keeps, and the entitlement a later rise is measured from, are the book's.
+            held = self.held_at_stripe()
+            kept = {
+                order: round(held.get((seller.stripe_account_id, currency, order), 0) - owed)
+                for order, owed in entitled.items()
+            }
         try:
             debt_write_off(
                 seller_id=seller.pk,
@@ -590,7 +599,21 @@ class World:
             return
         self.counts["write-offs"] += 1
         self.model.written_off(
-            seller=seller.pk, currency=currency, amount=debt, kept=kept, settled=settled
+            seller=seller.pk,
+            currency=currency,
+            amount=debt,
+            kept=kept,
+            settled=settled,
+            entitled=entitled,
+        )
+
+    def _entitled_in_the_book(self, seller: Seller, currency: str) -> dict[int, int]:
+        """What the service's rows say the seller is owed of each order now: their share less
+        what was taken back and what is booked as their debt (the debt of a refund that failed
+        stays booked until the workers cancel it)."""
+        rows = SellerTransfer.objects.filter(seller=seller, currency=currency)
+        return dict(
+            rows.values_list("order_id", F("amount") - F("amount_reversed") - F("amount_owed"))
         )
 
     def _owing(self) -> list[tuple[Seller, str, int]]:
