@@ -33,11 +33,12 @@ def test_simulate(sandbox, stripe_client, settings):
     first = int(os.environ.get("FIRST_SEED", "0"))
     count = int(os.environ.get("HISTORIES", "100"))
     started = time.monotonic()
-    steps, failed, reached = 0, [], Counter()
+    steps, failed, reached, debited = 0, [], Counter(), 0
     for seed in range(first, first + count):
         outcome = run(generate(seed, profile=profile), env)
         steps += outcome.steps_run
         reached.update(outcome.reached)
+        debited += bool(outcome.reached.get("debits succeeded"))
         if outcome.failed:
             failed.append(seed)
             say(f"seed {seed} FAILED: {', '.join(kinds(outcome.failures))}")
@@ -50,6 +51,7 @@ def test_simulate(sandbox, stripe_client, settings):
         f"{count / minutes:.0f} histories/min, {steps / minutes:.0f} steps/min"
     )
     say(f"reached: {', '.join(f'{what} {n}' for what, n in sorted(reached.items())) or '-'}")
+    say(f"histories with a debit that succeeded: {debited} of {count}")
     say(f"failed: {len(failed)} {failed}")
     say(f"replay one: PROFILE={profile} SEED=<seed> make simulate")
 

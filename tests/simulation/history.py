@@ -77,10 +77,10 @@ def generate(seed: int, *, profile: str = "default") -> History:
     rng = random.Random(seed)
     weights = PROFILES[profile]
     names = list(weights)
-    steps = [FIRST_PAY.get(profile, _pay)(rng)]  # every history starts with a payment
+    steps = _as_steps(FIRST_PAY.get(profile, _pay)(rng))  # every history starts with a payment
     for _ in range(rng.randint(8, 36)):
         name = rng.choices(names, weights=[weights[n] for n in names])[0]
-        steps.append(MAKERS[name](rng))
+        steps += _as_steps(MAKERS[name](rng))
     history = History(
         seed=seed,
         hold=rng.random() < HELD_SHARE.get(profile, 0.5),
@@ -91,7 +91,8 @@ def generate(seed: int, *, profile: str = "default") -> History:
     # the steps of a seed are the same as before policies were drawn.
     knobs = random.Random(f"terms-{seed}")
     if knobs.random() < TERMS_SHARE.get(profile, 0.0):
-        history = replace(history, terms=tuple(_terms(knobs) for _ in range(SELLERS)))
+        terms = TERMS.get(profile, _terms)
+        history = replace(history, terms=tuple(terms(knobs) for _ in range(SELLERS)))
     return replace(history, risk=knobs.random() < RISK_SHARE.get(profile, 0.0))
 
 
@@ -103,6 +104,32 @@ def _terms(rng: random.Random) -> Terms:
         fee_bps=rng.choice((0, 500, 1500, 2500)) if rng.random() < 0.4 else None,
         debits=rng.random() < 0.5,
     )
+
+
+def _as_steps(made: Step | tuple[Step, ...]) -> list[Step]:
+    """A maker makes one step, or a run of them (``_into_debt``)."""
+    return list(made) if isinstance(made, tuple) else [made]
+
+
+def _into_debt(rng: random.Random) -> tuple[Step, ...]:
+    """A run of ordinary steps that often ends in debt: an order of one or two sellers is paid
+    and sent, a seller pays their balance out to their bank, and the newest order is refunded
+    (half or all of what is left): its reversal is refused for the balance."""
+    sellers = tuple(sorted(rng.sample(range(SELLERS), rng.randint(1, 2))))
+    currency = rng.choice(CURRENCIES)
+    amounts = tuple(rng.randint(1000, 6000) for _ in sellers)
+    return (
+        Step("pay", (currency, sellers, amounts)),
+        Step("quiet_hour", ()),
+        Step("seller_pays_out", (_pick(rng),)),
+        Step("refund", (-1, rng.choice((0.5, 1.0)))),
+        Step("quiet_hour", ()),
+    )
+
+
+def _ladder_terms(rng: random.Random) -> Terms:
+    """Account debits allowed, no reserve (the ladder is about debt), sometimes a fee."""
+    return Terms(fee_bps=rng.choice((0, 1500)) if rng.random() < 0.3 else None, debits=True)
 
 
 def _pay(rng: random.Random) -> Step:
@@ -162,7 +189,36 @@ MAKERS = {
     "money_fault": lambda rng: Step(
         "stripe_fault", (rng.choice(("transfers.create", "transfers.list")), rng.choice(FAULTS))
     ),
+    # The debt-recovery ladder (the ``ladder`` profile): a seller who owes has money at Stripe
+    # again (sometimes too little for the debit), days pass past DEBT_DEBIT_AFTER, the debit
+    # sweep runs alone, dies behind a debit, staff withdraw or give consent, and staff write
+    # off a debt without waiting for the workers (a debit may be pending: refused).
+    "debtor_earns": lambda rng: _debtor_earns(rng),
+    "debt_ages": lambda rng: Step("days_pass", (rng.choice((1, 4, 4, 8)),)),
+    "debit_sweep": lambda rng: Step("run_worker", ("debit_sweep",)),
+    "kill_debit": lambda rng: Step("kill_after_stripe", ("debit_account",)),
+    "consent": lambda rng: Step(
+        "change_policy", (rng.randrange(SELLERS), rng.choice(("forbid_debits", "allow_debits")))
+    ),
+    "write_off_now": lambda rng: Step("write_off_now", (_pick(rng),)),
+    # Runs of the steps above that climb the ladder often: debt falls due with money there to
+    # take; the sweep meets a fault of the calls it makes, or dies behind its debit.
+    "into_debt": lambda rng: _into_debt(rng),
+    "ripen": lambda rng: (_debtor_earns(rng), Step("days_pass", (4,))),
+    "faulty_debit": lambda rng: (
+        MAKERS["money_fault"](rng),
+        Step("run_worker", ("debit_sweep",)),
+    ),
+    "killed_debit": lambda rng: (
+        Step("kill_after_stripe", ("debit_account",)),
+        Step("run_worker", ("debit_sweep",)),
+    ),
 }
+
+
+def _debtor_earns(rng: random.Random) -> Step:
+    """A seller who owes has money at Stripe again: half, once, twice or four times the debt."""
+    return Step("debtor_earns", (_pick(rng), rng.choice((0.5, 1.0, 1.0, 2.0, 4.0))))
 
 
 def _pay_few(rng: random.Random) -> Step:
@@ -191,7 +247,11 @@ POLICY_CHANGES = ("allow_debits", "forbid_debits", "reserve_none", "reserve_1000
 # histories hold a seller after one dispute, days pass (past a debt's DEBT_DEBIT_AFTER and a
 # reserve's days) while the reserve and debit sweeps run alone, killed or faulted, staff release
 # risk holds and change policies, and sellers' balances grow from elsewhere (a debit can take
-# from them).
+# from them); ``ladder`` on the debt-recovery ladder after netting: every seller allows account
+# debits, few orders (netting would clear the debt), sellers pay out so refunds become debt,
+# sellers who owe have money at Stripe again, days pass, and the debit sweep runs alone while
+# Stripe faults, loses answers and forgets keys, the worker dies behind a debit, refunds fail,
+# staff write off (while a debit may be pending) and withdraw or give consent.
 PROFILES = {
     "default": {
         "pay": 10, "refund": 10, "fail_refund": 6, "open_dispute": 4, "close_dispute": 4,
@@ -221,13 +281,22 @@ PROFILES = {
         "advance": 2, "money_fault": 4, "stripe_fault": 2, "kill_any": 3,
         "stripe_forgets_keys": 1, "risk_release": 3, "change_policy": 2, "write_off": 1,
     },
+    "ladder": {
+        "into_debt": 3, "pay": 1, "refund": 3, "fail_refund": 2, "seller_pays_out": 1,
+        "quiet_hour": 5, "deliver_events": 2, "ripen": 7, "debtor_earns": 2, "seller_earns": 1,
+        "debt_ages": 3, "debit_sweep": 6, "faulty_debit": 4, "killed_debit": 2,
+        "run_workers": 2, "money_fault": 2, "kill_debit": 1, "stripe_forgets_keys": 3,
+        "consent": 2, "write_off_now": 3, "write_off": 1,
+    },
 }  # fmt: skip
 # The first payment's maker, by profile (``pay`` unless named).
-FIRST_PAY = {"netting": _pay_few}
+FIRST_PAY = {"netting": _pay_few, "ladder": _into_debt}
 # The share of histories whose orders are held (``TRANSFER_HOLD``), by profile: ``debt``
 # and ``netting`` dwell on debt netted into transfers still on hold.
-HELD_SHARE = {"debt": 0.9, "netting": 0.9}
+HELD_SHARE = {"debt": 0.9, "netting": 0.9, "ladder": 0.1}
 # The share of histories whose sellers get payout policies of their own (``Terms``: reserves,
 # fees, debits), and of those whose risk thresholds make one dispute hold a seller.
-TERMS_SHARE = {"default": 0.25, "risk": 1.0}
+TERMS_SHARE = {"default": 0.25, "risk": 1.0, "ladder": 1.0}
 RISK_SHARE = {"default": 0.1, "risk": 0.5}
+# The sellers' policies' maker, by profile (``_terms`` unless named).
+TERMS = {"ladder": _ladder_terms}

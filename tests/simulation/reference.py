@@ -95,18 +95,34 @@ class ReferenceModel:
         self.orders[order].disputes[dispute] = (amount, status)
         self._absorb()
 
-    def written_off(self, *, seller: int, currency: str, amount: int, kept: dict[int, int]):
+    def written_off(
+        self,
+        *,
+        seller: int,
+        currency: str,
+        amount: int,
+        kept: dict[int, int],
+        settled: bool = True,
+        entitled: dict[int, int] | None = None,
+    ):
         """Staff wrote off ``amount`` of the seller's debt; ``kept`` is what they hold beyond
-        their entitlement per order at Stripe now. The write-off covers the largest first."""
+        their entitlement per order at Stripe now. The write-off covers the largest first.
+
+        What is left once it covers all they keep is debt of facts the book has not caught up
+        with (a failed refund whose debt the workers have not cancelled yet): while the world
+        is ``settled`` it is forgiven for good, else the service cancels it later (with its
+        part of the write-off) and it forgives nothing. ``entitled``: the entitlement per
+        order a later rise is measured from, as the book has it (the model's own unless
+        given)."""
         left = amount
         for order, excess in sorted(kept.items(), key=lambda pair: (-pair[1], pair[0])):
             if left <= 0 or excess <= 0 or self.orders[order].currency != currency:
                 continue
             part = min(left, excess)
-            owed_now = self.owed(seller, order)
+            owed_now = self.owed(seller, order) if entitled is None else Fraction(entitled[order])
             self.write_offs.append(WriteOff(seller, currency, order, part, owed_now))
             left -= part
-        if left > 0:  # nothing kept to tie it to: forgiven for good
+        if left > 0 and settled:  # nothing kept to tie it to: forgiven for good
             self.write_offs.append(WriteOff(seller, currency, -1, left, Fraction(0)))
 
     # --- what is owed ----------------------------------------------------------------------
@@ -143,7 +159,10 @@ class ReferenceModel:
             rise = round(now) - round(write_off.entitlement_then)
             if rise > 0:
                 write_off.amount = max(write_off.amount - rise, 0)
-            write_off.entitlement_then = now
+                # Only a rise above the highest entitlement since uses the write-off up: one
+                # that falls (a new refund) and rises back (it fails) gives back a debt of its
+                # own, not the one written off (seed 34 of ``ladder``).
+                write_off.entitlement_then = now
 
     def expected(self, seller: int, currency: str, *, open_debt: int) -> Expectation:
         """What the seller should hold at Stripe in ``currency``, given the debt the book

@@ -123,3 +123,43 @@ def test_a_transfer_cancelled_before_it_was_sent_leaves_nothing_in_the_reserve(
     )
     outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
     assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a refund failing while its debt's debit is pending gives the debt back to the "
+    "seller at once; the debit then refused leaves the give-back paid and the debt open "
+    "(ledger_check: given_back_uncollected)",
+)
+def test_a_debit_refused_after_its_debt_was_given_back_leaves_no_give_back_uncollected(
+    sandbox, stripe_client, settings
+):
+    """Found by seed 5 of the ``ladder`` profile (hold=False, DISPUTE_RECOVERY=on_open).
+
+    The first seller is paid 4333, pays it out to their bank, and half the order is refunded:
+    their reversal is refused, 2167 is their debt. The refund fails at Stripe (its event not
+    yet heard of); four days pass; the debit sweep makes a debit of the 2167, which Stripe
+    refuses for the balance, but the answer is lost (the row waits to retry under its key).
+    The failed refund's event arrives: the debt's part is in a pending debit, so the 2167 is
+    sent back to the seller instead of the debt being cancelled. The debit's retry gets
+    Stripe's refusal replayed and is recorded refused. The seller keeps the give-back and the
+    debt stays open: 2167 paid out against a debt never paid."""
+    history = History(
+        seed=5,
+        hold=False,
+        dispute_recovery="on_open",
+        terms=(Terms(fee_bps=0, debits=True), *[Terms(debits=True)] * 3),
+        steps=(
+            Step("pay", ("usd", (2, 3), (4814, 3040))),
+            Step("quiet_hour", ()),
+            Step("seller_pays_out", (664,)),
+            Step("refund", (-1, 0.5)),
+            Step("quiet_hour", ()),
+            Step("fail_refund", (380,)),
+            Step("days_pass", (4,)),
+            Step("stripe_fault", ("transfers.create", "drop_after_perform")),
+            Step("run_worker", ("debit_sweep",)),
+        ),
+    )
+    outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
+    assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)

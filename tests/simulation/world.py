@@ -11,12 +11,15 @@ model (``reference.py``).
 
 import json
 import logging
+import math
 import random
 import traceback
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import stripe
 from django.db import connection, transaction
@@ -25,7 +28,7 @@ from django.test import Client, override_settings
 
 from config.errors import DomainError
 from ledger.selectors import seller_balances
-from ledger.services import debt_write_off
+from ledger.services import WriteOffRefused, debt_write_off
 from marketplace.models import Seller
 from payouts import selectors
 from payouts.models import (
@@ -76,6 +79,7 @@ SETTLE_ROUNDS = 14
 SETTLE_STEP = timedelta(hours=2)
 # A risky history's thresholds: one disputed order among five paid holds the seller.
 RISK_THRESHOLDS = {"risk_dispute_count": 1, "risk_dispute_ratio": Decimal("0.2")}
+HALF = Fraction(1, 2)
 # The date staff recorded a seller's consent to account debits.
 CONSENT_AT = "2026-01-01T00:00:00Z"
 
@@ -204,6 +208,7 @@ class World:
         self.refused_events: dict[str, str] = {}
         self.current = "set-up"
         self.steps_run = 0
+        self.counts: Counter[str] = Counter()  # what staff's steps did (``reached``)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -409,6 +414,17 @@ class World:
         can take from it. What they hold of our money is unchanged."""
         self.sandbox.adjust_account(self.sellers[seller].stripe_account_id, amount, currency)
 
+    def debtor_earns(self, which: int, factor: float) -> None:
+        """A seller who owes (by position among those with open debt in the book) has money
+        at Stripe again from elsewhere: ``factor`` times their debt, so a debit of it may be
+        covered or refused for the balance."""
+        owing = self._owing()
+        if not owing:
+            return
+        seller, currency, debt = owing[which % len(owing)]
+        amount = max(int(debt * factor), 1)
+        self.sandbox.adjust_account(seller.stripe_account_id, amount, currency)
+
     # --- steps: webhooks -------------------------------------------------------------------
 
     def deliver_events(self, how_many: int, duplicate: bool) -> None:
@@ -544,24 +560,70 @@ class World:
     def write_off(self, which: int) -> None:
         """Once the workers are idle, staff write off all the debt of a seller who owes."""
         self.settle(rounds=4)
-        owing = [
+        self.write_off_now(which, settled=True)
+
+    def write_off_now(self, which: int, *, settled: bool = False) -> None:
+        """Staff write off all the debt the book shows for a seller who owes, without waiting
+        for the workers: a debit may be pending, and a write-off of its part is refused (a
+        400, nothing changed).
+
+        Stripe's events arrive first (no worker runs): the reference model ties the write-off
+        to what the seller keeps of each order by the facts it knows, so the book must know
+        them too (a refund failed but not yet heard of would leave the debt of it forgiven for
+        good in the model, while the service gives it back: seed 10 of ``ladder``)."""
+        self.deliver(self.undelivered(), shuffle=False)
+        owing = self._owing()
+        if not owing:
+            return
+        seller, currency, debt = owing[which % len(owing)]
+        kept = self._kept_per_order(seller, currency)
+        entitled = None if settled else self._entitled_in_the_book(seller, currency)
+        if entitled is not None:
+            # The book may lag the facts (a failed refund's debt not cancelled yet): what the
+            # seller keeps, and the entitlement a later rise is measured from, are the book's.
+            held = self.held_at_stripe()
+            kept = {
+                order: round(held.get((seller.stripe_account_id, currency, order), 0) - owed)
+                for order, owed in entitled.items()
+            }
+        try:
+            debt_write_off(
+                seller_id=seller.pk,
+                currency=currency,
+                amount=debt,
+                reason="simulated write-off",
+                user=self.staff,
+            )
+        except WriteOffRefused:
+            self.counts["write-offs refused"] += 1
+            return
+        self.counts["write-offs"] += 1
+        self.model.written_off(
+            seller=seller.pk,
+            currency=currency,
+            amount=debt,
+            kept=kept,
+            settled=settled,
+            entitled=entitled,
+        )
+
+    def _entitled_in_the_book(self, seller: Seller, currency: str) -> dict[int, int]:
+        """What the service's rows say the seller is owed of each order now: their share less
+        what was taken back and what is booked as their debt (the debt of a refund that failed
+        stays booked until the workers cancel it)."""
+        rows = SellerTransfer.objects.filter(seller=seller, currency=currency)
+        return dict(
+            rows.values_list("order_id", F("amount") - F("amount_reversed") - F("amount_owed"))
+        )
+
+    def _owing(self) -> list[tuple[Seller, str, int]]:
+        """Each seller and currency with open debt in the book, and the debt."""
+        return [
             (seller, currency, balance["debt"])
             for seller in self.sellers
             for currency, balance in seller_balances(seller_id=seller.pk).items()
             if balance["debt"] > 0
         ]
-        if not owing:
-            return
-        seller, currency, debt = owing[which % len(owing)]
-        kept = self._kept_per_order(seller, currency)
-        debt_write_off(
-            seller_id=seller.pk,
-            currency=currency,
-            amount=debt,
-            reason="simulated write-off",
-            user=self.staff,
-        )
-        self.model.written_off(seller=seller.pk, currency=currency, amount=debt, kept=kept)
 
     # --- reading the world -----------------------------------------------------------------
 
@@ -599,11 +661,16 @@ class World:
             at_stripe += max(reserves.get(order_id, 0), 0)
             # To the nearest unit, as production rounds the share: truncating 305.93 to 305 left
             # one unit of the write-off tied to no order, forgiven for good (seed 5114).
-            kept[order_id] = round(at_stripe - self.model.owed(seller.pk, order_id))
+            # Half a unit up: production's split of a refund gives the odd unit to one seller
+            # or another, and one kept 2704.5 by the model may have been left 2705 (its debt,
+            # 2705, is then tied whole to the order, not 2704 and a unit for good: seed 6 of
+            # ``ladder``).
+            kept[order_id] = math.floor(at_stripe - self.model.owed(seller.pk, order_id) + HALF)
         return kept
 
     def reached(self) -> dict[str, int]:
-        """How many reserve releases, account debits (by state) and risk holds it made."""
+        """How many reserve releases, account debits (by state), risk holds and write-offs
+        (made or refused) it made."""
         counts = {
             f"releases {state}": n
             for state, n in ReserveRelease.objects.values_list("state").annotate(n=Count("pk"))
@@ -613,7 +680,7 @@ class World:
             for state, n in AccountDebit.objects.values_list("state").annotate(n=Count("pk"))
         }
         risk = SellerPolicyChange.objects.filter(kind="risk_release").count()
-        return counts | ({"risk releases": risk} if risk else {})
+        return counts | ({"risk releases": risk} if risk else {}) | dict(self.counts)
 
     # --- checks ----------------------------------------------------------------------------
 
