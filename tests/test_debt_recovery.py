@@ -17,7 +17,7 @@ from ledger.models import Entry, EntryKind
 from ledger.selectors import seller_balances
 from ledger.services import WriteOffRefused, debt_write_off
 from marketplace.models import Refund
-from payouts.models import AccountDebit, DebitState
+from payouts.models import AccountDebit, DebitState, SellerTransferEvent
 from payouts.services.debits import debits_create_due, debts_debit_due
 from payouts.services.ledger_check import ledger_check
 from payouts.services.policies import seller_policy_set
@@ -190,6 +190,12 @@ def test_two_workers_racing_for_a_due_debit_make_one_debit_at_stripe(
     assert ledger_check()[1] == []
 
 
+def waits_for_debit(seller) -> bool:
+    """Whether the seller's transfer gives back nothing yet: it waits for the debit's answer."""
+    event = SellerTransferEvent.objects.filter(transfer__seller=seller).latest("pk")
+    return event.detail.get("waits_for") == "account_debit"
+
+
 def debit_made_not_yet_sent(client, sandbox, stripe_client, deliver, age_debt):
     """A seller owing 1800 with money at Stripe again, whose debit row is made (the debt is old
     and the policy allows it) and waits for its call: the debit is in flight."""
@@ -247,13 +253,38 @@ def test_a_refund_failing_while_its_debt_is_debited_never_takes_the_money_twice(
     refund = Refund.objects.get(order__items__seller=seller)
 
     # The buyer's refund fails: the seller is owed their 1800 again, so their debt is not owed.
+    # Whether to cancel it or send it back depends on the debit's answer: the give-back waits.
     sandbox.fail_refund(refund.stripe_refund_id)
-    deliver("charge.refund.updated")
-    reversals_process_due()
-    debts_debit_due()  # the debit made before goes through
+    deliver("charge.refund.updated")  # the give-back is tried at once, after commit
+    assert waits_for_debit(seller)
+    assert debts_debit_due() == {"succeeded": 1}  # the debit made before goes through
+    age_debt(seller, 5)
+    assert reversals_process_due() == {"given_back": 1}  # the debt was paid: sent back
 
-    # Whatever the order of the two, the seller ends with what they had: the 2500 at Stripe.
+    # The seller ends with what they had: the 2500 at Stripe, less 1800 debited, plus 1800 back.
     assert sandbox.account_balance(account)["available"][0]["amount"] == 2500
+    assert debt_of(seller) == 0
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_refund_failing_while_its_debt_is_debited_in_vain_cancels_the_debt(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = debit_made_not_yet_sent(client, sandbox, stripe_client, deliver, age_debt)
+    account = seller.stripe_account_id
+    sandbox.adjust_account(account, -1000)  # 1500 left: the debit of 1800 will be refused
+    refund = Refund.objects.get(order__items__seller=seller)
+
+    sandbox.fail_refund(refund.stripe_refund_id)
+    deliver("charge.refund.updated")  # the give-back is tried at once, after commit
+    assert waits_for_debit(seller)
+    assert debts_debit_due() == {"refused": 1}
+    age_debt(seller, 5)
+    reversals_process_due()
+
+    # Nothing was taken and nothing is owed: the debt is cancelled, nothing sent back.
+    assert sandbox.account_balance(account)["available"][0]["amount"] == 1500
     assert debt_of(seller) == 0
     assert ledger_check()[1] == []
 

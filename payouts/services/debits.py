@@ -42,7 +42,7 @@ from payouts.stripe_api.gateway import (
 )
 from payouts.transfer.idempotency import key_may_be_forgotten, next_attempt, renewed_key
 from payouts.transfer.locks import due_rows_claimed
-from payouts.wakeups import debits_due_at
+from payouts.wakeups import debits_due_at, reversals_due_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,17 @@ def debits_in_flight(*, seller_id: int, currency: str) -> int:
         seller_id=seller_id, currency=currency, state=DebitState.PENDING
     )
     return pending.aggregate(total=Sum("amount"))["total"] or 0
+
+
+def debit_answer_due(*, seller_id: int, currency: str) -> datetime:
+    """When the seller's pending debit will have its answer, at the latest.
+
+    Its retry's time or its lease's end, and a lease more; from now when none is pending."""
+    pending = AccountDebit.objects.filter(
+        seller_id=seller_id, currency=currency, state=DebitState.PENDING
+    )
+    due = pending.aggregate(due=Max("next_retry_at"))["due"]
+    return max(due or timezone.now(), timezone.now()) + settings.PAYOUTS.claim_lease
 
 
 def debts_debit_due(
@@ -264,6 +275,7 @@ def _record_succeeded(debit: AccountDebit, *, stripe_transfer_id: str) -> DebitO
             debit_id=row.pk,
             stripe_transfer_id=stripe_transfer_id,
         )
+        reversals_due_after_commit()  # a give-back may wait for this answer
     logger.info("account debited", extra={"account_debit_id": debit.pk, "amount": debit.amount})
     return DebitOutcome.SUCCEEDED
 
@@ -276,6 +288,7 @@ def _record_refused(debit: AccountDebit, message: str) -> DebitOutcome:
         row.state = DebitState.REFUSED
         row.error_message = message
         row.save(update_fields=["state", "error_message", "updated_at"])
+        reversals_due_after_commit()  # a give-back may wait for this answer
     logger.warning("account debit refused", extra={"account_debit_id": debit.pk, "why": message})
     return DebitOutcome.REFUSED
 
@@ -302,6 +315,7 @@ def _record_retry(
             delay = policy.backoff_max
         if delay is None:
             row.state = DebitState.FAILED
+            reversals_due_after_commit()  # a give-back may wait for this answer
         else:
             row.next_retry_at = timezone.now() + delay
             debits_due_at(row.next_retry_at)

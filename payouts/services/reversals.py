@@ -23,7 +23,7 @@ anything else                              reversal_pending again, after the bac
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
@@ -31,11 +31,12 @@ from django.db import transaction
 from django.utils import timezone
 
 import ledger.services
-from ledger.selectors import seller_written_off
+from ledger.selectors import seller_debt_claimed, seller_written_off
 from marketplace.models import AccountStatus
 from marketplace.services import seller_account_status_set
 from payouts.concurrency import run_loops
 from payouts.models import SellerTransfer
+from payouts.services.debits import debit_answer_due
 from payouts.services.refunds import refunds_settle_due
 from payouts.stripe_api.gateway import (
     DestinationCannotReceive,
@@ -80,6 +81,7 @@ class ReversalOutcome(StrEnum):
     REFUSED = "reversal_refused"
     # What is to be given back cannot be received by the seller's account: it waits for it.
     WAITING_FOR_ACCOUNT = "waiting_for_account"
+    WAITING_FOR_DEBIT = "waiting_for_debit"
     NO_TRANSFER_ID = "no_transfer_id"
     RETRY_SCHEDULED = "retry_scheduled"
     GAVE_UP = "permanently_failed"
@@ -308,17 +310,9 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
         row = transfer_lock(transfer.pk)
         if row.status != transfer.status:
             raise ConcurrentTransition(row.pk, transfer.status, "given back")
-        # What a debit under way is settling is not cancelled: that debt is paid by the debit,
-        # and what the seller is owed back is sent instead.
-        debt = ledger.services.seller_debt_free_lock(seller_id=row.seller_id, currency=row.currency)
-        # A debt staff wrote off was never paid: the seller kept it. What of the row's debt is
-        # not owed any more and not netted either is cancelled from the write-off, never sent.
-        written_off = seller_written_off(seller_id=row.seller_id, currency=row.currency)
-        cancel = money.debt_cancelled(row.facts, seller_debt=debt, written_off=written_off)
-        if cancel.total:
-            moves.debt_given_back(
-                row, amount=cancel.total, written_off=cancel.revived, actor=WORKER
-            )
+        if (answer_due := _debt_cancelled_first(row)) is not None:
+            moves.give_back_waits_for_debit(row, until=answer_due, actor=WORKER)
+            return ReversalOutcome.WAITING_FOR_DEBIT
         if row.amount_to_give_back and not row.reversal_idempotency_key:
             # Kept before the call: a worker killed behind it leaves the give-back findable.
             step_key_keep(row, key=return_key(row))
@@ -336,6 +330,26 @@ def _give_back(transfer: SellerTransfer, gateway: StripeGateway) -> ReversalOutc
     returned = row.amount_returned + result.amount
     _settle(row, amount_returned=returned, stripe_return_id=result.id)
     return ReversalOutcome.GIVEN_BACK
+
+
+def _debt_cancelled_first(row: SellerTransfer) -> datetime | None:
+    """Cancel what the row gives back of the seller's debt, under the debt's lock.
+
+    A debt staff wrote off was never paid: the seller kept it. What of the row's debt is not
+    owed any more and not netted either is cancelled from the write-off, never sent. When the
+    debt to cancel is in a pending account debit, nothing is done yet: returns when the
+    debit's answer is due. Cancelled now, it would be taken twice should the debit succeed;
+    sent back instead, it would be paid out for a debt never paid should the debit be
+    refused. The give-back waits for the answer (the debit's record wakes the worker)."""
+    debt = ledger.services.seller_debt_lock(seller_id=row.seller_id, currency=row.currency)
+    written_off = seller_written_off(seller_id=row.seller_id, currency=row.currency)
+    cancel = money.debt_cancelled(row.facts, seller_debt=debt, written_off=written_off)
+    claimed = seller_debt_claimed(seller_id=row.seller_id, currency=row.currency)
+    if claimed and cancel.cancelled > debt - claimed:
+        return debit_answer_due(seller_id=row.seller_id, currency=row.currency)
+    if cancel.total:
+        moves.debt_given_back(row, amount=cancel.total, written_off=cancel.revived, actor=WORKER)
+    return None
 
 
 def _give_back_waits(

@@ -575,6 +575,26 @@ def reversal_failed(
     return transfer
 
 
+def give_back_waits_for_debit(
+    transfer: SellerTransfer, *, until: datetime, actor: Actor
+) -> SellerTransfer:
+    """Let a give-back wait for the answer of a debit of the seller's debt.
+
+    reversal_pending → reversal_pending: what the row gives back would cancel debt that a
+    pending account debit is taking from the seller; whether to cancel it or send it back
+    depends on that debit's answer. No retry is spent; the debit's record wakes the worker,
+    and ``until`` (when that answer is due at the latest) makes the row due again anyway."""
+    message = "waits for the answer of the account debit of the seller's debt"
+    return _move(
+        transfer,
+        TransferStatus.REVERSAL_PENDING,
+        actor,
+        {"waits_for": "account_debit", "until": until.isoformat()},
+        error_message=message,
+        next_retry_at=until,
+    )
+
+
 def give_back_waits(
     transfer: SellerTransfer,
     *,

@@ -125,12 +125,6 @@ def test_a_transfer_cancelled_before_it_was_sent_leaves_nothing_in_the_reserve(
     assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a refund failing while its debt's debit is pending gives the debt back to the "
-    "seller at once; the debit then refused leaves the give-back paid and the debt open "
-    "(ledger_check: given_back_uncollected)",
-)
 def test_a_debit_refused_after_its_debt_was_given_back_leaves_no_give_back_uncollected(
     sandbox, stripe_client, settings
 ):
