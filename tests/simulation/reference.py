@@ -124,6 +124,10 @@ class ReferenceModel:
             left -= part
         if left > 0 and settled:  # nothing kept to tie it to: forgiven for good
             self.write_offs.append(WriteOff(seller, currency, -1, left, Fraction(0)))
+        # Tied by the book's entitlement, which may lag the facts (a refund failed, its event
+        # heard but no worker run yet): the rise the facts already hold is the service's to
+        # give back from the write-off, as a later one would be (seeds 3 and 53 of ``ladder``).
+        self._absorb()
 
     # --- what is owed ----------------------------------------------------------------------
 

@@ -157,3 +157,33 @@ def test_a_debit_refused_after_its_debt_was_given_back_leaves_no_give_back_uncol
     )
     outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
     assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
+
+
+def test_a_write_off_tied_by_a_book_that_lags_a_failed_refund_forgives_nothing_twice(
+    sandbox, stripe_client, settings
+):
+    """Found by seed 53 of the ``ladder`` profile (hold=False, DISPUTE_RECOVERY=on_loss): a
+    mistake of the reference model, not of the service.
+
+    The seller's reversal of half their order is refused (886 of debt); the refund fails and
+    its event arrives, but no worker has run when staff write the 886 off. The service later
+    cancels the debt from the write-off (the seller keeps their 1771, owes nothing). The model
+    tied the write-off to the book's entitlement (885) while its own facts already said 1771,
+    and only a later rise would have used it up: it said the seller was owed 2657."""
+    history = History(
+        seed=53,
+        hold=False,
+        dispute_recovery="on_loss",
+        terms=(Terms(debits=True), Terms(fee_bps=1500, debits=True), *[Terms(debits=True)] * 2),
+        steps=(
+            Step("pay", ("jpy", (1,), (2084,))),
+            Step("quiet_hour", ()),
+            Step("seller_pays_out", (267,)),
+            Step("refund", (-1, 0.5)),
+            Step("quiet_hour", ()),
+            Step("fail_refund", (359,)),
+            Step("write_off_now", (56,)),
+        ),
+    )
+    outcome = run(history, Environment(sandbox, stripe_client, settings.PAYOUTS))
+    assert not outcome.failed, history.describe() + "\n" + "\n".join(outcome.failures)
