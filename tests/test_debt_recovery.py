@@ -62,6 +62,15 @@ def allow_debits(seller) -> None:
     seller_policy_set(seller_id=seller.pk, changes=CONSENT, user=staff_with())
 
 
+def debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt):
+    """A seller owing 1800 for four days, with 2500 at Stripe again, who allows debits."""
+    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
+    sandbox.adjust_account(seller.stripe_account_id, 2500)
+    allow_debits(seller)
+    age_debt(seller, 4)
+    return seller
+
+
 def debits_at_stripe(sandbox) -> list[dict]:
     return sandbox.state()["account_debits"]
 
@@ -163,10 +172,7 @@ def test_a_debit_is_never_attempted_for_a_seller_whose_policy_does_not_allow_it(
 def test_two_workers_racing_for_a_due_debit_make_one_debit_at_stripe(
     client, sandbox, stripe_client, deliver, age_debt
 ):
-    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
-    sandbox.adjust_account(seller.stripe_account_id, 2500)
-    allow_debits(seller)
-    age_debt(seller, 4)
+    seller = debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt)
     start = threading.Barrier(2)
     outcomes = []
 
@@ -199,10 +205,7 @@ def waits_for_debit(seller) -> bool:
 def debit_made_not_yet_sent(client, sandbox, stripe_client, deliver, age_debt):
     """A seller owing 1800 with money at Stripe again, whose debit row is made (the debt is old
     and the policy allows it) and waits for its call: the debit is in flight."""
-    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
-    sandbox.adjust_account(seller.stripe_account_id, 2500)
-    allow_debits(seller)
-    age_debt(seller, 4)
+    seller = debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt)
     assert debits_create_due(now=timezone.now()) == 1
     return seller
 
@@ -293,10 +296,7 @@ def test_a_refund_failing_while_its_debt_is_debited_in_vain_cancels_the_debt(
 def test_a_debit_made_behind_a_lost_answer_is_found_at_stripe_once_its_key_may_be_forgotten(
     client, sandbox, stripe_client, deliver, age_debt
 ):
-    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
-    sandbox.adjust_account(seller.stripe_account_id, 2500)
-    allow_debits(seller)
-    age_debt(seller, 4)
+    seller = debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt)
     sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
     assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}  # made, answer lost
     age_debt(seller, 6)  # two days on: Stripe forgets keys after 24 hours
@@ -315,10 +315,7 @@ def test_a_debit_made_behind_a_lost_answer_is_found_at_stripe_once_its_key_may_b
 def test_a_debit_that_stripe_never_made_is_sent_under_a_new_key_once_the_old_may_be_forgotten(
     client, sandbox, stripe_client, deliver, age_debt
 ):
-    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
-    sandbox.adjust_account(seller.stripe_account_id, 2500)
-    allow_debits(seller)
-    age_debt(seller, 4)
+    seller = debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt)
     sandbox.script("transfers.create", [{"action": "rate_limit"}])
     assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}  # nothing made
     first_key = AccountDebit.objects.get().idempotency_key
@@ -338,10 +335,7 @@ def test_a_debit_that_stripe_never_made_is_sent_under_a_new_key_once_the_old_may
 def test_after_a_500_a_debit_reads_stripe_then_goes_under_a_new_key(
     client, sandbox, stripe_client, deliver, age_debt
 ):
-    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
-    sandbox.adjust_account(seller.stripe_account_id, 2500)
-    allow_debits(seller)
-    age_debt(seller, 4)
+    seller = debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt)
     sandbox.script("transfers.create", [{"action": "error_500"}])
     assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}
     debit = AccountDebit.objects.get()
@@ -367,10 +361,7 @@ def test_a_debit_out_of_retries_after_a_lost_answer_is_adopted_not_given_up(
 ):
     conf = settings.PAYOUTS
     settings.PAYOUTS = replace(conf, debt_debit_retry=replace(conf.debt_debit_retry, max_retries=0))
-    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
-    sandbox.adjust_account(seller.stripe_account_id, 2500)
-    allow_debits(seller)
-    age_debt(seller, 4)
+    seller = debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt)
     sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
 
     # Its last attempt's answer is lost: Stripe is read before the debit is given up.
@@ -389,10 +380,7 @@ def test_a_debit_out_of_retries_that_stripe_never_made_is_failed(
 ):
     conf = settings.PAYOUTS
     settings.PAYOUTS = replace(conf, debt_debit_retry=replace(conf.debt_debit_retry, max_retries=0))
-    seller = seller_in_debt(client, sandbox, stripe_client, deliver)
-    sandbox.adjust_account(seller.stripe_account_id, 2500)
-    allow_debits(seller)
-    age_debt(seller, 4)
+    seller = debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt)
     sandbox.script("transfers.create", [{"action": "error_500"}])
 
     assert debts_debit_due() == {"created": 1, "failed": 1}

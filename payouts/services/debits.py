@@ -217,8 +217,8 @@ def _find_at_stripe(
     debit: AccountDebit, seller: Seller, gateway: StripeGateway
 ) -> StripeTransfer | None:
     """The debit an earlier attempt of this row made at Stripe, if any."""
-    found = gateway.find_account_debits(
-        account_id=seller.stripe_account_id, transfer_group=_group(debit)
+    found = gateway.find_transfers(
+        transfer_group=_group(debit), account_id=seller.stripe_account_id
     )
     for candidate in found:
         if (

@@ -701,29 +701,21 @@ class StripeGateway:
             for obj in page
         ]
 
-    def find_account_debits(self, *, account_id: str, transfer_group: str) -> list[StripeTransfer]:
-        """The debits a connected account made in ``transfer_group``.
+    def find_transfers(
+        self, *, transfer_group: str, account_id: str | None = None
+    ) -> list[StripeTransfer]:
+        """The transfers of ``transfer_group``, the platform's or a connected account's.
 
-        Its own transfers, read as the account (``Stripe-Account``): a debit is one it made to
-        the platform."""
+        With ``account_id``, those the account made (read as the account, ``Stripe-Account``):
+        its debits."""
+        options = {"options": {"stripe_account": account_id}} if account_id else {}
         return [
             _transfer(obj)
             for page in self._pages(
                 "transfers.list",
                 self._client.v1.transfers.list,
                 params={"transfer_group": transfer_group},
-                options={"stripe_account": account_id},
-            )
-            for obj in page
-        ]
-
-    def find_transfers(self, *, transfer_group: str) -> list[StripeTransfer]:
-        return [
-            _transfer(obj)
-            for page in self._pages(
-                "transfers.list",
-                self._client.v1.transfers.list,
-                params={"transfer_group": transfer_group},
+                **options,
             )
             for obj in page
         ]

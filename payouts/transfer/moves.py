@@ -348,33 +348,9 @@ def reserve_shares_taken(
     ``UPDATE`` on what the row had (and only while its reserve is still held), recorded as an
     audit event and booked from the seller's reserve account. Nothing is reversed at Stripe
     for this part. Raises ``ConcurrentTransition`` when another actor changed the row first."""
-    previous = transfer.reserve_refund, transfer.reserve_dispute
-    detail = {"reserve_refund": refund, "reserve_dispute": dispute}
-    with transaction.atomic():
-        updated = SellerTransfer.objects.filter(
-            pk=transfer.pk,
-            status=transfer.status,
-            reserve_refund=previous[0],
-            reserve_dispute=previous[1],
-            reserve_release__isnull=True,
-        ).update(reserve_refund=refund, reserve_dispute=dispute, updated_at=timezone.now())
-        if updated != 1:
-            raise ConcurrentTransition(transfer.pk, transfer.status, transfer.status)
-        event = transfer.events.create(
-            from_status=transfer.status,
-            to_status=transfer.status,
-            caused_by=actor.caused_by,
-            user=actor.user,
-            detail=detail,
-        )
-        transfer.refresh_from_db()
-        ledger.services.post_reserve_share(
-            book_ref(transfer, step=f"event:{event.pk}"),
-            previous=previous,
-            refund=refund,
-            dispute=dispute,
-        )
-    return transfer
+    return _reserve_cover_written(
+        transfer, refund=refund, dispute=dispute, given_back=0, released=False, actor=actor
+    )
 
 
 def reserve_given_back(
@@ -389,34 +365,42 @@ def reserve_given_back(
     entry that credits the seller's reserve with it; the caller makes the release that sends
     it in the same transaction. Raises ``ConcurrentTransition`` when another actor changed the
     row first."""
+    given_back = transfer.reserve_refund + transfer.reserve_dispute - refund - dispute
+    return _reserve_cover_written(
+        transfer, refund=refund, dispute=dispute, given_back=given_back, released=True, actor=actor
+    )
+
+
+def _reserve_cover_written(
+    transfer: SellerTransfer,
+    *,
+    refund: int,
+    dispute: int,
+    given_back: int,
+    released: bool,
+    actor: Actor,
+) -> SellerTransfer:
+    """Write what the reserve covers (and gave back), on what the row had, and book it."""
     previous = transfer.reserve_refund, transfer.reserve_dispute
-    given_back = previous[0] + previous[1] - refund - dispute
-    total = transfer.reserve_given_back + given_back
-    detail = {"reserve_refund": refund, "reserve_dispute": dispute, "reserve_given_back": total}
+    had = {
+        "reserve_refund": previous[0],
+        "reserve_dispute": previous[1],
+        "reserve_given_back": transfer.reserve_given_back,
+    }
+    now = {
+        "reserve_refund": refund,
+        "reserve_dispute": dispute,
+        "reserve_given_back": transfer.reserve_given_back + given_back,
+    }
+    detail = now if released else {"reserve_refund": refund, "reserve_dispute": dispute}
     with transaction.atomic():
-        updated = SellerTransfer.objects.filter(
-            pk=transfer.pk,
-            status=transfer.status,
-            reserve_refund=previous[0],
-            reserve_dispute=previous[1],
-            reserve_given_back=transfer.reserve_given_back,
-            reserve_release__isnull=False,
-        ).update(
-            reserve_refund=refund,
-            reserve_dispute=dispute,
-            reserve_given_back=total,
-            updated_at=timezone.now(),
-        )
-        if updated != 1:
-            raise ConcurrentTransition(transfer.pk, transfer.status, transfer.status)
-        event = transfer.events.create(
-            from_status=transfer.status,
-            to_status=transfer.status,
-            caused_by=actor.caused_by,
-            user=actor.user,
+        event = _written_in_place(
+            transfer,
+            had={**had, "reserve_release__isnull": not released},
+            now=now,
             detail=detail,
+            actor=actor,
         )
-        transfer.refresh_from_db()
         ledger.services.post_reserve_share(
             book_ref(transfer, step=f"event:{event.pk}"),
             previous=previous,
