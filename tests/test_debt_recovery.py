@@ -388,3 +388,23 @@ def test_a_debit_out_of_retries_that_stripe_never_made_is_failed(
     assert debits_at_stripe(sandbox) == []
     assert AccountDebit.objects.get().state == DebitState.FAILED
     assert debt_of(seller) == 1800
+
+
+@pytest.mark.django_db
+def test_a_debit_made_behind_a_lost_answer_is_recorded_when_consent_was_withdrawn_since(
+    client, sandbox, stripe_client, deliver, age_debt
+):
+    seller = debt_ripe_for_a_debit(client, sandbox, stripe_client, deliver, age_debt)
+    sandbox.script("transfers.create", [{"action": "drop_after_perform"}])
+    assert debts_debit_due() == {"created": 1, "retry_scheduled": 1}  # made, answer lost
+    withdrawn = {**CONSENT, "debits_allowed": False}
+    seller_policy_set(seller_id=seller.pk, changes=withdrawn, user=staff_with())
+    age_debt(seller, 5)  # past the backoff
+
+    # Consent stood when Stripe made it: found and recorded, never sent again.
+    assert debts_debit_due() == {"succeeded": 1}
+
+    [at_stripe] = debits_at_stripe(sandbox)
+    assert AccountDebit.objects.get().stripe_transfer_id == at_stripe["id"]
+    assert debt_of(seller) == 0
+    assert ledger_check()[1] == []

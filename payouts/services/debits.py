@@ -165,8 +165,7 @@ def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcom
     debit either way."""
     seller = Seller.objects.get(pk=debit.seller_id)
     if not policy_effective(seller_policy(seller.pk)).debits_allowed:
-        # Withdrawn since the row was made: never attempted.
-        return _record_refused(debit, "the seller's payout policy no longer allows debits")
+        return _consent_withdrawn(debit, seller, gateway=gateway)
     try:
         forgotten = key_may_be_forgotten(debit, now=timezone.now())
         if debit.read_stripe_first or forgotten:
@@ -188,6 +187,25 @@ def debit_attempt(debit: AccountDebit, *, gateway: StripeGateway) -> DebitOutcom
     except GatewayError as error:
         return _attempt_failed(debit, seller, error=error, gateway=gateway)
     return _record_succeeded(debit, stripe_transfer_id=result.id)
+
+
+def _consent_withdrawn(
+    debit: AccountDebit, seller: Seller, *, gateway: StripeGateway
+) -> DebitOutcome:
+    """The seller's policy no longer allows debits: the row is refused, never sent again.
+
+    An earlier attempt may have made the debit while consent stood (a worker killed behind
+    Stripe's answer): Stripe is read first, and a debit found there is recorded, not lost."""
+    why = "the seller's payout policy no longer allows debits"
+    if debit.key_first_sent_at is None:
+        return _record_refused(debit, why)
+    try:
+        found = _find_at_stripe(debit, seller, gateway)
+    except GatewayError as error:
+        return _record_retry(debit, error, give_up=False)
+    if found:
+        return _record_succeeded(debit, stripe_transfer_id=found.id)
+    return _record_refused(debit, why)
 
 
 def _attempt_failed(

@@ -124,10 +124,6 @@ class ReferenceModel:
             left -= part
         if left > 0 and settled:  # nothing kept to tie it to: forgiven for good
             self.write_offs.append(WriteOff(seller, currency, -1, left, Fraction(0)))
-        # Tied by the book's entitlement, which may lag the facts (a refund failed, its event
-        # heard but no worker run yet): the rise the facts already hold is the service's to
-        # give back from the write-off, as a later one would be (seeds 3 and 53 of ``ladder``).
-        self._absorb()
 
     # --- what is owed ----------------------------------------------------------------------
 
@@ -152,6 +148,14 @@ class ReferenceModel:
         if seller not in order.items:
             return Fraction(0)
         return self.net_of_fee(order.items[seller], seller) * (1 - self.taken_back(order))
+
+    def workers_ran(self) -> None:
+        """The reversal worker ran: the service gave back what the facts say, so a write-off
+        tied by a book that lagged them (a refund failed, its event heard, no worker run yet)
+        is used up by the rise the facts held then (seeds 3 and 53 of ``ladder``). Not at the
+        write-off itself: a fact that turns the rise back before the worker runs (a new refund,
+        seed 20) leaves the write-off whole, as the service sees no rise."""
+        self._absorb()
 
     def _absorb(self) -> None:
         for write_off in self.write_offs:

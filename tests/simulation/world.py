@@ -494,7 +494,10 @@ class World:
         transfers_send_due(gateway=self.gateway)
 
     def _reverse(self) -> None:
-        reversals_process_due(time_budget=timedelta(seconds=60), gateway=self.gateway)
+        try:
+            reversals_process_due(time_budget=timedelta(seconds=60), gateway=self.gateway)
+        finally:
+            self.model.workers_ran()
 
     def _reserves(self) -> None:
         reserves_release_due(gateway=self.gateway)
