@@ -199,31 +199,32 @@ def _consent_withdrawn(
     why = "the seller's payout policy no longer allows debits"
     if debit.key_first_sent_at is None:
         return _record_refused(debit, why)
-    try:
-        found = _find_at_stripe(debit, seller, gateway)
-    except GatewayError as error:
-        return _record_retry(debit, error, give_up=False)
-    if found:
-        return _record_succeeded(debit, stripe_transfer_id=found.id)
-    return _record_refused(debit, why)
+    return _ended_unless_made(debit, seller, gateway, end=lambda: _record_refused(debit, why))
 
 
 def _attempt_failed(
     debit: AccountDebit, seller: Seller, *, error: GatewayError, gateway: StripeGateway
 ) -> DebitOutcome:
-    """Retry after the backoff; with the retries spent, give up only once Stripe shows none.
-
-    No attempt made the debit, Stripe says: failed. One it finds is adopted; a read that fails
-    keeps the row trying."""
+    """Retry after the backoff; with the retries spent, give up only once Stripe shows none."""
     if settings.PAYOUTS.debt_debit_retry.delay_after_failure(debit.retry_count + 1) is not None:
         return _record_retry(debit, error)
+    return _ended_unless_made(debit, seller, gateway, end=lambda: _record_retry(debit, error))
+
+
+def _ended_unless_made(
+    debit: AccountDebit, seller: Seller, gateway: StripeGateway, *, end
+) -> DebitOutcome:
+    """End the row with ``end()`` once Stripe shows no attempt made the debit.
+
+    A debit found there is recorded (adopted); a read that fails keeps the row trying, at
+    the longest backoff."""
     try:
         found = _find_at_stripe(debit, seller, gateway)
     except GatewayError as read_error:
         return _record_retry(debit, read_error, give_up=False)
     if found:
         return _record_succeeded(debit, stripe_transfer_id=found.id)
-    return _record_retry(debit, error)
+    return end()
 
 
 def _group(debit: AccountDebit) -> str:
