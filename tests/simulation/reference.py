@@ -85,15 +85,12 @@ class ReferenceModel:
 
     def refunded(self, order: int, refund: str, amount: int) -> None:
         self.orders[order].refunds[refund] = amount
-        self._absorb()
 
     def refund_failed(self, order: int, refund: str) -> None:
         self.orders[order].refunds.pop(refund, None)
-        self._absorb()
 
     def dispute(self, order: int, dispute: str, amount: int, status: str) -> None:
         self.orders[order].disputes[dispute] = (amount, status)
-        self._absorb()
 
     def written_off(
         self,
@@ -150,11 +147,13 @@ class ReferenceModel:
         return self.net_of_fee(order.items[seller], seller) * (1 - self.taken_back(order))
 
     def workers_ran(self) -> None:
-        """The reversal worker ran: the service gave back what the facts say, so a write-off
-        tied by a book that lagged them (a refund failed, its event heard, no worker run yet)
-        is used up by the rise the facts held then (seeds 3 and 53 of ``ladder``). Not at the
-        write-off itself: a fact that turns the rise back before the worker runs (a new refund,
-        seed 20) leaves the write-off whole, as the service sees no rise."""
+        """The reversal worker ran: a rise of an order's entitlement since a write-off uses
+        the write-off up now, as the service revives it when its worker gives back.
+
+        Not when the fact happens: a refund that fails and a new refund before any worker runs
+        leave the service no rise to see, and the write-off whole (``ladder`` seeds 20, 96).
+        Nor at the write-off: one tied by a book that lagged the facts is used up by the rise
+        they held then once the worker runs (seeds 3 and 53)."""
         self._absorb()
 
     def _absorb(self) -> None:
