@@ -13,7 +13,8 @@ A seller keeps more than that only in two ways the model also knows:
 - a debt staff wrote off. A write-off forgives what the seller kept of an order at that moment;
   if that order's entitlement rises again afterwards (its refund failed, its dispute was won),
   the rise is covered by what they kept, so the write-off shrinks by it. Paying the rise again
-  would pay the seller twice.
+  would pay the seller twice. The rise is counted when the reversal worker runs
+  (``workers_ran``), as the service's give-back revives the write-off then.
 
 The seller-risk features:
 
