@@ -148,8 +148,8 @@ class ReferenceModel:
         return self.net_of_fee(order.items[seller], seller) * (1 - self.taken_back(order))
 
     def workers_ran(self) -> None:
-        """The reversal worker ran: a rise of an order's entitlement since a write-off uses
-        the write-off up now, as the service revives it when its worker gives back.
+        """The reversal worker ran, every fact heard: a rise of an order's entitlement since a
+        write-off uses the write-off up now, as the service revives it when it gives back.
 
         Not when the fact happens: a refund that fails and a new refund before any worker runs
         leave the service no rise to see, and the write-off whole (``ladder`` seeds 20, 96).

@@ -21,12 +21,12 @@ CI_SEEDS = list(range(43))
 # transfer cancelled before it was sent (6, 12, 21, 53, 83, 84).
 CI_RISK_SEEDS = list(range(14)) + [21, 27, 32, 53, 83, 84, 110, 146]
 # Seeds of the ``ladder`` profile (the debt-recovery ladder); each of 0, 2, 7, 11, 12 and 14
-# makes an account debit that succeeds. Kept since what they found was fixed: 3, 20, 53 and 96
-# the reference model tying or using up a write-off out of step with the service (the model's
-# mistakes), 5 a give-back paid out for a debt a refused debit left unpaid, 97 a debit made
+# makes an account debit that succeeds. Kept since what they found was fixed: 3, 20, 53, 96, 131
+# and 132 the reference model tying or using up a write-off out of step with the service (the
+# model's mistakes), 5 a give-back paid out for a debt a refused debit left unpaid, 97 a debit made
 # behind a killed worker and refused once consent was withdrawn though Stripe had made it (the
 # service's: test_found_histories and tests/test_debt_recovery.py keep them).
-CI_LADDER_SEEDS = [0, 1, 2, 3, 4, 5, 7, 11, 12, 14, 20, 53, 96, 97]
+CI_LADDER_SEEDS = [0, 1, 2, 3, 4, 5, 7, 11, 12, 14, 20, 53, 96, 97, 131]
 
 
 @pytest.fixture
