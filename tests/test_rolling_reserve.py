@@ -20,6 +20,7 @@ from payouts.services.ledger_check import ledger_check
 from payouts.services.policies import seller_policy_set
 from payouts.services.reserves import reserves_release_due
 from payouts.services.transfers import transfers_send_due
+from payouts.stripe_api.gateway import get_gateway
 from payouts.transfer.transitions import TransferStatus
 from tests.builders import (
     DISPUTE_EVENTS,
@@ -29,6 +30,7 @@ from tests.builders import (
     refund_at_stripe,
     staff_with,
 )
+from tests.simulation.world import KillingGateway, WorkerKilled
 
 TEN_PERCENT_FOR_30_DAYS = {"reserve_bps": 1000, "reserve_days": 30}
 
@@ -713,4 +715,30 @@ def test_a_refund_in_full_failing_during_the_hold_takes_the_reserve_as_the_share
     assert row.status == TransferStatus.HELD
     assert (row.reserve_refund, row.reversal_target, row.to_send) == (180, 270, 1350)
     assert reserve_of(seller) == 0
+    assert ledger_check()[1] == []
+
+
+@pytest.mark.django_db
+def test_a_release_whose_worker_died_behind_stripe_is_looked_for_a_day_later_not_sent_again(
+    client, sandbox, stripe_client
+):
+    order, row = paid_with_reserve(client, stripe_client)
+    gateway = KillingGateway(get_gateway())
+    gateway.armed.add("create_transfer")
+    with pytest.raises(WorkerKilled):  # Stripe made the transfer; nothing was recorded
+        reserves_release_due(now=after_days(31), gateway=gateway)
+    release = ReserveRelease.objects.get()
+    assert (release.state, release.retry_count) == (ReleaseState.PENDING, 0)
+    # No sweep runs for two days, and Stripe forgets its keys after 24 hours.
+    ReserveRelease.objects.update(
+        key_first_sent_at=F("key_first_sent_at") - timedelta(days=2),
+        created_at=F("created_at") - timedelta(days=2),
+        next_retry_at=timezone.now(),
+    )
+    sandbox.forget_idempotency_keys()
+
+    assert reserves_release_due(now=after_days(33)) == {"adopted": 1}
+
+    assert [t["amount"] for t in transfers_to(sandbox, row.seller.stripe_account_id)] == [1620, 180]
+    assert ReserveRelease.objects.get().state == ReleaseState.SENT
     assert ledger_check()[1] == []
