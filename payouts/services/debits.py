@@ -40,7 +40,12 @@ from payouts.stripe_api.gateway import (
     StripeTransfer,
     get_gateway,
 )
-from payouts.transfer.idempotency import key_may_be_forgotten, next_attempt, renewed_key
+from payouts.transfer.idempotency import (
+    key_may_be_forgotten,
+    next_attempt,
+    renewed_key,
+    transfer_made_by,
+)
 from payouts.transfer.locks import due_rows_claimed
 from payouts.wakeups import debits_due_at, reversals_due_after_commit
 
@@ -239,14 +244,13 @@ def _find_at_stripe(
     found = gateway.find_transfers(
         transfer_group=_group(debit), account_id=seller.stripe_account_id
     )
-    for candidate in found:
-        if (
-            candidate.metadata.get("account_debit_id") == str(debit.pk)
-            and candidate.amount == debit.amount
-            and candidate.currency.lower() == debit.currency
-        ):
-            return candidate
-    return None
+    return transfer_made_by(
+        found,
+        id_field="account_debit_id",
+        row_id=debit.pk,
+        amount=debit.amount,
+        currency=debit.currency,
+    )
 
 
 def _key_renewed(debit: AccountDebit) -> AccountDebit:

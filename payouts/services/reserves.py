@@ -41,7 +41,12 @@ from payouts.models import ReleaseState, ReserveRelease, SellerTransfer
 from payouts.stripe_api.gateway import GatewayError, StripeGateway, StripeTransfer, get_gateway
 from payouts.transfer import money, moves
 from payouts.transfer.actors import Actor
-from payouts.transfer.idempotency import key_may_be_forgotten, next_attempt, renewed_key
+from payouts.transfer.idempotency import (
+    key_may_be_forgotten,
+    next_attempt,
+    renewed_key,
+    transfer_made_by,
+)
 from payouts.transfer.locks import due_rows_claimed
 from payouts.transfer.transitions import PAID_STATUSES
 
@@ -155,15 +160,10 @@ def reserve_give_back(
         )
         if released.given_back <= 0:
             return row  # only moved between the refund and the chargeback
-        now = timezone.now()
-        release = ReserveRelease.objects.create(
-            seller_id=row.seller_id,
-            currency=row.currency,
-            release_on=now.astimezone(UTC).date(),
+        release = _give_back_release(
+            row,
             amount=released.given_back,
-            given_back_for=row,
-            idempotency_key=give_back_key(transfer_id=row.pk, given_back=row.reserve_given_back),
-            next_retry_at=now,
+            key=give_back_key(transfer_id=row.pk, given_back=row.reserve_given_back),
         )
     logger.info(
         "released reserve gave back",
@@ -203,23 +203,33 @@ def reserve_owed_changed(
             actor=actor,
         )
         if given_back:
-            now = timezone.now()
-            ReserveRelease.objects.create(
-                seller_id=row.seller_id,
-                currency=row.currency,
-                release_on=now.astimezone(UTC).date(),
+            _give_back_release(
+                row,
                 amount=given_back,
-                given_back_for=row,
-                idempotency_key=owed_back_key(
-                    transfer_id=row.pk, given_back=row.reserve_owed_given_back
-                ),
-                next_retry_at=now,
+                key=owed_back_key(transfer_id=row.pk, given_back=row.reserve_owed_given_back),
             )
     logger.info(
         "seller owes of their released reserve",
         extra={"transfer_id": row.pk, "owed": owed.refund + owed.dispute, "back": given_back},
     )
     return row
+
+
+def _give_back_release(row: SellerTransfer, *, amount: int, key: str) -> ReserveRelease:
+    """A release of its own sending ``amount`` back to the transfer's seller, due now.
+
+    Made in the caller's transaction, with the move and the entry that owe it; the sweep sends
+    it under ``key`` (claim → call → record, as every release)."""
+    now = timezone.now()
+    return ReserveRelease.objects.create(
+        seller_id=row.seller_id,
+        currency=row.currency,
+        release_on=now.astimezone(UTC).date(),
+        amount=amount,
+        given_back_for=row,
+        idempotency_key=key,
+        next_retry_at=now,
+    )
 
 
 def owed_back_key(*, transfer_id: int, given_back: int) -> str:
@@ -264,14 +274,13 @@ def release_attempt(release: ReserveRelease, *, gateway: StripeGateway) -> Relea
 
 def _find_at_stripe(release: ReserveRelease, gateway: StripeGateway) -> StripeTransfer | None:
     """The Stripe transfer an earlier attempt of this release made, if any."""
-    for candidate in gateway.find_transfers(transfer_group=_group(release)):
-        if (
-            candidate.metadata.get("reserve_release_id") == str(release.pk)
-            and candidate.amount == release.amount
-            and candidate.currency.lower() == release.currency
-        ):
-            return candidate
-    return None
+    return transfer_made_by(
+        gateway.find_transfers(transfer_group=_group(release)),
+        id_field="reserve_release_id",
+        row_id=release.pk,
+        amount=release.amount,
+        currency=release.currency,
+    )
 
 
 def _locked(release: ReserveRelease, *, states=(ReleaseState.PENDING,)) -> ReserveRelease | None:

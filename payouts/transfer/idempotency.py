@@ -16,10 +16,11 @@ key for 24 hours, errors included, and stores nothing for 429s or requests it ne
 """
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from payouts.stripe_api.gateway import GatewayError
+from payouts.stripe_api.gateway import GatewayError, StripeTransfer
 
 # Stripe keeps a key for 24 hours; an hour of margin for clocks and slow calls.
 KEY_MEMORY = timedelta(hours=23)
@@ -101,3 +102,20 @@ def key_may_be_forgotten(transfer, *, now: datetime) -> bool:
     could execute a second time, so Stripe's state must be read first."""
     first_sent = transfer.key_first_sent_at
     return first_sent is not None and now - first_sent > KEY_MEMORY
+
+
+def transfer_made_by(
+    candidates: Iterable[StripeTransfer], *, id_field: str, row_id: int, amount: int, currency: str
+) -> StripeTransfer | None:
+    """The transfer an earlier attempt of a row made, among ``candidates``, if any.
+
+    Ours by its metadata (``id_field`` names the row) and the row's amount and currency:
+    anything else is someone else's, and adopting it would record money that never moved."""
+    for candidate in candidates:
+        if (
+            candidate.metadata.get(id_field) == str(row_id)
+            and candidate.amount == amount
+            and candidate.currency.lower() == currency
+        ):
+            return candidate
+    return None
