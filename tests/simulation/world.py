@@ -45,7 +45,7 @@ from payouts.services.ledger_check import ledger_check
 from payouts.services.policies import seller_policy_set
 from payouts.services.reconciliation import reconciliation_run
 from payouts.services.requeue import transfer_requeue_by_staff
-from payouts.services.reserves import reserves_release_due
+from payouts.services.reserves import release_resend_by_staff, reserves_release_due
 from payouts.services.reversals import reversals_process_due
 from payouts.services.risk import seller_risk_release
 from payouts.services.transfers import transfer_retry_by_staff, transfers_send_due
@@ -252,6 +252,19 @@ class World:
             with suppress(DomainError):  # released meanwhile: nothing held any more
                 seller_risk_release(seller_id=seller_id, actor=Actor.staff(self.staff))
 
+    def resend_given_up_releases(self) -> None:
+        """Staff send each reserve release that gave up again (Stripe read first): the seller
+        is paid it once, never twice, whatever an earlier attempt did."""
+        failed = ReserveRelease.objects.filter(state=ReleaseState.FAILED).order_by("pk")
+        for release_id in failed.values_list("pk", flat=True):
+            with suppress(DomainError, WorkerKilled):  # not failed any more, or killed
+                release_resend_by_staff(
+                    release_id=release_id,
+                    user=self.staff,
+                    reason="simulated re-send",
+                    gateway=self.gateway,
+                )
+
     def settle(self, *, rounds: int) -> None:
         """Deliver every event and run every worker, moving the clock past backoffs and
         leases, until a round changes nothing (or ``rounds`` run out)."""
@@ -260,6 +273,7 @@ class World:
             refused = [e for e in self.delivered if e["id"] in self.refused_events]
             self.deliver(refused + self.undelivered(), shuffle=False)  # Stripe retries a 4xx
             self.release_risk_holds()
+            self.resend_given_up_releases()
             self.run_workers()
             self.reconcile()
             after = self.fingerprint()
